@@ -1,0 +1,183 @@
+//! What flows from a source's change feed, and what the machine asks a store
+//! to apply.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lsn::Lsn;
+use crate::schema::{Identity, SourceRelId};
+use crate::time::Timestamp;
+use crate::value::{Key, Row, Value};
+use crate::view::RelationId;
+
+/// One column of an updated row image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cell {
+    /// The column's new value.
+    Set(Value),
+    /// The value did not change and the source did not send it (a Postgres
+    /// unchanged TOAST value): keep the current local value.
+    Unchanged,
+}
+
+/// One row-level change inside an upstream transaction. Rows and old-row
+/// images list values in the relation's column order
+/// ([`RelationSchema::columns`](crate::RelationSchema::columns)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// A new row.
+    Insert {
+        /// The relation.
+        rel: SourceRelId,
+        /// The full new row.
+        new: Row,
+    },
+    /// A changed row.
+    Update {
+        /// The relation.
+        rel: SourceRelId,
+        /// The old row image when the source sent one: its key columns are
+        /// set (others may be `Null`) when the key changed, or it is the full
+        /// old row for full-row identity. `None` means the key did not change.
+        old: Option<Row>,
+        /// The new row image; unchanged TOAST columns are [`Cell::Unchanged`].
+        new: Vec<Cell>,
+    },
+    /// A removed row.
+    Delete {
+        /// The relation.
+        rel: SourceRelId,
+        /// The old row image: key columns set (others may be `Null`), or the
+        /// full row for full-row identity.
+        old: Row,
+    },
+    /// Every listed relation was emptied.
+    Truncate {
+        /// The relations.
+        rels: Vec<SourceRelId>,
+    },
+}
+
+/// One event of an origin's change feed, in feed order. A transaction arrives
+/// as `Begin`, its `Change`s, then `Commit`; events of different transactions
+/// never interleave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StreamEvent {
+    /// A transaction starts.
+    Begin {
+        /// The upstream transaction id as sent on the wire (32 bits for
+        /// Postgres; compared against 64-bit snapshot xids wraparound-aware).
+        xid: u32,
+        /// LSN of the commit record (its start). Strictly greater than the
+        /// end LSN of every earlier transaction in the feed.
+        final_lsn: Lsn,
+        /// Upstream commit time.
+        commit_time: Timestamp,
+    },
+    /// One change of the open transaction.
+    Change(Change),
+    /// The open transaction committed.
+    Commit {
+        /// LSN just past the commit record: "applied through `end_lsn`" covers
+        /// this transaction. This is the LSN acknowledged upstream.
+        end_lsn: Lsn,
+    },
+    /// The source is alive and has sent everything up to `wal_end`.
+    Keepalive {
+        /// Every transaction committing at or before this position has been
+        /// sent.
+        wal_end: Lsn,
+        /// The server asked for an immediate status reply.
+        reply_requested: bool,
+    },
+    /// A relation's shape changed upstream (e.g. a column was added). Views of
+    /// it must re-bootstrap; changes for it are not routed until they have.
+    SchemaChanged {
+        /// The relation.
+        rel: SourceRelId,
+        /// What changed, for `last_error`.
+        detail: String,
+    },
+}
+
+/// One operation on one view's local rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RowOp {
+    /// Add a row (an upsert for keyed views; one more copy for full-row views).
+    Insert {
+        /// Its key.
+        key: Key,
+        /// The row.
+        row: Row,
+    },
+    /// Replace a row, keeping current values where the new image has
+    /// [`Cell::Unchanged`]. When `old_key` is set the row moves from `old_key`
+    /// to `key`.
+    Update {
+        /// The previous key, if it differs from `key`.
+        old_key: Option<Key>,
+        /// The new key.
+        key: Key,
+        /// The new image.
+        new: Vec<Cell>,
+    },
+    /// Remove a row (one copy for full-row views).
+    Delete {
+        /// Its key.
+        key: Key,
+    },
+    /// Remove every row of the view.
+    Truncate,
+}
+
+/// The row operations for one view inside a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewOps {
+    /// The view.
+    pub relation_id: RelationId,
+    /// How the view's rows are identified (full-row views are multisets).
+    pub identity: Identity,
+    /// Operations in upstream order.
+    pub ops: Vec<RowOp>,
+}
+
+/// Orders store batches; the store reports durability as "every batch up to
+/// and including this sequence number".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct BatchSeq(pub u64);
+
+/// What a batch does to its origin's recorded progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Progress {
+    /// The batch completes the transaction ending at `end_lsn`: the origin's
+    /// applied LSN becomes `end_lsn`, and any partial-transaction marker is
+    /// cleared.
+    Commit {
+        /// The transaction's end LSN.
+        end_lsn: Lsn,
+    },
+    /// The batch is one part of a transaction too large for one batch. The
+    /// store marks the batch's views as partially applied until the `Commit`
+    /// batch lands; after a crash, views so marked are re-bootstrapped.
+    Partial,
+    /// A held-back transaction replayed into a view that just bootstrapped;
+    /// the origin's applied LSN is already past it and stays as it is.
+    Replay,
+}
+
+/// One atomic store write: row changes for some views, job records, and the
+/// origin's progress — all or nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApplyBatch {
+    /// Sequence number, increasing across the store.
+    pub seq: BatchSeq,
+    /// The origin whose feed produced the batch.
+    pub origin: crate::view::OriginId,
+    /// What the batch does to the origin's progress.
+    pub progress: Progress,
+    /// Row operations per view.
+    pub views: Vec<ViewOps>,
+    /// Job records to write in the same batch.
+    pub jobs: Vec<crate::job::JobRecord>,
+}

@@ -1,0 +1,1 @@
+//! Store conformance suite (to be filled).

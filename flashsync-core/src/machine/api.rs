@@ -1,0 +1,377 @@
+//! The machine's inputs and outputs: everything that crosses its boundary.
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::{ApplyBatch, BatchSeq, StreamEvent};
+use crate::error::{ControlError, SourceError, StoreError};
+use crate::event::{Event, SyncSummary};
+use crate::job::JobRecord;
+use crate::lsn::Lsn;
+use crate::rowops::ApplyReport;
+use crate::schema::RelationSchema;
+use crate::selector::Selector;
+use crate::snapshot::SnapshotPoint;
+use crate::source::SlotReport;
+use crate::store::ViewRecord;
+use crate::time::Millis;
+use crate::view::{OriginId, RelationId, UpstreamRelation, ViewDef, ViewName};
+
+/// Identifies a caller's control request; the reply carries it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// Identifies one action the machine asked a driver to carry out; the result
+/// input carries it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OpId(pub u64);
+
+/// Identifies one subscription attempt to an origin's feed. Inputs from an
+/// older epoch are stale and ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Epoch(pub u64);
+
+/// Deliberately broken behaviours, for proving that the simulator's checkers
+/// catch them. Never set these outside such tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectedBugs {
+    /// Acknowledge a transaction upstream as soon as it is applied, before it
+    /// is durable.
+    pub ack_before_durable: bool,
+    /// Skip the snapshot visibility filter during the hand-off: apply every
+    /// held-back transaction.
+    pub skip_xid_filter: bool,
+    /// Keep applying transactions to views after they are stopped.
+    pub apply_while_disabled: bool,
+}
+
+/// Tunables. The defaults suit a server process; the simulator varies them.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// First retry delay after a failure.
+    pub retry_base: Millis,
+    /// Longest retry delay.
+    pub retry_max: Millis,
+    /// Snapshots (materializations and bootstraps) running at once.
+    pub max_concurrent_snapshots: usize,
+    /// Bytes of held-back changes (for views still bootstrapping) per origin
+    /// before the machine pauses the feed until snapshots land.
+    pub holdback_limit_bytes: usize,
+    /// Row operations per store batch; larger transactions are applied in
+    /// several batches (see [`Progress::Partial`](crate::Progress)).
+    pub max_batch_ops: usize,
+    /// Commit xids remembered per origin for the hand-off race check.
+    pub recent_commits: usize,
+    /// Times a bootstrap retries a snapshot that raced a commit before failing.
+    pub max_snapshot_races: u32,
+    /// Test-only deliberate bugs.
+    #[doc(hidden)]
+    pub bugs: InjectedBugs,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            retry_base: Millis(500),
+            retry_max: Millis::from_secs(60),
+            max_concurrent_snapshots: 4,
+            holdback_limit_bytes: 64 << 20,
+            max_batch_ops: 50_000,
+            recent_commits: 4096,
+            max_snapshot_races: 8,
+            bugs: InjectedBugs::default(),
+        }
+    }
+}
+
+/// Everything that can happen to the machine.
+#[derive(Debug)]
+pub enum Input {
+    /// Define (or redefine) a view.
+    Define {
+        /// Reply tag.
+        request: RequestId,
+        /// The definition.
+        def: ViewDef,
+    },
+    /// `sync(selector)`; forced when `force`.
+    Sync {
+        /// Reply tag.
+        request: RequestId,
+        /// Views to sync.
+        selector: Selector,
+        /// Re-materialize and bypass back-off.
+        force: bool,
+    },
+    /// `stop(selector)`: halt and disable.
+    Stop {
+        /// Reply tag.
+        request: RequestId,
+        /// Views to stop.
+        selector: Selector,
+    },
+    /// `resume(selector)`: re-enable, then sync.
+    Resume {
+        /// Reply tag.
+        request: RequestId,
+        /// Views to resume.
+        selector: Selector,
+    },
+    /// `forget(selector)`: remove views, their jobs, copies and upstream resources.
+    Forget {
+        /// Reply tag.
+        request: RequestId,
+        /// Views to forget.
+        selector: Selector,
+    },
+    /// `shutdown()`.
+    Shutdown {
+        /// Reply tag.
+        request: RequestId,
+    },
+    /// A [`StoreAction`] other than `Apply` finished.
+    StoreDone {
+        /// The action.
+        op: OpId,
+        /// Its outcome.
+        result: Result<(), StoreError>,
+    },
+    /// A [`StoreAction::Apply`] finished (not necessarily durably).
+    Applied {
+        /// The batch.
+        seq: BatchSeq,
+        /// Its outcome.
+        result: Result<ApplyReport, StoreError>,
+    },
+    /// Every batch up to `through` is durable.
+    Durable {
+        /// Highest durable batch.
+        through: BatchSeq,
+    },
+    /// A [`SourceAction::Prepare`] finished.
+    Prepared {
+        /// The action.
+        op: OpId,
+        /// The relation's description.
+        result: Result<RelationSchema, SourceError>,
+    },
+    /// A [`SourceAction::Snapshot`] finished: rows are in a new, unpublished
+    /// generation (on success).
+    Snapshotted {
+        /// The action.
+        op: OpId,
+        /// The snapshot's visibility point.
+        result: Result<SnapshotPoint, SourceError>,
+    },
+    /// A [`SourceAction::Subscribe`] finished.
+    Subscribed {
+        /// The origin.
+        origin: OriginId,
+        /// The attempt.
+        epoch: Epoch,
+        /// What the feed reported.
+        result: Result<SlotReport, SourceError>,
+    },
+    /// The next event of a subscribed feed.
+    Feed {
+        /// The origin.
+        origin: OriginId,
+        /// The subscription.
+        epoch: Epoch,
+        /// The event.
+        event: StreamEvent,
+    },
+    /// A subscribed feed broke.
+    FeedLost {
+        /// The origin.
+        origin: OriginId,
+        /// The subscription.
+        epoch: Epoch,
+        /// Why.
+        error: SourceError,
+    },
+    /// A [`SourceAction::Release`] or [`SourceAction::DropFeed`] finished.
+    Released {
+        /// The action.
+        op: OpId,
+        /// Its outcome.
+        result: Result<(), SourceError>,
+    },
+    /// The deadline from [`Machine::poll_timeout`](crate::Machine::poll_timeout) passed.
+    Timer,
+}
+
+/// Store work for the driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreAction {
+    /// [`Store::put_view`](crate::Store::put_view).
+    PutView {
+        /// Result tag.
+        op: OpId,
+        /// The entry.
+        view: ViewRecord,
+    },
+    /// [`Store::put_job`](crate::Store::put_job).
+    PutJob {
+        /// Result tag.
+        op: OpId,
+        /// The record.
+        job: JobRecord,
+    },
+    /// [`Store::forget`](crate::Store::forget).
+    Forget {
+        /// Result tag.
+        op: OpId,
+        /// The view.
+        relation_id: RelationId,
+    },
+    /// [`Store::forget_origin`](crate::Store::forget_origin).
+    ForgetOrigin {
+        /// Result tag.
+        op: OpId,
+        /// The origin.
+        origin: OriginId,
+    },
+    /// Publish the generation filled by snapshot `op` ([`Generation::publish`](crate::Generation::publish)).
+    Publish {
+        /// The snapshot's op (also the result tag).
+        op: OpId,
+        /// The job record to write with the switch.
+        job: JobRecord,
+    },
+    /// Discard the generation filled by snapshot `op`. No result input.
+    Discard {
+        /// The snapshot's op.
+        op: OpId,
+    },
+    /// [`Store::apply`](crate::Store::apply); answer with [`Input::Applied`].
+    /// Batches must be applied in the order emitted.
+    Apply(ApplyBatch),
+}
+
+/// Source work for the driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceAction {
+    /// [`Source::prepare`](crate::Source::prepare); answer with [`Input::Prepared`].
+    Prepare {
+        /// Result tag.
+        op: OpId,
+        /// Which source.
+        origin: OriginId,
+        /// The relation.
+        relation: UpstreamRelation,
+        /// Also add it to the feed.
+        feed: bool,
+    },
+    /// Begin a store generation for `relation_id` with `schema`, run
+    /// [`Source::snapshot`](crate::Source::snapshot) into it, keep the
+    /// generation for a later `Publish`/`Discard`, and answer with
+    /// [`Input::Snapshotted`].
+    Snapshot {
+        /// Result tag (and the generation's handle).
+        op: OpId,
+        /// Which source.
+        origin: OriginId,
+        /// The view.
+        relation_id: RelationId,
+        /// The relation.
+        relation: UpstreamRelation,
+        /// Its schema.
+        schema: RelationSchema,
+    },
+    /// [`Source::subscribe`](crate::Source::subscribe); answer with
+    /// [`Input::Subscribed`], then forward events as [`Input::Feed`] until
+    /// the feed breaks ([`Input::FeedLost`]) or is closed.
+    Subscribe {
+        /// Which source.
+        origin: OriginId,
+        /// The attempt.
+        epoch: Epoch,
+        /// Resume after this position.
+        resume: Option<Lsn>,
+    },
+    /// Close the feed of `epoch` (no further inputs for it are wanted).
+    Unsubscribe {
+        /// Which source.
+        origin: OriginId,
+        /// The attempt.
+        epoch: Epoch,
+    },
+    /// Pause (`paused = true`) or resume reading the feed of `epoch`.
+    Flow {
+        /// Which source.
+        origin: OriginId,
+        /// The attempt.
+        epoch: Epoch,
+        /// Whether to stop reading.
+        paused: bool,
+    },
+    /// Acknowledge `lsn` on the feed of `epoch` ([`Feedback::ack`](crate::Feedback::ack)).
+    Ack {
+        /// Which source.
+        origin: OriginId,
+        /// The attempt.
+        epoch: Epoch,
+        /// Durable position.
+        lsn: Lsn,
+    },
+    /// [`Source::release`](crate::Source::release); answer with [`Input::Released`].
+    Release {
+        /// Result tag.
+        op: OpId,
+        /// Which source.
+        origin: OriginId,
+        /// The relation.
+        relation: UpstreamRelation,
+    },
+    /// [`Source::drop_feed`](crate::Source::drop_feed); answer with [`Input::Released`].
+    DropFeed {
+        /// Result tag.
+        op: OpId,
+        /// Which source.
+        origin: OriginId,
+    },
+}
+
+/// The answer to a control request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `Define` succeeded.
+    Defined(RelationId),
+    /// A sync pass covering the caller's views finished.
+    Synced(SyncSummary),
+    /// These views are stopped and disabled.
+    Stopped(Vec<ViewName>),
+    /// These views were re-enabled; then a pass ran.
+    Resumed(SyncSummary),
+    /// These views are gone; `warnings` lists upstream resources that could
+    /// not be released.
+    Forgotten {
+        /// The views.
+        views: Vec<ViewName>,
+        /// What could not be cleaned up upstream.
+        warnings: Vec<String>,
+    },
+    /// The machine shut down.
+    ShutDown,
+    /// The request failed.
+    Failed(ControlError),
+}
+
+/// Everything the machine produces, drained with
+/// [`Machine::poll_output`](crate::Machine::poll_output).
+#[derive(Debug)]
+pub enum Output {
+    /// Store work.
+    Store(StoreAction),
+    /// Source work.
+    Source(SourceAction),
+    /// An observable event.
+    Event(Event),
+    /// The answer to a request.
+    Reply {
+        /// The request.
+        request: RequestId,
+        /// The answer.
+        reply: Reply,
+    },
+}

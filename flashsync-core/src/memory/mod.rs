@@ -1,0 +1,12 @@
+//! In-memory reference implementations of the [`Store`](crate::Store) and
+//! [`Source`](crate::Source) contracts.
+//!
+//! They exist to pin the contracts down in code, to back the machine's own
+//! tests and the simulator, and to let applications run flashsync without a
+//! disk or a database (tests, demos). They do no I/O and read no clock.
+
+mod source;
+mod store;
+
+pub use source::{MemorySource, MemoryUpstream, SourceStats, TxnHandle};
+pub use store::MemoryStore;

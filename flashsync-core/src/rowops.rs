@@ -1,0 +1,246 @@
+//! The meaning of [`RowOp`]s, written once for every store.
+//!
+//! A store implements [`RowAccess`] over its own batch type (reads of the
+//! committed state, buffered writes) and calls [`apply_ops`], which handles
+//! read-your-writes inside the batch, unchanged-TOAST merging, key moves,
+//! multiset counting for full-row views, truncation, and conflict reporting.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::{Cell, RowOp, ViewOps};
+use crate::codec::{decode_stored_row, encode_key, encode_stored_row};
+use crate::error::{StoreError, StoreErrorKind};
+use crate::schema::Identity;
+use crate::value::{Key, Row};
+use crate::view::RelationId;
+
+/// A store's view of one batch under construction.
+pub trait RowAccess {
+    /// The stored value under `key` in `view`'s published copy, as of before
+    /// this batch.
+    fn read(&mut self, view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Buffers a write (`None` deletes) into the batch.
+    fn write(
+        &mut self,
+        view: RelationId,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StoreError>;
+    /// Buffers the removal of every row of `view` into the batch (rows
+    /// written to the view later in the same batch survive).
+    fn clear(&mut self, view: RelationId) -> Result<(), StoreError>;
+}
+
+/// Why an operation did not fit the local copy. A conflict means the mirror
+/// diverged from upstream (a bug, or an external write to the store); the
+/// machine reports it and re-bootstraps the view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The view.
+    pub relation_id: RelationId,
+    /// The row's key.
+    pub key: Key,
+    /// What did not fit.
+    pub detail: String,
+}
+
+/// What applying a batch noticed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Operations that did not fit the local copy (applied as far as safe).
+    pub conflicts: Vec<Conflict>,
+}
+
+#[derive(Default)]
+struct Overlay {
+    cleared: bool,
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Overlay {
+    fn read(
+        &self,
+        access: &mut impl RowAccess,
+        view: RelationId,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone());
+        }
+        if self.cleared {
+            return Ok(None);
+        }
+        access.read(view, key)
+    }
+
+    fn write(
+        &mut self,
+        access: &mut impl RowAccess,
+        view: RelationId,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        access.write(view, key.clone(), value.clone())?;
+        self.writes.insert(key, value);
+        Ok(())
+    }
+}
+
+fn corrupt(view: RelationId, e: impl std::fmt::Display) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Corrupt,
+        format!("read row of view {view}"),
+        e.to_string(),
+    )
+}
+
+/// Applies every view's operations through `access`, in order.
+pub fn apply_ops(
+    views: &[ViewOps],
+    access: &mut impl RowAccess,
+) -> Result<ApplyReport, StoreError> {
+    let mut report = ApplyReport::default();
+    for v in views {
+        let mut overlay = Overlay::default();
+        let id = v.relation_id;
+        for op in &v.ops {
+            match (op, v.identity) {
+                (RowOp::Truncate, _) => {
+                    access.clear(id)?;
+                    overlay = Overlay {
+                        cleared: true,
+                        writes: HashMap::new(),
+                    };
+                }
+                (RowOp::Insert { key, row }, Identity::Key) => {
+                    overlay.write(access, id, encode_key(key), Some(encode_stored_row(row, 1)))?;
+                }
+                (RowOp::Insert { key, row }, Identity::FullRow) => {
+                    let k = encode_key(key);
+                    let copies = match overlay.read(access, id, &k)? {
+                        Some(bytes) => decode_stored_row(&bytes).map_err(|e| corrupt(id, e))?.1,
+                        None => 0,
+                    };
+                    overlay.write(access, id, k, Some(encode_stored_row(row, copies + 1)))?;
+                }
+                (RowOp::Delete { key }, Identity::Key) => {
+                    overlay.write(access, id, encode_key(key), None)?;
+                }
+                (RowOp::Delete { key }, Identity::FullRow) => {
+                    remove_copy(&mut overlay, access, id, key, &mut report)?
+                }
+                (RowOp::Update { old_key, key, new }, identity) => {
+                    let needs_old = identity == Identity::FullRow
+                        || new.iter().any(|c| matches!(c, Cell::Unchanged));
+                    let from = old_key.as_ref().unwrap_or(key);
+                    let old_row = if needs_old {
+                        match overlay.read(access, id, &encode_key(from))? {
+                            Some(bytes) => {
+                                Some(decode_stored_row(&bytes).map_err(|e| corrupt(id, e))?.0)
+                            }
+                            None => None,
+                        }
+                    } else {
+                        None
+                    };
+                    let merged = match merge(old_row.as_ref(), new) {
+                        Ok(row) => row,
+                        Err(detail) => {
+                            report.conflicts.push(Conflict {
+                                relation_id: id,
+                                key: from.clone(),
+                                detail,
+                            });
+                            continue;
+                        }
+                    };
+                    match identity {
+                        Identity::Key => {
+                            if let Some(old) = old_key {
+                                if old != key {
+                                    overlay.write(access, id, encode_key(old), None)?;
+                                }
+                            }
+                            overlay.write(
+                                access,
+                                id,
+                                encode_key(key),
+                                Some(encode_stored_row(&merged, 1)),
+                            )?;
+                        }
+                        Identity::FullRow => {
+                            // The old image is the old key; the new key is the merged row.
+                            remove_copy(&mut overlay, access, id, from, &mut report)?;
+                            let new_key = Key(merged.0.clone());
+                            let k = encode_key(&new_key);
+                            let copies = match overlay.read(access, id, &k)? {
+                                Some(bytes) => {
+                                    decode_stored_row(&bytes).map_err(|e| corrupt(id, e))?.1
+                                }
+                                None => 0,
+                            };
+                            overlay.write(
+                                access,
+                                id,
+                                k,
+                                Some(encode_stored_row(&merged, copies + 1)),
+                            )?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn remove_copy(
+    overlay: &mut Overlay,
+    access: &mut impl RowAccess,
+    id: RelationId,
+    key: &Key,
+    report: &mut ApplyReport,
+) -> Result<(), StoreError> {
+    let k = encode_key(key);
+    match overlay.read(access, id, &k)? {
+        Some(bytes) => {
+            let (row, copies) = decode_stored_row(&bytes).map_err(|e| corrupt(id, e))?;
+            let value = (copies > 1).then(|| encode_stored_row(&row, copies - 1));
+            overlay.write(access, id, k, value)
+        }
+        None => {
+            report.conflicts.push(Conflict {
+                relation_id: id,
+                key: key.clone(),
+                detail: "removal of a row that is not in the local copy".into(),
+            });
+            Ok(())
+        }
+    }
+}
+
+fn merge(old: Option<&Row>, new: &[Cell]) -> Result<Row, String> {
+    let mut out = Vec::with_capacity(new.len());
+    for (i, cell) in new.iter().enumerate() {
+        match cell {
+            Cell::Set(v) => out.push(v.clone()),
+            Cell::Unchanged => match old.and_then(|r| r.0.get(i)) {
+                Some(v) => out.push(v.clone()),
+                None if old.is_none() => {
+                    return Err(
+                        "update keeps unchanged values of a row that is not in the local copy"
+                            .into(),
+                    )
+                }
+                None => {
+                    return Err(format!(
+                        "update keeps column {i}, which the local row does not have"
+                    ))
+                }
+            },
+        }
+    }
+    Ok(Row(out))
+}

@@ -1,0 +1,153 @@
+//! The shape of an upstream relation as a source describes it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::value::{Key, Row, Value};
+
+/// A source's own handle for an upstream relation (the table's OID for
+/// Postgres). Change events name relations by this id; if a table is dropped
+/// and re-created under the same name it gets a new id, so stale events can
+/// never be routed into the new table's views.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceRelId(pub u64);
+
+/// One column of an upstream relation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// Column name, verbatim.
+    pub name: String,
+    /// The upstream type's name (e.g. `int8`, `text`, `_int4`, or an enum's
+    /// name); informational, and part of schema-change detection.
+    pub type_name: String,
+}
+
+/// How rows of a relation are identified, and so how changes address them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Identity {
+    /// A primary key (or another unique, non-null key used as replica
+    /// identity). Key columns are listed in [`RelationSchema::key`].
+    Key,
+    /// No key: rows are identified by all their columns (Postgres `REPLICA
+    /// IDENTITY FULL`). Identical rows can occur more than once, so the local
+    /// copy keeps a count per distinct row (a multiset).
+    FullRow,
+}
+
+/// What a source reports about an upstream relation: enough to route its
+/// changes, key its rows and notice when it changes shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationSchema {
+    /// The source's handle for this relation.
+    pub source_id: SourceRelId,
+    /// Columns in upstream order; every [`Row`] of the relation has exactly
+    /// this many values, in this order.
+    pub columns: Vec<Column>,
+    /// How rows are identified.
+    pub identity: Identity,
+    /// Indices into `columns` of the key, in key order. For
+    /// [`Identity::FullRow`] this is every column.
+    pub key: Vec<usize>,
+}
+
+/// A row's shape does not fit its relation's schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("row has {got} values but the relation has {expected} columns")]
+pub struct ShapeError {
+    /// Number of columns in the schema.
+    pub expected: usize,
+    /// Number of values in the row.
+    pub got: usize,
+}
+
+impl RelationSchema {
+    /// A schema keyed by the columns at `key` (must be non-empty, in range).
+    pub fn keyed(source_id: SourceRelId, columns: Vec<Column>, key: Vec<usize>) -> Self {
+        RelationSchema {
+            source_id,
+            columns,
+            identity: Identity::Key,
+            key,
+        }
+    }
+
+    /// A schema identified by full rows.
+    pub fn full_row(source_id: SourceRelId, columns: Vec<Column>) -> Self {
+        let key = (0..columns.len()).collect();
+        RelationSchema {
+            source_id,
+            columns,
+            identity: Identity::FullRow,
+            key,
+        }
+    }
+
+    /// Whether the schema is internally consistent: a non-empty key of
+    /// distinct, in-range column indices (all columns for `FullRow`).
+    pub fn is_well_formed(&self) -> bool {
+        let n = self.columns.len();
+        let mut seen = vec![false; n];
+        for &k in &self.key {
+            match seen.get_mut(k) {
+                Some(s) if !*s => *s = true,
+                _ => return false,
+            }
+        }
+        match self.identity {
+            Identity::Key => !self.key.is_empty(),
+            Identity::FullRow => self.key.len() == n,
+        }
+    }
+
+    /// Same columns and keying, ignoring the source handle.
+    pub fn same_shape(&self, other: &RelationSchema) -> bool {
+        self.columns == other.columns && self.identity == other.identity && self.key == other.key
+    }
+
+    /// The key of `row`.
+    pub fn key_of(&self, row: &Row) -> Result<Key, ShapeError> {
+        self.check(row.0.len())?;
+        Ok(Key(self
+            .key
+            .iter()
+            .map(|&i| row.0.get(i).cloned().unwrap_or(Value::Null))
+            .collect()))
+    }
+
+    /// Checks a row's width.
+    pub fn check(&self, width: usize) -> Result<(), ShapeError> {
+        if width == self.columns.len() {
+            Ok(())
+        } else {
+            Err(ShapeError {
+                expected: self.columns.len(),
+                got: width,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols(n: usize) -> Vec<Column> {
+        (0..n)
+            .map(|i| Column {
+                name: format!("c{i}"),
+                type_name: "int8".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn well_formedness() {
+        assert!(RelationSchema::keyed(SourceRelId(1), cols(3), vec![2, 0]).is_well_formed());
+        assert!(!RelationSchema::keyed(SourceRelId(1), cols(3), vec![]).is_well_formed());
+        assert!(!RelationSchema::keyed(SourceRelId(1), cols(3), vec![3]).is_well_formed());
+        assert!(!RelationSchema::keyed(SourceRelId(1), cols(3), vec![1, 1]).is_well_formed());
+        assert!(RelationSchema::full_row(SourceRelId(1), cols(2)).is_well_formed());
+        let s = RelationSchema::keyed(SourceRelId(1), cols(3), vec![2, 0]);
+        assert_eq!(s.key_of(&crate::row![1, 2, 3]).unwrap(), crate::key![3, 1]);
+        assert!(s.key_of(&crate::row![1]).is_err());
+    }
+}

@@ -1,0 +1,128 @@
+//! The `Source` contract: where rows and changes come from.
+//!
+//! A source serves one origin. It describes relations, copies them
+//! ([`Source::snapshot`]), and serves the origin's single change feed
+//! ([`Source::subscribe`]), shared by every realtime view of the origin. The
+//! machine owns every decision (which transactions a bootstrapping view
+//! skips, when to acknowledge, when to re-bootstrap); a source reports facts:
+//!
+//! 1. `prepare` makes the relation part of the feed **before** returning, so
+//!    every transaction committing after it returns is delivered.
+//! 2. `snapshot` copies the relation in one consistent snapshot and returns
+//!    its [`SnapshotPoint`]; a transaction is in the copy exactly when
+//!    [`SnapshotPoint::contains`] says so. A transaction whose commit the feed
+//!    already delivered must not be reported as in progress (`xip`): sources
+//!    that cannot rule this out detect it and take the snapshot again.
+//! 3. The feed delivers whole transactions in commit order, each `Begin`,
+//!    `Change`s, `Commit`, never interleaved, starting after the requested
+//!    position; it may repeat transactions at or before it (the machine skips
+//!    them).
+//! 4. [`SlotReport`] says truthfully whether the feed can resume from the
+//!    requested position; if history was lost, say so.
+//! 5. Acknowledgements ([`Feedback::ack`]) tell the origin it may discard
+//!    history up to that LSN; the machine only acknowledges what is durable.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::change::StreamEvent;
+use crate::error::SourceError;
+use crate::lsn::Lsn;
+use crate::schema::RelationSchema;
+use crate::snapshot::SnapshotPoint;
+use crate::store::RowSink;
+use crate::view::UpstreamRelation;
+
+/// Where a feed (re)starts, as found when subscribing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeedStart {
+    /// The feed did not exist and was created; it starts at `consistent_point`
+    /// and nothing before it can be replayed.
+    Created {
+        /// First position the new feed covers.
+        consistent_point: Lsn,
+    },
+    /// The feed existed; it can replay everything after `confirmed_flush`.
+    Existing {
+        /// The position acknowledged last (replay starts after it).
+        confirmed_flush: Lsn,
+    },
+    /// The feed existed but was unusable (e.g. invalidated) and was re-created;
+    /// history before `consistent_point` is lost.
+    Recreated {
+        /// First position the new feed covers.
+        consistent_point: Lsn,
+        /// Why the old feed was unusable, for `last_error`.
+        reason: String,
+    },
+}
+
+/// The outcome of subscribing to an origin's feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotReport {
+    /// The feed's name (the Postgres replication slot), shown as `slot_id`.
+    pub slot_id: String,
+    /// Whether, and from where, the feed can replay.
+    pub start: FeedStart,
+}
+
+/// Sends acknowledgements upstream for a live subscription.
+pub trait Feedback: Send + Sync {
+    /// Everything through `lsn` is durable locally; the origin may discard it.
+    /// Never blocks; implementations coalesce and send asynchronously.
+    fn ack(&self, lsn: Lsn);
+}
+
+/// A live change feed.
+pub struct Subscription {
+    /// What was found when subscribing.
+    pub report: SlotReport,
+    /// Feed events in order. An `Err` item, or the end of the stream, means
+    /// the feed broke; the machine re-subscribes with back-off.
+    pub events: BoxStream<'static, Result<StreamEvent, SourceError>>,
+    /// Acknowledgement channel.
+    pub feedback: Box<dyn Feedback>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One origin's rows and changes.
+#[async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// Describes `relation` (columns, key, identity). With `feed = true`, also
+    /// makes it part of the origin's change feed before returning, and fails
+    /// with [`SourceErrorKind::ReplicaIdentity`](crate::SourceErrorKind) if
+    /// its changes cannot identify rows. Idempotent.
+    async fn prepare(
+        &self,
+        relation: &UpstreamRelation,
+        feed: bool,
+    ) -> Result<RelationSchema, SourceError>;
+
+    /// Copies the relation's rows (in `schema`'s column order) into `sink` in
+    /// bounded batches, from one consistent snapshot, and returns its
+    /// visibility point.
+    async fn snapshot(
+        &self,
+        relation: &UpstreamRelation,
+        schema: &RelationSchema,
+        sink: &mut dyn RowSink,
+    ) -> Result<SnapshotPoint, SourceError>;
+
+    /// Opens the feed, resuming after `resume` (the origin's durable applied
+    /// LSN) when given. Creates the feed if it does not exist.
+    async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError>;
+
+    /// Removes `relation` from the feed (no view of this origin needs it).
+    async fn release(&self, relation: &UpstreamRelation) -> Result<(), SourceError>;
+
+    /// Drops the origin's feed entirely (no realtime view of it remains).
+    async fn drop_feed(&self) -> Result<(), SourceError>;
+}

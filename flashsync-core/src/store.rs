@@ -1,0 +1,150 @@
+//! The `Store` contract: where views, jobs, progress and rows live.
+//!
+//! The machine never calls a store directly; a driver carries out the
+//! machine's actions through this trait. Implementations must uphold:
+//!
+//! 1. **Atomic batches.** [`Store::apply`] writes all of a batch (row ops of
+//!    every view, job records, origin progress) or none of it, and batches
+//!    become visible in `seq` order.
+//! 2. **Explicit durability.** `apply` need not be durable when it returns;
+//!    [`Store::persist`] makes everything applied so far durable. A crash may
+//!    lose a suffix of non-persisted batches — never a prefix, never part of
+//!    one. Every other mutating call (`put_view`, `put_job`, `forget`,
+//!    [`Generation::publish`], ...) is durable when it returns.
+//! 3. **Atomic replacement.** Rows written through a [`Generation`] are
+//!    invisible until `publish`, which switches the view to them in one step
+//!    (together with the job record); readers and crashes see the old copy or
+//!    the new one, never a mix. A discarded or abandoned generation leaves no
+//!    visible trace and its space is reclaimed.
+//! 4. **Row semantics** follow [`apply_ops`](crate::rowops::apply_ops):
+//!    keyed views are maps, full-row views are multisets, `Update` keeps
+//!    unchanged cells. Stores should implement `apply` with that helper.
+//! 5. **Key order.** Scans return rows in the order of their keys'
+//!    [`encode_key`](crate::codec::encode_key) bytes.
+//! 6. **Errors, not panics**, for every failure, including corrupt bytes on disk.
+//!
+//! The [`conformance`](crate::conformance) suite checks all of this against
+//! any implementation.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::change::{ApplyBatch, BatchSeq};
+use crate::error::StoreError;
+use crate::job::JobRecord;
+use crate::lsn::Lsn;
+use crate::rowops::ApplyReport;
+use crate::schema::RelationSchema;
+use crate::value::{Key, Row};
+use crate::view::{OriginId, RelationId, ViewDef};
+
+/// A view as the catalog holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewRecord {
+    /// The view's stable id.
+    pub relation_id: RelationId,
+    /// Its definition.
+    pub def: ViewDef,
+}
+
+/// How far an origin's feed has been applied locally.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginProgress {
+    /// The origin.
+    pub origin: OriginId,
+    /// End LSN of the last transaction applied (in a persisted batch, when
+    /// read back by [`Store::load`]).
+    pub applied: Lsn,
+}
+
+/// Everything a store holds about sync state, as loaded at startup.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredState {
+    /// The view catalog.
+    pub views: Vec<ViewRecord>,
+    /// Job records.
+    pub jobs: Vec<JobRecord>,
+    /// Per-origin progress.
+    pub origins: Vec<OriginProgress>,
+    /// Schemas of the published copies, by view.
+    pub schemas: Vec<(RelationId, RelationSchema)>,
+    /// Views left partially updated by a large transaction that did not
+    /// finish before a crash; they must be re-bootstrapped.
+    pub dirty: Vec<RelationId>,
+}
+
+/// Which rows a scan returns: keys `>= start` (if given) and `< end` (if given).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    /// Inclusive lower bound.
+    pub start: Option<Key>,
+    /// Exclusive upper bound.
+    pub end: Option<Key>,
+}
+
+/// Receives snapshot rows in batches; sources write into it.
+#[async_trait]
+pub trait RowSink: Send {
+    /// Takes a batch of full rows (each as wide as the schema).
+    async fn write(&mut self, rows: Vec<Row>) -> Result<(), StoreError>;
+}
+
+/// A new, invisible copy of a view being filled by a snapshot.
+#[async_trait]
+pub trait Generation: RowSink {
+    /// Atomically makes this the view's copy (with `schema`), writes `job`,
+    /// and schedules the old copy for reclamation. Durable on return.
+    async fn publish(self: Box<Self>, job: &JobRecord) -> Result<(), StoreError>;
+
+    /// Drops the rows written so far; the view keeps its current copy.
+    async fn discard(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The durable home of a flashsync instance: catalog, jobs, progress, rows.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads the catalog, jobs, progress and schemas (startup).
+    async fn load(&self) -> Result<StoredState, StoreError>;
+
+    /// Inserts or replaces a catalog entry.
+    async fn put_view(&self, view: &ViewRecord) -> Result<(), StoreError>;
+
+    /// Inserts or replaces a job record.
+    async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError>;
+
+    /// Removes a view entirely: catalog entry, job, every generation of rows.
+    async fn forget(&self, id: RelationId) -> Result<(), StoreError>;
+
+    /// Removes an origin's progress (its feed was dropped upstream).
+    async fn forget_origin(&self, origin: &OriginId) -> Result<(), StoreError>;
+
+    /// Starts a new copy of a view with `schema`; rows go in through the
+    /// returned generation and stay invisible until it is published.
+    async fn begin_generation(
+        &self,
+        id: RelationId,
+        schema: &RelationSchema,
+    ) -> Result<Box<dyn Generation>, StoreError>;
+
+    /// Applies one batch atomically (not necessarily durably).
+    async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError>;
+
+    /// Makes every batch applied so far durable; returns the highest
+    /// sequence number now durable (the last applied one).
+    async fn persist(&self) -> Result<Option<BatchSeq>, StoreError>;
+
+    /// One row of a view's published copy, by key.
+    async fn get(&self, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError>;
+
+    /// Up to `limit` rows of a view's published copy within `range`, in key
+    /// order. Rows of full-row views appear once per copy.
+    async fn scan(
+        &self,
+        id: RelationId,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError>;
+
+    /// Number of rows in a view's published copy (copies counted).
+    async fn count(&self, id: RelationId) -> Result<u64, StoreError>;
+}

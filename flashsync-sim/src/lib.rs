@@ -1,0 +1,1 @@
+//! Deterministic simulator for flashsync: reconnect storms and commit streams, replayable from a seed

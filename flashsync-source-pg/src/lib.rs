@@ -1,0 +1,1 @@
+//! Postgres Source for flashsync: COPY snapshots and pgoutput logical replication

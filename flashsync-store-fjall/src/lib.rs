@@ -1,0 +1,1 @@
+//! fjall-backed Store for flashsync: durable, atomic, crash-safe local mirror

@@ -1,0 +1,1 @@
+//! Keep local copies of upstream Postgres relations exact: tokio driver, facade and CLI
