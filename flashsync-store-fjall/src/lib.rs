@@ -1,1 +1,120 @@
-//! fjall-backed Store for flashsync: durable, atomic, crash-safe local mirror
+//! # flashsync-store-fjall
+//!
+//! A [`Store`](flashsync_core::Store) for flashsync on [fjall], an embedded
+//! LSM-tree key-value engine: the durable home of the view catalog, sync jobs,
+//! per-origin progress and the mirrored rows.
+//!
+//! ```
+//! use flashsync_core::{
+//!     row, key, ApplyBatch, BatchSeq, Column, JobRecord, Lsn, OriginId, Persistence, Progress,
+//!     RelationId, RelationSchema, RowOp, SourceRelId, Store, Timestamp, ViewDef, ViewOps,
+//!     ViewRecord,
+//! };
+//! use flashsync_store_fjall::{FjallStore, Options};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = FjallStore::open(dir.path(), Options::default())?;
+//! futures::executor::block_on(async {
+//!     // A view, materialized with two rows.
+//!     let id = RelationId(1);
+//!     let def = ViewDef::new("public", "users", Persistence::Realtime, "postgres:main", "public", "users")?;
+//!     store.put_view(&ViewRecord { relation_id: id, def: def.clone() }).await?;
+//!     let columns = ["id", "name"].map(|n| Column { name: n.into(), type_name: "text".into() });
+//!     let schema = RelationSchema::keyed(SourceRelId(7), columns.to_vec(), vec![0]);
+//!     let mut generation = store.begin_generation(id, &schema).await?;
+//!     generation.write(vec![row![1, "ada"], row![2, "grace"]]).await?;
+//!     let job = JobRecord::new(id, &def.name, def.persistence, Timestamp(0));
+//!     generation.publish(&job).await?;
+//!
+//!     // An upstream commit: rows and the origin's LSN in one atomic batch.
+//!     store.apply(ApplyBatch {
+//!         seq: BatchSeq(1),
+//!         origin: OriginId::new("postgres:main")?,
+//!         progress: Progress::Commit { end_lsn: Lsn(100) },
+//!         views: vec![ViewOps {
+//!             relation_id: id,
+//!             identity: schema.identity,
+//!             ops: vec![RowOp::Delete { key: key![1] }],
+//!         }],
+//!         jobs: vec![],
+//!     }).await?;
+//!     assert_eq!(store.persist().await?, Some(BatchSeq(1)));
+//!
+//!     assert_eq!(store.get(id, &key![2]).await?, Some(row![2, "grace"]));
+//!     assert_eq!(store.count(id).await?, 1);
+//!     assert_eq!(store.load().await?.origins[0].applied, Lsn(100));
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! ## Layout
+//!
+//! One fjall database per store directory, with one keyspace each for the
+//! catalog, jobs, origin progress, published-copy pointers (generation and
+//! schema per view) and dirty markers, a `meta` keyspace holding the on-disk
+//! format version, and **one keyspace per generation of rows**
+//! (`flashsync.rows.<view>.<generation>`), keyed by the core's
+//! order-preserving [`encode_key`](flashsync_core::codec::encode_key) bytes so
+//! scans come out in key order. A keyspace per generation makes replacing a
+//! copy cheap: the old generation is dropped as a whole (metadata and file
+//! deletion), not row by row, and leaves no tombstones behind. The cost is a
+//! few files per view, which suits the expected tens to thousands of views.
+//!
+//! ## Atomicity and durability
+//!
+//! - [`apply`](flashsync_core::Store::apply) interprets the batch with
+//!   [`apply_ops`](flashsync_core::rowops::apply_ops), buffering every write,
+//!   then commits rows, job records, the origin's applied LSN (for
+//!   `Progress::Commit`) and dirty markers (`Partial` adds the batch's views,
+//!   `Commit` clears those of its origin) as **one** fjall batch — a single
+//!   checksummed journal entry, replayed whole or not at all. A `Truncate`
+//!   switches the view to a fresh empty generation inside that same batch.
+//! - With the default [`Durability::Explicit`] an apply is not synced, not
+//!   even flushed to the OS; [`persist`](flashsync_core::Store::persist)
+//!   fsyncs the journal and returns the last applied batch. A crash loses a
+//!   suffix of unpersisted batches, never a prefix or part of one.
+//!   [`Durability::Batch`] fsyncs every apply instead.
+//! - `put_view`, `put_job`, `forget`, `forget_origin` and
+//!   [`Generation::publish`](flashsync_core::Generation::publish) fsync before
+//!   returning. Publishing switches the view's pointer, schema and job record
+//!   in one batch, so readers and crashes see the old copy or the new one.
+//!   A generation that is replaced, discarded, abandoned or left behind by a
+//!   crash is deleted, at the latest when the store is next opened.
+//!
+//! ## Concurrency
+//!
+//! Mutations run on one writer thread owned by the store, in call order; the
+//! async calls await its reply, so no executor thread ever blocks on an
+//! fsync, and no particular async runtime is needed. Reads run on the
+//! caller's thread against a consistent snapshot.
+//!
+//! ## Errors
+//!
+//! Every failure is a [`StoreError`](flashsync_core::StoreError) with a
+//! [`StoreErrorKind`](flashsync_core::StoreErrorKind): a path that is a file
+//! or unwritable is `Io`, a store another process has open is `Locked` (fjall
+//! holds an OS file lock on the directory), another application's directory or
+//! another format version is `Incompatible`, undecodable bytes are `Corrupt`
+//! (fjall panics on damaged files are caught and reported the same way), and
+//! after a failed write every call returns `Poisoned` until the store is
+//! reopened.
+
+#![forbid(unsafe_code)]
+
+mod apply;
+mod error;
+mod generation;
+mod layout;
+mod open;
+mod options;
+mod read;
+mod shared;
+mod store;
+mod worker;
+
+pub use options::{Durability, Options};
+pub use store::FjallStore;
+
+pub(crate) use store::Inner;

@@ -1,0 +1,156 @@
+//! Reads of published copies and of the stored sync state. Reads run on the
+//! caller's thread; each sees one committed point in time — never part of a
+//! batch — because fjall publishes a batch's writes atomically and every
+//! iterator reads from a snapshot.
+
+use std::ops::Bound;
+
+use fjall::{Keyspace, Readable};
+use flashsync_core::codec::{decode_stored_row, encode_key};
+use flashsync_core::{
+    JobRecord, Key, KeyRange, OriginId, OriginProgress, RelationId, Row, StoreError, StoredState,
+    ViewRecord,
+};
+
+use crate::error::{corrupt, engine};
+use crate::layout::{self, CopyRecord};
+use crate::shared::Shared;
+
+/// The rows keyspace of `id`'s published copy.
+fn published(shared: &Shared, op: &str, id: RelationId) -> Result<Keyspace, StoreError> {
+    let state = shared.read(op)?;
+    state
+        .copies
+        .get(&id)
+        .map(|copy| copy.rows.clone())
+        .ok_or_else(|| StoreError::no_view(op, id))
+}
+
+/// One row by key.
+pub(crate) fn get(shared: &Shared, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError> {
+    let op = format!("get from view {id}");
+    let rows = published(shared, &op, id)?;
+    match rows
+        .get(encode_key(key))
+        .map_err(|e| engine(op.as_str(), e))?
+    {
+        Some(bytes) => Ok(Some(
+            decode_stored_row(&bytes).map_err(|e| corrupt(op, e))?.0,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Up to `limit` rows in key order, copies repeated.
+pub(crate) fn scan(
+    shared: &Shared,
+    id: RelationId,
+    range: &KeyRange,
+    limit: usize,
+) -> Result<Vec<Row>, StoreError> {
+    let op = format!("scan view {id}");
+    let rows = published(shared, &op, id)?;
+    let start = range.start.as_ref().map(encode_key);
+    let end = range.end.as_ref().map(encode_key);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    if let (Some(s), Some(e)) = (&start, &end) {
+        // An empty or inverted range: nothing to read (and some range
+        // implementations refuse inverted bounds).
+        if s >= e {
+            return Ok(Vec::new());
+        }
+    }
+    let bounds = (
+        start.map_or(Bound::Unbounded, Bound::Included),
+        end.map_or(Bound::Unbounded, Bound::Excluded),
+    );
+    let mut out = Vec::new();
+    for item in rows.range::<Vec<u8>, _>(bounds) {
+        let value = item.value().map_err(|e| engine(op.as_str(), e))?;
+        let (row, copies) = decode_stored_row(&value).map_err(|e| corrupt(op.as_str(), e))?;
+        for _ in 0..copies {
+            if out.len() >= limit {
+                return Ok(out);
+            }
+            out.push(row.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Number of rows, copies counted.
+pub(crate) fn count(shared: &Shared, id: RelationId) -> Result<u64, StoreError> {
+    let op = format!("count view {id}");
+    let rows = published(shared, &op, id)?;
+    let mut total = 0u64;
+    for item in rows.iter() {
+        let value = item.value().map_err(|e| engine(op.as_str(), e))?;
+        let (_, copies) = decode_stored_row(&value).map_err(|e| corrupt(op.as_str(), e))?;
+        total = total
+            .checked_add(copies)
+            .ok_or_else(|| corrupt(op.as_str(), "row copy counts overflow"))?;
+    }
+    Ok(total)
+}
+
+/// Everything `Store::load` returns, read from one snapshot so the parts agree
+/// (e.g. an origin's LSN and the dirty markers of the same commit).
+pub(crate) fn load(shared: &Shared) -> Result<StoredState, StoreError> {
+    let op = "load";
+    // Holding the state lock keeps the writer thread out while the snapshot
+    // is taken, so the snapshot and the copies' generations agree.
+    let _state = shared.read(op)?;
+    let snap = shared.db.snapshot();
+    let ks = &shared.ks;
+    let mut out = StoredState::default();
+
+    for item in snap.iter(&ks.catalog) {
+        let (key, value) = item.into_inner().map_err(|e| engine(op, e))?;
+        let id = layout::decode_view_key("catalog", &key)?;
+        let view: ViewRecord = layout::decode_json("catalog entry", &value)?;
+        if view.relation_id != id {
+            return Err(corrupt(
+                op,
+                format!("catalog entry {id} holds view {}", view.relation_id),
+            ));
+        }
+        out.views.push(view);
+    }
+    for item in snap.iter(&ks.jobs) {
+        let (key, value) = item.into_inner().map_err(|e| engine(op, e))?;
+        let id = layout::decode_view_key("jobs", &key)?;
+        let job: JobRecord = layout::decode_json("job record", &value)?;
+        if job.relation_id != id {
+            return Err(corrupt(
+                op,
+                format!("job record {id} is for view {}", job.relation_id),
+            ));
+        }
+        out.jobs.push(job);
+    }
+    for item in snap.iter(&ks.origins) {
+        let (key, value) = item.into_inner().map_err(|e| engine(op, e))?;
+        let origin = std::str::from_utf8(&key)
+            .ok()
+            .and_then(|s| OriginId::new(s).ok())
+            .ok_or_else(|| corrupt(op, "origin progress under an invalid origin id"))?;
+        out.origins.push(OriginProgress {
+            origin,
+            applied: layout::decode_lsn("origin progress", &value)?,
+        });
+    }
+    for item in snap.iter(&ks.copies) {
+        let (key, value) = item.into_inner().map_err(|e| engine(op, e))?;
+        let id = layout::decode_view_key("copies", &key)?;
+        let copy: CopyRecord = layout::decode_json("published copy", &value)?;
+        out.schemas.push((id, copy.schema));
+    }
+    for item in snap.iter(&ks.dirty) {
+        let key = item.key().map_err(|e| engine(op, e))?;
+        out.dirty
+            .push(layout::decode_view_key("dirty marker", &key)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,293 @@
+//! [`FjallStore`] and its [`Store`] implementation: wiring calls to the
+//! writer thread (mutations) or to inline reads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fjall::PersistMode;
+use flashsync_core::rowops::ApplyReport;
+use flashsync_core::{
+    ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, RelationId,
+    RelationSchema, Row, Store, StoreError, StoreErrorKind, StoredState, ViewRecord,
+};
+
+use crate::error::{engine, guard};
+use crate::generation::FjallGeneration;
+use crate::layout;
+use crate::options::Options;
+use crate::shared::{Shared, State};
+use crate::worker::Worker;
+use crate::{apply, open, read};
+
+/// A [`Store`] on a fjall database directory. See the [crate docs](crate).
+///
+/// Cheap to clone: clones share one database and one writer thread. The
+/// database closes when the last clone (and the last [`Generation`] from it)
+/// is dropped.
+#[derive(Clone)]
+pub struct FjallStore {
+    inner: Arc<Inner>,
+}
+
+/// What clones share. `worker` is declared first so it drops (draining queued
+/// writes) before the last reference to the database goes.
+pub(crate) struct Inner {
+    pub(crate) worker: Worker,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore")
+            .field("path", &self.inner.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FjallStore {
+    /// Opens the store in directory `path`, creating it if it does not exist.
+    ///
+    /// Fails with a [`StoreError`] whose kind says why:
+    /// - [`Io`](StoreErrorKind::Io): `path` is a file, cannot be created or
+    ///   written, or another I/O failure;
+    /// - [`Locked`](StoreErrorKind::Locked): another process (or another
+    ///   `FjallStore` in this one) has the store open;
+    /// - [`Incompatible`](StoreErrorKind::Incompatible): the directory holds
+    ///   something else (another application's files or fjall database), or a
+    ///   store written in a format version this build does not read;
+    /// - [`Corrupt`](StoreErrorKind::Corrupt): the files are damaged.
+    ///
+    /// Opening reclaims every generation no view points at (left by a crash
+    /// during a materialization, a truncate, or the cleanup after one).
+    ///
+    /// Opening blocks (it reads and may replay the journal); async callers
+    /// should run it where blocking is acceptable.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<FjallStore, StoreError> {
+        let shared = open::open(path.as_ref(), options)?;
+        Ok(FjallStore {
+            inner: Arc::new(Inner {
+                worker: Worker::start()?,
+                shared: Arc::new(shared),
+            }),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.shared.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.shared.options
+    }
+
+    /// Number of row generations on disk: one per published copy, plus
+    /// generations being filled and replaced ones awaiting deletion. For
+    /// monitoring and tests (a leak shows as a number that keeps growing).
+    pub fn generation_count(&self) -> usize {
+        self.inner
+            .shared
+            .db
+            .list_keyspace_names()
+            .iter()
+            .filter(|name| layout::parse_rows_keyspace(name).is_some())
+            .count()
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.inner.shared)
+    }
+
+    /// Runs a durable single-batch mutation on the writer thread: `fill`
+    /// adds the writes, the batch commits with an fsync, then `after` updates
+    /// the in-memory state.
+    async fn durable(
+        &self,
+        op: String,
+        fill: impl FnOnce(&Shared, &State, &mut fjall::OwnedWriteBatch) -> Result<(), StoreError>
+            + Send
+            + 'static,
+        after: impl FnOnce(&Shared, &mut State) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let shared = self.shared();
+        let worker_op = op.clone();
+        self.inner
+            .worker
+            .run(op, move || {
+                let op = worker_op;
+                let mut state = shared.write(&op)?;
+                let mut wb = shared.db.batch().durability(Some(PersistMode::SyncAll));
+                fill(&shared, &state, &mut wb)?;
+                if let Err(e) = wb.commit() {
+                    let e = engine(op, e);
+                    state.poison(&e);
+                    return Err(e);
+                }
+                after(&shared, &mut state);
+                // The fsync made everything before it durable too.
+                shared.reclaim_retired(&mut state);
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Store for FjallStore {
+    async fn load(&self) -> Result<StoredState, StoreError> {
+        let shared = self.shared();
+        guard("load", || read::load(&shared))
+    }
+
+    async fn put_view(&self, view: &ViewRecord) -> Result<(), StoreError> {
+        let id = view.relation_id;
+        let record = layout::encode_json("catalog entry", view)?;
+        self.durable(
+            format!("put view {id}"),
+            move |shared, _, wb| {
+                wb.insert(&shared.ks.catalog, layout::view_key(id), record);
+                Ok(())
+            },
+            move |_, state| {
+                state.catalog.insert(id);
+            },
+        )
+        .await
+    }
+
+    async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let id = job.relation_id;
+        let record = layout::encode_json("job record", job)?;
+        self.durable(
+            format!("put job {id}"),
+            move |shared, _, wb| {
+                wb.insert(&shared.ks.jobs, layout::view_key(id), record);
+                Ok(())
+            },
+            |_, _| {},
+        )
+        .await
+    }
+
+    async fn forget(&self, id: RelationId) -> Result<(), StoreError> {
+        self.durable(
+            format!("forget view {id}"),
+            move |shared, _, wb| {
+                let ks = &shared.ks;
+                let key = layout::view_key(id);
+                for keyspace in [&ks.catalog, &ks.jobs, &ks.copies, &ks.dirty] {
+                    wb.remove(keyspace, key);
+                }
+                Ok(())
+            },
+            move |shared, state| {
+                state.catalog.remove(&id);
+                state.dirty.remove(&id);
+                if let Some(copy) = state.copies.remove(&id) {
+                    shared.drop_generation(copy.rows);
+                }
+            },
+        )
+        .await
+    }
+
+    async fn forget_origin(&self, origin: &OriginId) -> Result<(), StoreError> {
+        let origin = origin.clone();
+        self.durable(
+            format!("forget origin {origin}"),
+            move |shared, _, wb| {
+                wb.remove(&shared.ks.origins, origin.as_str());
+                Ok(())
+            },
+            |_, _| {},
+        )
+        .await
+    }
+
+    async fn begin_generation(
+        &self,
+        id: RelationId,
+        schema: &RelationSchema,
+    ) -> Result<Box<dyn Generation>, StoreError> {
+        let op = format!("begin generation of view {id}");
+        if !schema.is_well_formed() {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                op,
+                "schema key does not fit its columns",
+            ));
+        }
+        let shared = self.shared();
+        let worker_op = op.clone();
+        let (generation, rows) = self
+            .inner
+            .worker
+            .run(op, move || {
+                let mut state = shared.write(&worker_op)?;
+                if !state.catalog.contains(&id) {
+                    return Err(StoreError::no_view(worker_op, id));
+                }
+                let generation = state.next_generation;
+                state.next_generation += 1;
+                let rows = shared.create_generation(id, generation)?;
+                Ok((generation, rows))
+            })
+            .await?;
+        Ok(Box::new(FjallGeneration {
+            inner: Arc::clone(&self.inner),
+            view: id,
+            schema: schema.clone(),
+            generation,
+            rows: Some(rows),
+        }))
+    }
+
+    async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
+        let shared = self.shared();
+        self.inner
+            .worker
+            .run(format!("apply batch {}", batch.seq.0), move || {
+                apply::apply(&shared, batch)
+            })
+            .await
+    }
+
+    async fn persist(&self) -> Result<Option<BatchSeq>, StoreError> {
+        let shared = self.shared();
+        self.inner
+            .worker
+            .run("persist".into(), move || {
+                let mut state = shared.write("persist")?;
+                // Every batch up to `last_seq` went to the journal before
+                // this job ran (one writer thread, in call order).
+                let through = state.last_seq;
+                if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
+                    let e = engine("persist", e);
+                    state.poison(&e);
+                    return Err(e);
+                }
+                shared.reclaim_retired(&mut state);
+                Ok(through)
+            })
+            .await
+    }
+
+    async fn get(&self, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError> {
+        guard("get", || read::get(&self.inner.shared, id, key))
+    }
+
+    async fn scan(
+        &self,
+        id: RelationId,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        guard("scan", || read::scan(&self.inner.shared, id, range, limit))
+    }
+
+    async fn count(&self, id: RelationId) -> Result<u64, StoreError> {
+        guard("count", || read::count(&self.inner.shared, id))
+    }
+}
