@@ -142,9 +142,7 @@ pub struct ViewOps {
 
 /// Orders store batches; the store reports durability as "every batch up to
 /// and including this sequence number".
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BatchSeq(pub u64);
 
 /// What a batch does to its origin's recorded progress.

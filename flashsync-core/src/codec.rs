@@ -85,11 +85,7 @@ pub fn encode_key_into(key: &Key, out: &mut Vec<u8>) {
             Value::Float(x) => {
                 out.push(TAG_FLOAT);
                 let bits = x.to_bits();
-                let ordered = if bits >> 63 == 1 {
-                    !bits
-                } else {
-                    bits | (1 << 63)
-                };
+                let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
                 out.extend_from_slice(&ordered.to_be_bytes());
             }
             Value::Text(s) => {
@@ -132,9 +128,7 @@ pub fn decode_key(mut bytes: &[u8]) -> Result<Key, CodecError> {
         let value = match tag {
             TAG_NULL => Value::Null,
             TAG_BOOL => {
-                let (&b, rest) = bytes
-                    .split_first()
-                    .ok_or(CodecError::Truncated { what: "bool", at })?;
+                let (&b, rest) = bytes.split_first().ok_or(CodecError::Truncated { what: "bool", at })?;
                 bytes = rest;
                 match b {
                     0 => Value::Bool(false),
@@ -151,40 +145,25 @@ pub fn decode_key(mut bytes: &[u8]) -> Result<Key, CodecError> {
                 let (raw, rest) = take8(bytes, "float", at)?;
                 bytes = rest;
                 let ordered = u64::from_be_bytes(raw);
-                let bits = if ordered >> 63 == 1 {
-                    ordered & !(1 << 63)
-                } else {
-                    !ordered
-                };
+                let bits = if ordered >> 63 == 1 { ordered & !(1 << 63) } else { !ordered };
                 Value::Float(f64::from_bits(bits))
             }
             TAG_TEXT | TAG_BYTES => {
                 let mut raw = Vec::new();
                 loop {
                     let pos = total - bytes.len();
-                    let (&b, rest) = bytes.split_first().ok_or(CodecError::Truncated {
-                        what: "key string",
-                        at,
-                    })?;
+                    let (&b, rest) = bytes.split_first().ok_or(CodecError::Truncated { what: "key string", at })?;
                     bytes = rest;
                     if b != 0 {
                         raw.push(b);
                         continue;
                     }
-                    let (&esc, rest) = bytes.split_first().ok_or(CodecError::Truncated {
-                        what: "key string",
-                        at,
-                    })?;
+                    let (&esc, rest) = bytes.split_first().ok_or(CodecError::Truncated { what: "key string", at })?;
                     bytes = rest;
                     match esc {
                         0xFF => raw.push(0),
                         0x01 => break,
-                        other => {
-                            return Err(CodecError::BadEscape {
-                                byte: other,
-                                at: pos + 1,
-                            })
-                        }
+                        other => return Err(CodecError::BadEscape { byte: other, at: pos + 1 }),
                     }
                 }
                 if tag == TAG_TEXT {
@@ -200,11 +179,7 @@ pub fn decode_key(mut bytes: &[u8]) -> Result<Key, CodecError> {
     Ok(Key(values))
 }
 
-fn take8<'a>(
-    bytes: &'a [u8],
-    what: &'static str,
-    at: usize,
-) -> Result<([u8; 8], &'a [u8]), CodecError> {
+fn take8<'a>(bytes: &'a [u8], what: &'static str, at: usize) -> Result<([u8; 8], &'a [u8]), CodecError> {
     if bytes.len() < 8 {
         return Err(CodecError::Truncated { what, at });
     }
@@ -229,10 +204,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn byte(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        let b = *self
-            .bytes
-            .get(self.pos)
-            .ok_or(CodecError::Truncated { what, at: self.pos })?;
+        let b = *self.bytes.get(self.pos).ok_or(CodecError::Truncated { what, at: self.pos })?;
         self.pos += 1;
         Ok(b)
     }
@@ -254,10 +226,7 @@ impl<'a> Reader<'a> {
         let at = self.pos;
         let n = usize::try_from(n).map_err(|_| CodecError::BadLength { at })?;
         let end = at.checked_add(n).ok_or(CodecError::BadLength { at })?;
-        let slice = self
-            .bytes
-            .get(at..end)
-            .ok_or(CodecError::Truncated { what, at })?;
+        let slice = self.bytes.get(at..end).ok_or(CodecError::Truncated { what, at })?;
         self.pos = end;
         Ok(slice)
     }
@@ -364,11 +333,7 @@ fn decode_values(mut r: Reader<'_>) -> Result<Row, CodecError> {
             TAG_TEXT => {
                 let n = r.varint()?;
                 let raw = r.take(n, "text")?;
-                Value::Text(
-                    std::str::from_utf8(raw)
-                        .map_err(|_| CodecError::BadUtf8 { at })?
-                        .to_owned(),
-                )
+                Value::Text(std::str::from_utf8(raw).map_err(|_| CodecError::BadUtf8 { at })?.to_owned())
             }
             TAG_BYTES => {
                 let n = r.varint()?;
@@ -395,19 +360,11 @@ mod tests {
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::Int),
             any::<f64>().prop_map(Value::Float),
-            prop_oneof![
-                Just(f64::NAN),
-                Just(-0.0),
-                Just(f64::INFINITY),
-                Just(f64::NEG_INFINITY)
-            ]
-            .prop_map(Value::Float),
+            prop_oneof![Just(f64::NAN), Just(-0.0), Just(f64::INFINITY), Just(f64::NEG_INFINITY)]
+                .prop_map(Value::Float),
             ".{0,12}".prop_map(Value::Text),
-            proptest::collection::vec(
-                prop_oneof![Just(0u8), Just(1), Just(0xFF), any::<u8>()],
-                0..12
-            )
-            .prop_map(Value::Bytes),
+            proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(0xFF), any::<u8>()], 0..12)
+                .prop_map(Value::Bytes),
         ]
     }
 
@@ -446,10 +403,7 @@ mod tests {
     #[test]
     fn rejects_hostile_lengths() {
         assert!(decode_row(&[1, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]).is_err());
-        assert!(decode_row(&[
-            1, 1, TAG_TEXT, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01
-        ])
-        .is_err());
+        assert!(decode_row(&[1, 1, TAG_TEXT, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).is_err());
         assert!(decode_row(&[9]).is_err());
         assert!(decode_key(&[TAG_TEXT, b'a', 0, 7]).is_err());
     }

@@ -47,9 +47,7 @@ pub enum DefinitionError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectorError {
     /// Nothing to parse.
-    #[error(
-        "empty selector: use \"*\" for every view, or namespace.name patterns separated by commas"
-    )]
+    #[error("empty selector: use \"*\" for every view, or namespace.name patterns separated by commas")]
     Empty,
     /// A namespace or name is empty.
     #[error("empty namespace or name in selector (expected namespace.name)")]
@@ -122,20 +120,12 @@ pub struct StoreError {
 impl StoreError {
     /// A new error.
     pub fn new(kind: StoreErrorKind, op: impl Into<String>, message: impl Into<String>) -> Self {
-        StoreError {
-            kind,
-            op: op.into(),
-            message: message.into(),
-        }
+        StoreError { kind, op: op.into(), message: message.into() }
     }
 
     /// A `NotFound` error for a view.
     pub fn no_view(op: impl Into<String>, id: RelationId) -> Self {
-        StoreError::new(
-            StoreErrorKind::NotFound,
-            op,
-            format!("no view with relation id {id}"),
-        )
+        StoreError::new(StoreErrorKind::NotFound, op, format!("no view with relation id {id}"))
     }
 }
 
@@ -175,18 +165,12 @@ pub struct SourceError {
 impl SourceError {
     /// A new error.
     pub fn new(kind: SourceErrorKind, message: impl Into<String>) -> Self {
-        SourceError {
-            kind,
-            message: message.into(),
-        }
+        SourceError { kind, message: message.into() }
     }
 
     /// The relation does not exist upstream.
     pub fn relation_missing(rel: &UpstreamRelation) -> Self {
-        SourceError::new(
-            SourceErrorKind::RelationMissing,
-            format!("upstream relation {rel} does not exist"),
-        )
+        SourceError::new(SourceErrorKind::RelationMissing, format!("upstream relation {rel} does not exist"))
     }
 
     /// A connection-level failure.

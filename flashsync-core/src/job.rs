@@ -95,12 +95,7 @@ pub struct JobRecord {
 
 impl JobRecord {
     /// A fresh, enabled, idle job.
-    pub fn new(
-        relation_id: RelationId,
-        name: &ViewName,
-        persistence: Persistence,
-        now: Timestamp,
-    ) -> Self {
+    pub fn new(relation_id: RelationId, name: &ViewName, persistence: Persistence, now: Timestamp) -> Self {
         JobRecord {
             relation_id,
             namespace: name.namespace.clone(),
@@ -121,10 +116,7 @@ impl JobRecord {
 
     /// The view's qualified name.
     pub fn view_name(&self) -> ViewName {
-        ViewName {
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-        }
+        ViewName { namespace: self.namespace.clone(), name: self.name.clone() }
     }
 }
 

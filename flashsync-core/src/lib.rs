@@ -56,15 +56,12 @@ pub mod view;
 
 pub use change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
 pub use error::{
-    ControlError, DefinitionError, SelectorError, SourceError, SourceErrorKind, StoreError,
-    StoreErrorKind,
+    ControlError, DefinitionError, SelectorError, SourceError, SourceErrorKind, StoreError, StoreErrorKind,
 };
 pub use event::{Event, EventKind, Phase, SyncSummary};
 pub use job::{JobRecord, JobState};
 pub use lsn::Lsn;
-pub use machine::{
-    Config, Input, Machine, OpId, Output, Reply, RequestId, SourceAction, StoreAction,
-};
+pub use machine::{Config, Input, Machine, OpId, Output, Reply, RequestId, SourceAction, StoreAction};
 pub use rowops::{ApplyReport, Conflict};
 pub use schema::{Column, Identity, RelationSchema, SourceRelId};
 pub use selector::{Pattern, Selector};

@@ -19,9 +19,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(lsn.0, 0x16_B374_D848);
 /// assert_eq!(lsn.to_string(), "16/B374D848");
 /// ```
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Lsn(pub u64);
 
 impl Lsn {

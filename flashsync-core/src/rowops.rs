@@ -22,12 +22,7 @@ pub trait RowAccess {
     /// this batch.
     fn read(&mut self, view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Buffers a write (`None` deletes) into the batch.
-    fn write(
-        &mut self,
-        view: RelationId,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-    ) -> Result<(), StoreError>;
+    fn write(&mut self, view: RelationId, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError>;
     /// Buffers the removal of every row of `view` into the batch (rows
     /// written to the view later in the same batch survive).
     fn clear(&mut self, view: RelationId) -> Result<(), StoreError>;
@@ -60,12 +55,7 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn read(
-        &self,
-        access: &mut impl RowAccess,
-        view: RelationId,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn read(&self, access: &mut impl RowAccess, view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(v) = self.writes.get(key) {
             return Ok(v.clone());
         }
@@ -89,18 +79,11 @@ impl Overlay {
 }
 
 fn corrupt(view: RelationId, e: impl std::fmt::Display) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Corrupt,
-        format!("read row of view {view}"),
-        e.to_string(),
-    )
+    StoreError::new(StoreErrorKind::Corrupt, format!("read row of view {view}"), e.to_string())
 }
 
 /// Applies every view's operations through `access`, in order.
-pub fn apply_ops(
-    views: &[ViewOps],
-    access: &mut impl RowAccess,
-) -> Result<ApplyReport, StoreError> {
+pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<ApplyReport, StoreError> {
     let mut report = ApplyReport::default();
     for v in views {
         let mut overlay = Overlay::default();
@@ -109,10 +92,7 @@ pub fn apply_ops(
             match (op, v.identity) {
                 (RowOp::Truncate, _) => {
                     access.clear(id)?;
-                    overlay = Overlay {
-                        cleared: true,
-                        writes: HashMap::new(),
-                    };
+                    overlay = Overlay { cleared: true, writes: HashMap::new() };
                 }
                 (RowOp::Insert { key, row }, Identity::Key) => {
                     overlay.write(access, id, encode_key(key), Some(encode_stored_row(row, 1)))?;
@@ -128,18 +108,13 @@ pub fn apply_ops(
                 (RowOp::Delete { key }, Identity::Key) => {
                     overlay.write(access, id, encode_key(key), None)?;
                 }
-                (RowOp::Delete { key }, Identity::FullRow) => {
-                    remove_copy(&mut overlay, access, id, key, &mut report)?
-                }
+                (RowOp::Delete { key }, Identity::FullRow) => remove_copy(&mut overlay, access, id, key, &mut report)?,
                 (RowOp::Update { old_key, key, new }, identity) => {
-                    let needs_old = identity == Identity::FullRow
-                        || new.iter().any(|c| matches!(c, Cell::Unchanged));
+                    let needs_old = identity == Identity::FullRow || new.iter().any(|c| matches!(c, Cell::Unchanged));
                     let from = old_key.as_ref().unwrap_or(key);
                     let old_row = if needs_old {
                         match overlay.read(access, id, &encode_key(from))? {
-                            Some(bytes) => {
-                                Some(decode_stored_row(&bytes).map_err(|e| corrupt(id, e))?.0)
-                            }
+                            Some(bytes) => Some(decode_stored_row(&bytes).map_err(|e| corrupt(id, e))?.0),
                             None => None,
                         }
                     } else {
@@ -148,11 +123,7 @@ pub fn apply_ops(
                     let merged = match merge(old_row.as_ref(), new) {
                         Ok(row) => row,
                         Err(detail) => {
-                            report.conflicts.push(Conflict {
-                                relation_id: id,
-                                key: from.clone(),
-                                detail,
-                            });
+                            report.conflicts.push(Conflict { relation_id: id, key: from.clone(), detail });
                             continue;
                         }
                     };
@@ -163,12 +134,7 @@ pub fn apply_ops(
                                     overlay.write(access, id, encode_key(old), None)?;
                                 }
                             }
-                            overlay.write(
-                                access,
-                                id,
-                                encode_key(key),
-                                Some(encode_stored_row(&merged, 1)),
-                            )?;
+                            overlay.write(access, id, encode_key(key), Some(encode_stored_row(&merged, 1)))?;
                         }
                         Identity::FullRow => {
                             // The old image is the old key; the new key is the merged row.
@@ -176,17 +142,10 @@ pub fn apply_ops(
                             let new_key = Key(merged.0.clone());
                             let k = encode_key(&new_key);
                             let copies = match overlay.read(access, id, &k)? {
-                                Some(bytes) => {
-                                    decode_stored_row(&bytes).map_err(|e| corrupt(id, e))?.1
-                                }
+                                Some(bytes) => decode_stored_row(&bytes).map_err(|e| corrupt(id, e))?.1,
                                 None => 0,
                             };
-                            overlay.write(
-                                access,
-                                id,
-                                k,
-                                Some(encode_stored_row(&merged, copies + 1)),
-                            )?;
+                            overlay.write(access, id, k, Some(encode_stored_row(&merged, copies + 1)))?;
                         }
                     }
                 }
@@ -229,16 +188,9 @@ fn merge(old: Option<&Row>, new: &[Cell]) -> Result<Row, String> {
             Cell::Unchanged => match old.and_then(|r| r.0.get(i)) {
                 Some(v) => out.push(v.clone()),
                 None if old.is_none() => {
-                    return Err(
-                        "update keeps unchanged values of a row that is not in the local copy"
-                            .into(),
-                    )
+                    return Err("update keeps unchanged values of a row that is not in the local copy".into())
                 }
-                None => {
-                    return Err(format!(
-                        "update keeps column {i}, which the local row does not have"
-                    ))
-                }
+                None => return Err(format!("update keeps column {i}, which the local row does not have")),
             },
         }
     }

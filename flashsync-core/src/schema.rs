@@ -62,23 +62,13 @@ pub struct ShapeError {
 impl RelationSchema {
     /// A schema keyed by the columns at `key` (must be non-empty, in range).
     pub fn keyed(source_id: SourceRelId, columns: Vec<Column>, key: Vec<usize>) -> Self {
-        RelationSchema {
-            source_id,
-            columns,
-            identity: Identity::Key,
-            key,
-        }
+        RelationSchema { source_id, columns, identity: Identity::Key, key }
     }
 
     /// A schema identified by full rows.
     pub fn full_row(source_id: SourceRelId, columns: Vec<Column>) -> Self {
         let key = (0..columns.len()).collect();
-        RelationSchema {
-            source_id,
-            columns,
-            identity: Identity::FullRow,
-            key,
-        }
+        RelationSchema { source_id, columns, identity: Identity::FullRow, key }
     }
 
     /// Whether the schema is internally consistent: a non-empty key of
@@ -106,11 +96,7 @@ impl RelationSchema {
     /// The key of `row`.
     pub fn key_of(&self, row: &Row) -> Result<Key, ShapeError> {
         self.check(row.0.len())?;
-        Ok(Key(self
-            .key
-            .iter()
-            .map(|&i| row.0.get(i).cloned().unwrap_or(Value::Null))
-            .collect()))
+        Ok(Key(self.key.iter().map(|&i| row.0.get(i).cloned().unwrap_or(Value::Null)).collect()))
     }
 
     /// Checks a row's width.
@@ -118,10 +104,7 @@ impl RelationSchema {
         if width == self.columns.len() {
             Ok(())
         } else {
-            Err(ShapeError {
-                expected: self.columns.len(),
-                got: width,
-            })
+            Err(ShapeError { expected: self.columns.len(), got: width })
         }
     }
 }
@@ -131,12 +114,7 @@ mod tests {
     use super::*;
 
     fn cols(n: usize) -> Vec<Column> {
-        (0..n)
-            .map(|i| Column {
-                name: format!("c{i}"),
-                type_name: "int8".into(),
-            })
-            .collect()
+        (0..n).map(|i| Column { name: format!("c{i}"), type_name: "int8".into() }).collect()
     }
 
     #[test]

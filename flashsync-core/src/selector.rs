@@ -83,21 +83,16 @@ fn glob(p: &[u8], t: &[u8]) -> bool {
 }
 
 /// Which views a call applies to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Selector {
     /// Every view.
+    #[default]
     All,
     /// Views whose namespace matches a key and whose name matches one of its
     /// patterns.
     Map(BTreeMap<Pattern, Vec<Pattern>>),
     /// Exactly these views (no wildcards: a `*` in a name is literal).
     Names(BTreeSet<ViewName>),
-}
-
-impl Default for Selector {
-    fn default() -> Self {
-        Selector::All
-    }
 }
 
 impl Selector {
@@ -109,9 +104,7 @@ impl Selector {
     /// let s = Selector::from_map([("public", ["users_cache", "posts_live"])])?;
     /// # Ok::<(), flashsync_core::SelectorError>(())
     /// ```
-    pub fn from_map<N, I, S>(
-        entries: impl IntoIterator<Item = (N, I)>,
-    ) -> Result<Self, SelectorError>
+    pub fn from_map<N, I, S>(entries: impl IntoIterator<Item = (N, I)>) -> Result<Self, SelectorError>
     where
         N: Into<String>,
         I: IntoIterator<Item = S>,
@@ -120,10 +113,7 @@ impl Selector {
         let mut map: BTreeMap<Pattern, Vec<Pattern>> = BTreeMap::new();
         for (ns, names) in entries {
             let ns = Pattern::new(ns)?;
-            let names = names
-                .into_iter()
-                .map(|n| Pattern::new(n))
-                .collect::<Result<Vec<_>, _>>()?;
+            let names = names.into_iter().map(|n| Pattern::new(n)).collect::<Result<Vec<_>, _>>()?;
             map.entry(ns).or_default().extend(names);
         }
         Ok(Selector::Map(map))
@@ -138,9 +128,9 @@ impl Selector {
     pub fn matches(&self, view: &ViewName) -> bool {
         match self {
             Selector::All => true,
-            Selector::Map(map) => map.iter().any(|(ns, names)| {
-                ns.matches(&view.namespace) && names.iter().any(|n| n.matches(&view.name))
-            }),
+            Selector::Map(map) => {
+                map.iter().any(|(ns, names)| ns.matches(&view.namespace) && names.iter().any(|n| n.matches(&view.name)))
+            }
             Selector::Names(names) => names.contains(view),
         }
     }
@@ -156,10 +146,7 @@ impl FromStr for Selector {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if text.len() > MAX_SELECTOR_BYTES {
-            return Err(SelectorError::TooLong {
-                len: text.len(),
-                max: MAX_SELECTOR_BYTES,
-            });
+            return Err(SelectorError::TooLong { len: text.len(), max: MAX_SELECTOR_BYTES });
         }
         let trimmed = text.trim();
         if trimmed == "*" {
@@ -174,9 +161,7 @@ impl FromStr for Selector {
             let ns = lexer.part()?;
             lexer.expect(b'.', "'.' between namespace and name")?;
             let name = lexer.part()?;
-            map.entry(Pattern::new(ns)?)
-                .or_default()
-                .push(Pattern::new(name)?);
+            map.entry(Pattern::new(ns)?).or_default().push(Pattern::new(name)?);
             lexer.skip_spaces();
             match lexer.peek() {
                 None => break,
@@ -219,11 +204,7 @@ impl Lexer<'_> {
                 self.pos += 1;
                 Ok(())
             }
-            Some(found) => Err(SelectorError::Unexpected {
-                at: self.pos,
-                found: char::from(found),
-                expected,
-            }),
+            Some(found) => Err(SelectorError::Unexpected { at: self.pos, found: char::from(found), expected }),
             None => Err(SelectorError::UnexpectedEnd { expected }),
         }
     }
@@ -330,16 +311,11 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in [
-            "", "   ", "public", "public.", ".x", "a.b,", "a.b c.d", "\"a.b", "a..b", "\"\".x",
-            ",", "a.b,,c.d",
-        ] {
+        for bad in ["", "   ", "public", "public.", ".x", "a.b,", "a.b c.d", "\"a.b", "a..b", "\"\".x", ",", "a.b,,c.d"]
+        {
             assert!(bad.parse::<Selector>().is_err(), "{bad:?} parsed");
         }
-        assert!(matches!(
-            "x".repeat(MAX_SELECTOR_BYTES + 1).parse::<Selector>(),
-            Err(SelectorError::TooLong { .. })
-        ));
+        assert!(matches!("x".repeat(MAX_SELECTOR_BYTES + 1).parse::<Selector>(), Err(SelectorError::TooLong { .. })));
     }
 
     #[test]

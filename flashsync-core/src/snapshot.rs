@@ -76,13 +76,7 @@ mod tests {
 
     #[test]
     fn visibility_rules() {
-        let p = SnapshotPoint {
-            xmin: 100,
-            xmax: 110,
-            xip: vec![103, 107],
-            lsn: Lsn(1000),
-            rows: 0,
-        };
+        let p = SnapshotPoint { xmin: 100, xmax: 110, xip: vec![103, 107], lsn: Lsn(1000), rows: 0 };
         assert!(p.is_visible(99));
         assert!(p.is_visible(100));
         assert!(!p.is_visible(103));

@@ -87,9 +87,7 @@ pub struct Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("report", &self.report)
-            .finish_non_exhaustive()
+        f.debug_struct("Subscription").field("report", &self.report).finish_non_exhaustive()
     }
 }
 
@@ -100,11 +98,7 @@ pub trait Source: Send + Sync + 'static {
     /// makes it part of the origin's change feed before returning, and fails
     /// with [`SourceErrorKind::ReplicaIdentity`](crate::SourceErrorKind) if
     /// its changes cannot identify rows. Idempotent.
-    async fn prepare(
-        &self,
-        relation: &UpstreamRelation,
-        feed: bool,
-    ) -> Result<RelationSchema, SourceError>;
+    async fn prepare(&self, relation: &UpstreamRelation, feed: bool) -> Result<RelationSchema, SourceError>;
 
     /// Copies the relation's rows (in `schema`'s column order) into `sink` in
     /// bounded batches, from one consistent snapshot, and returns its

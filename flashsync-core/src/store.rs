@@ -130,7 +130,9 @@ pub trait Store: Send + Sync + 'static {
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError>;
 
     /// Makes every batch applied so far durable; returns the highest
-    /// sequence number now durable (the last applied one).
+    /// sequence number now durable. Drivers call this concurrently with
+    /// `apply` (group commit): the answer must only cover batches whose
+    /// `apply` had returned when `persist` started.
     async fn persist(&self) -> Result<Option<BatchSeq>, StoreError>;
 
     /// One row of a view's published copy, by key.
@@ -138,12 +140,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` rows of a view's published copy within `range`, in key
     /// order. Rows of full-row views appear once per copy.
-    async fn scan(
-        &self,
-        id: RelationId,
-        range: &KeyRange,
-        limit: usize,
-    ) -> Result<Vec<Row>, StoreError>;
+    async fn scan(&self, id: RelationId, range: &KeyRange, limit: usize) -> Result<Vec<Row>, StoreError>;
 
     /// Number of rows in a view's published copy (copies counted).
     async fn count(&self, id: RelationId) -> Result<u64, StoreError>;

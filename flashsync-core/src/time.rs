@@ -8,15 +8,11 @@ use serde::{Deserialize, Serialize};
 /// A point in time: milliseconds since the Unix epoch, as given by whoever
 /// drives the machine (the tokio driver reads the system clock, the simulator
 /// its virtual clock).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Timestamp(pub u64);
 
 /// A span of time in milliseconds.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Millis(pub u64);
 
 impl Millis {
@@ -56,13 +52,7 @@ impl fmt::Display for Timestamp {
         let d = doy - (153 * mp + 2) / 5 + 1;
         let m = if mp < 10 { mp + 3 } else { mp - 9 };
         let y = yoe + era * 400 + i64::from(m <= 2);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            rem / 3600,
-            (rem / 60) % 60,
-            rem % 60
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, (rem / 60) % 60, rem % 60)
     }
 }
 
@@ -73,9 +63,6 @@ mod tests {
     #[test]
     fn displays_as_rfc3339() {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Timestamp(1_795_953_845_123).to_string(),
-            "2026-11-29T12:04:05.123Z"
-        );
+        assert_eq!(Timestamp(1_795_953_845_123).to_string(), "2026-11-29T12:04:05.123Z");
     }
 }

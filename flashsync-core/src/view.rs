@@ -35,14 +35,8 @@ pub struct ViewName {
 impl ViewName {
     /// A name, validated: both parts non-empty, at most [`MAX_NAME_BYTES`]
     /// bytes, and free of control characters.
-    pub fn new(
-        namespace: impl Into<String>,
-        name: impl Into<String>,
-    ) -> Result<Self, DefinitionError> {
-        let view = ViewName {
-            namespace: namespace.into(),
-            name: name.into(),
-        };
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Result<Self, DefinitionError> {
+        let view = ViewName { namespace: namespace.into(), name: name.into() };
         check_local("namespace", &view.namespace)?;
         check_local("name", &view.name)?;
         Ok(view)
@@ -60,11 +54,7 @@ fn check_local(what: &'static str, value: &str) -> Result<(), DefinitionError> {
         return Err(DefinitionError::Empty { what });
     }
     if value.len() > MAX_NAME_BYTES {
-        return Err(DefinitionError::TooLong {
-            what,
-            len: value.len(),
-            max: MAX_NAME_BYTES,
-        });
+        return Err(DefinitionError::TooLong { what, len: value.len(), max: MAX_NAME_BYTES });
     }
     if value.chars().any(char::is_control) {
         return Err(DefinitionError::ControlCharacter { what });
@@ -99,9 +89,7 @@ impl std::str::FromStr for Persistence {
         match s {
             "materialized" => Ok(Persistence::Materialized),
             "realtime" => Ok(Persistence::Realtime),
-            other => Err(DefinitionError::UnknownPersistence(
-                other.chars().take(64).collect(),
-            )),
+            other => Err(DefinitionError::UnknownPersistence(other.chars().take(64).collect())),
         }
     }
 }
@@ -120,16 +108,9 @@ impl OriginId {
             return Err(DefinitionError::Empty { what: "origin" });
         }
         if id.len() > 128 {
-            return Err(DefinitionError::TooLong {
-                what: "origin",
-                len: id.len(),
-                max: 128,
-            });
+            return Err(DefinitionError::TooLong { what: "origin", len: id.len(), max: 128 });
         }
-        if !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-        {
+        if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')) {
             return Err(DefinitionError::BadOrigin(id.chars().take(64).collect()));
         }
         Ok(OriginId(id))
@@ -162,27 +143,14 @@ pub struct UpstreamRelation {
 impl UpstreamRelation {
     /// A relation name, validated: non-empty, at most
     /// [`MAX_UPSTREAM_IDENT_BYTES`] bytes, no NUL.
-    pub fn new(
-        schema: impl Into<String>,
-        table: impl Into<String>,
-    ) -> Result<Self, DefinitionError> {
-        let rel = UpstreamRelation {
-            schema: schema.into(),
-            table: table.into(),
-        };
-        for (what, v) in [
-            ("upstream schema", &rel.schema),
-            ("upstream table", &rel.table),
-        ] {
+    pub fn new(schema: impl Into<String>, table: impl Into<String>) -> Result<Self, DefinitionError> {
+        let rel = UpstreamRelation { schema: schema.into(), table: table.into() };
+        for (what, v) in [("upstream schema", &rel.schema), ("upstream table", &rel.table)] {
             if v.is_empty() {
                 return Err(DefinitionError::Empty { what });
             }
             if v.len() > MAX_UPSTREAM_IDENT_BYTES {
-                return Err(DefinitionError::TooLong {
-                    what,
-                    len: v.len(),
-                    max: MAX_UPSTREAM_IDENT_BYTES,
-                });
+                return Err(DefinitionError::TooLong { what, len: v.len(), max: MAX_UPSTREAM_IDENT_BYTES });
             }
             if v.contains('\0') {
                 return Err(DefinitionError::ControlCharacter { what });
@@ -253,18 +221,9 @@ mod tests {
     #[test]
     fn validates_names() {
         assert!(ViewName::new("public", "x").is_ok());
-        assert!(matches!(
-            ViewName::new("", "x"),
-            Err(DefinitionError::Empty { .. })
-        ));
-        assert!(matches!(
-            ViewName::new("p", "a".repeat(256)),
-            Err(DefinitionError::TooLong { .. })
-        ));
-        assert!(matches!(
-            ViewName::new("p", "a\nb"),
-            Err(DefinitionError::ControlCharacter { .. })
-        ));
+        assert!(matches!(ViewName::new("", "x"), Err(DefinitionError::Empty { .. })));
+        assert!(matches!(ViewName::new("p", "a".repeat(256)), Err(DefinitionError::TooLong { .. })));
+        assert!(matches!(ViewName::new("p", "a\nb"), Err(DefinitionError::ControlCharacter { .. })));
         assert!(UpstreamRelation::new("we\"ird sch", "Tä ble; DROP").is_ok());
         assert!(UpstreamRelation::new("s", "a".repeat(64)).is_err());
         assert!(OriginId::new("postgres:main").is_ok());

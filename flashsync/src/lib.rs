@@ -1,1 +1,52 @@
-//! Keep local copies of upstream Postgres relations exact: tokio driver, facade and CLI
+//! # flashsync
+//!
+//! Keeps local copies of upstream Postgres relations — *sync-enabled views* —
+//! in an embedded store, and keeps them exact.
+//!
+//! - **Materialized** views are snapshot copies, atomically replaced on
+//!   refresh (state `synced`).
+//! - **Realtime** views are bootstrapped from a snapshot and then mirror every
+//!   upstream commit, in commit order, from Postgres logical replication
+//!   (state `running`).
+//!
+//! One idempotent entry point, [`Engine::sync`], is safe on startup, on
+//! reconnect and whenever unsure; overlapping calls coalesce. Around it:
+//! [`Engine::status`], [`Engine::stop`] (disables), [`Engine::resume`],
+//! [`Engine::forget`], [`Engine::shutdown`], and an event stream
+//! ([`Engine::events`]).
+//!
+//! This crate is the tokio driver around the sans-IO machine in
+//! [`flashsync_core`]; stores and sources plug in through its
+//! [`Store`](flashsync_core::Store) and [`Source`](flashsync_core::Source)
+//! traits (`flashsync-store-fjall`, `flashsync-source-pg`).
+//!
+//! ```
+//! use flashsync::{Engine, Persistence, ViewDef};
+//! use flashsync_core::memory::{MemoryStore, MemoryUpstream, TableIdentity};
+//! use flashsync_core::row;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let upstream = MemoryUpstream::new();
+//! upstream.create_table("public", "posts", &[("id", "int8"), ("title", "text")], TableIdentity::PrimaryKey(vec![0]));
+//!
+//! let engine = Engine::builder().store(MemoryStore::new()).origin("postgres:main", upstream.source()).open().await?;
+//! engine.define(ViewDef::new("public", "posts_live", Persistence::Realtime, "postgres:main", "public", "posts")?).await?;
+//! engine.sync("*").await?;
+//! assert_eq!(engine.status("public.posts_live").await?[0].state.to_string(), "running");
+//! engine.shutdown().await?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod driver;
+mod engine;
+mod error;
+mod selection;
+
+pub use engine::{Engine, EngineBuilder, Forgotten};
+pub use error::EngineError;
+pub use flashsync_core::{
+    Config, Event, EventKind, JobRecord, JobState, Key, KeyRange, Lsn, Persistence, RelationId, Row, Selector,
+    SyncSummary, Value, ViewDef, ViewName,
+};
+pub use selection::IntoSelector;

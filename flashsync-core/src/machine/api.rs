@@ -243,6 +243,13 @@ pub enum StoreAction {
         /// The snapshot's op.
         op: OpId,
     },
+    /// Answer with [`Input::StoreDone`] once every store action emitted
+    /// before this one has finished. A pass starts behind a fence, so it sees
+    /// every earlier write, and requests arriving meanwhile share the next pass.
+    Fence {
+        /// Result tag.
+        op: OpId,
+    },
     /// [`Store::apply`](crate::Store::apply); answer with [`Input::Applied`].
     /// Batches must be applied in the order emitted.
     Apply(ApplyBatch),

@@ -1,43 +1,606 @@
 //! The sans-IO sync machine.
+//!
+//! One input at a time goes in through [`Machine::handle`] (with the current
+//! time); decisions come out through [`Machine::poll_output`]; the deadline
+//! for the next [`Input::Timer`] through [`Machine::poll_timeout`]. Mutate
+//! once, then drain.
+//!
+//! How the pieces fit:
+//! - **Passes** ([`pass`]): `sync()` requests coalesce into at most one
+//!   running and one queued pass. A pass discovers the selected views, makes
+//!   sure each has a job row, and starts per-view work; it ends when every
+//!   view has an outcome.
+//! - **Views** ([`view`]): each view walks `Idle → Preparing → Queued →
+//!   Copying → Publishing → Idle` (materialized) or `… → Live`
+//!   (realtime). Failures go back to `Idle` with the job `failed` and a retry
+//!   time; a timer re-runs them.
+//! - **Origins** ([`origin`]): one feed per origin, shared by its realtime
+//!   views. Transactions are routed per view at `Begin`: live views apply,
+//!   bootstrapping views hold back. When a snapshot lands, held transactions
+//!   that the snapshot does not contain are replayed in one batch; from then
+//!   on the view is live.
+//! - **Progress and acks**: every batch that completes a transaction records
+//!   the origin's position; a position is acknowledged upstream only after the
+//!   store reports the batch durable ([`Input::Durable`]).
 
 mod api;
+mod backoff;
+mod origin;
+mod pass;
+mod view;
 
-pub use api::{
-    Config, Epoch, InjectedBugs, Input, OpId, Output, Reply, RequestId, SourceAction, StoreAction,
-};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
-use crate::job::JobRecord;
+pub use api::{Config, Epoch, InjectedBugs, Input, OpId, Output, Reply, RequestId, SourceAction, StoreAction};
+
+use crate::change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
+use crate::error::{ControlError, SourceError, StoreError};
+use crate::event::{Event, EventKind, Phase as EventPhase};
+use crate::job::{JobRecord, JobState};
+use crate::lsn::Lsn;
+use crate::rng::Rng;
+use crate::rowops::ApplyReport;
+use crate::schema::{Identity, RelationSchema, SourceRelId};
 use crate::selector::Selector;
-use crate::store::StoredState;
+use crate::snapshot::{widen_xid, SnapshotPoint};
+use crate::source::{FeedStart, SlotReport};
+use crate::store::{StoredState, ViewRecord};
 use crate::time::Timestamp;
+use crate::value::Key;
+use crate::view::{OriginId, Persistence, RelationId, ViewDef, ViewName};
 
-/// The sync machine. See the crate docs.
+use origin::{Feed, Origin, Route, Txn};
+use pass::{Outcome, Pass, Passes, Queued, Waiter};
+use view::{Goal, HeldTxn, HoldBack, Phase, View};
+
+/// Counters, for tests, the simulator and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sync passes started.
+    pub passes: u64,
+    /// Snapshots started (materializations and bootstraps).
+    pub snapshots: u64,
+    /// Feed subscriptions started.
+    pub subscribes: u64,
+    /// Store batches emitted.
+    pub batches: u64,
+    /// Transactions applied (not counting duplicates skipped).
+    pub commits_applied: u64,
+    /// Duplicate transactions skipped on replay.
+    pub duplicates_skipped: u64,
+    /// Transactions skipped for a view because its snapshot already held them.
+    pub filtered: u64,
+    /// Snapshots retaken because they raced a commit.
+    pub snapshot_races: u64,
+    /// Acknowledgements emitted.
+    pub acks: u64,
+}
+
+/// What an in-flight operation was for.
+#[derive(Clone, Debug)]
+enum Op {
+    /// The store fence a pass waits behind.
+    Fence,
+    /// A job record write nobody waits for.
+    Job,
+    /// Work a control request waits for.
+    Request(RequestId),
+    /// Releasing upstream resources for a request; `what` names them.
+    Release {
+        request: RequestId,
+        what: String,
+    },
+    Prepare(RelationId),
+    Snapshot(RelationId),
+    Publish(RelationId),
+    /// A snapshot nobody wants any more: discard its generation when it ends.
+    AbandonedSnapshot,
+    /// A publish nobody waits for; the view's copy still changes.
+    AbandonedPublish {
+        id: RelationId,
+        schema: Arc<RelationSchema>,
+    },
+}
+
+/// A control request waiting for its operations.
 #[derive(Debug)]
-pub struct Machine {}
+struct PendingRequest {
+    outstanding: usize,
+    reply: Reply,
+    warnings: Vec<String>,
+    failure: Option<ControlError>,
+}
+
+/// Routing entry for one view of an origin, rebuilt when phases change.
+#[derive(Clone, Debug)]
+struct RouteEntry {
+    id: RelationId,
+    schema: Arc<RelationSchema>,
+    route: Route,
+    filter: Option<SnapshotPoint>,
+}
+
+/// The sync machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Machine {
+    cfg: Config,
+    rng: Rng,
+    now: Timestamp,
+    views: BTreeMap<RelationId, View>,
+    names: BTreeMap<ViewName, RelationId>,
+    origins: BTreeMap<OriginId, Origin>,
+    /// Per origin: which views currently take part in its feed. `None` = stale.
+    routes: BTreeMap<OriginId, Option<Arc<Vec<RouteEntry>>>>,
+    queued_views: BTreeSet<RelationId>,
+    copying: usize,
+    passes: Passes,
+    ops: BTreeMap<OpId, Op>,
+    requests: BTreeMap<RequestId, PendingRequest>,
+    /// Replay batches a pass waits on.
+    replays: BTreeMap<BatchSeq, RelationId>,
+    /// Feed batches in flight, by origin.
+    batches: BTreeMap<BatchSeq, OriginId>,
+    held_bytes: BTreeMap<OriginId, usize>,
+    next_relation: u64,
+    next_op: u64,
+    next_batch: u64,
+    next_epoch: u64,
+    out: VecDeque<Output>,
+    shut_down: bool,
+    stats: Stats,
+}
 
 impl Machine {
     /// A machine over the state a store loaded, seeded for back-off jitter.
-    pub fn new(_config: Config, _seed: u64, _state: StoredState, _now: Timestamp) -> Self {
-        Machine {}
+    pub fn new(config: Config, seed: u64, state: StoredState, now: Timestamp) -> Self {
+        let mut m = Machine {
+            cfg: config,
+            rng: Rng::new(seed),
+            now,
+            views: BTreeMap::new(),
+            names: BTreeMap::new(),
+            origins: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            queued_views: BTreeSet::new(),
+            copying: 0,
+            passes: Passes::default(),
+            ops: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            replays: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            held_bytes: BTreeMap::new(),
+            next_relation: 1,
+            next_op: 1,
+            next_batch: 1,
+            next_epoch: 1,
+            out: VecDeque::new(),
+            shut_down: false,
+            stats: Stats::default(),
+        };
+        let progress: BTreeMap<OriginId, Lsn> = state.origins.into_iter().map(|p| (p.origin, p.applied)).collect();
+        let schemas: BTreeMap<RelationId, RelationSchema> = state.schemas.into_iter().collect();
+        let dirty: BTreeSet<RelationId> = state.dirty.into_iter().collect();
+        let mut jobs: BTreeMap<RelationId, JobRecord> = state.jobs.into_iter().map(|j| (j.relation_id, j)).collect();
+        for rec in state.views {
+            let id = rec.relation_id;
+            m.next_relation = m.next_relation.max(id.0 + 1);
+            let origin = rec.def.origin.clone();
+            m.origins
+                .entry(origin.clone())
+                .or_insert_with(|| Origin::new(origin.clone(), progress.get(&origin).copied()));
+            m.routes.insert(origin, None);
+            m.names.insert(rec.def.name.clone(), id);
+            m.views.insert(
+                id,
+                View {
+                    id,
+                    def: rec.def,
+                    job: jobs.remove(&id),
+                    schema: schemas.get(&id).cloned().map(Arc::new),
+                    phase: Phase::Idle,
+                    dirty: dirty.contains(&id),
+                    retry_queued: false,
+                },
+            );
+        }
+        m
     }
 
-    /// Feeds one input.
-    pub fn handle(&mut self, _input: Input, _now: Timestamp) {}
+    /// Feeds one input. `now` never goes backwards (a smaller value is
+    /// treated as the last one seen).
+    pub fn handle(&mut self, input: Input, now: Timestamp) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Define { request, def } => self.guard(request, |m| m.on_define(request, def)),
+            Input::Sync { request, selector, force } => {
+                self.guard(request, |m| m.enqueue(Waiter { request: Some(request), selector, force, resume: false }))
+            }
+            Input::Stop { request, selector } => self.guard(request, |m| m.on_stop(request, &selector)),
+            Input::Resume { request, selector } => self.guard(request, |m| m.on_resume(request, selector)),
+            Input::Forget { request, selector } => self.guard(request, |m| m.on_forget(request, &selector)),
+            Input::Shutdown { request } => self.on_shutdown(request),
+            Input::StoreDone { op, result } => self.on_store_done(op, result),
+            Input::Applied { seq, result } => self.on_applied(seq, result),
+            Input::Durable { through } => self.on_durable(through),
+            Input::Prepared { op, result } => self.on_prepared(op, result),
+            Input::Snapshotted { op, result } => self.on_snapshotted(op, result),
+            Input::Subscribed { origin, epoch, result } => self.on_subscribed(&origin, epoch, result),
+            Input::Feed { origin, epoch, event } => self.on_feed(&origin, epoch, event),
+            Input::FeedLost { origin, epoch, error } => self.on_feed_lost(&origin, epoch, &error),
+            Input::Released { op, result } => self.on_released(op, result),
+            Input::Timer => self.on_timer(),
+        }
+    }
 
     /// The next output, if any.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        None
+        self.out.pop_front()
     }
 
-    /// When to deliver [`Input::Timer`], if ever.
+    /// When to deliver [`Input::Timer`], if ever: the earliest automatic
+    /// retry of a failed view or feed.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        None
+        if self.shut_down {
+            return None;
+        }
+        let views = self.views.values().filter_map(|v| {
+            let job = v.job.as_ref()?;
+            (matches!(v.phase, Phase::Idle) && job.enabled && job.state == JobState::Failed && !v.retry_queued)
+                .then_some(job.next_retry_at)
+                .flatten()
+        });
+        let feeds =
+            self.origins.values().filter(|o| o.feed == Feed::Down && self.wants_feed(&o.id)).filter_map(|o| o.retry_at);
+        views.chain(feeds).min()
     }
 
-    /// Status records of the selected views.
-    pub fn status(&self, _selector: &Selector) -> Vec<JobRecord> {
-        Vec::new()
+    /// Status records of the selected views, ordered by name. Views that have
+    /// never been synced get an `idle` record.
+    pub fn status(&self, selector: &Selector) -> Vec<JobRecord> {
+        self.names
+            .iter()
+            .filter(|(name, _)| selector.matches(name))
+            .filter_map(|(name, id)| {
+                let v = self.views.get(id)?;
+                Some(v.job.clone().unwrap_or_else(|| JobRecord::new(*id, name, v.def.persistence, self.now)))
+            })
+            .collect()
+    }
+
+    /// The definitions of the selected views, ordered by name.
+    pub fn definitions(&self, selector: &Selector) -> Vec<ViewRecord> {
+        self.names
+            .iter()
+            .filter(|(name, _)| selector.matches(name))
+            .filter_map(|(_, id)| self.views.get(id).map(|v| ViewRecord { relation_id: *id, def: v.def.clone() }))
+            .collect()
+    }
+
+    /// The id of a view, if defined.
+    pub fn relation_id(&self, name: &ViewName) -> Option<RelationId> {
+        self.names.get(name).copied()
+    }
+
+    /// A short name of where a view is in its life cycle (`idle`, `preparing`,
+    /// `queued`, `copying`, `publishing`, `live`).
+    pub fn phase(&self, id: RelationId) -> Option<&'static str> {
+        self.views.get(&id).map(|v| v.phase.name())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether a sync pass is running or queued.
+    pub fn pass_in_flight(&self) -> bool {
+        self.passes.current.is_some() || self.passes.queued.is_some()
+    }
+
+    /// Whether nothing is in flight: no pass, no operation, no request, no
+    /// view between steps. Feeds may still be up.
+    pub fn is_quiescent(&self) -> bool {
+        !self.pass_in_flight()
+            && self.ops.is_empty()
+            && self.requests.is_empty()
+            && self.replays.is_empty()
+            && self.views.values().all(|v| matches!(v.phase, Phase::Idle | Phase::Live { .. }))
+    }
+
+    /// The origin's processed position and the position acknowledged upstream.
+    pub fn origin_progress(&self, origin: &OriginId) -> Option<(Option<Lsn>, Option<Lsn>)> {
+        self.origins.get(origin).map(|o| (o.applied, o.acked))
+    }
+
+    /// Whether the machine has shut down.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down
+    }
+
+    // ----- plumbing -----------------------------------------------------
+
+    fn guard(&mut self, request: RequestId, f: impl FnOnce(&mut Self)) {
+        if self.shut_down {
+            self.reply(request, Reply::Failed(ControlError::ShutDown));
+        } else {
+            f(self);
+        }
+    }
+
+    fn op(&mut self, kind: Op) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        self.ops.insert(id, kind);
+        id
+    }
+
+    fn reply(&mut self, request: RequestId, reply: Reply) {
+        self.out.push_back(Output::Reply { request, reply });
+    }
+
+    fn store(&mut self, action: StoreAction) {
+        self.out.push_back(Output::Store(action));
+    }
+
+    fn source(&mut self, action: SourceAction) {
+        self.out.push_back(Output::Source(action));
+    }
+
+    fn event(&mut self, phase: EventPhase, id: Option<RelationId>, origin: Option<OriginId>, kind: EventKind) {
+        let view = id.and_then(|id| self.views.get(&id)).map(|v| v.def.name.clone());
+        let origin = origin.or_else(|| id.and_then(|id| self.views.get(&id)).map(|v| v.def.origin.clone()));
+        self.out.push_back(Output::Event(Event { at: self.now, phase, view, relation_id: id, origin, kind }));
+    }
+
+    fn error(&mut self, phase: EventPhase, id: Option<RelationId>, origin: Option<OriginId>, message: String) {
+        self.event(phase, id, origin, EventKind::Error { message });
+    }
+
+    /// Views matching `selector`, by id.
+    fn select(&self, selector: &Selector) -> Vec<RelationId> {
+        self.names.iter().filter(|(n, _)| selector.matches(n)).map(|(_, id)| *id).collect()
+    }
+
+    fn request_op(&mut self, request: RequestId) -> OpId {
+        if let Some(p) = self.requests.get_mut(&request) {
+            p.outstanding += 1;
+        }
+        self.op(Op::Request(request))
+    }
+
+    /// Registers a request that will be answered when its operations finish.
+    fn open_request(&mut self, request: RequestId, reply: Reply) {
+        self.requests.insert(request, PendingRequest { outstanding: 0, reply, warnings: Vec::new(), failure: None });
+    }
+
+    /// Answers a registered request if nothing is outstanding.
+    fn settle_request(&mut self, request: RequestId) {
+        let done = self.requests.get(&request).is_some_and(|p| p.outstanding == 0);
+        if !done {
+            return;
+        }
+        if let Some(p) = self.requests.remove(&request) {
+            let reply = match (p.failure, p.reply) {
+                (Some(e), _) => Reply::Failed(e),
+                (None, Reply::Forgotten { views, mut warnings }) => {
+                    warnings.extend(p.warnings);
+                    Reply::Forgotten { views, warnings }
+                }
+                (None, reply) => reply,
+            };
+            self.reply(request, reply);
+        }
+    }
+
+    fn finish_request_op(&mut self, request: RequestId, failure: Option<ControlError>, warning: Option<String>) {
+        if let Some(p) = self.requests.get_mut(&request) {
+            p.outstanding = p.outstanding.saturating_sub(1);
+            if p.failure.is_none() {
+                p.failure = failure;
+            }
+            p.warnings.extend(warning);
+        }
+        self.settle_request(request);
+    }
+
+    // ----- jobs ---------------------------------------------------------
+
+    /// Ensures the view has a job record; returns whether one was created.
+    fn ensure_job(&mut self, id: RelationId) -> bool {
+        let now = self.now;
+        let Some(v) = self.views.get_mut(&id) else {
+            return false;
+        };
+        if v.job.is_some() {
+            return false;
+        }
+        v.job = Some(JobRecord::new(id, &v.def.name, v.def.persistence, now));
+        true
+    }
+
+    /// Changes a view's job record; reports a state change as an event and
+    /// stamps `updated_at` when state or enablement changed.
+    fn update_job(&mut self, id: RelationId, phase: EventPhase, f: impl FnOnce(&mut JobRecord)) {
+        self.ensure_job(id);
+        let now = self.now;
+        let Some(job) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) else {
+            return;
+        };
+        let (before, enabled) = (job.state, job.enabled);
+        f(job);
+        if job.state != before || job.enabled != enabled {
+            job.updated_at = now;
+        }
+        let after = job.state;
+        if before != after {
+            self.event(phase, Some(id), None, EventKind::StateChanged { from: before, to: after });
+        }
+    }
+
+    fn job(&self, id: RelationId) -> Option<&JobRecord> {
+        self.views.get(&id).and_then(|v| v.job.as_ref())
+    }
+
+    fn persist_job(&mut self, id: RelationId) {
+        if let Some(job) = self.job(id).cloned() {
+            let op = self.op(Op::Job);
+            self.store(StoreAction::PutJob { op, job });
+        }
+    }
+
+    /// Marks a view failed: job `failed` with the reason and a retry time;
+    /// any work in flight is dropped; a pass waiting on it gets the failure.
+    fn fail_view(&mut self, id: RelationId, phase: EventPhase, message: String) {
+        if !self.views.contains_key(&id) {
+            return;
+        }
+        self.cancel_work(id);
+        let attempt = self.job(id).map_or(0, |j| j.retry_count).saturating_add(1);
+        let retry_at = self.now + backoff::delay(&self.cfg, attempt, &mut self.rng);
+        let msg = message.clone();
+        self.update_job(id, phase, |j| {
+            j.state = JobState::Failed;
+            j.retry_count = attempt;
+            j.last_error = Some(msg);
+            j.next_retry_at = Some(retry_at);
+        });
+        self.persist_job(id);
+        self.error(phase, Some(id), None, message.clone());
+        self.complete_item(id, Outcome::Failed(message));
+    }
+
+    // ----- phases and routing ---------------------------------------------
+
+    fn set_phase(&mut self, id: RelationId, phase: Phase) {
+        let Some(v) = self.views.get_mut(&id) else {
+            return;
+        };
+        let was_copying = matches!(v.phase, Phase::Copying { .. });
+        let released = v.phase.hold().map_or(0, |h| h.bytes);
+        let now_copying = matches!(phase, Phase::Copying { .. });
+        if matches!(phase, Phase::Queued { .. }) {
+            self.queued_views.insert(id);
+        } else {
+            self.queued_views.remove(&id);
+        }
+        v.phase = phase;
+        let origin = v.def.origin.clone();
+        self.copying = self.copying + usize::from(now_copying) - usize::from(was_copying);
+        self.routes.insert(origin.clone(), None);
+        if released > 0 {
+            let h = self.held_bytes.entry(origin.clone()).or_default();
+            *h = h.saturating_sub(released);
+            self.check_flow(&origin);
+        }
+    }
+
+    /// Drops whatever a view had in flight; the view ends `Idle`.
+    fn cancel_work(&mut self, id: RelationId) {
+        let Some(v) = self.views.get(&id) else { return };
+        match &v.phase {
+            Phase::Preparing { op, .. } => {
+                self.ops.remove(op);
+            }
+            Phase::Copying { op, .. } => {
+                self.ops.insert(*op, Op::AbandonedSnapshot);
+            }
+            Phase::Publishing { op, schema, .. } => {
+                let schema = Arc::new(schema.clone());
+                self.ops.insert(*op, Op::AbandonedPublish { id, schema });
+            }
+            Phase::Idle | Phase::Queued { .. } | Phase::Live { .. } => {}
+        }
+        self.set_phase(id, Phase::Idle);
+    }
+
+    fn route_table(&mut self, origin: &OriginId) -> Arc<Vec<RouteEntry>> {
+        if let Some(Some(t)) = self.routes.get(origin) {
+            return t.clone();
+        }
+        let mut entries = Vec::new();
+        for v in self.views.values().filter(|v| &v.def.origin == origin && v.def.persistence == Persistence::Realtime) {
+            let enabled = v.job.as_ref().is_some_and(|j| j.enabled);
+            match &v.phase {
+                Phase::Live { filter } => {
+                    if let Some(schema) = &v.schema {
+                        entries.push(RouteEntry {
+                            id: v.id,
+                            schema: schema.clone(),
+                            route: Route::Apply,
+                            filter: filter.clone(),
+                        });
+                    }
+                }
+                Phase::Copying { schema, hold: Some(_), .. } | Phase::Publishing { schema, hold: Some(_), .. } => {
+                    entries.push(RouteEntry {
+                        id: v.id,
+                        schema: Arc::new(schema.clone()),
+                        route: Route::Hold,
+                        filter: None,
+                    });
+                }
+                Phase::Idle if self.cfg.bugs.apply_while_disabled && !enabled => {
+                    if let Some(schema) = &v.schema {
+                        entries.push(RouteEntry {
+                            id: v.id,
+                            schema: schema.clone(),
+                            route: Route::Apply,
+                            filter: None,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let t = Arc::new(entries);
+        self.routes.insert(origin.clone(), Some(t.clone()));
+        t
+    }
+
+    fn origin_views(&self, origin: &OriginId) -> Vec<RelationId> {
+        self.views.values().filter(|v| &v.def.origin == origin).map(|v| v.id).collect()
+    }
+
+    /// Whether an origin's feed should be up: some enabled realtime view
+    /// needs it.
+    fn wants_feed(&self, origin: &OriginId) -> bool {
+        self.views.values().any(|v| {
+            &v.def.origin == origin
+                && v.def.persistence == Persistence::Realtime
+                && v.job.as_ref().is_some_and(|j| j.enabled)
+                && matches!(
+                    v.phase,
+                    Phase::Live { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. }
+                )
+        })
+    }
+
+    fn check_flow(&mut self, origin: &OriginId) {
+        let held = self.held_bytes.get(origin).copied().unwrap_or(0)
+            + self.origins.get(origin).and_then(|o| o.txn.as_ref()).map_or(0, |t| t.hold_bytes);
+        let limit = self.cfg.holdback_limit_bytes;
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        let Feed::Up(epoch) = o.feed else { return };
+        let paused = if !o.paused && held > limit {
+            true
+        } else if o.paused && held <= limit / 2 {
+            false
+        } else {
+            return;
+        };
+        o.paused = paused;
+        self.source(SourceAction::Flow { origin: origin.clone(), epoch, paused });
     }
 }
+
+mod control;
+mod feed;
+mod work;
+
+#[cfg(test)]
+mod tests;

@@ -8,5 +8,5 @@
 mod source;
 mod store;
 
-pub use source::{MemorySource, MemoryUpstream, SourceStats, TxnHandle};
+pub use source::{FailPoint, MemorySource, MemoryUpstream, SourceStats, TableIdentity, TxnHandle};
 pub use store::MemoryStore;

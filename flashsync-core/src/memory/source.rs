@@ -62,18 +62,12 @@ impl Table {
     }
 
     fn key_of(&self, row: &Row) -> Key {
-        Key(self
-            .key_cols()
-            .iter()
-            .map(|&i| row.0.get(i).cloned().unwrap_or(Value::Null))
-            .collect())
+        Key(self.key_cols().iter().map(|&i| row.0.get(i).cloned().unwrap_or(Value::Null)).collect())
     }
 
     fn schema(&self) -> RelationSchema {
         match &self.identity {
-            TableIdentity::PrimaryKey(k) => {
-                RelationSchema::keyed(self.id, self.columns.clone(), k.clone())
-            }
+            TableIdentity::PrimaryKey(k) => RelationSchema::keyed(self.id, self.columns.clone(), k.clone()),
             _ => RelationSchema::full_row(self.id, self.columns.clone()),
         }
     }
@@ -83,13 +77,7 @@ impl Table {
     fn old_image(&self, row: &Row) -> Row {
         match &self.identity {
             TableIdentity::PrimaryKey(k) => Row((0..self.columns.len())
-                .map(|i| {
-                    if k.contains(&i) {
-                        row.0[i].clone()
-                    } else {
-                        Value::Null
-                    }
-                })
+                .map(|i| if k.contains(&i) { row.0[i].clone() } else { Value::Null })
                 .collect()),
             _ => row.clone(),
         }
@@ -173,6 +161,8 @@ pub struct SourceStats {
     pub slots_created: u64,
     /// Highest LSN acknowledged.
     pub max_ack: Lsn,
+    /// Subscriptions refused because another one was active.
+    pub refused_subscriptions: u64,
 }
 
 struct Upstream {
@@ -271,32 +261,14 @@ impl MemoryUpstream {
     }
 
     /// Creates a table. `columns` are `(name, type)` pairs.
-    pub fn create_table(
-        &self,
-        schema: &str,
-        table: &str,
-        columns: &[(&str, &str)],
-        identity: TableIdentity,
-    ) {
+    pub fn create_table(&self, schema: &str, table: &str, columns: &[(&str, &str)], identity: TableIdentity) {
         let mut u = self.lock();
         u.next_rel += 1;
         let id = SourceRelId(u.next_rel);
-        let columns = columns
-            .iter()
-            .map(|(n, t)| Column {
-                name: (*n).into(),
-                type_name: (*t).into(),
-            })
-            .collect();
+        let columns = columns.iter().map(|(n, t)| Column { name: (*n).into(), type_name: (*t).into() }).collect();
         u.tables.insert(
             (schema.into(), table.into()),
-            Table {
-                id,
-                columns,
-                identity,
-                rows: BTreeMap::new(),
-                toast_threshold: None,
-            },
+            Table { id, columns, identity, rows: BTreeMap::new(), toast_threshold: None },
         );
     }
 
@@ -317,24 +289,14 @@ impl MemoryUpstream {
 
     /// Adds a column (existing rows get `default`). The feed reports the new
     /// shape before the table's next change.
-    pub fn add_column(
-        &self,
-        schema: &str,
-        table: &str,
-        name: &str,
-        type_name: &str,
-        default: Value,
-    ) {
+    pub fn add_column(&self, schema: &str, table: &str, name: &str, type_name: &str, default: Value) {
         let mut u = self.lock();
         let k = (schema.to_owned(), table.to_owned());
         let published = u.publication.contains(&k);
         let Some(t) = u.tables.get_mut(&k) else {
             return;
         };
-        t.columns.push(Column {
-            name: name.into(),
-            type_name: type_name.into(),
-        });
+        t.columns.push(Column { name: name.into(), type_name: type_name.into() });
         let full = !matches!(t.identity, TableIdentity::PrimaryKey(_));
         let old = std::mem::take(&mut t.rows);
         for (key, (mut row, n)) in old {
@@ -368,18 +330,8 @@ impl MemoryUpstream {
         let mut u = self.lock();
         let xid64 = u.next_xid;
         u.next_xid += 1;
-        u.open.insert(
-            xid64,
-            OpenTxn {
-                xid64,
-                ops: Vec::new(),
-            },
-        );
-        TxnHandle {
-            up: self.clone(),
-            xid64,
-            done: false,
-        }
+        u.open.insert(xid64, OpenTxn { xid64, ops: Vec::new() });
+        TxnHandle { up: self.clone(), xid64, done: false }
     }
 
     /// Inserts one row in its own transaction; returns the commit's end LSN.
@@ -417,10 +369,7 @@ impl MemoryUpstream {
         let Some(t) = u.tables.get(&(schema.into(), table.into())) else {
             return Vec::new();
         };
-        t.rows
-            .values()
-            .flat_map(|(r, n)| std::iter::repeat_n(r.clone(), *n as usize))
-            .collect()
+        t.rows.values().flat_map(|(r, n)| std::iter::repeat_n(r.clone(), *n as usize)).collect()
     }
 
     /// The current end of the log.
@@ -434,10 +383,7 @@ impl MemoryUpstream {
         let wal_end = u.lsn;
         if let Some(feed) = &mut u.feed {
             // Everything before wal_end has been delivered to this feed.
-            let _ = feed.tx.unbounded_send(Ok(StreamEvent::Keepalive {
-                wal_end,
-                reply_requested,
-            }));
+            let _ = feed.tx.unbounded_send(Ok(StreamEvent::Keepalive { wal_end, reply_requested }));
         }
     }
 
@@ -445,9 +391,7 @@ impl MemoryUpstream {
     pub fn cut_feed(&self) {
         let mut u = self.lock();
         if let Some(feed) = u.feed.take() {
-            let _ = feed.tx.unbounded_send(Err(SourceError::connection(
-                "connection to memory upstream was cut",
-            )));
+            let _ = feed.tx.unbounded_send(Err(SourceError::connection("connection to memory upstream was cut")));
             u.stats.active_feeds = 0;
         }
     }
@@ -471,9 +415,7 @@ impl MemoryUpstream {
         let mut u = self.lock();
         u.slot = None;
         if let Some(feed) = u.feed.take() {
-            let _ = feed
-                .tx
-                .unbounded_send(Err(SourceError::connection("replication slot was dropped")));
+            let _ = feed.tx.unbounded_send(Err(SourceError::connection("replication slot was dropped")));
             u.stats.active_feeds = 0;
         }
     }
@@ -485,9 +427,7 @@ impl MemoryUpstream {
             slot.invalidated = true;
         }
         if let Some(feed) = u.feed.take() {
-            let _ = feed.tx.unbounded_send(Err(SourceError::connection(
-                "replication slot was invalidated",
-            )));
+            let _ = feed.tx.unbounded_send(Err(SourceError::connection("replication slot was invalidated")));
             u.stats.active_feeds = 0;
         }
     }
@@ -515,9 +455,7 @@ impl MemoryUpstream {
 
     /// Whether a table is part of the publication.
     pub fn is_published(&self, schema: &str, table: &str) -> bool {
-        self.lock()
-            .publication
-            .contains(&(schema.into(), table.into()))
+        self.lock().publication.contains(&(schema.into(), table.into()))
     }
 
     /// Whether the slot exists.
@@ -539,9 +477,7 @@ impl Upstream {
         if let Some(n) = self.fail.get_mut(&point) {
             if *n > 0 {
                 *n -= 1;
-                return Err(SourceError::connection(format!(
-                    "injected failure in {point:?}"
-                )));
+                return Err(SourceError::connection(format!("injected failure in {point:?}")));
             }
         }
         Ok(())
@@ -574,19 +510,12 @@ impl Upstream {
                         continue;
                     };
                     let key = t.key_of(row);
-                    undo.push(Undo::Row(
-                        split(name).unwrap_or_default(),
-                        key.clone(),
-                        t.rows.get(&key).cloned(),
-                    ));
+                    undo.push(Undo::Row(split(name).unwrap_or_default(), key.clone(), t.rows.get(&key).cloned()));
                     let e = t.rows.entry(key).or_insert((row.clone(), 0));
                     e.0 = row.clone();
                     e.1 += 1;
                     if published {
-                        events.push(StreamEvent::Change(Change::Insert {
-                            rel: t.id,
-                            new: row.clone(),
-                        }));
+                        events.push(StreamEvent::Change(Change::Insert { rel: t.id, new: row.clone() }));
                     }
                 }
                 TxOp::Update(name, key, row) => {
@@ -605,11 +534,7 @@ impl Upstream {
                         e.1 -= 1;
                     }
                     let new_key = t.key_of(row);
-                    undo.push(Undo::Row(
-                        tk,
-                        new_key.clone(),
-                        t.rows.get(&new_key).cloned(),
-                    ));
+                    undo.push(Undo::Row(tk, new_key.clone(), t.rows.get(&new_key).cloned()));
                     let e = t.rows.entry(new_key.clone()).or_insert((row.clone(), 0));
                     e.0 = row.clone();
                     e.1 += 1;
@@ -619,9 +544,7 @@ impl Upstream {
                             .iter()
                             .enumerate()
                             .map(|(i, v)| match (v, old.0.get(i), t.toast_threshold) {
-                                (Value::Text(s), Some(o), Some(th)) if s.len() > th && o == v => {
-                                    Cell::Unchanged
-                                }
+                                (Value::Text(s), Some(o), Some(th)) if s.len() > th && o == v => Cell::Unchanged,
                                 _ => Cell::Set(v.clone()),
                             })
                             .collect();
@@ -630,11 +553,7 @@ impl Upstream {
                             _ if new_key != *key => Some(t.old_image(&old)),
                             _ => None,
                         };
-                        events.push(StreamEvent::Change(Change::Update {
-                            rel: t.id,
-                            old: old_img,
-                            new: cells,
-                        }));
+                        events.push(StreamEvent::Change(Change::Update { rel: t.id, old: old_img, new: cells }));
                     }
                 }
                 TxOp::Delete(name, key) => {
@@ -645,21 +564,14 @@ impl Upstream {
                     let Some((old, n)) = t.rows.get(key).cloned() else {
                         continue;
                     };
-                    undo.push(Undo::Row(
-                        split(name).unwrap_or_default(),
-                        key.clone(),
-                        Some((old.clone(), n)),
-                    ));
+                    undo.push(Undo::Row(split(name).unwrap_or_default(), key.clone(), Some((old.clone(), n))));
                     if n <= 1 {
                         t.rows.remove(key);
                     } else if let Some(e) = t.rows.get_mut(key) {
                         e.1 -= 1;
                     }
                     if published && t.identity != TableIdentity::Nothing {
-                        events.push(StreamEvent::Change(Change::Delete {
-                            rel: t.id,
-                            old: t.old_image(&old),
-                        }));
+                        events.push(StreamEvent::Change(Change::Delete { rel: t.id, old: t.old_image(&old) }));
                     }
                 }
                 TxOp::Truncate(names) => {
@@ -667,10 +579,7 @@ impl Upstream {
                     for name in names {
                         let published = self.is_pub(name);
                         if let Some(t) = self.table_mut(name) {
-                            undo.push(Undo::Table(
-                                split(name).unwrap_or_default(),
-                                std::mem::take(&mut t.rows),
-                            ));
+                            undo.push(Undo::Table(split(name).unwrap_or_default(), std::mem::take(&mut t.rows)));
                             if published {
                                 rels.push(t.id);
                             }
@@ -719,12 +628,7 @@ impl Upstream {
 
     fn snapshot_point(&self) -> (u64, u64, Vec<u64>) {
         let xmax = self.next_xid;
-        let mut xip: Vec<u64> = self
-            .open
-            .keys()
-            .chain(self.invisible.keys())
-            .copied()
-            .collect();
+        let mut xip: Vec<u64> = self.open.keys().chain(self.invisible.keys()).copied().collect();
         xip.sort_unstable();
         let xmin = xip.first().copied().unwrap_or(xmax);
         (xmin, xmax, xip)
@@ -740,9 +644,7 @@ fn send_entry(tx: &mpsc::UnboundedSender<Result<StreamEvent, SourceError>>, entr
     for e in &entry.events {
         let _ = tx.unbounded_send(Ok(e.clone()));
     }
-    let _ = tx.unbounded_send(Ok(StreamEvent::Commit {
-        end_lsn: entry.end_lsn,
-    }));
+    let _ = tx.unbounded_send(Ok(StreamEvent::Commit { end_lsn: entry.end_lsn }));
 }
 
 fn join(schema: &str, table: &str) -> String {
@@ -750,8 +652,7 @@ fn join(schema: &str, table: &str) -> String {
 }
 
 fn split(name: &str) -> Option<(String, String)> {
-    name.split_once('\u{0}')
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    name.split_once('\u{0}').map(|(a, b)| (a.to_owned(), b.to_owned()))
 }
 
 impl TxnHandle {
@@ -784,9 +685,7 @@ impl TxnHandle {
 
     /// Truncates tables.
     pub fn truncate(&mut self, tables: &[(&str, &str)]) {
-        self.push(TxOp::Truncate(
-            tables.iter().map(|(s, t)| join(s, t)).collect(),
-        ));
+        self.push(TxOp::Truncate(tables.iter().map(|(s, t)| join(s, t)).collect()));
     }
 
     /// Commits: writes the commit to the log and makes it visible. Returns the
@@ -815,13 +714,7 @@ impl TxnHandle {
         let end_lsn = u.lsn;
         u.invisible.insert(txn.xid64, undo);
         if !events.is_empty() {
-            let entry = LogEntry {
-                xid: txn.xid64 as u32,
-                final_lsn,
-                end_lsn,
-                commit_time: u.clock,
-                events,
-            };
+            let entry = LogEntry { xid: txn.xid64 as u32, final_lsn, end_lsn, commit_time: u.clock, events };
             u.push_entry(entry);
         }
         (end_lsn, txn.xid64)
@@ -872,18 +765,11 @@ impl Feedback for MemoryFeedback {
 
 #[async_trait]
 impl Source for MemorySource {
-    async fn prepare(
-        &self,
-        relation: &UpstreamRelation,
-        feed: bool,
-    ) -> Result<RelationSchema, SourceError> {
+    async fn prepare(&self, relation: &UpstreamRelation, feed: bool) -> Result<RelationSchema, SourceError> {
         let mut u = self.up.lock();
         u.take_fail(FailPoint::Prepare)?;
         let k = (relation.schema.clone(), relation.table.clone());
-        let t = u
-            .tables
-            .get(&k)
-            .ok_or_else(|| SourceError::relation_missing(relation))?;
+        let t = u.tables.get(&k).ok_or_else(|| SourceError::relation_missing(relation))?;
         if feed && t.identity == TableIdentity::Nothing {
             return Err(SourceError::new(
                 SourceErrorKind::ReplicaIdentity,
@@ -908,10 +794,7 @@ impl Source for MemorySource {
             let mut u = self.up.lock();
             u.take_fail(FailPoint::Snapshot)?;
             let k = (relation.schema.clone(), relation.table.clone());
-            let t = u
-                .tables
-                .get(&k)
-                .ok_or_else(|| SourceError::relation_missing(relation))?;
+            let t = u.tables.get(&k).ok_or_else(|| SourceError::relation_missing(relation))?;
             if t.id != schema.source_id || !t.schema().same_shape(schema) {
                 return Err(SourceError::new(
                     SourceErrorKind::Unsupported,
@@ -919,18 +802,10 @@ impl Source for MemorySource {
                 ));
             }
             let visible = u.visible_rows(&k).unwrap_or_default();
-            let rows: Vec<Row> = visible
-                .values()
-                .flat_map(|(r, n)| std::iter::repeat_n(r.clone(), *n as usize))
-                .collect();
+            let rows: Vec<Row> =
+                visible.values().flat_map(|(r, n)| std::iter::repeat_n(r.clone(), *n as usize)).collect();
             let (xmin, xmax, xip) = u.snapshot_point();
-            let point = SnapshotPoint {
-                xmin,
-                xmax,
-                xip,
-                lsn: u.lsn,
-                rows: rows.len() as u64,
-            };
+            let point = SnapshotPoint { xmin, xmax, xip, lsn: u.lsn, rows: rows.len() as u64 };
             *u.stats.snapshots.entry(relation.to_string()).or_default() += 1;
             (rows, point, u.snapshot_batch)
         };
@@ -945,51 +820,39 @@ impl Source for MemorySource {
     async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {
         let mut u = self.up.lock();
         u.take_fail(FailPoint::Subscribe)?;
+        // A feed whose reader is gone is inactive, as a slot is once its
+        // walsender exits.
+        if u.feed.as_ref().is_some_and(|f| f.tx.is_closed()) {
+            u.feed = None;
+            u.stats.active_feeds = 0;
+        }
         if u.feed.is_some() {
+            u.stats.refused_subscriptions += 1;
             return Err(SourceError::new(
                 SourceErrorKind::Refused,
-                format!(
-                    "replication slot {:?} is active for another connection",
-                    u.slot_name
-                ),
+                format!("replication slot {:?} is active for another connection", u.slot_name),
             ));
         }
         let cur = u.lsn;
         let name = u.slot_name.clone();
         let start = match &u.slot {
             None => {
-                u.slot = Some(Slot {
-                    confirmed_flush: cur,
-                    invalidated: false,
-                });
+                u.slot = Some(Slot { confirmed_flush: cur, invalidated: false });
                 u.stats.slots_created += 1;
-                FeedStart::Created {
-                    consistent_point: cur,
-                }
+                FeedStart::Created { consistent_point: cur }
             }
             Some(s) if s.invalidated => {
-                u.slot = Some(Slot {
-                    confirmed_flush: cur,
-                    invalidated: false,
-                });
+                u.slot = Some(Slot { confirmed_flush: cur, invalidated: false });
                 u.stats.slots_created += 1;
                 FeedStart::Recreated {
                     consistent_point: cur,
-                    reason: format!(
-                        "replication slot {name:?} was invalidated (wal_status = lost)"
-                    ),
+                    reason: format!("replication slot {name:?} was invalidated (wal_status = lost)"),
                 }
             }
-            Some(s) => FeedStart::Existing {
-                confirmed_flush: s.confirmed_flush,
-            },
+            Some(s) => FeedStart::Existing { confirmed_flush: s.confirmed_flush },
         };
         let confirmed = u.slot.as_ref().map_or(cur, |s| s.confirmed_flush);
-        let from = if u.replay_from_confirmed {
-            confirmed
-        } else {
-            resume.unwrap_or(Lsn::ZERO).max(confirmed)
-        };
+        let from = if u.replay_from_confirmed { confirmed } else { resume.unwrap_or(Lsn::ZERO).max(confirmed) };
         let (tx, rx) = mpsc::unbounded();
         let mut next = from;
         for entry in u.log.iter().filter(|e| e.final_lsn >= from) {
@@ -998,32 +861,21 @@ impl Source for MemorySource {
         }
         let id = u.next_feed;
         u.next_feed += 1;
-        u.feed = Some(ActiveFeed {
-            id,
-            tx,
-            from: next.max(from),
-        });
+        u.feed = Some(ActiveFeed { id, tx, from: next.max(from) });
         u.stats.subscribes += 1;
         u.stats.active_feeds = 1;
         u.stats.max_active_feeds = u.stats.max_active_feeds.max(1);
         Ok(Subscription {
-            report: SlotReport {
-                slot_id: name,
-                start,
-            },
+            report: SlotReport { slot_id: name, start },
             events: rx.boxed(),
-            feedback: Box::new(MemoryFeedback {
-                up: self.up.clone(),
-                feed: id,
-            }),
+            feedback: Box::new(MemoryFeedback { up: self.up.clone(), feed: id }),
         })
     }
 
     async fn release(&self, relation: &UpstreamRelation) -> Result<(), SourceError> {
         let mut u = self.up.lock();
         u.take_fail(FailPoint::Release)?;
-        u.publication
-            .remove(&(relation.schema.clone(), relation.table.clone()));
+        u.publication.remove(&(relation.schema.clone(), relation.table.clone()));
         Ok(())
     }
 

@@ -107,24 +107,11 @@ struct Access<'a> {
 
 impl RowAccess for Access<'_> {
     fn read(&mut self, view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .state
-            .copies
-            .get(&view)
-            .and_then(|(_, rows)| rows.get(key).cloned()))
+        Ok(self.state.copies.get(&view).and_then(|(_, rows)| rows.get(key).cloned()))
     }
 
-    fn write(
-        &mut self,
-        view: RelationId,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-    ) -> Result<(), StoreError> {
-        let (_, rows) = self
-            .state
-            .copies
-            .get_mut(&view)
-            .ok_or_else(|| StoreError::no_view("apply", view))?;
+    fn write(&mut self, view: RelationId, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let (_, rows) = self.state.copies.get_mut(&view).ok_or_else(|| StoreError::no_view("apply", view))?;
         match value {
             Some(v) => rows.insert(key, v),
             None => rows.remove(&key),
@@ -133,11 +120,7 @@ impl RowAccess for Access<'_> {
     }
 
     fn clear(&mut self, view: RelationId) -> Result<(), StoreError> {
-        let (_, rows) = self
-            .state
-            .copies
-            .get_mut(&view)
-            .ok_or_else(|| StoreError::no_view("apply", view))?;
+        let (_, rows) = self.state.copies.get_mut(&view).ok_or_else(|| StoreError::no_view("apply", view))?;
         rows.clear();
         Ok(())
     }
@@ -155,25 +138,18 @@ impl RowSink for MemoryGeneration {
     async fn write(&mut self, rows: Vec<Row>) -> Result<(), StoreError> {
         for row in rows {
             let key = self.schema.key_of(&row).map_err(|e| {
-                StoreError::new(
-                    StoreErrorKind::Invalid,
-                    format!("snapshot of view {}", self.id),
-                    e.to_string(),
-                )
+                StoreError::new(StoreErrorKind::Invalid, format!("snapshot of view {}", self.id), e.to_string())
             })?;
             let k = encode_key(&key);
             let copies = match self.rows.get(&k) {
                 Some(bytes) if self.schema.identity == crate::schema::Identity::FullRow => {
                     decode_stored_row(bytes)
-                        .map_err(|e| {
-                            StoreError::new(StoreErrorKind::Corrupt, "snapshot", e.to_string())
-                        })?
+                        .map_err(|e| StoreError::new(StoreErrorKind::Corrupt, "snapshot", e.to_string()))?
                         .1
                 }
                 _ => 0,
             };
-            self.rows
-                .insert(k, crate::codec::encode_stored_row(&row, copies + 1));
+            self.rows.insert(k, crate::codec::encode_stored_row(&row, copies + 1));
         }
         Ok(())
     }
@@ -191,9 +167,7 @@ impl Generation for MemoryGeneration {
         let inner = &mut *inner;
         for state in [&mut inner.live, &mut inner.durable] {
             if state.views.contains_key(&self.id) {
-                state
-                    .copies
-                    .insert(self.id, (self.schema.clone(), self.rows.clone()));
+                state.copies.insert(self.id, (self.schema.clone(), self.rows.clone()));
                 state.jobs.insert(self.id, job.clone());
                 state.dirty.remove(&self.id);
             }
@@ -214,19 +188,8 @@ impl Store for MemoryStore {
         Ok(StoredState {
             views: s.views.values().cloned().collect(),
             jobs: s.jobs.values().cloned().collect(),
-            origins: s
-                .origins
-                .iter()
-                .map(|(o, l)| OriginProgress {
-                    origin: o.clone(),
-                    applied: *l,
-                })
-                .collect(),
-            schemas: s
-                .copies
-                .iter()
-                .map(|(id, (schema, _))| (*id, schema.clone()))
-                .collect(),
+            origins: s.origins.iter().map(|(o, l)| OriginProgress { origin: o.clone(), applied: *l }).collect(),
+            schemas: s.copies.iter().map(|(id, (schema, _))| (*id, schema.clone())).collect(),
             dirty: s.dirty.iter().copied().collect(),
         })
     }
@@ -289,12 +252,7 @@ impl Store for MemoryStore {
             ));
         }
         inner.next_generation += 1;
-        Ok(Box::new(MemoryGeneration {
-            store: self.clone(),
-            id,
-            schema: schema.clone(),
-            rows: Rows::new(),
-        }))
+        Ok(Box::new(MemoryGeneration { store: self.clone(), id, schema: schema.clone(), rows: Rows::new() }))
     }
 
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
@@ -313,10 +271,7 @@ impl Store for MemoryStore {
         let mut next = inner.live.clone();
         for v in &batch.views {
             if !next.copies.contains_key(&v.relation_id) {
-                return Err(StoreError::no_view(
-                    format!("apply batch {}", batch.seq.0),
-                    v.relation_id,
-                ));
+                return Err(StoreError::no_view(format!("apply batch {}", batch.seq.0), v.relation_id));
             }
         }
         let report = apply_ops(&batch.views, &mut Access { state: &mut next })?;
@@ -346,33 +301,18 @@ impl Store for MemoryStore {
 
     async fn get(&self, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError> {
         let inner = self.lock();
-        let (_, rows) = inner
-            .live
-            .copies
-            .get(&id)
-            .ok_or_else(|| StoreError::no_view("get", id))?;
+        let (_, rows) = inner.live.copies.get(&id).ok_or_else(|| StoreError::no_view("get", id))?;
         match rows.get(&encode_key(key)) {
             Some(bytes) => Ok(Some(
-                decode_stored_row(bytes)
-                    .map_err(|e| StoreError::new(StoreErrorKind::Corrupt, "get", e.to_string()))?
-                    .0,
+                decode_stored_row(bytes).map_err(|e| StoreError::new(StoreErrorKind::Corrupt, "get", e.to_string()))?.0,
             )),
             None => Ok(None),
         }
     }
 
-    async fn scan(
-        &self,
-        id: RelationId,
-        range: &KeyRange,
-        limit: usize,
-    ) -> Result<Vec<Row>, StoreError> {
+    async fn scan(&self, id: RelationId, range: &KeyRange, limit: usize) -> Result<Vec<Row>, StoreError> {
         let inner = self.lock();
-        let (_, rows) = inner
-            .live
-            .copies
-            .get(&id)
-            .ok_or_else(|| StoreError::no_view("scan", id))?;
+        let (_, rows) = inner.live.copies.get(&id).ok_or_else(|| StoreError::no_view("scan", id))?;
         let start = range.start.as_ref().map(encode_key);
         let end = range.end.as_ref().map(encode_key);
         let mut out = Vec::new();
@@ -397,11 +337,7 @@ impl Store for MemoryStore {
 
     async fn count(&self, id: RelationId) -> Result<u64, StoreError> {
         let inner = self.lock();
-        let (_, rows) = inner
-            .live
-            .copies
-            .get(&id)
-            .ok_or_else(|| StoreError::no_view("count", id))?;
+        let (_, rows) = inner.live.copies.get(&id).ok_or_else(|| StoreError::no_view("count", id))?;
         rows.values()
             .map(|b| {
                 decode_stored_row(b)

@@ -1,0 +1,396 @@
+//! Control calls: define, sync (passes), stop, resume, forget, shutdown,
+//! timers, and the bookkeeping of store/source operations they wait on.
+
+use super::*;
+
+impl Machine {
+    pub(super) fn on_define(&mut self, request: RequestId, def: ViewDef) {
+        if let Err(e) = def.validate() {
+            self.reply(request, Reply::Failed(ControlError::Definition(e)));
+            return;
+        }
+        let origin = def.origin.clone();
+        self.origins.entry(origin.clone()).or_insert_with(|| Origin::new(origin.clone(), None));
+        self.routes.insert(origin, None);
+
+        let id = match self.names.get(&def.name).copied() {
+            Some(id) => {
+                let Some(v) = self.views.get(&id) else { return };
+                if v.def == def {
+                    self.reply(request, Reply::Defined(id));
+                    return;
+                }
+                // A changed definition invalidates the copy: stop what runs,
+                // reset the job, copy again on the next sync.
+                self.cancel_work(id);
+                self.complete_item(id, Outcome::Failed("view was redefined during the pass".into()));
+                let persistence = def.persistence;
+                self.update_job(id, EventPhase::Define, |j| {
+                    j.state = JobState::Idle;
+                    j.persistence = persistence;
+                    j.mode = persistence;
+                    j.slot_id = None;
+                    j.last_seen_commit = None;
+                    j.retry_count = 0;
+                    j.last_error = None;
+                    j.next_retry_at = None;
+                });
+                if let Some(v) = self.views.get_mut(&id) {
+                    v.def = def.clone();
+                    v.dirty = true;
+                }
+                id
+            }
+            None => {
+                let id = RelationId(self.next_relation);
+                self.next_relation += 1;
+                self.names.insert(def.name.clone(), id);
+                self.views.insert(
+                    id,
+                    View {
+                        id,
+                        def: def.clone(),
+                        job: None,
+                        schema: None,
+                        phase: Phase::Idle,
+                        dirty: false,
+                        retry_queued: false,
+                    },
+                );
+                id
+            }
+        };
+        self.open_request(request, Reply::Defined(id));
+        let op = self.request_op(request);
+        self.store(StoreAction::PutView { op, view: ViewRecord { relation_id: id, def } });
+        if let Some(job) = self.job(id).cloned() {
+            let op = self.request_op(request);
+            self.store(StoreAction::PutJob { op, job });
+        }
+        self.settle_request(request);
+    }
+
+    // ----- passes -----------------------------------------------------------
+
+    pub(super) fn enqueue(&mut self, waiter: Waiter) {
+        if self.passes.current.is_none() {
+            self.start_pass(vec![waiter]);
+        } else {
+            self.passes.queued.get_or_insert_with(Queued::default).waiters.push(waiter);
+        }
+    }
+
+    /// Starts a pass behind a store fence; views are discovered when the
+    /// fence returns ([`Self::run_pass`]).
+    fn start_pass(&mut self, waiters: Vec<Waiter>) {
+        self.stats.passes += 1;
+        let op = self.op(Op::Fence);
+        self.passes.current = Some(Pass {
+            fence: Some(op),
+            waiters,
+            members: BTreeMap::new(),
+            remaining: BTreeSet::new(),
+            outcomes: BTreeMap::new(),
+        });
+        self.store(StoreAction::Fence { op });
+    }
+
+    /// Discovers the pass's views and starts their work.
+    fn run_pass(&mut self) {
+        let Some(pass) = self.passes.current.as_mut() else {
+            return;
+        };
+        pass.fence = None;
+        let members: BTreeMap<RelationId, ViewName> = self
+            .names
+            .iter()
+            .filter(|(name, _)| pass.waiters.iter().any(|w| w.selector.matches(name)))
+            .map(|(name, id)| (*id, name.clone()))
+            .collect();
+        pass.remaining = members.keys().copied().collect();
+        pass.members = members.clone();
+        for (id, name) in members {
+            let force = self.passes.current.as_ref().is_some_and(|p| Pass::forced(&p.waiters, &name));
+            if self.ensure_job(id) {
+                self.persist_job(id);
+            }
+            if let Some(v) = self.views.get_mut(&id) {
+                v.retry_queued = false;
+            }
+            if let Some(outcome) = self.begin_work(id, force) {
+                self.complete_item(id, outcome);
+            }
+        }
+        self.maybe_finish_pass();
+    }
+
+    /// Records a view's outcome in the running pass, if it is waiting for one.
+    pub(super) fn complete_item(&mut self, id: RelationId, outcome: Outcome) {
+        let Some(pass) = self.passes.current.as_mut() else {
+            return;
+        };
+        if pass.remaining.remove(&id) {
+            pass.outcomes.insert(id, outcome);
+            self.maybe_finish_pass();
+        }
+    }
+
+    fn maybe_finish_pass(&mut self) {
+        if !self.passes.current.as_ref().is_some_and(|p| p.fence.is_none() && p.remaining.is_empty()) {
+            return;
+        }
+        let Some(pass) = self.passes.current.take() else {
+            return;
+        };
+        for w in &pass.waiters {
+            if let Some(request) = w.request {
+                let summary = pass.summary(w);
+                let reply = if w.resume { Reply::Resumed(summary) } else { Reply::Synced(summary) };
+                self.reply(request, reply);
+            }
+        }
+        if let Some(q) = self.passes.queued.take() {
+            self.start_pass(q.waiters);
+        }
+    }
+
+    // ----- stop / resume / forget / shutdown ----------------------------------
+
+    pub(super) fn on_stop(&mut self, request: RequestId, selector: &Selector) {
+        let ids = self.select(selector);
+        let names = ids.iter().filter_map(|id| self.views.get(id).map(|v| v.def.name.clone())).collect();
+        self.open_request(request, Reply::Stopped(names));
+        for id in ids {
+            let created = self.ensure_job(id);
+            let enabled = self.job(id).is_some_and(|j| j.enabled);
+            if enabled {
+                self.cancel_work(id);
+                self.update_job(id, EventPhase::Stop, |j| {
+                    j.enabled = false;
+                    j.state = JobState::Idle;
+                    j.next_retry_at = None;
+                });
+                self.complete_item(id, Outcome::Disabled);
+            }
+            if enabled || created {
+                if let Some(job) = self.job(id).cloned() {
+                    let op = self.request_op(request);
+                    self.store(StoreAction::PutJob { op, job });
+                }
+            }
+        }
+        self.settle_request(request);
+    }
+
+    pub(super) fn on_resume(&mut self, request: RequestId, selector: Selector) {
+        for id in self.select(&selector) {
+            if self.job(id).is_some_and(|j| !j.enabled) {
+                self.update_job(id, EventPhase::Resume, |j| {
+                    j.enabled = true;
+                    j.retry_count = 0;
+                    j.last_error = None;
+                    j.next_retry_at = None;
+                });
+                self.persist_job(id);
+            }
+        }
+        self.enqueue(Waiter { request: Some(request), selector, force: false, resume: true });
+    }
+
+    pub(super) fn on_forget(&mut self, request: RequestId, selector: &Selector) {
+        let ids = self.select(selector);
+        let mut names = Vec::new();
+        let mut touched: BTreeSet<OriginId> = BTreeSet::new();
+        self.open_request(request, Reply::Forgotten { views: Vec::new(), warnings: Vec::new() });
+        for id in ids {
+            self.cancel_work(id);
+            if let Some(pass) = self.passes.current.as_mut() {
+                pass.remaining.remove(&id);
+                pass.outcomes.remove(&id);
+            }
+            let Some(v) = self.views.remove(&id) else {
+                continue;
+            };
+            self.names.remove(&v.def.name);
+            self.routes.insert(v.def.origin.clone(), None);
+            names.push(v.def.name.clone());
+            let op = self.request_op(request);
+            self.store(StoreAction::Forget { op, relation_id: id });
+            if v.def.persistence == Persistence::Realtime {
+                touched.insert(v.def.origin.clone());
+                let shared = self.views.values().any(|o| {
+                    o.def.origin == v.def.origin
+                        && o.def.upstream == v.def.upstream
+                        && o.def.persistence == Persistence::Realtime
+                });
+                if !shared {
+                    let what = format!("{} in the feed of {}", v.def.upstream, v.def.origin);
+                    if let Some(p) = self.requests.get_mut(&request) {
+                        p.outstanding += 1;
+                    }
+                    let op = self.op(Op::Release { request, what });
+                    self.source(SourceAction::Release {
+                        op,
+                        origin: v.def.origin.clone(),
+                        relation: v.def.upstream.clone(),
+                    });
+                }
+            }
+        }
+        for origin in touched {
+            let realtime_left =
+                self.views.values().any(|v| v.def.origin == origin && v.def.persistence == Persistence::Realtime);
+            if realtime_left {
+                continue;
+            }
+            // The last realtime view is gone: drop the feed so the origin keeps
+            // no history for us.
+            if let Some(o) = self.origins.get_mut(&origin) {
+                if let Some(epoch) = o.feed.epoch() {
+                    self.out.push_back(Output::Source(SourceAction::Unsubscribe { origin: origin.clone(), epoch }));
+                }
+                o.feed = Feed::Down;
+                o.txn = None;
+                o.applied = None;
+                o.durable = None;
+                o.acked = None;
+                o.pending_acks.clear();
+                o.slot_id = None;
+                o.attempt = 0;
+                o.retry_at = None;
+            }
+            if let Some(p) = self.requests.get_mut(&request) {
+                p.outstanding += 1;
+            }
+            let op = self.op(Op::Release { request, what: format!("the feed (replication slot) of {origin}") });
+            self.source(SourceAction::DropFeed { op, origin: origin.clone() });
+            let op = self.request_op(request);
+            self.store(StoreAction::ForgetOrigin { op, origin });
+        }
+        if let Some(p) = self.requests.get_mut(&request) {
+            p.reply = Reply::Forgotten { views: names, warnings: Vec::new() };
+        }
+        self.maybe_finish_pass();
+        self.settle_request(request);
+    }
+
+    pub(super) fn on_shutdown(&mut self, request: RequestId) {
+        if !self.shut_down {
+            self.shut_down = true;
+            let feeds: Vec<(OriginId, Epoch)> =
+                self.origins.values().filter_map(|o| o.feed.epoch().map(|e| (o.id.clone(), e))).collect();
+            for (origin, epoch) in feeds {
+                self.source(SourceAction::Unsubscribe { origin: origin.clone(), epoch });
+                if let Some(o) = self.origins.get_mut(&origin) {
+                    o.feed = Feed::Down;
+                    o.txn = None;
+                }
+            }
+            // Job states are left as they are: a running view resumes from its
+            // stored position on the next start.
+            let ids: Vec<RelationId> = self.views.keys().copied().collect();
+            for id in ids {
+                self.cancel_work(id);
+            }
+            let mut waiters: Vec<Waiter> = self.passes.current.take().map(|p| p.waiters).unwrap_or_default();
+            waiters.extend(self.passes.queued.take().map(|q| q.waiters).unwrap_or_default());
+            for w in waiters {
+                if let Some(r) = w.request {
+                    self.reply(r, Reply::Failed(ControlError::ShutDown));
+                }
+            }
+            let pending: Vec<RequestId> = self.requests.keys().copied().collect();
+            for r in pending {
+                self.requests.remove(&r);
+                self.reply(r, Reply::Failed(ControlError::ShutDown));
+            }
+        }
+        self.reply(request, Reply::ShutDown);
+    }
+
+    pub(super) fn on_timer(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        let now = self.now;
+        let due_feeds: Vec<OriginId> = self
+            .origins
+            .values()
+            .filter(|o| o.feed == Feed::Down && o.retry_at.is_some_and(|t| t <= now))
+            .map(|o| o.id.clone())
+            .collect();
+        for origin in due_feeds {
+            if self.wants_feed(&origin) {
+                self.subscribe(&origin);
+            }
+        }
+        let due: BTreeSet<ViewName> = self
+            .views
+            .values_mut()
+            .filter(|v| {
+                matches!(v.phase, Phase::Idle)
+                    && !v.retry_queued
+                    && v.job.as_ref().is_some_and(|j| {
+                        j.enabled && j.state == JobState::Failed && j.next_retry_at.is_some_and(|t| t <= now)
+                    })
+            })
+            .map(|v| {
+                v.retry_queued = true;
+                v.def.name.clone()
+            })
+            .collect();
+        if !due.is_empty() {
+            self.enqueue(Waiter { request: None, selector: Selector::Names(due), force: false, resume: false });
+        }
+    }
+
+    // ----- results of store and source operations ----------------------------
+
+    pub(super) fn on_store_done(&mut self, op: OpId, result: Result<(), StoreError>) {
+        let Some(kind) = self.ops.remove(&op) else {
+            return;
+        };
+        match kind {
+            Op::Fence => {
+                if self.passes.current.as_ref().is_some_and(|p| p.fence == Some(op)) {
+                    self.run_pass();
+                }
+            }
+            Op::Job => {
+                if let Err(e) = result {
+                    self.error(EventPhase::Job, None, None, format!("could not save a job record: {e}"));
+                }
+            }
+            Op::Request(request) => {
+                let failure = result.err().map(ControlError::Store);
+                self.finish_request_op(request, failure, None);
+            }
+            Op::Publish(id) => self.on_published(id, result),
+            Op::AbandonedPublish { id, schema } => {
+                if result.is_ok() {
+                    if let Some(v) = self.views.get_mut(&id) {
+                        v.schema = Some(schema);
+                        // A realtime copy that was never caught up is stale.
+                        v.dirty = v.def.persistence == Persistence::Realtime;
+                    }
+                }
+            }
+            Op::Release { request, .. } => self.finish_request_op(request, result.err().map(ControlError::Store), None),
+            Op::Prepare(_) | Op::Snapshot(_) | Op::AbandonedSnapshot => {}
+        }
+    }
+
+    pub(super) fn on_released(&mut self, op: OpId, result: Result<(), SourceError>) {
+        let Some(kind) = self.ops.remove(&op) else {
+            return;
+        };
+        if let Op::Release { request, what } = kind {
+            let warning = result.err().map(|e| {
+                let w = format!("could not release {what}: {e}");
+                self.error(EventPhase::Forget, None, None, w.clone());
+                w
+            });
+            self.finish_request_op(request, None, warning);
+        }
+    }
+}

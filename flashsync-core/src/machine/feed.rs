@@ -1,0 +1,540 @@
+//! The origin feed: subscribing, routing transactions to views, batching,
+//! progress, acknowledgements, and recovering from a lost feed.
+
+use super::*;
+
+impl Machine {
+    pub(super) fn subscribe(&mut self, origin: &OriginId) {
+        let epoch = Epoch(self.next_epoch);
+        self.next_epoch += 1;
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        if o.feed != Feed::Down {
+            return;
+        }
+        o.feed = Feed::Subscribing(epoch);
+        o.retry_at = None;
+        let resume = o.applied;
+        self.stats.subscribes += 1;
+        self.source(SourceAction::Subscribe { origin: origin.clone(), epoch, resume });
+    }
+
+    pub(super) fn on_subscribed(&mut self, origin: &OriginId, epoch: Epoch, result: Result<SlotReport, SourceError>) {
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        if o.feed != Feed::Subscribing(epoch) {
+            // A subscription nobody wants any more (e.g. after shutdown or forget).
+            if result.is_ok() {
+                self.source(SourceAction::Unsubscribe { origin: origin.clone(), epoch });
+            }
+            return;
+        }
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.feed_failed(origin, format!("could not open the feed of {origin}: {}", e.message));
+                return;
+            }
+        };
+        o.feed = Feed::Up(epoch);
+        o.slot_id = Some(report.slot_id.clone());
+        o.attempt = 0;
+        o.retry_at = None;
+        o.last_error = None;
+        o.paused = false;
+        o.txn = None;
+        let (start, gap) = match (&report.start, o.applied) {
+            (FeedStart::Created { consistent_point }, Some(_)) => {
+                (*consistent_point, Some(format!("replication slot {} did not exist and was created", report.slot_id)))
+            }
+            (FeedStart::Recreated { consistent_point, reason }, Some(_)) => (*consistent_point, Some(reason.clone())),
+            (FeedStart::Existing { confirmed_flush }, Some(applied)) if *confirmed_flush > applied => (
+                *confirmed_flush,
+                Some(format!(
+                    "replication slot {} has confirmed_flush_lsn {confirmed_flush}, beyond the local position {applied}",
+                    report.slot_id
+                )),
+            ),
+            (FeedStart::Created { consistent_point } | FeedStart::Recreated { consistent_point, .. }, None) => (*consistent_point, None),
+            (FeedStart::Existing { confirmed_flush }, None) => (*confirmed_flush, None),
+            (FeedStart::Existing { .. }, Some(applied)) => (applied, None),
+        };
+        if o.applied.is_none() || gap.is_some() {
+            o.applied = Some(start);
+            o.durable = None;
+            o.acked = None;
+            o.pending_acks.clear();
+        }
+        if let Some(reason) = gap {
+            self.rebootstrap_origin(
+                origin,
+                format!("feed of {origin} cannot resume: {reason}; copying its views again"),
+            );
+        }
+        for id in self.origin_views(origin) {
+            if self.views.get(&id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })) {
+                self.view_feed_up(id);
+            }
+        }
+        self.send_ack(origin);
+        self.try_start_snapshots();
+    }
+
+    /// The feed could not be opened or broke: back off, and tell the views.
+    fn feed_failed(&mut self, origin: &OriginId, message: String) {
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        o.feed = Feed::Down;
+        o.paused = false;
+        o.attempt = o.attempt.saturating_add(1);
+        let attempt = o.attempt;
+        let retry_at = self.now + backoff::delay(&self.cfg, attempt, &mut self.rng);
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.retry_at = Some(retry_at);
+            o.last_error = Some(message.clone());
+        }
+        self.error(EventPhase::Stream, None, Some(origin.clone()), message.clone());
+        for id in self.origin_views(origin) {
+            let Some(v) = self.views.get(&id) else {
+                continue;
+            };
+            match v.phase {
+                Phase::Live { .. } => {
+                    let msg = message.clone();
+                    self.update_job(id, EventPhase::Stream, |j| {
+                        j.state = JobState::Failed;
+                        j.retry_count = attempt;
+                        j.last_error = Some(msg);
+                        j.next_retry_at = Some(retry_at);
+                    });
+                    self.persist_job(id);
+                    self.complete_item(id, Outcome::Failed(message.clone()));
+                }
+                // Waiting for the feed to start a snapshot: fail now rather
+                // than keep a pass waiting through the back-off.
+                Phase::Queued { .. } if v.def.persistence == Persistence::Realtime => {
+                    self.fail_view(id, EventPhase::Stream, message.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn on_feed_lost(&mut self, origin: &OriginId, epoch: Epoch, error: &SourceError) {
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        if o.feed.epoch() != Some(epoch) {
+            return;
+        }
+        let partial = o.txn.take().map(|t| t.partial).unwrap_or_default();
+        self.source(SourceAction::Unsubscribe { origin: origin.clone(), epoch });
+        for id in partial {
+            self.mark_diverged(id, "the feed broke in the middle of a large transaction".into());
+        }
+        self.feed_failed(origin, format!("lost the feed of {origin}: {}", error.message));
+    }
+
+    /// A view's copy can no longer be trusted: copy it again.
+    fn mark_diverged(&mut self, id: RelationId, reason: String) {
+        if let Some(v) = self.views.get_mut(&id) {
+            v.dirty = true;
+        }
+        self.fail_view(id, EventPhase::Apply, reason);
+        // Retry at once: the copy is wrong, not the origin.
+        let now = self.now;
+        if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
+            j.next_retry_at = Some(now);
+        }
+    }
+
+    /// The feed lost history: every realtime view of the origin copies again.
+    fn rebootstrap_origin(&mut self, origin: &OriginId, reason: String) {
+        self.error(EventPhase::Stream, None, Some(origin.clone()), reason.clone());
+        for id in self.origin_views(origin) {
+            let Some(v) = self.views.get(&id) else {
+                continue;
+            };
+            if v.def.persistence != Persistence::Realtime {
+                continue;
+            }
+            match &v.phase {
+                Phase::Live { .. } | Phase::Copying { .. } | Phase::Publishing { .. } => {
+                    let in_pass = self.passes.current.as_ref().is_some_and(|p| p.remaining.contains(&id));
+                    self.mark_diverged(id, reason.clone());
+                    if in_pass {
+                        // The pass still wants this view: start over now.
+                        if let Some(p) = self.passes.current.as_mut() {
+                            p.remaining.insert(id);
+                            p.outcomes.remove(&id);
+                        }
+                        if let Some(outcome) = self.begin_work(id, true) {
+                            self.complete_item(id, outcome);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn on_feed(&mut self, origin: &OriginId, epoch: Epoch, event: StreamEvent) {
+        if self.origins.get(origin).map(|o| o.feed) != Some(Feed::Up(epoch)) {
+            return;
+        }
+        match event {
+            StreamEvent::Begin { xid, final_lsn, .. } => self.on_begin(origin, xid, final_lsn),
+            StreamEvent::Change(change) => self.on_change(origin, change),
+            StreamEvent::Commit { end_lsn } => self.on_commit(origin, end_lsn),
+            StreamEvent::Keepalive { wal_end, .. } => self.on_keepalive(origin, wal_end),
+            StreamEvent::SchemaChanged { rel, detail } => self.on_schema_changed(origin, rel, detail),
+        }
+    }
+
+    fn protocol_error(&mut self, origin: &OriginId, message: &str) {
+        let epoch = self.origins.get(origin).and_then(|o| o.feed.epoch());
+        if let Some(epoch) = epoch {
+            let e = SourceError::new(crate::error::SourceErrorKind::Protocol, message);
+            self.on_feed_lost(origin, epoch, &e);
+        }
+    }
+
+    fn on_begin(&mut self, origin: &OriginId, xid: u32, final_lsn: Lsn) {
+        if self.origins.get(origin).is_some_and(|o| o.txn.is_some()) {
+            self.protocol_error(origin, "feed began a transaction inside another");
+            return;
+        }
+        let applied = self.origins.get(origin).and_then(|o| o.applied);
+        let duplicate = applied.is_some_and(|a| final_lsn < a);
+        let mut routes: BTreeMap<SourceRelId, Vec<(RelationId, Route, Identity)>> = BTreeMap::new();
+        if duplicate {
+            self.stats.duplicates_skipped += 1;
+        } else {
+            let table = self.route_table(origin);
+            for e in table.iter() {
+                if let Some(f) = &e.filter {
+                    if !self.cfg.bugs.skip_xid_filter && f.contains(xid, final_lsn) {
+                        self.stats.filtered += 1;
+                        continue;
+                    }
+                }
+                routes.entry(e.schema.source_id).or_default().push((e.id, e.route, e.schema.identity));
+            }
+        }
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.txn = Some(Txn {
+                xid,
+                final_lsn,
+                duplicate,
+                routes,
+                apply: BTreeMap::new(),
+                apply_ops: 0,
+                hold: BTreeMap::new(),
+                hold_bytes: 0,
+                partial: BTreeSet::new(),
+            });
+        }
+    }
+
+    fn on_change(&mut self, origin: &OriginId, change: Change) {
+        let table = self.route_table(origin);
+        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.txn.as_mut()) else {
+            self.protocol_error(origin, "feed sent a change outside a transaction");
+            return;
+        };
+        if txn.duplicate {
+            return;
+        }
+        let rels: Vec<SourceRelId> = match &change {
+            Change::Insert { rel, .. } | Change::Update { rel, .. } | Change::Delete { rel, .. } => vec![*rel],
+            Change::Truncate { rels } => rels.clone(),
+        };
+        let mut broken = Vec::new();
+        for rel in rels {
+            let Some(targets) = txn.routes.get(&rel) else {
+                continue;
+            };
+            for &(id, route, _) in targets {
+                let Some(entry) = table.iter().find(|e| e.id == id) else {
+                    continue;
+                };
+                match work::to_row_op(&entry.schema, &change) {
+                    Ok(op) => match route {
+                        Route::Apply => {
+                            txn.apply.entry(id).or_default().push(op);
+                            txn.apply_ops += 1;
+                        }
+                        Route::Hold => {
+                            txn.hold_bytes += op_size(&op);
+                            txn.hold.entry(id).or_default().push(op);
+                        }
+                    },
+                    Err(e) => broken.push((id, e)),
+                }
+            }
+        }
+        for (id, _) in &broken {
+            for targets in txn.routes.values_mut() {
+                targets.retain(|(t, _, _)| t != id);
+            }
+            txn.apply.remove(id);
+            txn.hold.remove(id);
+        }
+        let flush = txn.apply_ops >= self.cfg.max_batch_ops;
+        for (id, e) in broken {
+            self.mark_diverged(id, e);
+        }
+        if flush {
+            self.flush_partial(origin);
+        }
+        self.check_flow(origin);
+    }
+
+    /// Writes the open transaction's changes so far as a partial batch, to
+    /// bound memory for very large transactions.
+    fn flush_partial(&mut self, origin: &OriginId) {
+        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.txn.as_mut()) else {
+            return;
+        };
+        let apply = std::mem::take(&mut txn.apply);
+        txn.apply_ops = 0;
+        txn.partial.extend(apply.keys().copied());
+        let views = self.view_ops(apply);
+        self.emit_batch(origin, Progress::Partial, views, Vec::new());
+    }
+
+    fn view_ops(&self, ops: BTreeMap<RelationId, Vec<RowOp>>) -> Vec<ViewOps> {
+        ops.into_iter()
+            .filter_map(|(id, ops)| {
+                let v = self.views.get(&id)?;
+                let live = matches!(v.phase, Phase::Live { .. });
+                let disabled_bug = self.cfg.bugs.apply_while_disabled && v.job.as_ref().is_some_and(|j| !j.enabled);
+                if !(live || disabled_bug) || ops.is_empty() {
+                    return None;
+                }
+                let identity = v.schema.as_ref()?.identity;
+                Some(ViewOps { relation_id: id, identity, ops })
+            })
+            .collect()
+    }
+
+    fn on_commit(&mut self, origin: &OriginId, end_lsn: Lsn) {
+        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.txn.take()) else {
+            self.protocol_error(origin, "feed committed a transaction it never began");
+            return;
+        };
+        let applied = self.origins.get(origin).and_then(|o| o.applied);
+        if txn.duplicate || applied.is_some_and(|a| end_lsn <= a) {
+            if !txn.duplicate {
+                self.stats.duplicates_skipped += 1;
+            }
+            return;
+        }
+        self.stats.commits_applied += 1;
+        let views = self.view_ops(txn.apply);
+        let mut jobs = Vec::new();
+        for vo in &views {
+            if let Some(j) = self.views.get_mut(&vo.relation_id).and_then(|v| v.job.as_mut()) {
+                j.last_seen_commit = Some(end_lsn);
+                jobs.push(j.clone());
+            }
+        }
+        self.emit_batch(origin, Progress::Commit { end_lsn }, views, jobs);
+        // Hold back the bootstrapping views' share.
+        let mut added = 0;
+        for (id, ops) in txn.hold {
+            let Some(h) = self.views.get_mut(&id).and_then(|v| v.phase.hold_mut()) else {
+                continue;
+            };
+            let bytes: usize = ops.iter().map(op_size).sum();
+            h.bytes += bytes;
+            h.txns.push(HeldTxn { xid: txn.xid, final_lsn: txn.final_lsn, ops });
+            added += bytes;
+        }
+        *self.held_bytes.entry(origin.clone()).or_default() += added;
+        let cap = self.cfg.recent_commits.max(1);
+        let mut drop_filters = false;
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.applied = Some(end_lsn);
+            o.commits_seen += 1;
+            o.recent.push_back((o.commits_seen, txn.xid));
+            while o.recent.len() > cap {
+                o.recent.pop_front();
+            }
+        }
+        // Past a snapshot's position nothing can be in it: stop filtering.
+        for id in self.origin_views(origin) {
+            if let Some(Phase::Live { filter }) = self.views.get_mut(&id).map(|v| &mut v.phase) {
+                if filter.as_ref().is_some_and(|f| f.lsn <= end_lsn) {
+                    *filter = None;
+                    drop_filters = true;
+                }
+            }
+        }
+        if drop_filters {
+            self.routes.insert(origin.clone(), None);
+        }
+        self.check_flow(origin);
+        self.try_start_snapshots();
+    }
+
+    fn on_keepalive(&mut self, origin: &OriginId, wal_end: Lsn) {
+        let Some(o) = self.origins.get(origin) else {
+            return;
+        };
+        if o.txn.is_some() {
+            return;
+        }
+        if o.applied.is_none_or(|a| wal_end > a) {
+            // Nothing we care about happened up to `wal_end`: record the
+            // position like a commit, so it can be acknowledged once durable
+            // and unrelated WAL does not pin the slot.
+            self.emit_batch(origin, Progress::Commit { end_lsn: wal_end }, Vec::new(), Vec::new());
+            if let Some(o) = self.origins.get_mut(origin) {
+                o.applied = Some(wal_end);
+            }
+        }
+        self.try_start_snapshots();
+    }
+
+    fn on_schema_changed(&mut self, origin: &OriginId, rel: SourceRelId, detail: String) {
+        let affected: Vec<RelationId> =
+            self.route_table(origin).iter().filter(|e| e.schema.source_id == rel).map(|e| e.id).collect();
+        for id in affected {
+            self.mark_diverged(id, format!("upstream relation changed shape ({detail}); copying it again"));
+        }
+    }
+
+    /// Emits one store batch; returns its sequence number.
+    pub(super) fn emit_batch(
+        &mut self,
+        origin: &OriginId,
+        progress: Progress,
+        views: Vec<ViewOps>,
+        jobs: Vec<JobRecord>,
+    ) -> BatchSeq {
+        let seq = BatchSeq(self.next_batch);
+        self.next_batch += 1;
+        self.stats.batches += 1;
+        if progress != Progress::Replay {
+            self.batches.insert(seq, origin.clone());
+        }
+        if let Progress::Commit { end_lsn } = progress {
+            if let Some(o) = self.origins.get_mut(origin) {
+                o.pending_acks.push_back((seq, end_lsn));
+            }
+        }
+        self.store(StoreAction::Apply(ApplyBatch { seq, origin: origin.clone(), progress, views, jobs }));
+        if self.cfg.bugs.ack_before_durable {
+            if let (Progress::Commit { end_lsn }, Some(o)) = (progress, self.origins.get_mut(origin)) {
+                o.durable = Some(end_lsn);
+                self.send_ack(origin);
+            }
+        }
+        seq
+    }
+
+    pub(super) fn on_applied(&mut self, seq: BatchSeq, result: Result<ApplyReport, StoreError>) {
+        if let Some(id) = self.replays.remove(&seq) {
+            match result {
+                Ok(report) => {
+                    self.report_conflicts(report);
+                    if let Some(j) = self.job(id) {
+                        let outcome = match j.state {
+                            JobState::Running => Outcome::Realtime,
+                            _ => Outcome::Failed(j.last_error.clone().unwrap_or_else(|| "the feed is down".into())),
+                        };
+                        self.complete_item(id, outcome);
+                    }
+                }
+                Err(e) => self.mark_diverged(id, format!("could not apply the hand-off batch: {e}")),
+            }
+            return;
+        }
+        let origin = self.batches.remove(&seq);
+        match result {
+            Ok(report) => self.report_conflicts(report),
+            Err(e) => {
+                let Some(origin) = origin else { return };
+                // The batch is not in the store; later ones may be. The copies
+                // of this origin's live views can have a gap: copy them again.
+                let msg = format!("could not apply changes from {origin}: {e}");
+                self.error(EventPhase::Apply, None, Some(origin.clone()), msg.clone());
+                for id in self.origin_views(&origin) {
+                    if self.views.get(&id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })) {
+                        self.mark_diverged(id, msg.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn report_conflicts(&mut self, report: ApplyReport) {
+        let mut diverged = BTreeSet::new();
+        for c in report.conflicts {
+            let message = format!("{} (key {:?})", c.detail, c.key.0);
+            self.event(EventPhase::Apply, Some(c.relation_id), None, EventKind::Conflict { message });
+            diverged.insert(c.relation_id);
+        }
+        for id in diverged {
+            self.mark_diverged(id, "local copy diverged from upstream; copying it again".into());
+        }
+    }
+
+    pub(super) fn on_durable(&mut self, through: BatchSeq) {
+        let origins: Vec<OriginId> = self.origins.keys().cloned().collect();
+        for origin in origins {
+            let Some(o) = self.origins.get_mut(&origin) else {
+                continue;
+            };
+            while let Some(&(seq, lsn)) = o.pending_acks.front() {
+                if seq > through {
+                    break;
+                }
+                o.pending_acks.pop_front();
+                o.durable = Some(o.durable.map_or(lsn, |d| d.max(lsn)));
+            }
+            self.send_ack(&origin);
+        }
+    }
+
+    /// Acknowledges the durable position upstream if it moved.
+    pub(super) fn send_ack(&mut self, origin: &OriginId) {
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        let (Feed::Up(epoch), Some(durable)) = (o.feed, o.durable) else {
+            return;
+        };
+        if o.acked.is_some_and(|a| a >= durable) {
+            return;
+        }
+        o.acked = Some(durable);
+        self.stats.acks += 1;
+        self.source(SourceAction::Ack { origin: origin.clone(), epoch, lsn: durable });
+    }
+}
+
+/// Rough memory held by a row operation, for the hold-back bound.
+fn op_size(op: &RowOp) -> usize {
+    let key = |k: &Key| k.0.iter().map(crate::value::Value::approx_size).sum::<usize>();
+    48 + match op {
+        RowOp::Insert { key: k, row } => key(k) + row.approx_size(),
+        RowOp::Update { old_key, key: k, new } => {
+            old_key.as_ref().map_or(0, key)
+                + key(k)
+                + new
+                    .iter()
+                    .map(|c| match c {
+                        Cell::Set(v) => v.approx_size(),
+                        Cell::Unchanged => 8,
+                    })
+                    .sum::<usize>()
+        }
+        RowOp::Delete { key: k } => key(k),
+        RowOp::Truncate => 0,
+    }
+}

@@ -1,0 +1,106 @@
+//! Per-origin state: the shared feed, the open transaction, progress and acks.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::change::{BatchSeq, RowOp};
+use crate::lsn::Lsn;
+use crate::schema::{Identity, SourceRelId};
+use crate::time::Timestamp;
+use crate::view::{OriginId, RelationId};
+
+use super::Epoch;
+
+/// The feed connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Feed {
+    Down,
+    Subscribing(Epoch),
+    Up(Epoch),
+}
+
+impl Feed {
+    pub fn epoch(self) -> Option<Epoch> {
+        match self {
+            Feed::Down => None,
+            Feed::Subscribing(e) | Feed::Up(e) => Some(e),
+        }
+    }
+}
+
+/// Where one view's changes of the open transaction go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Applied with the transaction.
+    Apply,
+    /// Held back until the view's snapshot lands.
+    Hold,
+}
+
+/// The transaction being received.
+#[derive(Debug)]
+pub(super) struct Txn {
+    pub xid: u32,
+    pub final_lsn: Lsn,
+    /// Already applied (a replayed duplicate): receive and drop.
+    pub duplicate: bool,
+    /// Which views get changes of which relation, decided at `Begin`.
+    pub routes: BTreeMap<SourceRelId, Vec<(RelationId, Route, Identity)>>,
+    /// Operations to apply, per view, since the last partial batch.
+    pub apply: BTreeMap<RelationId, Vec<RowOp>>,
+    pub apply_ops: usize,
+    /// Operations to hold, per view.
+    pub hold: BTreeMap<RelationId, Vec<RowOp>>,
+    pub hold_bytes: usize,
+    /// Views that already received part of this transaction in a
+    /// [`Progress::Partial`](crate::Progress::Partial) batch.
+    pub partial: BTreeSet<RelationId>,
+}
+
+/// An origin and its feed.
+#[derive(Debug)]
+pub(super) struct Origin {
+    pub id: OriginId,
+    /// Everything through this position has been processed (applied, or
+    /// known to hold nothing for us). `None`: no progress yet.
+    pub applied: Option<Lsn>,
+    pub feed: Feed,
+    pub slot_id: Option<String>,
+    pub txn: Option<Txn>,
+    /// Commits received so far (a counter, not an LSN).
+    pub commits_seen: u64,
+    /// Recently received commits: (counter, xid), for the hand-off race check.
+    pub recent: VecDeque<(u64, u32)>,
+    /// Positions that may be acknowledged once the batch is durable.
+    pub pending_acks: VecDeque<(BatchSeq, Lsn)>,
+    /// Highest durable position.
+    pub durable: Option<Lsn>,
+    /// Highest position acknowledged upstream.
+    pub acked: Option<Lsn>,
+    /// Reading the feed is paused (held-back changes at their limit).
+    pub paused: bool,
+    /// Consecutive failed subscriptions.
+    pub attempt: u32,
+    pub retry_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+impl Origin {
+    pub fn new(id: OriginId, applied: Option<Lsn>) -> Self {
+        Origin {
+            id,
+            applied,
+            feed: Feed::Down,
+            slot_id: None,
+            txn: None,
+            commits_seen: 0,
+            recent: VecDeque::new(),
+            pending_acks: VecDeque::new(),
+            durable: applied,
+            acked: None,
+            paused: false,
+            attempt: 0,
+            retry_at: None,
+            last_error: None,
+        }
+    }
+}

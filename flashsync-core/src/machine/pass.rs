@@ -1,0 +1,88 @@
+//! Sync passes and their coalescing.
+//!
+//! At most one pass runs. Requests arriving while it runs merge into one
+//! queued pass: selectors are kept per waiter (so each caller's summary covers
+//! its own views) and `force` is kept per selector (so a forced request is
+//! never lost, and never spreads to views only an unforced caller selected).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::event::SyncSummary;
+use crate::selector::Selector;
+use crate::view::{RelationId, ViewName};
+
+use super::RequestId;
+
+/// Who gets told when the pass ends.
+#[derive(Clone, Debug)]
+pub(super) struct Waiter {
+    /// `None` for internal passes (automatic retries).
+    pub request: Option<RequestId>,
+    pub selector: Selector,
+    pub force: bool,
+    /// Reply with `Resumed` rather than `Synced`.
+    pub resume: bool,
+}
+
+/// A pass's result for one view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Materialized,
+    Realtime,
+    Failed(String),
+    Disabled,
+}
+
+/// Requests merged into the next pass.
+#[derive(Debug, Default)]
+pub(super) struct Queued {
+    pub waiters: Vec<Waiter>,
+}
+
+/// The running pass.
+#[derive(Debug)]
+pub(super) struct Pass {
+    /// The store fence the pass waits for before discovering views.
+    pub fence: Option<super::OpId>,
+    pub waiters: Vec<Waiter>,
+    pub members: BTreeMap<RelationId, ViewName>,
+    pub remaining: BTreeSet<RelationId>,
+    pub outcomes: BTreeMap<RelationId, Outcome>,
+}
+
+impl Pass {
+    /// Whether any waiter forcing its selection selected `name`.
+    pub fn forced(waiters: &[Waiter], name: &ViewName) -> bool {
+        waiters.iter().any(|w| w.force && w.selector.matches(name))
+    }
+
+    /// Builds one waiter's summary.
+    pub fn summary(&self, waiter: &Waiter) -> SyncSummary {
+        let mut s = SyncSummary::default();
+        for (id, name) in &self.members {
+            if !waiter.selector.matches(name) {
+                continue;
+            }
+            match self.outcomes.get(id) {
+                Some(Outcome::Materialized) => s.materialized.push(name.clone()),
+                Some(Outcome::Realtime) => s.realtime.push(name.clone()),
+                Some(Outcome::Failed(e)) => s.failed.push((name.clone(), e.clone())),
+                Some(Outcome::Disabled) => s.disabled.push(name.clone()),
+                // Forgotten during the pass: no longer a view.
+                None => {}
+            }
+        }
+        s.materialized.sort();
+        s.realtime.sort();
+        s.failed.sort();
+        s.disabled.sort();
+        s
+    }
+}
+
+/// Pass scheduling state.
+#[derive(Debug, Default)]
+pub(super) struct Passes {
+    pub current: Option<Pass>,
+    pub queued: Option<Queued>,
+}

@@ -1,0 +1,287 @@
+//! Hand-driven scenarios for the machine's subtlest rules: each test plays
+//! the driver, answering actions by hand, so every step is explicit.
+
+use super::*;
+use crate::schema::Column;
+use crate::{key, row};
+
+struct H {
+    m: Machine,
+    now: u64,
+    out: Vec<Output>,
+}
+
+fn schema() -> RelationSchema {
+    RelationSchema::keyed(
+        SourceRelId(7),
+        vec![
+            Column { name: "id".into(), type_name: "int8".into() },
+            Column { name: "v".into(), type_name: "text".into() },
+        ],
+        vec![0],
+    )
+}
+
+fn origin() -> OriginId {
+    OriginId::new("postgres:main").unwrap()
+}
+
+impl H {
+    fn new() -> H {
+        H { m: Machine::new(Config::default(), 1, StoredState::default(), Timestamp(1000)), now: 1000, out: Vec::new() }
+    }
+
+    fn input(&mut self, i: Input) {
+        self.now += 1;
+        self.m.handle(i, Timestamp(self.now));
+        while let Some(o) = self.m.poll_output() {
+            self.out.push(o);
+        }
+    }
+
+    /// Answers every plain store action with success; returns the rest.
+    fn settle_store(&mut self) {
+        loop {
+            let pending: Vec<Output> = std::mem::take(&mut self.out);
+            let mut progressed = false;
+            for o in pending {
+                match o {
+                    Output::Store(StoreAction::PutView { op, .. })
+                    | Output::Store(StoreAction::PutJob { op, .. })
+                    | Output::Store(StoreAction::Fence { op })
+                    | Output::Store(StoreAction::Publish { op, .. }) => {
+                        progressed = true;
+                        self.input(Input::StoreDone { op, result: Ok(()) });
+                    }
+                    other => self.out.push(other),
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn take<T>(&mut self, f: impl Fn(&Output) -> Option<T>) -> T {
+        let i = self
+            .out
+            .iter()
+            .position(|o| f(o).is_some())
+            .unwrap_or_else(|| panic!("expected output missing in {:#?}", self.out));
+        let o = self.out.remove(i);
+        f(&o).unwrap()
+    }
+
+    fn feed(&mut self, e: StreamEvent) {
+        self.input(Input::Feed { origin: origin(), epoch: Epoch(1), event: e });
+    }
+
+    fn commit(&mut self, xid: u32, lsn: u64, change: Change) {
+        self.feed(StreamEvent::Begin { xid, final_lsn: Lsn(lsn), commit_time: Timestamp(0) });
+        self.feed(StreamEvent::Change(change));
+        self.feed(StreamEvent::Commit { end_lsn: Lsn(lsn + 8) });
+    }
+
+    /// Defines a realtime view, syncs, answers prepare and subscribe; returns
+    /// the snapshot op that is now in flight.
+    fn bootstrap(&mut self) -> OpId {
+        let def = ViewDef::new("public", "t", Persistence::Realtime, "postgres:main", "public", "t").unwrap();
+        self.input(Input::Define { request: RequestId(1), def });
+        self.input(Input::Sync { request: RequestId(2), selector: Selector::All, force: false });
+        self.settle_store();
+        let op = self.take(|o| match o {
+            Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+            _ => None,
+        });
+        self.input(Input::Prepared { op, result: Ok(schema()) });
+        let epoch = self.take(|o| match o {
+            Output::Source(SourceAction::Subscribe { epoch, .. }) => Some(*epoch),
+            _ => None,
+        });
+        let report = SlotReport { slot_id: "s".into(), start: FeedStart::Created { consistent_point: Lsn(100) } };
+        self.input(Input::Subscribed { origin: origin(), epoch, result: Ok(report) });
+        self.take(|o| match o {
+            Output::Source(SourceAction::Snapshot { op, .. }) => Some(*op),
+            _ => None,
+        })
+    }
+
+    fn applied_batches(&mut self) -> Vec<ApplyBatch> {
+        let mut v = Vec::new();
+        self.out.retain(|o| match o {
+            Output::Store(StoreAction::Apply(b)) => {
+                v.push(b.clone());
+                false
+            }
+            _ => true,
+        });
+        v
+    }
+}
+
+fn ins(id: i64, v: &str) -> Change {
+    Change::Insert { rel: SourceRelId(7), new: row![id, v] }
+}
+
+#[test]
+fn hand_off_skips_exactly_what_the_snapshot_holds() {
+    let mut h = H::new();
+    let snap = h.bootstrap();
+    // While copying, three transactions arrive: xid 50 is visible to the
+    // snapshot (below xmin), 60 is in progress in it (xip), 70 started after.
+    h.commit(50, 200, ins(1, "in snapshot"));
+    h.commit(60, 300, ins(2, "in progress at snapshot"));
+    h.commit(70, 400, ins(3, "after snapshot"));
+    assert!(h.applied_batches().iter().all(|b| b.views.is_empty()), "nothing applies before the copy lands");
+    let point = SnapshotPoint { xmin: 55, xmax: 65, xip: vec![60], lsn: Lsn(350), rows: 1 };
+    h.input(Input::Snapshotted { op: snap, result: Ok(point) });
+    h.settle_store();
+    let batches = h.applied_batches();
+    let replay = batches.iter().find(|b| b.progress == Progress::Replay).expect("a replay batch");
+    let ops = &replay.views[0].ops;
+    assert_eq!(
+        ops,
+        &vec![
+            RowOp::Insert { key: key![2], row: row![2, "in progress at snapshot"] },
+            RowOp::Insert { key: key![3], row: row![3, "after snapshot"] }
+        ]
+    );
+    assert_eq!(h.m.status(&Selector::All)[0].state, JobState::Running);
+}
+
+#[test]
+fn a_snapshot_that_raced_a_delivered_commit_is_taken_again() {
+    let mut h = H::new();
+    let def = ViewDef::new("public", "t", Persistence::Realtime, "postgres:main", "public", "t").unwrap();
+    h.input(Input::Define { request: RequestId(1), def });
+    h.input(Input::Sync { request: RequestId(2), selector: Selector::All, force: false });
+    h.settle_store();
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+        _ => None,
+    });
+    h.input(Input::Prepared { op, result: Ok(schema()) });
+    let epoch = h.take(|o| match o {
+        Output::Source(SourceAction::Subscribe { epoch, .. }) => Some(*epoch),
+        _ => None,
+    });
+    let report = SlotReport { slot_id: "s".into(), start: FeedStart::Created { consistent_point: Lsn(100) } };
+    h.input(Input::Subscribed { origin: origin(), epoch, result: Ok(report) });
+    let snap = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, .. }) => Some(*op),
+        _ => None,
+    });
+    // Commit 90 arrives after the hold began and the snapshot reports it in
+    // progress: that is the normal case, it is held and replayed.
+    h.commit(90, 200, ins(9, "after hold"));
+    let point = SnapshotPoint { xmin: 90, xmax: 91, xip: vec![90], lsn: Lsn(150), rows: 0 };
+    h.input(Input::Snapshotted { op: snap, result: Ok(point.clone()) });
+    h.settle_store();
+    let replay = h.applied_batches().into_iter().find(|b| b.progress == Progress::Replay).unwrap();
+    assert_eq!(replay.views[0].ops.len(), 1, "held commit 90 is replayed");
+    assert_eq!(h.m.stats().snapshot_races, 0);
+    h.input(Input::Applied { seq: replay.seq, result: Ok(ApplyReport::default()) });
+    assert!(!h.m.pass_in_flight(), "the pass ends once the hand-off batch is applied");
+
+    // Now the racing case: a second view starts its hold after commit 95 was
+    // delivered, yet its snapshot calls 95 in progress.
+    h.commit(95, 300, ins(10, "delivered before hold"));
+    let def = ViewDef::new("public", "u", Persistence::Realtime, "postgres:main", "public", "t").unwrap();
+    h.input(Input::Define { request: RequestId(3), def });
+    h.input(Input::Sync { request: RequestId(4), selector: Selector::All, force: false });
+    h.settle_store();
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+        _ => None,
+    });
+    h.input(Input::Prepared { op, result: Ok(schema()) });
+    let snap = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, .. }) => Some(*op),
+        _ => None,
+    });
+    let raced = SnapshotPoint { xmin: 95, xmax: 96, xip: vec![95], lsn: Lsn(290), rows: 0 };
+    h.input(Input::Snapshotted { op: snap, result: Ok(raced) });
+    assert_eq!(h.m.stats().snapshot_races, 1, "the race is detected");
+    h.take(|o| matches!(o, Output::Store(StoreAction::Discard { op }) if *op == snap).then_some(()));
+    h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, .. }) if *op != snap => Some(()),
+        _ => None,
+    });
+}
+
+#[test]
+fn acknowledges_only_durable_positions() {
+    let mut h = H::new();
+    let snap = h.bootstrap();
+    h.input(Input::Snapshotted {
+        op: snap,
+        result: Ok(SnapshotPoint { xmin: 10, xmax: 10, xip: vec![], lsn: Lsn(150), rows: 0 }),
+    });
+    h.settle_store();
+    h.applied_batches();
+    h.commit(20, 200, ins(1, "a"));
+    let batches = h.applied_batches();
+    let seq = batches.last().unwrap().seq;
+    assert!(!h.out.iter().any(|o| matches!(o, Output::Source(SourceAction::Ack { .. }))), "no ack before durability");
+    h.input(Input::Applied { seq, result: Ok(ApplyReport::default()) });
+    assert!(!h.out.iter().any(|o| matches!(o, Output::Source(SourceAction::Ack { .. }))), "applied is not durable");
+    h.input(Input::Durable { through: seq });
+    let lsn = h.take(|o| match o {
+        Output::Source(SourceAction::Ack { lsn, .. }) => Some(*lsn),
+        _ => None,
+    });
+    assert_eq!(lsn, Lsn(208));
+    // A keepalive past everything becomes a position too, acked once durable.
+    h.feed(StreamEvent::Keepalive { wal_end: Lsn(500), reply_requested: false });
+    let ka = h.applied_batches();
+    assert_eq!(ka.len(), 1);
+    assert!(ka[0].views.is_empty());
+    h.input(Input::Durable { through: ka[0].seq });
+    assert_eq!(
+        h.take(|o| match o {
+            Output::Source(SourceAction::Ack { lsn, .. }) => Some(*lsn),
+            _ => None,
+        }),
+        Lsn(500)
+    );
+    // Duplicates from a replay are skipped.
+    h.commit(20, 200, ins(1, "a"));
+    assert!(h.applied_batches().is_empty());
+    assert_eq!(h.m.stats().duplicates_skipped, 1);
+}
+
+#[test]
+fn resume_with_a_lost_slot_rebootstraps() {
+    let mut h = H::new();
+    let snap = h.bootstrap();
+    h.input(Input::Snapshotted {
+        op: snap,
+        result: Ok(SnapshotPoint { xmin: 10, xmax: 10, xip: vec![], lsn: Lsn(150), rows: 0 }),
+    });
+    h.settle_store();
+    h.applied_batches();
+    h.commit(20, 200, ins(1, "a"));
+    h.input(Input::FeedLost { origin: origin(), epoch: Epoch(1), error: SourceError::connection("cut") });
+    assert_eq!(h.m.status(&Selector::All)[0].state, JobState::Failed);
+    h.input(Input::Sync { request: RequestId(9), selector: Selector::All, force: true });
+    h.settle_store();
+    let epoch = h.take(|o| match o {
+        Output::Source(SourceAction::Subscribe { epoch, resume, .. }) => {
+            assert_eq!(*resume, Some(Lsn(208)));
+            Some(*epoch)
+        }
+        _ => None,
+    });
+    let report = SlotReport {
+        slot_id: "s".into(),
+        start: FeedStart::Recreated { consistent_point: Lsn(900), reason: "invalidated".into() },
+    };
+    h.input(Input::Subscribed { origin: origin(), epoch, result: Ok(report) });
+    let st = &h.m.status(&Selector::All)[0];
+    assert!(st.last_error.as_deref().is_some_and(|e| e.contains("invalidated")), "{st:?}");
+    // The view is being copied again.
+    h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { .. }) => Some(()),
+        _ => None,
+    });
+}

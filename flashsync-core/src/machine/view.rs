@@ -1,0 +1,109 @@
+//! Per-view runtime state: where each view is in its life cycle.
+
+use crate::change::RowOp;
+use crate::job::JobRecord;
+use crate::lsn::Lsn;
+use crate::schema::RelationSchema;
+use crate::snapshot::SnapshotPoint;
+use crate::view::{RelationId, ViewDef};
+
+use super::OpId;
+
+/// What a `prepare` is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Goal {
+    /// Copy a materialized view.
+    Materialize,
+    /// Copy a realtime view and hand it over to the feed.
+    Bootstrap,
+    /// Re-attach a realtime view whose stored copy is current through the
+    /// origin's stored position (after a restart): no copy needed if the
+    /// relation is unchanged.
+    Attach,
+}
+
+/// One upstream transaction held back for a bootstrapping view.
+#[derive(Clone, Debug)]
+pub(super) struct HeldTxn {
+    pub xid: u32,
+    pub final_lsn: Lsn,
+    pub ops: Vec<RowOp>,
+}
+
+/// The feed's share for a view whose snapshot has not landed yet.
+#[derive(Clone, Debug, Default)]
+pub(super) struct HoldBack {
+    /// The origin's commit counter when holding started: commits counted at
+    /// or below it were delivered before, and must be in the snapshot.
+    pub since: u64,
+    pub txns: Vec<HeldTxn>,
+    pub bytes: usize,
+}
+
+/// Where a view is. Each variant holds exactly what that step needs.
+// One per view, moved rarely: variant size does not matter here.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub(super) enum Phase {
+    /// Nothing in flight.
+    Idle,
+    /// Describing the upstream relation.
+    Preparing { op: OpId, goal: Goal },
+    /// Described; waiting for a snapshot slot (and, for realtime views, for
+    /// the feed to be up and between transactions).
+    Queued { schema: RelationSchema, races: u32 },
+    /// Copying rows into a new generation. Realtime views hold back their
+    /// share of the feed meanwhile.
+    Copying { op: OpId, schema: RelationSchema, hold: Option<HoldBack>, races: u32 },
+    /// Switching to the new generation.
+    Publishing { op: OpId, schema: RelationSchema, point: SnapshotPoint, hold: Option<HoldBack>, job: JobRecord },
+    /// Realtime: mirroring the feed. Until the feed passes `filter.lsn`,
+    /// transactions the snapshot already holds are skipped.
+    Live { filter: Option<SnapshotPoint> },
+}
+
+impl Phase {
+    /// A short name for diagnostics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Preparing { .. } => "preparing",
+            Phase::Queued { .. } => "queued",
+            Phase::Copying { .. } => "copying",
+            Phase::Publishing { .. } => "publishing",
+            Phase::Live { .. } => "live",
+        }
+    }
+
+    /// The held-back transactions, if this phase holds any.
+    pub fn hold(&self) -> Option<&HoldBack> {
+        match self {
+            Phase::Copying { hold, .. } | Phase::Publishing { hold, .. } => hold.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn hold_mut(&mut self) -> Option<&mut HoldBack> {
+        match self {
+            Phase::Copying { hold, .. } | Phase::Publishing { hold, .. } => hold.as_mut(),
+            _ => None,
+        }
+    }
+}
+
+/// A view the machine knows.
+#[derive(Clone, Debug)]
+pub(super) struct View {
+    pub id: RelationId,
+    pub def: ViewDef,
+    /// `None` until a pass first ensures the job row.
+    pub job: Option<JobRecord>,
+    /// Schema of the published copy, if one exists.
+    pub schema: Option<std::sync::Arc<RelationSchema>>,
+    pub phase: Phase,
+    /// The stored copy cannot be trusted (a large transaction was cut short by
+    /// a crash, or the copy diverged): re-copy before use.
+    pub dirty: bool,
+    /// A retry pass for this view is already queued.
+    pub retry_queued: bool,
+}

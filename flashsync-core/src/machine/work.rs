@@ -1,0 +1,386 @@
+//! Per-view work inside a pass: prepare, copy, publish, and the hand-off of
+//! a realtime view from its snapshot to the live feed.
+
+use super::*;
+
+impl Machine {
+    /// Starts whatever `id` needs in this pass; returns its outcome right away
+    /// when nothing needs doing.
+    pub(super) fn begin_work(&mut self, id: RelationId, force: bool) -> Option<Outcome> {
+        let now = self.now;
+        let v = self.views.get(&id)?;
+        let job = v.job.as_ref()?;
+        if !job.enabled {
+            return Some(Outcome::Disabled);
+        }
+        let in_backoff = job.state == JobState::Failed && job.next_retry_at.is_some_and(|t| t > now);
+        let last_error = job.last_error.clone().unwrap_or_else(|| "failed".into());
+        let (persistence, origin) = (v.def.persistence, v.def.origin.clone());
+        match &v.phase {
+            // Work from an earlier request is still in flight; it will report.
+            Phase::Preparing { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. } => None,
+            Phase::Live { .. } => {
+                let feed = self.origins.get(&origin).map_or(Feed::Down, |o| o.feed);
+                match feed {
+                    Feed::Up(_) => Some(Outcome::Realtime),
+                    Feed::Subscribing(_) => None,
+                    Feed::Down => {
+                        let origin_backoff =
+                            self.origins.get(&origin).and_then(|o| o.retry_at).is_some_and(|t| t > now);
+                        if origin_backoff && !force {
+                            Some(Outcome::Failed(last_error))
+                        } else {
+                            self.subscribe(&origin);
+                            None
+                        }
+                    }
+                }
+            }
+            Phase::Idle => {
+                if in_backoff && !force {
+                    return Some(Outcome::Failed(last_error));
+                }
+                let goal = match persistence {
+                    Persistence::Materialized => {
+                        if job.state == JobState::Synced && !force && !v.dirty && v.schema.is_some() {
+                            return Some(Outcome::Materialized);
+                        }
+                        Goal::Materialize
+                    }
+                    Persistence::Realtime => {
+                        if job.state == JobState::Running && !v.dirty && v.schema.is_some() {
+                            Goal::Attach
+                        } else {
+                            Goal::Bootstrap
+                        }
+                    }
+                };
+                let relation = v.def.upstream.clone();
+                let op = self.op(Op::Prepare(id));
+                self.set_phase(id, Phase::Preparing { op, goal });
+                self.source(SourceAction::Prepare { op, origin, relation, feed: persistence == Persistence::Realtime });
+
+                None
+            }
+        }
+    }
+
+    pub(super) fn on_prepared(&mut self, op: OpId, result: Result<RelationSchema, SourceError>) {
+        let Some(Op::Prepare(id)) = self.ops.remove(&op) else {
+            return;
+        };
+        let Some(v) = self.views.get(&id) else { return };
+        let Phase::Preparing { op: current, goal } = v.phase else {
+            return;
+        };
+        if current != op {
+            return;
+        }
+        let schema = match result {
+            Ok(s) if s.is_well_formed() => s,
+            Ok(_) => {
+                let msg = format!("source described {} with a key that does not fit its columns", v.def.upstream);
+                self.fail_view(id, EventPhase::Prepare, msg);
+                return;
+            }
+            Err(e) => {
+                self.fail_view(id, EventPhase::Prepare, e.message);
+                return;
+            }
+        };
+        let origin = v.def.origin.clone();
+        match goal {
+            Goal::Materialize => {
+                self.set_phase(id, Phase::Queued { schema, races: 0 });
+                self.try_start_snapshots();
+            }
+            Goal::Attach if v.schema.as_deref() == Some(&schema) => {
+                // The stored copy is current through the origin's stored
+                // position and the relation is unchanged: replay the feed.
+                self.set_phase(id, Phase::Live { filter: None });
+                match self.origins.get(&origin).map(|o| o.feed) {
+                    Some(Feed::Up(_)) => self.view_feed_up(id),
+                    Some(Feed::Subscribing(_)) => {}
+                    _ => self.subscribe(&origin),
+                }
+            }
+            Goal::Attach | Goal::Bootstrap => {
+                if goal == Goal::Attach {
+                    let detail = format!(
+                        "upstream relation {} changed since the local copy was made; copying it again",
+                        v.def.upstream
+                    );
+                    self.error(EventPhase::Prepare, Some(id), None, detail);
+                }
+                self.set_phase(id, Phase::Queued { schema, races: 0 });
+                if self.origins.get(&origin).is_some_and(|o| o.feed == Feed::Down) {
+                    self.subscribe(&origin);
+                }
+                self.try_start_snapshots();
+            }
+        }
+    }
+
+    /// Starts queued snapshots while slots are free. Realtime views start only
+    /// while their origin's feed is up and between transactions, so that the
+    /// hold-back begins on a transaction boundary.
+    pub(super) fn try_start_snapshots(&mut self) {
+        if self.queued_views.is_empty() {
+            return;
+        }
+        let candidates: Vec<RelationId> = self.queued_views.iter().copied().collect();
+        for id in candidates {
+            if self.copying >= self.cfg.max_concurrent_snapshots {
+                break;
+            }
+            let Some(v) = self.views.get(&id) else {
+                continue;
+            };
+            let Phase::Queued { schema, races } = &v.phase else {
+                continue;
+            };
+            let (schema, races) = (schema.clone(), *races);
+            let hold = match v.def.persistence {
+                Persistence::Materialized => None,
+                Persistence::Realtime => {
+                    let Some(o) = self.origins.get(&v.def.origin) else {
+                        continue;
+                    };
+                    if !matches!(o.feed, Feed::Up(_)) || o.txn.is_some() {
+                        continue;
+                    }
+                    Some(HoldBack { since: o.commits_seen, txns: Vec::new(), bytes: 0 })
+                }
+            };
+            let (origin, relation) = (v.def.origin.clone(), v.def.upstream.clone());
+            let op = self.op(Op::Snapshot(id));
+            self.stats.snapshots += 1;
+            self.set_phase(id, Phase::Copying { op, schema: schema.clone(), hold, races });
+            self.source(SourceAction::Snapshot { op, origin, relation_id: id, relation, schema });
+        }
+    }
+
+    pub(super) fn on_snapshotted(&mut self, op: OpId, result: Result<SnapshotPoint, SourceError>) {
+        let kind = self.ops.remove(&op);
+        let id = match kind {
+            Some(Op::Snapshot(id)) => id,
+            Some(Op::AbandonedSnapshot) => {
+                self.store(StoreAction::Discard { op });
+                self.try_start_snapshots();
+                return;
+            }
+            _ => return,
+        };
+        let point = match result {
+            Ok(p) if p.is_well_formed() => p,
+            Ok(_) => {
+                self.store(StoreAction::Discard { op });
+                self.fail_view(
+                    id,
+                    EventPhase::Snapshot,
+                    "source reported an inconsistent snapshot (xip outside xmin..xmax)".into(),
+                );
+                self.try_start_snapshots();
+                return;
+            }
+            Err(e) => {
+                self.store(StoreAction::Discard { op });
+                self.fail_view(id, EventPhase::Snapshot, e.message);
+                self.try_start_snapshots();
+                return;
+            }
+        };
+        let Some(v) = self.views.get(&id) else { return };
+        let Phase::Copying { schema, hold, races, .. } = &v.phase else {
+            return;
+        };
+        let (schema, hold, races) = (schema.clone(), hold.clone(), *races);
+        let origin = v.def.origin.clone();
+        let now = self.now;
+        let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(id, &v.def.name, v.def.persistence, now));
+        job.last_seen_commit = Some(point.lsn);
+        if let Some(h) = &hold {
+            // The hand-off is sound only if every transaction the snapshot
+            // reports in progress commits after the hold-back began. A commit
+            // delivered before that but invisible to the snapshot would be in
+            // neither: take the snapshot again.
+            if self.raced(&origin, h.since, &point) {
+                self.stats.snapshot_races += 1;
+                self.store(StoreAction::Discard { op });
+                if races + 1 > self.cfg.max_snapshot_races {
+                    self.fail_view(
+                        id,
+                        EventPhase::Snapshot,
+                        format!("snapshot raced concurrent commits {} times", races + 1),
+                    );
+                } else {
+                    self.set_phase(id, Phase::Queued { schema, races: races + 1 });
+                }
+                self.try_start_snapshots();
+                return;
+            }
+        } else {
+            job.state = JobState::Synced;
+            job.retry_count = 0;
+            job.last_error = None;
+            job.next_retry_at = None;
+            job.last_success_at = Some(now);
+            if job.state != v.job.as_ref().map_or(JobState::Idle, |j| j.state) {
+                job.updated_at = now;
+            }
+        }
+        self.ops.insert(op, Op::Publish(id));
+        self.set_phase(id, Phase::Publishing { op, schema, point, hold, job: job.clone() });
+        self.store(StoreAction::Publish { op, job });
+        self.try_start_snapshots();
+    }
+
+    /// Whether a commit delivered before the hold-back began (counter <=
+    /// `since`) is reported in progress by the snapshot.
+    fn raced(&self, origin: &OriginId, since: u64, point: &SnapshotPoint) -> bool {
+        let Some(o) = self.origins.get(origin) else {
+            return false;
+        };
+        o.recent.iter().any(|&(n, xid)| n <= since && point.xip.contains(&widen_xid(xid, point.xmax)))
+    }
+
+    pub(super) fn on_published(&mut self, id: RelationId, result: Result<(), StoreError>) {
+        let Some(v) = self.views.get(&id) else { return };
+        let Phase::Publishing { schema, point, hold, job, .. } = &v.phase else {
+            return;
+        };
+        let (schema, point, hold, job) = (Arc::new(schema.clone()), point.clone(), hold.clone(), job.clone());
+        if let Err(e) = result {
+            self.fail_view(id, EventPhase::Publish, e.to_string());
+            return;
+        }
+        let persistence = v.def.persistence;
+        let origin = v.def.origin.clone();
+        if let Some(v) = self.views.get_mut(&id) {
+            v.schema = Some(schema.clone());
+            v.dirty = false;
+        }
+        match persistence {
+            Persistence::Materialized => {
+                let before = self.job(id).map_or(JobState::Idle, |j| j.state);
+                if let Some(v) = self.views.get_mut(&id) {
+                    v.job = Some(job);
+                }
+                if before != JobState::Synced {
+                    self.event(
+                        EventPhase::Publish,
+                        Some(id),
+                        None,
+                        EventKind::StateChanged { from: before, to: JobState::Synced },
+                    );
+                }
+                self.set_phase(id, Phase::Idle);
+                self.complete_item(id, Outcome::Materialized);
+            }
+            Persistence::Realtime => {
+                let hold = hold.unwrap_or_default();
+                // Replay what the feed delivered while the snapshot ran,
+                // skipping what the snapshot already holds.
+                let mut ops = Vec::new();
+                for t in hold.txns {
+                    if !self.cfg.bugs.skip_xid_filter && point.contains(t.xid, t.final_lsn) {
+                        self.stats.filtered += 1;
+                        continue;
+                    }
+                    ops.extend(t.ops);
+                }
+                if let Some(v) = self.views.get_mut(&id) {
+                    v.job = Some(job);
+                }
+                let feed_up = self.origins.get(&origin).is_some_and(|o| matches!(o.feed, Feed::Up(_)));
+                let caught_up = self.origins.get(&origin).and_then(|o| o.applied).unwrap_or(point.lsn).max(point.lsn);
+                let slot = self.origins.get(&origin).and_then(|o| o.slot_id.clone());
+                let feed_error = self.origins.get(&origin).and_then(|o| o.last_error.clone());
+                let now = self.now;
+                self.update_job(id, EventPhase::Publish, |j| {
+                    j.last_seen_commit = Some(caught_up);
+                    j.slot_id = slot;
+                    if feed_up {
+                        j.state = JobState::Running;
+                        j.retry_count = 0;
+                        j.last_error = None;
+                        j.next_retry_at = None;
+                        j.last_success_at = Some(now);
+                    } else {
+                        j.state = JobState::Failed;
+                        j.last_error = Some(feed_error.unwrap_or_else(|| "the feed is down".into()));
+                    }
+                });
+                let filter = Some(point);
+                self.set_phase(id, Phase::Live { filter });
+                let jobs = self.job(id).cloned().into_iter().collect();
+                let identity = schema.identity;
+                let views = if ops.is_empty() { Vec::new() } else { vec![ViewOps { relation_id: id, identity, ops }] };
+                let seq = self.emit_batch(&origin, Progress::Replay, views, jobs);
+                self.replays.insert(seq, id);
+            }
+        }
+    }
+
+    /// A live view's feed is (back) up: it is running.
+    pub(super) fn view_feed_up(&mut self, id: RelationId) {
+        let Some(v) = self.views.get(&id) else { return };
+        let origin = v.def.origin.clone();
+        let slot = self.origins.get(&origin).and_then(|o| o.slot_id.clone());
+        let changed = v.job.as_ref().is_none_or(|j| j.state != JobState::Running || j.slot_id != slot);
+        if changed {
+            let now = self.now;
+            self.update_job(id, EventPhase::Stream, |j| {
+                j.state = JobState::Running;
+                j.slot_id = slot;
+                j.retry_count = 0;
+                j.last_error = None;
+                j.next_retry_at = None;
+                j.last_success_at = Some(now);
+            });
+            self.persist_job(id);
+        }
+        self.complete_item(id, Outcome::Realtime);
+    }
+}
+
+/// Turns one feed change into the row operation for a view of `schema`.
+pub(super) fn to_row_op(schema: &RelationSchema, change: &Change) -> Result<RowOp, String> {
+    let shape = |e: crate::schema::ShapeError| format!("change does not fit the view's columns: {e}");
+    match change {
+        Change::Insert { new, .. } => Ok(RowOp::Insert { key: schema.key_of(new).map_err(shape)?, row: new.clone() }),
+        Change::Delete { old, .. } => Ok(RowOp::Delete { key: schema.key_of(old).map_err(shape)? }),
+        Change::Truncate { .. } => Ok(RowOp::Truncate),
+        Change::Update { old, new, .. } => {
+            schema.check(new.len()).map_err(shape)?;
+            let old_key = match old {
+                Some(o) => Some(schema.key_of(o).map_err(shape)?),
+                None => None,
+            };
+            let key = new_key(schema, new, old_key.as_ref())?;
+            let old_key = old_key.filter(|k| *k != key || schema.identity == Identity::FullRow);
+            if schema.identity == Identity::FullRow && old_key.is_none() {
+                return Err("update of a full-row identity relation without its old row".into());
+            }
+            Ok(RowOp::Update { old_key, key, new: new.clone() })
+        }
+    }
+}
+
+/// The key of an updated row: from the new image, taking unchanged key
+/// columns from the old key. For full-row identity with unchanged columns the
+/// new key is only known after merging; the store computes it.
+fn new_key(schema: &RelationSchema, new: &[Cell], old_key: Option<&Key>) -> Result<Key, String> {
+    let mut values = Vec::with_capacity(schema.key.len());
+    for (pos, &col) in schema.key.iter().enumerate() {
+        match new.get(col) {
+            Some(Cell::Set(v)) => values.push(v.clone()),
+            Some(Cell::Unchanged) | None => match old_key.and_then(|k| k.0.get(pos)) {
+                Some(v) => values.push(v.clone()),
+                None if schema.identity == Identity::FullRow => return Ok(old_key.cloned().unwrap_or_default()),
+                None => return Err(format!("update leaves key column {col} unchanged without an old key")),
+            },
+        }
+    }
+    Ok(Key(values))
+}

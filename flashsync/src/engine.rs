@@ -1,0 +1,329 @@
+//! The engine handle: what applications hold.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashsync_core::machine::Stats;
+use flashsync_core::{
+    Config, DefinitionError, Event, JobRecord, Key, KeyRange, Machine, OriginId, RelationId, Reply, Row, Source, Store,
+    StoreErrorKind, SyncSummary, ViewDef, ViewName,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::driver::{now, ControlCall, Driver, Msg};
+use crate::error::EngineError;
+use crate::selection::IntoSelector;
+
+/// What `forget()` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forgotten {
+    /// The views removed.
+    pub views: Vec<ViewName>,
+    /// Upstream resources that could not be released (e.g. the origin was
+    /// unreachable); release them by hand.
+    pub warnings: Vec<String>,
+}
+
+/// Configures and opens an [`Engine`].
+pub struct EngineBuilder {
+    store: Option<Arc<dyn Store>>,
+    sources: HashMap<OriginId, Arc<dyn Source>>,
+    bad_origin: Option<DefinitionError>,
+    config: Config,
+    seed: Option<u64>,
+    persist_interval: Duration,
+}
+
+impl EngineBuilder {
+    /// The store that holds views, jobs, progress and rows.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The store, already shared.
+    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Adds an origin (e.g. `postgres:main`) and its source.
+    pub fn origin(self, id: &str, source: impl Source) -> Self {
+        self.shared_origin(id, Arc::new(source))
+    }
+
+    /// Adds an origin with an already shared source.
+    pub fn shared_origin(mut self, id: &str, source: Arc<dyn Source>) -> Self {
+        match OriginId::new(id) {
+            Ok(id) => {
+                self.sources.insert(id, source);
+            }
+            Err(e) => self.bad_origin = Some(e),
+        }
+        self
+    }
+
+    /// Machine tunables (retry back-off, snapshot concurrency, limits).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Seeds back-off jitter (default: from the clock and process id).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Longest wait before applied changes are made durable and acknowledged
+    /// upstream (default 0: as soon as the persister is free, which batches
+    /// naturally under load).
+    pub fn persist_interval(mut self, interval: Duration) -> Self {
+        self.persist_interval = interval;
+        self
+    }
+
+    /// Loads the store's state and starts the engine. Must be called inside a
+    /// tokio runtime. Nothing syncs until [`Engine::sync`].
+    pub async fn open(self) -> Result<Engine, EngineError> {
+        if let Some(e) = self.bad_origin {
+            return Err(e.into());
+        }
+        let store = self.store.unwrap_or_else(|| Arc::new(flashsync_core::memory::MemoryStore::new()));
+        let state = store.load().await?;
+        let seed = self.seed.unwrap_or_else(|| now().0 ^ (u64::from(std::process::id()) << 32));
+        let machine = Machine::new(self.config, seed, state, now());
+        let (events, _) = broadcast::channel(4096);
+        let origins = self.sources.keys().cloned().collect();
+        let tx = Driver::spawn(machine, store.clone(), self.sources, events.clone(), self.persist_interval);
+        Ok(Engine { inner: Arc::new(Inner { tx, store, events, origins }) })
+    }
+}
+
+struct Inner {
+    tx: mpsc::UnboundedSender<Msg>,
+    store: Arc<dyn Store>,
+    events: broadcast::Sender<Event>,
+    origins: Vec<OriginId>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: stop the engine (feeds close, the store
+        // finishes what is queued and persists).
+        let (reply, _) = oneshot::channel();
+        let _ = self.tx.send(Msg::Control { input: ControlCall::Shutdown, reply });
+    }
+}
+
+/// A running sync engine. Cheap to clone; clones share the engine.
+///
+/// ```
+/// use flashsync::{Engine, Persistence, ViewDef};
+/// use flashsync_core::memory::{MemoryStore, MemoryUpstream, TableIdentity};
+/// use flashsync_core::row;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let upstream = MemoryUpstream::new();
+/// upstream.create_table("public", "users", &[("id", "int8"), ("name", "text")], TableIdentity::PrimaryKey(vec![0]));
+/// upstream.insert("public", "users", row![1, "ada"]);
+///
+/// let engine = Engine::builder().store(MemoryStore::new()).origin("postgres:main", upstream.source()).open().await?;
+/// engine.define(ViewDef::new("public", "users_cache", Persistence::Materialized, "postgres:main", "public", "users")?).await?;
+/// let summary = engine.sync("*").await?;
+/// assert_eq!(summary.materialized.len(), 1);
+/// assert_eq!(engine.scan_all("public.users_cache").await?, vec![row![1, "ada"]]);
+/// engine.shutdown().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("origins", &self.inner.origins).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts configuring an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder {
+            store: None,
+            sources: HashMap::new(),
+            bad_origin: None,
+            config: Config::default(),
+            seed: None,
+            persist_interval: Duration::ZERO,
+        }
+    }
+
+    async fn control(&self, input: ControlCall) -> Result<Reply, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner.tx.send(Msg::Control { input, reply }).map_err(|_| EngineError::ShutDown)?;
+        match rx.await.map_err(|_| EngineError::ShutDown)? {
+            Reply::Failed(e) => Err(e.into()),
+            other => Ok(other),
+        }
+    }
+
+    /// Defines a view (or changes its definition, which re-copies it on the
+    /// next sync). The origin must be configured.
+    pub async fn define(&self, def: ViewDef) -> Result<RelationId, EngineError> {
+        def.validate()?;
+        if !self.inner.origins.contains(&def.origin) {
+            return Err(
+                DefinitionError::UnknownOrigin { view: def.name.to_string(), origin: def.origin.to_string() }.into()
+            );
+        }
+        match self.control(ControlCall::Define(def)).await? {
+            Reply::Defined(id) => Ok(id),
+            _ => Err(EngineError::ShutDown),
+        }
+    }
+
+    /// The one idempotent entry point: makes the selected views current —
+    /// materializes what needs it, bootstraps and starts realtime views,
+    /// resumes after reconnects. Safe to call on startup, on reconnect, and
+    /// whenever unsure; overlapping calls coalesce.
+    pub async fn sync(&self, selector: impl IntoSelector) -> Result<SyncSummary, EngineError> {
+        self.sync_with(selector, false).await
+    }
+
+    /// Like [`sync`](Self::sync), but re-materializes materialized views and
+    /// retries failed views now instead of waiting for their back-off.
+    pub async fn sync_forced(&self, selector: impl IntoSelector) -> Result<SyncSummary, EngineError> {
+        self.sync_with(selector, true).await
+    }
+
+    async fn sync_with(&self, selector: impl IntoSelector, force: bool) -> Result<SyncSummary, EngineError> {
+        let selector = selector.into_selector()?;
+        match self.control(ControlCall::Sync { selector, force }).await? {
+            Reply::Synced(s) => Ok(s),
+            _ => Err(EngineError::ShutDown),
+        }
+    }
+
+    /// One status record per selected view.
+    pub async fn status(&self, selector: impl IntoSelector) -> Result<Vec<JobRecord>, EngineError> {
+        let selector = selector.into_selector()?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.tx.send(Msg::Status { selector, reply }).map_err(|_| EngineError::ShutDown)?;
+        rx.await.map_err(|_| EngineError::ShutDown)
+    }
+
+    /// Halts the selected jobs and disables them until [`resume`](Self::resume):
+    /// `sync()` leaves them alone meanwhile.
+    pub async fn stop(&self, selector: impl IntoSelector) -> Result<Vec<ViewName>, EngineError> {
+        let selector = selector.into_selector()?;
+        match self.control(ControlCall::Stop(selector)).await? {
+            Reply::Stopped(v) => Ok(v),
+            _ => Err(EngineError::ShutDown),
+        }
+    }
+
+    /// Re-enables the selected jobs, then syncs them.
+    pub async fn resume(&self, selector: impl IntoSelector) -> Result<SyncSummary, EngineError> {
+        let selector = selector.into_selector()?;
+        match self.control(ControlCall::Resume(selector)).await? {
+            Reply::Resumed(s) => Ok(s),
+            _ => Err(EngineError::ShutDown),
+        }
+    }
+
+    /// Removes the selected views entirely: definition, job, local rows, and
+    /// upstream resources only they held.
+    pub async fn forget(&self, selector: impl IntoSelector) -> Result<Forgotten, EngineError> {
+        let selector = selector.into_selector()?;
+        match self.control(ControlCall::Forget(selector)).await? {
+            Reply::Forgotten { views, warnings } => Ok(Forgotten { views, warnings }),
+            _ => Err(EngineError::ShutDown),
+        }
+    }
+
+    /// Stops every feed cleanly, finishes queued store work and makes it
+    /// durable. Later calls fail with [`EngineError::ShutDown`].
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        match self.control(ControlCall::Shutdown).await {
+            Ok(_) | Err(EngineError::ShutDown) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Subscribes to events (state changes, errors, conflicts). A receiver
+    /// that falls more than 4096 events behind skips the oldest.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Engine counters (passes, snapshots, batches, acks, ...).
+    pub async fn stats(&self) -> Result<Stats, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner.tx.send(Msg::Stats { reply }).map_err(|_| EngineError::ShutDown)?;
+        rx.await.map_err(|_| EngineError::ShutDown)
+    }
+
+    async fn lookup(&self, view: &str) -> Result<(ViewName, RelationId), EngineError> {
+        let name = parse_view_name(view)?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.tx.send(Msg::Lookup { name: name.clone(), reply }).map_err(|_| EngineError::ShutDown)?;
+        let id = rx.await.map_err(|_| EngineError::ShutDown)?.ok_or_else(|| EngineError::UnknownView(name.clone()))?;
+        Ok((name, id))
+    }
+
+    fn read_error(name: ViewName, e: flashsync_core::StoreError) -> EngineError {
+        if e.kind == StoreErrorKind::NotFound {
+            EngineError::NoCopy(name)
+        } else {
+            EngineError::Store(e)
+        }
+    }
+
+    /// One row of a view's local copy, by key.
+    pub async fn get(&self, view: &str, key: &Key) -> Result<Option<Row>, EngineError> {
+        let (name, id) = self.lookup(view).await?;
+        self.inner.store.get(id, key).await.map_err(|e| Self::read_error(name, e))
+    }
+
+    /// Up to `limit` rows of a view's local copy in key order within `range`.
+    pub async fn scan(&self, view: &str, range: &KeyRange, limit: usize) -> Result<Vec<Row>, EngineError> {
+        let (name, id) = self.lookup(view).await?;
+        self.inner.store.scan(id, range, limit).await.map_err(|e| Self::read_error(name, e))
+    }
+
+    /// Every row of a view's local copy in key order.
+    pub async fn scan_all(&self, view: &str) -> Result<Vec<Row>, EngineError> {
+        self.scan(view, &KeyRange::default(), usize::MAX).await
+    }
+
+    /// Number of rows in a view's local copy.
+    pub async fn count(&self, view: &str) -> Result<u64, EngineError> {
+        let (name, id) = self.lookup(view).await?;
+        self.inner.store.count(id).await.map_err(|e| Self::read_error(name, e))
+    }
+}
+
+/// Parses `namespace.name` (parts may be double-quoted, as in selectors).
+fn parse_view_name(text: &str) -> Result<ViewName, EngineError> {
+    match text.parse::<flashsync_core::Selector>()? {
+        flashsync_core::Selector::Map(map) if map.len() == 1 => {
+            let (ns, names) = map.into_iter().next().ok_or(EngineError::ShutDown)?;
+            match names.as_slice() {
+                [name] if !ns.as_str().contains('*') && !name.as_str().contains('*') => {
+                    Ok(ViewName::new(ns.as_str(), name.as_str())?)
+                }
+                _ => {
+                    Err(flashsync_core::SelectorError::Unexpected { at: 0, found: '*', expected: "a single view name" }
+                        .into())
+                }
+            }
+        }
+        _ => {
+            Err(flashsync_core::SelectorError::Unexpected { at: 0, found: '*', expected: "a single view name" }.into())
+        }
+    }
+}

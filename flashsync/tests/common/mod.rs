@@ -1,0 +1,57 @@
+//! Helpers shared by the engine tests (in-memory backends).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use flashsync::{Config, Engine, Persistence, ViewDef};
+use flashsync_core::memory::{MemoryStore, MemoryUpstream, TableIdentity};
+use flashsync_core::Millis;
+
+/// Polls `check` until it returns `Some`, or fails the test after `timeout`
+/// with `what` in the message. Polling reads state; it never stands in for
+/// ordering (each check re-reads the truth).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn upstream() -> MemoryUpstream {
+    let up = MemoryUpstream::new();
+    up.create_table("public", "users", &[("id", "int8"), ("name", "text")], TableIdentity::PrimaryKey(vec![0]));
+    up.create_table("public", "posts", &[("id", "int8"), ("title", "text")], TableIdentity::PrimaryKey(vec![0]));
+    up
+}
+
+pub fn fast_config() -> Config {
+    Config { retry_base: Millis(20), retry_max: Millis(200), ..Config::default() }
+}
+
+pub async fn engine(up: &MemoryUpstream, store: MemoryStore) -> Engine {
+    Engine::builder()
+        .store(store)
+        .origin("postgres:main", up.source())
+        .config(fast_config())
+        .seed(7)
+        .open()
+        .await
+        .unwrap()
+}
+
+pub fn view(name: &str, persistence: Persistence, table: &str) -> ViewDef {
+    ViewDef::new("public", name, persistence, "postgres:main", "public", table).unwrap()
+}
