@@ -61,7 +61,7 @@ pub use error::{
 pub use event::{Event, EventKind, Phase, SyncSummary};
 pub use job::{JobRecord, JobState};
 pub use lsn::Lsn;
-pub use machine::{Config, Input, Machine, OpId, Output, Reply, RequestId, SourceAction, StoreAction};
+pub use machine::{AuditRecord, Config, Input, Machine, OpId, Output, Reply, RequestId, SourceAction, StoreAction};
 pub use rowops::{ApplyReport, Conflict};
 pub use schema::{Column, Identity, RelationSchema, SourceRelId};
 pub use selector::{Pattern, Selector};

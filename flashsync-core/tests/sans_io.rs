@@ -49,7 +49,8 @@ fn core_sources_do_no_io_and_read_no_clock() {
 
 #[test]
 fn core_depends_on_no_runtime_or_randomness() {
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap_or_default();
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap_or_default();
     let deps = manifest.split("[dependencies]").nth(1).unwrap_or("").split("\n[").next().unwrap_or("");
     for bad in ["tokio", "rand", "getrandom", "async-std", "smol"] {
         assert!(!deps.lines().any(|l| l.trim_start().starts_with(bad)), "flashsync-core must not depend on {bad}");

@@ -63,9 +63,40 @@ pub struct Config {
     pub recent_commits: usize,
     /// Times a bootstrap retries a snapshot that raced a commit before failing.
     pub max_snapshot_races: u32,
+    /// Record an [`AuditRecord`] for every transaction applied to a view and
+    /// every copy published, drained with
+    /// [`Machine::drain_audit`](crate::Machine::drain_audit). For simulators
+    /// and checkers; off by default.
+    pub audit: bool,
     /// Test-only deliberate bugs.
     #[doc(hidden)]
     pub bugs: InjectedBugs,
+}
+
+/// What the machine did to a view, for checkers (see [`Config::audit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditRecord {
+    /// The upstream transaction `xid` ending at `end_lsn` is applied to `view`
+    /// by batch `seq` (live, or replayed after a snapshot).
+    Applied {
+        /// The batch.
+        seq: crate::change::BatchSeq,
+        /// The view.
+        view: crate::view::RelationId,
+        /// Wire xid of the transaction.
+        xid: u32,
+        /// Its end LSN.
+        end_lsn: Lsn,
+        /// Replayed from the hold-back after a snapshot.
+        replay: bool,
+    },
+    /// `view`'s copy was replaced by a snapshot taken at `point`.
+    Published {
+        /// The view.
+        view: crate::view::RelationId,
+        /// The snapshot's visibility point.
+        point: SnapshotPoint,
+    },
 }
 
 impl Default for Config {
@@ -78,6 +109,7 @@ impl Default for Config {
             max_batch_ops: 50_000,
             recent_commits: 4096,
             max_snapshot_races: 8,
+            audit: false,
             bugs: InjectedBugs::default(),
         }
     }

@@ -342,7 +342,16 @@ impl Machine {
                 jobs.push(j.clone());
             }
         }
-        self.emit_batch(origin, Progress::Commit { end_lsn }, views, jobs);
+        let touched: Vec<RelationId> = views.iter().map(|v| v.relation_id).chain(txn.partial.iter().copied()).collect();
+        let seq = self.emit_batch(origin, Progress::Commit { end_lsn }, views, jobs);
+        if self.cfg.audit {
+            let mut seen = BTreeSet::new();
+            for view in touched {
+                if seen.insert(view) {
+                    self.audit.push(AuditRecord::Applied { seq, view, xid: txn.xid, end_lsn, replay: false });
+                }
+            }
+        }
         // Hold back the bootstrapping views' share.
         let mut added = 0;
         for (id, ops) in txn.hold {
@@ -351,7 +360,7 @@ impl Machine {
             };
             let bytes: usize = ops.iter().map(op_size).sum();
             h.bytes += bytes;
-            h.txns.push(HeldTxn { xid: txn.xid, final_lsn: txn.final_lsn, ops });
+            h.txns.push(HeldTxn { xid: txn.xid, final_lsn: txn.final_lsn, end_lsn, ops });
             added += bytes;
         }
         *self.held_bytes.entry(origin.clone()).or_default() += added;

@@ -32,7 +32,9 @@ mod view;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-pub use api::{Config, Epoch, InjectedBugs, Input, OpId, Output, Reply, RequestId, SourceAction, StoreAction};
+pub use api::{
+    AuditRecord, Config, Epoch, InjectedBugs, Input, OpId, Output, Reply, RequestId, SourceAction, StoreAction,
+};
 
 use crate::change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
 use crate::error::{ControlError, SourceError, StoreError};
@@ -147,6 +149,7 @@ pub struct Machine {
     next_batch: u64,
     next_epoch: u64,
     out: VecDeque<Output>,
+    audit: Vec<AuditRecord>,
     shut_down: bool,
     stats: Stats,
 }
@@ -175,6 +178,7 @@ impl Machine {
             next_batch: 1,
             next_epoch: 1,
             out: VecDeque::new(),
+            audit: Vec::new(),
             shut_down: false,
             stats: Stats::default(),
         };
@@ -288,6 +292,12 @@ impl Machine {
     /// `queued`, `copying`, `publishing`, `live`).
     pub fn phase(&self, id: RelationId) -> Option<&'static str> {
         self.views.get(&id).map(|v| v.phase.name())
+    }
+
+    /// Takes the audit records gathered since the last call (empty unless
+    /// [`Config::audit`] is set).
+    pub fn drain_audit(&mut self) -> Vec<AuditRecord> {
+        std::mem::take(&mut self.audit)
     }
 
     /// Counters.

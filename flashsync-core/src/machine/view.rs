@@ -27,6 +27,7 @@ pub(super) enum Goal {
 pub(super) struct HeldTxn {
     pub xid: u32,
     pub final_lsn: Lsn,
+    pub end_lsn: Lsn,
     pub ops: Vec<RowOp>,
 }
 

@@ -262,6 +262,9 @@ impl Machine {
         }
         match persistence {
             Persistence::Materialized => {
+                if self.cfg.audit {
+                    self.audit.push(AuditRecord::Published { view: id, point: point.clone() });
+                }
                 let before = self.job(id).map_or(JobState::Idle, |j| j.state);
                 if let Some(v) = self.views.get_mut(&id) {
                     v.job = Some(job);
@@ -282,12 +285,17 @@ impl Machine {
                 // Replay what the feed delivered while the snapshot ran,
                 // skipping what the snapshot already holds.
                 let mut ops = Vec::new();
+                let mut replayed = Vec::new();
                 for t in hold.txns {
                     if !self.cfg.bugs.skip_xid_filter && point.contains(t.xid, t.final_lsn) {
                         self.stats.filtered += 1;
                         continue;
                     }
+                    replayed.push((t.xid, t.end_lsn));
                     ops.extend(t.ops);
+                }
+                if self.cfg.audit {
+                    self.audit.push(AuditRecord::Published { view: id, point: point.clone() });
                 }
                 if let Some(v) = self.views.get_mut(&id) {
                     v.job = Some(job);
@@ -317,6 +325,11 @@ impl Machine {
                 let identity = schema.identity;
                 let views = if ops.is_empty() { Vec::new() } else { vec![ViewOps { relation_id: id, identity, ops }] };
                 let seq = self.emit_batch(&origin, Progress::Replay, views, jobs);
+                if self.cfg.audit {
+                    for (xid, end_lsn) in replayed {
+                        self.audit.push(AuditRecord::Applied { seq, view: id, xid, end_lsn, replay: true });
+                    }
+                }
                 self.replays.insert(seq, id);
             }
         }
