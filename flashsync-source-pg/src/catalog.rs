@@ -1,0 +1,201 @@
+//! Describing upstream relations from the catalog: columns, types, key and
+//! replica identity (DESIGN §4.8).
+
+use flashsync_core::{Column, RelationSchema, SourceError, SourceErrorKind, SourceRelId, UpstreamRelation};
+use tokio_postgres::GenericClient;
+
+use crate::error;
+use crate::shape::{Shape, ShapeColumn};
+
+/// A relation as described for the source's own use.
+#[derive(Clone, Debug)]
+pub(crate) struct Described {
+    /// What the machine gets.
+    pub(crate) schema: RelationSchema,
+    /// What the feed's `Relation` messages should say.
+    pub(crate) shape: Shape,
+    /// `pg_class.oid`.
+    pub(crate) oid: u32,
+}
+
+/// Column facts read from `pg_attribute`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AttrInfo {
+    pub(crate) attnum: i16,
+    pub(crate) name: String,
+    pub(crate) type_oid: u32,
+    pub(crate) type_modifier: i32,
+    pub(crate) type_name: String,
+    pub(crate) generated: bool,
+}
+
+/// Looks up `rel`'s OID, kind and replica identity setting.
+pub(crate) async fn lookup(
+    client: &impl GenericClient,
+    rel: &UpstreamRelation,
+) -> Result<Option<(u32, u8, u8)>, SourceError> {
+    let row = client
+        .query_opt(
+            "SELECT c.oid, c.relkind::text, c.relreplident::text \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&rel.schema, &rel.table],
+        )
+        .await
+        .map_err(|e| error::pg(format!("looking up {rel}"), &e))?;
+    Ok(row.map(|r| {
+        let kind: String = r.get(1);
+        let ident: String = r.get(2);
+        (r.get::<_, u32>(0), kind.bytes().next().unwrap_or(b'?'), ident.bytes().next().unwrap_or(b'd'))
+    }))
+}
+
+/// The live, non-dropped columns of relation `oid`, in order.
+pub(crate) async fn attributes(client: &impl GenericClient, oid: u32) -> Result<Vec<AttrInfo>, SourceError> {
+    let rows = client
+        .query(
+            "SELECT a.attnum, a.attname::text, a.atttypid, a.atttypmod, t.typname::text, \
+                    a.attgenerated <> '' \
+             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| error::pg(format!("reading columns of relation {oid}"), &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| AttrInfo {
+            attnum: r.get(0),
+            name: r.get(1),
+            type_oid: r.get(2),
+            type_modifier: r.get(3),
+            type_name: r.get(4),
+            generated: r.get(5),
+        })
+        .collect())
+}
+
+/// Attribute numbers of the primary key and of the replica identity index.
+async fn keys(client: &impl GenericClient, oid: u32) -> Result<(Option<Vec<i16>>, Option<Vec<i16>>), SourceError> {
+    let rows = client
+        .query(
+            "SELECT i.indisprimary, i.indisreplident, i.indkey::text \
+             FROM pg_catalog.pg_index i \
+             WHERE i.indrelid = $1 AND (i.indisprimary OR i.indisreplident)",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| error::pg(format!("reading keys of relation {oid}"), &e))?;
+    let mut pk = None;
+    let mut ri = None;
+    for r in rows {
+        let text: String = r.get(2);
+        let cols: Vec<i16> = text
+            .split_whitespace()
+            .map(|n| n.parse::<i16>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| error::protocol("reading keys", "unparsable indkey"))?;
+        // Expression index columns (attnum 0) cannot identify rows here.
+        if cols.contains(&0) {
+            continue;
+        }
+        if r.get::<_, bool>(0) {
+            pk = Some(cols.clone());
+        }
+        if r.get::<_, bool>(1) {
+            ri = Some(cols);
+        }
+    }
+    Ok((pk, ri))
+}
+
+/// Describes `rel`. With `feed`, checks it can be mirrored in realtime: a
+/// table (or partitioned table) whose changes identify rows.
+pub(crate) async fn describe(
+    client: &impl GenericClient,
+    rel: &UpstreamRelation,
+    feed: bool,
+) -> Result<Described, SourceError> {
+    let (oid, kind, replident) = lookup(client, rel).await?.ok_or_else(|| SourceError::relation_missing(rel))?;
+    if !matches!(kind, b'r' | b'p' | b'v' | b'm' | b'f') {
+        return Err(SourceError::new(
+            SourceErrorKind::Unsupported,
+            format!("{rel} is not a table, view or materialized view (relkind {:?})", char::from(kind)),
+        ));
+    }
+    if feed && !matches!(kind, b'r' | b'p') {
+        return Err(SourceError::new(
+            SourceErrorKind::Unsupported,
+            format!(
+                "{rel} is a {}; only tables can be mirrored in realtime (logical replication does not publish it)",
+                match kind {
+                    b'v' => "view",
+                    b'm' => "materialized view",
+                    _ => "foreign table",
+                }
+            ),
+        ));
+    }
+    // pgoutput never sends generated columns, so realtime copies leave them
+    // out on both paths; materialized copies keep them.
+    let attrs: Vec<AttrInfo> = attributes(client, oid).await?.into_iter().filter(|a| !(feed && a.generated)).collect();
+    let (pk, ri) = keys(client, oid).await?;
+    let position = |attnums: &[i16]| -> Option<Vec<usize>> {
+        attnums.iter().map(|n| attrs.iter().position(|a| a.attnum == *n)).collect()
+    };
+    let pk_pos = pk.as_deref().and_then(position);
+    let ri_pos = ri.as_deref().and_then(position);
+    let columns: Vec<Column> =
+        attrs.iter().map(|a| Column { name: a.name.clone(), type_name: a.type_name.clone() }).collect();
+    let id = SourceRelId(u64::from(oid));
+    let no_identity = |why: &str| {
+        SourceError::new(
+            SourceErrorKind::ReplicaIdentity,
+            format!(
+                "{rel} {why}; realtime sync needs a primary key or REPLICA IDENTITY FULL \
+                 (ALTER TABLE ... REPLICA IDENTITY FULL)"
+            ),
+        )
+    };
+    let schema = if feed {
+        match (replident, &pk_pos, &ri_pos) {
+            (b'd', Some(k), _) => RelationSchema::keyed(id, columns, k.clone()),
+            (b'd', None, _) => return Err(no_identity("has no primary key and REPLICA IDENTITY DEFAULT")),
+            (b'i', _, Some(k)) => RelationSchema::keyed(id, columns, k.clone()),
+            (b'i', _, None) => return Err(no_identity("has REPLICA IDENTITY USING INDEX but the index is gone")),
+            (b'f', Some(k), _) => RelationSchema::keyed(id, columns, k.clone()),
+            (b'f', None, _) => RelationSchema::full_row(id, columns),
+            _ => return Err(no_identity("has REPLICA IDENTITY NOTHING")),
+        }
+    } else {
+        match (&pk_pos, &ri_pos) {
+            (Some(k), _) | (None, Some(k)) => RelationSchema::keyed(id, columns, k.clone()),
+            _ => RelationSchema::full_row(id, columns),
+        }
+    };
+    // What pgoutput flags as identity: the key for DEFAULT/INDEX, every
+    // column for FULL.
+    let identity_cols: Vec<usize> = match replident {
+        b'd' => pk_pos.clone().unwrap_or_default(),
+        b'i' => ri_pos.clone().unwrap_or_default(),
+        b'f' => (0..attrs.len()).collect(),
+        _ => Vec::new(),
+    };
+    let shape = Shape {
+        namespace: rel.schema.clone(),
+        name: rel.table.clone(),
+        replident,
+        columns: attrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ShapeColumn {
+                name: a.name.clone(),
+                type_oid: a.type_oid,
+                type_modifier: a.type_modifier,
+                identity: identity_cols.contains(&i),
+            })
+            .collect(),
+    };
+    Ok(Described { schema, shape, oid })
+}

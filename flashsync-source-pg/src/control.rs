@@ -1,0 +1,69 @@
+//! Ordinary (non-replication) connections via tokio-postgres, for catalog
+//! queries, publication and slot management, and snapshots.
+
+use std::time::Duration;
+
+use flashsync_core::{SourceError, SourceErrorKind};
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::{Client, NoTls};
+
+use crate::conninfo::{ConnInfo, Host, SslMode};
+use crate::error;
+use crate::session;
+use crate::tls::{self, MakeRustls};
+
+/// Default for how long to wait to connect when the settings do not say.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens a connection with the pinned session settings applied. The
+/// connection's I/O runs on a spawned task that ends with the [`Client`].
+pub(crate) async fn connect(info: &ConnInfo, application_name: &str) -> Result<Client, SourceError> {
+    let mut cfg = tokio_postgres::Config::new();
+    match &info.host {
+        Host::Tcp(h) => cfg.host(h),
+        Host::Unix(p) => cfg.host_path(p),
+    };
+    cfg.port(info.port)
+        .user(&info.user)
+        .dbname(&info.dbname)
+        .application_name(info.application_name.as_deref().unwrap_or(application_name))
+        .connect_timeout(info.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+    if let Some(p) = &info.password {
+        cfg.password(p.expose());
+    }
+    if let Some(o) = &info.options {
+        cfg.options(o);
+    }
+    let what = format!("connecting to {}:{} as {}", info.host, info.port, info.user);
+    let tls = match &info.host {
+        // Postgres never offers TLS on Unix sockets.
+        Host::Unix(_) => None,
+        Host::Tcp(_) => {
+            tls::client_config(info).map_err(|e| SourceError::new(SourceErrorKind::Refused, format!("{what}: {e}")))?
+        }
+    };
+    let client = match tls {
+        None => {
+            cfg.ssl_mode(PgSslMode::Disable);
+            let (client, conn) = cfg.connect(NoTls).await.map_err(|e| error::pg(&what, &e))?;
+            tokio::spawn(async move {
+                // The error, if any, surfaces on the client's next call.
+                let _ = conn.await;
+            });
+            client
+        }
+        Some(config) => {
+            cfg.ssl_mode(match info.sslmode {
+                SslMode::Prefer | SslMode::Disable => PgSslMode::Prefer,
+                _ => PgSslMode::Require,
+            });
+            let (client, conn) = cfg.connect(MakeRustls { config }).await.map_err(|e| error::pg(&what, &e))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            client
+        }
+    };
+    client.batch_execute(&session::set_statement()).await.map_err(|e| error::pg("pinning session settings", &e))?;
+    Ok(client)
+}

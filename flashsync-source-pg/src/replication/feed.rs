@@ -1,0 +1,221 @@
+//! The feed task: reads the walsender's CopyBoth stream, decodes it, hands
+//! events to the consumer through a bounded channel, and keeps the server
+//! informed with standby status updates (DESIGN §4.3).
+//!
+//! Flow control: the task holds at most the events of one message while the
+//! channel is full and stops reading the socket, so TCP back-pressure stops
+//! the walsender — nothing is buffered without bound. Meanwhile a timer keeps
+//! sending status updates every `status_interval`; the walsender reads them
+//! even while it waits to write, so `wal_sender_timeout` never fires on a
+//! consumer that is merely slow (e.g. while a snapshot lands). A keepalive
+//! that asks for a reply is answered as soon as it is read.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashsync_core::{Feedback, Lsn, SourceError, StreamEvent};
+use futures::stream::BoxStream;
+use tokio::sync::{mpsc, Notify};
+
+use super::decoder::FeedDecoder;
+use super::frame::{encode_status_update, parse_copy_data, pg_now_micros, ReplicationFrame};
+use super::transport::{server_error, Frame, WireConn};
+use crate::error::protocol;
+use crate::pgoutput::decode;
+use crate::shape::Shapes;
+
+/// How a feed runs.
+#[derive(Clone, Debug)]
+pub(crate) struct FeedParams {
+    /// Period of unsolicited status updates.
+    pub(crate) status_interval: Duration,
+    /// Events buffered between the task and the consumer.
+    pub(crate) buffer: usize,
+    /// Expected relation shapes (shared with the source).
+    pub(crate) shapes: Shapes,
+}
+
+/// Acknowledged position, shared by [`PgFeedback`] and the task.
+#[derive(Debug, Default)]
+struct AckState {
+    acked: AtomicU64,
+    changed: Notify,
+}
+
+/// [`Feedback`] for a Postgres feed: remembers the highest acknowledged LSN
+/// and wakes the task, which sends it as write/flush/apply position.
+#[derive(Debug)]
+pub(crate) struct PgFeedback {
+    state: Arc<AckState>,
+}
+
+impl Feedback for PgFeedback {
+    fn ack(&self, lsn: Lsn) {
+        let prev = self.state.acked.fetch_max(lsn.0, Ordering::AcqRel);
+        if lsn.0 > prev {
+            self.state.changed.notify_one();
+        }
+    }
+}
+
+type Item = Result<StreamEvent, SourceError>;
+
+/// Starts the task over a connection already in CopyBoth mode.
+pub(crate) fn spawn_feed(conn: WireConn, params: FeedParams) -> (BoxStream<'static, Item>, Box<dyn Feedback>) {
+    let (tx, mut rx) = mpsc::channel::<Item>(params.buffer.max(1));
+    let state = Arc::new(AckState::default());
+    let task = FeedTask {
+        conn,
+        tx,
+        state: state.clone(),
+        decoder: FeedDecoder::new(params.shapes.clone()),
+        pending: VecDeque::new(),
+        reported: 0,
+        status_interval: params.status_interval,
+    };
+    tokio::spawn(task.run());
+    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    (Box::pin(events), Box::new(PgFeedback { state }))
+}
+
+/// What woke the task.
+enum Step {
+    Stop,
+    Nothing,
+    Failed(SourceError),
+    Acked,
+    Tick,
+}
+
+struct FeedTask {
+    conn: WireConn,
+    tx: mpsc::Sender<Item>,
+    state: Arc<AckState>,
+    decoder: FeedDecoder,
+    pending: VecDeque<Item>,
+    /// Last position sent in a status update.
+    reported: u64,
+    status_interval: Duration,
+}
+
+impl FeedTask {
+    async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.status_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set once the stream failed: deliver what is pending, then stop.
+        let mut broken = false;
+        loop {
+            if self.pending.is_empty() {
+                if broken {
+                    break;
+                }
+                // Work through what is already buffered before waiting.
+                match self.conn.try_frame() {
+                    Ok(Some(frame)) => {
+                        match self.on_frame(frame) {
+                            Ok(true) => {
+                                if let Err(e) = self.send_status(false).await {
+                                    self.fail(e, &mut broken);
+                                }
+                            }
+                            Ok(false) => {}
+                            Err(e) => self.fail(e, &mut broken),
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.fail(e, &mut broken);
+                        continue;
+                    }
+                }
+            }
+            let reading = self.pending.is_empty() && !broken;
+            let sending = !self.pending.is_empty();
+            let step = tokio::select! {
+                biased;
+                _ = self.tx.closed() => Step::Stop,
+                permit = self.tx.reserve(), if sending => match permit {
+                    Ok(permit) => {
+                        if let Some(item) = self.pending.pop_front() {
+                            permit.send(item);
+                        }
+                        Step::Nothing
+                    }
+                    Err(_) => Step::Stop,
+                },
+                r = self.conn.fill(), if reading => match r {
+                    Ok(()) => Step::Nothing,
+                    Err(e) => Step::Failed(e),
+                },
+                _ = self.state.changed.notified(), if !broken => Step::Acked,
+                _ = ticker.tick(), if !broken => Step::Tick,
+            };
+            match step {
+                Step::Stop => break,
+                Step::Nothing => {}
+                Step::Failed(e) => self.fail(e, &mut broken),
+                Step::Acked | Step::Tick => {
+                    let due = matches!(step, Step::Tick) || self.state.acked.load(Ordering::Acquire) > self.reported;
+                    if due {
+                        if let Err(e) = self.send_status(false).await {
+                            self.fail(e, &mut broken);
+                        }
+                    }
+                }
+            }
+        }
+        // Dropping the connection closes the socket; the walsender sees EOF,
+        // exits and releases the slot.
+    }
+
+    fn fail(&mut self, e: SourceError, broken: &mut bool) {
+        if !*broken {
+            self.pending.push_back(Err(e));
+            *broken = true;
+        }
+    }
+
+    /// Handles one backend message; `Ok(true)` when the server wants a
+    /// status update now.
+    fn on_frame(&mut self, frame: Frame) -> Result<bool, SourceError> {
+        match frame.tag {
+            b'd' => match parse_copy_data(&frame.body) {
+                Ok(ReplicationFrame::XLogData { data, .. }) => {
+                    let msg = decode(data).map_err(|e| protocol("replication stream", e))?;
+                    if let Some(event) = self.decoder.on_message(msg)? {
+                        self.pending.push_back(Ok(event));
+                    }
+                    Ok(false)
+                }
+                Ok(ReplicationFrame::Keepalive { wal_end, reply_requested, .. }) => {
+                    // Keepalives between the messages of one transaction say
+                    // nothing about commits; only report them between
+                    // transactions, where "everything before wal_end was
+                    // sent" holds.
+                    if !self.decoder.in_transaction() {
+                        self.pending.push_back(Ok(StreamEvent::Keepalive { wal_end, reply_requested }));
+                    }
+                    Ok(reply_requested)
+                }
+                Err(e) => Err(protocol("replication stream", e)),
+            },
+            b'E' => Err(server_error("replication stream", &frame.body)),
+            b'c' => Err(SourceError::connection("the server ended the replication stream")),
+            // Notices and parameter changes.
+            b'N' | b'S' => Ok(false),
+            other => Err(protocol("replication stream", format!("unexpected message {:?}", char::from(other)))),
+        }
+    }
+
+    async fn send_status(&mut self, reply_requested: bool) -> Result<(), SourceError> {
+        let acked = self.state.acked.load(Ordering::Acquire);
+        let lsn = Lsn(acked);
+        let msg = encode_status_update(lsn, lsn, lsn, pg_now_micros(), reply_requested);
+        self.conn.send_copy_data(&msg).await?;
+        self.reported = acked;
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! [`PgSource`]: the [`Source`] over a Postgres origin.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flashsync_core::{
+    FeedStart, Lsn, OriginId, RelationSchema, RowSink, SlotReport, SnapshotPoint, Source, SourceError, SourceErrorKind,
+    Subscription, UpstreamRelation,
+};
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+
+use crate::catalog;
+use crate::conninfo::ConnInfo;
+use crate::control;
+use crate::ident::{default_feed_name, is_valid_slot_name, quote_ident};
+use crate::publication;
+use crate::replication::transport::WireConn;
+use crate::replication::{spawn_feed, FeedParams};
+use crate::shape::Shapes;
+use crate::slot;
+use crate::snapshot::{self, SnapshotLimits};
+
+/// How a [`PgSource`] connects and names and paces its resources.
+#[derive(Clone, Debug)]
+pub struct PgSourceConfig {
+    /// Connection settings (the password is redacted in `Debug`).
+    pub conn: ConnInfo,
+    /// Replication slot name; default derived from the origin id
+    /// ([`default_feed_name`]). Lower-case letters, digits, `_`; ≤ 63 bytes.
+    pub slot_name: String,
+    /// Publication name; by default the same as the slot name.
+    pub publication_name: String,
+    /// `application_name` when the connection settings give none.
+    pub application_name: String,
+    /// Rows per snapshot batch handed to the sink.
+    pub snapshot_batch_rows: usize,
+    /// Approximate bytes per snapshot batch.
+    pub snapshot_batch_bytes: usize,
+    /// Retakes of a snapshot that raced with a commit before giving up.
+    pub snapshot_retries: u32,
+    /// Period of standby status updates while the feed is idle or the
+    /// consumer is not reading. Keep well below the server's
+    /// `wal_sender_timeout` / 2.
+    pub status_interval: Duration,
+    /// Feed events buffered ahead of the consumer.
+    pub feed_buffer: usize,
+    /// Largest single server message accepted on the feed.
+    pub max_message_bytes: usize,
+    /// How long `prepare` waits for transactions that were writing to a
+    /// table when it was added to the publication.
+    pub writer_wait: Duration,
+    /// How long to wait for the slot to be released by a previous
+    /// connection before reporting it busy.
+    pub slot_busy_wait: Duration,
+}
+
+impl PgSourceConfig {
+    /// Defaults for `origin` over `conn`.
+    pub fn new(origin: &OriginId, conn: ConnInfo) -> Self {
+        let name = default_feed_name(origin.as_str());
+        PgSourceConfig {
+            conn,
+            slot_name: name.clone(),
+            publication_name: name,
+            application_name: "flashsync".into(),
+            snapshot_batch_rows: 1000,
+            snapshot_batch_bytes: 4 << 20,
+            snapshot_retries: 50,
+            status_interval: Duration::from_secs(10),
+            feed_buffer: 1024,
+            max_message_bytes: 1 << 30,
+            writer_wait: Duration::from_secs(300),
+            slot_busy_wait: Duration::from_secs(10),
+        }
+    }
+
+    /// Uses `name` for the slot and the publication.
+    pub fn with_feed_name(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.slot_name = name.clone();
+        self.publication_name = name;
+        self
+    }
+
+    /// Sets the status update period.
+    pub fn with_status_interval(mut self, interval: Duration) -> Self {
+        self.status_interval = interval;
+        self
+    }
+}
+
+/// The Postgres [`Source`]: COPY snapshots and `pgoutput` logical
+/// replication over one slot and one publication per origin.
+pub struct PgSource {
+    config: PgSourceConfig,
+    /// Shared connection for catalog and slot/publication management.
+    control: Mutex<Option<Client>>,
+    shapes: Shapes,
+}
+
+impl std::fmt::Debug for PgSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSource")
+            .field("conn", &self.config.conn.to_string())
+            .field("slot", &self.config.slot_name)
+            .field("publication", &self.config.publication_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgSource {
+    /// A source; connects lazily. Fails if a configured name is unusable.
+    pub fn new(config: PgSourceConfig) -> Result<Self, SourceError> {
+        if !is_valid_slot_name(&config.slot_name) {
+            return Err(SourceError::new(
+                SourceErrorKind::Refused,
+                format!(
+                    "slot name {:?} is not valid: use 1 to 63 lower-case letters, digits or underscores",
+                    config.slot_name
+                ),
+            ));
+        }
+        if config.publication_name.is_empty() || config.publication_name.len() > 63 {
+            return Err(SourceError::new(SourceErrorKind::Refused, "publication name must be 1 to 63 bytes"));
+        }
+        Ok(PgSource { config, control: Mutex::new(None), shapes: Shapes::default() })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PgSourceConfig {
+        &self.config
+    }
+
+    async fn connect(&self) -> Result<Client, SourceError> {
+        control::connect(&self.config.conn, &self.config.application_name).await
+    }
+
+    /// Runs `f` with the shared control connection, reconnecting if needed.
+    async fn with_control<T>(
+        &self,
+        f: impl for<'c> FnOnce(&'c Client) -> futures::future::BoxFuture<'c, Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
+        let mut guard = self.control.lock().await;
+        let client = match guard.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => self.connect().await?,
+        };
+        let out = f(&client).await;
+        // Keep the connection unless it broke.
+        if !client.is_closed() && !matches!(&out, Err(e) if e.kind == SourceErrorKind::Connection) {
+            *guard = Some(client);
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Source for PgSource {
+    async fn prepare(&self, relation: &UpstreamRelation, feed: bool) -> Result<RelationSchema, SourceError> {
+        let publication = self.config.publication_name.clone();
+        let wait = self.config.writer_wait;
+        let rel = relation.clone();
+        let described = self
+            .with_control(move |c| {
+                Box::pin(async move {
+                    let d = catalog::describe(c, &rel, feed).await?;
+                    if feed {
+                        publication::ensure(c, &publication).await?;
+                        publication::add(c, &publication, &rel, d.oid, wait).await?;
+                    }
+                    Ok(d)
+                })
+            })
+            .await?;
+        if feed {
+            self.shapes.described(described.oid, described.shape);
+        }
+        Ok(described.schema)
+    }
+
+    async fn snapshot(
+        &self,
+        relation: &UpstreamRelation,
+        schema: &RelationSchema,
+        sink: &mut dyn RowSink,
+    ) -> Result<SnapshotPoint, SourceError> {
+        let mut client = self.connect().await?;
+        let limits = SnapshotLimits {
+            batch_rows: self.config.snapshot_batch_rows.max(1),
+            batch_bytes: self.config.snapshot_batch_bytes.max(1),
+            retries: self.config.snapshot_retries,
+        };
+        snapshot::take(&mut client, relation, schema, sink, &limits).await
+    }
+
+    async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {
+        let slot_name = self.config.slot_name.clone();
+        let publication = self.config.publication_name.clone();
+        let database = self.config.conn.dbname.clone();
+        let busy = self.config.slot_busy_wait;
+        let start: FeedStart = self
+            .with_control(move |c| {
+                Box::pin(async move {
+                    // pgoutput fails on a missing publication; an empty one
+                    // simply carries nothing yet.
+                    publication::ensure(c, &publication).await?;
+                    slot::ensure(c, &slot_name, &database, busy).await
+                })
+            })
+            .await?;
+        let mut conn =
+            WireConn::connect(&self.config.conn, &self.config.application_name, self.config.max_message_bytes).await?;
+        // Slot names are [a-z0-9_] (checked in `new`); the publication list
+        // is parsed as identifiers by pgoutput, so quote it, then quote the
+        // whole option value as a literal.
+        let pubs = quote_ident(&self.config.publication_name).replace('\'', "''");
+        let sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names '{pubs}')",
+            self.config.slot_name,
+            resume.unwrap_or(Lsn::ZERO)
+        );
+        conn.start_copy_both(&sql).await?;
+        let (events, feedback) = spawn_feed(
+            conn,
+            FeedParams {
+                status_interval: self.config.status_interval,
+                buffer: self.config.feed_buffer,
+                shapes: self.shapes.clone(),
+            },
+        );
+        Ok(Subscription { report: SlotReport { slot_id: self.config.slot_name.clone(), start }, events, feedback })
+    }
+
+    async fn release(&self, relation: &UpstreamRelation) -> Result<(), SourceError> {
+        let publication = self.config.publication_name.clone();
+        let rel = relation.clone();
+        self.with_control(move |c| Box::pin(async move { publication::remove(c, &publication, &rel).await })).await
+    }
+
+    async fn drop_feed(&self) -> Result<(), SourceError> {
+        let publication = self.config.publication_name.clone();
+        let slot_name = self.config.slot_name.clone();
+        let busy = self.config.slot_busy_wait;
+        self.with_control(move |c| {
+            Box::pin(async move {
+                slot::drop(c, &slot_name, busy).await?;
+                publication::drop(c, &publication).await
+            })
+        })
+        .await?;
+        self.shapes.clear();
+        Ok(())
+    }
+}
