@@ -28,11 +28,7 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
     let op = format!("apply batch {}", batch.seq.0);
     let mut state = shared.write(&op)?;
     if state.last_seq.is_some_and(|last| batch.seq <= last) {
-        return Err(StoreError::new(
-            StoreErrorKind::Invalid,
-            op,
-            "batch sequence numbers must increase",
-        ));
+        return Err(StoreError::new(StoreErrorKind::Invalid, op, "batch sequence numbers must increase"));
     }
     // Refuse before touching anything: the batch is all or nothing.
     for v in &batch.views {
@@ -41,12 +37,7 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
         }
     }
 
-    let mut access = BatchAccess {
-        shared,
-        state: &mut state,
-        views: HashMap::new(),
-        created: Vec::new(),
-    };
+    let mut access = BatchAccess { shared, state: &mut state, views: HashMap::new(), created: Vec::new() };
     let report = match apply_ops(&batch.views, &mut access) {
         Ok(report) => report,
         Err(e) => {
@@ -70,14 +61,7 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
     for (view, buf) in views {
         if let Some(generation) = buf.fresh {
             if let Some(copy) = state.copies.get_mut(&view) {
-                let old = std::mem::replace(
-                    copy,
-                    Copy {
-                        generation,
-                        schema: copy.schema.clone(),
-                        rows: buf.target,
-                    },
-                );
+                let old = std::mem::replace(copy, Copy { generation, schema: copy.schema.clone(), rows: buf.target });
                 state.retired.push(old.rows);
             }
         }
@@ -136,11 +120,7 @@ fn commit(
     }
     match batch.progress {
         Progress::Commit { end_lsn } => {
-            wb.insert(
-                &ks.origins,
-                batch.origin.as_str(),
-                layout::encode_lsn(end_lsn),
-            );
+            wb.insert(&ks.origins, batch.origin.as_str(), layout::encode_lsn(end_lsn));
             // The transaction is complete: views it left half-applied are whole.
             for (view, origin) in &state.dirty {
                 if *origin == batch.origin {
@@ -150,11 +130,7 @@ fn commit(
         }
         Progress::Partial => {
             for v in &batch.views {
-                wb.insert(
-                    &ks.dirty,
-                    layout::view_key(v.relation_id),
-                    batch.origin.as_str(),
-                );
+                wb.insert(&ks.dirty, layout::view_key(v.relation_id), batch.origin.as_str());
             }
         }
         Progress::Replay => {}
@@ -194,23 +170,10 @@ struct BatchAccess<'a> {
 impl BatchAccess<'_> {
     fn buf(&mut self, view: RelationId) -> Result<&mut ViewBuf, StoreError> {
         if !self.views.contains_key(&view) {
-            let copy = self
-                .state
-                .copies
-                .get(&view)
-                .ok_or_else(|| StoreError::no_view("apply", view))?;
-            self.views.insert(
-                view,
-                ViewBuf {
-                    target: copy.rows.clone(),
-                    fresh: None,
-                    writes: HashMap::new(),
-                },
-            );
+            let copy = self.state.copies.get(&view).ok_or_else(|| StoreError::no_view("apply", view))?;
+            self.views.insert(view, ViewBuf { target: copy.rows.clone(), fresh: None, writes: HashMap::new() });
         }
-        self.views
-            .get_mut(&view)
-            .ok_or_else(|| StoreError::no_view("apply", view))
+        self.views.get_mut(&view).ok_or_else(|| StoreError::no_view("apply", view))
     }
 }
 
@@ -224,23 +187,11 @@ impl RowAccess for BatchAccess<'_> {
                 return Ok(None);
             }
         }
-        let copy = self
-            .state
-            .copies
-            .get(&view)
-            .ok_or_else(|| StoreError::no_view("apply", view))?;
-        copy.rows
-            .get(key)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| engine(format!("read row of view {view}"), e))
+        let copy = self.state.copies.get(&view).ok_or_else(|| StoreError::no_view("apply", view))?;
+        copy.rows.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| engine(format!("read row of view {view}"), e))
     }
 
-    fn write(
-        &mut self,
-        view: RelationId,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-    ) -> Result<(), StoreError> {
+    fn write(&mut self, view: RelationId, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
         self.buf(view)?.writes.insert(key, value);
         Ok(())
     }

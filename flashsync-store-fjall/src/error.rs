@@ -22,12 +22,9 @@ pub(crate) fn engine(op: impl Into<String>, e: fjall::Error) -> StoreError {
     };
     let message = match kind {
         StoreErrorKind::Locked => {
-            "the store is locked: another process (or another FjallStore in this process) has it open"
-                .to_owned()
+            "the store is locked: another process (or another FjallStore in this process) has it open".to_owned()
         }
-        StoreErrorKind::Poisoned => {
-            "an earlier write failed (possibly a hardware fault); reopen the store".to_owned()
-        }
+        StoreErrorKind::Poisoned => "an earlier write failed (possibly a hardware fault); reopen the store".to_owned(),
         _ => format!("fjall: {e}"),
     };
     StoreError::new(kind, op, message)
@@ -64,18 +61,11 @@ pub(crate) fn panicked(op: impl Into<String>, payload: &(dyn std::any::Any + Sen
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned());
-    StoreError::new(
-        StoreErrorKind::Corrupt,
-        op,
-        format!("the storage engine panicked (damaged files?): {detail}"),
-    )
+    StoreError::new(StoreErrorKind::Corrupt, op, format!("the storage engine panicked (damaged files?): {detail}"))
 }
 
 /// Runs `f`, turning a panic into a `Corrupt` error (see [`panicked`]).
-pub(crate) fn guard<T>(
-    op: &str,
-    f: impl FnOnce() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+pub(crate) fn guard<T>(op: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .unwrap_or_else(|payload| Err(panicked(op, payload.as_ref())))
 }

@@ -14,8 +14,7 @@ use async_trait::async_trait;
 use fjall::{Keyspace, PersistMode};
 use flashsync_core::codec::{decode_stored_row, encode_key, encode_stored_row};
 use flashsync_core::{
-    Generation, Identity, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError,
-    StoreErrorKind,
+    Generation, Identity, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError, StoreErrorKind,
 };
 
 use crate::error::{corrupt, engine};
@@ -35,16 +34,11 @@ pub(crate) struct FjallGeneration {
 
 impl FjallGeneration {
     fn op(&self, what: &str) -> String {
-        format!(
-            "{what} generation {} of view {}",
-            self.generation, self.view
-        )
+        format!("{what} generation {} of view {}", self.generation, self.view)
     }
 
     fn rows(&self, op: &str) -> Result<Keyspace, StoreError> {
-        self.rows.clone().ok_or_else(|| {
-            StoreError::new(StoreErrorKind::Closed, op, "generation already finished")
-        })
+        self.rows.clone().ok_or_else(|| StoreError::new(StoreErrorKind::Closed, op, "generation already finished"))
     }
 
     fn worker(&self) -> &Worker {
@@ -61,19 +55,16 @@ impl RowSink for FjallGeneration {
         // row must fail the whole call before anything is written.
         let mut encoded = Vec::with_capacity(rows.len());
         for row in rows {
-            let key = self.schema.key_of(&row).map_err(|e| {
-                StoreError::new(StoreErrorKind::Invalid, op.as_str(), e.to_string())
-            })?;
+            let key = self
+                .schema
+                .key_of(&row)
+                .map_err(|e| StoreError::new(StoreErrorKind::Invalid, op.as_str(), e.to_string()))?;
             encoded.push((encode_key(&key), row));
         }
         let shared = Arc::clone(&self.inner.shared);
         let identity = self.schema.identity;
         let worker_op = op.clone();
-        self.worker()
-            .run(op, move || {
-                write_rows(&shared, &target, identity, encoded, &worker_op)
-            })
-            .await
+        self.worker().run(op, move || write_rows(&shared, &target, identity, encoded, &worker_op)).await
     }
 }
 
@@ -137,14 +128,9 @@ impl Generation for FjallGeneration {
         // the published copy or is deleted.
         self.rows = None;
         let shared = Arc::clone(&self.inner.shared);
-        let (view, generation, schema, job) =
-            (self.view, self.generation, self.schema.clone(), job.clone());
+        let (view, generation, schema, job) = (self.view, self.generation, self.schema.clone(), job.clone());
         let worker_op = op.clone();
-        self.worker()
-            .run(op, move || {
-                publish(&shared, view, generation, schema, rows, &job, &worker_op)
-            })
-            .await
+        self.worker().run(op, move || publish(&shared, view, generation, schema, rows, &job, &worker_op)).await
     }
 
     async fn discard(mut self: Box<Self>) -> Result<(), StoreError> {
@@ -184,13 +170,7 @@ fn publish(
     }
     let ks = &shared.ks;
     let key = layout::view_key(view);
-    let copy = layout::encode_json(
-        "published copy",
-        &CopyRecord {
-            generation,
-            schema: schema.clone(),
-        },
-    )?;
+    let copy = layout::encode_json("published copy", &CopyRecord { generation, schema: schema.clone() })?;
     let mut wb = shared.db.batch().durability(Some(PersistMode::SyncAll));
     wb.insert(&ks.copies, key, copy);
     wb.insert(&ks.jobs, key, layout::encode_json("job record", job)?);
@@ -204,14 +184,7 @@ fn publish(
         return Err(e);
     }
     state.dirty.remove(&view);
-    let old = state.copies.insert(
-        view,
-        Copy {
-            generation,
-            schema,
-            rows,
-        },
-    );
+    let old = state.copies.insert(view, Copy { generation, schema, rows });
     // The switch is durable, and with it everything committed before it.
     if let Some(old) = old {
         state.retired.push(old.rows);
@@ -226,12 +199,7 @@ impl Drop for FjallGeneration {
         // than at the next open.
         if let Some(rows) = self.rows.take() {
             let shared = Arc::clone(&self.inner.shared);
-            let _ = self
-                .inner
-                .worker
-                .spawn("drop abandoned generation", move || {
-                    shared.drop_generation(rows)
-                });
+            let _ = self.inner.worker.spawn("drop abandoned generation", move || shared.drop_generation(rows));
         }
     }
 }

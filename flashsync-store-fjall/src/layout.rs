@@ -37,9 +37,7 @@ pub(crate) const KS_DIRTY: &str = "flashsync.dirty";
 const ROWS_PREFIX: &str = "flashsync.rows.";
 
 /// Every fixed keyspace, in creation order.
-pub(crate) const FIXED_KEYSPACES: [&str; 6] = [
-    KS_META, KS_CATALOG, KS_JOBS, KS_ORIGINS, KS_COPIES, KS_DIRTY,
-];
+pub(crate) const FIXED_KEYSPACES: [&str; 6] = [KS_META, KS_CATALOG, KS_JOBS, KS_ORIGINS, KS_COPIES, KS_DIRTY];
 
 pub(crate) const META_FORMAT_VERSION: &[u8] = b"format_version";
 
@@ -67,12 +65,9 @@ pub(crate) fn view_key(id: RelationId) -> [u8; 8] {
 
 /// Decodes a per-view record key.
 pub(crate) fn decode_view_key(what: &str, bytes: &[u8]) -> Result<RelationId, StoreError> {
-    let raw: [u8; 8] = bytes.try_into().map_err(|_| {
-        corrupt(
-            format!("read {what}"),
-            format!("key of {} bytes, expected 8", bytes.len()),
-        )
-    })?;
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt(format!("read {what}"), format!("key of {} bytes, expected 8", bytes.len())))?;
     Ok(RelationId(u64::from_be_bytes(raw)))
 }
 
@@ -88,19 +83,13 @@ pub(crate) struct CopyRecord {
 /// Encodes a record as JSON. Our records always serialize; an error here would
 /// be a bug in a `Serialize` impl, reported rather than unwrapped.
 pub(crate) fn encode_json<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| {
-        StoreError::new(
-            flashsync_core::StoreErrorKind::Invalid,
-            format!("encode {what}"),
-            e.to_string(),
-        )
-    })
+    serde_json::to_vec(value)
+        .map_err(|e| StoreError::new(flashsync_core::StoreErrorKind::Invalid, format!("encode {what}"), e.to_string()))
 }
 
 /// Decodes a JSON record read from disk; failure means damage.
 pub(crate) fn decode_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| corrupt(format!("read {what}"), format!("undecodable record: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("read {what}"), format!("undecodable record: {e}")))
 }
 
 /// Encodes an applied LSN.
@@ -110,23 +99,16 @@ pub(crate) fn encode_lsn(lsn: Lsn) -> [u8; 8] {
 
 /// Decodes an applied LSN.
 pub(crate) fn decode_lsn(what: &str, bytes: &[u8]) -> Result<Lsn, StoreError> {
-    let raw: [u8; 8] = bytes.try_into().map_err(|_| {
-        corrupt(
-            format!("read {what}"),
-            format!("LSN of {} bytes, expected 8", bytes.len()),
-        )
-    })?;
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt(format!("read {what}"), format!("LSN of {} bytes, expected 8", bytes.len())))?;
     Ok(Lsn(u64::from_be_bytes(raw)))
 }
 
 /// Decodes the stored format version.
 pub(crate) fn decode_format_version(bytes: &[u8]) -> Result<u32, StoreError> {
-    let raw: [u8; 4] = bytes.try_into().map_err(|_| {
-        corrupt(
-            "read format version",
-            format!("{} bytes, expected 4", bytes.len()),
-        )
-    })?;
+    let raw: [u8; 4] =
+        bytes.try_into().map_err(|_| corrupt("read format version", format!("{} bytes, expected 4", bytes.len())))?;
     Ok(u32::from_be_bytes(raw))
 }
 

@@ -118,3 +118,6 @@ pub use options::{Durability, Options};
 pub use store::FjallStore;
 
 pub(crate) use store::Inner;
+
+#[cfg(test)]
+mod tests;

@@ -24,10 +24,7 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
     let op = format!("open {}", path.display());
     check_path(path, &op)?;
     let db = guard(&op, || {
-        Database::builder(path)
-            .cache_size(options.cache_size)
-            .open()
-            .map_err(|e| engine(op.as_str(), e))
+        Database::builder(path).cache_size(options.cache_size).open().map_err(|e| engine(op.as_str(), e))
     })?;
     guard(&op, || check_format(&db, &op))?;
     let ks = Keyspaces {
@@ -38,36 +35,23 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
         dirty: fixed(&db, layout::KS_DIRTY, &op)?,
     };
     let state = guard(&op, || recover(&db, &ks, &op))?;
-    Ok(Shared {
-        db,
-        ks,
-        state: RwLock::new(state),
-        options,
-        path: path.to_owned(),
-    })
+    Ok(Shared { db, ks, state: RwLock::new(state), options, path: path.to_owned() })
 }
 
 fn fixed(db: &Database, name: &str, op: &str) -> Result<Keyspace, StoreError> {
-    db.keyspace(name, KeyspaceCreateOptions::default)
-        .map_err(|e| engine(op, e))
+    db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| engine(op, e))
 }
 
 /// Refuses paths fjall would misbehave on, with a message that says why.
 fn check_path(path: &Path, op: &str) -> Result<(), StoreError> {
     let io = |message: String| StoreError::new(StoreErrorKind::Io, op, message);
     match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_dir() => {
-            return Err(io(format!(
-                "{} exists and is not a directory",
-                path.display()
-            )))
-        }
+        Ok(meta) if !meta.is_dir() => return Err(io(format!("{} exists and is not a directory", path.display()))),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(format!("cannot inspect {}: {e}", path.display()))),
     }
-    let entries =
-        std::fs::read_dir(path).map_err(|e| io(format!("cannot list {}: {e}", path.display())))?;
+    let entries = std::fs::read_dir(path).map_err(|e| io(format!("cannot list {}: {e}", path.display())))?;
     for entry in entries {
         let entry = entry.map_err(|e| io(format!("cannot list {}: {e}", path.display())))?;
         let name = entry.file_name();
@@ -77,9 +61,38 @@ fn check_path(path: &Path, op: &str) -> Result<(), StoreError> {
             return Err(StoreError::new(
                 StoreErrorKind::Incompatible,
                 op,
+                format!("{} is not empty and is not a flashsync store (found {name:?})", path.display()),
+            ));
+        }
+    }
+    check_keyspace_folders(path, op)
+}
+
+/// fjall 3 panics while recovering if a folder under `keyspaces/` is not named
+/// by a number, and then panics again in a destructor (a poisoned lock), which
+/// aborts the process — `catch_unwind` cannot help. Refuse such a directory
+/// before fjall sees it.
+fn check_keyspace_folders(path: &Path, op: &str) -> Result<(), StoreError> {
+    let folder = path.join("keyspaces");
+    let entries = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::new(StoreErrorKind::Io, op, format!("cannot list {}: {e}", folder.display())))
+        }
+    };
+    for entry in entries {
+        let entry = entry
+            .map_err(|e| StoreError::new(StoreErrorKind::Io, op, format!("cannot list {}: {e}", folder.display())))?;
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let numbered = entry.file_name().to_str().is_some_and(|n| n.parse::<u64>().is_ok());
+        if is_dir && !numbered {
+            return Err(corrupt(
+                op,
                 format!(
-                    "{} is not empty and is not a flashsync store (found {name:?})",
-                    path.display()
+                    "unexpected folder {:?} in {}: the store's files are damaged",
+                    entry.file_name(),
+                    folder.display()
                 ),
             ));
         }
@@ -114,13 +127,7 @@ fn check_format(db: &Database, op: &str) -> Result<(), StoreError> {
     for name in &names {
         let ks = fixed(db, name, op)?;
         if !ks.is_empty().map_err(|e| engine(op, e))? {
-            return Err(corrupt(
-                op,
-                format!(
-                    "keyspace {:?} holds data but the store has no format version",
-                    &**name
-                ),
-            ));
+            return Err(corrupt(op, format!("keyspace {:?} holds data but the store has no format version", &**name)));
         }
     }
     for name in layout::FIXED_KEYSPACES {
@@ -128,11 +135,7 @@ fn check_format(db: &Database, op: &str) -> Result<(), StoreError> {
     }
     let meta = fixed(db, layout::KS_META, op)?;
     let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-    batch.insert(
-        &meta,
-        META_FORMAT_VERSION,
-        FORMAT_VERSION.to_be_bytes().to_vec(),
-    );
+    batch.insert(&meta, META_FORMAT_VERSION, FORMAT_VERSION.to_be_bytes().to_vec());
     batch.commit().map_err(|e| engine(op, e))
 }
 
@@ -156,21 +159,11 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
         if !db.keyspace_exists(&name) {
             return Err(corrupt(
                 op,
-                format!(
-                    "view {view}'s published copy is generation {}, whose rows are missing",
-                    record.generation
-                ),
+                format!("view {view}'s published copy is generation {}, whose rows are missing", record.generation),
             ));
         }
         let rows = fixed(db, &name, op)?;
-        copies.insert(
-            view,
-            Copy {
-                generation: record.generation,
-                schema: record.schema,
-                rows,
-            },
-        );
+        copies.insert(view, Copy { generation: record.generation, schema: record.schema, rows });
     }
 
     let mut dirty = BTreeMap::new();
@@ -180,12 +173,7 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
         let origin = std::str::from_utf8(&value)
             .ok()
             .and_then(|s| OriginId::new(s).ok())
-            .ok_or_else(|| {
-                corrupt(
-                    op,
-                    format!("dirty marker of view {view} names no valid origin"),
-                )
-            })?;
+            .ok_or_else(|| corrupt(op, format!("dirty marker of view {view} names no valid origin")))?;
         dirty.insert(view, origin);
     }
 
@@ -195,9 +183,7 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
             continue;
         };
         highest = highest.max(generation);
-        let published = copies
-            .get(&view)
-            .is_some_and(|c| c.generation == generation);
+        let published = copies.get(&view).is_some_and(|c| c.generation == generation);
         if !published {
             let stale = fixed(db, &name, op)?;
             // Not fatal if it fails: it is found again on the next open.

@@ -48,11 +48,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            durability: Durability::Explicit,
-            cache_size: 32 << 20,
-            generation_batch_bytes: 4 << 20,
-        }
+        Options { durability: Durability::Explicit, cache_size: 32 << 20, generation_batch_bytes: 4 << 20 }
     }
 }
 

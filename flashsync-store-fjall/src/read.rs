@@ -8,8 +8,7 @@ use std::ops::Bound;
 use fjall::{Keyspace, Readable};
 use flashsync_core::codec::{decode_stored_row, encode_key};
 use flashsync_core::{
-    JobRecord, Key, KeyRange, OriginId, OriginProgress, RelationId, Row, StoreError, StoredState,
-    ViewRecord,
+    JobRecord, Key, KeyRange, OriginId, OriginProgress, RelationId, Row, StoreError, StoredState, ViewRecord,
 };
 
 use crate::error::{corrupt, engine};
@@ -19,35 +18,21 @@ use crate::shared::Shared;
 /// The rows keyspace of `id`'s published copy.
 fn published(shared: &Shared, op: &str, id: RelationId) -> Result<Keyspace, StoreError> {
     let state = shared.read(op)?;
-    state
-        .copies
-        .get(&id)
-        .map(|copy| copy.rows.clone())
-        .ok_or_else(|| StoreError::no_view(op, id))
+    state.copies.get(&id).map(|copy| copy.rows.clone()).ok_or_else(|| StoreError::no_view(op, id))
 }
 
 /// One row by key.
 pub(crate) fn get(shared: &Shared, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError> {
     let op = format!("get from view {id}");
     let rows = published(shared, &op, id)?;
-    match rows
-        .get(encode_key(key))
-        .map_err(|e| engine(op.as_str(), e))?
-    {
-        Some(bytes) => Ok(Some(
-            decode_stored_row(&bytes).map_err(|e| corrupt(op, e))?.0,
-        )),
+    match rows.get(encode_key(key)).map_err(|e| engine(op.as_str(), e))? {
+        Some(bytes) => Ok(Some(decode_stored_row(&bytes).map_err(|e| corrupt(op, e))?.0)),
         None => Ok(None),
     }
 }
 
 /// Up to `limit` rows in key order, copies repeated.
-pub(crate) fn scan(
-    shared: &Shared,
-    id: RelationId,
-    range: &KeyRange,
-    limit: usize,
-) -> Result<Vec<Row>, StoreError> {
+pub(crate) fn scan(shared: &Shared, id: RelationId, range: &KeyRange, limit: usize) -> Result<Vec<Row>, StoreError> {
     let op = format!("scan view {id}");
     let rows = published(shared, &op, id)?;
     let start = range.start.as_ref().map(encode_key);
@@ -62,10 +47,7 @@ pub(crate) fn scan(
             return Ok(Vec::new());
         }
     }
-    let bounds = (
-        start.map_or(Bound::Unbounded, Bound::Included),
-        end.map_or(Bound::Unbounded, Bound::Excluded),
-    );
+    let bounds = (start.map_or(Bound::Unbounded, Bound::Included), end.map_or(Bound::Unbounded, Bound::Excluded));
     let mut out = Vec::new();
     for item in rows.range::<Vec<u8>, _>(bounds) {
         let value = item.value().map_err(|e| engine(op.as_str(), e))?;
@@ -88,9 +70,7 @@ pub(crate) fn count(shared: &Shared, id: RelationId) -> Result<u64, StoreError> 
     for item in rows.iter() {
         let value = item.value().map_err(|e| engine(op.as_str(), e))?;
         let (_, copies) = decode_stored_row(&value).map_err(|e| corrupt(op.as_str(), e))?;
-        total = total
-            .checked_add(copies)
-            .ok_or_else(|| corrupt(op.as_str(), "row copy counts overflow"))?;
+        total = total.checked_add(copies).ok_or_else(|| corrupt(op.as_str(), "row copy counts overflow"))?;
     }
     Ok(total)
 }
@@ -111,10 +91,7 @@ pub(crate) fn load(shared: &Shared) -> Result<StoredState, StoreError> {
         let id = layout::decode_view_key("catalog", &key)?;
         let view: ViewRecord = layout::decode_json("catalog entry", &value)?;
         if view.relation_id != id {
-            return Err(corrupt(
-                op,
-                format!("catalog entry {id} holds view {}", view.relation_id),
-            ));
+            return Err(corrupt(op, format!("catalog entry {id} holds view {}", view.relation_id)));
         }
         out.views.push(view);
     }
@@ -123,10 +100,7 @@ pub(crate) fn load(shared: &Shared) -> Result<StoredState, StoreError> {
         let id = layout::decode_view_key("jobs", &key)?;
         let job: JobRecord = layout::decode_json("job record", &value)?;
         if job.relation_id != id {
-            return Err(corrupt(
-                op,
-                format!("job record {id} is for view {}", job.relation_id),
-            ));
+            return Err(corrupt(op, format!("job record {id} is for view {}", job.relation_id)));
         }
         out.jobs.push(job);
     }
@@ -136,10 +110,7 @@ pub(crate) fn load(shared: &Shared) -> Result<StoredState, StoreError> {
             .ok()
             .and_then(|s| OriginId::new(s).ok())
             .ok_or_else(|| corrupt(op, "origin progress under an invalid origin id"))?;
-        out.origins.push(OriginProgress {
-            origin,
-            applied: layout::decode_lsn("origin progress", &value)?,
-        });
+        out.origins.push(OriginProgress { origin, applied: layout::decode_lsn("origin progress", &value)? });
     }
     for item in snap.iter(&ks.copies) {
         let (key, value) = item.into_inner().map_err(|e| engine(op, e))?;
@@ -149,8 +120,7 @@ pub(crate) fn load(shared: &Shared) -> Result<StoredState, StoreError> {
     }
     for item in snap.iter(&ks.dirty) {
         let key = item.key().map_err(|e| engine(op, e))?;
-        out.dirty
-            .push(layout::decode_view_key("dirty marker", &key)?);
+        out.dirty.push(layout::decode_view_key("dirty marker", &key)?);
     }
     Ok(out)
 }

@@ -85,30 +85,22 @@ pub(crate) struct Shared {
 impl Shared {
     /// Read access to the state.
     pub fn read(&self, op: &str) -> Result<RwLockReadGuard<'_, State>, StoreError> {
-        let state = self
-            .state
-            .read()
-            .map_err(|_| poisoned(op, "a thread panicked while updating the store's state"))?;
+        let state =
+            self.state.read().map_err(|_| poisoned(op, "a thread panicked while updating the store's state"))?;
         state.check(op)?;
         Ok(state)
     }
 
     /// Write access to the state (writer thread only).
     pub fn write(&self, op: &str) -> Result<RwLockWriteGuard<'_, State>, StoreError> {
-        let state = self
-            .state
-            .write()
-            .map_err(|_| poisoned(op, "a thread panicked while updating the store's state"))?;
+        let state =
+            self.state.write().map_err(|_| poisoned(op, "a thread panicked while updating the store's state"))?;
         state.check(op)?;
         Ok(state)
     }
 
     /// Opens (creating) the rows keyspace of a new generation.
-    pub fn create_generation(
-        &self,
-        view: RelationId,
-        generation: u64,
-    ) -> Result<Keyspace, StoreError> {
+    pub fn create_generation(&self, view: RelationId, generation: u64) -> Result<Keyspace, StoreError> {
         let name = layout::rows_keyspace(view, generation);
         self.db
             .keyspace(&name, fjall::KeyspaceCreateOptions::default)

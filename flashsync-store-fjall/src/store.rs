@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use fjall::PersistMode;
 use flashsync_core::rowops::ApplyReport;
 use flashsync_core::{
-    ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, RelationId,
-    RelationSchema, Row, Store, StoreError, StoreErrorKind, StoredState, ViewRecord,
+    ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, RelationId, RelationSchema, Row, Store,
+    StoreError, StoreErrorKind, StoredState, ViewRecord,
 };
 
 use crate::error::{engine, guard};
@@ -27,7 +27,7 @@ use crate::{apply, open, read};
 /// is dropped.
 #[derive(Clone)]
 pub struct FjallStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What clones share. `worker` is declared first so it drops (draining queued
@@ -39,9 +39,7 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for FjallStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FjallStore")
-            .field("path", &self.inner.shared.path)
-            .finish_non_exhaustive()
+        f.debug_struct("FjallStore").field("path", &self.inner.shared.path).finish_non_exhaustive()
     }
 }
 
@@ -65,12 +63,7 @@ impl FjallStore {
     /// should run it where blocking is acceptable.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<FjallStore, StoreError> {
         let shared = open::open(path.as_ref(), options)?;
-        Ok(FjallStore {
-            inner: Arc::new(Inner {
-                worker: Worker::start()?,
-                shared: Arc::new(shared),
-            }),
-        })
+        Ok(FjallStore { inner: Arc::new(Inner { worker: Worker::start()?, shared: Arc::new(shared) }) })
     }
 
     /// The directory the store lives in.
@@ -106,9 +99,7 @@ impl FjallStore {
     async fn durable(
         &self,
         op: String,
-        fill: impl FnOnce(&Shared, &State, &mut fjall::OwnedWriteBatch) -> Result<(), StoreError>
-            + Send
-            + 'static,
+        fill: impl FnOnce(&Shared, &State, &mut fjall::OwnedWriteBatch) -> Result<(), StoreError> + Send + 'static,
         after: impl FnOnce(&Shared, &mut State) + Send + 'static,
     ) -> Result<(), StoreError> {
         let shared = self.shared();
@@ -213,11 +204,7 @@ impl Store for FjallStore {
     ) -> Result<Box<dyn Generation>, StoreError> {
         let op = format!("begin generation of view {id}");
         if !schema.is_well_formed() {
-            return Err(StoreError::new(
-                StoreErrorKind::Invalid,
-                op,
-                "schema key does not fit its columns",
-            ));
+            return Err(StoreError::new(StoreErrorKind::Invalid, op, "schema key does not fit its columns"));
         }
         let shared = self.shared();
         let worker_op = op.clone();
@@ -246,12 +233,7 @@ impl Store for FjallStore {
 
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
         let shared = self.shared();
-        self.inner
-            .worker
-            .run(format!("apply batch {}", batch.seq.0), move || {
-                apply::apply(&shared, batch)
-            })
-            .await
+        self.inner.worker.run(format!("apply batch {}", batch.seq.0), move || apply::apply(&shared, batch)).await
     }
 
     async fn persist(&self) -> Result<Option<BatchSeq>, StoreError> {
@@ -278,12 +260,7 @@ impl Store for FjallStore {
         guard("get", || read::get(&self.inner.shared, id, key))
     }
 
-    async fn scan(
-        &self,
-        id: RelationId,
-        range: &KeyRange,
-        limit: usize,
-    ) -> Result<Vec<Row>, StoreError> {
+    async fn scan(&self, id: RelationId, range: &KeyRange, limit: usize) -> Result<Vec<Row>, StoreError> {
         guard("scan", || read::scan(&self.inner.shared, id, range, limit))
     }
 

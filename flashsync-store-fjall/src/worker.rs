@@ -40,13 +40,8 @@ impl Worker {
                     job();
                 }
             })
-            .map_err(|e| {
-                StoreError::new(StoreErrorKind::Io, "start writer thread", e.to_string())
-            })?;
-        Ok(Worker {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+            .map_err(|e| StoreError::new(StoreErrorKind::Io, "start writer thread", e.to_string()))?;
+        Ok(Worker { tx: Some(tx), thread: Some(thread) })
     }
 
     /// Runs `f` on the writer thread and waits for its result. A panic in `f`
@@ -69,29 +64,17 @@ impl Worker {
     }
 
     /// Queues `job` without waiting for it (used from `Drop`).
-    pub(crate) fn spawn(
-        &self,
-        op: &str,
-        job: impl FnOnce() + Send + 'static,
-    ) -> Result<(), StoreError> {
+    pub(crate) fn spawn(&self, op: &str, job: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
         self.submit(op, Box::new(job))
     }
 
     fn submit(&self, op: &str, job: Job) -> Result<(), StoreError> {
-        self.tx
-            .as_ref()
-            .ok_or_else(|| closed(op))?
-            .send(job)
-            .map_err(|_| closed(op))
+        self.tx.as_ref().ok_or_else(|| closed(op))?.send(job).map_err(|_| closed(op))
     }
 }
 
 fn closed(op: &str) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Closed,
-        op,
-        "the store's writer thread has stopped",
-    )
+    StoreError::new(StoreErrorKind::Closed, op, "the store's writer thread has stopped")
 }
 
 impl Drop for Worker {
