@@ -9,6 +9,12 @@
 //! even while it waits to write, so `wal_sender_timeout` never fires on a
 //! consumer that is merely slow (e.g. while a snapshot lands). A keepalive
 //! that asks for a reply is answered as soon as it is read.
+//!
+//! Keepalives: the walsender sends one (no reply requested) whenever it has
+//! caught up and our reported flush position is behind what it has read,
+//! and our periodic status updates ask it for one. Between transactions they
+//! become [`StreamEvent::Keepalive`] events, whose `wal_end` an idle consumer
+//! may acknowledge so WAL without changes for it does not pin the slot.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,12 +163,20 @@ impl FeedTask {
                 Step::Stop => break,
                 Step::Nothing => {}
                 Step::Failed(e) => self.fail(e, &mut broken),
-                Step::Acked | Step::Tick => {
-                    let due = matches!(step, Step::Tick) || self.state.acked.load(Ordering::Acquire) > self.reported;
-                    if due {
+                Step::Acked => {
+                    if self.state.acked.load(Ordering::Acquire) > self.reported {
                         if let Err(e) = self.send_status(false).await {
                             self.fail(e, &mut broken);
                         }
+                    }
+                }
+                // Periodic updates ask the server to answer with a
+                // keepalive, so an idle consumer regularly learns how far
+                // the server has read (`wal_end`) and can acknowledge WAL
+                // that carried nothing for it.
+                Step::Tick => {
+                    if let Err(e) = self.send_status(true).await {
+                        self.fail(e, &mut broken);
                     }
                 }
             }

@@ -49,9 +49,11 @@ pub async fn next_event(sub: &mut Subscription) -> StreamEvent {
     }
 }
 
-/// The next non-keepalive event.
+/// The next non-keepalive event, failing the test after `WAIT`.
 pub async fn next_data_event(sub: &mut Subscription) -> StreamEvent {
+    let deadline = Instant::now() + WAIT;
     loop {
+        assert!(Instant::now() < deadline, "no transaction within {WAIT:?} (only keepalives)");
         match next_event(sub).await {
             StreamEvent::Keepalive { .. } => continue,
             e => return e,
