@@ -1,0 +1,46 @@
+//! # flashsync-fuzz-targets
+//!
+//! The bodies of flashsync's fuzz targets, one function per target, each
+//! taking the fuzzer's raw bytes:
+//!
+//! | target | function | what it checks |
+//! |---|---|---|
+//! | `pgoutput_decode` | [`pgoutput_decode`] | the `pgoutput` decoder, the replication frame parser, the COPY text and value parsers never panic; decoded messages and frames re-encode to bytes that decode to the same thing |
+//! | `core_machine` | [`core_machine`] | the sync [`Machine`](flashsync_core::Machine) under arbitrary input sequences: no panic, bounded output, legal and fully reported state changes, acks never ahead of durability, one pass at a time, no busy timer loop, one reply per request |
+//! | `selector_parse` | [`selector_parse`] | selector parsing never panics; `Display` of a selector re-parses to an equal selector; wildcard matching agrees with a reference matcher |
+//! | `row_codec` | [`row_codec`] | the key encoding preserves order and round-trips (and is canonical); row and stored-row encodings round-trip; decoding arbitrary bytes never panics |
+//!
+//! Two callers share these functions:
+//!
+//! - the libFuzzer targets in `fuzz/fuzz_targets/*.rs` (run with
+//!   `fuzz/run.sh TARGET SECONDS`), which pass every generated input here;
+//! - this crate's `tests/corpus.rs`, which replays every file of
+//!   `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/` on stable
+//!   Rust, so `cargo test --workspace` exercises every target and every crash
+//!   ever found.
+//!
+//! A property violation panics (that is how libFuzzer learns of it); a clean
+//! return means the input passed.
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod machine;
+pub mod pgoutput;
+pub mod selector;
+
+pub use codec::row_codec;
+pub use machine::core_machine;
+pub use pgoutput::pgoutput_decode;
+pub use selector::selector_parse;
+
+/// A fuzz target body: takes the raw input, panics on a violated property.
+pub type Target = fn(&[u8]);
+
+/// Every target by its cargo-fuzz name.
+pub const TARGETS: [(&str, Target); 4] = [
+    ("pgoutput_decode", pgoutput_decode),
+    ("core_machine", core_machine),
+    ("selector_parse", selector_parse),
+    ("row_codec", row_codec),
+];
