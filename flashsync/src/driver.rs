@@ -35,6 +35,7 @@ pub(crate) enum Msg {
     Control { input: ControlCall, reply: oneshot::Sender<Reply> },
     Status { selector: Selector, reply: oneshot::Sender<Vec<JobRecord>> },
     Lookup { name: ViewName, reply: oneshot::Sender<Option<RelationId>> },
+    Schema { id: RelationId, reply: oneshot::Sender<Option<flashsync_core::RelationSchema>> },
     Stats { reply: oneshot::Sender<Stats> },
     Input(Input),
     Subscribed { origin: OriginId, epoch: Epoch, result: Result<(SlotReport, Box<dyn Feedback>), SourceError> },
@@ -66,6 +67,40 @@ struct FeedHandle {
 
 type Generations = Arc<Mutex<HashMap<OpId, Box<dyn Generation>>>>;
 
+/// A snapshot in progress, as [`crate::Engine::snapshots`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotProgress {
+    /// The view being copied.
+    pub relation_id: RelationId,
+    /// The upstream relation.
+    pub relation: flashsync_core::UpstreamRelation,
+    /// Rows written so far.
+    pub rows: u64,
+    /// When the copy started.
+    pub started: std::time::Instant,
+}
+
+pub(crate) type Progress = Arc<Mutex<HashMap<OpId, SnapshotProgress>>>;
+
+/// Counts rows on their way into a generation.
+struct Counting<'a> {
+    inner: &'a mut dyn Generation,
+    progress: &'a Progress,
+    op: OpId,
+}
+
+#[async_trait::async_trait]
+impl flashsync_core::RowSink for Counting<'_> {
+    async fn write(&mut self, rows: Vec<flashsync_core::Row>) -> Result<(), StoreError> {
+        let n = rows.len() as u64;
+        self.inner.write(rows).await?;
+        if let Some(p) = self.progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&self.op) {
+            p.rows += n;
+        }
+        Ok(())
+    }
+}
+
 /// Shared by the tasks that carry out actions.
 #[derive(Clone)]
 pub(crate) struct Executors {
@@ -73,6 +108,7 @@ pub(crate) struct Executors {
     pub sources: Arc<HashMap<OriginId, Arc<dyn Source>>>,
     pub to_machine: mpsc::UnboundedSender<Msg>,
     generations: Generations,
+    pub progress: Progress,
 }
 
 /// Feed events forwarded per message at most (amortizes channel overhead).
@@ -97,9 +133,16 @@ impl Driver {
         sources: HashMap<OriginId, Arc<dyn Source>>,
         events: broadcast::Sender<Event>,
         persist_interval: Duration,
+        progress: Progress,
     ) -> mpsc::UnboundedSender<Msg> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let exec = Executors { store, sources: Arc::new(sources), to_machine: tx.clone(), generations: Arc::default() };
+        let exec = Executors {
+            store,
+            sources: Arc::new(sources),
+            to_machine: tx.clone(),
+            generations: Arc::default(),
+            progress,
+        };
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         let dirty = Arc::new(Wake::default());
         tokio::spawn(store_worker(exec.clone(), store_rx, dirty.clone()));
@@ -170,6 +213,9 @@ impl Driver {
             Msg::Lookup { name, reply } => {
                 let _ = reply.send(self.machine.relation_id(&name));
             }
+            Msg::Schema { id, reply } => {
+                let _ = reply.send(self.machine.schema(id).cloned());
+            }
             Msg::Stats { reply } => {
                 let _ = reply.send(self.machine.stats().clone());
             }
@@ -222,17 +268,24 @@ impl Driver {
             SourceAction::Prepare { op, origin, relation, feed } => {
                 let exec = self.exec.clone();
                 tokio::spawn(async move {
+                    let t = std::time::Instant::now();
                     let result = match exec.source(&origin) {
                         Ok(s) => s.prepare(&relation, feed).await,
                         Err(e) => Err(e),
                     };
+                    tracing::debug!(%relation, ok = result.is_ok(), "prepare took {:?}", t.elapsed());
                     exec.input(Input::Prepared { op, result });
                 });
             }
             SourceAction::Snapshot { op, origin, relation_id, relation, schema } => {
                 let exec = self.exec.clone();
                 tokio::spawn(async move {
+                    let t = std::time::Instant::now();
                     let result = exec.snapshot(op, &origin, relation_id, &relation, &schema).await;
+                    match &result {
+                        Ok(p) => tracing::debug!(%relation, rows = p.rows, "snapshot took {:?}", t.elapsed()),
+                        Err(e) => tracing::debug!(%relation, "snapshot failed after {:?}: {e}", t.elapsed()),
+                    }
                     exec.input(Input::Snapshotted { op, result });
                 });
             }
@@ -346,7 +399,17 @@ impl Executors {
     ) -> Result<flashsync_core::SnapshotPoint, SourceError> {
         let source = self.source(origin)?;
         let mut generation = self.store.begin_generation(id, schema).await?;
-        match source.snapshot(relation, schema, &mut *generation).await {
+        let entry = SnapshotProgress {
+            relation_id: id,
+            relation: relation.clone(),
+            rows: 0,
+            started: std::time::Instant::now(),
+        };
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(op, entry);
+        let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
+        let result = source.snapshot(relation, schema, &mut sink).await;
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
+        match result {
             Ok(point) => {
                 self.generations.lock().unwrap_or_else(|e| e.into_inner()).insert(op, generation);
                 Ok(point)
@@ -372,7 +435,10 @@ impl Executors {
                 return;
             }
         };
-        let sub = match source.subscribe(resume).await {
+        let t = std::time::Instant::now();
+        let subscribed = source.subscribe(resume).await;
+        tracing::debug!(%origin, ok = subscribed.is_ok(), "subscribe took {:?}", t.elapsed());
+        let sub = match subscribed {
             Ok(sub) => sub,
             Err(e) => {
                 let _ = self.to_machine.send(Msg::Subscribed { origin, epoch, result: Err(e) });
@@ -466,8 +532,9 @@ async fn store_worker(exec: Executors, mut rx: mpsc::UnboundedReceiver<StoreJob>
             }
             StoreAction::Publish { op, job } => {
                 let generation = exec.generations.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
+                let t = std::time::Instant::now();
                 let result = match generation {
-                    Some(g) => g.publish(&job).await,
+                    Some(g) => g.publish(&job).await.inspect(|()| tracing::debug!("publish took {:?}", t.elapsed())),
                     None => Err(StoreError::new(
                         StoreErrorKind::NotFound,
                         "publish",

@@ -11,7 +11,7 @@ use flashsync_core::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::driver::{now, ControlCall, Driver, Msg};
+use crate::driver::{now, ControlCall, Driver, Msg, Progress, SnapshotProgress};
 use crate::error::EngineError;
 use crate::selection::IntoSelector;
 
@@ -96,8 +96,16 @@ impl EngineBuilder {
         let machine = Machine::new(self.config, seed, state, now());
         let (events, _) = broadcast::channel(4096);
         let origins = self.sources.keys().cloned().collect();
-        let tx = Driver::spawn(machine, store.clone(), self.sources, events.clone(), self.persist_interval);
-        Ok(Engine { inner: Arc::new(Inner { tx, store, events, origins }) })
+        let progress = Progress::default();
+        let tx = Driver::spawn(
+            machine,
+            store.clone(),
+            self.sources,
+            events.clone(),
+            self.persist_interval,
+            progress.clone(),
+        );
+        Ok(Engine { inner: Arc::new(Inner { tx, store, events, origins, progress }) })
     }
 }
 
@@ -106,6 +114,7 @@ struct Inner {
     store: Arc<dyn Store>,
     events: broadcast::Sender<Event>,
     origins: Vec<OriginId>,
+    progress: Progress,
 }
 
 impl Drop for Inner {
@@ -260,6 +269,19 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
+    /// Snapshots running right now, with rows copied so far (for progress
+    /// displays: rows / elapsed gives the rate).
+    pub fn snapshots(&self) -> Vec<SnapshotProgress> {
+        let mut v: Vec<_> = self.inner.progress.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        v.sort_by_key(|p| p.relation_id);
+        v
+    }
+
+    /// The configured origins.
+    pub fn origins(&self) -> &[OriginId] {
+        &self.inner.origins
+    }
+
     /// Engine counters (passes, snapshots, batches, acks, ...).
     pub async fn stats(&self) -> Result<Stats, EngineError> {
         let (reply, rx) = oneshot::channel();
@@ -281,6 +303,14 @@ impl Engine {
         } else {
             EngineError::Store(e)
         }
+    }
+
+    /// The columns, key and identity of a view's local copy.
+    pub async fn schema(&self, view: &str) -> Result<flashsync_core::RelationSchema, EngineError> {
+        let (name, id) = self.lookup(view).await?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.tx.send(Msg::Schema { id, reply }).map_err(|_| EngineError::ShutDown)?;
+        rx.await.map_err(|_| EngineError::ShutDown)?.ok_or(EngineError::NoCopy(name))
     }
 
     /// One row of a view's local copy, by key.

@@ -43,6 +43,7 @@ mod engine;
 mod error;
 mod selection;
 
+pub use driver::SnapshotProgress;
 pub use engine::{Engine, EngineBuilder, Forgotten};
 pub use error::EngineError;
 pub use flashsync_core::{
@@ -50,3 +51,11 @@ pub use flashsync_core::{
     SyncSummary, Value, ViewDef, ViewName,
 };
 pub use selection::IntoSelector;
+
+/// The durable fjall store ([`flashsync_store_fjall`]).
+#[cfg(feature = "fjall")]
+pub use flashsync_store_fjall as fjall;
+
+/// The Postgres source ([`flashsync_source_pg`]).
+#[cfg(feature = "postgres")]
+pub use flashsync_source_pg as postgres;

@@ -283,6 +283,11 @@ impl Machine {
             .collect()
     }
 
+    /// The schema of a view's published copy, if it has one.
+    pub fn schema(&self, id: RelationId) -> Option<&RelationSchema> {
+        self.views.get(&id).and_then(|v| v.schema.as_deref())
+    }
+
     /// The id of a view, if defined.
     pub fn relation_id(&self, name: &ViewName) -> Option<RelationId> {
         self.names.get(name).copied()

@@ -1,0 +1,160 @@
+//! The local admin endpoint `flashsync run` opens, so other `flashsync`
+//! commands can reach a store that `run` holds.
+//!
+//! A Unix domain socket at `<store>/admin/flashsync.sock`. The `admin`
+//! directory is created owner-only (0700) and the socket is 0600, so no other
+//! user on the host can connect: they could stop sync or read mirrored rows.
+//! The protocol is one JSON request line, answered by JSON lines: a header
+//! `{"ok":true,...}` or `{"ok":false,"error":"..."}`; `dump` then streams one
+//! JSON array per row and ends with `{"end":true}`.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flashsync::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::output;
+
+/// A request to a running `flashsync run`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status { selector: String },
+    Sync { selector: String, force: bool },
+    Stop { selector: String },
+    Resume { selector: String },
+    Forget { selector: String },
+    Dump { view: String, limit: Option<usize> },
+}
+
+pub fn socket_path(store: &Path) -> PathBuf {
+    store.join("admin").join("flashsync.sock")
+}
+
+/// Binds the endpoint and serves it until the engine shuts down.
+pub async fn serve(engine: Engine, store: &Path) -> Result<PathBuf, String> {
+    let dir = store.join("admin");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create admin directory {}: {e}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
+    let path = socket_path(store);
+    if path.exists() {
+        // A stale socket from a run that did not exit cleanly (we hold the
+        // store lock, so no live run owns it).
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener =
+        UnixListener::bind(&path).map_err(|e| format!("cannot open admin socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else { continue };
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                if let Err(e) = handle(engine, conn).await {
+                    tracing::debug!("admin connection: {e}");
+                }
+            });
+        }
+    });
+    Ok(path)
+}
+
+async fn handle(engine: Engine, conn: UnixStream) -> std::io::Result<()> {
+    let (read, mut write) = conn.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let Some(line) = lines.next_line().await? else { return Ok(()) };
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => return send(&mut write, &json!({"ok": false, "error": format!("bad request: {e}")})).await,
+    };
+    match request {
+        Request::Dump { view, limit } => {
+            let (columns, rows) = match output::dump(&engine, &view, limit).await {
+                Ok(x) => x,
+                Err(e) => return send(&mut write, &json!({"ok": false, "error": e})).await,
+            };
+            send(&mut write, &json!({"ok": true, "columns": columns})).await?;
+            for row in rows {
+                send(&mut write, &output::row_json(&row)).await?;
+            }
+            send(&mut write, &json!({"end": true})).await
+        }
+        other => {
+            let reply = match execute(&engine, other).await {
+                Ok(result) => json!({"ok": true, "result": result}),
+                Err(e) => json!({"ok": false, "error": e}),
+            };
+            send(&mut write, &reply).await
+        }
+    }
+}
+
+/// Runs a (non-dump) request against an engine; the JSON result.
+pub async fn execute(engine: &Engine, request: Request) -> Result<Json, String> {
+    let j = |v: Result<Json, serde_json::Error>| v.map_err(|e| e.to_string());
+    match request {
+        Request::Status { selector } => {
+            j(serde_json::to_value(engine.status(selector).await.map_err(|e| e.to_string())?))
+        }
+        Request::Sync { selector, force } => {
+            let s = if force { engine.sync_forced(selector).await } else { engine.sync(selector).await };
+            j(serde_json::to_value(s.map_err(|e| e.to_string())?))
+        }
+        Request::Stop { selector } => j(serde_json::to_value(engine.stop(selector).await.map_err(|e| e.to_string())?)),
+        Request::Resume { selector } => {
+            j(serde_json::to_value(engine.resume(selector).await.map_err(|e| e.to_string())?))
+        }
+        Request::Forget { selector } => {
+            let f = engine.forget(selector).await.map_err(|e| e.to_string())?;
+            Ok(json!({"views": f.views, "warnings": f.warnings}))
+        }
+        Request::Dump { .. } => Err("dump is streamed".into()),
+    }
+}
+
+async fn send(w: &mut (impl AsyncWriteExt + Unpin), v: &Json) -> std::io::Result<()> {
+    let mut line = v.to_string();
+    line.push('\n');
+    w.write_all(line.as_bytes()).await
+}
+
+/// A connection to a running `flashsync run`, if one serves `store`.
+pub async fn connect(store: &Path) -> Option<UnixStream> {
+    let path = socket_path(store);
+    if !path.exists() {
+        return None;
+    }
+    tokio::time::timeout(Duration::from_secs(2), UnixStream::connect(&path)).await.ok()?.ok()
+}
+
+/// Sends a request and collects the answer lines.
+pub async fn call(conn: UnixStream, request: &Request) -> Result<Vec<Json>, String> {
+    let (read, mut write) = conn.into_split();
+    let line = serde_json::to_string(request).map_err(|e| e.to_string())?;
+    write.write_all(format!("{line}\n").as_bytes()).await.map_err(|e| format!("admin endpoint: {e}"))?;
+    let mut lines = BufReader::new(read).lines();
+    let mut out = Vec::new();
+    while let Some(l) = lines.next_line().await.map_err(|e| format!("admin endpoint: {e}"))? {
+        let v: Json = serde_json::from_str(&l).map_err(|e| format!("admin endpoint sent garbage: {e}"))?;
+        if v.get("ok") == Some(&Json::Bool(false)) {
+            return Err(v.get("error").and_then(Json::as_str).unwrap_or("request failed").to_owned());
+        }
+        let end = v.get("end").is_some();
+        out.push(v);
+        if end || out.len() == 1 && !matches!(request, Request::Dump { .. }) {
+            break;
+        }
+    }
+    Ok(out)
+}

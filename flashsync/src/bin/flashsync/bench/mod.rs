@@ -1,0 +1,41 @@
+//! `flashsync bench`: figures against the physical limits, each as a ratio
+//! to a baseline measured in the same run (these machines are noisy; ratios
+//! are what travels). Each prints a human summary on stderr and, as the last
+//! line of stdout, one JSON object with the figures.
+
+mod snapshot;
+
+use clap::Subcommand;
+use serde_json::Value as Json;
+
+use crate::CliError;
+
+#[derive(Subcommand)]
+pub enum Which {
+    /// Materialize an N-row table (mixed types) into fjall vs draining
+    /// `COPY … TO STDOUT` of the same table in this process.
+    Snapshot {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Use this server instead of a throwaway cluster.
+        #[arg(long)]
+        pg: Option<String>,
+    },
+}
+
+pub async fn run(which: Which) -> Result<(), CliError> {
+    let report = match which {
+        Which::Snapshot { rows, pg } => snapshot::run(rows, pg.as_deref()).await?,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+/// Adds the process's peak RSS to a report.
+pub fn with_rss(mut report: Json) -> Json {
+    if let (Some(obj), Some(rss)) = (report.as_object_mut(), crate::output::peak_rss_bytes()) {
+        obj.insert("peak_rss_bytes".into(), rss.into());
+        obj.insert("peak_rss_mib".into(), ((rss as f64 / 1048576.0 * 10.0).round() / 10.0).into());
+    }
+    report
+}

@@ -1,0 +1,114 @@
+//! `status`, `sync`, `stop`, `resume`, `forget`, `dump`: through the admin
+//! endpoint of a running `flashsync run`, or on the store directly.
+
+use serde_json::Value as Json;
+
+use crate::admin::{self, Request};
+use crate::config::Config;
+use crate::output;
+use crate::{local, CliError};
+
+/// Runs a control request and prints its result.
+pub async fn control(config: &Config, request: Request, json: bool) -> Result<(), CliError> {
+    let result = match admin::connect(&config.store).await {
+        Some(conn) => admin::call(conn, &request).await.map_err(CliError)?.remove(0)["result"].take(),
+        None => {
+            let store = local::open_store(config)?;
+            let define = matches!(request, Request::Sync { .. } | Request::Resume { .. });
+            let engine = local::engine(config, store, define).await?;
+            let r = admin::execute(&engine, request.clone()).await;
+            engine.shutdown().await.map_err(|e| CliError(e.to_string()))?;
+            r.map_err(CliError)?
+        }
+    };
+    if json {
+        println!("{result}");
+        return Ok(());
+    }
+    match request {
+        Request::Status { .. } => {
+            let records: Vec<flashsync::JobRecord> =
+                serde_json::from_value(result).map_err(|e| CliError(e.to_string()))?;
+            print!("{}", output::status_table(&records));
+        }
+        Request::Sync { .. } | Request::Resume { .. } => {
+            let s: flashsync::SyncSummary = serde_json::from_value(result).map_err(|e| CliError(e.to_string()))?;
+            print!("{}", output::summary_text(&s));
+            if !s.failed.is_empty() {
+                return Err(CliError(format!("{} view(s) failed", s.failed.len())));
+            }
+        }
+        Request::Stop { .. } => print_names("stopped", &result),
+        Request::Forget { .. } => {
+            print_names("forgot", &result["views"]);
+            for w in result["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            }
+        }
+        Request::Dump { .. } => {}
+    }
+    Ok(())
+}
+
+fn print_names(verb: &str, names: &Json) {
+    let names: Vec<String> = names
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| format!("{}.{}", n["namespace"].as_str().unwrap_or(""), n["name"].as_str().unwrap_or("")))
+        .collect();
+    if names.is_empty() {
+        println!("no views match");
+    } else {
+        println!("{verb}: {}", names.join(", "));
+    }
+}
+
+/// `flashsync dump VIEW`: the local copy's rows.
+pub async fn dump(config: &Config, view: &str, limit: Option<usize>, json: bool) -> Result<(), CliError> {
+    let (columns, rows): (Vec<String>, Vec<Json>) = match admin::connect(&config.store).await {
+        Some(conn) => {
+            let mut lines = admin::call(conn, &Request::Dump { view: view.into(), limit }).await.map_err(CliError)?;
+            let header = lines.remove(0);
+            lines.pop(); // end marker
+            let columns = header["columns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c.as_str().unwrap_or("").to_owned())
+                .collect();
+            (columns, lines)
+        }
+        None => {
+            let store = local::open_store(config)?;
+            let engine = local::engine(config, store, false).await?;
+            let r = output::dump(&engine, view, limit).await;
+            engine.shutdown().await.map_err(|e| CliError(e.to_string()))?;
+            let (columns, rows) = r.map_err(CliError)?;
+            (columns, rows.iter().map(output::row_json).collect())
+        }
+    };
+    if json {
+        for row in rows {
+            let obj: serde_json::Map<String, Json> =
+                columns.iter().cloned().zip(row.as_array().cloned().unwrap_or_default()).collect();
+            println!("{}", Json::Object(obj));
+        }
+    } else {
+        println!("{}", columns.join("\t"));
+        for row in rows {
+            let cells: Vec<String> = row
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| match v {
+                    Json::Null => "NULL".into(),
+                    Json::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            println!("{}", cells.join("\t"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The configuration file: where the store lives, which origins exist, which
+//! views to sync.
+//!
+//! ```toml
+//! store = "./flashsync-data"          # relative to this file: db/ holds the data, admin/ the socket
+//!
+//! [origins."postgres:main"]
+//! url_env = "DATABASE_URL"            # or: url = "postgres://app@db/main?sslmode=verify-full"
+//!
+//! [[views]]
+//! name = "users_cache"                # namespace defaults to "public"
+//! persistence = "materialized"
+//! origin = "postgres:main"
+//! upstream = "public.users"
+//!
+//! [[views]]
+//! namespace = "public"
+//! name = "posts_live"
+//! persistence = "realtime"
+//! origin = "postgres:main"
+//! upstream = "public.posts"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use flashsync::postgres::{ConnInfo, PgSource, PgSourceConfig};
+use flashsync::{Persistence, ViewDef};
+use flashsync_core::OriginId;
+use serde::Deserialize;
+
+/// The config file did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    store: PathBuf,
+    #[serde(default)]
+    origins: BTreeMap<String, RawOrigin>,
+    #[serde(default)]
+    views: Vec<RawView>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrigin {
+    url: Option<String>,
+    url_env: Option<String>,
+    slot: Option<String>,
+    publication: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    #[serde(default = "public")]
+    namespace: String,
+    name: String,
+    persistence: String,
+    origin: String,
+    upstream: String,
+}
+
+fn public() -> String {
+    "public".into()
+}
+
+/// How to reach one origin.
+pub struct Origin {
+    pub id: OriginId,
+    conn: Result<ConnInfo, String>,
+    slot: Option<String>,
+    publication: Option<String>,
+}
+
+impl Origin {
+    /// The Postgres source for this origin; fails only when the connection
+    /// settings are missing or invalid (nothing connects yet).
+    pub fn source(&self) -> Result<PgSource, String> {
+        let conn = self.conn.clone()?;
+        let mut cfg = PgSourceConfig::new(&self.id, conn);
+        if let Some(s) = &self.slot {
+            cfg.slot_name = s.clone();
+        }
+        if let Some(p) = &self.publication {
+            cfg.publication_name = p.clone();
+        }
+        PgSource::new(cfg).map_err(|e| format!("origin {}: {e}", self.id))
+    }
+}
+
+/// A loaded, validated configuration.
+pub struct Config {
+    pub store: PathBuf,
+    pub origins: Vec<Origin>,
+    pub views: Vec<ViewDef>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let store = if raw.store.is_absolute() { raw.store } else { base.join(raw.store) };
+        let mut origins = Vec::new();
+        for (id, o) in raw.origins {
+            let id = OriginId::new(&id).map_err(|e| invalid(format!("origin {id:?}: {e}")))?;
+            let conn = match (o.url, o.url_env) {
+                (Some(_), Some(_)) => return Err(invalid(format!("origin {id}: give url or url_env, not both"))),
+                (None, None) => return Err(invalid(format!("origin {id}: needs url or url_env"))),
+                (Some(url), None) => url.parse::<ConnInfo>().map_err(|e| format!("origin {id}: {e}")),
+                (None, Some(var)) => match std::env::var(&var) {
+                    Ok(url) => url.parse::<ConnInfo>().map_err(|e| format!("origin {id} (from ${var}): {e}")),
+                    Err(_) => Err(format!("origin {id}: environment variable {var} is not set")),
+                },
+            };
+            origins.push(Origin { id, conn, slot: o.slot, publication: o.publication });
+        }
+        let mut views = Vec::new();
+        for v in raw.views {
+            let persistence: Persistence =
+                v.persistence.parse().map_err(|e| invalid(format!("view {}.{}: {e}", v.namespace, v.name)))?;
+            let (schema, table) = split_relation(&v.upstream).ok_or_else(|| {
+                invalid(format!("view {}.{}: upstream {:?} must be schema.table", v.namespace, v.name, v.upstream))
+            })?;
+            let def = ViewDef::new(&v.namespace, &v.name, persistence, &v.origin, &schema, &table)
+                .map_err(|e| invalid(format!("view {}.{}: {e}", v.namespace, v.name)))?;
+            if !origins.iter().any(|o| o.id == def.origin) {
+                return Err(invalid(format!(
+                    "view {}: origin {} is not configured under [origins]",
+                    def.name, def.origin
+                )));
+            }
+            if views.iter().any(|d: &ViewDef| d.name == def.name) {
+                return Err(invalid(format!("view {} is defined twice", def.name)));
+            }
+            views.push(def);
+        }
+        Ok(Config { store, origins, views })
+    }
+}
+
+/// Splits `schema.table`; either part may be double-quoted (`""` escapes a quote).
+pub fn split_relation(text: &str) -> Option<(String, String)> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = text.trim().chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return None;
+    }
+    parts.push(cur);
+    match parts.as_slice() {
+        [s, t] if !s.is_empty() && !t.is_empty() => Some((s.clone(), t.clone())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_config_and_rejects_mistakes() {
+        let text = r#"
+store = "data"
+[origins."postgres:main"]
+url = "postgres://app:s3cret@localhost:5432/main"
+[[views]]
+name = "users_cache"
+persistence = "materialized"
+origin = "postgres:main"
+upstream = 'public."Odd.Name"'
+"#;
+        let c = Config::parse(Path::new("/etc/fs/flashsync.toml"), text).unwrap();
+        assert_eq!(c.store, Path::new("/etc/fs/data"));
+        assert_eq!(c.views[0].upstream.table, "Odd.Name");
+        assert!(c.origins[0].source().is_ok());
+
+        let bad_origin = text.replace("origin = \"postgres:main\"\nupstream", "origin = \"postgres:other\"\nupstream");
+        assert!(matches!(Config::parse(Path::new("x.toml"), &bad_origin), Err(ConfigError::Invalid { .. })));
+        let typo = text.replace("persistence = \"materialized\"", "persistance = \"materialized\"");
+        assert!(matches!(Config::parse(Path::new("x.toml"), &typo), Err(ConfigError::Parse { .. })));
+        let e = Config::parse(Path::new("x.toml"), &text.replace("s3cret@localhost:5432", "s3cret@:notaport"))
+            .map(|c| c.origins[0].source().err());
+        assert!(!format!("{e:?}").contains("s3cret"), "secrets never appear in errors");
+    }
+
+    #[test]
+    fn splits_relations() {
+        assert_eq!(split_relation("public.users"), Some(("public".into(), "users".into())));
+        assert_eq!(split_relation(r#""a.b"."c""d""#), Some(("a.b".into(), "c\"d".into())));
+        assert_eq!(split_relation("users"), None);
+        assert_eq!(split_relation("a.b.c"), None);
+        assert_eq!(split_relation("\"a.b"), None);
+    }
+}

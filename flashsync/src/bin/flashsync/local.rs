@@ -1,0 +1,97 @@
+//! Opening a store and an engine in this process (when no `flashsync run`
+//! holds the store).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flashsync::fjall::{FjallStore, Options};
+use flashsync::Engine;
+use flashsync_core::{
+    Lsn, RelationSchema, RowSink, SnapshotPoint, Source, SourceError, SourceErrorKind, StoreErrorKind, Subscription,
+    UpstreamRelation,
+};
+
+use crate::config::Config;
+use crate::CliError;
+
+/// Stands in for an origin whose connection settings are unusable, so its
+/// views still load and report why they cannot sync.
+struct Unavailable(String);
+
+#[async_trait]
+impl Source for Unavailable {
+    async fn prepare(&self, _: &UpstreamRelation, _: bool) -> Result<RelationSchema, SourceError> {
+        Err(self.err())
+    }
+    async fn snapshot(
+        &self,
+        _: &UpstreamRelation,
+        _: &RelationSchema,
+        _: &mut dyn RowSink,
+    ) -> Result<SnapshotPoint, SourceError> {
+        Err(self.err())
+    }
+    async fn subscribe(&self, _: Option<Lsn>) -> Result<Subscription, SourceError> {
+        Err(self.err())
+    }
+    async fn release(&self, _: &UpstreamRelation) -> Result<(), SourceError> {
+        Err(self.err())
+    }
+    async fn drop_feed(&self) -> Result<(), SourceError> {
+        Err(self.err())
+    }
+}
+
+impl Unavailable {
+    fn err(&self) -> SourceError {
+        SourceError::new(SourceErrorKind::Refused, self.0.clone())
+    }
+}
+
+/// The store directory holds the fjall database in `db/` and the admin
+/// endpoint in `admin/`.
+pub fn db_path(store: &std::path::Path) -> std::path::PathBuf {
+    store.join("db")
+}
+
+pub fn open_store(config: &Config) -> Result<FjallStore, CliError> {
+    FjallStore::open(db_path(&config.store), Options::default()).map_err(|e| match e.kind {
+        StoreErrorKind::Locked => CliError(format!(
+            "the store at {} is held by another process (is `flashsync run` running without its admin endpoint?)",
+            config.store.display()
+        )),
+        _ => CliError(format!("cannot open the store at {}: {e}", config.store.display())),
+    })
+}
+
+/// An engine over the configured store and origins. With `define`, the
+/// config's views are (re)defined first.
+pub async fn engine(config: &Config, store: FjallStore, define: bool) -> Result<Engine, CliError> {
+    let mut builder = Engine::builder().store(store);
+    for origin in &config.origins {
+        let source: Arc<dyn Source> = match origin.source() {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::warn!("{e}");
+                Arc::new(Unavailable(e))
+            }
+        };
+        builder = builder.shared_origin(origin.id.as_str(), source);
+    }
+    let engine = builder.open().await.map_err(|e| CliError(e.to_string()))?;
+    if define {
+        for def in &config.views {
+            engine.define(def.clone()).await.map_err(|e| CliError(format!("view {}: {e}", def.name)))?;
+        }
+        let configured: Vec<_> = config.views.iter().map(|v| v.name.clone()).collect();
+        for st in engine.status("*").await.map_err(|e| CliError(e.to_string()))? {
+            let name = flashsync::ViewName { namespace: st.namespace.clone(), name: st.name.clone() };
+            if !configured.contains(&name) {
+                tracing::warn!(
+                    "view {name} is in the store but not in the config; `flashsync forget {name}` removes it"
+                );
+            }
+        }
+    }
+    Ok(engine)
+}

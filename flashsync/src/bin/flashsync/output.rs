@@ -1,0 +1,102 @@
+//! Rendering for people (tables, summaries) and for programs (JSON).
+
+use flashsync::{Engine, JobRecord, Row, SyncSummary, Value};
+use serde_json::{json, Value as Json};
+
+/// A view's columns and rows (up to `limit`).
+pub async fn dump(engine: &Engine, view: &str, limit: Option<usize>) -> Result<(Vec<String>, Vec<Row>), String> {
+    let schema = engine.schema(view).await.map_err(|e| e.to_string())?;
+    let rows = engine.scan(view, &Default::default(), limit.unwrap_or(usize::MAX)).await.map_err(|e| e.to_string())?;
+    Ok((schema.columns.into_iter().map(|c| c.name).collect(), rows))
+}
+
+pub fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => json!(b),
+        Value::Int(i) => json!(i),
+        Value::Float(x) if x.is_finite() => json!(x),
+        Value::Float(x) if x.is_nan() => json!("NaN"),
+        Value::Float(x) => json!(if *x > 0.0 { "Infinity" } else { "-Infinity" }),
+        Value::Text(s) => json!(s),
+        Value::Bytes(b) => json!(hex(b)),
+    }
+}
+
+pub fn row_json(row: &Row) -> Json {
+    Json::Array(row.0.iter().map(value_json).collect())
+}
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(2 + 2 * b.len());
+    s.push_str("\\x");
+    for byte in b {
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
+}
+
+fn cell(s: &str, width: usize) -> String {
+    let shown: String = s.chars().take(width).collect();
+    format!("{shown:<width$}")
+}
+
+/// The status table.
+pub fn status_table(records: &[JobRecord]) -> String {
+    if records.is_empty() {
+        return "no views match\n".into();
+    }
+    let name_w = records.iter().map(|r| r.namespace.len() + r.name.len() + 1).max().unwrap_or(4).clamp(4, 40);
+    let mut out = format!(
+        "{}  {:<12}  {:<7}  {:<7}  {:<18}  {:>7}  {}\n",
+        cell("VIEW", name_w),
+        "MODE",
+        "ENABLED",
+        "STATE",
+        "LAST COMMIT",
+        "RETRIES",
+        "LAST ERROR"
+    );
+    for r in records {
+        out.push_str(&format!(
+            "{}  {:<12}  {:<7}  {:<7}  {:<18}  {:>7}  {}\n",
+            cell(&format!("{}.{}", r.namespace, r.name), name_w),
+            r.mode.to_string(),
+            if r.enabled { "yes" } else { "no" },
+            r.state.to_string(),
+            r.last_seen_commit.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+            r.retry_count,
+            r.last_error.as_deref().map(|e| e.chars().take(100).collect::<String>()).unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+pub fn summary_text(s: &SyncSummary) -> String {
+    let list = |v: &[flashsync::ViewName]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let mut out = String::new();
+    if !s.materialized.is_empty() {
+        out.push_str(&format!("synced (materialized): {}\n", list(&s.materialized)));
+    }
+    if !s.realtime.is_empty() {
+        out.push_str(&format!("running (realtime):    {}\n", list(&s.realtime)));
+    }
+    if !s.disabled.is_empty() {
+        out.push_str(&format!("disabled (stopped):    {}\n", list(&s.disabled)));
+    }
+    for (v, e) in &s.failed {
+        out.push_str(&format!("failed:                {v}: {e}\n"));
+    }
+    if out.is_empty() {
+        out.push_str("no views match\n");
+    }
+    out
+}
+
+/// Peak resident memory of this process, in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,96 @@
+//! `flashsync run`: sync everything, keep realtime views running, serve the
+//! admin endpoint, stop cleanly on Ctrl-C or SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use flashsync::Engine;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::{admin, local, output, CliError};
+
+pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError> {
+    let store = local::open_store(config)?;
+    let engine = local::engine(config, store, true).await?;
+    let socket = admin::serve(engine.clone(), &config.store).await.map_err(CliError)?;
+    tracing::info!(store = %config.store.display(), admin = %socket.display(), views = config.views.len(), "flashsync running");
+    let progress = tokio::spawn(show_progress(engine.clone()));
+
+    let summary = engine.sync("*").await.map_err(|e| CliError(e.to_string()))?;
+    eprint!("{}", output::summary_text(&summary));
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| CliError(format!("cannot watch SIGTERM: {e}")))?;
+    let mut tick = tokio::time::interval(resync_every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => {
+                // sync() is idempotent: a periodic call is the safety net for
+                // anything that went quiet (it also retries failed views whose
+                // back-off has passed).
+                if let Err(e) = engine.sync("*").await {
+                    tracing::warn!("periodic sync: {e}");
+                }
+            }
+        }
+    }
+    eprintln!("shutting down...");
+    progress.abort();
+    engine.shutdown().await.map_err(|e| CliError(e.to_string()))?;
+    let _ = std::fs::remove_file(&socket);
+    eprintln!("stopped cleanly; everything applied is durable");
+    Ok(())
+}
+
+/// Snapshot progress: bars with rows and rows/s on a terminal, log lines
+/// otherwise.
+pub async fn show_progress(engine: Engine) {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{spinner} {prefix:32} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let mut bars: std::collections::BTreeMap<flashsync::RelationId, ProgressBar> = Default::default();
+    let mut last_log = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let running = engine.snapshots();
+        let names: std::collections::BTreeMap<_, _> = engine
+            .status("*")
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.relation_id, format!("{}.{}", s.namespace, s.name)))
+            .collect();
+        bars.retain(|id, bar| {
+            let keep = running.iter().any(|p| p.relation_id == *id);
+            if !keep {
+                bar.finish_and_clear();
+            }
+            keep
+        });
+        for p in &running {
+            let secs = p.started.elapsed().as_secs_f64().max(0.001);
+            let msg = format!("{} rows  {:.0} rows/s", p.rows, p.rows as f64 / secs);
+            let name = names.get(&p.relation_id).cloned().unwrap_or_else(|| p.relation.to_string());
+            if tty {
+                let bar = bars.entry(p.relation_id).or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new_spinner());
+                    b.set_style(style.clone());
+                    b.set_prefix(format!("copying {name}"));
+                    b
+                });
+                bar.set_message(msg);
+                bar.tick();
+            } else if last_log.elapsed() > Duration::from_secs(5) {
+                tracing::info!("copying {name}: {msg}");
+            }
+        }
+        if !tty && last_log.elapsed() > Duration::from_secs(5) {
+            last_log = Instant::now();
+        }
+    }
+}
