@@ -138,13 +138,27 @@ pub(crate) async fn take(
         // The shape must still be the one described (read under the same
         // snapshot and lock).
         let attrs = catalog::attributes(&tx, u32::try_from(schema.source_id.0).unwrap_or(0)).await?;
-        let type_oids = schema
-            .columns
-            .iter()
-            .map(|c| attrs.iter().find(|a| a.name == c.name && a.type_name == c.type_name).map(|a| a.type_oid))
-            .collect::<Option<Vec<u32>>>();
+        // Realtime schemas leave generated columns out (pgoutput does not
+        // send them); materialized ones keep them. Anything else means the
+        // relation changed since it was described.
+        let matches = |list: &[&catalog::AttrInfo]| {
+            list.len() == schema.columns.len()
+                && list.iter().zip(&schema.columns).all(|(a, c)| a.name == c.name && a.type_name == c.type_name)
+        };
+        let all: Vec<&catalog::AttrInfo> = attrs.iter().collect();
+        let stored: Vec<&catalog::AttrInfo> = attrs.iter().filter(|a| !a.generated).collect();
         let current = catalog::lookup(&tx, rel).await?;
-        let Some(type_oids) = type_oids.filter(|_| current.map(|c| u64::from(c.0)) == Some(schema.source_id.0)) else {
+        let same_relation = current.map(|c| u64::from(c.0)) == Some(schema.source_id.0);
+        let type_oids: Vec<u32> = if !same_relation {
+            return Err(SourceError::new(
+                SourceErrorKind::Unsupported,
+                format!("{rel} was dropped and re-created since it was described; describe it again"),
+            ));
+        } else if matches(&all) {
+            all.iter().map(|a| a.type_oid).collect()
+        } else if matches(&stored) {
+            stored.iter().map(|a| a.type_oid).collect()
+        } else {
             return Err(SourceError::new(
                 SourceErrorKind::Unsupported,
                 format!("{rel} changed shape since it was described; describe it again"),

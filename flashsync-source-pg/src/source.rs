@@ -142,9 +142,15 @@ impl PgSource {
         f: impl for<'c> FnOnce(&'c Client) -> futures::future::BoxFuture<'c, Result<T, SourceError>>,
     ) -> Result<T, SourceError> {
         let mut guard = self.control.lock().await;
-        let client = match guard.take() {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect().await?,
+        // A cached connection may have died with the server (restart,
+        // failover) without noticing yet: probe it before use.
+        let cached = match guard.take() {
+            Some(c) if !c.is_closed() && c.batch_execute("").await.is_ok() => Some(c),
+            _ => None,
+        };
+        let client = match cached {
+            Some(c) => c,
+            None => self.connect().await?,
         };
         let out = f(&client).await;
         // Keep the connection unless it broke.

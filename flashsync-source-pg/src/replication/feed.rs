@@ -217,7 +217,11 @@ impl FeedTask {
                 Err(e) => Err(protocol("replication stream", e)),
             },
             b'E' => Err(server_error("replication stream", &frame.body)),
-            b'c' => Err(SourceError::connection("the server ended the replication stream")),
+            // CopyDone, or CommandComplete without it (a walsender that is
+            // shutting down ends the COPY this way).
+            b'c' | b'C' | b'Z' => {
+                Err(SourceError::connection("the server ended the replication stream (is it shutting down?)"))
+            }
             // Notices and parameter changes.
             b'N' | b'S' => Ok(false),
             other => Err(protocol("replication stream", format!("unexpected message {:?}", char::from(other)))),
