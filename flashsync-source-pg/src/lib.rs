@@ -6,8 +6,19 @@
 //! publication), following DESIGN §4.
 //!
 //! ```no_run
-//! use flashsync_core::{OriginId, Source, UpstreamRelation};
+//! use flashsync_core::{OriginId, Row, RowSink, Source, StoreError, UpstreamRelation};
 //! use flashsync_source_pg::{ConnInfo, PgSource, PgSourceConfig};
+//!
+//! /// Any sink works; stores hand out generations.
+//! struct Collect(Vec<Row>);
+//!
+//! #[async_trait::async_trait]
+//! impl RowSink for Collect {
+//!     async fn write(&mut self, rows: Vec<Row>) -> Result<(), StoreError> {
+//!         self.0.extend(rows);
+//!         Ok(())
+//!     }
+//! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let conn: ConnInfo = "postgres://app:secret@db.internal/main?sslmode=verify-full&sslrootcert=/etc/ca.pem".parse()?;
@@ -15,15 +26,12 @@
 //! let source = PgSource::new(PgSourceConfig::new(&origin, conn))?;
 //! let users = UpstreamRelation::new("public", "users")?;
 //! let schema = source.prepare(&users, true).await?; // now in the publication
-//! let mut rows = Vec::new();
+//! let mut rows = Collect(Vec::new());
 //! let point = source.snapshot(&users, &schema, &mut rows).await?;
 //! let sub = source.subscribe(None).await?;
-//! println!("copied {} rows at {:?}; feed {:?}", point.rows, point.lsn, sub.report);
+//! println!("copied {} rows at {}; feed {:?}", point.rows, point.lsn, sub.report);
 //! # Ok(()) }
 //! ```
-//!
-//! (`Vec<Row>` is not a `RowSink`; the example stands for any sink, such as
-//! a store generation.)
 //!
 //! ## What it guarantees
 //!

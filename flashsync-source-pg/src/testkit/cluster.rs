@@ -40,15 +40,16 @@ pub struct Cluster {
     reaper: Option<Child>,
 }
 
-/// The directory holding `initdb` and `postgres`: `PG_BINDIR`, `pg_config
-/// --bindir`, or the newest `/usr/lib/postgresql/*/bin`.
+/// The directory holding `initdb` and `postgres`: `PG_BINDIR` if set (and
+/// nothing else), else `pg_config --bindir`, else the newest
+/// `/usr/lib/postgresql/*/bin`.
 pub fn find_bindir() -> Option<PathBuf> {
     let ok = |p: &Path| p.join("initdb").is_file() && p.join("postgres").is_file();
+    // An explicit PG_BINDIR is the only place looked at (so it can also
+    // point nowhere to exercise the skip path).
     if let Ok(d) = std::env::var("PG_BINDIR") {
         let p = PathBuf::from(d);
-        if ok(&p) {
-            return Some(p);
-        }
+        return ok(&p).then_some(p);
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());

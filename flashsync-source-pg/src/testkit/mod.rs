@@ -66,7 +66,9 @@ pub fn skip(test: &str, why: &str) {
     if pg_required() {
         panic!("{msg}Postgres is required here (CI=true or FLASHSYNC_REQUIRE_PG=1)");
     }
-    eprintln!("{msg}");
+    // Straight to the process's stderr: libtest captures `eprintln!` of
+    // passing tests, and a skip must not go unseen.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
 }
 
 /// Where the shared server is.
