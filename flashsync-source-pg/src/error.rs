@@ -34,7 +34,14 @@ pub(crate) fn pg(step: impl std::fmt::Display, e: &tokio_postgres::Error) -> Sou
         return SourceError::new(kind_for_sqlstate(db.code().code()), msg);
     }
     // No SQLSTATE: I/O, closed connection, TLS, protocol — all retryable.
-    let text = e.to_string();
+    // The causes say what actually went wrong (e.g. which certificate
+    // check failed); they are I/O and TLS errors, never connection strings.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
     SourceError::connection(format!("{step}: {text}"))
 }
 

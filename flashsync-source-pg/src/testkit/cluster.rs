@@ -17,9 +17,19 @@ pub struct ClusterOptions {
     /// `name = value` lines added to `postgresql.conf` (values verbatim:
     /// quote strings yourself).
     pub settings: Vec<(String, String)>,
+    /// Files written into the data directory before the server starts
+    /// (mode 0600, owned by the server's user), e.g. TLS keys; settings can
+    /// name them by relative path.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 impl ClusterOptions {
+    /// Adds a file to the data directory.
+    pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((name.into(), contents.into()));
+        self
+    }
+
     /// Adds a setting.
     pub fn set(mut self, name: &str, value: &str) -> Self {
         self.settings.push((name.into(), value.into()));
@@ -165,6 +175,16 @@ impl Cluster {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         settings.extend(options.settings);
+        for (name, contents) in &options.files {
+            use std::os::unix::fs::PermissionsExt;
+            let path = data.join(name);
+            fs::write(&path, contents).map_err(|e| err(format!("writing {name}: {e}")))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(|e| err(format!("chmod {name}: {e}")))?;
+            if let Some((uid, gid)) = run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| err(format!("chown {name}: {e}")))?;
+            }
+        }
         for (k, v) in &settings {
             writeln!(conf, "{k} = {v}").map_err(|e| err(format!("writing postgresql.conf: {e}")))?;
         }

@@ -9,4 +9,5 @@ mod identifiers;
 mod prepare;
 mod slot;
 mod snapshot;
+mod tls;
 mod types;
