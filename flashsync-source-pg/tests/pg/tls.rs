@@ -8,8 +8,6 @@ use flashsync_core::{FeedStart, OriginId, Source, UpstreamRelation};
 use flashsync_source_pg::testkit::{self, ClusterOptions};
 use flashsync_source_pg::{ConnInfo, Host, PgSource, PgSourceConfig, SslMode};
 
-use crate::common::*;
-
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
