@@ -1,0 +1,573 @@
+//! Invariant checkers, run after every step.
+//!
+//! The checkers never trust the machine's own account of the world. They
+//! know the truth from the upstream workload ([`Upstream`]: every commit's
+//! effect, and what every snapshot could see) and from what the driver
+//! actually did to the store, and hold the machine to it:
+//!
+//! - **no commit applied twice**: with [`Config::audit`] the machine says
+//!   which transaction it applied to which view in which batch; once that
+//!   batch is in the store, the transaction must not have been applied to the
+//!   view since its copy was last published, and the published snapshot must
+//!   not already contain it (decided from the upstream's visibility at the
+//!   instant the snapshot ran, not from the machine's `SnapshotPoint`);
+//! - **mirror exact and never ahead**: each view's copy in the store equals a
+//!   *mirror* the checker keeps — the snapshot's content, plus the effect of
+//!   exactly the commits the audit says were applied — so it only ever holds
+//!   committed upstream changes; and a live view whose feed has passed its
+//!   snapshot holds exactly the commits up to the machine's position, with no
+//!   gap (upstream as of a commit prefix);
+//! - **legal state transitions** ([`JobState::is_legal`]) for the view's mode;
+//! - **ack ≤ durable**: every acknowledgement is at most the highest LSN of a
+//!   batch the store reported durable;
+//! - **one pass at a time**: at most one pass fence outstanding, passes equal
+//!   fences, and a burst of `sync()` calls arriving together runs at most two
+//!   passes;
+//! - **one feed at a time**: no subscription while another is open, and the
+//!   upstream refused none;
+//! - **a disabled job never applies a commit**;
+//! - **crash consistency**: after a restart, every copy equals its mirror as
+//!   of the last durable point.
+//!
+//! [`Config::audit`]: flashsync_core::Config::audit
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flashsync_core::machine::Epoch;
+use flashsync_core::{
+    ApplyBatch, AuditRecord, BatchSeq, Event, EventKind, JobState, Lsn, Machine, OpId, Persistence, Phase, Progress,
+    RelationId, Row, SnapshotPoint, ViewDef,
+};
+
+use crate::store::Durable;
+use crate::upstream::{key_of, state_of, TableKind, TableState, Upstream, Visibility};
+
+/// A broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// Which invariant (a short stable name).
+    pub invariant: &'static str,
+    /// What exactly happened.
+    pub detail: String,
+}
+
+/// What the checker knows about a snapshot the driver ran.
+#[derive(Clone, Debug)]
+pub struct SnapRecord {
+    /// The view.
+    pub view: RelationId,
+    /// The upstream table.
+    pub table: &'static str,
+    /// What the source reported.
+    pub point: SnapshotPoint,
+    /// What the snapshot could see (the truth).
+    pub vis: Visibility,
+}
+
+/// A view's copy as it must be.
+#[derive(Clone, Debug)]
+struct Mirror {
+    table: &'static str,
+    kind: TableKind,
+    mode: Persistence,
+    vis: Visibility,
+    /// The snapshot's position.
+    lsn: Lsn,
+    /// Commits applied since the snapshot (by log index).
+    applied: BTreeSet<usize>,
+    rows: TableState,
+    /// A large transaction is half applied: the copy is between states.
+    partial: bool,
+    /// Commits of the table verified present (an index into its history).
+    verified: usize,
+}
+
+/// One applied-transaction claim waiting for its batch to reach the store.
+#[derive(Clone, Debug)]
+struct Claim {
+    view: RelationId,
+    xid: u32,
+    end_lsn: Lsn,
+}
+
+/// A burst of `sync()` calls that arrived together.
+#[derive(Clone, Debug, Default)]
+struct Burst {
+    outstanding: usize,
+    fences_before: u64,
+}
+
+/// Invariant state for one run.
+#[derive(Default)]
+pub struct Checker {
+    /// The first violation found, if any.
+    pub violation: Option<Violation>,
+    mirrors: BTreeMap<RelationId, Mirror>,
+    durable: BTreeMap<RelationId, Mirror>,
+    claims: BTreeMap<BatchSeq, Vec<Claim>>,
+    /// End LSNs of executed commit batches of this incarnation.
+    commit_batches: BTreeMap<BatchSeq, Lsn>,
+    /// Highest LSN the store reported durable.
+    durable_lsn: Option<Lsn>,
+    /// Views' definitions as last delivered to the machine.
+    defs: BTreeMap<RelationId, ViewDef>,
+    disabled: BTreeSet<RelationId>,
+    fences_open: BTreeSet<OpId>,
+    /// Pass fences emitted by this incarnation of the machine.
+    pub fences: u64,
+    bursts: BTreeMap<u64, Burst>,
+    /// Most passes any burst ran.
+    pub max_passes_per_burst: u64,
+    /// Bursts completed.
+    pub bursts_done: u64,
+    /// Calls in completed bursts.
+    pub burst_calls: u64,
+    /// Transactions applied to views (claims that reached the store).
+    pub applied_claims: u64,
+}
+
+impl Checker {
+    fn fail(&mut self, invariant: &'static str, detail: String) {
+        if self.violation.is_none() {
+            self.violation = Some(Violation { invariant, detail });
+        }
+    }
+
+    /// Whether a violation was found.
+    pub fn failed(&self) -> bool {
+        self.violation.is_some()
+    }
+
+    // ----- definitions, stop and resume -------------------------------------
+
+    /// A `Define` was delivered and the machine knows the view as `id`.
+    pub fn on_define(&mut self, id: RelationId, def: ViewDef) {
+        self.defs.insert(id, def);
+    }
+
+    /// The definition of a view.
+    pub fn def(&self, id: RelationId) -> Option<&ViewDef> {
+        self.defs.get(&id)
+    }
+
+    /// Views the checker knows, with their definitions.
+    pub fn defs(&self) -> &BTreeMap<RelationId, ViewDef> {
+        &self.defs
+    }
+
+    /// Whether the caller stopped this view (and did not resume it).
+    pub fn is_disabled(&self, id: RelationId) -> bool {
+        self.disabled.contains(&id)
+    }
+
+    /// A `Stop` covering these views was delivered.
+    pub fn on_stop(&mut self, ids: &[RelationId]) {
+        self.disabled.extend(ids.iter().copied());
+    }
+
+    /// A `Resume` covering these views was delivered.
+    pub fn on_resume(&mut self, ids: &[RelationId]) {
+        for id in ids {
+            self.disabled.remove(id);
+        }
+    }
+
+    /// A `Forget` covering these views was delivered.
+    pub fn on_forget_request(&mut self, ids: &[RelationId]) {
+        for id in ids {
+            self.disabled.remove(id);
+            self.defs.remove(id);
+        }
+    }
+
+    // ----- machine outputs ---------------------------------------------------
+
+    /// A pass fence was emitted.
+    pub fn on_fence(&mut self, op: OpId) {
+        self.fences += 1;
+        self.fences_open.insert(op);
+        if self.fences_open.len() > 1 {
+            self.fail("one pass at a time", format!("pass fences {:?} outstanding at once", self.fences_open));
+        }
+    }
+
+    /// A store operation's result was delivered.
+    pub fn on_store_done(&mut self, op: OpId) {
+        self.fences_open.remove(&op);
+    }
+
+    /// After every input: the machine's pass counter must match its fences.
+    pub fn check_passes(&mut self, machine: &Machine, base: u64) {
+        let passes = machine.stats().passes.saturating_sub(base);
+        if passes != self.fences {
+            self.fail(
+                "one pass at a time",
+                format!("machine counts {passes} passes but emitted {} fences", self.fences),
+            );
+        }
+    }
+
+    /// A job state change was reported.
+    pub fn on_event(&mut self, event: &Event, before: Option<&ViewDef>) {
+        let EventKind::StateChanged { from, to } = &event.kind else { return };
+        let Some(id) = event.relation_id else {
+            self.fail("legal state transitions", format!("state change without a view: {event:?}"));
+            return;
+        };
+        let now = self.defs.get(&id).map(|d| d.persistence);
+        let then = before.map(|d| d.persistence);
+        let legal = [now, then].into_iter().flatten().any(|mode| JobState::is_legal(mode, *from, *to));
+        if !legal {
+            self.fail(
+                "legal state transitions",
+                format!("view {id} ({:?}) went {from} -> {to} in phase {}", now, event.phase),
+            );
+        }
+        if event.phase == Phase::Define && before.is_none() && now.is_none() {
+            self.fail("legal state transitions", format!("state change of unknown view {id}"));
+        }
+    }
+
+    /// Audit records drained after an input.
+    pub fn on_audit(&mut self, records: Vec<AuditRecord>) {
+        for r in records {
+            match r {
+                AuditRecord::Applied { seq, view, xid, end_lsn, .. } => {
+                    if self.disabled.contains(&view) {
+                        self.fail(
+                            "a disabled job never applies a commit",
+                            format!(
+                                "transaction {xid} (end {end_lsn}) applied to stopped view {view} in batch {}",
+                                seq.0
+                            ),
+                        );
+                    }
+                    self.claims.entry(seq).or_default().push(Claim { view, xid, end_lsn });
+                }
+                AuditRecord::Published { .. } => {}
+            }
+        }
+    }
+
+    /// An acknowledgement is about to go upstream.
+    pub fn on_ack(&mut self, lsn: Lsn, epoch: Epoch) {
+        if self.durable_lsn.is_none_or(|d| lsn > d) {
+            self.fail(
+                "ack <= durable",
+                format!(
+                    "acknowledged {lsn} on feed {} but the store reported durable only {:?}",
+                    epoch.0, self.durable_lsn
+                ),
+            );
+        }
+    }
+
+    /// The highest LSN reported durable.
+    pub fn durable_lsn(&self) -> Option<Lsn> {
+        self.durable_lsn
+    }
+
+    // ----- bursts ------------------------------------------------------------
+
+    /// The first call of a burst is about to be delivered.
+    pub fn burst_start(&mut self, burst: u64, calls: usize) {
+        self.bursts.insert(burst, Burst { outstanding: calls, fences_before: self.fences });
+    }
+
+    /// A call of a burst was answered; returns the passes it ran when the
+    /// burst is complete.
+    pub fn burst_reply(&mut self, burst: u64) -> Option<u64> {
+        let b = self.bursts.get_mut(&burst)?;
+        b.outstanding = b.outstanding.saturating_sub(1);
+        if b.outstanding > 0 {
+            return None;
+        }
+        let passes = self.fences.saturating_sub(b.fences_before);
+        self.bursts.remove(&burst);
+        self.bursts_done += 1;
+        self.max_passes_per_burst = self.max_passes_per_burst.max(passes);
+        if passes > 2 {
+            self.fail("one pass at a time", format!("a burst of sync() calls ran {passes} passes (at most 2 allowed)"));
+        }
+        Some(passes)
+    }
+
+    /// Counts the calls of a burst (for the report).
+    pub fn count_burst_calls(&mut self, n: u64) {
+        self.burst_calls += n;
+    }
+
+    // ----- the store ---------------------------------------------------------
+
+    /// A batch failed to apply. The machine then re-copies every live view of
+    /// the origin and treats the batch's position as processed: a later
+    /// durable batch lets it acknowledge past it. The data is safe (nothing
+    /// live depends on the lost batch), so the checker accepts that position
+    /// as covered once a later batch is durable.
+    pub fn on_apply_failed(&mut self, batch: &ApplyBatch) {
+        self.claims.remove(&batch.seq);
+        if let Progress::Commit { end_lsn } = batch.progress {
+            self.commit_batches.insert(batch.seq, end_lsn);
+        }
+    }
+
+    /// A batch was applied to the store; returns the views it claims to
+    /// have applied transactions to.
+    pub fn on_applied(&mut self, batch: &ApplyBatch, up: &Upstream) -> Vec<RelationId> {
+        let claims = self.claims.remove(&batch.seq).unwrap_or_default();
+        let claimed: Vec<RelationId> = claims.iter().map(|c| c.view).collect();
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        if let Progress::Commit { end_lsn } = batch.progress {
+            self.commit_batches.insert(batch.seq, end_lsn);
+        }
+        if batch.progress == Progress::Partial {
+            for v in &batch.views {
+                if let Some(m) = self.mirrors.get_mut(&v.relation_id) {
+                    m.partial = true;
+                }
+            }
+        }
+        for c in claims {
+            self.applied_claims += 1;
+            let Some(commit) = up.commit_at(c.end_lsn) else {
+                self.fail(
+                    "mirror never ahead of upstream",
+                    format!(
+                        "view {} got transaction {} ending at {}, which upstream never committed",
+                        c.view, c.xid, c.end_lsn
+                    ),
+                );
+                continue;
+            };
+            if commit.xid as u32 != c.xid {
+                self.fail(
+                    "mirror never ahead of upstream",
+                    format!(
+                        "transaction ending at {} has xid {}, the machine says {}",
+                        c.end_lsn, commit.xid as u32, c.xid
+                    ),
+                );
+            }
+            let Some(m) = self.mirrors.get_mut(&c.view) else {
+                self.fail(
+                    "mirror never ahead of upstream",
+                    format!("transaction {} applied to view {}, which has no published copy", c.xid, c.view),
+                );
+                continue;
+            };
+            if m.vis.sees(commit.idx) {
+                problems.push((
+                    "no commit applied twice",
+                    format!(
+                        "transaction {} (end {}) applied to view {} in batch {} although its published snapshot \
+                         (at {}) already contains it",
+                        c.xid, c.end_lsn, c.view, batch.seq.0, m.lsn
+                    ),
+                ));
+            }
+            if !m.applied.insert(commit.idx) {
+                problems.push((
+                    "no commit applied twice",
+                    format!(
+                        "transaction {} (end {}) applied to view {} twice since its last publish (again in batch {})",
+                        c.xid, c.end_lsn, c.view, batch.seq.0
+                    ),
+                ));
+            }
+            if let Some(d) = commit.deltas.get(m.table) {
+                d.apply(&mut m.rows);
+            }
+            if batch.progress != Progress::Partial {
+                m.partial = false;
+            }
+        }
+        for (invariant, detail) in problems {
+            self.fail(invariant, detail);
+        }
+        claimed
+    }
+
+    /// A snapshot's copy was published (the store switched to it).
+    pub fn on_published(&mut self, snap: &SnapRecord, mode: Persistence, up: &Upstream) {
+        let kind = up.kind(snap.table).unwrap_or(TableKind::Keyed);
+        let mut rows = TableState::new();
+        for &i in up.commits_on(snap.table) {
+            if snap.vis.sees(i) {
+                if let Some(d) = up.history().get(i).and_then(|c| c.deltas.get(snap.table)) {
+                    d.apply(&mut rows);
+                }
+            }
+        }
+        self.mirrors.insert(
+            snap.view,
+            Mirror {
+                table: snap.table,
+                kind,
+                mode,
+                vis: snap.vis.clone(),
+                lsn: snap.point.lsn,
+                applied: BTreeSet::new(),
+                rows,
+                partial: false,
+                verified: 0,
+            },
+        );
+    }
+
+    /// The model's snapshot rows must be what its visible commits add up to.
+    pub fn check_snapshot_rows(&mut self, snap: &SnapRecord, rows: Vec<Row>, up: &Upstream) {
+        let kind = up.kind(snap.table).unwrap_or(TableKind::Keyed);
+        let got = state_of(kind, rows);
+        let mut want = TableState::new();
+        for &i in up.commits_on(snap.table) {
+            if snap.vis.sees(i) {
+                if let Some(d) = up.history().get(i).and_then(|c| c.deltas.get(snap.table)) {
+                    d.apply(&mut want);
+                }
+            }
+        }
+        if got != want {
+            self.fail(
+                "upstream model: snapshot content",
+                format!(
+                    "snapshot of {} for view {} returned {got:?}, its visible commits add up to {want:?}",
+                    snap.table, snap.view
+                ),
+            );
+        }
+    }
+
+    /// A view was forgotten in the store.
+    pub fn on_forgotten(&mut self, id: RelationId) {
+        self.mirrors.remove(&id);
+    }
+
+    /// What a store call made durable.
+    pub fn on_durable(&mut self, d: Durable) {
+        match d {
+            Durable::Nothing => {}
+            Durable::Everything => self.durable = self.mirrors.clone(),
+            Durable::View(id) => match self.mirrors.get(&id) {
+                Some(m) => {
+                    self.durable.insert(id, m.clone());
+                }
+                None => {
+                    self.durable.remove(&id);
+                }
+            },
+        }
+    }
+
+    /// `persist` reported batches through `through` durable.
+    pub fn on_persisted(&mut self, through: BatchSeq) {
+        let covered = self.commit_batches.range(..=through).map(|(_, l)| *l).max();
+        if let Some(l) = covered {
+            self.durable_lsn = Some(self.durable_lsn.map_or(l, |d| d.max(l)));
+        }
+        self.commit_batches = self.commit_batches.split_off(&BatchSeq(through.0 + 1));
+    }
+
+    /// The machine and its in-flight work are gone; `lost` says whether the
+    /// store lost what was not durable.
+    pub fn on_crash(&mut self, lost: bool) {
+        if lost {
+            self.mirrors = self.durable.clone();
+        } else {
+            self.durable = self.mirrors.clone();
+        }
+        self.claims.clear();
+        self.commit_batches.clear();
+        self.fences_open.clear();
+        self.fences = 0;
+        self.bursts.clear();
+    }
+
+    /// After a restart: stopped views are whatever the store says.
+    pub fn on_restart(&mut self, disabled: BTreeSet<RelationId>, defs: BTreeMap<RelationId, ViewDef>) {
+        self.disabled = disabled;
+        self.defs = defs;
+    }
+
+    /// The newest snapshot position of any realtime view's copy.
+    pub fn newest_realtime_snapshot(&self) -> Option<Lsn> {
+        self.mirrors.values().filter(|m| m.mode == Persistence::Realtime).map(|m| m.lsn).max()
+    }
+
+    /// Ids of views with a mirror.
+    pub fn mirrored(&self) -> Vec<RelationId> {
+        self.mirrors.keys().copied().collect()
+    }
+
+    /// Compares a view's copy in the store with its mirror.
+    pub fn check_copy(&mut self, id: RelationId, store_rows: Option<Vec<Row>>, when: &str) {
+        let Some(m) = self.mirrors.get(&id) else { return };
+        if m.partial {
+            return;
+        }
+        let Some(rows) = store_rows else {
+            self.fail(
+                "mirror exact",
+                format!("{when}: view {id} has no copy in the store, expected {} rows", m.rows.len()),
+            );
+            return;
+        };
+        let got = state_of(m.kind, rows);
+        if got != m.rows {
+            let (missing, extra) = differences(&m.rows, &got);
+            self.fail(
+                "mirror exact",
+                format!(
+                    "{when}: view {id} ({} of {}) differs from snapshot + applied commits: missing {missing:?}, \
+                     unexpected {extra:?}",
+                    m.mode, m.table
+                ),
+            );
+        }
+    }
+
+    /// For a live realtime view whose feed passed its snapshot: the copy
+    /// holds exactly the table's commits up to the machine's position `at`.
+    pub fn check_prefix(&mut self, id: RelationId, at: Lsn, up: &Upstream) {
+        let Some(m) = self.mirrors.get_mut(&id) else { return };
+        if m.partial || m.mode != Persistence::Realtime || at < m.lsn {
+            return;
+        }
+        let commits = up.commits_on(m.table);
+        while let Some(&i) = commits.get(m.verified) {
+            let Some(c) = up.history().get(i) else { break };
+            if c.end_lsn > at {
+                break;
+            }
+            if !(m.vis.sees(i) || m.applied.contains(&i)) {
+                let detail = format!(
+                    "live view {id} on {} is at {at} but lacks commit of xid {} (end {}): a gap",
+                    m.table, c.xid, c.end_lsn
+                );
+                self.fail("mirror never ahead of upstream", detail);
+                return;
+            }
+            m.verified += 1;
+        }
+    }
+
+    /// Whether the view's copy equals the table now (for liveness).
+    pub fn equals_upstream(&self, kind: TableKind, store_rows: &[Row], truth: &TableState) -> bool {
+        let mut got = TableState::new();
+        for row in store_rows {
+            let e = got.entry(key_of(kind, row)).or_insert((row.clone(), 0));
+            e.1 += 1;
+        }
+        &got == truth
+    }
+
+    /// Records a violation found elsewhere.
+    pub fn report(&mut self, invariant: &'static str, detail: String) {
+        self.fail(invariant, detail);
+    }
+}
+
+fn differences(want: &TableState, got: &TableState) -> (Vec<(Row, u64)>, Vec<(Row, u64)>) {
+    let missing = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).map(|(_, v)| v.clone()).take(5).collect();
+    let extra = got.iter().filter(|(k, v)| want.get(*k) != Some(*v)).map(|(_, v)| v.clone()).take(5).collect();
+    (missing, extra)
+}

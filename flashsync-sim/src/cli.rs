@@ -1,0 +1,258 @@
+//! The `flashsync-sim` command line.
+//!
+//! ```text
+//! flashsync-sim [--seed N | --seeds A..B] [--scenario storm|commits|churn|all]
+//!               [--steps N] [--store memory|fjall] [--check-determinism]
+//!               [--fail-fast] [--quiet]
+//! ```
+//!
+//! Without arguments: a short `all` run on a fresh random seed (printed) over
+//! the fjall store, with progress on stderr. Every run prints one JSON line
+//! on stdout ([`Report`](crate::Report)); for `--seeds A..B` (end exclusive)
+//! that is one line per seed, in order, and a summary on stderr. A violation
+//! prints the seed, the step, the invariant and the command that replays it;
+//! the exit code is 1 if any run failed.
+
+use std::hash::{BuildHasher, Hasher};
+use std::process::ExitCode;
+
+use clap::Parser;
+use flashsync_core::machine::InjectedBugs;
+
+use crate::driver::Workarounds;
+use crate::report::Report;
+use crate::scenario::Scenario;
+use crate::sim::{run, SimError, SimOptions};
+use crate::store::StoreKind;
+
+/// Deterministic simulator for flashsync: drives the production sync machine
+/// in virtual time against a simulated Postgres, with faults, and checks its
+/// invariants after every step.
+#[derive(Debug, Parser)]
+#[command(name = "flashsync-sim", version)]
+pub struct Args {
+    /// Run this seed (default: a fresh random one, printed).
+    #[arg(long, conflicts_with = "seeds")]
+    pub seed: Option<u64>,
+    /// Run every seed in A..B (end exclusive).
+    #[arg(long, value_name = "A..B")]
+    pub seeds: Option<String>,
+    /// Which scenario.
+    #[arg(long, default_value = "all")]
+    pub scenario: Scenario,
+    /// Steps (events) in the chaos phase; the liveness phase follows.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: u64,
+    /// Steps the liveness phase may take to converge.
+    #[arg(long, default_value_t = 60_000)]
+    pub liveness_steps: u64,
+    /// Which store: the in-memory reference store or fjall in a temp dir.
+    #[arg(long, default_value = "fjall")]
+    pub store: StoreKind,
+    /// Run every seed twice and require identical trace hashes.
+    #[arg(long)]
+    pub check_determinism: bool,
+    /// Stop at the first failing seed.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// No progress on stderr (the JSON line still goes to stdout).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Define this many views at the start.
+    #[arg(long)]
+    pub views: Option<u64>,
+    /// One extra burst of this many concurrent sync() calls early on.
+    #[arg(long)]
+    pub burst: Option<usize>,
+    /// Switch on a deliberate machine bug (to see the checkers catch it):
+    /// ack_before_durable, skip_xid_filter or apply_while_disabled.
+    #[arg(long, hide = true)]
+    pub inject_bug: Vec<String>,
+    /// Switch off a driver-side workaround for a known bug outside the
+    /// simulator, to reproduce that bug: publish_between_transactions,
+    /// memory_batch_numbers, restart_past_snapshots or attach_before_feed
+    /// (see `flashsync_sim::driver::Workarounds`).
+    #[arg(long)]
+    pub no_workaround: Vec<String>,
+}
+
+/// Why the command failed before running anything.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// `--seeds` was not `A..B`.
+    #[error("--seeds must look like A..B with A < B (end exclusive), got {0:?}")]
+    Seeds(String),
+    /// An unknown `--inject-bug`.
+    #[error("unknown bug {0:?} (ack_before_durable, skip_xid_filter, apply_while_disabled)")]
+    Bug(String),
+    /// An unknown `--no-workaround`.
+    #[error("unknown workaround {0:?} (publish_between_transactions, memory_batch_numbers, restart_past_snapshots, attach_before_feed)")]
+    Workaround(String),
+    /// A run could not start.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, CliError> {
+    let err = || CliError::Seeds(s.chars().take(64).collect());
+    let (a, b) = s.split_once("..").ok_or_else(err)?;
+    let a: u64 = a.trim().parse().map_err(|_| err())?;
+    let b: u64 = b.trim().parse().map_err(|_| err())?;
+    if a >= b {
+        return Err(err());
+    }
+    Ok(a..b)
+}
+
+fn parse_bugs(names: &[String]) -> Result<InjectedBugs, CliError> {
+    let mut bugs = InjectedBugs::default();
+    for n in names {
+        match n.as_str() {
+            "ack_before_durable" => bugs.ack_before_durable = true,
+            "skip_xid_filter" => bugs.skip_xid_filter = true,
+            "apply_while_disabled" => bugs.apply_while_disabled = true,
+            other => return Err(CliError::Bug(other.chars().take(64).collect())),
+        }
+    }
+    Ok(bugs)
+}
+
+fn random_seed() -> u64 {
+    // Only the choice of seed is random; the run itself is not.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish()
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    match execute(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("flashsync-sim: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs what `args` ask for; `Ok(false)` when some run failed.
+pub fn execute(args: &Args) -> Result<bool, CliError> {
+    let bugs = parse_bugs(&args.inject_bug)?;
+    let mut workarounds = Workarounds::default();
+    for w in &args.no_workaround {
+        match w.as_str() {
+            "publish_between_transactions" => workarounds.publish_between_transactions = false,
+            "memory_batch_numbers" => workarounds.memory_batch_numbers = false,
+            "restart_past_snapshots" => workarounds.restart_past_snapshots = false,
+            "attach_before_feed" => workarounds.attach_before_feed = false,
+            other => return Err(CliError::Workaround(other.chars().take(64).collect())),
+        }
+    }
+    let (seeds, single) = match (&args.seeds, args.seed) {
+        (Some(s), _) => (parse_seeds(s)?, false),
+        (None, Some(seed)) => (seed..seed.saturating_add(1), true),
+        (None, None) => {
+            let seed = random_seed();
+            eprintln!("flashsync-sim: fresh random seed {seed}");
+            (seed..seed.saturating_add(1), true)
+        }
+    };
+    let started = std::time::Instant::now();
+    let (mut runs, mut failed, mut steps, mut commits) = (0u64, Vec::new(), 0u64, 0u64);
+    for seed in seeds.clone() {
+        let opts = SimOptions {
+            seed,
+            scenario: args.scenario,
+            steps: args.steps,
+            liveness_steps: args.liveness_steps,
+            store: args.store,
+            bugs,
+            verbose: single && !args.quiet,
+            extra_burst: args.burst,
+            views: args.views,
+            workarounds,
+        };
+        let report = run(&opts)?;
+        let mut ok = report.ok();
+        let mut deterministic = None;
+        if args.check_determinism {
+            let again = run(&SimOptions { verbose: false, ..opts.clone() })?;
+            let same = again.trace_hash == report.trace_hash;
+            deterministic = Some(same);
+            if !same {
+                ok = false;
+                eprintln!(
+                    "NON-DETERMINISM seed={seed}: trace hash {} then {}\nreplay: {} --check-determinism",
+                    report.trace_hash,
+                    again.trace_hash,
+                    opts.replay_command()
+                );
+            }
+        }
+        print_run(&report, deterministic);
+        runs += 1;
+        steps += report.steps;
+        commits += report.upstream_commits;
+        if !single && !args.quiet {
+            eprintln!(
+                "seed {seed}: {} ({} steps, {} commits, {} faults, {} ms)",
+                if ok { "ok" } else { "FAILED" },
+                report.steps,
+                report.upstream_commits,
+                report.faults_injected,
+                report.wall_ms
+            );
+        }
+        if !ok {
+            failed.push(seed);
+            if args.fail_fast {
+                break;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    if !single || !args.quiet {
+        eprintln!(
+            "flashsync-sim: {runs} run(s), {} failed{}; {:.1}s wall, {:.0} steps/s, {:.0} upstream commits/s",
+            failed.len(),
+            if failed.is_empty() { String::new() } else { format!(" (seeds {failed:?})") },
+            secs,
+            steps as f64 / secs,
+            commits as f64 / secs
+        );
+    }
+    Ok(failed.is_empty())
+}
+
+fn print_run(report: &Report, deterministic: Option<bool>) {
+    if let Some(v) = &report.violation {
+        eprintln!(
+            "VIOLATION seed={} step={} t={}ms invariant=\"{}\"\n  {}\n  replay: {}",
+            report.seed, v.step, v.time_ms, v.invariant, v.detail, v.replay
+        );
+    }
+    let mut json = report.to_json();
+    if let Some(d) = deterministic {
+        // Splice the determinism verdict into the object.
+        json.pop();
+        json.push_str(&format!(",\"deterministic\":{d}}}"));
+    }
+    println!("{json}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_ranges_parse_or_explain() {
+        assert_eq!(parse_seeds("3..7").ok(), Some(3..7));
+        assert!(matches!(parse_seeds("7..3"), Err(CliError::Seeds(_))));
+        assert!(matches!(parse_seeds("x..3"), Err(CliError::Seeds(_))));
+        assert!(matches!(parse_seeds("12"), Err(CliError::Seeds(_))));
+        assert!(parse_bugs(&["skip_xid_filter".into()]).is_ok_and(|b| b.skip_xid_filter));
+        assert!(matches!(parse_bugs(&["nope".into()]), Err(CliError::Bug(_))));
+    }
+}

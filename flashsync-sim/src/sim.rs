@@ -1,0 +1,356 @@
+//! One simulation run: set up, a chaos phase, a liveness phase, a report.
+
+use std::time::Instant;
+
+use flashsync_core::machine::InjectedBugs;
+use flashsync_core::rng::Rng;
+use flashsync_core::{JobState, Persistence, Selector, StoreError, ViewName};
+
+use crate::driver::{Call, Ev, Workarounds, World};
+use crate::faults::Plan;
+use crate::report::{Failure, Report};
+use crate::scenario::Scenario;
+use crate::store::{SimStore, StoreKind};
+use crate::upstream::{TableKind, Upstream};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Fixes everything.
+    pub seed: u64,
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// Steps (events) in the chaos phase.
+    pub steps: u64,
+    /// Steps the liveness phase may take to converge.
+    pub liveness_steps: u64,
+    /// Which store.
+    pub store: StoreKind,
+    /// Deliberate machine bugs (to prove the checkers catch them).
+    pub bugs: InjectedBugs,
+    /// Progress on stderr.
+    pub verbose: bool,
+    /// One extra burst of this many `sync()` calls early in the run.
+    pub extra_burst: Option<usize>,
+    /// Views to define at the start, instead of the scenario's range.
+    pub views: Option<u64>,
+    /// Driver-side workarounds for known bugs outside this crate (all on by
+    /// default; switch one off to reproduce its bug).
+    pub workarounds: Workarounds,
+}
+
+impl SimOptions {
+    /// A run of `scenario` from `seed` with the defaults (2,000 chaos steps,
+    /// memory store).
+    pub fn new(seed: u64, scenario: Scenario) -> SimOptions {
+        SimOptions {
+            seed,
+            scenario,
+            steps: 2000,
+            liveness_steps: 60_000,
+            store: StoreKind::Memory,
+            bugs: InjectedBugs::default(),
+            verbose: false,
+            extra_burst: None,
+            views: None,
+            workarounds: Workarounds::default(),
+        }
+    }
+
+    /// The command line that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut cmd = format!(
+            "flashsync-sim --seed {} --scenario {} --steps {} --store {}",
+            self.seed, self.scenario, self.steps, self.store
+        );
+        for (on, name) in [
+            (self.bugs.ack_before_durable, "ack_before_durable"),
+            (self.bugs.skip_xid_filter, "skip_xid_filter"),
+            (self.bugs.apply_while_disabled, "apply_while_disabled"),
+        ] {
+            if on {
+                cmd.push_str(&format!(" --inject-bug {name}"));
+            }
+        }
+        if let Some(n) = self.extra_burst {
+            cmd.push_str(&format!(" --burst {n}"));
+        }
+        if let Some(n) = self.views {
+            cmd.push_str(&format!(" --views {n}"));
+        }
+        if !self.workarounds.publish_between_transactions {
+            cmd.push_str(" --no-workaround publish_between_transactions");
+        }
+        if !self.workarounds.memory_batch_numbers {
+            cmd.push_str(" --no-workaround memory_batch_numbers");
+        }
+        if !self.workarounds.restart_past_snapshots {
+            cmd.push_str(" --no-workaround restart_past_snapshots");
+        }
+        if !self.workarounds.attach_before_feed {
+            cmd.push_str(" --no-workaround attach_before_feed");
+        }
+        cmd
+    }
+}
+
+/// Why a run could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The store could not be opened.
+    #[error("could not open the {0} store: {1}")]
+    Store(StoreKind, StoreError),
+}
+
+/// A sub-seed for one purpose, so that e.g. a change to the workload does
+/// not shift the fault plan of every seed.
+pub(crate) fn fork(seed: u64, purpose: u64) -> u64 {
+    let mut r = Rng::new(seed ^ purpose.wrapping_mul(0xA24B_AED4_963E_E407));
+    r.next_u64()
+}
+
+/// Runs one simulation.
+pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
+    let started = Instant::now();
+    let mut plan = Plan::draw(opts.scenario, &mut Rng::new(fork(opts.seed, 1)));
+    plan.config.bugs = opts.bugs;
+    let plan_text = plan.to_string();
+    let up = Upstream::new(plan.first_xid, 6 + (fork(opts.seed, 2) % 10) as i64);
+    let store = SimStore::open(opts.store, opts.workarounds.memory_batch_numbers)
+        .map_err(|e| SimError::Store(opts.store, e))?;
+    let mut w =
+        World::new(opts.seed, plan, store, up, fork(opts.seed, 3)).map_err(|e| SimError::Store(opts.store, e))?;
+    w.rng = Rng::new(fork(opts.seed, 4));
+    w.scenario = opts.scenario;
+    w.workarounds = opts.workarounds;
+    w.verbose = opts.verbose;
+    if opts.verbose {
+        eprintln!(
+            "flashsync-sim: seed {} scenario {} store {} steps {}",
+            opts.seed, opts.scenario, opts.store, opts.steps
+        );
+        eprintln!("  {plan_text}");
+    }
+    crate::workload::setup(&mut w, opts.scenario, opts.views);
+    if let Some(n) = opts.extra_burst {
+        let burst = w.next_burst;
+        w.next_burst += 1;
+        w.burst_sizes.insert(burst, n);
+        let names: Vec<ViewName> = w.defs_used.iter().map(|d| d.name.clone()).collect();
+        for i in 0..n {
+            let selector = match i % 4 {
+                0 | 1 => Selector::All,
+                2 if !names.is_empty() => Selector::view(&names[i % names.len()]),
+                _ => Selector::from_map([("public", ["users_*", "posts_*"])]).unwrap_or_default(),
+            };
+            w.schedule(
+                150,
+                Ev::Control { inc: 0, call: Call::Sync { selector, force: i % 97 == 0 }, burst: Some(burst) },
+            );
+        }
+    }
+
+    // Chaos.
+    let mut violation_at = None;
+    while w.counters.steps < opts.steps {
+        if !w.step() {
+            break;
+        }
+        if w.checker.failed() {
+            violation_at = Some((w.counters.steps, w.now));
+            break;
+        }
+    }
+
+    // Liveness: heal everything, sync, and demand convergence.
+    let chaos_steps = w.counters.steps;
+    let mut converged = false;
+    if violation_at.is_none() {
+        if opts.verbose {
+            eprintln!(
+                "  t={:>7.3}s chaos phase done ({} steps); healing every fault",
+                w.now as f64 / 1000.0,
+                chaos_steps
+            );
+        }
+        heal(&mut w);
+        let limit = chaos_steps + opts.liveness_steps;
+        let mut checked_at = 0;
+        while w.counters.steps < limit {
+            if !w.step() {
+                break;
+            }
+            if w.checker.failed() {
+                violation_at = Some((w.counters.steps, w.now));
+                break;
+            }
+            let quiet = !w.busy();
+            if quiet || w.counters.steps - checked_at >= 200 {
+                checked_at = w.counters.steps;
+                if unconverged(&w).is_none() {
+                    converged = true;
+                    break;
+                }
+            }
+        }
+        if !converged && violation_at.is_none() {
+            let why = unconverged(&w).unwrap_or_else(|| "unknown".into());
+            w.checker.report("liveness", format!("not converged within {} liveness steps: {why}", opts.liveness_steps));
+            violation_at = Some((w.counters.steps, w.now));
+        }
+        if converged {
+            final_checks(&mut w);
+            if w.checker.failed() {
+                violation_at = Some((w.counters.steps, w.now));
+                converged = false;
+            }
+        }
+        if opts.verbose && converged {
+            let (running, enabled) = w.running_views();
+            eprintln!(
+                "  t={:>7.3}s converged after {} liveness steps: every enabled view equals upstream \
+                 ({running}/{enabled} realtime views running)",
+                w.now as f64 / 1000.0,
+                w.counters.steps - chaos_steps
+            );
+        }
+    }
+
+    let violation = w.checker.violation.clone().map(|v| {
+        let (step, time_ms) = violation_at.unwrap_or((w.counters.steps, w.now));
+        Failure { invariant: v.invariant.to_owned(), detail: v.detail, step, time_ms, replay: opts.replay_command() }
+    });
+    let wall = started.elapsed();
+    let wall_ms = wall.as_millis() as u64;
+    let secs = wall.as_secs_f64().max(1e-6);
+    let (passes, commits_applied) = w.total_stats();
+    let upstream_commits = w.up.history().len() as u64;
+    let faults_injected = w.counters.faults.values().sum();
+    Ok(Report {
+        seed: opts.seed,
+        scenario: opts.scenario,
+        store: opts.store,
+        steps: w.counters.steps,
+        liveness_steps: w.counters.steps - chaos_steps,
+        sync_calls: w.counters.sync_calls,
+        passes,
+        commits_applied,
+        view_commits_checked: w.checker.applied_claims,
+        upstream_commits,
+        faults_injected,
+        faults: w.counters.faults.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        plan: plan_text,
+        bursts: w.checker.bursts_done,
+        burst_calls: w.checker.burst_calls,
+        max_passes_per_burst: w.checker.max_passes_per_burst,
+        crashes: w.counters.crashes,
+        snapshots: w.counters.snapshots,
+        views: w.machine.status(&Selector::All).len(),
+        violations: u64::from(violation.is_some()),
+        violation,
+        converged,
+        trace_hash: format!("{:016x}", w.trace.hash()),
+        virtual_ms: w.now,
+        wall_ms,
+        steps_per_sec: (w.counters.steps as f64 / secs) as u64,
+        commits_per_sec: (upstream_commits as f64 / secs) as u64,
+    })
+}
+
+/// Ends every fault, finishes every upstream transaction, and asks for a
+/// sync (forced for materialized views, so they copy the final state).
+fn heal(w: &mut World) {
+    w.liveness = true;
+    w.trace.add("heal", &w.now);
+    w.up.db.set_offline(false);
+    w.offline_until = None;
+    w.fail_next_apply = false;
+    for t in w.up.open_ids() {
+        if let Err(e) = w.up.commit(t, true) {
+            w.checker.report("upstream model: commits", e.to_string());
+        }
+    }
+    for xid in w.up.invisible_xids() {
+        w.up.make_visible(xid);
+    }
+    w.kick();
+    if w.down {
+        // Restart now rather than wait for the scheduled restart.
+        w.schedule(0, Ev::Restart);
+    }
+    // The calls go to whichever incarnation is up by then.
+    w.schedule(1, Ev::LivenessSync);
+}
+
+/// Why the run has not converged yet, if it has not.
+pub(crate) fn unconverged(w: &World) -> Option<String> {
+    if w.down {
+        return Some("the process is down".into());
+    }
+    if !w.requests.is_empty() {
+        return Some(format!("{} control calls unanswered", w.requests.len()));
+    }
+    if !w.store_idle() {
+        return Some("store actions pending".into());
+    }
+    for job in w.machine.status(&Selector::All) {
+        if !job.enabled {
+            continue;
+        }
+        let Some(def) = w.machine.definitions(&Selector::view(&job.view_name())).into_iter().next() else {
+            continue;
+        };
+        let table = def.def.upstream.table.as_str();
+        let kind = w.up.kind(table)?;
+        let name = job.view_name();
+        if def.def.persistence == Persistence::Realtime && kind == TableKind::NoIdentity {
+            let clear = job.last_error.as_deref().is_some_and(|e| e.contains("REPLICA IDENTITY"));
+            if job.state != JobState::Failed || !clear {
+                return Some(format!("{name} (no replica identity) should fail clearly, is {job:?}"));
+            }
+            continue;
+        }
+        let want = match def.def.persistence {
+            Persistence::Realtime => JobState::Running,
+            Persistence::Materialized => JobState::Synced,
+        };
+        if job.state != want {
+            return Some(format!("{name} is {} ({:?}), want {want}", job.state, job.last_error));
+        }
+        if def.def.persistence == Persistence::Realtime && w.machine.phase(def.relation_id) != Some("live") {
+            return Some(format!("{name} is running but {:?}", w.machine.phase(def.relation_id)));
+        }
+        let rows = match w.store.rows(def.relation_id) {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return Some(format!("{name} has no copy")),
+            Err(e) => return Some(format!("{name}: {e}")),
+        };
+        let truth = w.up.state(table)?;
+        if !w.checker.equals_upstream(kind, &rows, truth) {
+            return Some(format!("{name}: {} local rows, upstream {table} has {}", rows.len(), truth.len()));
+        }
+    }
+    None
+}
+
+/// Checks that only make sense once everything has settled.
+fn final_checks(w: &mut World) {
+    let stats = w.up.db.stats();
+    if stats.refused_subscriptions > 0 {
+        w.checker.report(
+            "one feed at a time",
+            format!("the origin refused {} subscriptions: two feeds at once", stats.refused_subscriptions),
+        );
+    }
+    if let Some(durable) = w.checker.durable_lsn() {
+        if stats.max_ack > durable {
+            w.checker.report(
+                "ack <= durable",
+                format!("the origin saw an ack of {} but the store reported durable only {durable}", stats.max_ack),
+            );
+        }
+    } else if stats.max_ack.0 > 0 {
+        w.checker
+            .report("ack <= durable", format!("the origin saw an ack of {} but nothing is durable", stats.max_ack));
+    }
+}

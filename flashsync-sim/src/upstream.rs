@@ -1,0 +1,703 @@
+//! The upstream workload: tables, transactions with row locks, and the truth.
+//!
+//! The simulator's upstream *is* [`MemoryUpstream`], the same model the other
+//! tests use; this module decides what happens to it (inserts, updates incl.
+//! key changes, deletes, truncates, transactions left open across snapshots,
+//! commits that reach the log before they become visible, column additions)
+//! and records, independently of the machine, what every commit did:
+//!
+//! - the committed state of every table after every commit, computed from its
+//!   own op semantics and cross-checked against the model (a mismatch is a bug
+//!   in the model or here, reported as such);
+//! - each commit's effect per table ([`Delta`]), its end LSN and whether the
+//!   feed carries it;
+//! - which commits a snapshot taken *now* can see ([`Visibility`]).
+//!
+//! Concurrency follows Postgres: a transaction locks every row it touches
+//! (and the whole table for a truncate or a column addition) until its commit
+//! is visible, so concurrent commits never touch the same rows. That is what
+//! makes commits commute, and it is what [`MemoryUpstream::make_visible`]
+//! requires of its callers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flashsync_core::memory::{MemoryUpstream, TableIdentity, TxnHandle};
+use flashsync_core::rng::Rng;
+use flashsync_core::{Key, Lsn, Row, Value};
+
+/// The upstream schema every simulated table lives in.
+pub const SCHEMA: &str = "public";
+
+/// The shapes of table the workload uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TableKind {
+    /// `(id int8 primary key, name text, score int8)`: key changes included.
+    Keyed,
+    /// `(a int8, b text, n int8)`, primary key `(a, b)`.
+    Composite,
+    /// `(id int8 primary key, body text, likes int8)` with long `body` values
+    /// "TOASTed": updates that keep them send them as unchanged.
+    Toasted,
+    /// `(kind text, n int8)`, no key, `REPLICA IDENTITY FULL`: a multiset.
+    FullRow,
+    /// `(msg text, at int8)`, no key and default replica identity: only
+    /// materialized views work; realtime views must fail clearly.
+    NoIdentity,
+}
+
+/// The tables every simulation creates, by name.
+pub const TABLES: [(&str, TableKind); 5] = [
+    ("users", TableKind::Keyed),
+    ("tags", TableKind::Composite),
+    ("posts", TableKind::Toasted),
+    ("events", TableKind::FullRow),
+    ("logs", TableKind::NoIdentity),
+];
+
+/// Text longer than this in `posts.body` is treated as TOASTed.
+const TOAST_THRESHOLD: usize = 24;
+
+/// Rows of a table: key -> (row, copies). For tables without a key the key is
+/// the whole row and copies count duplicates, as in the model.
+pub type TableState = BTreeMap<Key, (Row, u64)>;
+
+/// What one commit did to one table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delta {
+    /// These keys hold these rows afterwards (`None`: gone). Row locks make
+    /// this order-independent among concurrent commits.
+    Set(BTreeMap<Key, Option<(Row, u64)>>),
+    /// The table was replaced wholesale (truncate or column addition, both
+    /// under a table lock): this is its content afterwards.
+    Replace(TableState),
+}
+
+impl Delta {
+    /// Applies the effect to a copy of the table.
+    pub fn apply(&self, state: &mut TableState) {
+        match self {
+            Delta::Set(keys) => {
+                for (k, v) in keys {
+                    match v {
+                        Some(v) => {
+                            state.insert(k.clone(), v.clone());
+                        }
+                        None => {
+                            state.remove(k);
+                        }
+                    }
+                }
+            }
+            Delta::Replace(all) => *state = all.clone(),
+        }
+    }
+}
+
+/// One committed transaction, in log order.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    /// Position in the log (0-based, in commit order).
+    pub idx: usize,
+    /// 64-bit transaction id.
+    pub xid: u64,
+    /// End LSN of its commit record.
+    pub end_lsn: Lsn,
+    /// Its effect on each table it touched.
+    pub deltas: BTreeMap<&'static str, Delta>,
+    /// Tables whose changes the feed carries (published at commit time).
+    pub in_feed: BTreeSet<&'static str>,
+    /// A column addition rather than a data change.
+    pub ddl: bool,
+}
+
+/// Which commits a snapshot taken at one instant sees: every commit logged
+/// before it except those not yet visible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Visibility {
+    /// Commits in the log at that instant.
+    pub count: usize,
+    /// Of those, the ones not yet visible.
+    pub invisible: BTreeSet<usize>,
+}
+
+impl Visibility {
+    /// Whether the snapshot sees commit `idx`.
+    pub fn sees(&self, idx: usize) -> bool {
+        idx < self.count && !self.invisible.contains(&idx)
+    }
+}
+
+/// A transaction of the workload.
+pub type TxnId = u64;
+
+struct OpenTxn {
+    handle: TxnHandle,
+    /// Its operations so far, in order. Its view of a table is the committed
+    /// state with these replayed: the rows it touches are locked, so nobody
+    /// else changes them meanwhile, and other rows may move under it.
+    ops: Vec<(&'static str, TxOp)>,
+    locks: Locks,
+}
+
+/// One operation, with the model's semantics.
+#[derive(Clone, Debug)]
+enum TxOp {
+    Insert(Row),
+    Update(Key, Row),
+    Delete(Key),
+    Truncate,
+}
+
+/// Applies an operation as [`MemoryUpstream`] does.
+fn apply_op(kind: TableKind, state: &mut TableState, op: &TxOp) {
+    let remove_one = |state: &mut TableState, key: &Key| {
+        if let Some(e) = state.get_mut(key) {
+            if e.1 <= 1 {
+                state.remove(key);
+            } else {
+                e.1 -= 1;
+            }
+        }
+    };
+    match op {
+        TxOp::Insert(row) => {
+            let e = state.entry(key_of(kind, row)).or_insert((row.clone(), 0));
+            e.0 = row.clone();
+            e.1 += 1;
+        }
+        TxOp::Update(key, row) => {
+            if !state.contains_key(key) {
+                return;
+            }
+            remove_one(state, key);
+            let e = state.entry(key_of(kind, row)).or_insert((row.clone(), 0));
+            e.0 = row.clone();
+            e.1 += 1;
+        }
+        TxOp::Delete(key) => remove_one(state, key),
+        TxOp::Truncate => state.clear(),
+    }
+}
+
+/// Locks a transaction holds until its commit is visible (or it aborts).
+#[derive(Default)]
+struct Locks {
+    rows: BTreeSet<(&'static str, Key)>,
+    tables: BTreeSet<&'static str>,
+}
+
+struct TableModel {
+    kind: TableKind,
+    /// Columns added by the workload (int8, default 0).
+    extra: usize,
+}
+
+/// A mismatch between what the workload expects and what the model did.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("upstream model disagrees with the workload on {table}: {detail}")]
+pub struct ModelError {
+    /// The table.
+    pub table: String,
+    /// What differed.
+    pub detail: String,
+}
+
+/// The upstream workload over a [`MemoryUpstream`].
+pub struct Upstream {
+    /// The model itself (shared with the `Source` the machine uses).
+    pub db: MemoryUpstream,
+    tables: BTreeMap<&'static str, TableModel>,
+    truth: BTreeMap<&'static str, TableState>,
+    history: Vec<Commit>,
+    by_lsn: BTreeMap<Lsn, usize>,
+    per_table: BTreeMap<&'static str, Vec<usize>>,
+    /// Logged but not yet visible: 64-bit xid -> (commit, transaction).
+    invisible: BTreeMap<u64, (usize, TxnId)>,
+    /// Locks kept until visibility, by transaction.
+    held: BTreeMap<TxnId, Locks>,
+    open: BTreeMap<TxnId, OpenTxn>,
+    row_locks: BTreeMap<(&'static str, Key), TxnId>,
+    table_locks: BTreeMap<&'static str, TxnId>,
+    next_txn: TxnId,
+    key_space: i64,
+}
+
+impl Upstream {
+    /// Creates the tables in a fresh model whose xids start at `first_xid`.
+    pub fn new(first_xid: u64, key_space: i64) -> Self {
+        let db = MemoryUpstream::with_first_xid(first_xid);
+        let mut tables = BTreeMap::new();
+        let mut truth = BTreeMap::new();
+        for (name, kind) in TABLES {
+            let (cols, identity): (&[(&str, &str)], TableIdentity) = match kind {
+                TableKind::Keyed => {
+                    (&[("id", "int8"), ("name", "text"), ("score", "int8")], TableIdentity::PrimaryKey(vec![0]))
+                }
+                TableKind::Composite => {
+                    (&[("a", "int8"), ("b", "text"), ("n", "int8")], TableIdentity::PrimaryKey(vec![0, 1]))
+                }
+                TableKind::Toasted => {
+                    (&[("id", "int8"), ("body", "text"), ("likes", "int8")], TableIdentity::PrimaryKey(vec![0]))
+                }
+                TableKind::FullRow => (&[("kind", "text"), ("n", "int8")], TableIdentity::Full),
+                TableKind::NoIdentity => (&[("msg", "text"), ("at", "int8")], TableIdentity::Nothing),
+            };
+            db.create_table(SCHEMA, name, cols, identity);
+            if kind == TableKind::Toasted {
+                db.set_toast_threshold(SCHEMA, name, TOAST_THRESHOLD);
+            }
+            tables.insert(name, TableModel { kind, extra: 0 });
+            truth.insert(name, TableState::new());
+        }
+        Upstream {
+            db,
+            tables,
+            truth,
+            history: Vec::new(),
+            by_lsn: BTreeMap::new(),
+            per_table: BTreeMap::new(),
+            invisible: BTreeMap::new(),
+            held: BTreeMap::new(),
+            open: BTreeMap::new(),
+            row_locks: BTreeMap::new(),
+            table_locks: BTreeMap::new(),
+            next_txn: 1,
+            key_space: key_space.max(2),
+        }
+    }
+
+    /// The kind of a table.
+    pub fn kind(&self, table: &str) -> Option<TableKind> {
+        self.tables.get(table).map(|t| t.kind)
+    }
+
+    /// The committed content of a table (including commits not yet visible).
+    pub fn state(&self, table: &str) -> Option<&TableState> {
+        self.truth.get(table)
+    }
+
+    /// Every commit so far, in log order.
+    pub fn history(&self) -> &[Commit] {
+        &self.history
+    }
+
+    /// The commit the feed reports with this end LSN.
+    pub fn commit_at(&self, end_lsn: Lsn) -> Option<&Commit> {
+        self.by_lsn.get(&end_lsn).and_then(|&i| self.history.get(i))
+    }
+
+    /// Commits that touched `table`, in log order.
+    pub fn commits_on(&self, table: &str) -> &[usize] {
+        self.per_table.get(table).map_or(&[], Vec::as_slice)
+    }
+
+    /// What a snapshot taken now sees.
+    pub fn visibility(&self) -> Visibility {
+        Visibility { count: self.history.len(), invisible: self.invisible.values().map(|&(i, _)| i).collect() }
+    }
+
+    /// Transactions begun and not yet committed or aborted.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Open transactions, oldest first.
+    pub fn open_ids(&self) -> Vec<TxnId> {
+        self.open.keys().copied().collect()
+    }
+
+    /// Commits logged but not yet visible, by 64-bit xid.
+    pub fn invisible_xids(&self) -> Vec<u64> {
+        self.invisible.keys().copied().collect()
+    }
+
+    /// Begins a transaction (its xid is assigned now).
+    pub fn begin(&mut self) -> TxnId {
+        let id = self.next_txn;
+        self.next_txn += 1;
+        let txn = OpenTxn { handle: self.db.begin(), ops: Vec::new(), locks: Locks::default() };
+        self.open.insert(id, txn);
+        id
+    }
+
+    /// Adds up to `n` random operations to an open transaction, skipping what
+    /// another transaction has locked. Returns how many were added.
+    pub fn add_ops(&mut self, id: TxnId, n: usize, rng: &mut Rng, allow_truncate: bool) -> usize {
+        let Some(mut txn) = self.open.remove(&id) else {
+            return 0;
+        };
+        let mut added = 0;
+        for _ in 0..n {
+            // A few attempts per op: a random choice may hit a lock.
+            for _ in 0..4 {
+                let names: Vec<&'static str> = self.tables.keys().copied().collect();
+                let table = names[rng.below(names.len() as u64) as usize];
+                if self.try_op(id, &mut txn, table, rng, allow_truncate) {
+                    added += 1;
+                    break;
+                }
+            }
+        }
+        self.open.insert(id, txn);
+        added
+    }
+
+    fn locked_by_other(&self, id: TxnId, table: &'static str, key: Option<&Key>) -> bool {
+        if self.table_locks.get(table).is_some_and(|&t| t != id) {
+            return true;
+        }
+        match key {
+            Some(k) => self.row_locks.get(&(table, k.clone())).is_some_and(|&t| t != id),
+            None => self.row_locks.iter().any(|((t, _), &owner)| *t == table && owner != id),
+        }
+    }
+
+    fn lock_row(&mut self, id: TxnId, txn: &mut OpenTxn, table: &'static str, key: &Key) {
+        self.row_locks.insert((table, key.clone()), id);
+        txn.locks.rows.insert((table, key.clone()));
+    }
+
+    /// The transaction's view of a table.
+    fn view_of(&self, txn: &OpenTxn, table: &'static str, kind: TableKind) -> TableState {
+        let mut state = self.truth.get(table).cloned().unwrap_or_default();
+        for (t, op) in &txn.ops {
+            if *t == table {
+                apply_op(kind, &mut state, op);
+            }
+        }
+        state
+    }
+
+    fn push_op(txn: &mut OpenTxn, table: &'static str, op: TxOp) {
+        match &op {
+            TxOp::Insert(row) => txn.handle.insert(SCHEMA, table, row.clone()),
+            TxOp::Update(key, row) => txn.handle.update(SCHEMA, table, key.clone(), row.clone()),
+            TxOp::Delete(key) => txn.handle.delete(SCHEMA, table, key.clone()),
+            TxOp::Truncate => txn.handle.truncate(&[(SCHEMA, table)]),
+        }
+        txn.ops.push((table, op));
+    }
+
+    fn try_op(&mut self, id: TxnId, txn: &mut OpenTxn, table: &'static str, rng: &mut Rng, truncate: bool) -> bool {
+        if self.table_locks.get(table).is_some_and(|&t| t != id) {
+            return false;
+        }
+        let Some(model) = self.tables.get(table) else { return false };
+        let (kind, extra) = (model.kind, model.extra);
+        let key_space = self.key_space;
+        let state = self.view_of(txn, table, kind);
+        let keyed = matches!(kind, TableKind::Keyed | TableKind::Composite | TableKind::Toasted);
+        let roll = rng.below(100);
+        if truncate && roll < 3 {
+            if self.locked_by_other(id, table, None) {
+                return false;
+            }
+            self.table_locks.insert(table, id);
+            txn.locks.tables.insert(table);
+            Self::push_op(txn, table, TxOp::Truncate);
+            return true;
+        }
+        let existing: Vec<Key> = state.keys().cloned().collect();
+        let pick = |rng: &mut Rng| -> Option<Key> {
+            (!existing.is_empty()).then(|| existing[rng.below(existing.len() as u64) as usize].clone())
+        };
+        if roll < 45 || existing.is_empty() {
+            // Insert: a new key for keyed tables, any row (maybe a
+            // duplicate) for tables without a key.
+            let row = random_row(kind, extra, key_space, rng);
+            let key = key_of(kind, &row);
+            if (keyed && state.contains_key(&key)) || self.locked_by_other(id, table, Some(&key)) {
+                return false;
+            }
+            self.lock_row(id, txn, table, &key);
+            Self::push_op(txn, table, TxOp::Insert(row));
+            return true;
+        }
+        let Some(key) = pick(rng) else { return false };
+        if self.locked_by_other(id, table, Some(&key)) {
+            return false;
+        }
+        if roll >= 80 {
+            self.lock_row(id, txn, table, &key);
+            Self::push_op(txn, table, TxOp::Delete(key));
+            return true;
+        }
+        // Update; for keyed tables sometimes moving the row to another key.
+        let old = state.get(&key).map(|(r, _)| r.clone()).unwrap_or_default();
+        let mut row = random_row(kind, extra, key_space, rng);
+        if keyed {
+            if rng.below(4) != 0 {
+                for (i, v) in key.0.iter().enumerate() {
+                    row.0[i] = v.clone();
+                }
+            }
+            if kind == TableKind::Toasted && rng.below(2) == 0 {
+                // Keep the long body: the feed sends it as unchanged.
+                row.0[1] = old.0[1].clone();
+            }
+        }
+        let new_key = key_of(kind, &row);
+        if new_key != key
+            && ((keyed && state.contains_key(&new_key)) || self.locked_by_other(id, table, Some(&new_key)))
+        {
+            return false;
+        }
+        self.lock_row(id, txn, table, &key);
+        self.lock_row(id, txn, table, &new_key);
+        Self::push_op(txn, table, TxOp::Update(key, row));
+        true
+    }
+
+    /// Commits an open transaction. With `visible_now` false (and every table
+    /// it touched published), the commit reaches the log first and becomes
+    /// visible to snapshots only at [`Upstream::make_visible`]; the returned
+    /// xid is then `Some`. A transaction without operations is aborted.
+    pub fn commit(&mut self, id: TxnId, visible_now: bool) -> Result<Option<u64>, ModelError> {
+        let Some(txn) = self.open.remove(&id) else {
+            return Ok(None);
+        };
+        if txn.ops.is_empty() {
+            self.release(id, txn.locks);
+            return Ok(None);
+        }
+        let touched: Vec<&'static str> = txn.ops.iter().map(|(t, _)| *t).collect::<BTreeSet<_>>().into_iter().collect();
+        let in_feed: BTreeSet<&'static str> =
+            touched.iter().copied().filter(|t| self.db.is_published(SCHEMA, t)).collect();
+        // A window between log and visibility only where the feed carries the
+        // commit: Postgres decides publication membership with the catalog of
+        // the commit's time, and that window is microseconds there; leaving a
+        // commit invisible to a snapshot *and* absent from the feed would
+        // model a race Postgres practically never shows.
+        let deferred = !visible_now && in_feed.len() == touched.len();
+        let expected: BTreeMap<&'static str, TableState> =
+            touched.iter().map(|t| (*t, self.view_of(&txn, t, self.kind(t).unwrap_or(TableKind::Keyed)))).collect();
+        let truncated: BTreeSet<&'static str> =
+            txn.ops.iter().filter(|(_, op)| matches!(op, TxOp::Truncate)).map(|(t, _)| *t).collect();
+        let OpenTxn { handle, locks, .. } = txn;
+        let (end_lsn, xid) = handle.commit_to_log();
+        if !deferred {
+            self.db.make_visible(xid);
+        }
+        let mut deltas = BTreeMap::new();
+        for table in &touched {
+            let kind = self.kind(table).unwrap_or(TableKind::Keyed);
+            let after = state_of(kind, self.db.rows(SCHEMA, table));
+            let expected = expected.get(table).cloned().unwrap_or_default();
+            if after != expected {
+                return Err(ModelError {
+                    table: (*table).to_owned(),
+                    detail: format!("after commit of xid {xid}: model has {after:?}, workload expected {expected:?}"),
+                });
+            }
+            let before = self.truth.get(table).cloned().unwrap_or_default();
+            let delta = if truncated.contains(table) { Delta::Replace(after.clone()) } else { diff(&before, &after) };
+            deltas.insert(*table, delta);
+            self.truth.insert(table, after);
+        }
+        let idx = self.record(xid, end_lsn, deltas, in_feed, false);
+        if deferred {
+            self.invisible.insert(xid, (idx, id));
+            self.held.insert(id, locks);
+            Ok(Some(xid))
+        } else {
+            self.release(id, locks);
+            Ok(None)
+        }
+    }
+
+    fn record(
+        &mut self,
+        xid: u64,
+        end_lsn: Lsn,
+        deltas: BTreeMap<&'static str, Delta>,
+        in_feed: BTreeSet<&'static str>,
+        ddl: bool,
+    ) -> usize {
+        let idx = self.history.len();
+        for t in deltas.keys() {
+            self.per_table.entry(t).or_default().push(idx);
+        }
+        if !in_feed.is_empty() {
+            self.by_lsn.insert(end_lsn, idx);
+        }
+        self.history.push(Commit { idx, xid, end_lsn, deltas, in_feed, ddl });
+        idx
+    }
+
+    fn release(&mut self, id: TxnId, locks: Locks) {
+        for k in locks.rows {
+            if self.row_locks.get(&k) == Some(&id) {
+                self.row_locks.remove(&k);
+            }
+        }
+        for t in locks.tables {
+            if self.table_locks.get(t) == Some(&id) {
+                self.table_locks.remove(t);
+            }
+        }
+    }
+
+    /// Makes a commit logged by [`Upstream::commit`] visible and releases its locks.
+    pub fn make_visible(&mut self, xid: u64) {
+        self.db.make_visible(xid);
+        if let Some((_, id)) = self.invisible.remove(&xid) {
+            if let Some(locks) = self.held.remove(&id) {
+                self.release(id, locks);
+            }
+        }
+    }
+
+    /// Rolls an open transaction back.
+    pub fn abort(&mut self, id: TxnId) {
+        if let Some(txn) = self.open.remove(&id) {
+            // Dropping the handle rolls the transaction back in the model.
+            self.release(id, txn.locks);
+        }
+    }
+
+    /// Adds an int8 column (default 0) to a table, if no transaction holds a
+    /// lock on it. Returns whether it did.
+    pub fn add_column(&mut self, table: &'static str) -> Result<bool, ModelError> {
+        // ALTER TABLE waits for every transaction that touched the table.
+        let in_use = self.open.values().any(|t| t.ops.iter().any(|(n, _)| *n == table))
+            || self.row_locks.keys().any(|(n, _)| *n == table)
+            || self.table_locks.contains_key(table);
+        if in_use {
+            return Ok(false);
+        }
+        let Some(model) = self.tables.get_mut(table) else { return Ok(false) };
+        if model.extra >= 2 {
+            return Ok(false);
+        }
+        model.extra += 1;
+        let kind = model.kind;
+        let name = format!("extra{}", model.extra);
+        let published = self.db.is_published(SCHEMA, table);
+        self.db.add_column(SCHEMA, table, &name, "int8", Value::Int(0));
+        let after = state_of(kind, self.db.rows(SCHEMA, table));
+        let before = self.truth.get(table).cloned().unwrap_or_default();
+        let widened: TableState = before
+            .into_values()
+            .map(|(mut row, n)| {
+                row.0.push(Value::Int(0));
+                (key_of(kind, &row), (row, n))
+            })
+            .collect();
+        if after != widened {
+            return Err(ModelError {
+                table: table.to_owned(),
+                detail: format!("after adding {name}: model has {after:?}, workload expected {widened:?}"),
+            });
+        }
+        self.truth.insert(table, after.clone());
+        let in_feed = if published { BTreeSet::from([table]) } else { BTreeSet::new() };
+        let end_lsn = self.db.current_lsn();
+        self.record(0, end_lsn, BTreeMap::from([(table, Delta::Replace(after))]), in_feed, true);
+        Ok(true)
+    }
+}
+
+/// The key of a row of a table of `kind`.
+pub fn key_of(kind: TableKind, row: &Row) -> Key {
+    match kind {
+        TableKind::Keyed | TableKind::Toasted => Key(vec![row.0.first().cloned().unwrap_or(Value::Null)]),
+        TableKind::Composite => Key(row.0.iter().take(2).cloned().collect()),
+        TableKind::FullRow | TableKind::NoIdentity => Key(row.0.clone()),
+    }
+}
+
+/// Rows (copies repeated) as a table state.
+pub fn state_of(kind: TableKind, rows: Vec<Row>) -> TableState {
+    let mut state = TableState::new();
+    for row in rows {
+        let e = state.entry(key_of(kind, &row)).or_insert((row.clone(), 0));
+        e.0 = row;
+        e.1 += 1;
+    }
+    state
+}
+
+fn diff(before: &TableState, after: &TableState) -> Delta {
+    let mut keys = BTreeMap::new();
+    for (k, v) in before {
+        if after.get(k) != Some(v) {
+            keys.insert(k.clone(), after.get(k).cloned());
+        }
+    }
+    for (k, v) in after {
+        if !before.contains_key(k) {
+            keys.insert(k.clone(), Some(v.clone()));
+        }
+    }
+    Delta::Set(keys)
+}
+
+fn random_row(kind: TableKind, extra: usize, key_space: i64, rng: &mut Rng) -> Row {
+    let r = |rng: &mut Rng, n: u64| rng.below(n) as i64;
+    let mut values = match kind {
+        TableKind::Keyed => {
+            vec![Value::Int(r(rng, key_space as u64)), Value::Text(format!("u{}", r(rng, 5))), Value::Int(r(rng, 100))]
+        }
+        TableKind::Composite => vec![
+            Value::Int(r(rng, 4)),
+            Value::Text(["x", "y", "z"][rng.below(3) as usize].to_owned()),
+            Value::Int(r(rng, 10)),
+        ],
+        TableKind::Toasted => vec![
+            Value::Int(r(rng, key_space as u64)),
+            Value::Text(format!("post body {} {}", r(rng, 4), "lorem ipsum dolor sit amet ".repeat(2))),
+            Value::Int(r(rng, 50)),
+        ],
+        TableKind::FullRow => {
+            vec![Value::Text(["a", "b", "c"][rng.below(3) as usize].to_owned()), Value::Int(r(rng, 3))]
+        }
+        TableKind::NoIdentity => vec![Value::Text(format!("m{}", r(rng, 4))), Value::Int(r(rng, 5))],
+    };
+    // Added columns: a fresh value now and then.
+    values.extend((0..extra).map(|_| Value::Int(r(rng, 3))));
+    Row(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_match_the_model_and_deltas_replay_to_the_truth() {
+        let mut up = Upstream::new((1 << 32) - 20, 8);
+        let mut rng = Rng::new(9);
+        let mut replayed: BTreeMap<&str, TableState> = BTreeMap::new();
+        for i in 0..300 {
+            let t = up.begin();
+            up.add_ops(t, 1 + (i % 4), &mut rng, true);
+            up.commit(t, true).expect("model agrees");
+            if i % 50 == 0 {
+                assert!(up.add_column("users").is_ok());
+            }
+        }
+        for c in up.history() {
+            for (t, d) in &c.deltas {
+                d.apply(replayed.entry(t).or_default());
+            }
+        }
+        for (name, _) in TABLES {
+            assert_eq!(replayed.get(name).cloned().unwrap_or_default(), up.state(name).cloned().unwrap_or_default());
+        }
+        assert!(up.history().len() > 250);
+    }
+
+    #[test]
+    fn locks_keep_concurrent_transactions_apart() {
+        let mut up = Upstream::new(1000, 4);
+        let mut rng = Rng::new(1);
+        let a = up.begin();
+        up.add_ops(a, 6, &mut rng, true);
+        let b = up.begin();
+        up.add_ops(b, 6, &mut rng, true);
+        let locked_a: BTreeSet<_> = up.open.get(&a).map(|t| t.locks.rows.clone()).unwrap_or_default();
+        let locked_b: BTreeSet<_> = up.open.get(&b).map(|t| t.locks.rows.clone()).unwrap_or_default();
+        assert!(locked_a.is_disjoint(&locked_b));
+        up.commit(b, true).expect("b commits");
+        up.commit(a, true).expect("a commits");
+    }
+}

@@ -1,0 +1,341 @@
+//! What happens to the system, tick by tick: upstream writes, callers'
+//! control calls, and faults, chosen by the scenario and the fault plan.
+
+use flashsync_core::memory::FailPoint;
+use flashsync_core::{Persistence, Selector, ViewDef, ViewName};
+
+use crate::driver::{Call, Ev, World};
+use crate::faults::Fault;
+use crate::scenario::Scenario;
+use crate::upstream::{TableKind, TxnId, SCHEMA, TABLES};
+
+/// Defines the initial views and asks for the first sync.
+pub(crate) fn setup(w: &mut World, scenario: Scenario, views: Option<u64>) {
+    let (lo, hi) = scenario.views();
+    let n = views.unwrap_or_else(|| lo + w.rng.below(hi - lo + 1));
+    for i in 0..n {
+        let def = random_def(w, i);
+        w.defs_used.push(def.clone());
+        w.deliver_call(Call::Define(def), None);
+    }
+    if matches!(scenario, Scenario::All | Scenario::Churn) && w.rng.chance(0.4) {
+        // A realtime view of a table without replica identity: must fail
+        // loudly, forever.
+        if let Ok(def) = ViewDef::new(SCHEMA, "logs_rt_noid", Persistence::Realtime, crate::ORIGIN, SCHEMA, "logs") {
+            w.defs_used.push(def.clone());
+            w.deliver_call(Call::Define(def), None);
+        }
+    }
+    w.deliver_call(Call::Sync { selector: Selector::All, force: false }, None);
+    let d = 1 + w.jitter(w.plan.timing.tick_ms);
+    w.schedule(d, Ev::Tick);
+    let d = w.jitter(w.plan.timing.keepalive_ms);
+    w.schedule(d, Ev::Keepalive);
+}
+
+fn random_def(w: &mut World, i: u64) -> ViewDef {
+    loop {
+        let (table, kind) = TABLES[w.rng.below(TABLES.len() as u64) as usize];
+        let realtime = kind != TableKind::NoIdentity && w.rng.chance(0.65);
+        let (mode, tag) = if realtime { (Persistence::Realtime, "rt") } else { (Persistence::Materialized, "mat") };
+        if let Ok(def) = ViewDef::new(SCHEMA, &format!("{table}_{tag}{i}"), mode, crate::ORIGIN, SCHEMA, table) {
+            return def;
+        }
+    }
+}
+
+/// A random selector over the views the workload knows.
+fn random_selector(w: &mut World) -> Selector {
+    let names: Vec<ViewName> = w.defs_used.iter().map(|d| d.name.clone()).collect();
+    match w.rng.below(10) {
+        0..=3 => Selector::All,
+        4..=6 if !names.is_empty() => {
+            let name = names[w.rng.below(names.len() as u64) as usize].clone();
+            Selector::view(&name)
+        }
+        7 | 8 => {
+            let (table, _) = TABLES[w.rng.below(TABLES.len() as u64) as usize];
+            Selector::from_map([(SCHEMA, [format!("{table}_*")])]).unwrap_or_default()
+        }
+        _ => {
+            let picked: std::collections::BTreeSet<ViewName> =
+                names.iter().filter(|_| w.rng.chance(0.4)).cloned().collect();
+            if picked.is_empty() {
+                Selector::All
+            } else {
+                Selector::Names(picked)
+            }
+        }
+    }
+}
+
+/// One workload action, then the next tick.
+pub(crate) fn tick(w: &mut World) {
+    if w.liveness {
+        return;
+    }
+    act(w);
+    w.kick();
+    let d = 1 + w.jitter(w.plan.timing.tick_ms);
+    w.schedule(d, Ev::Tick);
+}
+
+fn act(w: &mut World) {
+    let scenario = w.scenario;
+    let mut choices: Vec<(u32, Action)> =
+        vec![(scenario.write_weight(), Action::Write), (8, Action::Sync), (2, Action::Status)];
+    for (f, rate) in w.plan.rates.clone() {
+        if rate == 0 {
+            continue;
+        }
+        let action = match f {
+            Fault::CutFeed => Action::Fault(f),
+            Fault::Storm => Action::Fault(f),
+            Fault::DropSlot | Fault::InvalidateSlot | Fault::Offline | Fault::FailCalls => Action::Fault(f),
+            Fault::Crash | Fault::Restart | Fault::StoreError | Fault::AddColumn => Action::Fault(f),
+            Fault::Churn => Action::Fault(f),
+            // Per-event probabilities, applied where the events happen.
+            Fault::LostKeepalive | Fault::FeedStall | Fault::LostAck | Fault::SlowSnapshot => continue,
+        };
+        // Rare faults stay rare: a weight of 1 is about one action in 60.
+        let weight = match f {
+            Fault::Crash | Fault::Restart | Fault::DropSlot | Fault::InvalidateSlot | Fault::AddColumn => rate / 2 + 1,
+            Fault::Churn => rate * 2,
+            _ => rate,
+        };
+        choices.push((weight, action));
+    }
+    let total: u32 = choices.iter().map(|c| c.0).sum();
+    let mut roll = w.rng.below(u64::from(total.max(1))) as u32;
+    let mut chosen = Action::Write;
+    for (weight, a) in choices {
+        if roll < weight {
+            chosen = a;
+            break;
+        }
+        roll -= weight;
+    }
+    w.trace.add("act", &chosen);
+    match chosen {
+        Action::Write => write(w),
+        Action::Sync => {
+            let selector = random_selector(w);
+            let force = w.rng.chance(0.2);
+            let inc = w.inc;
+            w.schedule(0, Ev::Control { inc, call: Call::Sync { selector, force }, burst: None });
+        }
+        Action::Status => {
+            // Status is a read of the machine; exercise it for panics.
+            let _ = w.machine.status(&Selector::All);
+        }
+        Action::Fault(f) => fault(w, f),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Write,
+    Sync,
+    Status,
+    Fault(Fault),
+}
+
+fn write(w: &mut World) {
+    let roll = w.rng.below(100);
+    let truncates = true;
+    if roll < 70 {
+        let t = w.up.begin();
+        let n = 1 + w.rng.below(4) as usize;
+        w.up.add_ops(t, n, &mut w.rng, truncates);
+        let window = w.plan.timing.invisible_ms > 0 && w.rng.chance(0.4);
+        commit(w, t, window);
+    } else if roll < 90 {
+        // A transaction that stays open across whatever happens next.
+        let t = w.up.begin();
+        let n = 1 + w.rng.below(3) as usize;
+        w.up.add_ops(t, n, &mut w.rng, truncates);
+        let more = w.jitter(w.plan.timing.open_txn_ms / 2);
+        w.schedule(more, Ev::TxnStep { txn: t, commit: false });
+        let end = w.plan.timing.open_txn_ms / 2 + w.jitter(w.plan.timing.open_txn_ms);
+        w.schedule(end, Ev::TxnStep { txn: t, commit: true });
+    } else {
+        let t = w.up.begin();
+        w.up.add_ops(t, 2, &mut w.rng, truncates);
+        w.trace.add("abort", &t);
+        w.up.abort(t);
+    }
+}
+
+fn commit(w: &mut World, t: TxnId, window: bool) {
+    match w.up.commit(t, !window) {
+        Ok(Some(xid)) => {
+            let d = w.jitter(w.plan.timing.invisible_ms);
+            w.schedule(d, Ev::Visible { xid });
+        }
+        Ok(None) => {}
+        Err(e) => w.checker.report("upstream model: commits", e.to_string()),
+    }
+    w.kick();
+}
+
+/// An open transaction does more, or ends.
+pub(crate) fn txn_step(w: &mut World, t: TxnId, end: bool) {
+    if !w.up.open_ids().contains(&t) {
+        return;
+    }
+    if !end {
+        let n = 1 + w.rng.below(2) as usize;
+        w.up.add_ops(t, n, &mut w.rng, true);
+        return;
+    }
+    if w.rng.chance(0.1) {
+        w.trace.add("abort", &t);
+        w.up.abort(t);
+        return;
+    }
+    let window = w.plan.timing.invisible_ms > 0 && w.rng.chance(0.4);
+    commit(w, t, window);
+}
+
+/// A keepalive from the origin (unless lost), then the next one.
+pub(crate) fn keepalive(w: &mut World) {
+    let lost = w.rng.below(100) < u64::from(w.plan.rate(Fault::LostKeepalive));
+    if lost && !w.liveness {
+        w.count_fault(Fault::LostKeepalive);
+    } else {
+        let reply = w.rng.chance(0.3);
+        w.up.db.keepalive(reply);
+        w.kick();
+    }
+    let d = 1 + w.jitter(w.plan.timing.keepalive_ms);
+    w.schedule(d, Ev::Keepalive);
+}
+
+fn fault(w: &mut World, f: Fault) {
+    if w.down && !matches!(f, Fault::AddColumn | Fault::CutFeed | Fault::DropSlot | Fault::InvalidateSlot) {
+        // Nothing local to hurt while the process is down.
+        return;
+    }
+    if !matches!(f, Fault::Crash | Fault::Restart) {
+        w.count_fault(f);
+    }
+    match f {
+        Fault::CutFeed => w.up.db.cut_feed(),
+        Fault::Storm => storm(w),
+        Fault::DropSlot => w.up.db.drop_slot(),
+        Fault::InvalidateSlot => w.up.db.invalidate_slot(),
+        Fault::Offline => {
+            if w.offline_until.is_none() {
+                w.up.db.set_offline(true);
+                let d = 50 + w.jitter(1500);
+                w.offline_until = Some(w.now + d);
+                w.schedule(d, Ev::Online);
+            }
+        }
+        Fault::FailCalls => {
+            let point = [FailPoint::Prepare, FailPoint::Snapshot, FailPoint::Subscribe, FailPoint::Release]
+                [w.rng.below(4) as usize];
+            let n = 1 + w.rng.below(3) as u32;
+            w.fail_calls(point, n);
+        }
+        Fault::Crash => {
+            if !w.restart_is_safe(false) {
+                w.count_fault_deferred(f);
+                return;
+            }
+            w.count_fault(f);
+            let d = 10 + w.jitter(500);
+            w.crash(true, d);
+        }
+        Fault::Restart => {
+            if !w.restart_is_safe(true) {
+                w.count_fault_deferred(f);
+                return;
+            }
+            w.count_fault(f);
+            let d = 10 + w.jitter(300);
+            w.clean_restart(d);
+        }
+        Fault::StoreError => w.fail_next_apply = true,
+        Fault::AddColumn => {
+            let (table, kind) = TABLES[w.rng.below(TABLES.len() as u64) as usize];
+            if kind != TableKind::NoIdentity {
+                if let Err(e) = w.up.add_column(table) {
+                    w.checker.report("upstream model: ddl", e.to_string());
+                }
+            }
+        }
+        Fault::Churn => churn(w),
+        Fault::LostKeepalive | Fault::FeedStall | Fault::LostAck | Fault::SlowSnapshot => {}
+    }
+}
+
+/// Waves of concurrent `sync()` calls, the connection flapping in between.
+fn storm(w: &mut World) {
+    let waves = 1 + w.rng.below(4);
+    let (lo, hi) = w.scenario.storm_calls();
+    let mut at = 0;
+    let inc = w.inc;
+    for _ in 0..waves {
+        let calls = (lo + w.rng.below(hi - lo + 1)) as usize;
+        let burst = w.next_burst;
+        w.next_burst += 1;
+        w.burst_sizes.insert(burst, calls);
+        for _ in 0..calls {
+            let selector = random_selector(w);
+            let force = w.rng.chance(0.05);
+            w.queue_at(at, Ev::Control { inc, call: Call::Sync { selector, force }, burst: Some(burst) });
+        }
+        // The connection flaps before the next wave.
+        at += 5 + w.jitter(200);
+        if w.rng.chance(0.6) {
+            w.queue_at(at, Ev::FlapFeed);
+            at += 1 + w.jitter(50);
+        }
+    }
+}
+
+fn churn(w: &mut World) {
+    let inc = w.inc;
+    let call = match w.rng.below(100) {
+        0..=29 => Call::Stop(random_selector(w)),
+        30..=59 => Call::Resume(random_selector(w)),
+        60..=74 => {
+            // Forget a few views (never everything at once: keep a workload).
+            let names: Vec<ViewName> = w.defs_used.iter().map(|d| d.name.clone()).collect();
+            if names.is_empty() {
+                return;
+            }
+            let name = names[w.rng.below(names.len() as u64) as usize].clone();
+            Call::Forget(Selector::view(&name))
+        }
+        75..=89 => {
+            // (Re-)define a view the workload used before, or a new one.
+            if w.rng.chance(0.5) && !w.defs_used.is_empty() {
+                let def = w.defs_used[w.rng.below(w.defs_used.len() as u64) as usize].clone();
+                Call::Define(def)
+            } else {
+                let i = 100 + w.defs_used.len() as u64;
+                let def = random_def(w, i);
+                w.defs_used.push(def.clone());
+                Call::Define(def)
+            }
+        }
+        _ => {
+            // Redefine an existing name: other mode or other table.
+            if w.defs_used.is_empty() {
+                return;
+            }
+            let mut def = w.defs_used[w.rng.below(w.defs_used.len() as u64) as usize].clone();
+            let (table, kind) = TABLES[w.rng.below(TABLES.len() as u64) as usize];
+            def.upstream.table = table.to_owned();
+            def.persistence = if kind == TableKind::NoIdentity || w.rng.chance(0.5) {
+                Persistence::Materialized
+            } else {
+                Persistence::Realtime
+            };
+            Call::Define(def)
+        }
+    };
+    w.schedule(0, Ev::Control { inc, call, burst: None });
+}
