@@ -8,20 +8,20 @@
 //! [`fjall::OwnedWriteBatch`], which fjall commits atomically across
 //! keyspaces (one journal entry with a checksum, replayed whole or not at all).
 //!
-//! A `Truncate` does not delete rows one by one: the view switches, inside the
-//! same batch, to a fresh empty generation that receives the rows written
-//! after the truncate. The old generation is deleted once the switch is
-//! durable — until then a crash could bring the old pointer back.
+//! A `Truncate` does not delete rows one by one: inside the same batch the
+//! view switches to a fresh, empty generation, which receives the rows written
+//! after the truncate, and the old generation is marked garbage. Its rows are
+//! deleted once the switch is durable — until then a crash could bring the
+//! old pointer back.
 
 use std::collections::HashMap;
 
-use fjall::Keyspace;
 use flashsync_core::rowops::{apply_ops, ApplyReport, RowAccess};
 use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind};
 
 use crate::error::engine;
-use crate::layout::{self, CopyRecord};
-use crate::shared::{Copy, Shared, State};
+use crate::layout::{self, CopyRecord, GenKey};
+use crate::shared::{Shared, State};
 
 /// Applies `batch` (on the writer thread).
 pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
@@ -37,85 +37,42 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
         }
     }
 
-    let mut access = BatchAccess { shared, state: &mut state, views: HashMap::new(), created: Vec::new() };
-    let report = match apply_ops(&batch.views, &mut access) {
-        Ok(report) => report,
-        Err(e) => {
-            for rows in access.created.drain(..) {
-                shared.drop_generation(rows);
-            }
-            return Err(e);
-        }
-    };
-    let BatchAccess { views, created, .. } = access;
+    let mut access = BatchAccess { shared, state: &mut state, views: HashMap::new() };
+    let report = apply_ops(&batch.views, &mut access)?;
+    let views = access.views;
 
-    let result = commit(shared, &mut state, &batch, &views);
-    if let Err(e) = result {
-        for rows in created {
-            shared.drop_generation(rows);
-        }
-        return Err(e);
-    }
-
-    // The batch is committed (visible); mirror it in memory.
-    for (view, buf) in views {
-        if let Some(generation) = buf.fresh {
-            if let Some(copy) = state.copies.get_mut(&view) {
-                let old = std::mem::replace(copy, Copy { generation, schema: copy.schema.clone(), rows: buf.target });
-                state.retired.push(old.rows);
-            }
-        }
-    }
-    match batch.progress {
-        Progress::Commit { .. } => state.dirty.retain(|_, origin| *origin != batch.origin),
-        Progress::Partial => {
-            for v in &batch.views {
-                state.dirty.insert(v.relation_id, batch.origin.clone());
-            }
-        }
-        Progress::Replay => {}
-    }
-    state.last_seq = Some(batch.seq);
-    if shared.apply_durability().is_some() {
-        shared.reclaim_retired(&mut state);
-    }
-    Ok(report)
-}
-
-/// Builds and commits the fjall batch.
-fn commit(
-    shared: &Shared,
-    state: &mut State,
-    batch: &ApplyBatch,
-    views: &HashMap<RelationId, ViewBuf>,
-) -> Result<(), StoreError> {
-    let op = || format!("apply batch {}", batch.seq.0);
-    let ks = &shared.ks;
     let mut wb = shared.db.batch().durability(shared.apply_durability());
-    for (view, buf) in views {
+    let ks = &shared.ks;
+    let mut switched = Vec::new();
+    for (view, buf) in &views {
         for (key, value) in &buf.writes {
+            let key = buf.target.row_key(key);
             match value {
-                Some(value) => wb.insert(&buf.target, key.as_slice(), value.as_slice()),
+                Some(value) => wb.insert(&ks.rows, key, value.as_slice()),
                 // A fresh generation starts empty: nothing to delete there.
-                None if buf.fresh.is_some() => {}
-                None => wb.remove(&buf.target, key.as_slice()),
+                None if buf.fresh => {}
+                None => wb.remove(&ks.rows, key),
             }
         }
-        if let Some(generation) = buf.fresh {
-            let schema = match state.copies.get(view) {
-                Some(copy) => copy.schema.clone(),
-                None => return Err(StoreError::no_view(op(), *view)),
+        if buf.fresh {
+            let Some(copy) = state.copies.get(view) else {
+                return Err(StoreError::no_view(op, *view));
             };
-            let record = layout::encode_json("published copy", &CopyRecord { generation, schema })?;
-            wb.insert(&ks.copies, layout::view_key(*view), record);
+            let old = GenKey { view: *view, generation: copy.generation };
+            let record = CopyRecord { generation: buf.target.generation, schema: copy.schema.clone() };
+            wb.insert(&ks.copies, layout::view_key(*view), layout::encode_json("published copy", &record)?);
+            wb.insert(&ks.garbage, old.prefix(), []);
+            switched.push((*view, buf.target.generation, old));
         }
+    }
+    if !switched.is_empty() {
+        wb.insert(&ks.meta, layout::META_NEXT_GENERATION, layout::encode_u64(state.next_generation));
     }
     for job in &batch.jobs {
         // Jobs of views no longer in the catalog (forgotten meanwhile) are
         // dropped, as the reference store does.
         if state.catalog.contains(&job.relation_id) {
-            let record = layout::encode_json("job record", job)?;
-            wb.insert(&ks.jobs, layout::view_key(job.relation_id), record);
+            wb.insert(&ks.jobs, layout::view_key(job.relation_id), layout::encode_json("job record", job)?);
         }
     }
     match batch.progress {
@@ -135,22 +92,38 @@ fn commit(
         }
         Progress::Replay => {}
     }
-    wb.commit().map_err(|e| {
-        let e = engine(op(), e);
-        // fjall may have written the batch to its journal before failing
-        // (e.g. the fsync failed): what is on disk is now unknown.
-        state.poison(&e);
-        e
-    })
+    shared.commit(&mut state, wb, &op)?;
+
+    // The batch is committed (visible); mirror it in memory.
+    for (view, generation, old) in switched {
+        if let Some(copy) = state.copies.get_mut(&view) {
+            copy.generation = generation;
+        }
+        state.garbage_after_sync.push(old);
+    }
+    match batch.progress {
+        Progress::Commit { .. } => state.dirty.retain(|_, origin| *origin != batch.origin),
+        Progress::Partial => {
+            for v in &batch.views {
+                state.dirty.insert(v.relation_id, batch.origin.clone());
+            }
+        }
+        Progress::Replay => {}
+    }
+    state.last_seq = Some(batch.seq);
+    if shared.apply_durability().is_some() {
+        state.synced();
+    }
+    Ok(report)
 }
 
 /// One view's share of the batch under construction.
 struct ViewBuf {
     /// Where the view's rows go: its published generation, or a fresh one
     /// after a truncate.
-    target: Keyspace,
-    /// The fresh generation's number, once the batch truncated the view.
-    fresh: Option<u64>,
+    target: GenKey,
+    /// Whether the batch truncated the view (so `target` is fresh).
+    fresh: bool,
     /// Buffered writes (`None` deletes), by encoded key.
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
@@ -163,15 +136,14 @@ struct BatchAccess<'a> {
     shared: &'a Shared,
     state: &'a mut State,
     views: HashMap<RelationId, ViewBuf>,
-    /// Generations created for truncates; deleted again if the batch fails.
-    created: Vec<Keyspace>,
 }
 
 impl BatchAccess<'_> {
     fn buf(&mut self, view: RelationId) -> Result<&mut ViewBuf, StoreError> {
         if !self.views.contains_key(&view) {
             let copy = self.state.copies.get(&view).ok_or_else(|| StoreError::no_view("apply", view))?;
-            self.views.insert(view, ViewBuf { target: copy.rows.clone(), fresh: None, writes: HashMap::new() });
+            let target = GenKey { view, generation: copy.generation };
+            self.views.insert(view, ViewBuf { target, fresh: false, writes: HashMap::new() });
         }
         self.views.get_mut(&view).ok_or_else(|| StoreError::no_view("apply", view))
     }
@@ -183,12 +155,18 @@ impl RowAccess for BatchAccess<'_> {
             if let Some(value) = buf.writes.get(key) {
                 return Ok(value.clone());
             }
-            if buf.fresh.is_some() {
+            if buf.fresh {
                 return Ok(None);
             }
         }
         let copy = self.state.copies.get(&view).ok_or_else(|| StoreError::no_view("apply", view))?;
-        copy.rows.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| engine(format!("read row of view {view}"), e))
+        let key = GenKey { view, generation: copy.generation }.row_key(key);
+        self.shared
+            .ks
+            .rows
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| engine(format!("read row of view {view}"), e))
     }
 
     fn write(&mut self, view: RelationId, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
@@ -197,15 +175,14 @@ impl RowAccess for BatchAccess<'_> {
     }
 
     fn clear(&mut self, view: RelationId) -> Result<(), StoreError> {
-        let needs_generation = self.buf(view)?.fresh.is_none();
-        if needs_generation {
+        let fresh = self.buf(view)?.fresh;
+        if !fresh {
+            // Recorded in `meta` by the batch that switches to it.
             let generation = self.state.next_generation;
             self.state.next_generation += 1;
-            let rows = self.shared.create_generation(view, generation)?;
-            self.created.push(rows.clone());
             let buf = self.buf(view)?;
-            buf.target = rows;
-            buf.fresh = Some(generation);
+            buf.target = GenKey { view, generation };
+            buf.fresh = true;
         }
         // Everything written to the view so far in this batch is gone too.
         self.buf(view)?.writes.clear();

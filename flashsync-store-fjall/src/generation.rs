@@ -1,44 +1,49 @@
-//! Materializing a view: rows go into a new generation keyspace that nothing
-//! points at, in bounded batches that are not synced one by one; `publish`
-//! then switches the view's pointer, schema and job record in one fsynced
-//! batch (which also makes every row before it durable, the journal being
-//! sequential), and deletes the old generation.
+//! Materializing a view: rows go into a new generation (a fresh prefix of the
+//! rows keyspace that nothing points at), in bounded batches that are not
+//! synced one by one. `publish` then switches the view's pointer, schema and
+//! job record in one fsynced batch — which also makes every row before it
+//! durable, the journal being sequential — and marks the old generation
+//! garbage.
 //!
 //! A generation that is discarded, dropped without publishing, or left behind
-//! by a crash is deleted — right away, or when the store is next opened.
+//! by a crash becomes garbage too; garbage rows are deleted a bounded step at
+//! a time by later `persist` calls.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fjall::{Keyspace, PersistMode};
+use fjall::PersistMode;
 use flashsync_core::codec::{decode_stored_row, encode_key, encode_stored_row};
 use flashsync_core::{
     Generation, Identity, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError, StoreErrorKind,
 };
 
 use crate::error::{corrupt, engine};
-use crate::layout::{self, CopyRecord};
+use crate::layout::{self, CopyRecord, GenKey};
 use crate::shared::{Copy, Shared};
 use crate::worker::Worker;
 
 /// The store's [`Generation`].
 pub(crate) struct FjallGeneration {
     pub(crate) inner: Arc<crate::Inner>,
-    pub(crate) view: RelationId,
+    pub(crate) gen: GenKey,
     pub(crate) schema: RelationSchema,
-    pub(crate) generation: u64,
-    /// `None` once published or discarded.
-    pub(crate) rows: Option<Keyspace>,
+    /// Cleared once published or discarded.
+    pub(crate) live: bool,
 }
 
 impl FjallGeneration {
     fn op(&self, what: &str) -> String {
-        format!("{what} generation {} of view {}", self.generation, self.view)
+        format!("{what} generation {} of view {}", self.gen.generation, self.gen.view)
     }
 
-    fn rows(&self, op: &str) -> Result<Keyspace, StoreError> {
-        self.rows.clone().ok_or_else(|| StoreError::new(StoreErrorKind::Closed, op, "generation already finished"))
+    fn check_live(&self, op: &str) -> Result<(), StoreError> {
+        if self.live {
+            Ok(())
+        } else {
+            Err(StoreError::new(StoreErrorKind::Closed, op, "generation already finished"))
+        }
     }
 
     fn worker(&self) -> &Worker {
@@ -50,7 +55,7 @@ impl FjallGeneration {
 impl RowSink for FjallGeneration {
     async fn write(&mut self, rows: Vec<Row>) -> Result<(), StoreError> {
         let op = self.op("write to");
-        let target = self.rows(&op)?;
+        self.check_live(&op)?;
         // Encode (and check) on the caller's thread: it is CPU work, and a bad
         // row must fail the whole call before anything is written.
         let mut encoded = Vec::with_capacity(rows.len());
@@ -59,27 +64,22 @@ impl RowSink for FjallGeneration {
                 .schema
                 .key_of(&row)
                 .map_err(|e| StoreError::new(StoreErrorKind::Invalid, op.as_str(), e.to_string()))?;
-            encoded.push((encode_key(&key), row));
+            encoded.push((self.gen.row_key(&encode_key(&key)), row));
         }
         let shared = Arc::clone(&self.inner.shared);
         let identity = self.schema.identity;
         let worker_op = op.clone();
-        self.worker().run(op, move || write_rows(&shared, &target, identity, encoded, &worker_op)).await
+        self.worker().run(op, move || write_rows(&shared, identity, encoded, &worker_op)).await
     }
 }
 
 /// Writes snapshot rows in batches of at most `generation_batch_bytes`.
 /// Full-row views count duplicate rows (a multiset); keyed views keep the
 /// last row per key, as an upsert would.
-fn write_rows(
-    shared: &Shared,
-    target: &Keyspace,
-    identity: Identity,
-    rows: Vec<(Vec<u8>, Row)>,
-    op: &str,
-) -> Result<(), StoreError> {
+fn write_rows(shared: &Shared, identity: Identity, rows: Vec<(Vec<u8>, Row)>, op: &str) -> Result<(), StoreError> {
     // Refuse to write once poisoned.
     drop(shared.read(op)?);
+    let rows_ks = &shared.ks.rows;
     let limit = shared.options.generation_batch_bytes;
     let mut batch = shared.db.batch().durability(None);
     let mut bytes = 0usize;
@@ -91,7 +91,7 @@ fn write_rows(
             Identity::FullRow => {
                 let before = match pending.get(&key) {
                     Some(&copies) => copies,
-                    None => match target.get(&key).map_err(|e| engine(op, e))? {
+                    None => match rows_ks.get(&key).map_err(|e| engine(op, e))? {
                         Some(bytes) => decode_stored_row(&bytes).map_err(|e| corrupt(op, e))?.1,
                         None => 0,
                     },
@@ -101,7 +101,7 @@ fn write_rows(
             }
         };
         bytes += key.len() + value.len();
-        batch.insert(target, key, value);
+        batch.insert(rows_ks, key, value);
         if bytes >= limit {
             batch.commit().map_err(|e| engine(op, e))?;
             batch = shared.db.batch().durability(None);
@@ -116,90 +116,103 @@ fn write_rows(
 impl Generation for FjallGeneration {
     async fn publish(mut self: Box<Self>, job: &JobRecord) -> Result<(), StoreError> {
         let op = self.op("publish");
-        let rows = self.rows(&op)?;
-        if job.relation_id != self.view {
+        self.check_live(&op)?;
+        if job.relation_id != self.gen.view {
             return Err(StoreError::new(
                 StoreErrorKind::Invalid,
                 op,
                 format!("job record is for view {}", job.relation_id),
             ));
         }
-        // From here the writer thread owns the keyspace: it either becomes
-        // the published copy or is deleted.
-        self.rows = None;
+        // From here the writer thread owns the generation: it is either
+        // published or abandoned.
+        self.live = false;
         let shared = Arc::clone(&self.inner.shared);
-        let (view, generation, schema, job) = (self.view, self.generation, self.schema.clone(), job.clone());
+        let (gen, schema, job) = (self.gen, self.schema.clone(), job.clone());
         let worker_op = op.clone();
-        self.worker().run(op, move || publish(&shared, view, generation, schema, rows, &job, &worker_op)).await
+        self.worker().run(op, move || publish(&shared, gen, schema, &job, &worker_op)).await
     }
 
     async fn discard(mut self: Box<Self>) -> Result<(), StoreError> {
         let op = self.op("discard");
-        let Some(rows) = self.rows.take() else {
+        if !self.live {
             return Ok(());
-        };
+        }
+        self.live = false;
         let shared = Arc::clone(&self.inner.shared);
+        let gen = self.gen;
+        let worker_op = op.clone();
         self.worker()
             .run(op, move || {
-                shared.drop_generation(rows);
-                Ok(())
+                let mut state = shared.write(&worker_op)?;
+                shared.abandon(&mut state, gen, &worker_op)
             })
             .await
     }
 }
 
-fn publish(
-    shared: &Shared,
-    view: RelationId,
-    generation: u64,
-    schema: RelationSchema,
-    rows: Keyspace,
-    job: &JobRecord,
-    op: &str,
-) -> Result<(), StoreError> {
-    let mut state = match shared.write(op) {
-        Ok(state) => state,
-        Err(e) => {
-            shared.drop_generation(rows);
-            return Err(e);
-        }
-    };
+fn publish(shared: &Shared, gen: GenKey, schema: RelationSchema, job: &JobRecord, op: &str) -> Result<(), StoreError> {
+    let mut state = shared.write(op)?;
+    let view = gen.view;
     if !state.catalog.contains(&view) {
-        shared.drop_generation(rows);
+        shared.abandon(&mut state, gen, op)?;
         return Err(StoreError::no_view(op, view));
     }
     let ks = &shared.ks;
     let key = layout::view_key(view);
-    let copy = layout::encode_json("published copy", &CopyRecord { generation, schema: schema.clone() })?;
+    let copy = CopyRecord { generation: gen.generation, schema: schema.clone() };
     let mut wb = shared.db.batch().durability(Some(PersistMode::SyncAll));
-    wb.insert(&ks.copies, key, copy);
+    wb.insert(&ks.copies, key, layout::encode_json("published copy", &copy)?);
     wb.insert(&ks.jobs, key, layout::encode_json("job record", job)?);
     // A freshly published copy is whole, whatever a crash left before.
     wb.remove(&ks.dirty, key);
-    if let Err(e) = wb.commit() {
-        let e = engine(op, e);
-        state.poison(&e);
-        // The switch may still be in the journal: keep the rows, and let the
-        // next open decide (it keeps whichever generation the pointer names).
-        return Err(e);
-    }
-    state.dirty.remove(&view);
-    let old = state.copies.insert(view, Copy { generation, schema, rows });
-    // The switch is durable, and with it everything committed before it.
+    wb.remove(&ks.filling, gen.prefix());
+    let old = state.copies.get(&view).map(|c| GenKey { view, generation: c.generation });
     if let Some(old) = old {
-        state.retired.push(old.rows);
+        wb.insert(&ks.garbage, old.prefix(), []);
     }
-    shared.reclaim_retired(&mut state);
+    shared.commit(&mut state, wb, op)?;
+    state.dirty.remove(&view);
+    state.filling.remove(&gen);
+    state.copies.insert(view, Copy { generation: gen.generation, schema });
+    // The switch is durable, and with it everything committed before it.
+    state.synced();
+    if let Some(old) = old {
+        state.garbage.push_back(old);
+    }
     Ok(())
+}
+
+/// Starts a generation of `view` (on the writer thread). The `filling`
+/// marker needs no fsync of its own: every row of the generation is written
+/// after it in the journal, so no crash can keep a row and lose the marker —
+/// and the next open turns a marked generation into garbage.
+pub(crate) fn begin(shared: &Shared, view: RelationId, op: &str) -> Result<GenKey, StoreError> {
+    let mut state = shared.write(op)?;
+    if !state.catalog.contains(&view) {
+        return Err(StoreError::no_view(op, view));
+    }
+    let mut wb = shared.db.batch().durability(None);
+    let generation = state.allocate_generation(&shared.ks, &mut wb);
+    let gen = GenKey { view, generation };
+    wb.insert(&shared.ks.filling, gen.prefix(), []);
+    shared.commit(&mut state, wb, op)?;
+    state.filling.insert(gen);
+    Ok(gen)
 }
 
 impl Drop for FjallGeneration {
     fn drop(&mut self) {
-        // Abandoned without publish or discard: reclaim its space now rather
-        // than at the next open.
-        if let Some(rows) = self.rows.take() {
+        // Abandoned without publish or discard: turn it into garbage now
+        // rather than at the next open.
+        if self.live {
             let shared = Arc::clone(&self.inner.shared);
-            let _ = self.inner.worker.spawn("drop abandoned generation", move || shared.drop_generation(rows));
+            let gen = self.gen;
+            let _ = self.inner.worker.spawn("drop abandoned generation", move || {
+                if let Ok(mut state) = shared.write("drop abandoned generation") {
+                    let _ = shared.abandon(&mut state, gen, "drop abandoned generation");
+                }
+            });
         }
     }
 }

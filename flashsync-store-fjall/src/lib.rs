@@ -51,16 +51,30 @@
 //!
 //! ## Layout
 //!
-//! One fjall database per store directory, with one keyspace each for the
+//! One fjall database per store directory, with a fixed set of keyspaces: the
 //! catalog, jobs, origin progress, published-copy pointers (generation and
-//! schema per view) and dirty markers, a `meta` keyspace holding the on-disk
-//! format version, and **one keyspace per generation of rows**
-//! (`flashsync.rows.<view>.<generation>`), keyed by the core's
-//! order-preserving [`encode_key`](flashsync_core::codec::encode_key) bytes so
-//! scans come out in key order. A keyspace per generation makes replacing a
-//! copy cheap: the old generation is dropped as a whole (metadata and file
-//! deletion), not row by row, and leaves no tombstones behind. The cost is a
-//! few files per view, which suits the expected tens to thousands of views.
+//! schema per view), dirty markers, a `meta` keyspace holding the on-disk
+//! format version, and **one rows keyspace** whose keys are
+//! `view ‖ generation ‖` the core's order-preserving
+//! [`encode_key`](flashsync_core::codec::encode_key) bytes, so each
+//! generation of each view is a contiguous, key-ordered range.
+//!
+//! A *generation* is one copy of a view's rows; the published one is the one
+//! the view's pointer names. Materializing writes a new generation and
+//! switches the pointer; a truncate switches to a fresh empty generation
+//! inside its batch. The replaced generation is marked *garbage* in the same
+//! atomic batch, and its rows are deleted later, a bounded step (4096 rows) per
+//! [`persist`](flashsync_core::Store::persist) — never on the apply path, and
+//! only once the switch is durable. [`FjallStore::reclaim`] deletes all
+//! garbage at once. Generations being filled carry a marker; one left by a
+//! crash becomes garbage when the store is next opened.
+//!
+//! Why not a keyspace per generation, which would make dropping a generation
+//! O(1)? fjall 3.1's keyspace creation and deletion are not crash-safe:
+//! keyspace ids are reused across restarts, and after a crash a new
+//! keyspace's name can be shadowed by a deleted one's, so the journal replays
+//! into the wrong keyspace. This crate's SIGKILL test found it; the store
+//! therefore only ever writes plain batches into keyspaces created with it.
 //!
 //! ## Atomicity and durability
 //!
@@ -69,8 +83,7 @@
 //!   then commits rows, job records, the origin's applied LSN (for
 //!   `Progress::Commit`) and dirty markers (`Partial` adds the batch's views,
 //!   `Commit` clears those of its origin) as **one** fjall batch — a single
-//!   checksummed journal entry, replayed whole or not at all. A `Truncate`
-//!   switches the view to a fresh empty generation inside that same batch.
+//!   checksummed journal entry, replayed whole or not at all.
 //! - With the default [`Durability::Explicit`] an apply is not synced, not
 //!   even flushed to the OS; [`persist`](flashsync_core::Store::persist)
 //!   fsyncs the journal and returns the last applied batch. A crash loses a
@@ -80,8 +93,8 @@
 //!   [`Generation::publish`](flashsync_core::Generation::publish) fsync before
 //!   returning. Publishing switches the view's pointer, schema and job record
 //!   in one batch, so readers and crashes see the old copy or the new one.
-//!   A generation that is replaced, discarded, abandoned or left behind by a
-//!   crash is deleted, at the latest when the store is next opened.
+//! - The store writes a format version when it creates a directory and
+//!   refuses to open any other version.
 //!
 //! ## Concurrency
 //!

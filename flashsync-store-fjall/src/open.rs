@@ -2,7 +2,7 @@
 //! store, and recovering the in-memory state — which includes reclaiming
 //! generations a crash left behind.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -10,14 +10,18 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use flashsync_core::{OriginId, StoreError, StoreErrorKind};
 
 use crate::error::{corrupt, engine, guard};
-use crate::layout::{self, CopyRecord, FORMAT_VERSION, META_FORMAT_VERSION};
+use crate::layout::{self, CopyRecord, GenKey, FORMAT_VERSION, META_FORMAT_VERSION};
 use crate::options::Options;
 use crate::shared::{Copy, Keyspaces, Shared, State};
 
 /// Files fjall itself creates at the top of a database directory. A directory
 /// holding only these (and no `version` marker yet) is a database whose
 /// creation was interrupted; anything else there is someone else's data.
-const FJALL_ENTRIES: [&str; 3] = ["lock", "keyspaces", "version"];
+const FJALL_ENTRIES: [&str; 3] = [LOCK_FILE, "keyspaces", VERSION_MARKER];
+/// fjall's lock file.
+const LOCK_FILE: &str = "lock";
+/// fjall's format marker, written last when it creates a database.
+const VERSION_MARKER: &str = "version";
 
 /// Opens (or creates) the store at `path`.
 pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> {
@@ -28,11 +32,15 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
     })?;
     guard(&op, || check_format(&db, &op))?;
     let ks = Keyspaces {
+        meta: fixed(&db, layout::KS_META, &op)?,
         catalog: fixed(&db, layout::KS_CATALOG, &op)?,
         jobs: fixed(&db, layout::KS_JOBS, &op)?,
         origins: fixed(&db, layout::KS_ORIGINS, &op)?,
         copies: fixed(&db, layout::KS_COPIES, &op)?,
         dirty: fixed(&db, layout::KS_DIRTY, &op)?,
+        rows: fixed(&db, layout::KS_ROWS, &op)?,
+        filling: fixed(&db, layout::KS_FILLING, &op)?,
+        garbage: fixed(&db, layout::KS_GARBAGE, &op)?,
     };
     let state = guard(&op, || recover(&db, &ks, &op))?;
     Ok(Shared { db, ks, state: RwLock::new(state), options, path: path.to_owned() })
@@ -52,6 +60,7 @@ fn check_path(path: &Path, op: &str) -> Result<(), StoreError> {
         Err(e) => return Err(io(format!("cannot inspect {}: {e}", path.display()))),
     }
     let entries = std::fs::read_dir(path).map_err(|e| io(format!("cannot list {}: {e}", path.display())))?;
+    let mut fjall_files = false;
     for entry in entries {
         let entry = entry.map_err(|e| io(format!("cannot list {}: {e}", path.display())))?;
         let name = entry.file_name();
@@ -64,8 +73,50 @@ fn check_path(path: &Path, op: &str) -> Result<(), StoreError> {
                 format!("{} is not empty and is not a flashsync store (found {name:?})", path.display()),
             ));
         }
+        fjall_files = true;
+    }
+    if fjall_files && !path.join(VERSION_MARKER).exists() {
+        discard_unfinished_database(path, op)?;
     }
     check_keyspace_folders(path, op)
+}
+
+/// fjall writes its `version` marker last when it creates a database; a crash
+/// before that leaves files that make every later open fail ("file exists").
+/// Nothing can have been stored in such a database, so its files are removed
+/// (under the database lock, so a creation in progress elsewhere is not
+/// disturbed) and creation starts over.
+fn discard_unfinished_database(path: &Path, op: &str) -> Result<(), StoreError> {
+    let io = |what: &str, e: std::io::Error| {
+        StoreError::new(StoreErrorKind::Io, op, format!("{what} in {}: {e}", path.display()))
+    };
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path.join(LOCK_FILE))
+        .map_err(|e| io("cannot open the lock file", e))?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => {
+            StoreError::new(StoreErrorKind::Locked, op, "the store is being created by another process")
+        }
+        std::fs::TryLockError::Error(e) => io("cannot lock the store", e),
+    })?;
+    let entries = std::fs::read_dir(path).map_err(|e| io("cannot list files", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io("cannot list files", e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "keyspaces" {
+            std::fs::remove_dir_all(entry.path()).map_err(|e| io("cannot remove an unfinished database", e))?;
+        } else if name.ends_with(".jnl") {
+            std::fs::remove_file(entry.path()).map_err(|e| io("cannot remove an unfinished database", e))?;
+        }
+    }
+    // Dropping the file releases the lock; fjall takes it again at once.
+    drop(lock);
+    Ok(())
 }
 
 /// fjall 3 panics while recovering if a folder under `keyspaces/` is not named
@@ -130,7 +181,7 @@ fn check_format(db: &Database, op: &str) -> Result<(), StoreError> {
             return Err(corrupt(op, format!("keyspace {:?} holds data but the store has no format version", &**name)));
         }
     }
-    for name in layout::FIXED_KEYSPACES {
+    for name in layout::KEYSPACES {
         fixed(db, name, op)?;
     }
     let meta = fixed(db, layout::KS_META, op)?;
@@ -139,10 +190,9 @@ fn check_format(db: &Database, op: &str) -> Result<(), StoreError> {
     batch.commit().map_err(|e| engine(op, e))
 }
 
-/// Rebuilds the in-memory state from disk and reclaims every rows keyspace no
-/// published copy refers to: generations being filled when the process
-/// stopped, generations replaced by a switch whose cleanup did not run, and
-/// fresh generations of a truncate whose batch was lost.
+/// Rebuilds the in-memory state from disk. Generations that were being
+/// written when the process stopped can never be published now: they become
+/// garbage, reclaimed with the rest by later `persist` calls.
 fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError> {
     let mut catalog = BTreeSet::new();
     for item in ks.catalog.iter() {
@@ -150,20 +200,14 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
         catalog.insert(layout::decode_view_key("catalog", &key)?);
     }
 
+    let mut highest = 0;
     let mut copies = HashMap::new();
     for item in ks.copies.iter() {
         let (key, value) = item.into_inner().map_err(|e| engine(op, e))?;
         let view = layout::decode_view_key("copies", &key)?;
         let record: CopyRecord = layout::decode_json("published copy", &value)?;
-        let name = layout::rows_keyspace(view, record.generation);
-        if !db.keyspace_exists(&name) {
-            return Err(corrupt(
-                op,
-                format!("view {view}'s published copy is generation {}, whose rows are missing", record.generation),
-            ));
-        }
-        let rows = fixed(db, &name, op)?;
-        copies.insert(view, Copy { generation: record.generation, schema: record.schema, rows });
+        highest = highest.max(record.generation);
+        copies.insert(view, Copy { generation: record.generation, schema: record.schema });
     }
 
     let mut dirty = BTreeMap::new();
@@ -177,27 +221,38 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
         dirty.insert(view, origin);
     }
 
-    let mut highest = 0;
-    for name in db.list_keyspace_names() {
-        let Some((view, generation)) = layout::parse_rows_keyspace(&name) else {
-            continue;
-        };
-        highest = highest.max(generation);
-        let published = copies.get(&view).is_some_and(|c| c.generation == generation);
-        if !published {
-            let stale = fixed(db, &name, op)?;
-            // Not fatal if it fails: it is found again on the next open.
-            let _ = db.delete_keyspace(stale);
-        }
+    let mut garbage = VecDeque::new();
+    for item in ks.garbage.iter() {
+        let key = item.key().map_err(|e| engine(op, e))?;
+        let gen = GenKey::decode("garbage marker", &key)?;
+        highest = highest.max(gen.generation);
+        garbage.push_back(gen);
     }
+    let mut orphans = db.batch().durability(None);
+    for item in ks.filling.iter() {
+        let key = item.key().map_err(|e| engine(op, e))?;
+        let gen = GenKey::decode("generation marker", &key)?;
+        highest = highest.max(gen.generation);
+        orphans.remove(&ks.filling, gen.prefix());
+        orphans.insert(&ks.garbage, gen.prefix(), []);
+        garbage.push_back(gen);
+    }
+    orphans.commit().map_err(|e| engine(op, e))?;
 
+    let stored_next = match ks.meta.get(layout::META_NEXT_GENERATION).map_err(|e| engine(op, e))? {
+        Some(bytes) => layout::decode_u64("next generation", &bytes)?,
+        None => 1,
+    };
     Ok(State {
         catalog,
         copies,
         dirty,
+        filling: BTreeSet::new(),
+        garbage,
+        reclaim_cursor: None,
+        garbage_after_sync: Vec::new(),
         last_seq: None,
-        retired: Vec::new(),
-        next_generation: highest + 1,
+        next_generation: stored_next.max(highest + 1),
         poisoned: None,
     })
 }

@@ -5,27 +5,31 @@
 
 use std::ops::Bound;
 
-use fjall::{Keyspace, Readable};
+use fjall::Readable;
 use flashsync_core::codec::{decode_stored_row, encode_key};
 use flashsync_core::{
     JobRecord, Key, KeyRange, OriginId, OriginProgress, RelationId, Row, StoreError, StoredState, ViewRecord,
 };
 
 use crate::error::{corrupt, engine};
-use crate::layout::{self, CopyRecord};
+use crate::layout::{self, CopyRecord, GenKey};
 use crate::shared::Shared;
 
-/// The rows keyspace of `id`'s published copy.
-fn published(shared: &Shared, op: &str, id: RelationId) -> Result<Keyspace, StoreError> {
+/// The generation of `id`'s published copy.
+fn published(shared: &Shared, op: &str, id: RelationId) -> Result<GenKey, StoreError> {
     let state = shared.read(op)?;
-    state.copies.get(&id).map(|copy| copy.rows.clone()).ok_or_else(|| StoreError::no_view(op, id))
+    state
+        .copies
+        .get(&id)
+        .map(|copy| GenKey { view: id, generation: copy.generation })
+        .ok_or_else(|| StoreError::no_view(op, id))
 }
 
 /// One row by key.
 pub(crate) fn get(shared: &Shared, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError> {
     let op = format!("get from view {id}");
-    let rows = published(shared, &op, id)?;
-    match rows.get(encode_key(key)).map_err(|e| engine(op.as_str(), e))? {
+    let gen = published(shared, &op, id)?;
+    match shared.ks.rows.get(gen.row_key(&encode_key(key))).map_err(|e| engine(op.as_str(), e))? {
         Some(bytes) => Ok(Some(decode_stored_row(&bytes).map_err(|e| corrupt(op, e))?.0)),
         None => Ok(None),
     }
@@ -34,12 +38,12 @@ pub(crate) fn get(shared: &Shared, id: RelationId, key: &Key) -> Result<Option<R
 /// Up to `limit` rows in key order, copies repeated.
 pub(crate) fn scan(shared: &Shared, id: RelationId, range: &KeyRange, limit: usize) -> Result<Vec<Row>, StoreError> {
     let op = format!("scan view {id}");
-    let rows = published(shared, &op, id)?;
-    let start = range.start.as_ref().map(encode_key);
-    let end = range.end.as_ref().map(encode_key);
+    let gen = published(shared, &op, id)?;
     if limit == 0 {
         return Ok(Vec::new());
     }
+    let start = range.start.as_ref().map(|k| gen.row_key(&encode_key(k)));
+    let end = range.end.as_ref().map(|k| gen.row_key(&encode_key(k)));
     if let (Some(s), Some(e)) = (&start, &end) {
         // An empty or inverted range: nothing to read (and some range
         // implementations refuse inverted bounds).
@@ -47,9 +51,15 @@ pub(crate) fn scan(shared: &Shared, id: RelationId, range: &KeyRange, limit: usi
             return Ok(Vec::new());
         }
     }
-    let bounds = (start.map_or(Bound::Unbounded, Bound::Included), end.map_or(Bound::Unbounded, Bound::Excluded));
+    let bounds = (
+        Bound::Included(start.unwrap_or_else(|| gen.prefix().to_vec())),
+        match end.or_else(|| gen.prefix_end()) {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        },
+    );
     let mut out = Vec::new();
-    for item in rows.range::<Vec<u8>, _>(bounds) {
+    for item in shared.ks.rows.range::<Vec<u8>, _>(bounds) {
         let value = item.value().map_err(|e| engine(op.as_str(), e))?;
         let (row, copies) = decode_stored_row(&value).map_err(|e| corrupt(op.as_str(), e))?;
         for _ in 0..copies {
@@ -65,9 +75,9 @@ pub(crate) fn scan(shared: &Shared, id: RelationId, range: &KeyRange, limit: usi
 /// Number of rows, copies counted.
 pub(crate) fn count(shared: &Shared, id: RelationId) -> Result<u64, StoreError> {
     let op = format!("count view {id}");
-    let rows = published(shared, &op, id)?;
+    let gen = published(shared, &op, id)?;
     let mut total = 0u64;
-    for item in rows.iter() {
+    for item in shared.ks.rows.prefix(gen.prefix()) {
         let value = item.value().map_err(|e| engine(op.as_str(), e))?;
         let (_, copies) = decode_stored_row(&value).map_err(|e| corrupt(op.as_str(), e))?;
         total = total.checked_add(copies).ok_or_else(|| corrupt(op.as_str(), "row copy counts overflow"))?;

@@ -1,26 +1,30 @@
 //! The state every handle, generation and writer-thread job shares: the fjall
-//! database, our keyspaces, and an in-memory mirror of the small per-view
-//! records the hot path needs (which views exist, where their rows are).
+//! database, its keyspaces, and an in-memory mirror of the small per-view
+//! records the hot path needs (which views exist, which generation is theirs).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use fjall::{Database, Keyspace};
+use fjall::{Database, Keyspace, OwnedWriteBatch};
 use flashsync_core::{BatchSeq, OriginId, RelationId, RelationSchema, StoreError};
 
 use crate::error::{engine, poisoned};
-use crate::layout;
+use crate::layout::{self, GenKey};
 use crate::options::Options;
 
-/// Handles to the fixed keyspaces the store writes after opening (see
-/// [`layout`]; `meta` is only read and written by `open`).
+/// Handles to the store's keyspaces (see [`layout`]).
 pub(crate) struct Keyspaces {
+    pub meta: Keyspace,
     pub catalog: Keyspace,
     pub jobs: Keyspace,
     pub origins: Keyspace,
     pub copies: Keyspace,
     pub dirty: Keyspace,
+    pub rows: Keyspace,
+    pub filling: Keyspace,
+    pub garbage: Keyspace,
 }
 
 /// A view's published copy.
@@ -30,13 +34,11 @@ pub(crate) struct Copy {
     pub generation: u64,
     /// Its schema.
     pub schema: RelationSchema,
-    /// The keyspace holding its rows.
-    pub rows: Keyspace,
 }
 
 /// What the store knows in memory. Mirrors the committed (not necessarily
-/// durable) contents of the catalog, copies and dirty keyspaces; changed only
-/// on the writer thread, after the fjall batch that changes the disk commits.
+/// durable) contents of the small keyspaces; changed only on the writer
+/// thread, after the fjall batch that changes the disk has committed.
 pub(crate) struct State {
     /// Views in the catalog.
     pub catalog: BTreeSet<RelationId>,
@@ -44,13 +46,21 @@ pub(crate) struct State {
     pub copies: HashMap<RelationId, Copy>,
     /// Views left partially updated, with the origin whose transaction did it.
     pub dirty: BTreeMap<RelationId, OriginId>,
+    /// Generations being written by a live [`Generation`](flashsync_core::Generation).
+    pub filling: BTreeSet<GenKey>,
+    /// Garbage generations whose rows may be deleted now.
+    pub garbage: VecDeque<GenKey>,
+    /// The last row key deleted from the front garbage generation, so the
+    /// next step starts after it instead of wading through its tombstones.
+    pub reclaim_cursor: Option<Vec<u8>>,
+    /// Garbage generations replaced by a batch that is not durable yet: a
+    /// crash could bring the old pointer back, so their rows must stay until
+    /// the next sync.
+    pub garbage_after_sync: Vec<GenKey>,
     /// The last batch applied since this store was opened. Sequence numbers
     /// belong to one process run: the driver starts over after a restart.
     pub last_seq: Option<BatchSeq>,
-    /// Generations replaced by a batch that is not durable yet. They must
-    /// survive until it is: a crash may bring the old pointer back.
-    pub retired: Vec<Keyspace>,
-    /// Next generation number to hand out.
+    /// Next generation number to hand out (also stored in `meta`).
     pub next_generation: u64,
     /// Set when a write failed after possibly reaching the journal.
     pub poisoned: Option<String>,
@@ -71,6 +81,20 @@ impl State {
             self.poisoned = Some(error.to_string());
         }
     }
+
+    /// Everything committed so far is durable: replaced generations may go.
+    pub fn synced(&mut self) {
+        self.garbage.extend(self.garbage_after_sync.drain(..));
+    }
+
+    /// Hands out a generation number, recording the new high-water mark in
+    /// `batch` so numbers are never reused, even after a crash.
+    pub fn allocate_generation(&mut self, ks: &Keyspaces, batch: &mut OwnedWriteBatch) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        batch.insert(&ks.meta, layout::META_NEXT_GENERATION, layout::encode_u64(self.next_generation));
+        generation
+    }
 }
 
 /// Everything shared behind the store's `Arc`.
@@ -81,6 +105,10 @@ pub(crate) struct Shared {
     pub options: Options,
     pub path: PathBuf,
 }
+
+/// Keys deleted per reclamation step: bounds the work (and the journal lock
+/// hold time) a `persist` adds for reclamation.
+pub(crate) const RECLAIM_STEP: usize = 4096;
 
 impl Shared {
     /// Read access to the state.
@@ -99,33 +127,76 @@ impl Shared {
         Ok(state)
     }
 
-    /// Opens (creating) the rows keyspace of a new generation.
-    pub fn create_generation(&self, view: RelationId, generation: u64) -> Result<Keyspace, StoreError> {
-        let name = layout::rows_keyspace(view, generation);
-        self.db
-            .keyspace(&name, fjall::KeyspaceCreateOptions::default)
-            .map_err(|e| engine(format!("create generation {generation} of view {view}"), e))
-    }
-
-    /// Deletes a generation's keyspace. Failure is not fatal: an unreferenced
-    /// generation is found and deleted when the store is next opened.
-    pub fn drop_generation(&self, rows: Keyspace) {
-        let _ = self.db.delete_keyspace(rows);
-    }
-
-    /// Deletes every retired generation; call only once everything committed
-    /// so far is durable.
-    pub fn reclaim_retired(&self, state: &mut State) {
-        for rows in state.retired.drain(..) {
-            let _ = self.db.delete_keyspace(rows);
-        }
-    }
-
     /// The durability to commit an `apply` batch with.
     pub fn apply_durability(&self) -> Option<fjall::PersistMode> {
         match self.options.durability {
             crate::Durability::Explicit => None,
             crate::Durability::Batch => Some(fjall::PersistMode::SyncAll),
         }
+    }
+
+    /// Commits `batch`, poisoning the store if it fails: fjall may have
+    /// written it to the journal before failing (e.g. the fsync failed), so
+    /// what is on disk is unknown.
+    pub fn commit(&self, state: &mut State, batch: OwnedWriteBatch, op: &str) -> Result<(), StoreError> {
+        batch.commit().map_err(|e| {
+            let e = engine(op, e);
+            state.poison(&e);
+            e
+        })
+    }
+
+    /// Moves a generation that will never be published to the garbage, in
+    /// one batch; its rows can go at once (nothing points at them).
+    pub fn abandon(&self, state: &mut State, gen: GenKey, op: &str) -> Result<(), StoreError> {
+        let mut batch = self.db.batch().durability(None);
+        batch.remove(&self.ks.filling, gen.prefix());
+        batch.insert(&self.ks.garbage, gen.prefix(), []);
+        self.commit(state, batch, op)?;
+        state.filling.remove(&gen);
+        state.garbage.push_back(gen);
+        Ok(())
+    }
+
+    /// Deletes rows of garbage generations, about `budget` keys at most (at
+    /// least one step). Returns whether garbage remains. Each step is one
+    /// non-durable batch: if a crash loses it, the garbage marker is still
+    /// there and the step is redone.
+    pub fn reclaim(&self, state: &mut State, budget: usize, op: &str) -> Result<bool, StoreError> {
+        let mut spent = 0;
+        while let Some(&gen) = state.garbage.front() {
+            if spent >= budget {
+                return Ok(true);
+            }
+            let start = match state.reclaim_cursor.take() {
+                Some(last) => Bound::Excluded(last),
+                None => Bound::Included(gen.prefix().to_vec()),
+            };
+            let end = gen.prefix_end().map_or(Bound::Unbounded, Bound::Excluded);
+            let mut batch = self.db.batch().durability(None);
+            let mut keys = 0;
+            let mut last = None;
+            for item in self.ks.rows.range::<Vec<u8>, _>((start, end)) {
+                let key = item.key().map_err(|e| engine(op, e))?;
+                batch.remove(&self.ks.rows, key.clone());
+                last = Some(key.to_vec());
+                keys += 1;
+                if keys >= RECLAIM_STEP {
+                    break;
+                }
+            }
+            let done = keys < RECLAIM_STEP;
+            if done {
+                batch.remove(&self.ks.garbage, gen.prefix());
+            }
+            self.commit(state, batch, op)?;
+            spent += keys.max(1);
+            if done {
+                state.garbage.pop_front();
+            } else {
+                state.reclaim_cursor = last;
+            }
+        }
+        Ok(false)
     }
 }

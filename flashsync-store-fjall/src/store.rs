@@ -13,10 +13,10 @@ use flashsync_core::{
 };
 
 use crate::error::{engine, guard};
-use crate::generation::FjallGeneration;
-use crate::layout;
+use crate::generation::{self, FjallGeneration};
+use crate::layout::{self, GenKey};
 use crate::options::Options;
-use crate::shared::{Shared, State};
+use crate::shared::{Shared, State, RECLAIM_STEP};
 use crate::worker::Worker;
 use crate::{apply, open, read};
 
@@ -76,17 +76,42 @@ impl FjallStore {
         &self.inner.shared.options
     }
 
-    /// Number of row generations on disk: one per published copy, plus
-    /// generations being filled and replaced ones awaiting deletion. For
-    /// monitoring and tests (a leak shows as a number that keeps growing).
+    /// Number of row generations in the store: one per published copy, plus
+    /// generations being filled and replaced ones whose rows are not deleted
+    /// yet. For monitoring and tests (a leak shows as a number that keeps
+    /// growing).
     pub fn generation_count(&self) -> usize {
+        match self.inner.shared.read("generation count") {
+            Ok(state) => {
+                state.copies.len() + state.filling.len() + state.garbage.len() + state.garbage_after_sync.len()
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Makes everything applied so far durable and deletes the rows of every
+    /// replaced or abandoned generation now, however many there are.
+    ///
+    /// Normally unnecessary: each [`persist`](Store::persist) deletes a
+    /// bounded number of garbage rows, so the space comes back gradually
+    /// without stalling the batches behind it. For maintenance, tests and
+    /// benchmarks.
+    pub async fn reclaim(&self) -> Result<(), StoreError> {
+        let shared = self.shared();
         self.inner
-            .shared
-            .db
-            .list_keyspace_names()
-            .iter()
-            .filter(|name| layout::parse_rows_keyspace(name).is_some())
-            .count()
+            .worker
+            .run("reclaim".into(), move || {
+                let mut state = shared.write("reclaim")?;
+                if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
+                    let e = engine("reclaim", e);
+                    state.poison(&e);
+                    return Err(e);
+                }
+                state.synced();
+                while shared.reclaim(&mut state, usize::MAX, "reclaim")? {}
+                Ok(())
+            })
+            .await
     }
 
     fn shared(&self) -> Arc<Shared> {
@@ -111,14 +136,10 @@ impl FjallStore {
                 let mut state = shared.write(&op)?;
                 let mut wb = shared.db.batch().durability(Some(PersistMode::SyncAll));
                 fill(&shared, &state, &mut wb)?;
-                if let Err(e) = wb.commit() {
-                    let e = engine(op, e);
-                    state.poison(&e);
-                    return Err(e);
-                }
+                shared.commit(&mut state, wb, &op)?;
                 after(&shared, &mut state);
                 // The fsync made everything before it durable too.
-                shared.reclaim_retired(&mut state);
+                state.synced();
                 Ok(())
             })
             .await
@@ -165,19 +186,22 @@ impl Store for FjallStore {
     async fn forget(&self, id: RelationId) -> Result<(), StoreError> {
         self.durable(
             format!("forget view {id}"),
-            move |shared, _, wb| {
+            move |shared, state, wb| {
                 let ks = &shared.ks;
                 let key = layout::view_key(id);
                 for keyspace in [&ks.catalog, &ks.jobs, &ks.copies, &ks.dirty] {
                     wb.remove(keyspace, key);
                 }
+                if let Some(copy) = state.copies.get(&id) {
+                    wb.insert(&ks.garbage, GenKey { view: id, generation: copy.generation }.prefix(), []);
+                }
                 Ok(())
             },
-            move |shared, state| {
+            move |_, state| {
                 state.catalog.remove(&id);
                 state.dirty.remove(&id);
                 if let Some(copy) = state.copies.remove(&id) {
-                    shared.drop_generation(copy.rows);
+                    state.garbage.push_back(GenKey { view: id, generation: copy.generation });
                 }
             },
         )
@@ -208,27 +232,8 @@ impl Store for FjallStore {
         }
         let shared = self.shared();
         let worker_op = op.clone();
-        let (generation, rows) = self
-            .inner
-            .worker
-            .run(op, move || {
-                let mut state = shared.write(&worker_op)?;
-                if !state.catalog.contains(&id) {
-                    return Err(StoreError::no_view(worker_op, id));
-                }
-                let generation = state.next_generation;
-                state.next_generation += 1;
-                let rows = shared.create_generation(id, generation)?;
-                Ok((generation, rows))
-            })
-            .await?;
-        Ok(Box::new(FjallGeneration {
-            inner: Arc::clone(&self.inner),
-            view: id,
-            schema: schema.clone(),
-            generation,
-            rows: Some(rows),
-        }))
+        let gen = self.inner.worker.run(op, move || generation::begin(&shared, id, &worker_op)).await?;
+        Ok(Box::new(FjallGeneration { inner: Arc::clone(&self.inner), gen, schema: schema.clone(), live: true }))
     }
 
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
@@ -250,7 +255,10 @@ impl Store for FjallStore {
                     state.poison(&e);
                     return Err(e);
                 }
-                shared.reclaim_retired(&mut state);
+                state.synced();
+                // Space of replaced generations comes back a bounded step
+                // per persist, off the apply path.
+                shared.reclaim(&mut state, RECLAIM_STEP, "persist")?;
                 Ok(through)
             })
             .await

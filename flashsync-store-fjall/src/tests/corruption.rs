@@ -27,19 +27,19 @@ fn keyspace(db: &fjall::Database, name: &str) -> fjall::Keyspace {
     db.keyspace(name, fjall::KeyspaceCreateOptions::default).expect("keyspace")
 }
 
-fn rows_keyspace(db: &fjall::Database) -> fjall::Keyspace {
-    let name = db
-        .list_keyspace_names()
-        .into_iter()
-        .find(|n| layout::parse_rows_keyspace(n).is_some_and(|(view, _)| view == RelationId(1)))
-        .expect("view 1 has a generation");
-    keyspace(db, &name)
+/// The rows key of `key` in view 1's published generation.
+fn row_key_of_view_1(db: &fjall::Database, key: &flashsync_core::Key) -> Vec<u8> {
+    let copies = keyspace(db, layout::KS_COPIES);
+    let record = copies.get(layout::view_key(RelationId(1))).expect("read").expect("view 1 is published");
+    let record: layout::CopyRecord = serde_json::from_slice(&record).expect("copy record");
+    layout::GenKey { view: RelationId(1), generation: record.generation }.row_key(&encode_key(key))
 }
 
 #[test]
 fn a_damaged_row_fails_reads_of_it_and_applies_that_need_it() {
     let dir = damaged(|db| {
-        rows_keyspace(db).insert(encode_key(&key![1]), vec![0x02, 0xFF]).expect("insert garbage");
+        let key = row_key_of_view_1(db, &key![1]);
+        keyspace(db, layout::KS_ROWS).insert(key, vec![0x02, 0xFF]).expect("insert garbage");
     });
     let store = open(dir.path()).expect("open: rows are read lazily");
     let id = RelationId(1);
@@ -109,15 +109,19 @@ fn a_damaged_copy_pointer_fails_open() {
 }
 
 #[test]
-fn a_copy_pointer_to_missing_rows_fails_open() {
+fn a_damaged_garbage_marker_fails_open() {
     let dir = damaged(|db| {
-        let record = layout::CopyRecord { generation: 999, schema: super::schema() };
-        keyspace(db, layout::KS_COPIES)
-            .insert(layout::view_key(RelationId(1)), serde_json::to_vec(&record).expect("json"))
-            .expect("insert");
+        keyspace(db, layout::KS_GARBAGE).insert(vec![1u8; 15], []).expect("insert");
     });
-    let e = assert_kind(open(dir.path()), StoreErrorKind::Corrupt);
-    assert!(e.message.contains("missing"), "{e}");
+    assert_kind(open(dir.path()), StoreErrorKind::Corrupt);
+}
+
+#[test]
+fn a_damaged_generation_counter_fails_open() {
+    let dir = damaged(|db| {
+        keyspace(db, layout::KS_META).insert(layout::META_NEXT_GENERATION, vec![1, 2]).expect("insert");
+    });
+    assert_kind(open(dir.path()), StoreErrorKind::Corrupt);
 }
 
 #[test]

@@ -1,11 +1,13 @@
-//! Replaced, discarded, abandoned and crash-orphaned generations are deleted.
+//! Replaced, discarded, abandoned and crash-orphaned generations become
+//! garbage, and their rows are deleted.
 
 use flashsync_core::{
     key, row, ApplyBatch, BatchSeq, Identity, Lsn, OriginId, Progress, RelationId, RowOp, Store, ViewOps,
 };
 
 use super::{block_on, open, publish, schema};
-use crate::layout;
+use crate::layout::{self, GenKey};
+use crate::FjallStore;
 
 fn truncate(seq: u64) -> ApplyBatch {
     ApplyBatch {
@@ -21,66 +23,112 @@ fn truncate(seq: u64) -> ApplyBatch {
     }
 }
 
+/// Rows physically present under a generation's prefix.
+fn rows_of(store: &FjallStore, view: u64, generation: u64) -> usize {
+    let gen = GenKey { view: RelationId(view), generation };
+    store.inner.shared.ks.rows.prefix(gen.prefix()).count()
+}
+
+fn published_generation(store: &FjallStore, view: u64) -> u64 {
+    let state = store.inner.shared.read("test").expect("state");
+    state.copies.get(&RelationId(view)).expect("published").generation
+}
+
 #[test]
-fn replaced_discarded_and_abandoned_generations_are_deleted() {
+fn replaced_discarded_and_abandoned_generations_are_reclaimed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path()).expect("create");
     block_on(async {
-        publish(&store, 1, vec![row![1, "a"]]).await.expect("publish");
+        publish(&store, 1, vec![row![1, "a"], row![2, "b"]]).await.expect("publish");
+        let first = published_generation(&store, 1);
         assert_eq!(store.generation_count(), 1);
-        publish(&store, 1, vec![row![2, "b"]]).await.expect("republish");
-        assert_eq!(store.generation_count(), 1, "the replaced generation is deleted on publish");
+        publish(&store, 1, vec![row![3, "c"]]).await.expect("republish");
+        assert_eq!(store.generation_count(), 2, "the replaced generation awaits reclamation");
+        assert_eq!(rows_of(&store, 1, first), 2);
+        store.persist().await.expect("persist");
+        assert_eq!(store.generation_count(), 1);
+        assert_eq!(rows_of(&store, 1, first), 0, "persist deleted the replaced rows");
 
-        let generation = store.begin_generation(RelationId(1), &schema()).await.expect("begin");
+        let mut generation = store.begin_generation(RelationId(1), &schema()).await.expect("begin");
+        generation.write(vec![row![9, "x"]]).await.expect("write");
         assert_eq!(store.generation_count(), 2);
         generation.discard().await.expect("discard");
+        store.persist().await.expect("persist");
         assert_eq!(store.generation_count(), 1);
 
-        let generation = store.begin_generation(RelationId(1), &schema()).await.expect("begin");
+        let mut generation = store.begin_generation(RelationId(1), &schema()).await.expect("begin");
+        generation.write(vec![row![9, "x"]]).await.expect("write");
         drop(generation);
-        // The deletion is queued on the writer thread; any later call on it
-        // runs after it.
+        // The abandonment is queued on the writer thread; persist runs after it.
         store.persist().await.expect("persist");
-        assert_eq!(store.generation_count(), 1, "an abandoned generation is deleted");
+        assert_eq!(store.generation_count(), 1, "an abandoned generation is reclaimed");
 
-        // A truncate switches to a fresh generation; the old one must outlive
-        // the (not yet durable) switch.
+        // A truncate switches to a fresh generation; the old rows must
+        // outlive the (not yet durable) switch.
+        let before = published_generation(&store, 1);
         store.apply(truncate(1)).await.expect("apply");
         store.apply(truncate(2)).await.expect("apply");
         assert_eq!(store.generation_count(), 3);
+        assert_eq!(rows_of(&store, 1, before), 1, "rows kept until the switch is durable");
         assert_eq!(store.persist().await.expect("persist"), Some(BatchSeq(2)));
         assert_eq!(store.generation_count(), 1);
+        assert_eq!(rows_of(&store, 1, before), 0);
         assert_eq!(store.scan(RelationId(1), &Default::default(), 10).await.expect("scan"), vec![row![2, "t"]]);
 
+        let last = published_generation(&store, 1);
         store.forget(RelationId(1)).await.expect("forget");
+        store.persist().await.expect("persist");
         assert_eq!(store.generation_count(), 0);
+        assert_eq!(rows_of(&store, 1, last), 0);
     });
 }
 
 #[test]
-fn generations_orphaned_by_a_crash_are_deleted_on_open() {
+fn large_generations_are_reclaimed_in_bounded_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path()).expect("create");
+    let n = crate::shared::RECLAIM_STEP * 2 + 10;
+    block_on(async {
+        publish(&store, 1, (0..n as i64).map(|i| row![i, "r"]).collect()).await.expect("publish");
+        let first = published_generation(&store, 1);
+        publish(&store, 1, vec![row![1, "new"]]).await.expect("republish");
+        store.persist().await.expect("persist");
+        let left = rows_of(&store, 1, first);
+        assert_eq!(left, n - crate::shared::RECLAIM_STEP, "one bounded step per persist");
+        store.reclaim().await.expect("reclaim");
+        assert_eq!(rows_of(&store, 1, first), 0);
+        assert_eq!(store.generation_count(), 1);
+        assert_eq!(store.count(RelationId(1)).await.expect("count"), 1);
+    });
+}
+
+#[test]
+fn generations_orphaned_by_a_crash_are_reclaimed_after_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     block_on(async {
         let store = open(dir.path()).expect("create");
         publish(&store, 1, vec![row![1, "a"]]).await.expect("publish");
     });
     {
-        // What a crash in the middle of a materialization leaves: a filled
-        // generation nothing points at, for a known and a forgotten view.
+        // What a crash in the middle of a materialization leaves: a marked,
+        // partly written generation nothing points at.
         let db = fjall::Database::builder(dir.path()).open().expect("open raw fjall");
+        let ks = |name| db.keyspace(name, fjall::KeyspaceCreateOptions::default).expect("keyspace");
+        let (filling, rows) = (ks(layout::KS_FILLING), ks(layout::KS_ROWS));
         for (view, generation) in [(1, 77), (5, 78)] {
-            let name = layout::rows_keyspace(RelationId(view), generation);
-            let ks = db.keyspace(&name, fjall::KeyspaceCreateOptions::default).expect("keyspace");
-            ks.insert(b"k".to_vec(), b"v".to_vec()).expect("insert");
+            let gen = GenKey { view: RelationId(view), generation };
+            filling.insert(gen.prefix(), []).expect("insert");
+            rows.insert(gen.row_key(b"k"), b"v".to_vec()).expect("insert");
         }
     }
     let store = open(dir.path()).expect("reopen");
-    assert_eq!(store.generation_count(), 1);
+    assert_eq!(store.generation_count(), 3);
     let rows = block_on(store.scan(RelationId(1), &Default::default(), 10)).expect("scan");
     assert_eq!(rows, vec![row![1, "a"]]);
-    // New generations get numbers past the orphans', even though they are gone.
+    block_on(store.persist()).expect("persist");
+    assert_eq!(store.generation_count(), 1);
+    assert_eq!(rows_of(&store, 1, 77) + rows_of(&store, 5, 78), 0);
+    // New generations get numbers past the orphans'.
     block_on(publish(&store, 2, vec![row![1, "b"]])).expect("publish");
-    let names = store.inner.shared.db.list_keyspace_names();
-    let newest = names.iter().filter_map(|n| layout::parse_rows_keyspace(n)).map(|(_, g)| g).max();
-    assert!(newest.is_some_and(|g| g > 78), "{names:?}");
+    assert!(published_generation(&store, 2) > 78);
 }
