@@ -67,8 +67,9 @@ pub enum StreamEvent {
         /// The upstream transaction id as sent on the wire (32 bits for
         /// Postgres; compared against 64-bit snapshot xids wraparound-aware).
         xid: u32,
-        /// LSN of the commit record (its start). Strictly greater than the
-        /// end LSN of every earlier transaction in the feed.
+        /// LSN of the commit record (its start). At or after the end LSN of
+        /// every earlier transaction in the feed (Postgres may start a commit
+        /// record exactly where the previous one ended).
         final_lsn: Lsn,
         /// Upstream commit time.
         commit_time: Timestamp,

@@ -129,6 +129,31 @@ pub trait Store: Send + Sync + 'static {
     /// Applies one batch atomically (not necessarily durably).
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError>;
 
+    /// Applies consecutive batches, in order, each atomically. Drivers call
+    /// this with every batch that is ready, so a store can amortize per-write
+    /// costs (one journal entry for the run, say). A store may make the run
+    /// all-or-nothing as a whole; it must never apply part of one batch.
+    /// The answer has one result per batch; after an `Err`, later batches
+    /// must not have been applied. The default applies them one by one.
+    async fn apply_many(&self, batches: Vec<ApplyBatch>) -> Vec<Result<ApplyReport, StoreError>> {
+        let mut out = Vec::with_capacity(batches.len());
+        let mut failed = false;
+        for batch in batches {
+            if failed {
+                out.push(Err(StoreError::new(
+                    crate::error::StoreErrorKind::Invalid,
+                    format!("apply batch {}", batch.seq.0),
+                    "an earlier batch of the same run failed",
+                )));
+                continue;
+            }
+            let r = self.apply(batch).await;
+            failed = r.is_err();
+            out.push(r);
+        }
+        out
+    }
+
     /// Makes every batch applied so far durable; returns the highest
     /// sequence number now durable. Drivers call this concurrently with
     /// `apply` (group commit): the answer must only cover batches whose

@@ -5,13 +5,11 @@ use flashsync_core::memory::MemoryStore;
 
 #[test]
 fn memory_store_passes_the_conformance_suite() {
-    let result = futures::executor::block_on(conformance::run_all_with_crash(
-        MemoryStore::new,
-        |store: MemoryStore| {
+    let result =
+        futures::executor::block_on(conformance::run_all_with_crash(MemoryStore::new, |store: MemoryStore| {
             store.crash();
             store
-        },
-    ));
+        }));
     if let Err(failures) = result {
         panic!("{failures}");
     }
@@ -25,8 +23,8 @@ mod mutants {
     use flashsync_core::memory::MemoryStore;
     use flashsync_core::rowops::ApplyReport;
     use flashsync_core::{
-        ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, Progress, RelationId,
-        RelationSchema, Row, RowOp, Store, StoreError, StoredState, ViewRecord,
+        ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, Progress, RelationId, RelationSchema,
+        Row, RowOp, Store, StoreError, StoredState, ViewRecord,
     };
 
     #[derive(Clone, Copy, PartialEq)]
@@ -61,13 +59,7 @@ mod mutants {
             self.inner.put_job(job).await
         }
         async fn forget(&self, id: RelationId) -> Result<(), StoreError> {
-            let job = self
-                .inner
-                .load()
-                .await?
-                .jobs
-                .into_iter()
-                .find(|j| j.relation_id == id);
+            let job = self.inner.load().await?.jobs.into_iter().find(|j| j.relation_id == id);
             self.inner.forget(id).await?;
             match (self.defect, job) {
                 (Defect::ForgetKeepsJob, Some(job)) => self.inner.put_job(&job).await,
@@ -102,12 +94,7 @@ mod mutants {
         async fn get(&self, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError> {
             self.inner.get(id, key).await
         }
-        async fn scan(
-            &self,
-            id: RelationId,
-            range: &KeyRange,
-            limit: usize,
-        ) -> Result<Vec<Row>, StoreError> {
+        async fn scan(&self, id: RelationId, range: &KeyRange, limit: usize) -> Result<Vec<Row>, StoreError> {
             let mut rows = self.inner.scan(id, range, limit).await?;
             if self.defect == Defect::ReversedScans {
                 rows.reverse();
@@ -116,10 +103,7 @@ mod mutants {
         }
         async fn count(&self, id: RelationId) -> Result<u64, StoreError> {
             if self.defect == Defect::CountsDistinctRows {
-                let mut rows = self
-                    .inner
-                    .scan(id, &KeyRange::default(), usize::MAX)
-                    .await?;
+                let mut rows = self.inner.scan(id, &KeyRange::default(), usize::MAX).await?;
                 rows.dedup();
                 return Ok(rows.len() as u64);
             }
@@ -128,10 +112,7 @@ mod mutants {
     }
 
     fn failing_checks(defect: Defect) -> Vec<&'static str> {
-        let result = futures::executor::block_on(conformance::run_all(|| Broken {
-            inner: MemoryStore::new(),
-            defect,
-        }));
+        let result = futures::executor::block_on(conformance::run_all(|| Broken { inner: MemoryStore::new(), defect }));
         match result {
             Ok(()) => Vec::new(),
             Err(Failures(failures)) => failures.into_iter().map(|f| f.check).collect(),
@@ -150,10 +131,7 @@ mod mutants {
             (Defect::CountsDistinctRows, "full_row_multisets"),
         ] {
             let failing = failing_checks(defect);
-            assert!(
-                failing.contains(&check),
-                "{check} did not catch the defect; failing checks: {failing:?}"
-            );
+            assert!(failing.contains(&check), "{check} did not catch the defect; failing checks: {failing:?}");
         }
     }
 
@@ -168,12 +146,6 @@ mod mutants {
             Ok(()) => Vec::new(),
             Err(Failures(failures)) => failures.into_iter().map(|f| f.check).collect(),
         };
-        assert_eq!(
-            failing,
-            [
-                "crash_keeps_persisted_batches",
-                "crash_keeps_durable_mutations"
-            ]
-        );
+        assert_eq!(failing, ["crash_keeps_persisted_batches", "crash_keeps_durable_mutations"]);
     }
 }

@@ -493,6 +493,9 @@ struct Wake {
     closed: std::sync::atomic::AtomicBool,
 }
 
+/// Most batches handed to the store in one `apply_many`.
+const APPLY_RUN: usize = 4096;
+
 async fn store_worker(exec: Executors, mut rx: mpsc::UnboundedReceiver<StoreJob>, dirty: Arc<Wake>) {
     struct Close(Arc<Wake>);
     impl Drop for Close {
@@ -502,7 +505,16 @@ async fn store_worker(exec: Executors, mut rx: mpsc::UnboundedReceiver<StoreJob>
         }
     }
     let _close = Close(dirty.clone());
-    while let Some(job) = rx.recv().await {
+    // A job taken off the queue while gathering a run of batches, handled next.
+    let mut next: Option<StoreJob> = None;
+    loop {
+        let job = match next.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => break,
+            },
+        };
         let action = match job {
             StoreJob::Action(a) => a,
             StoreJob::Drain(done) => {
@@ -553,9 +565,24 @@ async fn store_worker(exec: Executors, mut rx: mpsc::UnboundedReceiver<StoreJob>
             }
             StoreAction::Fence { op } => exec.input(Input::StoreDone { op, result: Ok(()) }),
             StoreAction::Apply(batch) => {
-                let seq = batch.seq;
-                let result = exec.store.apply(batch).await;
-                exec.input(Input::Applied { seq, result });
+                // Gather every batch already queued behind this one: the store
+                // applies the run in one go.
+                let mut run = vec![batch];
+                while run.len() < APPLY_RUN {
+                    match rx.try_recv() {
+                        Ok(StoreJob::Action(StoreAction::Apply(b))) => run.push(b),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let seqs: Vec<_> = run.iter().map(|b| b.seq).collect();
+                let results = exec.store.apply_many(run).await;
+                for (seq, result) in seqs.into_iter().zip(results) {
+                    exec.input(Input::Applied { seq, result });
+                }
                 dirty.notify.notify_one();
             }
         }

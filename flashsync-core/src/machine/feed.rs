@@ -335,15 +335,21 @@ impl Machine {
         }
         self.stats.commits_applied += 1;
         let views = self.view_ops(txn.apply);
+        // The stored job records say the batch's views reflect this commit;
+        // the in-memory ones say so once the store has applied it.
         let mut jobs = Vec::new();
         for vo in &views {
-            if let Some(j) = self.views.get_mut(&vo.relation_id).and_then(|v| v.job.as_mut()) {
+            if let Some(j) = self.views.get(&vo.relation_id).and_then(|v| v.job.as_ref()) {
+                let mut j = j.clone();
                 j.last_seen_commit = Some(end_lsn);
-                jobs.push(j.clone());
+                jobs.push(j);
             }
         }
         let touched: Vec<RelationId> = views.iter().map(|v| v.relation_id).chain(txn.partial.iter().copied()).collect();
         let seq = self.emit_batch(origin, Progress::Commit { end_lsn }, views, jobs);
+        if let Some(entry) = self.batches.get_mut(&seq) {
+            entry.1 = Some((end_lsn, touched.clone()));
+        }
         if self.cfg.audit {
             let mut seen = BTreeSet::new();
             for view in touched {
@@ -429,7 +435,7 @@ impl Machine {
         self.next_batch += 1;
         self.stats.batches += 1;
         if progress != Progress::Replay {
-            self.batches.insert(seq, origin.clone());
+            self.batches.insert(seq, InFlight(origin.clone(), None));
         }
         if let Progress::Commit { end_lsn } = progress {
             if let Some(o) = self.origins.get_mut(origin) {
@@ -463,11 +469,22 @@ impl Machine {
             }
             return;
         }
-        let origin = self.batches.remove(&seq);
+        let entry = self.batches.remove(&seq);
         match result {
-            Ok(report) => self.report_conflicts(report),
+            Ok(report) => {
+                if let Some(InFlight(_, Some((end_lsn, views)))) = &entry {
+                    for id in views {
+                        if let Some(j) = self.views.get_mut(id).and_then(|v| v.job.as_mut()) {
+                            if j.last_seen_commit.is_none_or(|l| l < *end_lsn) {
+                                j.last_seen_commit = Some(*end_lsn);
+                            }
+                        }
+                    }
+                }
+                self.report_conflicts(report);
+            }
             Err(e) => {
-                let Some(origin) = origin else { return };
+                let Some(InFlight(origin, _)) = entry else { return };
                 // The batch is not in the store; later ones may be. The copies
                 // of this origin's live views can have a gap: copy them again.
                 let msg = format!("could not apply changes from {origin}: {e}");

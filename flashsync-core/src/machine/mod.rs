@@ -114,6 +114,11 @@ struct PendingRequest {
     failure: Option<ControlError>,
 }
 
+/// A feed batch in flight: its origin, and for commit batches the views
+/// whose `last_seen_commit` moves to the commit's end LSN once applied.
+#[derive(Debug)]
+struct InFlight(OriginId, Option<(Lsn, Vec<RelationId>)>);
+
 /// Routing entry for one view of an origin, rebuilt when phases change.
 #[derive(Clone, Debug)]
 struct RouteEntry {
@@ -141,8 +146,7 @@ pub struct Machine {
     requests: BTreeMap<RequestId, PendingRequest>,
     /// Replay batches a pass waits on.
     replays: BTreeMap<BatchSeq, RelationId>,
-    /// Feed batches in flight, by origin.
-    batches: BTreeMap<BatchSeq, OriginId>,
+    batches: BTreeMap<BatchSeq, InFlight>,
     held_bytes: BTreeMap<OriginId, usize>,
     next_relation: u64,
     next_op: u64,

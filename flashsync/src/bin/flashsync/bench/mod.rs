@@ -3,7 +3,9 @@
 //! are what travels). Each prints a human summary on stderr and, as the last
 //! line of stdout, one JSON object with the figures.
 
+mod common;
 mod snapshot;
+mod stream;
 
 use clap::Subcommand;
 use serde_json::Value as Json;
@@ -21,11 +23,20 @@ pub enum Which {
         #[arg(long)]
         pg: Option<String>,
     },
+    /// Apply N single-row update transactions already in the slot vs
+    /// `pg_recvlogical` draining the same WAL from a twin slot.
+    Stream {
+        #[arg(long, default_value_t = 80_000)]
+        txns: u64,
+        #[arg(long)]
+        pg: Option<String>,
+    },
 }
 
 pub async fn run(which: Which) -> Result<(), CliError> {
     let report = match which {
         Which::Snapshot { rows, pg } => snapshot::run(rows, pg.as_deref()).await?,
+        Which::Stream { txns, pg } => stream::run(txns, pg.as_deref()).await?,
     };
     println!("{report}");
     Ok(())
