@@ -76,8 +76,11 @@ struct Mirror {
     /// Commits applied since the snapshot (by log index).
     applied: BTreeSet<usize>,
     rows: TableState,
-    /// A large transaction is half applied: the copy is between states.
+    /// A large transaction is half applied, or a batch failed: the copy is
+    /// between states until the next publish.
     partial: bool,
+    /// A batch of this view failed: not trusted until the next publish.
+    broken: bool,
     /// Commits of the table verified present (an index into its history).
     verified: usize,
 }
@@ -105,10 +108,15 @@ pub struct Checker {
     mirrors: BTreeMap<RelationId, Mirror>,
     durable: BTreeMap<RelationId, Mirror>,
     claims: BTreeMap<BatchSeq, Vec<Claim>>,
-    /// End LSNs of executed commit batches of this incarnation.
-    commit_batches: BTreeMap<BatchSeq, Lsn>,
+    /// End LSNs of executed commit batches of this incarnation, and
+    /// whether the store took them.
+    commit_batches: BTreeMap<BatchSeq, (Lsn, bool)>,
     /// Highest LSN the store reported durable.
     durable_lsn: Option<Lsn>,
+    /// Highest origin position durable in the store (failed batches aside).
+    progress_durable: Option<Lsn>,
+    /// Highest LSN of a commit batch the store applied (durable or not).
+    applied_lsn: Option<Lsn>,
     /// Views' definitions as last delivered to the machine.
     defs: BTreeMap<RelationId, ViewDef>,
     disabled: BTreeSet<RelationId>,
@@ -267,6 +275,16 @@ impl Checker {
         self.durable_lsn
     }
 
+    /// The origin position durable in the store.
+    pub fn progress_durable(&self) -> Option<Lsn> {
+        self.progress_durable
+    }
+
+    /// The highest LSN of a commit batch in the store (durable or not).
+    pub fn applied_lsn(&self) -> Option<Lsn> {
+        self.applied_lsn
+    }
+
     // ----- bursts ------------------------------------------------------------
 
     /// The first call of a burst is about to be delivered.
@@ -306,8 +324,16 @@ impl Checker {
     /// as covered once a later batch is durable.
     pub fn on_apply_failed(&mut self, batch: &ApplyBatch) {
         self.claims.remove(&batch.seq);
+        // Those views now have a gap; the machine re-copies them. Until then
+        // their copies are not held to their mirrors.
+        for v in &batch.views {
+            if let Some(m) = self.mirrors.get_mut(&v.relation_id) {
+                m.partial = true;
+                m.broken = true;
+            }
+        }
         if let Progress::Commit { end_lsn } = batch.progress {
-            self.commit_batches.insert(batch.seq, end_lsn);
+            self.commit_batches.insert(batch.seq, (end_lsn, false));
         }
     }
 
@@ -318,7 +344,8 @@ impl Checker {
         let claimed: Vec<RelationId> = claims.iter().map(|c| c.view).collect();
         let mut problems: Vec<(&'static str, String)> = Vec::new();
         if let Progress::Commit { end_lsn } = batch.progress {
-            self.commit_batches.insert(batch.seq, end_lsn);
+            self.commit_batches.insert(batch.seq, (end_lsn, true));
+            self.applied_lsn = Some(self.applied_lsn.map_or(end_lsn, |a| a.max(end_lsn)));
         }
         if batch.progress == Progress::Partial {
             for v in &batch.views {
@@ -377,7 +404,7 @@ impl Checker {
             if let Some(d) = commit.deltas.get(m.table) {
                 d.apply(&mut m.rows);
             }
-            if batch.progress != Progress::Partial {
+            if batch.progress != Progress::Partial && !m.broken {
                 m.partial = false;
             }
         }
@@ -409,6 +436,7 @@ impl Checker {
                 applied: BTreeSet::new(),
                 rows,
                 partial: false,
+                broken: false,
                 verified: 0,
             },
         );
@@ -442,6 +470,15 @@ impl Checker {
         self.mirrors.remove(&id);
     }
 
+    /// The origin's progress was removed from the store (its feed dropped):
+    /// positions start over.
+    pub fn on_forget_origin(&mut self) {
+        self.durable_lsn = None;
+        self.progress_durable = None;
+        self.applied_lsn = None;
+        self.commit_batches.clear();
+    }
+
     /// What a store call made durable.
     pub fn on_durable(&mut self, d: Durable) {
         match d {
@@ -460,10 +497,11 @@ impl Checker {
 
     /// `persist` reported batches through `through` durable.
     pub fn on_persisted(&mut self, through: BatchSeq) {
-        let covered = self.commit_batches.range(..=through).map(|(_, l)| *l).max();
-        if let Some(l) = covered {
-            self.durable_lsn = Some(self.durable_lsn.map_or(l, |d| d.max(l)));
-        }
+        let max = |a: Option<Lsn>, b: Option<Lsn>| a.max(b);
+        let covered = self.commit_batches.range(..=through).map(|(_, (l, _))| *l).max();
+        self.durable_lsn = max(self.durable_lsn, covered);
+        let stored = self.commit_batches.range(..=through).filter(|(_, (_, ok))| *ok).map(|(_, (l, _))| *l).max();
+        self.progress_durable = max(self.progress_durable, stored);
         self.commit_batches = self.commit_batches.split_off(&BatchSeq(through.0 + 1));
     }
 
@@ -472,6 +510,7 @@ impl Checker {
     pub fn on_crash(&mut self, lost: bool) {
         if lost {
             self.mirrors = self.durable.clone();
+            self.applied_lsn = self.progress_durable;
         } else {
             self.durable = self.mirrors.clone();
         }

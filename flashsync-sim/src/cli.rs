@@ -70,7 +70,8 @@ pub struct Args {
     pub inject_bug: Vec<String>,
     /// Switch off a driver-side workaround for a known bug outside the
     /// simulator, to reproduce that bug: publish_between_transactions,
-    /// memory_batch_numbers, restart_past_snapshots or attach_before_feed
+    /// memory_batch_numbers, restart_past_snapshots, attach_before_feed or
+    /// atomic_redefine
     /// (see `flashsync_sim::driver::Workarounds`).
     #[arg(long)]
     pub no_workaround: Vec<String>,
@@ -86,7 +87,7 @@ pub enum CliError {
     #[error("unknown bug {0:?} (ack_before_durable, skip_xid_filter, apply_while_disabled)")]
     Bug(String),
     /// An unknown `--no-workaround`.
-    #[error("unknown workaround {0:?} (publish_between_transactions, memory_batch_numbers, restart_past_snapshots, attach_before_feed)")]
+    #[error("unknown workaround {0:?} (publish_between_transactions, memory_batch_numbers, restart_past_snapshots, attach_before_feed, atomic_redefine)")]
     Workaround(String),
     /// A run could not start.
     #[error(transparent)]
@@ -147,6 +148,7 @@ pub fn execute(args: &Args) -> Result<bool, CliError> {
             "memory_batch_numbers" => workarounds.memory_batch_numbers = false,
             "restart_past_snapshots" => workarounds.restart_past_snapshots = false,
             "attach_before_feed" => workarounds.attach_before_feed = false,
+            "atomic_redefine" => workarounds.atomic_redefine = false,
             other => return Err(CliError::Workaround(other.chars().take(64).collect())),
         }
     }

@@ -90,6 +90,9 @@ impl SimOptions {
         if !self.workarounds.attach_before_feed {
             cmd.push_str(" --no-workaround attach_before_feed");
         }
+        if !self.workarounds.atomic_redefine {
+            cmd.push_str(" --no-workaround atomic_redefine");
+        }
         cmd
     }
 }

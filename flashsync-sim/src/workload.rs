@@ -167,7 +167,13 @@ fn write(w: &mut World) {
 }
 
 fn commit(w: &mut World, t: TxnId, window: bool) {
-    match w.up.commit(t, !window) {
+    let before = w.up.history().len();
+    let result = w.up.commit(t, !window);
+    if let Some(c) = w.up.history().get(before) {
+        let tables: Vec<&str> = c.deltas.keys().copied().collect();
+        w.trace.add("commit", &(c.xid, c.end_lsn, &tables, &c.in_feed, window));
+    }
+    match result {
         Ok(Some(xid)) => {
             let d = w.jitter(w.plan.timing.invisible_ms);
             w.schedule(d, Ev::Visible { xid });
@@ -222,8 +228,14 @@ fn fault(w: &mut World, f: Fault) {
     match f {
         Fault::CutFeed => w.up.db.cut_feed(),
         Fault::Storm => storm(w),
-        Fault::DropSlot => w.up.db.drop_slot(),
-        Fault::InvalidateSlot => w.up.db.invalidate_slot(),
+        Fault::DropSlot => {
+            w.up.db.drop_slot();
+            w.slot_missing = true;
+        }
+        Fault::InvalidateSlot => {
+            w.up.db.invalidate_slot();
+            w.slot_missing = true;
+        }
         Fault::Offline => {
             if w.offline_until.is_none() {
                 w.up.db.set_offline(true);
