@@ -629,6 +629,8 @@ struct Harness {
     next_xid: u64,
     /// Milestones reached (see [`milestones`]).
     seen: BTreeSet<&'static str>,
+    /// Outputs observed so far.
+    outputs: u64,
 }
 
 impl Harness {
@@ -723,6 +725,7 @@ impl Harness {
             wal,
             next_xid: (1u64 << 32) - 300 + u64::from(setup.xid_offset % 600),
             seen: BTreeSet::new(),
+            outputs: 0,
         }
     }
 
@@ -730,7 +733,7 @@ impl Harness {
         match pick {
             LsnPick::Current => Lsn(self.wal),
             LsnPick::Back(d) => Lsn(self.wal.saturating_sub(u64::from(d))),
-            LsnPick::Ahead(d) => Lsn(self.wal + u64::from(d)),
+            LsnPick::Ahead(d) => Lsn(self.wal.saturating_add(u64::from(d))),
             LsnPick::Raw(l) => Lsn(l),
         }
     }
@@ -846,6 +849,7 @@ impl Harness {
         before: &BTreeMap<RelationId, Persistence>,
         after: &BTreeMap<RelationId, Persistence>,
     ) {
+        self.outputs += 1;
         match o {
             Output::Store(action) => match action {
                 StoreAction::PutView { op, .. }
@@ -1142,11 +1146,15 @@ impl Harness {
                 lsn: Lsn(self.wal.saturating_sub(u64::from(*d))),
                 rows: 0,
             },
-            PointPick::Ahead(d) => {
-                SnapshotPoint { xmin: xmax, xmax, xip: vec![], lsn: Lsn(self.wal + u64::from(*d)), rows: 0 }
-            }
+            PointPick::Ahead(d) => SnapshotPoint {
+                xmin: xmax,
+                xmax,
+                xip: vec![],
+                lsn: Lsn(self.wal.saturating_add(u64::from(*d))),
+                rows: 0,
+            },
             PointPick::IllFormed => {
-                SnapshotPoint { xmin: xmax, xmax, xip: vec![xmax + 5], lsn: Lsn(self.wal), rows: 0 }
+                SnapshotPoint { xmin: xmax, xmax, xip: vec![xmax.saturating_add(5)], lsn: Lsn(self.wal), rows: 0 }
             }
             PointPick::Raw { xmin, xmax, xip, lsn } => {
                 SnapshotPoint { xmin: *xmin, xmax: *xmax, xip: xip.clone(), lsn: Lsn(*lsn), rows: 0 }
@@ -1257,8 +1265,8 @@ impl Harness {
                 let origin = origin_id(origin);
                 let epoch = self.epoch(&origin, epoch);
                 let xid = self.xid(xid);
-                let final_lsn = Lsn(self.wal + 1 + u64::from(gap));
-                self.wal = final_lsn.0 + 1;
+                let final_lsn = Lsn(self.wal.saturating_add(1 + u64::from(gap)));
+                self.wal = final_lsn.0.saturating_add(1);
                 self.feed(&origin, epoch, StreamEvent::Begin { xid, final_lsn, commit_time: Timestamp(self.now) });
                 for c in changes.iter().take(64) {
                     self.feed(&origin, epoch, StreamEvent::Change(change(c)));
@@ -1274,13 +1282,17 @@ impl Harness {
                     FuzzEvent::Begin { xid, lsn } => {
                         let xid = self.xid(xid);
                         let final_lsn = self.lsn(lsn);
-                        self.wal = self.wal.max(final_lsn.0);
+                        if !matches!(lsn, LsnPick::Raw(_)) {
+                            self.wal = self.wal.max(final_lsn.0);
+                        }
                         StreamEvent::Begin { xid, final_lsn, commit_time: Timestamp(self.now) }
                     }
                     FuzzEvent::Change(c) => StreamEvent::Change(change(&c)),
                     FuzzEvent::Commit { lsn } => {
                         let end_lsn = self.lsn(lsn);
-                        self.wal = self.wal.max(end_lsn.0);
+                        if !matches!(lsn, LsnPick::Raw(_)) {
+                            self.wal = self.wal.max(end_lsn.0);
+                        }
                         StreamEvent::Commit { end_lsn }
                     }
                     FuzzEvent::Keepalive { lsn, reply } => {
@@ -1348,8 +1360,8 @@ impl Harness {
 
     /// One round of a well-behaved driver: answer everything in flight
     /// successfully (in order), report durability, close open transactions;
-    /// with nothing in flight, fire the next timer. Returns whether anything
-    /// happened.
+    /// with nothing in flight, send keepalives on idle feeds, then fire the
+    /// next timer. Returns whether anything happened.
     fn settle_round(&mut self) -> bool {
         let mut acted = false;
         let pending: VecDeque<Pending> = std::mem::take(&mut self.pending).into();
@@ -1381,10 +1393,28 @@ impl Harness {
             })
             .collect();
         for (origin, epoch) in open {
-            self.wal += 1;
+            self.wal = self.wal.saturating_add(1);
             let end_lsn = Lsn(self.wal);
             self.feed(&origin, epoch, StreamEvent::Commit { end_lsn });
             acted = true;
+        }
+        if !acted {
+            // An idle upstream sends keepalives (a walsender does at least
+            // every wal_sender_timeout / 2).
+            let up: Vec<(OriginId, Epoch)> = self
+                .feeds
+                .iter()
+                .filter_map(|(o, f)| match f {
+                    FeedMirror::Up(e, false) => Some((o.clone(), *e)),
+                    _ => None,
+                })
+                .collect();
+            let before = self.outputs;
+            for (origin, epoch) in up {
+                let wal_end = Lsn(self.wal);
+                self.feed(&origin, epoch, StreamEvent::Keepalive { wal_end, reply_requested: false });
+            }
+            acted = self.outputs > before;
         }
         if !acted && self.pending.is_empty() {
             if let Some(t) = self.m.poll_timeout() {

@@ -106,9 +106,11 @@ fn check_values(data: &[u8]) {
         }
     }
     let _ = decode_bytea(data);
-    let mut hex = b"\\x".to_vec();
-    for b in data {
-        hex.extend_from_slice(format!("{b:02x}").as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = Vec::with_capacity(2 + 2 * data.len());
+    hex.extend_from_slice(b"\\x");
+    for &b in data {
+        hex.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
     }
     assert_eq!(decode_bytea(&hex).as_deref(), Some(data), "hex bytea does not read back");
     let mut escaped = Vec::new();
@@ -116,7 +118,7 @@ fn check_values(data: &[u8]) {
         match b {
             b'\\' => escaped.extend_from_slice(b"\\\\"),
             0x20..=0x7e => escaped.push(b),
-            _ => escaped.extend_from_slice(format!("\\{b:03o}").as_bytes()),
+            _ => escaped.extend_from_slice(&[b'\\', b'0' + (b >> 6), b'0' + ((b >> 3) & 7), b'0' + (b & 7)]),
         }
     }
     // A leading `\x` would make the escape form read as hex; Postgres writes
