@@ -977,7 +977,7 @@ impl World {
         let epoch = f.epoch;
         let mut d = self.rng.below(lat + 1);
         if self.rng.below(100) < u64::from(stall) {
-            d += 100 + self.rng.below(1500);
+            d += 50 + self.rng.below(500);
             self.count_fault(Fault::FeedStall);
         }
         self.schedule(d, Ev::Pump { inc, epoch });

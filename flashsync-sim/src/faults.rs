@@ -147,7 +147,7 @@ impl Plan {
             } else if f.is_probability() {
                 [2, 5, 10, 25][rng.below(4) as usize]
             } else {
-                [1, 2, 4, 8][rng.below(4) as usize]
+                [1, 2, 3, 5][rng.below(4) as usize]
             };
             rates.push((f, rate));
         }

@@ -55,7 +55,7 @@ impl Scenario {
             Scenario::Storm => vec![Fault::Storm, Fault::CutFeed],
             Scenario::Commits => vec![],
             Scenario::Churn => vec![Fault::Churn],
-            Scenario::All => vec![Fault::Storm],
+            Scenario::All => vec![],
         }
     }
 
@@ -72,10 +72,10 @@ impl Scenario {
     /// Relative weight of upstream writes among workload actions.
     pub fn write_weight(self) -> u32 {
         match self {
-            Scenario::Storm => 10,
-            Scenario::Commits => 60,
-            Scenario::Churn => 25,
-            Scenario::All => 35,
+            Scenario::Storm => 15,
+            Scenario::Commits => 80,
+            Scenario::Churn => 40,
+            Scenario::All => 60,
         }
     }
 
@@ -83,7 +83,7 @@ impl Scenario {
     pub fn storm_calls(self) -> (u64, u64) {
         match self {
             Scenario::Storm => (50, 400),
-            _ => (10, 120),
+            _ => (5, 60),
         }
     }
 }

@@ -97,11 +97,18 @@ fn act(w: &mut World) {
             // Per-event probabilities, applied where the events happen.
             Fault::LostKeepalive | Fault::FeedStall | Fault::LostAck | Fault::SlowSnapshot => continue,
         };
-        // Rare faults stay rare: a weight of 1 is about one action in 60.
         let weight = match f {
-            Fault::Crash | Fault::Restart | Fault::DropSlot | Fault::InvalidateSlot | Fault::AddColumn => rate / 2 + 1,
-            Fault::Churn => rate * 2,
-            _ => rate,
+            Fault::Crash
+            | Fault::Restart
+            | Fault::DropSlot
+            | Fault::InvalidateSlot
+            | Fault::AddColumn
+            | Fault::Offline
+            | Fault::StoreError => rate,
+            Fault::FailCalls => rate * 2,
+            Fault::Churn => rate * 20,
+            Fault::CutFeed => rate * 8,
+            _ => rate * 4,
         };
         choices.push((weight, action));
     }
@@ -239,7 +246,7 @@ fn fault(w: &mut World, f: Fault) {
         Fault::Offline => {
             if w.offline_until.is_none() {
                 w.up.db.set_offline(true);
-                let d = 50 + w.jitter(1500);
+                let d = 50 + w.jitter(800);
                 w.offline_until = Some(w.now + d);
                 w.schedule(d, Ev::Online);
             }
@@ -247,8 +254,7 @@ fn fault(w: &mut World, f: Fault) {
         Fault::FailCalls => {
             let point = [FailPoint::Prepare, FailPoint::Snapshot, FailPoint::Subscribe, FailPoint::Release]
                 [w.rng.below(4) as usize];
-            let n = 1 + w.rng.below(3) as u32;
-            w.fail_calls(point, n);
+            w.fail_calls(point, 1);
         }
         Fault::Crash => {
             if !w.restart_is_safe(false) {
