@@ -11,7 +11,7 @@ use flashsync_core::{OriginId, StoreError, StoreErrorKind};
 
 use crate::error::{corrupt, engine, guard};
 use crate::layout::{self, CopyRecord, GenKey, FORMAT_VERSION, META_FORMAT_VERSION};
-use crate::options::Options;
+use crate::options::{Options, MIN_JOURNAL_SIZE_LIMIT};
 use crate::shared::{Copy, Keyspaces, Shared, State};
 
 /// Files fjall itself creates at the top of a database directory. A directory
@@ -28,7 +28,12 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
     let op = format!("open {}", path.display());
     check_path(path, &op)?;
     let db = guard(&op, || {
-        Database::builder(path).cache_size(options.cache_size).open().map_err(|e| engine(op.as_str(), e))
+        Database::builder(path)
+            .cache_size(options.cache_size)
+            // Checked here too: fjall panics on smaller limits, and the field is public.
+            .max_journaling_size(options.journal_size_limit.max(MIN_JOURNAL_SIZE_LIMIT))
+            .open()
+            .map_err(|e| engine(op.as_str(), e))
     })?;
     guard(&op, || check_format(&db, &op))?;
     let ks = Keyspaces {

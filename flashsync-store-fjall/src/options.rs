@@ -44,11 +44,23 @@ pub struct Options {
     /// one fjall batch, so a large `RowSink::write` call never builds one
     /// huge batch in memory. Default: 4 MiB.
     pub generation_batch_bytes: usize,
+    /// Upper bound on the bytes of journal fjall keeps before it flushes
+    /// memtables to tables; opening a store replays at most about this much.
+    /// At least 64 MiB (fjall's minimum). Default: 64 MiB.
+    pub journal_size_limit: u64,
 }
+
+/// fjall refuses journal limits below this.
+pub(crate) const MIN_JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { durability: Durability::Explicit, cache_size: 32 << 20, generation_batch_bytes: 4 << 20 }
+        Options {
+            durability: Durability::Explicit,
+            cache_size: 32 << 20,
+            generation_batch_bytes: 4 << 20,
+            journal_size_limit: MIN_JOURNAL_SIZE_LIMIT,
+        }
     }
 }
 
@@ -64,6 +76,13 @@ impl Options {
     #[must_use]
     pub fn cache_size(mut self, bytes: u64) -> Self {
         self.cache_size = bytes;
+        self
+    }
+
+    /// Sets [`Options::journal_size_limit`] (raised to 64 MiB if lower).
+    #[must_use]
+    pub fn journal_size_limit(mut self, bytes: u64) -> Self {
+        self.journal_size_limit = bytes.max(MIN_JOURNAL_SIZE_LIMIT);
         self
     }
 

@@ -56,8 +56,11 @@ impl FjallStore {
     ///   store written in a format version this build does not read;
     /// - [`Corrupt`](StoreErrorKind::Corrupt): the files are damaged.
     ///
-    /// Opening reclaims every generation no view points at (left by a crash
-    /// during a materialization, a truncate, or the cleanup after one).
+    /// A generation a crash left half-written becomes garbage on open; its
+    /// rows, like those of replaced generations, are deleted by later
+    /// [`persist`](Store::persist) calls (or at once by [`reclaim`](Self::reclaim)).
+    /// A directory left by a crash in the middle of creating the store is
+    /// cleared and created afresh.
     ///
     /// Opening blocks (it reads and may replay the journal); async callers
     /// should run it where blocking is acceptable.

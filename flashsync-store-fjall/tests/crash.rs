@@ -157,11 +157,10 @@ fn commit(seed: u64, n: u64, m: &Model) -> Commit {
     let mut rng = Rng::new(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let n_i = n as i64;
     let mut r = Vec::new();
-    let mut keys: Vec<i64> = m.r.keys().copied().filter(|&k| k != 0).collect();
-    if n.is_multiple_of(TRUNCATE_EVERY) {
+    let truncated = n.is_multiple_of(TRUNCATE_EVERY);
+    if truncated {
         r.push(RowOp::Truncate);
         r.push(ins(row![0, "counter", 0]));
-        keys.clear();
     }
     r.push(ins(row![n_i, format!("v{n}"), n_i]));
     r.push(RowOp::Update {
@@ -169,22 +168,34 @@ fn commit(seed: u64, n: u64, m: &Model) -> Commit {
         key: key![0],
         new: vec![Cell::Set(0.into()), Cell::Unchanged, Cell::Set(n_i.into())],
     });
-    if !keys.is_empty() && rng.chance(0.3) {
-        let k = keys.swap_remove(rng.below(keys.len() as u64) as usize);
-        r.push(RowOp::Delete { key: key![k] });
+    let mut taken = Vec::new();
+    if !truncated && rng.chance(0.3) {
+        if let Some(k) = pick(m, &mut rng, n, &taken) {
+            taken.push(k);
+            r.push(RowOp::Delete { key: key![k] });
+        }
     }
-    if !keys.is_empty() && rng.chance(0.3) {
-        let k = keys.swap_remove(rng.below(keys.len() as u64) as usize);
-        r.push(RowOp::Update {
-            old_key: Some(key![k]),
-            key: key![-n_i],
-            new: vec![Cell::Set((-n_i).into()), Cell::Unchanged, Cell::Set(n_i.into())],
-        });
+    if !truncated && rng.chance(0.3) {
+        if let Some(k) = pick(m, &mut rng, n, &taken) {
+            r.push(RowOp::Update {
+                old_key: Some(key![k]),
+                key: key![-n_i],
+                new: vec![Cell::Set((-n_i).into()), Cell::Unchanged, Cell::Set(n_i.into())],
+            });
+        }
     }
     if Commit::split(n) {
-        for i in 0..300 {
-            let k = (1i64 << 40) + n_i * 1000 + i;
-            r.push(ins(row![k, "bulk", n_i]));
+        for i in 0..BULK_ROWS {
+            r.push(ins(row![BULK + n_i * 1000 + i, "bulk", n_i]));
+        }
+        // Upstream churn: the previous large transaction's rows go again, so
+        // the view stays small and checks stay fast.
+        let previous = n_i - SPLIT_EVERY as i64;
+        for i in 0..BULK_ROWS {
+            let k = BULK + previous * 1000 + i;
+            if !truncated && m.r.contains_key(&k) {
+                r.push(RowOp::Delete { key: key![k] });
+            }
         }
     }
     let mut f = vec![ins_full(row![(n % 5) as i64, "t"])];
@@ -196,13 +207,28 @@ fn commit(seed: u64, n: u64, m: &Model) -> Commit {
     Commit { r_ops: r, f_ops: f }
 }
 
+/// Keys of the rows large transactions insert start here.
+const BULK: i64 = 1 << 40;
+/// Rows a large transaction inserts (and the next one deletes again).
+const BULK_ROWS: i64 = 120;
+
+/// A random existing row of R that is neither the counter nor a bulk row, nor
+/// in `taken`: the first such key at or after a random point, in O(log n).
+fn pick(m: &Model, rng: &mut Rng, n: u64, taken: &[i64]) -> Option<i64> {
+    let point = rng.below(2 * n) as i64 - n as i64;
+    m.r.range(point..)
+        .chain(m.r.range(..point))
+        .map(|(&k, _)| k)
+        .find(|&k| k != 0 && k.abs() < BULK && !taken.contains(&k))
+}
+
 fn ins_full(row: Row) -> RowOp {
     RowOp::Insert { key: Key(row.0.clone()), row }
 }
 
 /// The rows of generation `g` of the materialized view.
 fn generation_rows(g: u64) -> Vec<Row> {
-    let size = 500 + (g * 7919) % 2500;
+    let size = 100 + (g * 7919) % 500;
     (0..size as i64).map(|i| row![i, format!("g{g}-{i}"), g as i64]).collect()
 }
 

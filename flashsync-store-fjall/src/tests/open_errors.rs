@@ -159,3 +159,18 @@ fn engine_panics_become_corrupt_errors() {
     );
     assert!(e.message.contains("simulated engine assertion"), "{e}");
 }
+
+#[test]
+fn a_creation_interrupted_by_a_crash_is_started_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // What a crash inside fjall's database creation leaves: its files, but
+    // not the `version` marker it writes last.
+    std::fs::write(dir.path().join("lock"), b"").expect("lock");
+    std::fs::create_dir_all(dir.path().join("keyspaces").join("0")).expect("keyspaces");
+    std::fs::write(dir.path().join("0.jnl"), b"partial").expect("journal");
+    let store = open(dir.path()).expect("open starts the creation over");
+    block_on(publish(&store, 1, vec![row![1, "a"]])).expect("the store works");
+    drop(store);
+    let store = open(dir.path()).expect("reopen");
+    assert_eq!(block_on(store.count(flashsync_core::RelationId(1))).expect("count"), 1);
+}
