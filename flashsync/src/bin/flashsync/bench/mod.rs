@@ -4,6 +4,8 @@
 //! line of stdout, one JSON object with the figures.
 
 mod common;
+mod fanout;
+mod latency;
 mod snapshot;
 mod stream;
 
@@ -31,12 +33,37 @@ pub enum Which {
         #[arg(long)]
         pg: Option<String>,
     },
+    /// Commit-to-local-visible latency (p50/p99) at a fixed commit rate.
+    Latency {
+        /// Commits per second.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The engine's persist interval (ms).
+        #[arg(long, default_value_t = 100)]
+        persist_ms: u64,
+        #[arg(long)]
+        pg: Option<String>,
+    },
+    /// Server-side decoding cost of K realtime views of one origin vs one
+    /// (walsender CPU time; needs the throwaway cluster).
+    Fanout {
+        #[arg(long, default_value_t = 20)]
+        views: usize,
+        #[arg(long, default_value_t = 20_000)]
+        commits: u64,
+    },
 }
 
 pub async fn run(which: Which) -> Result<(), CliError> {
     let report = match which {
         Which::Snapshot { rows, pg } => snapshot::run(rows, pg.as_deref()).await?,
         Which::Stream { txns, pg } => stream::run(txns, pg.as_deref()).await?,
+        Which::Latency { rate, seconds, persist_ms, pg } => {
+            latency::run(rate, seconds, persist_ms, pg.as_deref()).await?
+        }
+        Which::Fanout { views, commits } => fanout::run(views, commits).await?,
     };
     println!("{report}");
     Ok(())

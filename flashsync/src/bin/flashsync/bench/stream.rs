@@ -33,7 +33,7 @@ pub async fn run(txns: u64, url: Option<&str>) -> Result<Json, CliError> {
     // Bootstrap the realtime view, then stop the engine: the slot keeps its place.
     let dir = tempfile::Builder::new().prefix("flashsync-bench-").tempdir().map_err(err)?;
     let store: Arc<dyn flashsync_core::Store> = Arc::new(common::fjall(dir.path())?);
-    let engine = common::engine_with(&conn, store.clone(), Duration::ZERO).await?;
+    let engine = common::engine_with(&conn, store.clone(), Duration::from_millis(100)).await?;
     let def = ViewDef::new("public", "stream_live", Persistence::Realtime, common::ORIGIN, "public", "bench_stream")
         .map_err(err)?;
     engine.define(def).await.map_err(err)?;
@@ -79,7 +79,7 @@ pub async fn run(txns: u64, url: Option<&str>) -> Result<Json, CliError> {
     // flashsync: reopen the store; sync() resumes the slot and replays.
     let t = Instant::now();
     let store: Arc<dyn flashsync_core::Store> = Arc::new(common::fjall(dir.path())?);
-    let engine = common::engine_with(&conn, store, Duration::ZERO).await?;
+    let engine = common::engine_with(&conn, store, Duration::from_millis(100)).await?;
     engine.sync("*").await.map_err(err)?;
     common::caught_up(&engine, "public.stream_live", end, Duration::from_secs(600)).await?;
     let ours = t.elapsed();

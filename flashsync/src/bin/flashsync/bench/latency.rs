@@ -1,0 +1,182 @@
+//! Commit-to-local-visible latency at a fixed commit rate.
+//!
+//! A thin store wrapper stamps the moment each inserted row's batch has been
+//! applied (visible to readers); the writer stamps the moment each commit
+//! returned to the client. Latency is the difference (clamped at zero: the
+//! feed can deliver a commit before the client hears back).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use flashsync::{Persistence, ViewDef};
+use flashsync_core::{
+    ApplyBatch, ApplyReport, BatchSeq, Generation, Key, KeyRange, OriginId, RelationId, RelationSchema, Row, RowOp,
+    Store, StoreError, StoredState, Value, ViewRecord,
+};
+use serde_json::{json, Value as Json};
+
+use super::common::{self, err, pg_err};
+use crate::{pg, CliError};
+
+type Seen = Arc<Mutex<HashMap<i64, Instant>>>;
+
+struct Timed {
+    inner: Arc<dyn Store>,
+    seen: Seen,
+}
+
+impl Timed {
+    fn stamp(&self, batches: &[&ApplyBatch]) {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for b in batches {
+            for v in &b.views {
+                for op in &v.ops {
+                    if let RowOp::Insert { key: Key(k), .. } = op {
+                        if let Some(Value::Int(id)) = k.first() {
+                            seen.entry(*id).or_insert(now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Timed {
+    async fn load(&self) -> Result<StoredState, StoreError> {
+        self.inner.load().await
+    }
+    async fn put_view(&self, view: &ViewRecord) -> Result<(), StoreError> {
+        self.inner.put_view(view).await
+    }
+    async fn put_job(&self, job: &flashsync::JobRecord) -> Result<(), StoreError> {
+        self.inner.put_job(job).await
+    }
+    async fn forget(&self, id: RelationId) -> Result<(), StoreError> {
+        self.inner.forget(id).await
+    }
+    async fn forget_origin(&self, origin: &OriginId) -> Result<(), StoreError> {
+        self.inner.forget_origin(origin).await
+    }
+    async fn begin_generation(
+        &self,
+        id: RelationId,
+        schema: &RelationSchema,
+    ) -> Result<Box<dyn Generation>, StoreError> {
+        self.inner.begin_generation(id, schema).await
+    }
+    async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
+        let probe = batch.clone();
+        let r = self.inner.apply(batch).await;
+        if r.is_ok() {
+            self.stamp(&[&probe]);
+        }
+        r
+    }
+    async fn apply_many(&self, batches: Vec<ApplyBatch>) -> Vec<Result<ApplyReport, StoreError>> {
+        let probe = batches.clone();
+        let results = self.inner.apply_many(batches).await;
+        let ok: Vec<&ApplyBatch> = probe.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(b, _)| b).collect();
+        self.stamp(&ok);
+        results
+    }
+    async fn persist(&self) -> Result<Option<BatchSeq>, StoreError> {
+        self.inner.persist().await
+    }
+    async fn get(&self, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError> {
+        self.inner.get(id, key).await
+    }
+    async fn scan(&self, id: RelationId, range: &KeyRange, limit: usize) -> Result<Vec<Row>, StoreError> {
+        self.inner.scan(id, range, limit).await
+    }
+    async fn count(&self, id: RelationId) -> Result<u64, StoreError> {
+        self.inner.count(id).await
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub async fn run(rate: u64, seconds: u64, persist_ms: u64, url: Option<&str>) -> Result<Json, CliError> {
+    // Synchronous commit as Postgres ships it: with it off, the walsender only
+    // sees WAL when the WAL writer flushes (every wal_writer_delay, 200 ms),
+    // which would measure the server's configuration, not flashsync.
+    let server = pg::start(url, pg::default_options().set("synchronous_commit", "on"), "bench_latency").await?;
+    let conn = server.db.conninfo.clone();
+    let client = server.db.client().await;
+    client
+        .batch_execute("CREATE TABLE bench_latency (id bigint PRIMARY KEY, payload text NOT NULL)")
+        .await
+        .map_err(pg_err)?;
+    let dir = tempfile::Builder::new().prefix("flashsync-bench-").tempdir().map_err(err)?;
+    let seen: Seen = Arc::default();
+    let store: Arc<dyn Store> = Arc::new(Timed { inner: Arc::new(common::fjall(dir.path())?), seen: seen.clone() });
+    let engine = common::engine_with(&conn, store, Duration::from_millis(persist_ms)).await?;
+    let def = ViewDef::new("public", "latency_live", Persistence::Realtime, common::ORIGIN, "public", "bench_latency")
+        .map_err(err)?;
+    engine.define(def).await.map_err(err)?;
+    let s = engine.sync("*").await.map_err(err)?;
+    if s.realtime.len() != 1 {
+        return Err(CliError(format!("bootstrap failed: {s:?}")));
+    }
+
+    let total = rate * seconds;
+    eprintln!("committing {total} single-row transactions at {rate}/s for {seconds} s...");
+    let insert = client.prepare("INSERT INTO bench_latency VALUES ($1, $2)").await.map_err(pg_err)?;
+    let mut committed: Vec<(i64, Instant)> = Vec::with_capacity(total as usize);
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    for id in 0..total as i64 {
+        tick.tick().await;
+        client.execute(&insert, &[&id, &"x".repeat(64)]).await.map_err(pg_err)?;
+        committed.push((id, Instant::now()));
+    }
+    let achieved = total as f64 / start.elapsed().as_secs_f64();
+    // Wait for the last row to become visible.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(total as i64 - 1)) {
+        if Instant::now() > deadline {
+            return Err(CliError("the last commit never became visible locally".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    engine.shutdown().await.map_err(err)?;
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut lat: Vec<Duration> = committed
+        .iter()
+        .map(|(id, at)| seen.get(id).map_or(Duration::MAX, |v| v.saturating_duration_since(*at)))
+        .collect();
+    if lat.contains(&Duration::MAX) {
+        return Err(CliError("some commits never became visible".into()));
+    }
+    lat.sort();
+    let (p50, p99, max) = (percentile(&lat, 0.50), percentile(&lat, 0.99), lat[lat.len() - 1]);
+    let ms = |d: Duration| common::round3(d.as_secs_f64() * 1000.0);
+    eprintln!(
+        "latency at {achieved:.0} commits/s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (target p99 <= 5 ms at 2000/s)",
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
+    Ok(super::with_rss(json!({
+        "bench": "latency",
+        "commits": total,
+        "target_rate": rate,
+        "achieved_rate": achieved.round(),
+        "p50_ms": ms(p50),
+        "p99_ms": ms(p99),
+        "max_ms": ms(max),
+        "target_p99_ms": 5.0,
+        "persist_interval_ms": persist_ms,
+    })))
+}
