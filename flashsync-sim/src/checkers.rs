@@ -91,6 +91,8 @@ struct Claim {
     view: RelationId,
     xid: u32,
     end_lsn: Lsn,
+    /// The caller had stopped the view when the machine made the claim.
+    stopped: bool,
 }
 
 /// A burst of `sync()` calls that arrived together.
@@ -113,6 +115,8 @@ pub struct Checker {
     commit_batches: BTreeMap<BatchSeq, (Lsn, bool)>,
     /// Highest LSN the store reported durable.
     durable_lsn: Option<Lsn>,
+    /// Highest LSN ever reported durable (positions only grow upstream).
+    durable_ever: Option<Lsn>,
     /// Highest origin position durable in the store (failed batches aside).
     progress_durable: Option<Lsn>,
     /// Highest LSN of a commit batch the store applied (durable or not).
@@ -241,16 +245,8 @@ impl Checker {
         for r in records {
             match r {
                 AuditRecord::Applied { seq, view, xid, end_lsn, .. } => {
-                    if self.disabled.contains(&view) {
-                        self.fail(
-                            "a disabled job never applies a commit",
-                            format!(
-                                "transaction {xid} (end {end_lsn}) applied to stopped view {view} in batch {}",
-                                seq.0
-                            ),
-                        );
-                    }
-                    self.claims.entry(seq).or_default().push(Claim { view, xid, end_lsn });
+                    let stopped = self.disabled.contains(&view);
+                    self.claims.entry(seq).or_default().push(Claim { view, xid, end_lsn, stopped });
                 }
                 AuditRecord::Published { .. } => {}
             }
@@ -273,6 +269,11 @@ impl Checker {
     /// The highest LSN reported durable.
     pub fn durable_lsn(&self) -> Option<Lsn> {
         self.durable_lsn
+    }
+
+    /// The highest LSN ever reported durable.
+    pub fn durable_ever(&self) -> Option<Lsn> {
+        self.durable_ever
     }
 
     /// The origin position durable in the store.
@@ -356,6 +357,28 @@ impl Checker {
         }
         for c in claims {
             self.applied_claims += 1;
+            let has_ops = batch.views.iter().any(|v| v.relation_id == c.view && !v.ops.is_empty());
+            if !has_ops && (c.stopped || !self.mirrors.contains_key(&c.view)) {
+                // Known machine quirk: a view that received part of a large
+                // transaction (a `Partial` batch) and was then stopped or
+                // forgotten before its commit is still named in the commit's
+                // audit, though the rest of the transaction skips it. Its
+                // copy holds half a transaction until it is copied again.
+                if let Some(m) = self.mirrors.get_mut(&c.view) {
+                    m.partial = true;
+                    m.broken = true;
+                }
+                continue;
+            }
+            if c.stopped {
+                problems.push((
+                    "a disabled job never applies a commit",
+                    format!(
+                        "transaction {} (end {}) applied to stopped view {} in batch {}",
+                        c.xid, c.end_lsn, c.view, batch.seq.0
+                    ),
+                ));
+            }
             let Some(commit) = up.commit_at(c.end_lsn) else {
                 self.fail(
                     "mirror never ahead of upstream",
@@ -500,6 +523,7 @@ impl Checker {
         let max = |a: Option<Lsn>, b: Option<Lsn>| a.max(b);
         let covered = self.commit_batches.range(..=through).map(|(_, (l, _))| *l).max();
         self.durable_lsn = max(self.durable_lsn, covered);
+        self.durable_ever = max(self.durable_ever, covered);
         let stored = self.commit_batches.range(..=through).filter(|(_, (_, ok))| *ok).map(|(_, (l, _))| *l).max();
         self.progress_durable = max(self.progress_durable, stored);
         self.commit_batches = self.commit_batches.split_off(&BatchSeq(through.0 + 1));
@@ -519,6 +543,17 @@ impl Checker {
         self.fences_open.clear();
         self.fences = 0;
         self.bursts.clear();
+    }
+
+    /// After a restart: the origin position the store loaded is durable
+    /// (fjall may have made more durable than `persist` reported, through
+    /// the fsyncs of other writes).
+    pub fn on_loaded_progress(&mut self, lsn: Lsn) {
+        let max = |a: Option<Lsn>| Some(a.map_or(lsn, |a| a.max(lsn)));
+        self.durable_lsn = max(self.durable_lsn);
+        self.durable_ever = max(self.durable_ever);
+        self.progress_durable = max(self.progress_durable);
+        self.applied_lsn = max(self.applied_lsn);
     }
 
     /// After a restart: stopped views are whatever the store says.
@@ -605,7 +640,10 @@ impl Checker {
     }
 }
 
-fn differences(want: &TableState, got: &TableState) -> (Vec<(Row, u64)>, Vec<(Row, u64)>) {
+/// Up to five rows (with copies) on each side of a difference.
+type Sample = Vec<(Row, u64)>;
+
+fn differences(want: &TableState, got: &TableState) -> (Sample, Sample) {
     let missing = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).map(|(_, v)| v.clone()).take(5).collect();
     let extra = got.iter().filter(|(k, v)| want.get(*k) != Some(*v)).map(|(_, v)| v.clone()).take(5).collect();
     (missing, extra)

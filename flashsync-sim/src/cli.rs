@@ -161,6 +161,8 @@ pub fn execute(args: &Args) -> Result<bool, CliError> {
             (seed..seed.saturating_add(1), true)
         }
     };
+    // The bare command (the README's): make sure the run shows a storm.
+    let burst = args.burst.or((args.seed.is_none() && args.seeds.is_none()).then_some(600));
     let started = std::time::Instant::now();
     let (mut runs, mut failed, mut steps, mut commits) = (0u64, Vec::new(), 0u64, 0u64);
     for seed in seeds.clone() {
@@ -172,7 +174,7 @@ pub fn execute(args: &Args) -> Result<bool, CliError> {
             store: args.store,
             bugs,
             verbose: single && !args.quiet,
-            extra_burst: args.burst,
+            extra_burst: burst,
             views: args.views,
             workarounds,
         };

@@ -43,6 +43,10 @@ use crate::upstream::{TxnId, Upstream};
 /// job records carry plausible dates.
 pub const EPOCH_MS: u64 = 1_735_689_600_000;
 
+/// Aims a scheduled control call at whichever incarnation is up when it
+/// arrives (callers that retry across restarts).
+pub const ANY_INCARNATION: u64 = u64::MAX;
+
 /// A control call from a caller, before it gets a request id.
 #[derive(Clone, Debug)]
 pub enum Call {
@@ -407,14 +411,12 @@ impl World {
         match ev {
             Ev::Tick => crate::workload::tick(self),
             Ev::Keepalive => crate::workload::keepalive(self),
-            Ev::Control { inc, call, burst } => {
-                if inc == self.inc && !self.down {
-                    if let Some(n) = burst.and_then(|b| self.burst_sizes.remove(&b)) {
-                        self.checker.burst_start(burst.unwrap_or_default(), n);
-                        self.checker.count_burst_calls(n as u64);
-                    }
-                    self.deliver_call(call, burst);
+            Ev::Control { inc, call, burst } if (inc == self.inc || inc == ANY_INCARNATION) && !self.down => {
+                if let Some(n) = burst.and_then(|b| self.burst_sizes.remove(&b)) {
+                    self.checker.burst_start(burst.unwrap_or_default(), n);
+                    self.checker.count_burst_calls(n as u64);
                 }
+                self.deliver_call(call, burst);
             }
             Ev::StoreStep { inc } if inc == self.inc => self.store_step(),
             Ev::Persist { inc } if inc == self.inc => self.persist(),
@@ -429,23 +431,19 @@ impl World {
                     }
                 }
             }
-            Ev::Timer { inc, at } if inc == self.inc => {
-                if self.timer_at == Some(at) {
-                    self.timer_at = None;
-                    self.deliver(Input::Timer);
-                }
+            Ev::Timer { inc, at } if inc == self.inc && self.timer_at == Some(at) => {
+                self.timer_at = None;
+                self.deliver(Input::Timer);
             }
             Ev::Visible { xid } => {
                 self.trace.add("visible", &xid);
                 self.up.make_visible(xid);
             }
             Ev::TxnStep { txn, commit } => crate::workload::txn_step(self, txn, commit),
-            Ev::Online => {
-                if self.offline_until.is_some_and(|t| t <= self.now) {
-                    self.trace.add("online", &self.now);
-                    self.up.db.set_offline(false);
-                    self.offline_until = None;
-                }
+            Ev::Online if self.offline_until.is_some_and(|t| t <= self.now) => {
+                self.trace.add("online", &self.now);
+                self.up.db.set_offline(false);
+                self.offline_until = None;
             }
             Ev::Restart => self.restart(),
             Ev::LivenessSync => {
@@ -466,13 +464,11 @@ impl World {
                     }
                 }
             }
-            Ev::FlapFeed => {
-                if !self.liveness {
-                    self.trace.add("flap", &self.now);
-                    self.count_fault(Fault::CutFeed);
-                    self.up.db.cut_feed();
-                    self.kick();
-                }
+            Ev::FlapFeed if !self.liveness => {
+                self.trace.add("flap", &self.now);
+                self.count_fault(Fault::CutFeed);
+                self.up.db.cut_feed();
+                self.kick();
             }
             // Events of a crashed incarnation.
             _ => {}
@@ -555,7 +551,8 @@ impl World {
                 if self.verbose {
                     let running = self.running_views();
                     eprintln!(
-                        "  t={:>7.3}s burst {b}: answered, {passes} pass(es); realtime views running: {}/{}",
+                        "  t={:>7.3}s storm wave {b}: every caller answered by {passes} pass(es); \
+                         realtime views running: {}/{}",
                         self.now as f64 / 1000.0,
                         running.0,
                         running.1
@@ -1152,6 +1149,9 @@ impl World {
         let disabled: BTreeSet<RelationId> = state.jobs.iter().filter(|j| !j.enabled).map(|j| j.relation_id).collect();
         let defs: BTreeMap<RelationId, ViewDef> = state.views.iter().map(|v| (v.relation_id, v.def.clone())).collect();
         self.trace.add("restart", &state);
+        for p in &state.origins {
+            self.checker.on_loaded_progress(p.applied);
+        }
         let seed = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.inc);
         self.machine = Machine::new(self.plan.config.clone(), seed, state, Timestamp(EPOCH_MS + self.now));
         self.pass_base = 0;

@@ -6,7 +6,7 @@ use flashsync_core::machine::InjectedBugs;
 use flashsync_core::rng::Rng;
 use flashsync_core::{JobState, Persistence, Selector, StoreError, ViewName};
 
-use crate::driver::{Call, Ev, Workarounds, World};
+use crate::driver::{Call, Ev, Workarounds, World, ANY_INCARNATION};
 use crate::faults::Plan;
 use crate::report::{Failure, Report};
 use crate::scenario::Scenario;
@@ -136,20 +136,26 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     }
     crate::workload::setup(&mut w, opts.scenario, opts.views);
     if let Some(n) = opts.extra_burst {
-        let burst = w.next_burst;
-        w.next_burst += 1;
-        w.burst_sizes.insert(burst, n);
+        // A reconnect storm: three waves of concurrent callers, the
+        // connection dropping before each.
         let names: Vec<ViewName> = w.defs_used.iter().map(|d| d.name.clone()).collect();
-        for i in 0..n {
-            let selector = match i % 4 {
-                0 | 1 => Selector::All,
-                2 if !names.is_empty() => Selector::view(&names[i % names.len()]),
-                _ => Selector::from_map([("public", ["users_*", "posts_*"])]).unwrap_or_default(),
-            };
-            w.schedule(
-                150,
-                Ev::Control { inc: 0, call: Call::Sync { selector, force: i % 97 == 0 }, burst: Some(burst) },
-            );
+        let waves = 3;
+        for wave in 0..waves {
+            let at = 150 + 150 * wave as u64;
+            w.schedule(at.saturating_sub(1), Ev::FlapFeed);
+            let burst = w.next_burst;
+            w.next_burst += 1;
+            let calls = n / waves + usize::from(wave < n % waves);
+            w.burst_sizes.insert(burst, calls);
+            for i in 0..calls {
+                let selector = match i % 4 {
+                    0 | 1 => Selector::All,
+                    2 if !names.is_empty() => Selector::view(&names[i % names.len()]),
+                    _ => Selector::from_map([("public", ["users_*", "posts_*"])]).unwrap_or_default(),
+                };
+                let call = Call::Sync { selector, force: i % 97 == 0 };
+                w.schedule(at, Ev::Control { inc: ANY_INCARNATION, call, burst: Some(burst) });
+            }
         }
     }
 
@@ -345,7 +351,7 @@ fn final_checks(w: &mut World) {
             format!("the origin refused {} subscriptions: two feeds at once", stats.refused_subscriptions),
         );
     }
-    if let Some(durable) = w.checker.durable_lsn() {
+    if let Some(durable) = w.checker.durable_ever() {
         if stats.max_ack > durable {
             w.checker.report(
                 "ack <= durable",
