@@ -281,7 +281,9 @@ impl fmt::Display for Selector {
 }
 
 fn quote(part: &str) -> String {
-    if part.bytes().any(|b| matches!(b, b'.' | b',' | b'"' | b' ')) {
+    // Parsing trims whitespace around bare parts, so any part with whitespace
+    // (or a character the grammar uses) is quoted to survive a round trip.
+    if part.chars().any(|c| matches!(c, '.' | ',' | '"') || c.is_whitespace()) {
         format!("\"{}\"", part.replace('"', "\"\""))
     } else {
         part.to_owned()

@@ -347,7 +347,18 @@ impl Machine {
     // ----- results of store and source operations ----------------------------
 
     pub(super) fn on_store_done(&mut self, op: OpId, result: Result<(), StoreError>) {
-        let Some(kind) = self.ops.remove(&op) else {
+        let store_op = |k: &Op| {
+            matches!(
+                k,
+                Op::Fence
+                    | Op::Job
+                    | Op::Request(_)
+                    | Op::Publish(_)
+                    | Op::AbandonedPublish { .. }
+                    | Op::Release { .. }
+            )
+        };
+        let Some(kind) = self.take_op(op, store_op) else {
             return;
         };
         match kind {
@@ -381,7 +392,7 @@ impl Machine {
     }
 
     pub(super) fn on_released(&mut self, op: OpId, result: Result<(), SourceError>) {
-        let Some(kind) = self.ops.remove(&op) else {
+        let Some(kind) = self.take_op(op, |k| matches!(k, Op::Release { .. })) else {
             return;
         };
         if let Op::Release { request, what } = kind {

@@ -24,6 +24,10 @@ impl Machine {
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
+        if o.feed == Feed::Up(epoch) {
+            // A repeated answer for the feed that is already up.
+            return;
+        }
         if o.feed != Feed::Subscribing(epoch) {
             // A subscription nobody wants any more (e.g. after shutdown or forget).
             if result.is_ok() {
@@ -331,6 +335,8 @@ impl Machine {
             if !txn.duplicate {
                 self.stats.duplicates_skipped += 1;
             }
+            // Still a transaction boundary: queued bootstraps may start.
+            self.try_start_snapshots();
             return;
         }
         self.stats.commits_applied += 1;

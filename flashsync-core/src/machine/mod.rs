@@ -356,6 +356,17 @@ impl Machine {
         id
     }
 
+    /// Takes `op` out of the table if `answers` says the input that arrived
+    /// answers an op of that kind; otherwise leaves it (a repeated or stray
+    /// result must not discard an unrelated pending operation).
+    fn take_op(&mut self, op: OpId, answers: impl Fn(&Op) -> bool) -> Option<Op> {
+        if self.ops.get(&op).is_some_and(answers) {
+            self.ops.remove(&op)
+        } else {
+            None
+        }
+    }
+
     fn reply(&mut self, request: RequestId, reply: Reply) {
         self.out.push_back(Output::Reply { request, reply });
     }
@@ -519,16 +530,23 @@ impl Machine {
     /// Drops whatever a view had in flight; the view ends `Idle`.
     fn cancel_work(&mut self, id: RelationId) {
         let Some(v) = self.views.get(&id) else { return };
+        // Re-tag an op only while it is still outstanding: when its own
+        // result is what failed the view, it was already taken out, and
+        // putting it back would leave it waiting for an answer forever.
         match &v.phase {
             Phase::Preparing { op, .. } => {
                 self.ops.remove(op);
             }
             Phase::Copying { op, .. } => {
-                self.ops.insert(*op, Op::AbandonedSnapshot);
+                if let Some(kind) = self.ops.get_mut(op) {
+                    *kind = Op::AbandonedSnapshot;
+                }
             }
             Phase::Publishing { op, schema, .. } => {
                 let schema = Arc::new(schema.clone());
-                self.ops.insert(*op, Op::AbandonedPublish { id, schema });
+                if let Some(kind) = self.ops.get_mut(op) {
+                    *kind = Op::AbandonedPublish { id, schema };
+                }
             }
             Phase::Idle | Phase::Queued { .. } | Phase::Live { .. } => {}
         }

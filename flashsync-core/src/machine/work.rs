@@ -66,7 +66,7 @@ impl Machine {
     }
 
     pub(super) fn on_prepared(&mut self, op: OpId, result: Result<RelationSchema, SourceError>) {
-        let Some(Op::Prepare(id)) = self.ops.remove(&op) else {
+        let Some(Op::Prepare(id)) = self.take_op(op, |k| matches!(k, Op::Prepare(_))) else {
             return;
         };
         let Some(v) = self.views.get(&id) else { return };
@@ -161,7 +161,7 @@ impl Machine {
     }
 
     pub(super) fn on_snapshotted(&mut self, op: OpId, result: Result<SnapshotPoint, SourceError>) {
-        let kind = self.ops.remove(&op);
+        let kind = self.take_op(op, |k| matches!(k, Op::Snapshot(_) | Op::AbandonedSnapshot));
         let id = match kind {
             Some(Op::Snapshot(id)) => id,
             Some(Op::AbandonedSnapshot) => {
