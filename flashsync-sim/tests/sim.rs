@@ -128,3 +128,34 @@ fn apply_while_disabled_is_caught() {
     let seed = find(bugs, Workarounds::default(), "a disabled job never applies a commit", 1000);
     assert!(seed.is_some(), "apply_while_disabled went unnoticed in 1000 seeds");
 }
+
+/// Machine bugs the simulator found, each reproduced by switching its
+/// driver-side workaround off. These are tripwires: when one starts failing,
+/// the bug is fixed in the machine — delete the workaround and the test.
+mod known_machine_bugs {
+    use super::*;
+
+    fn without(f: impl Fn(&mut Workarounds)) -> Workarounds {
+        let mut w = Workarounds::default();
+        f(&mut w);
+        w
+    }
+
+    #[test]
+    fn a_copy_published_mid_transaction_loses_that_transaction() {
+        let w = without(|w| w.publish_between_transactions = false);
+        assert!(find(InjectedBugs::default(), w, "mirror never ahead of upstream", 100).is_some());
+    }
+
+    #[test]
+    fn a_restart_before_the_position_passes_a_snapshot_reattaches_without_its_filter() {
+        let w = without(|w| w.restart_past_snapshots = false);
+        assert!(find(InjectedBugs::default(), w, "mirror never ahead of upstream", 100).is_some());
+    }
+
+    #[test]
+    fn views_attaching_after_the_feed_started_miss_transactions() {
+        let w = without(|w| w.attach_before_feed = false);
+        assert!(find(InjectedBugs::default(), w, "mirror never ahead of upstream", 100).is_some());
+    }
+}
