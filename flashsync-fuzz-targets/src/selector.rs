@@ -8,11 +8,6 @@
 //!   equal selector.
 //! - Wildcard matching ([`Pattern::matches`]) agrees with a simple reference
 //!   matcher, and `Selector::matches` never panics.
-//!
-//! Known bug, tolerated until fixed (see `tests/known_bugs.rs`): a pattern
-//! that starts or ends with whitespace other than a plain space is displayed
-//! unquoted, and parsing trims it, so such selectors skip the round-trip
-//! assertion ([`display_trims`]).
 
 use arbitrary::{Arbitrary, Unstructured};
 use flashsync_core::{Pattern, Selector, ViewName};
@@ -28,7 +23,7 @@ pub fn selector_parse(data: &[u8]) {
     check_text(&input.text);
     let entries: Vec<(String, Vec<String>)> = input.map.clone();
     if let Ok(sel) = Selector::from_map(entries.iter().map(|(ns, names)| (ns.clone(), names.clone()))) {
-        if !matches!(&sel, Selector::Map(m) if m.is_empty() || m.values().any(Vec::is_empty)) && !display_trims(&sel) {
+        if !matches!(&sel, Selector::Map(m) if m.is_empty() || m.values().any(Vec::is_empty)) {
             let shown = sel.to_string();
             match shown.parse::<Selector>() {
                 Ok(back) => assert_eq!(back, sel, "{sel:?} displays as {shown:?}, which parses differently"),
@@ -63,26 +58,8 @@ struct Structured {
     subject: String,
 }
 
-/// KNOWN BUG (flashsync-core `selector.rs`): `quote()` quotes a part only
-/// for `.`, `,`, `"` and space, while `FromStr` trims Unicode whitespace off
-/// the whole text and off the end of every bare part. A pattern starting or
-/// ending with another whitespace character (tab, form feed, U+00A0, ...)
-/// therefore does not survive `Display` → parse. Remove this filter once
-/// `quote()` also quotes parts with leading or trailing whitespace.
-pub fn display_trims(sel: &Selector) -> bool {
-    let edge = |p: &str| p.starts_with(char::is_whitespace) || p.ends_with(char::is_whitespace);
-    match sel {
-        Selector::All => false,
-        Selector::Map(m) => m.iter().any(|(ns, names)| edge(ns.as_str()) || names.iter().any(|n| edge(n.as_str()))),
-        Selector::Names(names) => names.iter().any(|n| edge(&n.namespace) || edge(&n.name)),
-    }
-}
-
 fn check_text(text: &str) {
     match text.parse::<Selector>() {
-        Ok(sel) if display_trims(&sel) => {
-            let _ = sel.to_string().parse::<Selector>();
-        }
         Ok(sel) => {
             let shown = sel.to_string();
             match shown.parse::<Selector>() {
