@@ -52,39 +52,48 @@ async fn is_member(client: &Client, name: &str, oid: u32) -> Result<bool, Source
         .map_err(|e| error::pg(format!("checking publication {name:?}"), &e))
 }
 
-/// Adds `rel` (OID `oid`) to the publication, idempotently. When it was not
-/// a member yet, waits until every transaction that was writing to it when
-/// it was added has ended: their earlier changes were decoded without the
-/// table in the publication, so they must be in the snapshot taken next
-/// (DESIGN §4.4: "the table is in the publication before the snapshot").
-pub(crate) async fn add(
-    client: &Client,
-    name: &str,
-    rel: &UpstreamRelation,
-    oid: u32,
-    wait_limit: Duration,
-) -> Result<(), SourceError> {
-    if is_member(client, name, oid).await? {
-        return Ok(());
+/// Transactions that were writing to a relation when it entered the
+/// publication; see [`add`] and [`wait_for_writers`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Writers(Vec<String>);
+
+impl Writers {
+    /// Whether there is nothing to wait for.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
-    let sql = format!("ALTER PUBLICATION {} ADD TABLE {}", quote_ident(name), qualified(&rel.schema, &rel.table));
-    match client.batch_execute(&sql).await {
-        Ok(()) => {}
-        Err(e) if error::sqlstate(&e) == Some("42710") => return Ok(()),
-        Err(e) => return Err(error::pg(format!("adding {rel} to publication {name:?}"), &e)),
-    }
-    wait_for_writers(client, rel, oid, wait_limit).await
 }
 
-/// Waits, without blocking new writers, for the transactions holding a
-/// write lock on `oid` right now to end (like `CREATE INDEX CONCURRENTLY`).
-async fn wait_for_writers(
-    client: &Client,
-    rel: &UpstreamRelation,
-    oid: u32,
-    limit: Duration,
-) -> Result<(), SourceError> {
-    let step = format!("waiting for open transactions writing to {rel}");
+/// Adds `rel` (OID `oid`) to the publication, idempotently, and returns the
+/// transactions writing to it right now. Those that began writing before it
+/// entered the publication had their earlier changes decoded without it, so
+/// the snapshot taken next must contain them (DESIGN §4.4: "the table is in
+/// the publication before the snapshot"): the caller waits for them with
+/// [`wait_for_writers`] before the relation is copied — on a connection of
+/// its own, so the wait (as long as the application's longest open
+/// transaction) holds up nothing else.
+///
+/// The writers are returned even when the table already was a member: an
+/// earlier `prepare` may have added it and then not finished its wait
+/// (timed out, or the process stopped), and nothing records when the table
+/// was added. Waiting for the current writers again is always safe.
+pub(crate) async fn add(client: &Client, name: &str, rel: &UpstreamRelation, oid: u32) -> Result<Writers, SourceError> {
+    if !is_member(client, name, oid).await? {
+        let sql = format!("ALTER PUBLICATION {} ADD TABLE {}", quote_ident(name), qualified(&rel.schema, &rel.table));
+        match client.batch_execute(&sql).await {
+            // Added concurrently by someone else: fine.
+            Ok(()) => {}
+            Err(e) if error::sqlstate(&e) == Some("42710") => {}
+            Err(e) => return Err(error::pg(format!("adding {rel} to publication {name:?}"), &e)),
+        }
+    }
+    writers(client, rel, oid).await
+}
+
+/// The transactions holding a write lock on `oid` right now (other than
+/// this session's).
+async fn writers(client: &Client, rel: &UpstreamRelation, oid: u32) -> Result<Writers, SourceError> {
+    let step = format!("looking for open transactions writing to {rel}");
     let rows = client
         .query(
             "SELECT DISTINCT virtualtransaction FROM pg_catalog.pg_locks \
@@ -96,7 +105,19 @@ async fn wait_for_writers(
         )
         .await
         .map_err(|e| error::pg(&step, &e))?;
-    let vxids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(Writers(rows.iter().map(|r| r.get(0)).collect()))
+}
+
+/// Waits, without blocking new writers, for the transactions in `writers`
+/// to end (like `CREATE INDEX CONCURRENTLY`), for at most `limit`.
+pub(crate) async fn wait_for_writers(
+    client: &Client,
+    rel: &UpstreamRelation,
+    writers: &Writers,
+    limit: Duration,
+) -> Result<(), SourceError> {
+    let step = format!("waiting for open transactions writing to {rel}");
+    let vxids = &writers.0;
     if vxids.is_empty() {
         return Ok(());
     }
@@ -107,7 +128,7 @@ async fn wait_for_writers(
             .query_one(
                 "SELECT count(*) FROM pg_catalog.pg_locks \
                  WHERE locktype = 'virtualxid' AND virtualxid = ANY($1)",
-                &[&vxids],
+                &[vxids],
             )
             .await
             .map_err(|e| error::pg(&step, &e))?;

@@ -165,20 +165,28 @@ impl PgSource {
 impl Source for PgSource {
     async fn prepare(&self, relation: &UpstreamRelation, feed: bool) -> Result<RelationSchema, SourceError> {
         let publication = self.config.publication_name.clone();
-        let wait = self.config.writer_wait;
         let rel = relation.clone();
-        let described = self
+        let (described, writers) = self
             .with_control(move |c| {
                 Box::pin(async move {
                     let d = catalog::describe(c, &rel, feed).await?;
-                    if feed {
+                    let writers = if feed {
                         publication::ensure(c, &publication).await?;
-                        publication::add(c, &publication, &rel, d.oid, wait).await?;
-                    }
-                    Ok(d)
+                        publication::add(c, &publication, &rel, d.oid).await?
+                    } else {
+                        publication::Writers::default()
+                    };
+                    Ok((d, writers))
                 })
             })
             .await?;
+        if !writers.is_empty() {
+            // Not on the shared control connection: this lasts as long as
+            // the application's longest open transaction, and must not hold
+            // up other views' `prepare` or the feed's `subscribe`.
+            let client = self.connect().await?;
+            publication::wait_for_writers(&client, relation, &writers, self.config.writer_wait).await?;
+        }
         if feed {
             self.shapes.described(described.oid, described.shape);
         }

@@ -122,6 +122,12 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("connecting to test database {}: {e}", self.name))
     }
+
+    /// Like [`client`](Self::client), but a failure (e.g. the server is
+    /// restarting) is returned instead of failing the test.
+    pub async fn try_client(&self) -> Result<tokio_postgres::Client, flashsync_core::SourceError> {
+        crate::control::connect(&self.conninfo, "flashsync-test").await
+    }
 }
 
 static NEXT_DB: AtomicU64 = AtomicU64::new(0);

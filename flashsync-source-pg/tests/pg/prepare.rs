@@ -131,3 +131,69 @@ async fn prepare_waits_for_writers_that_started_before_the_table_was_published()
         .expect("prepare");
     assert_eq!(schema.key, vec![0]);
 }
+
+/// Regression: the wait for a table's open writers used to run on the shared
+/// control connection, holding it for as long as the application's
+/// transaction lasted — every other view's `prepare` and the feed's
+/// `subscribe` stalled behind it (a deadlock when that transaction waits for
+/// the feed).
+#[tokio::test]
+async fn a_prepare_waiting_for_writers_holds_up_nothing_else() {
+    let Some(db) = testkit::test_db("prepare_no_stall").await else { return };
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE w (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);")
+        .await
+        .expect("setup");
+    let src = std::sync::Arc::new(source(&db));
+    // The slot exists already (creating one waits for every transaction
+    // with an xid, by Postgres' design).
+    drop(src.subscribe(None).await.expect("create the slot"));
+    let writer = db.client().await;
+    writer.batch_execute("BEGIN; INSERT INTO w VALUES (1);").await.expect("open writer");
+    let waiting = {
+        let src = src.clone();
+        tokio::spawn(async move { src.prepare(&rel("w"), true).await })
+    };
+    // The waiting prepare has published the table and now waits.
+    wait_for("prepare to publish the table", || async {
+        c.query_opt("SELECT 1 FROM pg_publication_tables WHERE tablename = 'w'", &[]).await.expect("query").map(|_| ())
+    })
+    .await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), src.prepare(&rel("other"), true))
+        .await
+        .expect("another prepare stalled behind the waiting one")
+        .expect("prepare other");
+    let sub = tokio::time::timeout(std::time::Duration::from_secs(10), src.subscribe(None))
+        .await
+        .expect("subscribe stalled behind the waiting prepare")
+        .expect("subscribe");
+    assert!(!waiting.is_finished(), "prepare returned while a writer was still open");
+    writer.batch_execute("COMMIT").await.expect("commit");
+    tokio::time::timeout(WAIT, waiting).await.expect("prepare finished").expect("join").expect("prepare w");
+    drop(sub);
+}
+
+/// Regression: a `prepare` whose wait for writers did not finish (timed out,
+/// or the process stopped) left the table in the publication, and the next
+/// `prepare` skipped the wait — a snapshot could then miss the changes that
+/// transaction made before the table was published.
+#[tokio::test]
+async fn prepare_waits_again_when_an_earlier_wait_did_not_finish() {
+    let Some(db) = testkit::test_db("prepare_rewait").await else { return };
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE w (id int PRIMARY KEY)").await.expect("setup");
+    let writer = db.client().await;
+    writer.batch_execute("BEGIN; INSERT INTO w VALUES (1);").await.expect("open writer");
+    let mut cfg = config(&db);
+    cfg.writer_wait = std::time::Duration::from_millis(200);
+    let impatient = flashsync_source_pg::PgSource::new(cfg).expect("source");
+    let e = assert_kind(impatient.prepare(&rel("w"), true).await, SourceErrorKind::Other);
+    assert!(e.message.contains("still open"), "{e}");
+    // The table is in the publication now; the writer is still open.
+    let src = source(&db);
+    let prepare = tokio::spawn(async move { src.prepare(&rel("w"), true).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!prepare.is_finished(), "the second prepare did not wait for the writer");
+    writer.batch_execute("COMMIT").await.expect("commit");
+    tokio::time::timeout(WAIT, prepare).await.expect("prepare finished").expect("join").expect("prepare");
+}
