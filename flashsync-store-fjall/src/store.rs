@@ -35,6 +35,21 @@ pub struct FjallStore {
 pub(crate) struct Inner {
     pub(crate) worker: Worker,
     pub(crate) shared: Arc<Shared>,
+    /// The highest batch whose `apply` has returned to its caller. `persist`
+    /// reports no further than this as of its call, as the contract asks
+    /// (a batch still queued when `persist` is called is not claimed).
+    returned: std::sync::Mutex<Option<BatchSeq>>,
+}
+
+impl Inner {
+    fn returned(&self) -> Option<BatchSeq> {
+        *self.returned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note_returned(&self, seq: BatchSeq) {
+        let mut returned = self.returned.lock().unwrap_or_else(|e| e.into_inner());
+        *returned = (*returned).max(Some(seq));
+    }
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -66,7 +81,9 @@ impl FjallStore {
     /// should run it where blocking is acceptable.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<FjallStore, StoreError> {
         let shared = open::open(path.as_ref(), options)?;
-        Ok(FjallStore { inner: Arc::new(Inner { worker: Worker::start()?, shared: Arc::new(shared) }) })
+        Ok(FjallStore {
+            inner: Arc::new(Inner { worker: Worker::start()?, shared: Arc::new(shared), returned: Default::default() }),
+        })
     }
 
     /// The directory the store lives in.
@@ -241,18 +258,70 @@ impl Store for FjallStore {
 
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
         let shared = self.shared();
-        self.inner.worker.run(format!("apply batch {}", batch.seq.0), move || apply::apply(&shared, batch)).await
+        let seq = batch.seq;
+        let report =
+            self.inner.worker.run(format!("apply batch {}", seq.0), move || apply::apply(&shared, batch)).await?;
+        self.inner.note_returned(seq);
+        Ok(report)
+    }
+
+    /// One writer-thread job for the whole run (each batch still its own
+    /// atomic fjall batch), so a driver draining a backlog pays one thread
+    /// round trip per run instead of per batch.
+    async fn apply_many(&self, batches: Vec<ApplyBatch>) -> Vec<Result<ApplyReport, StoreError>> {
+        let Some(last) = batches.last().map(|b| b.seq) else {
+            return Vec::new();
+        };
+        let count = batches.len();
+        let seqs: Vec<BatchSeq> = batches.iter().map(|b| b.seq).collect();
+        let shared = self.shared();
+        let results = self
+            .inner
+            .worker
+            .run(format!("apply batches up to {}", last.0), move || {
+                let mut out = Vec::with_capacity(count);
+                let mut failed = false;
+                for batch in batches {
+                    if failed {
+                        out.push(Err(StoreError::new(
+                            StoreErrorKind::Invalid,
+                            format!("apply batch {}", batch.seq.0),
+                            "an earlier batch of the same run failed",
+                        )));
+                        continue;
+                    }
+                    let result = apply::apply(&shared, batch);
+                    failed = result.is_err();
+                    out.push(result);
+                }
+                Ok(out)
+            })
+            .await;
+        match results {
+            Ok(results) => {
+                for (seq, result) in seqs.into_iter().zip(&results) {
+                    if result.is_ok() {
+                        self.inner.note_returned(seq);
+                    }
+                }
+                results
+            }
+            // The writer thread is gone or panicked: nothing is known about
+            // any of the batches.
+            Err(e) => (0..count).map(|_| Err(e.clone())).collect(),
+        }
     }
 
     async fn persist(&self) -> Result<Option<BatchSeq>, StoreError> {
+        let through = self.inner.returned();
         let shared = self.shared();
         self.inner
             .worker
             .run("persist".into(), move || {
                 let mut state = shared.write("persist")?;
-                // Every batch up to `last_seq` went to the journal before
-                // this job ran (one writer thread, in call order).
-                let through = state.last_seq;
+                // Every batch whose apply returned before this call went to
+                // the journal before this job ran (one writer thread, in
+                // call order), so the fsync covers it.
                 if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
                     let e = engine("persist", e);
                     state.poison(&e);
