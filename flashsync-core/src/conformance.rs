@@ -10,8 +10,8 @@
 //!   [`Cell::Unchanged`] values, key moves, deletes, full-row multisets with
 //!   copy counts, a truncate followed by inserts in the same batch, the same
 //!   view twice in one batch — and that conflicts are reported;
-//! - batches are atomic (a failing batch changes nothing) and sequence
-//!   numbers must increase;
+//! - batches are atomic (a failing batch changes nothing), sequence
+//!   numbers must increase, and `apply_many` stops at the first failure;
 //! - `Partial` batches mark their views dirty and the `Commit` clears them;
 //!   `Replay` never moves an origin's progress;
 //! - generations are invisible until published, publish switches rows,
@@ -131,6 +131,7 @@ pub async fn run_all<S: Store>(mut make: impl FnMut() -> S) -> Result<(), Failur
         forget_removes_everything,
         unknown_views_are_errors,
         persist_reports_last_batch,
+        apply_many_stops_at_a_failure,
     );
     if failures.is_empty() {
         Ok(())
@@ -1066,6 +1067,27 @@ pub async fn persist_reports_last_batch<S: Store>(store: &S) -> Result<(), Failu
     apply_clean(&cx, store, cx.commit(20, vec![])?).await?;
     cx.eq("persist after batches 3 and 7", cx.ok("persist", store.persist().await)?, Some(BatchSeq(7)))?;
     cx.eq("persist again", cx.ok("persist", store.persist().await)?, Some(BatchSeq(7)))
+}
+
+/// `apply_many` applies a run of batches in order; after a failing batch no
+/// later batch of the run is applied, and each batch gets its own result.
+pub async fn apply_many_stops_at_a_failure<S: Store>(store: &S) -> Result<(), Failure> {
+    use crate::row;
+    let cx = Ctx::new("apply_many_stops_at_a_failure");
+    let v = published(&cx, store, 1, &keyed3(), vec![]).await?;
+    let first = cx.commit(10, vec![ops(&v, Identity::Key, vec![ins(row![1, "a", "x"])])])?;
+    let second = cx.commit(20, vec![ops(&v, Identity::Key, vec![ins(row![2, "b", "y"])])])?;
+    let mut failing = cx.commit(30, vec![ops(&v, Identity::Key, vec![ins(row![3, "c", "z"])])])?;
+    failing.views.push(ViewOps { relation_id: RelationId(404), identity: Identity::Key, ops: vec![] });
+    let after = cx.commit(40, vec![ops(&v, Identity::Key, vec![ins(row![4, "d", "w"])])])?;
+    let results = store.apply_many(vec![first, second, failing, after]).await;
+    let shape: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    cx.eq("which batches of the run succeeded", shape, vec![true, true, false, false])?;
+    if let Some(Err(e)) = results.get(2) {
+        cx.eq("kind of the failing batch's error", e.kind, StoreErrorKind::NotFound)?;
+    }
+    cx.eq("rows after the run", rows(&cx, store, v.relation_id).await?, vec![row![1, "a", "x"], row![2, "b", "y"]])?;
+    cx.eq("origins after the run", load(&cx, store).await?.origins, vec![progress(&cx.origin(ORIGIN)?, 20)])
 }
 
 // ---------------------------------------------------------------------------
