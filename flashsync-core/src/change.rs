@@ -169,7 +169,8 @@ pub enum Progress {
 /// origin's progress — all or nothing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApplyBatch {
-    /// Sequence number, increasing across the store.
+    /// Sequence number, increasing within one opening of the store (a
+    /// restarted machine numbers from 1 again).
     pub seq: BatchSeq,
     /// The origin whose feed produced the batch.
     pub origin: crate::view::OriginId,

@@ -38,6 +38,7 @@ impl Machine {
                 if let Some(v) = self.views.get_mut(&id) {
                     v.def = def.clone();
                     v.dirty = true;
+                    v.attachable = false;
                 }
                 id
             }
@@ -55,18 +56,22 @@ impl Machine {
                         phase: Phase::Idle,
                         dirty: false,
                         retry_queued: false,
+                        attachable: false,
                     },
                 );
                 id
             }
         };
         self.open_request(request, Reply::Defined(id));
-        let op = self.request_op(request);
-        self.store(StoreAction::PutView { op, view: ViewRecord { relation_id: id, def } });
-        if let Some(job) = self.job(id).cloned() {
+        // The reset job first, then the definition: a crash in between leaves
+        // the old definition with a job that copies it afresh (harmless), never
+        // the new definition beside the old copy's job.
+        if let Some(job) = self.stored_job(id) {
             let op = self.request_op(request);
             self.store(StoreAction::PutJob { op, job });
         }
+        let op = self.request_op(request);
+        self.store(StoreAction::PutView { op, view: ViewRecord { relation_id: id, def } });
         self.settle_request(request);
     }
 

@@ -65,11 +65,32 @@ impl Machine {
             (FeedStart::Existing { confirmed_flush }, None) => (*confirmed_flush, None),
             (FeedStart::Existing { .. }, Some(applied)) => (applied, None),
         };
-        if o.applied.is_none() || gap.is_some() {
+        o.started = true;
+        let fresh = o.applied.is_none() || gap.is_some();
+        if fresh {
             o.applied = Some(start);
             o.durable = None;
             o.acked = None;
             o.pending_acks.clear();
+        }
+        if fresh || !o.stored {
+            // Record where this feed starts, so a view stored as running is
+            // always paired with a stored position it can resume from.
+            self.emit_batch(origin, Progress::Commit { end_lsn: start }, Vec::new(), Vec::new());
+        }
+        // Views that could have re-attached but are not live now missed the
+        // chance: the feed moves on without them, so their copies must be
+        // made afresh.
+        for id in self.origin_views(origin) {
+            let Some(v) = self.views.get_mut(&id) else { continue };
+            if v.attachable && !matches!(v.phase, Phase::Live { .. }) {
+                v.attachable = false;
+                v.dirty = true;
+                if v.job.as_ref().is_some_and(|j| j.state == JobState::Running) {
+                    self.update_job(id, EventPhase::Stream, |j| j.state = JobState::Idle);
+                    self.persist_job(id);
+                }
+            }
         }
         if let Some(reason) = gap {
             self.rebootstrap_origin(
@@ -340,18 +361,56 @@ impl Machine {
             return;
         }
         self.stats.commits_applied += 1;
-        let views = self.view_ops(txn.apply);
+        let mut apply = txn.apply;
+        // A view whose copy was published while this transaction was being
+        // received is live now: its held share of the transaction applies
+        // with it, unless its snapshot already holds the transaction.
+        let mut hold = BTreeMap::new();
+        for (id, ops) in txn.hold {
+            match self.views.get(&id).map(|v| &v.phase) {
+                Some(Phase::Live { filter }) => {
+                    let in_snapshot = filter.as_ref().is_some_and(|f| f.contains(txn.xid, txn.final_lsn));
+                    if in_snapshot && !self.cfg.bugs.skip_xid_filter {
+                        self.stats.filtered += 1;
+                    } else {
+                        apply.entry(id).or_default().extend(ops);
+                    }
+                }
+                _ => {
+                    hold.insert(id, ops);
+                }
+            }
+        }
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.stored = true;
+        }
+        // Past a snapshot's position nothing can be in it: the hand-off is
+        // complete, and the job may now be stored as running (in this batch,
+        // with the position that proves it).
+        let handed_off = self.drop_filters(origin, end_lsn);
+        let views = self.view_ops(apply);
         // The stored job records say the batch's views reflect this commit;
         // the in-memory ones say so once the store has applied it.
         let mut jobs = Vec::new();
         for vo in &views {
-            if let Some(j) = self.views.get(&vo.relation_id).and_then(|v| v.job.as_ref()) {
-                let mut j = j.clone();
+            if let Some(mut j) = self.stored_job(vo.relation_id) {
                 j.last_seen_commit = Some(end_lsn);
                 jobs.push(j);
             }
         }
-        let touched: Vec<RelationId> = views.iter().map(|v| v.relation_id).chain(txn.partial.iter().copied()).collect();
+        for id in handed_off {
+            if !views.iter().any(|v| v.relation_id == id) {
+                jobs.extend(self.stored_job(id));
+            }
+        }
+        // Views this transaction reached in full: those still live now (a view
+        // that left mid-transaction was marked for a new copy).
+        let touched: Vec<RelationId> = views
+            .iter()
+            .map(|v| v.relation_id)
+            .chain(txn.partial.iter().copied())
+            .filter(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })))
+            .collect();
         let seq = self.emit_batch(origin, Progress::Commit { end_lsn }, views, jobs);
         if let Some(entry) = self.batches.get_mut(&seq) {
             entry.1 = Some((end_lsn, touched.clone()));
@@ -366,7 +425,7 @@ impl Machine {
         }
         // Hold back the bootstrapping views' share.
         let mut added = 0;
-        for (id, ops) in txn.hold {
+        for (id, ops) in hold {
             let Some(h) = self.views.get_mut(&id).and_then(|v| v.phase.hold_mut()) else {
                 continue;
             };
@@ -377,7 +436,6 @@ impl Machine {
         }
         *self.held_bytes.entry(origin.clone()).or_default() += added;
         let cap = self.cfg.recent_commits.max(1);
-        let mut drop_filters = false;
         if let Some(o) = self.origins.get_mut(origin) {
             o.applied = Some(end_lsn);
             o.commits_seen += 1;
@@ -385,18 +443,6 @@ impl Machine {
             while o.recent.len() > cap {
                 o.recent.pop_front();
             }
-        }
-        // Past a snapshot's position nothing can be in it: stop filtering.
-        for id in self.origin_views(origin) {
-            if let Some(Phase::Live { filter }) = self.views.get_mut(&id).map(|v| &mut v.phase) {
-                if filter.as_ref().is_some_and(|f| f.lsn <= end_lsn) {
-                    *filter = None;
-                    drop_filters = true;
-                }
-            }
-        }
-        if drop_filters {
-            self.routes.insert(origin.clone(), None);
         }
         self.check_flow(origin);
         self.try_start_snapshots();
@@ -413,12 +459,34 @@ impl Machine {
             // Nothing we care about happened up to `wal_end`: record the
             // position like a commit, so it can be acknowledged once durable
             // and unrelated WAL does not pin the slot.
-            self.emit_batch(origin, Progress::Commit { end_lsn: wal_end }, Vec::new(), Vec::new());
+            if let Some(o) = self.origins.get_mut(origin) {
+                o.stored = true;
+            }
+            let jobs = self.drop_filters(origin, wal_end).into_iter().filter_map(|id| self.stored_job(id)).collect();
+            self.emit_batch(origin, Progress::Commit { end_lsn: wal_end }, Vec::new(), jobs);
             if let Some(o) = self.origins.get_mut(origin) {
                 o.applied = Some(wal_end);
             }
         }
         self.try_start_snapshots();
+    }
+
+    /// Ends the hand-off of every live view of `origin` whose snapshot lies
+    /// at or before `position`; returns them.
+    fn drop_filters(&mut self, origin: &OriginId, position: Lsn) -> Vec<RelationId> {
+        let mut dropped = Vec::new();
+        for id in self.origin_views(origin) {
+            if let Some(Phase::Live { filter }) = self.views.get_mut(&id).map(|v| &mut v.phase) {
+                if filter.as_ref().is_some_and(|f| f.lsn <= position) {
+                    *filter = None;
+                    dropped.push(id);
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            self.routes.insert(origin.clone(), None);
+        }
+        dropped
     }
 
     fn on_schema_changed(&mut self, origin: &OriginId, rel: SourceRelId, detail: String) {
@@ -491,6 +559,10 @@ impl Machine {
             }
             Err(e) => {
                 let Some(InFlight(origin, _)) = entry else { return };
+                // Never acknowledge a position whose batch is not in the store.
+                if let Some(o) = self.origins.get_mut(&origin) {
+                    o.pending_acks.retain(|(s, _)| *s != seq);
+                }
                 // The batch is not in the store; later ones may be. The copies
                 // of this origin's live views can have a gap: copy them again.
                 let msg = format!("could not apply changes from {origin}: {e}");

@@ -199,17 +199,29 @@ impl Machine {
                 .or_insert_with(|| Origin::new(origin.clone(), progress.get(&origin).copied()));
             m.routes.insert(origin, None);
             m.names.insert(rec.def.name.clone(), id);
+            let mut job = jobs.remove(&id);
+            let mut dirty = dirty.contains(&id);
+            if let Some(j) = job.as_mut() {
+                // A redefinition stores the reset job first, then the new
+                // definition; a crash in between leaves a job of another mode:
+                // reset it again, and copy the view afresh.
+                if j.persistence != rec.def.persistence || j.mode != rec.def.persistence {
+                    j.persistence = rec.def.persistence;
+                    j.mode = rec.def.persistence;
+                    j.state = JobState::Idle;
+                    j.slot_id = None;
+                    dirty = true;
+                }
+            }
+            let schema = schemas.get(&id).cloned().map(Arc::new);
+            let attachable = rec.def.persistence == Persistence::Realtime
+                && job.as_ref().is_some_and(|j| j.state == JobState::Running && j.enabled)
+                && !dirty
+                && schema.is_some()
+                && progress.contains_key(&rec.def.origin);
             m.views.insert(
                 id,
-                View {
-                    id,
-                    def: rec.def,
-                    job: jobs.remove(&id),
-                    schema: schemas.get(&id).cloned().map(Arc::new),
-                    phase: Phase::Idle,
-                    dirty: dirty.contains(&id),
-                    retry_queued: false,
-                },
+                View { id, def: rec.def, job, schema, phase: Phase::Idle, dirty, retry_queued: false, attachable },
             );
         }
         m
@@ -475,9 +487,44 @@ impl Machine {
     }
 
     fn persist_job(&mut self, id: RelationId) {
-        if let Some(job) = self.job(id).cloned() {
+        if let Some(job) = self.stored_job(id) {
             let op = self.op(Op::Job);
             self.store(StoreAction::PutJob { op, job });
+        }
+    }
+
+    /// The job record as the store should hold it. A realtime job is stored
+    /// as `running` only when its copy may be resumed from the origin's
+    /// stored position after a restart: the hand-off from its snapshot is
+    /// complete (no filter left) and the origin's position is in the store.
+    /// Until then it is stored `idle`, so a restart copies it again.
+    fn stored_job(&self, id: RelationId) -> Option<JobRecord> {
+        let v = self.views.get(&id)?;
+        let mut job = v.job.clone()?;
+        if job.state == JobState::Running {
+            let handed_off = matches!(v.phase, Phase::Live { filter: None });
+            let stored = self.origins.get(&v.def.origin).is_some_and(|o| o.stored);
+            if !(handed_off && stored) {
+                job.state = JobState::Idle;
+            }
+        }
+        Some(job)
+    }
+
+    /// Opens the origin's feed if a view needs it and no view of the origin
+    /// is still deciding whether it can re-attach (the feed must not move
+    /// past what such a view's copy holds before it is live).
+    fn maybe_subscribe(&mut self, origin: &OriginId) {
+        let Some(o) = self.origins.get(origin) else { return };
+        if o.feed != Feed::Down || !self.wants_feed(origin) {
+            return;
+        }
+        let attaching = self
+            .views
+            .values()
+            .any(|v| &v.def.origin == origin && matches!(v.phase, Phase::Preparing { goal: Goal::Attach, .. }));
+        if !attaching {
+            self.subscribe(origin);
         }
     }
 
@@ -529,6 +576,16 @@ impl Machine {
 
     /// Drops whatever a view had in flight; the view ends `Idle`.
     fn cancel_work(&mut self, id: RelationId) {
+        let Some(v) = self.views.get(&id) else { return };
+        // A view that already received part of a large transaction (partial
+        // batches) and now leaves the feed keeps half of it: copy it again.
+        let partial =
+            self.origins.get(&v.def.origin).and_then(|o| o.txn.as_ref()).is_some_and(|t| t.partial.contains(&id));
+        if partial {
+            if let Some(v) = self.views.get_mut(&id) {
+                v.dirty = true;
+            }
+        }
         let Some(v) = self.views.get(&id) else { return };
         // Re-tag an op only while it is still outstanding: when its own
         // result is what failed the view, it was already taken out, and

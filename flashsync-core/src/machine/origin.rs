@@ -82,6 +82,12 @@ pub(super) struct Origin {
     pub attempt: u32,
     pub retry_at: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// The store holds a position for this origin (a progress batch was
+    /// emitted, or one was loaded). A realtime job is stored as `running`
+    /// only then: after a restart it resumes from that position.
+    pub stored: bool,
+    /// The feed has been up in this process: no view attaches any more.
+    pub started: bool,
 }
 
 impl Origin {
@@ -101,6 +107,8 @@ impl Origin {
             attempt: 0,
             retry_at: None,
             last_error: None,
+            stored: applied.is_some(),
+            started: false,
         }
     }
 }

@@ -107,4 +107,8 @@ pub(super) struct View {
     pub dirty: bool,
     /// A retry pass for this view is already queued.
     pub retry_queued: bool,
+    /// Loaded as `running` with a trusted copy and stored origin progress:
+    /// the view may re-attach to the feed without a new snapshot, as long as
+    /// its origin's feed has not started in this process yet.
+    pub attachable: bool,
 }

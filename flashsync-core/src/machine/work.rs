@@ -48,7 +48,11 @@ impl Machine {
                         Goal::Materialize
                     }
                     Persistence::Realtime => {
-                        if job.state == JobState::Running && !v.dirty && v.schema.is_some() {
+                        if v.attachable
+                            && !v.dirty
+                            && v.schema.is_some()
+                            && !self.origins.get(&origin).is_some_and(|o| o.started)
+                        {
                             Goal::Attach
                         } else {
                             Goal::Bootstrap
@@ -84,7 +88,9 @@ impl Machine {
                 return;
             }
             Err(e) => {
+                let origin = v.def.origin.clone();
                 self.fail_view(id, EventPhase::Prepare, e.message);
+                self.maybe_subscribe(&origin);
                 return;
             }
         };
@@ -94,14 +100,16 @@ impl Machine {
                 self.set_phase(id, Phase::Queued { schema, races: 0 });
                 self.try_start_snapshots();
             }
-            Goal::Attach if v.schema.as_deref() == Some(&schema) => {
+            Goal::Attach if v.schema.as_deref() == Some(&schema) && v.attachable => {
                 // The stored copy is current through the origin's stored
                 // position and the relation is unchanged: replay the feed.
                 self.set_phase(id, Phase::Live { filter: None });
+                if let Some(v) = self.views.get_mut(&id) {
+                    v.attachable = false;
+                }
                 match self.origins.get(&origin).map(|o| o.feed) {
                     Some(Feed::Up(_)) => self.view_feed_up(id),
-                    Some(Feed::Subscribing(_)) => {}
-                    _ => self.subscribe(&origin),
+                    _ => self.maybe_subscribe(&origin),
                 }
             }
             Goal::Attach | Goal::Bootstrap => {
@@ -112,10 +120,11 @@ impl Machine {
                     );
                     self.error(EventPhase::Prepare, Some(id), None, detail);
                 }
-                self.set_phase(id, Phase::Queued { schema, races: 0 });
-                if self.origins.get(&origin).is_some_and(|o| o.feed == Feed::Down) {
-                    self.subscribe(&origin);
+                if let Some(v) = self.views.get_mut(&id) {
+                    v.attachable = false;
                 }
+                self.set_phase(id, Phase::Queued { schema, races: 0 });
+                self.maybe_subscribe(&origin);
                 self.try_start_snapshots();
             }
         }
@@ -229,6 +238,10 @@ impl Machine {
                 job.updated_at = now;
             }
         }
+        if job.state == JobState::Running && v.def.persistence == Persistence::Realtime {
+            // Stored as running only once the hand-off completes (see `stored_job`).
+            job.state = JobState::Idle;
+        }
         self.ops.insert(op, Op::Publish(id));
         self.set_phase(id, Phase::Publishing { op, schema, point, hold, job: job.clone() });
         self.store(StoreAction::Publish { op, job });
@@ -319,9 +332,12 @@ impl Machine {
                         j.last_error = Some(feed_error.unwrap_or_else(|| "the feed is down".into()));
                     }
                 });
-                let filter = Some(point);
+                // If the feed is already past the snapshot, nothing it delivers
+                // can be in the copy: the hand-off is complete at once.
+                let past = self.origins.get(&origin).and_then(|o| o.applied).is_some_and(|a| a >= point.lsn);
+                let filter = if past { None } else { Some(point) };
                 self.set_phase(id, Phase::Live { filter });
-                let jobs = self.job(id).cloned().into_iter().collect();
+                let jobs = self.stored_job(id).into_iter().collect();
                 let identity = schema.identity;
                 let views = if ops.is_empty() { Vec::new() } else { vec![ViewOps { relation_id: id, identity, ops }] };
                 let seq = self.emit_batch(&origin, Progress::Replay, views, jobs);

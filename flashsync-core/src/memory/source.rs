@@ -835,6 +835,13 @@ impl Source for MemorySource {
         }
         let cur = u.lsn;
         let name = u.slot_name.clone();
+        // Creating a slot waits until every transaction already committed to
+        // the log is visible (Postgres waits for running transactions before
+        // its consistent point); otherwise such a commit would be neither in
+        // the feed nor in a later snapshot.
+        if u.slot.is_none() || u.slot.as_ref().is_some_and(|s| s.invalidated) {
+            u.invisible.clear();
+        }
         let start = match &u.slot {
             None => {
                 u.slot = Some(Slot { confirmed_flush: cur, invalidated: false });

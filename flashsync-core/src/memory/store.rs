@@ -67,10 +67,13 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Simulates a crash: every batch applied since the last `persist` is lost.
+    /// Simulates a crash and reopening: every batch applied since the last
+    /// `persist` is lost, and batch numbering starts afresh (sequence numbers
+    /// increase within one opening of a store).
     pub fn crash(&self) {
         let mut inner = self.lock();
         inner.live = inner.durable.clone();
+        inner.live.last_seq = None;
     }
 
     /// Makes the next `apply` fail with `error` (for failure-path tests).
