@@ -67,3 +67,55 @@ pub(crate) async fn connect(info: &ConnInfo, application_name: &str) -> Result<C
     client.batch_execute(&session::set_statement()).await.map_err(|e| error::pg("pinning session settings", &e))?;
     Ok(client)
 }
+
+/// One cached control connection, shared by a source and its feeds'
+/// relation watch, reconnected when it breaks.
+#[derive(Clone)]
+pub(crate) struct SharedControl {
+    info: ConnInfo,
+    application_name: String,
+    client: std::sync::Arc<tokio::sync::Mutex<Option<Client>>>,
+}
+
+impl std::fmt::Debug for SharedControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedControl").field("conn", &self.info.to_string()).finish_non_exhaustive()
+    }
+}
+
+impl SharedControl {
+    /// Connects lazily with these settings.
+    pub(crate) fn new(info: ConnInfo, application_name: String) -> Self {
+        SharedControl { info, application_name, client: std::sync::Arc::default() }
+    }
+
+    /// A new connection of its own (not the shared one).
+    pub(crate) async fn connect_new(&self) -> Result<Client, SourceError> {
+        connect(&self.info, &self.application_name).await
+    }
+
+    /// Runs `f` with the shared connection, reconnecting if needed. Hold it
+    /// briefly: every control operation of the origin waits for it.
+    pub(crate) async fn with<T>(
+        &self,
+        f: impl for<'c> FnOnce(&'c Client) -> futures::future::BoxFuture<'c, Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
+        let mut guard = self.client.lock().await;
+        // A cached connection may have died with the server (restart,
+        // failover) without noticing yet: probe it before use.
+        let cached = match guard.take() {
+            Some(c) if !c.is_closed() && c.batch_execute("").await.is_ok() => Some(c),
+            _ => None,
+        };
+        let client = match cached {
+            Some(c) => c,
+            None => self.connect_new().await?,
+        };
+        let out = f(&client).await;
+        // Keep the connection unless it broke.
+        if !client.is_closed() && !matches!(&out, Err(e) if e.kind == SourceErrorKind::Connection) {
+            *guard = Some(client);
+        }
+        out
+    }
+}

@@ -37,7 +37,10 @@
 //!
 //! - `prepare(rel, true)` adds the table to the publication and waits for
 //!   transactions that were already writing to it, so every change not in
-//!   the next snapshot is in the feed. Identity: a primary key (or `REPLICA
+//!   the next snapshot is in the feed. It waits on a connection of its own,
+//!   so a long application transaction holds up nothing else, and it waits
+//!   on every call (an earlier call may have published the table and then
+//!   not finished waiting). Identity: a primary key (or `REPLICA
 //!   IDENTITY USING INDEX`) gives `Identity::Key`, a keyless `REPLICA
 //!   IDENTITY FULL` table `Identity::FullRow`, anything else is refused with
 //!   `SourceErrorKind::ReplicaIdentity`.
@@ -50,8 +53,10 @@
 //! - The feed (`subscribe`) reports the slot truthfully (`Created`,
 //!   `Existing`, `Recreated` after invalidation), decodes with our own
 //!   [`pgoutput`] decoder, emits `SchemaChanged` when a relation's shape
-//!   differs from what `prepare` described, and acknowledges exactly what
-//!   [`Feedback::ack`](flashsync_core::Feedback::ack) is given. It survives a
+//!   differs from what `prepare` described — and also when a described
+//!   table was dropped or left the publication, which the stream never says
+//!   (checked every `relation_check_interval`) — and acknowledges exactly
+//!   what [`Feedback::ack`](flashsync_core::Feedback::ack) is given. It survives a
 //!   consumer that stops reading for a while: back-pressure reaches the
 //!   server through TCP while a timer keeps status updates flowing.
 //!

@@ -125,6 +125,21 @@ impl Shapes {
         diff
     }
 
+    /// The OIDs of every relation with an expected shape.
+    pub(crate) fn oids(&self) -> Vec<u32> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// The expected shape of `oid`, if any.
+    pub(crate) fn get(&self, oid: u32) -> Option<Shape> {
+        self.lock().get(&oid).cloned()
+    }
+
+    /// Stops expecting anything of `oid` (it was reported gone).
+    pub(crate) fn forget(&self, oid: u32) {
+        self.lock().remove(&oid);
+    }
+
     /// Forgets everything (the feed was dropped).
     pub(crate) fn clear(&self) {
         self.lock().clear();

@@ -7,16 +7,15 @@ use flashsync_core::{
     FeedStart, Lsn, OriginId, RelationSchema, RowSink, SlotReport, SnapshotPoint, Source, SourceError, SourceErrorKind,
     Subscription, UpstreamRelation,
 };
-use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
 use crate::catalog;
 use crate::conninfo::ConnInfo;
-use crate::control;
+use crate::control::SharedControl;
 use crate::ident::{default_feed_name, is_valid_slot_name, quote_ident};
 use crate::publication;
 use crate::replication::transport::WireConn;
-use crate::replication::{spawn_feed, FeedParams};
+use crate::replication::{spawn_feed, FeedParams, RelationWatch};
 use crate::shape::Shapes;
 use crate::slot;
 use crate::snapshot::{self, SnapshotLimits};
@@ -53,6 +52,10 @@ pub struct PgSourceConfig {
     /// How long to wait for the slot to be released by a previous
     /// connection before reporting it busy.
     pub slot_busy_wait: Duration,
+    /// How often a feed checks that the relations it carries still exist
+    /// and are still published (the stream says nothing when a table is
+    /// dropped or leaves the publication). Zero turns the check off.
+    pub relation_check_interval: Duration,
 }
 
 impl PgSourceConfig {
@@ -72,6 +75,7 @@ impl PgSourceConfig {
             max_message_bytes: 1 << 30,
             writer_wait: Duration::from_secs(300),
             slot_busy_wait: Duration::from_secs(10),
+            relation_check_interval: Duration::from_secs(10),
         }
     }
 
@@ -88,6 +92,12 @@ impl PgSourceConfig {
         self.status_interval = interval;
         self
     }
+
+    /// Sets how often feeds check their relations (zero: never).
+    pub fn with_relation_check_interval(mut self, interval: Duration) -> Self {
+        self.relation_check_interval = interval;
+        self
+    }
 }
 
 /// The Postgres [`Source`]: COPY snapshots and `pgoutput` logical
@@ -95,7 +105,7 @@ impl PgSourceConfig {
 pub struct PgSource {
     config: PgSourceConfig,
     /// Shared connection for catalog and slot/publication management.
-    control: Mutex<Option<Client>>,
+    control: SharedControl,
     shapes: Shapes,
 }
 
@@ -124,7 +134,8 @@ impl PgSource {
         if config.publication_name.is_empty() || config.publication_name.len() > 63 {
             return Err(SourceError::new(SourceErrorKind::Refused, "publication name must be 1 to 63 bytes"));
         }
-        Ok(PgSource { config, control: Mutex::new(None), shapes: Shapes::default() })
+        let control = SharedControl::new(config.conn.clone(), config.application_name.clone());
+        Ok(PgSource { config, control, shapes: Shapes::default() })
     }
 
     /// The configuration.
@@ -133,7 +144,7 @@ impl PgSource {
     }
 
     async fn connect(&self) -> Result<Client, SourceError> {
-        control::connect(&self.config.conn, &self.config.application_name).await
+        self.control.connect_new().await
     }
 
     /// Runs `f` with the shared control connection, reconnecting if needed.
@@ -141,23 +152,7 @@ impl PgSource {
         &self,
         f: impl for<'c> FnOnce(&'c Client) -> futures::future::BoxFuture<'c, Result<T, SourceError>>,
     ) -> Result<T, SourceError> {
-        let mut guard = self.control.lock().await;
-        // A cached connection may have died with the server (restart,
-        // failover) without noticing yet: probe it before use.
-        let cached = match guard.take() {
-            Some(c) if !c.is_closed() && c.batch_execute("").await.is_ok() => Some(c),
-            _ => None,
-        };
-        let client = match cached {
-            Some(c) => c,
-            None => self.connect().await?,
-        };
-        let out = f(&client).await;
-        // Keep the connection unless it broke.
-        if !client.is_closed() && !matches!(&out, Err(e) if e.kind == SourceErrorKind::Connection) {
-            *guard = Some(client);
-        }
-        out
+        self.control.with(f).await
     }
 }
 
@@ -241,6 +236,12 @@ impl Source for PgSource {
                 status_interval: self.config.status_interval,
                 buffer: self.config.feed_buffer,
                 shapes: self.shapes.clone(),
+                watch: (!self.config.relation_check_interval.is_zero()).then(|| RelationWatch {
+                    control: self.control.clone(),
+                    publication: self.config.publication_name.clone(),
+                    shapes: self.shapes.clone(),
+                    interval: self.config.relation_check_interval,
+                }),
             },
         );
         Ok(Subscription { report: SlotReport { slot_id: self.config.slot_name.clone(), start }, events, feedback })

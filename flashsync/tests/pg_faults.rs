@@ -225,3 +225,53 @@ async fn slot_invalidated_while_the_engine_is_down() {
     assert_eq!(slots(&c, &db.name).await, vec![slot]);
     engine.shutdown().await.unwrap();
 }
+
+/// The walsender is killed while two realtime views bootstrap (their share
+/// of the stream held back, snapshots held at a gate) and writers run: the
+/// hold-back survives the reconnect, and the views converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walsender_killed_while_views_bootstrap() {
+    let Some(db) = testkit::test_db("faults_boot_kill").await else { return };
+    let c = db.client().await;
+    create_load_tables(&c, 5_000).await;
+    c.batch_execute("CREATE TABLE warm (id int PRIMARY KEY)").await.unwrap();
+    let writers = Writers::default();
+    start_load(&writers, &db, 61);
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let engine = open_engine(dir.path(), probe.source()).await;
+    engine.define(view("public", "warm", Persistence::Realtime, "public", "warm")).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
+    let events = Events::collect(&engine);
+
+    let gate = probe.close_gate();
+    engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
+    engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
+    let sync = {
+        let e = engine.clone();
+        tokio::spawn(async move { e.sync("*").await })
+    };
+    let e = engine.clone();
+    wait_for("both snapshots to start (and wait at the gate)", WAIT, move || {
+        let e = e.clone();
+        async move { (e.snapshots().len() == 2).then_some(()) }
+    })
+    .await;
+    let slot = feed_name(&db);
+    for _ in 0..2 {
+        writers.wait_commits(300).await;
+        let pid = wait_walsender(&c, &slot, None).await;
+        c.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
+        wait_walsender(&c, &slot, Some(pid)).await;
+    }
+    writers.wait_commits(300).await;
+    gate.add_permits(1000);
+    let summary = tokio::time::timeout(WAIT, sync).await.expect("sync").unwrap().unwrap();
+    assert_eq!(summary.realtime.len(), 3, "{summary:?}");
+    writers.wait_commits(300).await;
+    writers.stop().await;
+    assert_all_converge(&engine, &c).await;
+    events.wait_error("lost the feed").await;
+    assert_eq!(probe.snapshot_count(), 3, "one copy per view: the reconnects re-copied nothing");
+    engine.shutdown().await.unwrap();
+}

@@ -16,18 +16,19 @@
 //! become [`StreamEvent::Keepalive`] events, whose `wal_end` an idle consumer
 //! may acknowledge so WAL without changes for it does not pin the slot.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashsync_core::{Feedback, Lsn, SourceError, StreamEvent};
+use flashsync_core::{Feedback, Lsn, SourceError, SourceRelId, StreamEvent};
 use futures::stream::BoxStream;
 use tokio::sync::{mpsc, Notify};
 
 use super::decoder::FeedDecoder;
 use super::frame::{encode_status_update, parse_copy_data, pg_now_micros, ReplicationFrame};
 use super::transport::{server_error, Frame, WireConn};
+use super::watch::RelationWatch;
 use crate::error::protocol;
 use crate::pgoutput::decode;
 use crate::shape::Shapes;
@@ -41,6 +42,8 @@ pub(crate) struct FeedParams {
     pub(crate) buffer: usize,
     /// Expected relation shapes (shared with the source).
     pub(crate) shapes: Shapes,
+    /// Checks for relations the stream stopped carrying without saying so.
+    pub(crate) watch: Option<RelationWatch>,
 }
 
 /// Acknowledged position, shared by [`PgFeedback`] and the task.
@@ -72,6 +75,11 @@ type Item = Result<StreamEvent, SourceError>;
 pub(crate) fn spawn_feed(conn: WireConn, params: FeedParams) -> (BoxStream<'static, Item>, Box<dyn Feedback>) {
     let (tx, mut rx) = mpsc::channel::<Item>(params.buffer.max(1));
     let state = Arc::new(AckState::default());
+    let lost = params.watch.map(|w| {
+        let (lost_tx, lost_rx) = mpsc::channel(4);
+        tokio::spawn(watch_relations(w, lost_tx));
+        lost_rx
+    });
     let task = FeedTask {
         conn,
         tx,
@@ -80,10 +88,37 @@ pub(crate) fn spawn_feed(conn: WireConn, params: FeedParams) -> (BoxStream<'stat
         pending: VecDeque::new(),
         reported: 0,
         status_interval: params.status_interval,
+        lost,
+        lost_pending: BTreeMap::new(),
+        shapes: params.shapes,
     };
     tokio::spawn(task.run());
     let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     (Box::pin(events), Box::new(PgFeedback { state }))
+}
+
+/// Checks the watched relations every `interval` and sends what was lost,
+/// until the feed task is gone. Errors are left to the feed: a server that
+/// cannot be reached breaks the stream too.
+async fn watch_relations(watch: RelationWatch, lost: mpsc::Sender<Vec<(u32, String)>>) {
+    loop {
+        tokio::select! {
+            _ = lost.closed() => return,
+            _ = tokio::time::sleep(watch.interval) => {}
+        }
+        if let Ok(found) = watch.check().await {
+            if !found.is_empty() && lost.send(found).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn next_lost(rx: &mut Option<mpsc::Receiver<Vec<(u32, String)>>>) -> Option<Vec<(u32, String)>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What woke the task.
@@ -93,6 +128,7 @@ enum Step {
     Failed(SourceError),
     Acked,
     Tick,
+    Lost(Vec<(u32, String)>),
 }
 
 struct FeedTask {
@@ -104,6 +140,11 @@ struct FeedTask {
     /// Last position sent in a status update.
     reported: u64,
     status_interval: Duration,
+    /// Reports of the relation watch.
+    lost: Option<mpsc::Receiver<Vec<(u32, String)>>>,
+    /// Lost relations to report at the next transaction boundary.
+    lost_pending: BTreeMap<u32, String>,
+    shapes: Shapes,
 }
 
 impl FeedTask {
@@ -128,6 +169,9 @@ impl FeedTask {
                             }
                             Ok(false) => {}
                             Err(e) => self.fail(e, &mut broken),
+                        }
+                        if !broken {
+                            self.report_lost();
                         }
                         continue;
                     }
@@ -158,6 +202,7 @@ impl FeedTask {
                 },
                 _ = self.state.changed.notified(), if !broken => Step::Acked,
                 _ = ticker.tick(), if !broken => Step::Tick,
+                Some(found) = next_lost(&mut self.lost), if !broken => Step::Lost(found),
             };
             match step {
                 Step::Stop => break,
@@ -179,10 +224,29 @@ impl FeedTask {
                         self.fail(e, &mut broken);
                     }
                 }
+                Step::Lost(found) => self.lost_pending.extend(found),
+            }
+            if !broken {
+                self.report_lost();
             }
         }
         // Dropping the connection closes the socket; the walsender sees EOF,
         // exits and releases the slot.
+    }
+
+    /// Between transactions, reports relations the stream no longer
+    /// carries as changed (once each).
+    fn report_lost(&mut self) {
+        if self.lost_pending.is_empty() || self.decoder.in_transaction() {
+            return;
+        }
+        for (oid, detail) in std::mem::take(&mut self.lost_pending) {
+            // Forgotten meanwhile (the feed was dropped): nothing to say.
+            if self.shapes.get(oid).is_some() {
+                self.shapes.forget(oid);
+                self.pending.push_back(Ok(StreamEvent::SchemaChanged { rel: SourceRelId(u64::from(oid)), detail }));
+            }
+        }
     }
 
     fn fail(&mut self, e: SourceError, broken: &mut bool) {

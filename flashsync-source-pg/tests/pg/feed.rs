@@ -330,3 +330,75 @@ async fn slot_active(c: &tokio_postgres::Client, slot: &str) -> bool {
         .expect("slot")
         .get::<_, bool>(0)
 }
+
+/// The stream says nothing when a published table is dropped or leaves the
+/// publication; the feed's relation watch reports both as schema changes,
+/// between transactions, once each — so the views are re-prepared instead
+/// of silently going stale.
+#[tokio::test]
+async fn dropped_and_unpublished_relations_are_reported() {
+    let Some(db) = testkit::test_db("feed_watch").await else { return };
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE gone (id int4 PRIMARY KEY); CREATE TABLE unpub (id int4 PRIMARY KEY);
+         CREATE TABLE keep (id int4 PRIMARY KEY);",
+    )
+    .await
+    .expect("setup");
+    let cfg = config(&db).with_relation_check_interval(Duration::from_millis(100));
+    let publication = cfg.publication_name.clone();
+    let src = flashsync_source_pg::PgSource::new(cfg).expect("source");
+    let gone = src.prepare(&rel("gone"), true).await.expect("prepare").source_id;
+    let unpub = src.prepare(&rel("unpub"), true).await.expect("prepare").source_id;
+    src.prepare(&rel("keep"), true).await.expect("prepare");
+    let mut sub = src.subscribe(None).await.expect("subscribe");
+    // Busy upstream: reports must fall between transactions.
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let w = db.client().await;
+            for i in 0..400 {
+                w.execute("INSERT INTO keep VALUES ($1)", &[&i]).await.expect("insert");
+            }
+        })
+    };
+    c.batch_execute(&format!("DROP TABLE gone; ALTER PUBLICATION \"{publication}\" DROP TABLE unpub;"))
+        .await
+        .expect("drop");
+    let mut reports: Vec<(SourceRelId, String)> = Vec::new();
+    let mut in_txn = false;
+    let mut inserts = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    while reports.len() < 2 || inserts < 400 || in_txn {
+        assert!(std::time::Instant::now() < deadline, "reports {reports:?}, {inserts} inserts");
+        match next_event(&mut sub).await {
+            StreamEvent::Begin { .. } => in_txn = true,
+            StreamEvent::Commit { .. } => in_txn = false,
+            StreamEvent::Change(_) => inserts += 1,
+            StreamEvent::SchemaChanged { rel, detail } => {
+                assert!(!in_txn, "reported inside a transaction: {detail}");
+                reports.push((rel, detail));
+            }
+            StreamEvent::Keepalive { .. } => {}
+        }
+    }
+    writer.await.expect("writer");
+    reports.sort();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let find = |r: SourceRelId| reports.iter().find(|(x, _)| *x == r).map(|(_, d)| d.clone()).expect("reported");
+    assert!(find(gone).contains("public.gone was dropped"), "{reports:?}");
+    assert!(find(unpub).contains("public.unpub was removed from publication"), "{reports:?}");
+    // Once each: a while later, nothing more is reported.
+    c.batch_execute("INSERT INTO keep VALUES (1000)").await.expect("insert");
+    let t = next_txn(&mut sub).await;
+    assert!(matches!(t.events.as_slice(), [StreamEvent::Change(Change::Insert { .. })]), "{:?}", t.events);
+    let quiet = std::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(e)) = tokio::time::timeout_at(quiet.into(), futures::StreamExt::next(&mut sub.events)).await {
+        assert!(matches!(e, Ok(StreamEvent::Keepalive { .. })), "{e:?}");
+    }
+    // Described again (re-added), the relation is watched again.
+    src.prepare(&rel("unpub"), true).await.expect("re-prepare");
+    c.batch_execute("INSERT INTO unpub VALUES (1)").await.expect("insert");
+    let t = next_txn(&mut sub).await;
+    assert!(matches!(t.events.as_slice(), [StreamEvent::Change(Change::Insert { .. })]), "{:?}", t.events);
+}

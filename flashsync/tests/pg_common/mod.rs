@@ -64,6 +64,7 @@ pub fn source_config(db: &TestDb) -> PgSourceConfig {
     PgSourceConfig::new(&origin, db.conninfo.clone())
         .with_feed_name(feed_name(db))
         .with_status_interval(Duration::from_millis(200))
+        .with_relation_check_interval(Duration::from_millis(200))
 }
 
 /// The slot (and publication) name the tests use for `db`.
@@ -86,15 +87,13 @@ pub async fn open_store(dir: &Path) -> FjallStore {
 
 /// An engine over the store in `dir` and `source` for [`ORIGIN`].
 pub async fn open_engine(dir: &Path, source: Arc<dyn Source>) -> Engine {
+    open_engine_with(dir, source, fast_config()).await
+}
+
+/// Like [`open_engine`], with machine settings.
+pub async fn open_engine_with(dir: &Path, source: Arc<dyn Source>, config: Config) -> Engine {
     let store = open_store(dir).await;
-    Engine::builder()
-        .store(store)
-        .shared_origin(ORIGIN, source)
-        .config(fast_config())
-        .seed(0x5eed)
-        .open()
-        .await
-        .unwrap()
+    Engine::builder().store(store).shared_origin(ORIGIN, source).config(config).seed(0x5eed).open().await.unwrap()
 }
 
 /// A view of `ORIGIN`'s `schema.table`.

@@ -1,0 +1,213 @@
+//! Life-cycle events while writers run: upstream DDL, stop/resume, a restart
+//! in the middle of a bootstrap, a dropped upstream table.
+
+#![allow(clippy::unwrap_used)]
+
+mod pg_common;
+
+use flashsync::{JobState, Persistence};
+use flashsync_source_pg::testkit;
+use pg_common::*;
+
+/// Columns added to and dropped from mirrored tables while writers run: the
+/// affected views copy again with the new shape and converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_ddl_under_load() {
+    let Some(db) = testkit::test_db("life_ddl").await else { return };
+    let c = db.client().await;
+    create_load_tables(&c, 5_000).await;
+    let writers = Writers::default();
+    start_load(&writers, &db, 71);
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let engine = open_engine(dir.path(), probe.source()).await;
+    let events = Events::collect(&engine);
+    engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
+    engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 2);
+    for ddl in [
+        "ALTER TABLE acct ADD COLUMN extra text DEFAULT 'd'",
+        "ALTER TABLE bag ADD COLUMN w int",
+        "UPDATE bag SET w = 1 WHERE k < 5",
+        "ALTER TABLE acct DROP COLUMN extra",
+        "ALTER TABLE acct ALTER COLUMN note TYPE varchar(100)",
+    ] {
+        writers.wait_commits(300).await;
+        c.batch_execute(ddl).await.unwrap();
+    }
+    writers.wait_commits(300).await;
+    writers.stop().await;
+    for (v, t) in [("public.acct_live", "acct"), ("public.bag_live", "bag")] {
+        // The copy is redone with the new columns.
+        let e = engine.clone();
+        let c2 = &c;
+        wait_for(&format!("{v} to have the upstream's columns"), WAIT, move || {
+            let e = e.clone();
+            async move {
+                let want: Vec<(String, String)> = c2
+                    .query(
+                        "SELECT attname::text, format_type(atttypid, NULL) FROM pg_attribute \
+                         WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                        &[&format!("public.{t}")],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect();
+                let have = e.schema(v).await.ok()?.columns;
+                (have.len() == want.len() && have.iter().zip(&want).all(|(h, w)| h.name == w.0)).then_some(())
+            }
+        })
+        .await;
+        assert_converges(&engine, v, &c, "public", t, WAIT).await;
+        wait_state(&engine, v, JobState::Running).await;
+    }
+    events.wait_error("changed shape").await;
+    assert!(probe.snapshot_count() >= 4, "the views were not copied again");
+    engine.shutdown().await.unwrap();
+}
+
+/// stop() halts one view while the other keeps mirroring; resume() brings it
+/// back to an exact copy. Stopping every view and resuming works too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_resume_under_load() {
+    let Some(db) = testkit::test_db("life_stop").await else { return };
+    let c = db.client().await;
+    create_load_tables(&c, 5_000).await;
+    let writers = Writers::default();
+    start_load(&writers, &db, 81);
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let engine = open_engine(dir.path(), probe.source()).await;
+    engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
+    engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 2);
+    writers.wait_commits(300).await;
+
+    assert_eq!(engine.stop("public.acct_live").await.unwrap().len(), 1);
+    let st = status(&engine, "public.acct_live").await;
+    assert_eq!((st.state, st.enabled), (JobState::Idle, false));
+    let frozen = engine.scan_all("public.acct_live").await.unwrap();
+    writers.wait_commits(500).await;
+    // A sync skips the stopped view; its copy no longer changes.
+    let summary = engine.sync("*").await.unwrap();
+    assert_eq!((summary.disabled.len(), summary.realtime.len()), (1, 1), "{summary:?}");
+    assert_eq!(engine.scan_all("public.acct_live").await.unwrap(), frozen, "a stopped view changed");
+
+    let summary = engine.resume("public.acct_live").await.unwrap();
+    assert_eq!(summary.realtime.len(), 1, "{summary:?}");
+    writers.wait_commits(300).await;
+
+    engine.stop("*").await.unwrap();
+    writers.wait_commits(300).await;
+    let summary = engine.resume("*").await.unwrap();
+    assert_eq!(summary.realtime.len(), 2, "{summary:?}");
+    writers.wait_commits(300).await;
+    writers.stop().await;
+    for (v, t) in [("public.acct_live", "acct"), ("public.bag_live", "bag")] {
+        assert_converges(&engine, v, &c, "public", t, WAIT).await;
+        let st = status(&engine, v).await;
+        assert_eq!((st.state, st.enabled, st.last_error), (JobState::Running, true, None), "{v}");
+    }
+    assert_eq!(slots(&c, &db.name).await, vec![feed_name(&db)]);
+    engine.shutdown().await.unwrap();
+}
+
+/// The engine shuts down while realtime views are copying; the reopened
+/// engine copies them again and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_in_the_middle_of_a_bootstrap() {
+    let Some(db) = testkit::test_db("life_boot_restart").await else { return };
+    let c = db.client().await;
+    create_load_tables(&c, 5_000).await;
+    let writers = Writers::default();
+    start_load(&writers, &db, 91);
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let gate = probe.close_gate();
+    let engine = open_engine(dir.path(), probe.source()).await;
+    engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
+    engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
+    let sync = {
+        let e = engine.clone();
+        tokio::spawn(async move { e.sync("*").await })
+    };
+    let e = engine.clone();
+    wait_for("both snapshots to wait at the gate", WAIT, move || {
+        let e = e.clone();
+        async move { (e.snapshots().len() == 2).then_some(()) }
+    })
+    .await;
+    writers.wait_commits(300).await;
+    engine.shutdown().await.unwrap();
+    assert!(sync.await.unwrap().is_err(), "the interrupted sync reports the shutdown");
+    drop(engine);
+    gate.add_permits(1000);
+    writers.wait_commits(300).await;
+
+    let probe = Probe::new(source_config(&db));
+    let engine = open_engine(dir.path(), probe.source()).await;
+    for st in engine.status("*").await.unwrap() {
+        assert_ne!(st.state, JobState::Running, "{st:?}");
+    }
+    let summary = engine.sync("*").await.unwrap();
+    assert_eq!(summary.realtime.len(), 2, "{summary:?}");
+    writers.wait_commits(300).await;
+    writers.stop().await;
+    for (v, t) in [("public.acct_live", "acct"), ("public.bag_live", "bag")] {
+        assert_converges(&engine, v, &c, "public", t, WAIT).await;
+    }
+    assert!(probe.snapshot_count() >= 2);
+    assert_eq!(slots(&c, &db.name).await, vec![feed_name(&db)]);
+    engine.shutdown().await.unwrap();
+}
+
+/// A dropped upstream table fails its job only — noticed by the running
+/// engine, though the stream says nothing — while the other views of the
+/// origin keep running. A table re-created under the name is picked up by
+/// the job's retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_upstream_table_fails_that_job_only() {
+    let Some(db) = testkit::test_db("life_drop").await else { return };
+    let c = db.client().await;
+    create_load_tables(&c, 2_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let engine = open_engine(dir.path(), probe.source()).await;
+    let events = Events::collect(&engine);
+    engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
+    engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 2);
+    c.batch_execute("DROP TABLE bag").await.unwrap();
+    let e = engine.clone();
+    let st = wait_for("bag_live to fail because its table is gone", WAIT, move || {
+        let e = e.clone();
+        async move {
+            let st = status(&e, "public.bag_live").await;
+            (st.state == JobState::Failed && st.last_error.as_deref().is_some_and(|m| m.contains("does not exist")))
+                .then_some(st)
+        }
+    })
+    .await;
+    assert!(st.last_error.unwrap().contains("public.bag"));
+    events.wait_error("public.bag was dropped").await;
+    assert_eq!(status(&engine, "public.acct_live").await.state, JobState::Running);
+    c.batch_execute("UPDATE acct SET v = v + 1 WHERE id < 100").await.unwrap();
+    assert_converges(&engine, "public.acct_live", &c, "public", "acct", WAIT).await;
+    // The user's sync() reports the failure and leaves the rest alone.
+    let summary = engine.sync("*").await.unwrap();
+    assert_eq!((summary.realtime.len(), summary.failed.len()), (1, 1), "{summary:?}");
+
+    c.batch_execute(
+        "CREATE TABLE bag (k bigint, v bigint); ALTER TABLE bag REPLICA IDENTITY FULL;
+         INSERT INTO bag VALUES (1, 1), (1, 1), (2, 2);",
+    )
+    .await
+    .unwrap();
+    wait_state(&engine, "public.bag_live", JobState::Running).await;
+    c.batch_execute("INSERT INTO bag VALUES (3, 3); DELETE FROM bag WHERE k = 2;").await.unwrap();
+    assert_converges(&engine, "public.bag_live", &c, "public", "bag", WAIT).await;
+    assert_converges(&engine, "public.acct_live", &c, "public", "acct", WAIT).await;
+    engine.shutdown().await.unwrap();
+}
