@@ -19,7 +19,7 @@ use crate::view::RelationId;
 /// A store's view of one batch under construction.
 pub trait RowAccess {
     /// The stored value under `key` in `view`'s published copy, as of before
-    /// this batch.
+    /// this batch ([`apply_ops`] keeps the batch's own writes itself).
     fn read(&mut self, view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Buffers a write (`None` deletes) into the batch.
     fn write(&mut self, view: RelationId, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError>;
@@ -85,14 +85,17 @@ fn corrupt(view: RelationId, e: impl std::fmt::Display) -> StoreError {
 /// Applies every view's operations through `access`, in order.
 pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<ApplyReport, StoreError> {
     let mut report = ApplyReport::default();
+    // One overlay per view for the whole batch: a view may appear in several
+    // `ViewOps`, and later ones must see the earlier ones' writes.
+    let mut overlays: HashMap<RelationId, Overlay> = HashMap::new();
     for v in views {
-        let mut overlay = Overlay::default();
         let id = v.relation_id;
+        let overlay = overlays.entry(id).or_default();
         for op in &v.ops {
             match (op, v.identity) {
                 (RowOp::Truncate, _) => {
                     access.clear(id)?;
-                    overlay = Overlay { cleared: true, writes: HashMap::new() };
+                    *overlay = Overlay { cleared: true, writes: HashMap::new() };
                 }
                 (RowOp::Insert { key, row }, Identity::Key) => {
                     overlay.write(access, id, encode_key(key), Some(encode_stored_row(row, 1)))?;
@@ -108,7 +111,7 @@ pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<Apply
                 (RowOp::Delete { key }, Identity::Key) => {
                     overlay.write(access, id, encode_key(key), None)?;
                 }
-                (RowOp::Delete { key }, Identity::FullRow) => remove_copy(&mut overlay, access, id, key, &mut report)?,
+                (RowOp::Delete { key }, Identity::FullRow) => remove_copy(overlay, access, id, key, &mut report)?,
                 (RowOp::Update { old_key, key, new }, identity) => {
                     let needs_old = identity == Identity::FullRow || new.iter().any(|c| matches!(c, Cell::Unchanged));
                     let from = old_key.as_ref().unwrap_or(key);
@@ -138,7 +141,7 @@ pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<Apply
                         }
                         Identity::FullRow => {
                             // The old image is the old key; the new key is the merged row.
-                            remove_copy(&mut overlay, access, id, from, &mut report)?;
+                            remove_copy(overlay, access, id, from, &mut report)?;
                             let new_key = Key(merged.0.clone());
                             let k = encode_key(&new_key);
                             let copies = match overlay.read(access, id, &k)? {

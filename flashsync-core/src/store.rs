@@ -93,7 +93,8 @@ pub trait RowSink: Send {
 #[async_trait]
 pub trait Generation: RowSink {
     /// Atomically makes this the view's copy (with `schema`), writes `job`,
-    /// and schedules the old copy for reclamation. Durable on return.
+    /// and schedules the old copy for reclamation. Durable on return. A job
+    /// record of another view is refused (`Invalid`).
     async fn publish(self: Box<Self>, job: &JobRecord) -> Result<(), StoreError>;
 
     /// Drops the rows written so far; the view keeps its current copy.

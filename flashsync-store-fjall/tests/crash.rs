@@ -498,7 +498,9 @@ fn crash_safety_under_sigkill() {
     });
     let kills = env_u64("FLASHSYNC_CRASH_KILLS").unwrap_or(220);
     println!("crash test seed {seed}: rerun with FLASHSYNC_CRASH_SEED={seed}");
-    let runs = 4;
+    // Many short runs: each kill pays for the child re-opening the store,
+    // which replays a journal that grows through a run.
+    let runs = 11;
     let per_run = kills.div_ceil(runs);
     let mut rng = Rng::new(seed);
     let started = Instant::now();

@@ -4,7 +4,7 @@
 //! applied since the last [`Store::persist`], exactly what a real store may
 //! lose, so tests and the simulator can exercise crash recovery.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -28,7 +28,9 @@ struct State {
     origins: BTreeMap<OriginId, crate::lsn::Lsn>,
     /// Published copy per view: schema and rows (key bytes -> stored row bytes).
     copies: BTreeMap<RelationId, (RelationSchema, Rows)>,
-    dirty: BTreeSet<RelationId>,
+    /// Views left partially updated by an unfinished transaction, with the
+    /// origin whose transaction it is (its next commit clears them).
+    dirty: BTreeMap<RelationId, OriginId>,
     last_seq: Option<BatchSeq>,
 }
 
@@ -165,6 +167,13 @@ impl Generation for MemoryGeneration {
         if !inner.live.views.contains_key(&self.id) {
             return Err(StoreError::no_view("publish", self.id));
         }
+        if job.relation_id != self.id {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                "publish",
+                format!("job record of view {} given for a copy of view {}", job.relation_id, self.id),
+            ));
+        }
         // Publishing is durable on return: apply it to both states. The
         // durable state receives exactly the same switch.
         let inner = &mut *inner;
@@ -193,7 +202,7 @@ impl Store for MemoryStore {
             jobs: s.jobs.values().cloned().collect(),
             origins: s.origins.iter().map(|(o, l)| OriginProgress { origin: o.clone(), applied: *l }).collect(),
             schemas: s.copies.iter().map(|(id, (schema, _))| (*id, schema.clone())).collect(),
-            dirty: s.dirty.iter().copied().collect(),
+            dirty: s.dirty.keys().copied().collect(),
         })
     }
 
@@ -286,9 +295,9 @@ impl Store for MemoryStore {
         match batch.progress {
             Progress::Commit { end_lsn } => {
                 next.origins.insert(batch.origin.clone(), end_lsn);
-                next.dirty.clear();
+                next.dirty.retain(|_, origin| *origin != batch.origin);
             }
-            Progress::Partial => next.dirty.extend(batch.views.iter().map(|v| v.relation_id)),
+            Progress::Partial => next.dirty.extend(batch.views.iter().map(|v| (v.relation_id, batch.origin.clone()))),
             Progress::Replay => {}
         }
         next.last_seq = Some(batch.seq);
