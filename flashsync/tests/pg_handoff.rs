@@ -33,16 +33,22 @@ async fn bootstrap_under_load_loses_and_doubles_nothing() {
     engine.define(view("public", "warm", Persistence::Realtime, "public", "warm")).await.unwrap();
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
 
-    // The holder: an xid assigned before the views are prepared.
+    // Two holders with xids assigned before the views are prepared: the
+    // first commits after the snapshot (it is in the snapshot's xip, its
+    // changes must come from the stream), the second while the stream is
+    // already held back but just before the snapshot is taken (visible to
+    // it: the stream's copy must be skipped — else bag doubles its rows).
     let holder = Arc::new(db.client().await);
     holder.batch_execute("BEGIN; INSERT INTO side (x) VALUES (1);").await.unwrap();
     let holder_xid: i64 = holder.query_one("SELECT txid_current()", &[]).await.unwrap().get(0);
+    let early = Arc::new(db.client().await);
+    early.batch_execute("BEGIN; INSERT INTO side (x) VALUES (2);").await.unwrap();
 
     let writers = Writers::default();
     start_load(&writers, &db, 1);
     writers.wait_commits(200).await;
 
-    let h = holder.clone();
+    let (h, e) = (holder.clone(), early.clone());
     probe.after_prepare(Box::new(move || {
         Box::pin(async move {
             h.batch_execute(
@@ -52,6 +58,18 @@ async fn bootstrap_under_load_loses_and_doubles_nothing() {
             )
             .await
             .unwrap();
+            e.batch_execute(
+                "INSERT INTO acct VALUES (900002, 2, 'early') ON CONFLICT (id) DO UPDATE SET note = 'early';
+                 INSERT INTO bag VALUES (88, 88), (88, 88), (88, 88);",
+            )
+            .await
+            .unwrap();
+        })
+    }));
+    let e = early.clone();
+    probe.before_snapshot(Box::new(move || {
+        Box::pin(async move {
+            e.batch_execute("COMMIT").await.unwrap();
         })
     }));
     let h = holder.clone();
@@ -74,6 +92,8 @@ async fn bootstrap_under_load_loses_and_doubles_nothing() {
     assert_converges(&engine, "public.bag_live", &c, "public", "bag", WAIT).await;
     let holder_rows: i64 = c.query_one("SELECT count(*) FROM acct WHERE note = 'holder'", &[]).await.unwrap().get(0);
     assert_eq!(holder_rows, 1, "the holder transaction committed");
+    let early_rows: i64 = c.query_one("SELECT count(*) FROM bag WHERE k = 88", &[]).await.unwrap().get(0);
+    assert_eq!(early_rows, 3, "the early transaction committed");
 
     // The scenario happened: a snapshot saw the holder in progress.
     let snaps = probe.snapshots.lock().unwrap().clone();
@@ -84,6 +104,7 @@ async fn bootstrap_under_load_loses_and_doubles_nothing() {
     assert_eq!(slots(&c, &db.name).await, vec![feed_name(&db)]);
     let stats = engine.stats().await.unwrap();
     assert_eq!(stats.subscribes, 1, "{stats:?}");
+    assert!(stats.filtered >= 1, "the early transaction was not skipped by the hand-off: {stats:?}");
     for v in ["public.acct_live", "public.bag_live"] {
         let st = status(&engine, v).await;
         assert_eq!((st.state, st.last_error), (JobState::Running, None), "{v}");

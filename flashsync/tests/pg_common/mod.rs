@@ -124,6 +124,7 @@ pub struct Probe {
     /// Snapshots wait for a permit here when set.
     gate: Mutex<Option<Arc<Semaphore>>>,
     after_prepare: Mutex<Option<Hook>>,
+    before_snapshot: Mutex<Option<Hook>>,
     after_snapshot: Mutex<Option<Hook>>,
 }
 
@@ -139,6 +140,7 @@ impl Probe {
             subscribes: Mutex::default(),
             gate: Mutex::default(),
             after_prepare: Mutex::default(),
+            before_snapshot: Mutex::default(),
             after_snapshot: Mutex::default(),
         })
     }
@@ -163,6 +165,12 @@ impl Probe {
     /// Runs `hook` once, after the next `prepare` succeeded.
     pub fn after_prepare(&self, hook: Hook) {
         *self.after_prepare.lock().unwrap() = Some(hook);
+    }
+
+    /// Runs `hook` once, when the next snapshot starts (the engine is
+    /// already holding back the stream for it), before it is taken.
+    pub fn before_snapshot(&self, hook: Hook) {
+        *self.before_snapshot.lock().unwrap() = Some(hook);
     }
 
     /// Runs `hook` once, after the next snapshot finished (before the engine
@@ -197,6 +205,10 @@ impl Source for Probe {
         let gate = self.gate.lock().unwrap().clone();
         if let Some(g) = gate {
             g.acquire().await.unwrap().forget();
+        }
+        let hook = self.before_snapshot.lock().unwrap().take();
+        if let Some(h) = hook {
+            h().await;
         }
         let point = self.inner.snapshot(relation, schema, sink).await?;
         self.snapshots.lock().unwrap().push((relation.clone(), point.clone()));
