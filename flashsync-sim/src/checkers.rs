@@ -16,16 +16,23 @@
 //!   exactly the commits the audit says were applied — so it only ever holds
 //!   committed upstream changes; and a live view whose feed has passed its
 //!   snapshot holds exactly the commits up to the machine's position, with no
-//!   gap (upstream as of a commit prefix);
+//!   gap (upstream as of a commit prefix); and every view the machine reports
+//!   `running` holds exactly its mirror — a published copy of the view's
+//!   current table and mode plus whole commits — except for the part of a
+//!   large transaction the feed is in the middle of: a view that left the
+//!   feed mid-transaction, or lost part of one to a failed batch, must be
+//!   copied again before it is `running`;
 //! - **legal state transitions** ([`JobState::is_legal`]) for the view's mode;
-//! - **ack ≤ durable**: every acknowledgement is at most the highest LSN of a
-//!   batch the store reported durable;
+//! - **ack ≤ durable**: every acknowledgement is at most the end LSN of a
+//!   commit batch the store applied and then reported durable (a batch that
+//!   failed never counts, whatever `Durable` later covers its number);
 //! - **one pass at a time**: at most one pass fence outstanding, passes equal
 //!   fences, and a burst of `sync()` calls arriving together runs at most two
 //!   passes;
 //! - **one feed at a time**: no subscription while another is open, and the
 //!   upstream refused none;
-//! - **a disabled job never applies a commit**;
+//! - **a disabled job never applies a commit**: no batch the machine emits
+//!   after the caller stopped a view changes it, and no audit names it;
 //! - **crash consistency**: after a restart, every copy equals its mirror as
 //!   of the last durable point.
 //!
@@ -76,10 +83,14 @@ struct Mirror {
     /// Commits applied since the snapshot (by log index).
     applied: BTreeSet<usize>,
     rows: TableState,
-    /// A large transaction is half applied, or a batch failed: the copy is
-    /// between states until the next publish.
+    /// Part of a large transaction (`Partial` batches) is in the store and
+    /// its commit is not: the copy is between states.
     partial: bool,
-    /// A batch of this view failed: not trusted until the next publish.
+    /// A `Partial` batch of this view failed in this incarnation; if
+    /// anything of the view lands after it, the copy has a hole.
+    lost_partial: bool,
+    /// The copy has a hole (a failed `Partial` batch with later batches
+    /// applied): not trusted until the next publish.
     broken: bool,
     /// Commits of the table verified present (an index into its history).
     verified: usize,
@@ -110,17 +121,18 @@ pub struct Checker {
     mirrors: BTreeMap<RelationId, Mirror>,
     durable: BTreeMap<RelationId, Mirror>,
     claims: BTreeMap<BatchSeq, Vec<Claim>>,
-    /// End LSNs of executed commit batches of this incarnation, and
-    /// whether the store took them.
-    commit_batches: BTreeMap<BatchSeq, (Lsn, bool)>,
-    /// Highest LSN the store reported durable.
+    /// Views the caller had stopped when the machine emitted a batch with
+    /// row operations for them, by batch.
+    disabled_ops: BTreeMap<BatchSeq, Vec<RelationId>>,
+    /// End LSNs of the commit batches of this incarnation the store
+    /// applied (a batch that failed is not here: its position is not in the
+    /// store).
+    commit_batches: BTreeMap<BatchSeq, Lsn>,
+    /// Highest origin position durable in the store: the end of a commit
+    /// batch the store applied and then reported durable.
     durable_lsn: Option<Lsn>,
-    /// Highest LSN ever reported durable (positions only grow upstream).
+    /// Highest LSN ever durable (positions only grow upstream).
     durable_ever: Option<Lsn>,
-    /// Highest origin position durable in the store (failed batches aside).
-    progress_durable: Option<Lsn>,
-    /// Highest LSN of a commit batch the store applied (durable or not).
-    applied_lsn: Option<Lsn>,
     /// Views' definitions as last delivered to the machine.
     defs: BTreeMap<RelationId, ViewDef>,
     disabled: BTreeSet<RelationId>,
@@ -253,6 +265,19 @@ impl Checker {
         }
     }
 
+    /// The machine emitted a batch for the store.
+    pub fn on_batch(&mut self, batch: &ApplyBatch) {
+        let stopped: Vec<RelationId> = batch
+            .views
+            .iter()
+            .filter(|v| !v.ops.is_empty() && self.disabled.contains(&v.relation_id))
+            .map(|v| v.relation_id)
+            .collect();
+        if !stopped.is_empty() {
+            self.disabled_ops.insert(batch.seq, stopped);
+        }
+    }
+
     /// An acknowledgement is about to go upstream.
     pub fn on_ack(&mut self, lsn: Lsn, epoch: Epoch) {
         if self.durable_lsn.is_none_or(|d| lsn > d) {
@@ -266,24 +291,14 @@ impl Checker {
         }
     }
 
-    /// The highest LSN reported durable.
+    /// The origin position durable in the store.
     pub fn durable_lsn(&self) -> Option<Lsn> {
         self.durable_lsn
     }
 
-    /// The highest LSN ever reported durable.
+    /// The highest LSN ever durable.
     pub fn durable_ever(&self) -> Option<Lsn> {
         self.durable_ever
-    }
-
-    /// The origin position durable in the store.
-    pub fn progress_durable(&self) -> Option<Lsn> {
-        self.progress_durable
-    }
-
-    /// The highest LSN of a commit batch in the store (durable or not).
-    pub fn applied_lsn(&self) -> Option<Lsn> {
-        self.applied_lsn
     }
 
     // ----- bursts ------------------------------------------------------------
@@ -318,23 +333,23 @@ impl Checker {
 
     // ----- the store ---------------------------------------------------------
 
-    /// A batch failed to apply. The machine then re-copies every live view of
-    /// the origin and treats the batch's position as processed: a later
-    /// durable batch lets it acknowledge past it. The data is safe (nothing
-    /// live depends on the lost batch), so the checker accepts that position
-    /// as covered once a later batch is durable.
+    /// A batch failed to apply: nothing of it is in the store. Its position
+    /// is not either, so no `Durable` covering its number makes it durable
+    /// (nor may it be acknowledged); only a later batch that the store did
+    /// apply moves the durable position past it. The copies of its views
+    /// still equal their mirrors (neither has the batch), but a view that
+    /// stays live past it has a gap, which [`Checker::check_prefix`] finds;
+    /// a failed `Partial` batch followed by more of its transaction leaves a
+    /// hole the mirror cannot follow (see [`Checker::check_running`]).
     pub fn on_apply_failed(&mut self, batch: &ApplyBatch) {
         self.claims.remove(&batch.seq);
-        // Those views now have a gap; the machine re-copies them. Until then
-        // their copies are not held to their mirrors.
-        for v in &batch.views {
-            if let Some(m) = self.mirrors.get_mut(&v.relation_id) {
-                m.partial = true;
-                m.broken = true;
+        self.disabled_ops.remove(&batch.seq);
+        if batch.progress == Progress::Partial {
+            for v in &batch.views {
+                if let Some(m) = self.mirrors.get_mut(&v.relation_id) {
+                    m.lost_partial = true;
+                }
             }
-        }
-        if let Progress::Commit { end_lsn } = batch.progress {
-            self.commit_batches.insert(batch.seq, (end_lsn, false));
         }
     }
 
@@ -344,9 +359,23 @@ impl Checker {
         let claims = self.claims.remove(&batch.seq).unwrap_or_default();
         let claimed: Vec<RelationId> = claims.iter().map(|c| c.view).collect();
         let mut problems: Vec<(&'static str, String)> = Vec::new();
+        for view in self.disabled_ops.remove(&batch.seq).unwrap_or_default() {
+            let detail = format!(
+                "batch {} ({:?}) changed view {view}, which the caller had stopped",
+                batch.seq.0, batch.progress
+            );
+            self.fail("a disabled job never applies a commit", detail);
+        }
         if let Progress::Commit { end_lsn } = batch.progress {
-            self.commit_batches.insert(batch.seq, (end_lsn, true));
-            self.applied_lsn = Some(self.applied_lsn.map_or(end_lsn, |a| a.max(end_lsn)));
+            self.commit_batches.insert(batch.seq, end_lsn);
+        }
+        // Anything landing for a view after one of its `Partial` batches
+        // failed leaves a hole in its copy.
+        for id in batch.views.iter().map(|v| v.relation_id).chain(claimed.iter().copied()) {
+            if let Some(m) = self.mirrors.get_mut(&id).filter(|m| m.lost_partial) {
+                m.partial = true;
+                m.broken = true;
+            }
         }
         if batch.progress == Progress::Partial {
             for v in &batch.views {
@@ -357,19 +386,6 @@ impl Checker {
         }
         for c in claims {
             self.applied_claims += 1;
-            let has_ops = batch.views.iter().any(|v| v.relation_id == c.view && !v.ops.is_empty());
-            if !has_ops && (c.stopped || !self.mirrors.contains_key(&c.view)) {
-                // Known machine quirk: a view that received part of a large
-                // transaction (a `Partial` batch) and was then stopped or
-                // forgotten before its commit is still named in the commit's
-                // audit, though the rest of the transaction skips it. Its
-                // copy holds half a transaction until it is copied again.
-                if let Some(m) = self.mirrors.get_mut(&c.view) {
-                    m.partial = true;
-                    m.broken = true;
-                }
-                continue;
-            }
             if c.stopped {
                 problems.push((
                     "a disabled job never applies a commit",
@@ -459,6 +475,7 @@ impl Checker {
                 applied: BTreeSet::new(),
                 rows,
                 partial: false,
+                lost_partial: false,
                 broken: false,
                 verified: 0,
             },
@@ -497,8 +514,6 @@ impl Checker {
     /// positions start over.
     pub fn on_forget_origin(&mut self) {
         self.durable_lsn = None;
-        self.progress_durable = None;
-        self.applied_lsn = None;
         self.commit_batches.clear();
     }
 
@@ -520,12 +535,9 @@ impl Checker {
 
     /// `persist` reported batches through `through` durable.
     pub fn on_persisted(&mut self, through: BatchSeq) {
-        let max = |a: Option<Lsn>, b: Option<Lsn>| a.max(b);
-        let covered = self.commit_batches.range(..=through).map(|(_, (l, _))| *l).max();
-        self.durable_lsn = max(self.durable_lsn, covered);
-        self.durable_ever = max(self.durable_ever, covered);
-        let stored = self.commit_batches.range(..=through).filter(|(_, (_, ok))| *ok).map(|(_, (l, _))| *l).max();
-        self.progress_durable = max(self.progress_durable, stored);
+        let covered = self.commit_batches.range(..=through).map(|(_, l)| *l).max();
+        self.durable_lsn = self.durable_lsn.max(covered);
+        self.durable_ever = self.durable_ever.max(covered);
         self.commit_batches = self.commit_batches.split_off(&BatchSeq(through.0 + 1));
     }
 
@@ -534,11 +546,16 @@ impl Checker {
     pub fn on_crash(&mut self, lost: bool) {
         if lost {
             self.mirrors = self.durable.clone();
-            self.applied_lsn = self.progress_durable;
         } else {
             self.durable = self.mirrors.clone();
         }
+        // The transaction in flight is gone with the process: a failed
+        // `Partial` batch can no longer be followed by more of it.
+        for m in self.mirrors.values_mut().chain(self.durable.values_mut()) {
+            m.lost_partial = false;
+        }
         self.claims.clear();
+        self.disabled_ops.clear();
         self.commit_batches.clear();
         self.fences_open.clear();
         self.fences = 0;
@@ -552,19 +569,12 @@ impl Checker {
         let max = |a: Option<Lsn>| Some(a.map_or(lsn, |a| a.max(lsn)));
         self.durable_lsn = max(self.durable_lsn);
         self.durable_ever = max(self.durable_ever);
-        self.progress_durable = max(self.progress_durable);
-        self.applied_lsn = max(self.applied_lsn);
     }
 
     /// After a restart: stopped views are whatever the store says.
     pub fn on_restart(&mut self, disabled: BTreeSet<RelationId>, defs: BTreeMap<RelationId, ViewDef>) {
         self.disabled = disabled;
         self.defs = defs;
-    }
-
-    /// The newest snapshot position of any realtime view's copy.
-    pub fn newest_realtime_snapshot(&self) -> Option<Lsn> {
-        self.mirrors.values().filter(|m| m.mode == Persistence::Realtime).map(|m| m.lsn).max()
     }
 
     /// Ids of views with a mirror.
@@ -597,6 +607,45 @@ impl Checker {
                 ),
             );
         }
+    }
+
+    /// A view the machine reports `running` (realtime, enabled): its copy is
+    /// exactly its mirror, a published copy of the view's current table plus
+    /// whole commits. The one exception is a large transaction the feed is in
+    /// the middle of (`mid_transaction`), whose first `Partial` batches may be
+    /// in the store already; a view that left the feed in the middle of one,
+    /// or lost a batch, must be copied again before it is `running`.
+    pub fn check_running(&mut self, id: RelationId, store_rows: Option<Vec<Row>>, mid_transaction: bool, when: &str) {
+        let Some(m) = self.mirrors.get(&id) else {
+            self.fail("mirror exact", format!("{when}: view {id} is running but has no published copy"));
+            return;
+        };
+        let def = self.defs.get(&id).map(|d| (d.upstream.table.as_str(), d.persistence));
+        if def.is_some_and(|(table, mode)| table != m.table || mode != m.mode) {
+            let detail = format!(
+                "{when}: view {id} is running as {def:?} on a copy of {} made as {}: a redefinition needs a new copy",
+                m.table, m.mode
+            );
+            self.fail("mirror exact", detail);
+            return;
+        }
+        if m.broken {
+            let detail =
+                format!("{when}: view {id} is running but a batch of its changes failed since its copy was published");
+            self.fail("mirror exact", detail);
+            return;
+        }
+        if m.partial {
+            if !mid_transaction {
+                let detail = format!(
+                    "{when}: view {id} is running between transactions but its copy holds part of a large \
+                     transaction whose commit never reached it"
+                );
+                self.fail("mirror exact", detail);
+            }
+            return;
+        }
+        self.check_copy(id, store_rows, when);
     }
 
     /// For a live realtime view whose feed passed its snapshot: the copy
@@ -647,4 +696,54 @@ fn differences(want: &TableState, got: &TableState) -> (Sample, Sample) {
     let missing = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).map(|(_, v)| v.clone()).take(5).collect();
     let extra = got.iter().filter(|(k, v)| want.get(*k) != Some(*v)).map(|(_, v)| v.clone()).take(5).collect();
     (missing, extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashsync_core::{Identity, Key, OriginId, RowOp, Value, ViewOps};
+
+    fn batch(seq: u64, progress: Progress, views: Vec<ViewOps>) -> ApplyBatch {
+        let origin = OriginId::new(crate::ORIGIN).expect("origin");
+        ApplyBatch { seq: BatchSeq(seq), origin, progress, views, jobs: vec![] }
+    }
+
+    fn commit(seq: u64, lsn: u64) -> ApplyBatch {
+        batch(seq, Progress::Commit { end_lsn: Lsn(lsn) }, vec![])
+    }
+
+    #[test]
+    fn a_failed_batch_is_never_durable_whatever_covers_its_number() {
+        let up = Upstream::new(1000, 4);
+        let mut c = Checker::default();
+        c.on_applied(&commit(1, 100), &up);
+        c.on_apply_failed(&commit(2, 200));
+        c.on_persisted(BatchSeq(2));
+        assert_eq!(c.durable_lsn(), Some(Lsn(100)));
+        c.on_ack(Lsn(100), Epoch(1));
+        assert!(!c.failed());
+        c.on_ack(Lsn(200), Epoch(1));
+        assert_eq!(c.violation.as_ref().map(|v| v.invariant), Some("ack <= durable"));
+        // A later batch the store took moves the durable position past it.
+        let mut c = Checker::default();
+        c.on_apply_failed(&commit(1, 200));
+        c.on_applied(&commit(2, 300), &up);
+        c.on_persisted(BatchSeq(2));
+        c.on_ack(Lsn(300), Epoch(1));
+        assert!(!c.failed());
+    }
+
+    #[test]
+    fn a_batch_changing_a_stopped_view_is_caught_without_an_audit() {
+        let up = Upstream::new(1000, 4);
+        let mut c = Checker::default();
+        let id = RelationId(7);
+        c.on_stop(&[id]);
+        let key = Key(vec![Value::Int(1)]);
+        let ops = vec![RowOp::Insert { key, row: Row(vec![Value::Int(1)]) }];
+        let b = batch(1, Progress::Partial, vec![ViewOps { relation_id: id, identity: Identity::Key, ops }]);
+        c.on_batch(&b);
+        c.on_applied(&b, &up);
+        assert_eq!(c.violation.as_ref().map(|v| v.invariant), Some("a disabled job never applies a commit"));
+    }
 }

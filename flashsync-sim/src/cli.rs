@@ -19,7 +19,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use flashsync_core::machine::InjectedBugs;
 
-use crate::driver::Workarounds;
 use crate::report::Report;
 use crate::scenario::Scenario;
 use crate::sim::{run, SimError, SimOptions};
@@ -68,13 +67,6 @@ pub struct Args {
     /// ack_before_durable, skip_xid_filter or apply_while_disabled.
     #[arg(long, hide = true)]
     pub inject_bug: Vec<String>,
-    /// Switch off a driver-side workaround for a known bug outside the
-    /// simulator, to reproduce that bug: publish_between_transactions,
-    /// memory_batch_numbers, restart_past_snapshots, attach_before_feed or
-    /// atomic_redefine
-    /// (see `flashsync_sim::driver::Workarounds`).
-    #[arg(long)]
-    pub no_workaround: Vec<String>,
 }
 
 /// Why the command failed before running anything.
@@ -86,9 +78,6 @@ pub enum CliError {
     /// An unknown `--inject-bug`.
     #[error("unknown bug {0:?} (ack_before_durable, skip_xid_filter, apply_while_disabled)")]
     Bug(String),
-    /// An unknown `--no-workaround`.
-    #[error("unknown workaround {0:?} (publish_between_transactions, memory_batch_numbers, restart_past_snapshots, attach_before_feed, atomic_redefine)")]
-    Workaround(String),
     /// A run could not start.
     #[error(transparent)]
     Sim(#[from] SimError),
@@ -141,17 +130,6 @@ pub fn main() -> ExitCode {
 /// Runs what `args` ask for; `Ok(false)` when some run failed.
 pub fn execute(args: &Args) -> Result<bool, CliError> {
     let bugs = parse_bugs(&args.inject_bug)?;
-    let mut workarounds = Workarounds::default();
-    for w in &args.no_workaround {
-        match w.as_str() {
-            "publish_between_transactions" => workarounds.publish_between_transactions = false,
-            "memory_batch_numbers" => workarounds.memory_batch_numbers = false,
-            "restart_past_snapshots" => workarounds.restart_past_snapshots = false,
-            "attach_before_feed" => workarounds.attach_before_feed = false,
-            "atomic_redefine" => workarounds.atomic_redefine = false,
-            other => return Err(CliError::Workaround(other.chars().take(64).collect())),
-        }
-    }
     let (seeds, single) = match (&args.seeds, args.seed) {
         (Some(s), _) => (parse_seeds(s)?, false),
         (None, Some(seed)) => (seed..seed.saturating_add(1), true),
@@ -176,7 +154,6 @@ pub fn execute(args: &Args) -> Result<bool, CliError> {
             verbose: single && !args.quiet,
             extra_burst: burst,
             views: args.views,
-            workarounds,
         };
         let report = run(&opts)?;
         let mut ok = report.ok();

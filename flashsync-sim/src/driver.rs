@@ -26,9 +26,9 @@ use flashsync_core::machine::Epoch;
 use flashsync_core::memory::{FailPoint, MemorySource};
 use flashsync_core::rng::Rng;
 use flashsync_core::{
-    Generation, Input, Machine, OpId, OriginId, Output, RelationId, RelationSchema, Reply, RequestId, Row, RowSink,
-    Selector, SnapshotPoint, Source, SourceAction, SourceError, StoreAction, StoreError, StoreErrorKind, StreamEvent,
-    Subscription, Timestamp, UpstreamRelation, ViewDef,
+    FeedStart, Generation, Input, JobState, Machine, OpId, OriginId, Output, Persistence, RelationId, RelationSchema,
+    Reply, RequestId, Row, RowSink, Selector, SnapshotPoint, Source, SourceAction, SourceError, StoreAction,
+    StoreError, StoreErrorKind, StreamEvent, Subscription, Timestamp, UpstreamRelation, ViewDef,
 };
 use futures::executor::block_on;
 use futures::{FutureExt, StreamExt};
@@ -179,8 +179,6 @@ pub struct Counters {
     pub snapshots: u64,
     /// Control requests lost to crashes.
     pub lost_requests: u64,
-    /// Faults held back by workarounds.
-    pub deferred: BTreeMap<&'static str, u64>,
 }
 
 /// Everything one simulation run holds.
@@ -232,71 +230,12 @@ pub(crate) struct World {
     pub next_burst: u64,
     /// The scenario being run.
     pub scenario: crate::scenario::Scenario,
-    /// A feed transaction has begun and not committed.
+    /// The machine has been handed a feed transaction's `Begin` and not yet
+    /// its `Commit` (the feed is in the middle of a transaction).
     feed_txn_open: bool,
-    /// Running the store queue to its end (clean shutdown).
-    draining: bool,
-    /// The view of the last store action run, if it was a `PutView`.
-    last_put_view: Option<RelationId>,
-    /// `prepare` calls scheduled and not yet run.
-    prepares_pending: usize,
-    /// The origin's slot does not exist or is invalidated: the next
-    /// subscription creates it.
-    pub slot_missing: bool,
-    /// Driver-side workarounds for known bugs elsewhere.
-    pub workarounds: Workarounds,
-}
-
-/// Driver-side workarounds for bugs found outside this crate, so a sweep can
-/// look for the next bug. Each is on by default and can be switched off to
-/// reproduce its bug (`--no-workarounds`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Workarounds {
-    /// Machine bug: when a realtime view's copy is published while a feed
-    /// transaction is half received, the view's held-back share of that
-    /// transaction is dropped at its commit (the view is live by then, and
-    /// `on_commit` only files held ops for views still holding). The
-    /// transaction is lost for that view. The driver delays a `Publish` until
-    /// the feed is between transactions (unless the feed is paused).
-    pub publish_between_transactions: bool,
-    /// `MemoryStore` keeps its last batch number through `crash()`, so a
-    /// restarted machine (numbering from 1) has every batch refused. The
-    /// simulator offsets the numbers (see [`crate::store`]).
-    pub memory_batch_numbers: bool,
-    /// Machine bug: a realtime view's snapshot filter lives only in memory.
-    /// After a restart a `running` view re-attaches from the origin's stored
-    /// position with no filter, so if that position is behind the view's
-    /// snapshot (or missing), commits the snapshot already holds are applied
-    /// again, and with a lost slot and no stored position a gap goes
-    /// unnoticed. The workload only crashes or restarts once the durable
-    /// position has passed every realtime snapshot.
-    pub restart_past_snapshots: bool,
-    /// Machine bug: after a restart, `running` views re-attach one by one
-    /// (each after its own `prepare`), but the shared feed starts as soon as
-    /// the first one attaches; transactions it delivers before a later view
-    /// is live are never routed to that view, and the origin's position moves
-    /// past them: a silent gap. The driver holds a subscription back while
-    /// any `prepare` is outstanding.
-    pub attach_before_feed: bool,
-    /// Machine bug: a redefinition writes the view (`PutView`) and its reset
-    /// job (`PutJob`) as two store actions; a crash between them leaves the
-    /// old mode's job record (e.g. `materialized`/`synced`) beside a realtime
-    /// definition, and after the restart the view reports the wrong mode and
-    /// makes an illegal transition (`synced -> running`). The driver lets the
-    /// pair land together.
-    pub atomic_redefine: bool,
-}
-
-impl Default for Workarounds {
-    fn default() -> Self {
-        Workarounds {
-            publish_between_transactions: true,
-            memory_batch_numbers: true,
-            restart_past_snapshots: true,
-            attach_before_feed: true,
-            atomic_redefine: true,
-        }
-    }
+    /// The machine was shut down (a clean restart is draining the store):
+    /// what it reports no longer describes a running system.
+    shut_down: bool,
 }
 
 /// Wraps a generation to see the rows a snapshot writes.
@@ -359,11 +298,7 @@ impl World {
             next_burst: 1,
             scenario: crate::scenario::Scenario::All,
             feed_txn_open: false,
-            draining: false,
-            prepares_pending: 0,
-            last_put_view: None,
-            slot_missing: true,
-            workarounds: Workarounds::default(),
+            shut_down: false,
         })
     }
 
@@ -455,7 +390,7 @@ impl World {
                         .checker
                         .defs()
                         .values()
-                        .filter(|d| d.persistence == flashsync_core::Persistence::Materialized)
+                        .filter(|d| d.persistence == Persistence::Materialized)
                         .map(|d| d.name.clone())
                         .collect();
                     if !materialized.is_empty() {
@@ -519,8 +454,10 @@ impl World {
             self.trace.add("out", &out);
             match out {
                 Output::Store(action) => {
-                    if let StoreAction::Fence { op } = &action {
-                        self.checker.on_fence(*op);
+                    match &action {
+                        StoreAction::Fence { op } => self.checker.on_fence(*op),
+                        StoreAction::Apply(batch) => self.checker.on_batch(batch),
+                        _ => {}
                     }
                     self.store_q.push_back(action);
                     if !self.store_busy {
@@ -566,9 +503,8 @@ impl World {
     /// (running, enabled) realtime views, for progress output.
     pub fn running_views(&self) -> (usize, usize) {
         let status = self.machine.status(&Selector::All);
-        let rt: Vec<_> =
-            status.iter().filter(|j| j.persistence == flashsync_core::Persistence::Realtime && j.enabled).collect();
-        let running = rt.iter().filter(|j| j.state == flashsync_core::JobState::Running).count();
+        let rt: Vec<_> = status.iter().filter(|j| j.persistence == Persistence::Realtime && j.enabled).collect();
+        let running = rt.iter().filter(|j| j.state == JobState::Running).count();
         (running, rt.len())
     }
 
@@ -625,26 +561,12 @@ impl World {
     // ----- store actions -----------------------------------------------------
 
     fn store_step(&mut self) {
-        if !self.draining
-            && self.workarounds.publish_between_transactions
-            && self.feed_txn_open
-            && matches!(self.store_q.front(), Some(StoreAction::Publish { .. }))
-            && !self.feed.as_ref().is_some_and(|f| f.paused)
-        {
-            // Known machine bug (see `Workarounds`): let the feed finish the
-            // transaction it is in the middle of before the copy lands.
-            let inc = self.inc;
-            self.schedule(1, Ev::StoreStep { inc });
-            return;
-        }
         let Some(action) = self.store_q.pop_front() else {
             self.store_busy = false;
             return;
         };
-        self.last_put_view = None;
         match action {
             StoreAction::PutView { op, view } => {
-                self.last_put_view = Some(view.relation_id);
                 let (result, d) = self.store.put_view(&view);
                 self.checker.on_durable(d);
                 self.deliver(Input::StoreDone { op, result });
@@ -727,7 +649,7 @@ impl World {
                     self.checker.on_apply_failed(&batch);
                 }
                 self.deliver(Input::Applied { seq, result });
-                self.check_live_prefixes();
+                self.check_running_views();
             }
         }
         if self.store_q.is_empty() {
@@ -745,23 +667,33 @@ impl World {
         }
     }
 
-    /// The no-gap check for live realtime views, when every batch the machine
-    /// emitted is in the store.
-    fn check_live_prefixes(&mut self) {
-        if self.store_q.iter().any(|a| matches!(a, StoreAction::Apply(_))) {
+    /// Checks on the views the machine reports `running`, once every batch
+    /// it emitted is in the store: each copy is exactly its mirror (see
+    /// [`Checker::check_running`]), and a live one whose feed has passed its
+    /// snapshot has no gap up to the machine's position.
+    fn check_running_views(&mut self) {
+        if self.shut_down || self.store_q.iter().any(|a| matches!(a, StoreAction::Apply(_))) {
             return;
         }
-        let Some((Some(at), _)) = self.machine.origin_progress(&self.origin) else { return };
-        for id in self.checker.mirrored() {
-            if self.machine.phase(id) != Some("live") {
-                continue;
-            }
-            let running = self
-                .machine
-                .status(&Selector::All)
-                .iter()
-                .any(|j| j.relation_id == id && j.enabled && j.state == flashsync_core::JobState::Running);
-            if running {
+        let at = self.machine.origin_progress(&self.origin).and_then(|(at, _)| at);
+        let running: Vec<RelationId> = self
+            .machine
+            .status(&Selector::All)
+            .iter()
+            .filter(|j| j.enabled && j.state == JobState::Running && j.persistence == Persistence::Realtime)
+            .map(|j| j.relation_id)
+            .collect();
+        for id in running {
+            let rows = match self.store.rows(id) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.checker.report("store works", format!("reading running view {id} failed: {e}"));
+                    continue;
+                }
+            };
+            let when = format!("running view in phase {}", self.machine.phase(id).unwrap_or("unknown"));
+            self.checker.check_running(id, rows, self.feed_txn_open, &when);
+            if let Some(at) = at.filter(|_| self.machine.phase(id) == Some("live")) {
                 self.checker.check_prefix(id, at, &self.up);
             }
         }
@@ -788,7 +720,6 @@ impl World {
         let lat = self.plan.timing.source_ms;
         match action {
             SourceAction::Prepare { op, relation, feed, .. } => {
-                self.prepares_pending += 1;
                 let d = self.jitter(lat);
                 self.schedule(d, Ev::Source { inc, call: SourceCall::Prepare { op, relation, feed } });
             }
@@ -858,7 +789,6 @@ impl World {
         self.trace.add("source", &call);
         match call {
             SourceCall::Prepare { op, relation, feed } => {
-                self.prepares_pending = self.prepares_pending.saturating_sub(1);
                 let result = block_on(self.source.prepare(&relation, feed));
                 self.deliver(Input::Prepared { op, result });
             }
@@ -868,27 +798,13 @@ impl World {
                     // Unsubscribed before the connection was made.
                     return;
                 }
-                if self.workarounds.attach_before_feed && self.prepares_pending > 0 {
-                    // Known machine bug (see `Workarounds`).
-                    let inc = self.inc;
-                    self.schedule(1, Ev::Source { inc, call: SourceCall::Subscribe { epoch, resume } });
-                    return;
-                }
-                if self.slot_missing {
-                    // Model gap: Postgres creates a slot only once every
-                    // transaction running at that moment has ended, commits
-                    // in flight included; `MemoryUpstream` creates it at
-                    // once, so a commit logged before the slot and visible
-                    // only after it would be in neither the feed nor the
-                    // next snapshot. Finish such commits first.
-                    for xid in self.up.invisible_xids() {
-                        self.trace.add("visible", &xid);
-                        self.up.make_visible(xid);
-                    }
-                }
                 match block_on(self.source.subscribe(resume)) {
                     Ok(sub) => {
-                        self.slot_missing = false;
+                        if !matches!(sub.report.start, FeedStart::Existing { .. }) {
+                            // Creating a slot waits for every commit already
+                            // in the log to become visible; the model did so.
+                            self.up.slot_created();
+                        }
                         let report = sub.report.clone();
                         if let Some(f) = self.feed.as_mut() {
                             f.sub = Some(sub);
@@ -910,9 +826,6 @@ impl World {
             }
             SourceCall::DropFeed { op } => {
                 let result = block_on(self.source.drop_feed());
-                if result.is_ok() {
-                    self.slot_missing = true;
-                }
                 self.deliver(Input::Released { op, result });
             }
         }
@@ -1041,16 +954,6 @@ impl World {
 
     // ----- faults on the local side -----------------------------------------
 
-    /// Counts a fault the workload wanted but a workaround held back.
-    pub fn count_fault_deferred(&mut self, f: Fault) {
-        let name = match f {
-            Fault::Crash => "crash_deferred",
-            Fault::Restart => "restart_deferred",
-            _ => "deferred",
-        };
-        *self.counters.deferred.entry(name).or_default() += 1;
-    }
-
     /// Counts an injected fault.
     pub fn count_fault(&mut self, f: Fault) {
         *self.counters.faults.entry(f.name()).or_default() += 1;
@@ -1060,19 +963,8 @@ impl World {
     /// gone; the store keeps what was durable (or, with `lose` false, happens
     /// to keep everything). It restarts after `downtime`.
     pub fn crash(&mut self, lose: bool, downtime: u64) {
-        if self.workarounds.atomic_redefine {
-            // Known machine bug (see `Workarounds`): finish a redefinition.
-            let pending = match (self.store_q.front(), self.last_put_view) {
-                (Some(StoreAction::PutJob { job, .. }), Some(id)) => job.relation_id == id,
-                _ => false,
-            };
-            if pending {
-                self.draining = true;
-                self.store_step();
-                self.draining = false;
-            }
-        }
         self.trace.add("crash", &lose);
+        self.shut_down = false;
         self.counters.crashes += 1;
         self.accumulate_stats();
         self.inc += 1;
@@ -1083,7 +975,6 @@ impl World {
         self.timer_at = None;
         self.generations.clear();
         self.snaps.clear();
-        self.prepares_pending = 0;
         // The connection dies with the process.
         self.feed = None;
         self.feed_txn_open = false;
@@ -1108,28 +999,14 @@ impl World {
         (self.dead_stats.passes + s.passes, self.dead_stats.commits_applied + s.commits_applied)
     }
 
-    /// Whether a crash (`clean` false) or clean restart now avoids the
-    /// snapshot-filter bug (see [`Workarounds::restart_past_snapshots`]).
-    pub fn restart_is_safe(&self, clean: bool) -> bool {
-        if !self.workarounds.restart_past_snapshots {
-            return true;
-        }
-        let Some(newest) = self.checker.newest_realtime_snapshot() else { return true };
-        // What the store will hold: everything applied for a clean restart,
-        // what was reported durable for a crash.
-        let position = if clean { self.checker.applied_lsn() } else { self.checker.progress_durable() };
-        position.is_some_and(|p| p >= newest)
-    }
-
     /// A clean shutdown (the store drains and persists), then a restart.
     pub fn clean_restart(&mut self, downtime: u64) {
         self.deliver_call(Call::Shutdown, None);
+        self.shut_down = true;
         // Like the tokio driver: finish every queued store action, persist.
-        self.draining = true;
         while !self.store_q.is_empty() {
             self.store_step();
         }
-        self.draining = false;
         self.persist();
         self.crash(false, downtime);
     }
@@ -1145,7 +1022,6 @@ impl World {
                 return;
             }
         };
-        self.store.restart_offset();
         let disabled: BTreeSet<RelationId> = state.jobs.iter().filter(|j| !j.enabled).map(|j| j.relation_id).collect();
         let defs: BTreeMap<RelationId, ViewDef> = state.views.iter().map(|v| (v.relation_id, v.def.clone())).collect();
         self.trace.add("restart", &state);

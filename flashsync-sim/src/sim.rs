@@ -6,7 +6,7 @@ use flashsync_core::machine::InjectedBugs;
 use flashsync_core::rng::Rng;
 use flashsync_core::{JobState, Persistence, Selector, StoreError, ViewName};
 
-use crate::driver::{Call, Ev, Workarounds, World, ANY_INCARNATION};
+use crate::driver::{Call, Ev, World, ANY_INCARNATION};
 use crate::faults::Plan;
 use crate::report::{Failure, Report};
 use crate::scenario::Scenario;
@@ -34,9 +34,6 @@ pub struct SimOptions {
     pub extra_burst: Option<usize>,
     /// Views to define at the start, instead of the scenario's range.
     pub views: Option<u64>,
-    /// Driver-side workarounds for known bugs outside this crate (all on by
-    /// default; switch one off to reproduce its bug).
-    pub workarounds: Workarounds,
 }
 
 impl SimOptions {
@@ -53,7 +50,6 @@ impl SimOptions {
             verbose: false,
             extra_burst: None,
             views: None,
-            workarounds: Workarounds::default(),
         }
     }
 
@@ -77,21 +73,6 @@ impl SimOptions {
         }
         if let Some(n) = self.views {
             cmd.push_str(&format!(" --views {n}"));
-        }
-        if !self.workarounds.publish_between_transactions {
-            cmd.push_str(" --no-workaround publish_between_transactions");
-        }
-        if !self.workarounds.memory_batch_numbers {
-            cmd.push_str(" --no-workaround memory_batch_numbers");
-        }
-        if !self.workarounds.restart_past_snapshots {
-            cmd.push_str(" --no-workaround restart_past_snapshots");
-        }
-        if !self.workarounds.attach_before_feed {
-            cmd.push_str(" --no-workaround attach_before_feed");
-        }
-        if !self.workarounds.atomic_redefine {
-            cmd.push_str(" --no-workaround atomic_redefine");
         }
         cmd
     }
@@ -119,13 +100,11 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     plan.config.bugs = opts.bugs;
     let plan_text = plan.to_string();
     let up = Upstream::new(plan.first_xid, 6 + (fork(opts.seed, 2) % 10) as i64);
-    let store = SimStore::open(opts.store, opts.workarounds.memory_batch_numbers)
-        .map_err(|e| SimError::Store(opts.store, e))?;
+    let store = SimStore::open(opts.store).map_err(|e| SimError::Store(opts.store, e))?;
     let mut w =
         World::new(opts.seed, plan, store, up, fork(opts.seed, 3)).map_err(|e| SimError::Store(opts.store, e))?;
     w.rng = Rng::new(fork(opts.seed, 4));
     w.scenario = opts.scenario;
-    w.workarounds = opts.workarounds;
     w.verbose = opts.verbose;
     if opts.verbose {
         eprintln!(

@@ -25,14 +25,9 @@
 //!   real crash. If fjall rotated its journal since the last fsync we know of
 //!   (it syncs while rotating), the crash loses nothing.
 //!
-//! # Batch numbers across restarts
-//!
-//! A new [`Machine`](flashsync_core::Machine) numbers its batches from 1
-//! again. `FjallStore` forgets the last batch number when it is reopened, but
-//! `MemoryStore` keeps it through `crash()` and then refuses every batch of
-//! the restarted machine ("batch sequence numbers must increase"). Until that
-//! is settled in the core, this wrapper offsets the machine's numbers for the
-//! memory store after a restart (see [`SimStore::restart_offset`]).
+//! Batch numbers are per opening of a store: a restarted
+//! [`Machine`](flashsync_core::Machine) numbers from 1 again, and both stores
+//! start their numbering afresh when reopened (`MemoryStore::crash` included).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -108,10 +103,6 @@ pub struct SimStore {
     backend: Backend,
     dir: Option<tempfile::TempDir>,
     mark: JournalMark,
-    /// Added to the machine's batch numbers (see the module docs).
-    offset: u64,
-    /// Apply the batch-number workaround for the memory store.
-    workaround: bool,
     /// Crashes whose journal cut was skipped because fjall rotated it.
     pub lossless_crashes: u64,
 }
@@ -119,7 +110,7 @@ pub struct SimStore {
 impl SimStore {
     /// Opens a fresh store. Fjall stores live in a temporary directory under
     /// `/dev/shm` when it exists (fsync is free there) or the system temp dir.
-    pub fn open(kind: StoreKind, workaround: bool) -> Result<SimStore, StoreError> {
+    pub fn open(kind: StoreKind) -> Result<SimStore, StoreError> {
         let io = |e: std::io::Error| StoreError::new(StoreErrorKind::Io, "create a temporary directory", e.to_string());
         let (backend, dir) = match kind {
             StoreKind::Memory => (Backend::Memory(MemoryStore::new()), None),
@@ -134,8 +125,7 @@ impl SimStore {
                 (Backend::Fjall(store), Some(dir))
             }
         };
-        let mut s =
-            SimStore { kind, backend, dir, mark: JournalMark::default(), offset: 0, workaround, lossless_crashes: 0 };
+        let mut s = SimStore { kind, backend, dir, mark: JournalMark::default(), lossless_crashes: 0 };
         s.mark_fsync();
         Ok(s)
     }
@@ -228,19 +218,18 @@ impl SimStore {
         block_on(generation.discard())
     }
 
-    /// [`Store::apply`], with the machine's batch number mapped.
-    pub fn apply(&self, mut batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
-        batch.seq = BatchSeq(batch.seq.0 + self.offset);
+    /// [`Store::apply`].
+    pub fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
         block_on(self.store()?.apply(batch))
     }
 
-    /// [`Store::persist`]; the answer in the machine's batch numbers.
+    /// [`Store::persist`].
     pub fn persist(&mut self) -> Result<Option<BatchSeq>, StoreError> {
         let through = block_on(self.store()?.persist())?;
         if self.kind == StoreKind::Fjall {
             self.mark_fsync();
         }
-        Ok(through.and_then(|s| (s.0 > self.offset).then(|| BatchSeq(s.0 - self.offset))))
+        Ok(through)
     }
 
     /// Every row of a view's published copy, copies repeated; `None` if the
@@ -259,11 +248,12 @@ impl SimStore {
     pub fn crash(&mut self, lose: bool) -> Result<(), StoreError> {
         match std::mem::replace(&mut self.backend, Backend::Closed) {
             Backend::Memory(m) => {
-                if lose {
-                    m.crash();
-                } else {
+                if !lose {
                     block_on(m.persist())?;
                 }
+                // Closing and reopening: what is not durable is gone, and
+                // batch numbering starts afresh.
+                m.crash();
                 self.backend = Backend::Memory(m);
             }
             Backend::Fjall(f) => {
@@ -294,15 +284,6 @@ impl SimStore {
             _ => self.lossless_crashes += 1,
         }
         Ok(())
-    }
-
-    /// Called when a new machine starts over this store: where its batch
-    /// numbering must start from the store's point of view.
-    pub fn restart_offset(&mut self) {
-        self.offset = match (&self.backend, self.workaround) {
-            (Backend::Memory(m), true) => m.last_applied().map_or(0, |s| s.0),
-            _ => 0,
-        };
     }
 }
 
@@ -380,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_fjall_crash_loses_exactly_the_unpersisted_batches() {
-        let mut s = SimStore::open(StoreKind::Fjall, true).expect("open");
+        let mut s = SimStore::open(StoreKind::Fjall).expect("open");
         let def = ViewDef::new("public", "v", Persistence::Realtime, "postgres:main", "public", "t").expect("def");
         assert!(s.put_view(&ViewRecord { relation_id: RelationId(1), def }).0.is_ok());
         s.apply(batch(1, 100)).expect("apply 1");
@@ -405,14 +386,18 @@ mod tests {
 
     #[test]
     fn a_memory_crash_loses_the_unpersisted_batches_and_restarts_numbering() {
-        let mut s = SimStore::open(StoreKind::Memory, true).expect("open");
+        let mut s = SimStore::open(StoreKind::Memory).expect("open");
         s.apply(batch(1, 100)).expect("apply");
         s.persist().expect("persist");
         s.apply(batch(2, 200)).expect("apply");
         s.crash(true).expect("crash");
         assert_eq!(progress(&s), Some(Lsn(100)));
-        s.restart_offset();
         s.apply(batch(1, 300)).expect("a restarted machine numbers from 1 again");
         assert_eq!(s.persist().expect("persist"), Some(BatchSeq(1)));
+        // A clean close keeps everything, and numbering starts afresh too.
+        s.apply(batch(2, 400)).expect("apply");
+        s.crash(false).expect("crash");
+        assert_eq!(progress(&s), Some(Lsn(400)));
+        s.apply(batch(1, 500)).expect("numbering starts afresh after a clean close");
     }
 }

@@ -547,6 +547,15 @@ impl Upstream {
         }
     }
 
+    /// A replication slot was created (or re-created): [`MemoryUpstream`],
+    /// like Postgres, first waited for every commit already in the log to
+    /// become visible. Records that, and releases their locks.
+    pub fn slot_created(&mut self) {
+        for xid in self.invisible_xids() {
+            self.make_visible(xid);
+        }
+    }
+
     /// Rolls an open transaction back.
     pub fn abort(&mut self, id: TxnId) {
         if let Some(txn) = self.open.remove(&id) {

@@ -229,20 +229,12 @@ fn fault(w: &mut World, f: Fault) {
         // Nothing local to hurt while the process is down.
         return;
     }
-    if !matches!(f, Fault::Crash | Fault::Restart) {
-        w.count_fault(f);
-    }
+    w.count_fault(f);
     match f {
         Fault::CutFeed => w.up.db.cut_feed(),
         Fault::Storm => storm(w),
-        Fault::DropSlot => {
-            w.up.db.drop_slot();
-            w.slot_missing = true;
-        }
-        Fault::InvalidateSlot => {
-            w.up.db.invalidate_slot();
-            w.slot_missing = true;
-        }
+        Fault::DropSlot => w.up.db.drop_slot(),
+        Fault::InvalidateSlot => w.up.db.invalidate_slot(),
         Fault::Offline => {
             if w.offline_until.is_none() {
                 w.up.db.set_offline(true);
@@ -257,20 +249,10 @@ fn fault(w: &mut World, f: Fault) {
             w.fail_calls(point, 1);
         }
         Fault::Crash => {
-            if !w.restart_is_safe(false) {
-                w.count_fault_deferred(f);
-                return;
-            }
-            w.count_fault(f);
             let d = 10 + w.jitter(500);
             w.crash(true, d);
         }
         Fault::Restart => {
-            if !w.restart_is_safe(true) {
-                w.count_fault_deferred(f);
-                return;
-            }
-            w.count_fault(f);
             let d = 10 + w.jitter(300);
             w.clean_restart(d);
         }
