@@ -56,11 +56,23 @@ async fn walsender_killed_mid_stream() {
     let events = Events::collect(&engine);
     let snapshots = probe.snapshot_count();
     let slot = feed_name(&db);
-    for _ in 0..3 {
+    for round in 0..3 {
         writers.wait_commits(300).await;
         let pid = wait_walsender(&c, &slot, None).await;
         let killed: bool = c.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
         assert!(killed);
+        // A reconnect storm: every part of the application calls sync() at
+        // once; every call gets an answer.
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let e = engine.clone();
+                tokio::spawn(async move { e.sync("*").await })
+            })
+            .collect();
+        for call in calls {
+            let summary = tokio::time::timeout(WAIT, call).await.expect("a sync() call hung").unwrap().unwrap();
+            assert_eq!(summary.len(), 2, "round {round}: {summary:?}");
+        }
         wait_walsender(&c, &slot, Some(pid)).await;
     }
     writers.wait_commits(300).await;
@@ -273,5 +285,107 @@ async fn walsender_killed_while_views_bootstrap() {
     assert_all_converge(&engine, &c).await;
     events.wait_error("lost the feed").await;
     assert_eq!(probe.snapshot_count(), 3, "one copy per view: the reconnects re-copied nothing");
+    engine.shutdown().await.unwrap();
+}
+
+/// The server crashes (immediate shutdown: no checkpoint, the slot's
+/// persisted position goes back) twice while writers run: the engine
+/// resumes from its own position, re-copies nothing, and equals upstream —
+/// never ahead of it (the feed only carries flushed WAL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashed_mid_stream() {
+    let Some(mut cluster) = testkit::dedicated("faults_pg_crash", ClusterOptions::default()) else { return };
+    let db = cluster.create_db("pg_crash").await.unwrap();
+    create_load_tables(&db.client().await, 5_000).await;
+    let writers = Writers::default();
+    start_load(&writers, &db, 101);
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, probe) = start_views(&db, dir.path()).await;
+    let snapshots = probe.snapshot_count();
+    let slot = feed_name(&db);
+    for round in 0..2 {
+        writers.wait_commits(400).await;
+        tokio::task::block_in_place(|| {
+            cluster.crash();
+            cluster.restart()
+        })
+        .unwrap();
+        engine.sync("*").await.unwrap();
+        for (v, _) in LIVE {
+            wait_state(&engine, v, JobState::Running).await;
+        }
+        let c = db.client().await;
+        wait_walsender(&c, &slot, None).await;
+        writers.wait_commits(300).await;
+        eprintln!("crash round {round}: {:?}", probe.starts().last());
+    }
+    writers.stop().await;
+    let c = db.client().await;
+    assert_all_converge(&engine, &c).await;
+    assert_eq!(probe.snapshot_count(), snapshots, "a reconnect re-copied a view");
+    assert!(probe.starts()[1..].iter().all(|s| matches!(s, FeedStart::Existing { .. })), "{:?}", probe.starts());
+    engine.shutdown().await.unwrap();
+}
+
+/// The engine is stuck (reads nothing from the feed) while writers run and
+/// the slot falls behind by more than `max_slot_wal_keep_size`: a checkpoint
+/// invalidates it under the running engine. Once unstuck, the engine finds
+/// the slot lost, re-bootstraps its views, says why, and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_invalidated_under_a_stuck_engine() {
+    let options = ClusterOptions::default().set("max_slot_wal_keep_size", "1MB");
+    let Some(cluster) = testkit::dedicated("faults_slot_lost_live", options) else { return };
+    let db = cluster.create_db("slot_lost_live").await.unwrap();
+    let c = db.client().await;
+    create_load_tables(&c, 5_000).await;
+    let writers = Writers::default();
+    start_load(&writers, &db, 111);
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, probe) = start_views(&db, dir.path()).await;
+    let events = Events::collect(&engine);
+    writers.wait_commits(300).await;
+    probe.pause_feed(true);
+    writers.wait_commits(300).await;
+    let slot = feed_name(&db);
+    let (c2, slot2) = (&c, &slot);
+    wait_for("the slot to be invalidated", WAIT, move || async move {
+        c2.batch_execute(
+            "SELECT pg_switch_wal(); INSERT INTO side (x) VALUES (1); SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await
+        .unwrap();
+        let status: Option<String> = c2
+            .query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", &[slot2])
+            .await
+            .unwrap()
+            .get(0);
+        (status.as_deref() == Some("lost")).then_some(())
+    })
+    .await;
+    let gate = probe.close_gate();
+    probe.pause_feed(false);
+    let expect = "was invalidated (wal_status = lost)";
+    for (v, _) in LIVE {
+        let e = engine.clone();
+        wait_for(&format!("{v} to report {expect:?}"), WAIT, move || {
+            let e = e.clone();
+            async move {
+                let st = status(&e, v).await;
+                (st.state == JobState::Failed && st.last_error.as_deref().is_some_and(|m| m.contains(expect)))
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+    events.wait_error(expect).await;
+    gate.add_permits(1000);
+    for (v, _) in LIVE {
+        wait_state(&engine, v, JobState::Running).await;
+    }
+    assert!(probe.starts().iter().any(|s| matches!(s, FeedStart::Recreated { .. })), "{:?}", probe.starts());
+    writers.wait_commits(300).await;
+    writers.stop().await;
+    assert_all_converge(&engine, &c).await;
+    assert_eq!(slots(&c, &db.name).await, vec![slot]);
     engine.shutdown().await.unwrap();
 }

@@ -211,3 +211,65 @@ async fn dropped_upstream_table_fails_that_job_only() {
     assert_converges(&engine, "public.acct_live", &c, "public", "acct", WAIT).await;
     engine.shutdown().await.unwrap();
 }
+
+/// Overlapping sync() calls while a pass is busy (a bootstrap waiting at a
+/// gate) coalesce into one queued pass; a forced request among them is not
+/// lost: the materialized view is copied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_syncs_coalesce_and_keep_force() {
+    let Some(db) = testkit::test_db("life_storm").await else { return };
+    let c = db.client().await;
+    create_load_tables(&c, 2_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let engine = open_engine(dir.path(), probe.source()).await;
+    engine.define(view("public", "acct_copy", Persistence::Materialized, "public", "acct")).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().materialized.len(), 1);
+    let gate = probe.close_gate();
+    engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
+    let first = {
+        let e = engine.clone();
+        tokio::spawn(async move { e.sync("public.acct_live").await })
+    };
+    let e = engine.clone();
+    wait_for("the bootstrap to wait at the gate", WAIT, move || {
+        let e = e.clone();
+        async move { (e.snapshots().len() == 1).then_some(()) }
+    })
+    .await;
+    let passes = engine.stats().await.unwrap().passes;
+    let snapshots = probe.snapshot_count();
+    c.batch_execute("UPDATE acct SET v = -1 WHERE id = 1").await.unwrap();
+    let mut calls = futures::stream::FuturesOrdered::new();
+    for i in 0..20 {
+        let e = engine.clone();
+        calls.push_back(async move {
+            if i == 7 {
+                e.sync_forced("public.acct_copy").await
+            } else {
+                e.sync("*").await
+            }
+        });
+    }
+    // Polled once, every call has sent its request; a later request on the
+    // same channel (stats) is answered only after the machine took them all:
+    // they are queued behind the running pass.
+    assert!(futures::poll!(futures::StreamExt::next(&mut calls)).is_pending());
+    assert_eq!(engine.stats().await.unwrap().passes, passes);
+    gate.add_permits(1000);
+    let summary = tokio::time::timeout(WAIT, first).await.unwrap().unwrap().unwrap();
+    assert_eq!(summary.realtime.len(), 1, "{summary:?}");
+    let results: Vec<_> =
+        tokio::time::timeout(WAIT, futures::StreamExt::collect::<Vec<_>>(calls)).await.expect("a sync() call hung");
+    for (i, r) in results.into_iter().enumerate() {
+        let summary = r.unwrap();
+        let want = if i == 7 { 1 } else { 2 };
+        assert_eq!(summary.len(), want, "call {i}: {summary:?}");
+        assert!(summary.failed.is_empty(), "call {i}: {summary:?}");
+    }
+    let ran = engine.stats().await.unwrap().passes - passes;
+    assert_eq!(ran, 1, "20 calls behind a running pass should run as one pass");
+    assert_eq!(probe.snapshot_count(), snapshots + 2, "the bootstrap and the forced refresh");
+    assert_converges(&engine, "public.acct_copy", &c, "public", "acct", WAIT).await;
+    engine.shutdown().await.unwrap();
+}

@@ -303,6 +303,24 @@ impl Cluster {
         }
     }
 
+    /// Crashes the server: immediate shutdown (every process exits at once,
+    /// no checkpoint; unflushed WAL is lost, the next start runs crash
+    /// recovery). Start it again with [`restart`](Self::restart).
+    pub fn crash(&mut self) {
+        self.signal(rustix::process::Signal::QUIT);
+        if let Some(mut child) = self.server.take() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(child.try_wait(), Ok(None)) {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.wait();
+        }
+    }
+
     /// Stops and starts the server again on the same port and data.
     pub fn restart(&mut self) -> Result<(), TestkitError> {
         self.stop();

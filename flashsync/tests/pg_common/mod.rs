@@ -126,6 +126,8 @@ pub struct Probe {
     after_prepare: Mutex<Option<Hook>>,
     before_snapshot: Mutex<Option<Hook>>,
     after_snapshot: Mutex<Option<Hook>>,
+    /// While true, the engine gets no feed events (as if it were stuck).
+    paused: tokio::sync::watch::Sender<bool>,
 }
 
 /// A one-shot test hook.
@@ -142,6 +144,7 @@ impl Probe {
             after_prepare: Mutex::default(),
             before_snapshot: Mutex::default(),
             after_snapshot: Mutex::default(),
+            paused: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -177,6 +180,12 @@ impl Probe {
     /// hears of it).
     pub fn after_snapshot(&self, hook: Hook) {
         *self.after_snapshot.lock().unwrap() = Some(hook);
+    }
+
+    /// Stops (or resumes) handing feed events to the engine: it then reads,
+    /// applies and acknowledges nothing, as if it were stuck.
+    pub fn pause_feed(&self, paused: bool) {
+        self.paused.send_replace(paused);
     }
 
     /// As a source for the engine builder.
@@ -220,8 +229,18 @@ impl Source for Probe {
     }
 
     async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {
-        let sub = self.inner.subscribe(resume).await?;
+        let mut sub = self.inner.subscribe(resume).await?;
         self.subscribes.lock().unwrap().push(sub.report.start.clone());
+        let paused = self.paused.subscribe();
+        sub.events = Box::pin(futures::stream::unfold((sub.events, paused), |(mut events, mut paused)| async move {
+            while *paused.borrow_and_update() {
+                if paused.changed().await.is_err() {
+                    break;
+                }
+            }
+            let item = futures::StreamExt::next(&mut events).await?;
+            Some((item, (events, paused)))
+        }));
         Ok(sub)
     }
 
