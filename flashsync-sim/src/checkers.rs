@@ -84,13 +84,14 @@ struct Mirror {
     applied: BTreeSet<usize>,
     rows: TableState,
     /// Part of a large transaction (`Partial` batches) is in the store and
-    /// its commit is not: the copy is between states.
+    /// its commit is not, or the copy is broken: the copy is between states.
     partial: bool,
-    /// A `Partial` batch of this view failed in this incarnation; if
-    /// anything of the view lands after it, the copy has a hole.
-    lost_partial: bool,
-    /// The copy has a hole (a failed `Partial` batch with later batches
-    /// applied): not trusted until the next publish.
+    /// A batch with changes for this view failed in this incarnation: if
+    /// more changes of the view land after it, the copy has a hole.
+    lost: bool,
+    /// The copy has a hole (a failed batch, then later changes applied over
+    /// it), which the mirror cannot follow: not trusted until the next
+    /// publish.
     broken: bool,
     /// Commits of the table verified present (an index into its history).
     verified: usize,
@@ -338,17 +339,16 @@ impl Checker {
     /// (nor may it be acknowledged); only a later batch that the store did
     /// apply moves the durable position past it. The copies of its views
     /// still equal their mirrors (neither has the batch), but a view that
-    /// stays live past it has a gap, which [`Checker::check_prefix`] finds;
-    /// a failed `Partial` batch followed by more of its transaction leaves a
-    /// hole the mirror cannot follow (see [`Checker::check_running`]).
+    /// stays live past it has a gap ([`Checker::check_prefix`]), and once
+    /// later changes of the view land its copy has a hole the mirror cannot
+    /// follow (row operations are relative): it must be copied again before
+    /// it is `running` ([`Checker::check_running`]).
     pub fn on_apply_failed(&mut self, batch: &ApplyBatch) {
-        self.claims.remove(&batch.seq);
+        let claimed = self.claims.remove(&batch.seq).unwrap_or_default();
         self.disabled_ops.remove(&batch.seq);
-        if batch.progress == Progress::Partial {
-            for v in &batch.views {
-                if let Some(m) = self.mirrors.get_mut(&v.relation_id) {
-                    m.lost_partial = true;
-                }
+        for id in batch.views.iter().map(|v| v.relation_id).chain(claimed.iter().map(|c| c.view)) {
+            if let Some(m) = self.mirrors.get_mut(&id) {
+                m.lost = true;
             }
         }
     }
@@ -369,10 +369,10 @@ impl Checker {
         if let Progress::Commit { end_lsn } = batch.progress {
             self.commit_batches.insert(batch.seq, end_lsn);
         }
-        // Anything landing for a view after one of its `Partial` batches
-        // failed leaves a hole in its copy.
+        // Changes landing for a view after a batch of its changes failed
+        // leave a hole in its copy.
         for id in batch.views.iter().map(|v| v.relation_id).chain(claimed.iter().copied()) {
-            if let Some(m) = self.mirrors.get_mut(&id).filter(|m| m.lost_partial) {
+            if let Some(m) = self.mirrors.get_mut(&id).filter(|m| m.lost) {
                 m.partial = true;
                 m.broken = true;
             }
@@ -475,7 +475,7 @@ impl Checker {
                 applied: BTreeSet::new(),
                 rows,
                 partial: false,
-                lost_partial: false,
+                lost: false,
                 broken: false,
                 verified: 0,
             },
@@ -549,10 +549,11 @@ impl Checker {
         } else {
             self.durable = self.mirrors.clone();
         }
-        // The transaction in flight is gone with the process: a failed
-        // `Partial` batch can no longer be followed by more of it.
+        // What was in flight is gone with the process: nothing can land
+        // over a failed batch any more (a restarted machine resumes from the
+        // store's position).
         for m in self.mirrors.values_mut().chain(self.durable.values_mut()) {
-            m.lost_partial = false;
+            m.lost = false;
         }
         self.claims.clear();
         self.disabled_ops.clear();
@@ -631,7 +632,7 @@ impl Checker {
         }
         if m.broken {
             let detail =
-                format!("{when}: view {id} is running but a batch of its changes failed since its copy was published");
+                format!("{when}: view {id} is running but its copy has a hole: a batch of its changes failed and later ones were applied over it");
             self.fail("mirror exact", detail);
             return;
         }
