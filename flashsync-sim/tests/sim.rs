@@ -126,3 +126,36 @@ fn apply_while_disabled_is_caught() {
     let seed = find(bugs, "a disabled job never applies a commit", 1000);
     assert!(seed.is_some(), "apply_while_disabled went unnoticed in 1000 seeds");
 }
+
+/// Machine bugs the sweeps found after the workarounds went, kept as the
+/// runs that show them. Ignored until the machine is fixed; then they must
+/// pass (`cargo test -p flashsync-sim -- --ignored`).
+mod open_machine_bugs {
+    use super::*;
+
+    fn replay(seed: u64, scenario: Scenario) -> Report {
+        run(&opts(seed, scenario, StoreKind::Memory)).expect("run starts")
+    }
+
+    /// After a failed commit batch the in-memory position is ahead of the
+    /// store's; a copy published then is handed off at once and stored
+    /// `running` beside a stored position behind its snapshot, so a restart
+    /// re-applies commits the copy holds.
+    #[test]
+    #[ignore = "machine bug: job stored running behind a failed batch's position"]
+    fn a_restart_after_a_failed_batch_does_not_reapply_what_a_copy_holds() {
+        must_pass(&replay(992, Scenario::All));
+        must_pass(&replay(63, Scenario::Commits));
+    }
+
+    /// A view loaded as `running` whose copy the store marks dirty (half a
+    /// large transaction) is copied again, but reports `running` meanwhile.
+    #[test]
+    #[ignore = "machine bug: a dirty view loaded as running reports running while it is copied again"]
+    fn a_view_copied_again_after_a_restart_is_not_reported_running() {
+        for seed in [488, 524, 958] {
+            must_pass(&replay(seed, Scenario::All));
+        }
+        must_pass(&replay(80, Scenario::Commits));
+    }
+}
