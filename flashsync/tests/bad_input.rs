@@ -411,16 +411,16 @@ async fn concurrent_bad_and_good_calls_do_not_interfere() {
     engine.shutdown().await.unwrap();
 }
 
-/// Known gap (flashsync-core `machine/work.rs` `begin_work`): a realtime view
-/// that is `live` is reported `realtime` by every `sync()`, forced or not,
-/// without asking the source about its relation again, and a dropped table
-/// sends nothing down the feed (Postgres drops it from the publication
-/// silently; the memory upstream likewise). So after `DROP TABLE` the job
-/// stays `running` forever, contrary to DESIGN §4.9 ("a dropped upstream
-/// table fails that job only"). Possible fixes: a forced `sync()` re-runs
-/// `prepare` for live views (as `Goal::Attach` does after a restart) and
-/// fails those whose relation is gone; and/or the Postgres source reports a
-/// relation leaving the publication as a feed event.
+/// Known gap, in-memory upstream only: the Postgres source now reports a
+/// relation that is dropped (or leaves the publication) as a schema change on
+/// the feed, which fails the view (see flashsync-source-pg's feed tests), but
+/// `flashsync_core::memory::MemoryUpstream::drop_table` (`memory/source.rs`)
+/// removes the table silently, and a `sync()` — forced or not — reports a
+/// `live` realtime view as `realtime` without asking the source again
+/// (`machine/work.rs`, `begin_work`, `Phase::Live`). So on the reference
+/// upstream the job stays `running` forever. Fix: have `drop_table` push a
+/// `SchemaChanged` for the table's relation into the log when it is published,
+/// as the Postgres source does.
 #[tokio::test]
 #[ignore = "known gap: a running realtime view whose upstream table is dropped stays running"]
 async fn a_dropped_table_under_a_running_view_is_reported() {
