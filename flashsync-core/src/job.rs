@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::lsn::Lsn;
+use crate::snapshot::SnapshotPoint;
 use crate::time::Timestamp;
 use crate::view::{Persistence, RelationId, ViewName};
 
@@ -91,6 +92,11 @@ pub struct JobRecord {
     pub next_retry_at: Option<Timestamp>,
     /// When the job last succeeded.
     pub last_success_at: Option<Timestamp>,
+    /// While a realtime view's copy is ahead of its feed (the hand-off from
+    /// its snapshot is not complete): the snapshot's visibility point. The
+    /// feed's transactions it holds are skipped, also after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<SnapshotPoint>,
 }
 
 impl JobRecord {
@@ -111,6 +117,7 @@ impl JobRecord {
             updated_at: now,
             next_retry_at: None,
             last_success_at: None,
+            handoff: None,
         }
     }
 

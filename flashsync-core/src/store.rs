@@ -71,6 +71,11 @@ pub struct StoredState {
     /// Views left partially updated by a large transaction that did not
     /// finish before a crash; they must be re-bootstrapped.
     pub dirty: Vec<RelationId>,
+    /// The last batch this store object applied, if any: a machine started
+    /// on it numbers its batches after it (sequence numbers only increase
+    /// for one store object; a reopened store may start afresh).
+    #[serde(default)]
+    pub last_batch: Option<BatchSeq>,
 }
 
 /// Which rows a scan returns: keys `>= start` (if given) and `< end` (if given).

@@ -91,10 +91,10 @@ pub(crate) fn load(shared: &Shared) -> Result<StoredState, StoreError> {
     let op = "load";
     // Holding the state lock keeps the writer thread out while the snapshot
     // is taken, so the snapshot and the copies' generations agree.
-    let _state = shared.read(op)?;
+    let state = shared.read(op)?;
     let snap = shared.db.snapshot();
     let ks = &shared.ks;
-    let mut out = StoredState::default();
+    let mut out = StoredState { last_batch: state.last_seq, ..StoredState::default() };
 
     for item in snap.iter(&ks.catalog) {
         let (key, value) = item.into_inner().map_err(|e| engine(op, e))?;

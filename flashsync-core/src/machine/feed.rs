@@ -412,8 +412,8 @@ impl Machine {
             .filter(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })))
             .collect();
         let seq = self.emit_batch(origin, Progress::Commit { end_lsn }, views, jobs);
-        if let Some(entry) = self.batches.get_mut(&seq) {
-            entry.1 = Some((end_lsn, touched.clone()));
+        if let Some(InFlight(_, Some((_, views)))) = self.batches.get_mut(&seq) {
+            views.clone_from(&touched);
         }
         if self.cfg.audit {
             let mut seen = BTreeSet::new();
@@ -476,9 +476,13 @@ impl Machine {
     fn drop_filters(&mut self, origin: &OriginId, position: Lsn) -> Vec<RelationId> {
         let mut dropped = Vec::new();
         for id in self.origin_views(origin) {
-            if let Some(Phase::Live { filter }) = self.views.get_mut(&id).map(|v| &mut v.phase) {
+            let Some(v) = self.views.get_mut(&id) else { continue };
+            if let Phase::Live { filter } = &mut v.phase {
                 if filter.as_ref().is_some_and(|f| f.lsn <= position) {
                     *filter = None;
+                    if let Some(j) = v.job.as_mut() {
+                        j.handoff = None;
+                    }
                     dropped.push(id);
                 }
             }
@@ -508,12 +512,21 @@ impl Machine {
         let seq = BatchSeq(self.next_batch);
         self.next_batch += 1;
         self.stats.batches += 1;
-        if progress != Progress::Replay {
-            self.batches.insert(seq, InFlight(origin.clone(), None));
+        match progress {
+            Progress::Commit { end_lsn } => {
+                self.batches.insert(seq, InFlight(origin.clone(), Some((end_lsn, Vec::new()))));
+            }
+            Progress::Partial => {
+                self.batches.insert(seq, InFlight(origin.clone(), None));
+            }
+            Progress::Replay => {}
         }
         if let Progress::Commit { end_lsn } = progress {
             if let Some(o) = self.origins.get_mut(origin) {
                 o.pending_acks.push_back((seq, end_lsn));
+                // Store actions land in order: everything emitted after this
+                // batch sees the origin's position stored.
+                o.stored = true;
             }
         }
         self.store(StoreAction::Apply(ApplyBatch { seq, origin: origin.clone(), progress, views, jobs }));
@@ -546,6 +559,11 @@ impl Machine {
         let entry = self.batches.remove(&seq);
         match result {
             Ok(report) => {
+                if let Some(InFlight(origin, Some((end_lsn, _)))) = &entry {
+                    if let Some(o) = self.origins.get_mut(origin) {
+                        o.store_applied = Some(o.store_applied.map_or(*end_lsn, |a| a.max(*end_lsn)));
+                    }
+                }
                 if let Some(InFlight(_, Some((end_lsn, views)))) = &entry {
                     for id in views {
                         if let Some(j) = self.views.get_mut(id).and_then(|v| v.job.as_mut()) {
@@ -559,19 +577,40 @@ impl Machine {
             }
             Err(e) => {
                 let Some(InFlight(origin, _)) = entry else { return };
-                // Never acknowledge a position whose batch is not in the store.
-                if let Some(o) = self.origins.get_mut(&origin) {
-                    o.pending_acks.retain(|(s, _)| *s != seq);
-                }
-                // The batch is not in the store; later ones may be. The copies
-                // of this origin's live views can have a gap: copy them again.
-                let msg = format!("could not apply changes from {origin}: {e}");
-                self.error(EventPhase::Apply, None, Some(origin.clone()), msg.clone());
-                for id in self.origin_views(&origin) {
-                    if self.views.get(&id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })) {
-                        self.mark_diverged(id, msg.clone());
-                    }
-                }
+                self.store_failed(&origin, format!("could not apply changes from {origin}: {e}"));
+            }
+        }
+    }
+
+    /// A batch of `origin` did not reach the store; later ones may have. The
+    /// store's position is no longer what the machine believes, and copies
+    /// may have gaps: close the feed, fall back to the position the store
+    /// really holds, and copy every realtime view of the origin again.
+    fn store_failed(&mut self, origin: &OriginId, message: String) {
+        self.error(EventPhase::Apply, None, Some(origin.clone()), message.clone());
+        if let Some(o) = self.origins.get_mut(origin) {
+            if let Some(epoch) = o.feed.epoch() {
+                self.out.push_back(Output::Source(SourceAction::Unsubscribe { origin: origin.clone(), epoch }));
+            }
+            o.feed = Feed::Down;
+            o.paused = false;
+            o.txn = None;
+            o.applied = o.store_applied;
+            // Only positions the store applied may ever be acknowledged.
+            let ok = o.store_applied;
+            o.pending_acks.retain(|(_, lsn)| ok.is_some_and(|a| *lsn <= a));
+            o.retry_at = Some(self.now);
+        }
+        for id in self.origin_views(origin) {
+            let relevant = self.views.get(&id).is_some_and(|v| {
+                v.def.persistence == Persistence::Realtime
+                    && matches!(
+                        v.phase,
+                        Phase::Live { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. }
+                    )
+            });
+            if relevant {
+                self.mark_diverged(id, message.clone());
             }
         }
     }

@@ -114,8 +114,9 @@ struct PendingRequest {
     failure: Option<ControlError>,
 }
 
-/// A feed batch in flight: its origin, and for commit batches the views
-/// whose `last_seen_commit` moves to the commit's end LSN once applied.
+/// A feed batch in flight: its origin, the position it records (for
+/// `Progress::Commit` batches), and the views whose `last_seen_commit` moves
+/// to it once applied.
 #[derive(Debug)]
 struct InFlight(OriginId, Option<(Lsn, Vec<RelationId>)>);
 
@@ -186,6 +187,7 @@ impl Machine {
             shut_down: false,
             stats: Stats::default(),
         };
+        m.next_batch = state.last_batch.map_or(1, |b| b.0 + 1);
         let progress: BTreeMap<OriginId, Lsn> = state.origins.into_iter().map(|p| (p.origin, p.applied)).collect();
         let schemas: BTreeMap<RelationId, RelationSchema> = state.schemas.into_iter().collect();
         let dirty: BTreeSet<RelationId> = state.dirty.into_iter().collect();
@@ -219,6 +221,13 @@ impl Machine {
                 && !dirty
                 && schema.is_some()
                 && progress.contains_key(&rec.def.origin);
+            if let Some(j) = job.as_mut() {
+                // Nothing runs until sync(); a realtime job that cannot resume
+                // where it stopped will be copied again, so it is not running.
+                if rec.def.persistence == Persistence::Realtime && j.state == JobState::Running && !attachable {
+                    j.state = JobState::Idle;
+                }
+            }
             m.views.insert(
                 id,
                 View { id, def: rec.def, job, schema, phase: Phase::Idle, dirty, retry_queued: false, attachable },
@@ -493,20 +502,18 @@ impl Machine {
         }
     }
 
-    /// The job record as the store should hold it. A realtime job is stored
-    /// as `running` only when its copy may be resumed from the origin's
-    /// stored position after a restart: the hand-off from its snapshot is
-    /// complete (no filter left) and the origin's position is in the store.
-    /// Until then it is stored `idle`, so a restart copies it again.
+    /// The job record as the store should hold it: a realtime job carries
+    /// its hand-off filter (so a restart re-attaches with it), and is stored
+    /// as `running` only once its origin's position is in the store (so a
+    /// restart can tell a lost slot from a resumable one).
     fn stored_job(&self, id: RelationId) -> Option<JobRecord> {
         let v = self.views.get(&id)?;
         let mut job = v.job.clone()?;
-        if job.state == JobState::Running {
-            let handed_off = matches!(v.phase, Phase::Live { filter: None });
-            let stored = self.origins.get(&v.def.origin).is_some_and(|o| o.stored);
-            if !(handed_off && stored) {
-                job.state = JobState::Idle;
-            }
+        if let Phase::Live { filter } = &v.phase {
+            job.handoff = filter.clone();
+        }
+        if job.state == JobState::Running && !self.origins.get(&v.def.origin).is_some_and(|o| o.stored) {
+            job.state = JobState::Idle;
         }
         Some(job)
     }

@@ -88,6 +88,9 @@ pub(super) struct Origin {
     pub stored: bool,
     /// The feed has been up in this process: no view attaches any more.
     pub started: bool,
+    /// The position of the last commit-progress batch the store reported
+    /// applied: where the store really is (`applied` runs ahead of it).
+    pub store_applied: Option<Lsn>,
 }
 
 impl Origin {
@@ -109,6 +112,7 @@ impl Origin {
             last_error: None,
             stored: applied.is_some(),
             started: false,
+            store_applied: applied,
         }
     }
 }

@@ -103,7 +103,9 @@ impl Machine {
             Goal::Attach if v.schema.as_deref() == Some(&schema) && v.attachable => {
                 // The stored copy is current through the origin's stored
                 // position and the relation is unchanged: replay the feed.
-                self.set_phase(id, Phase::Live { filter: None });
+                // The filter of an unfinished hand-off survives the restart.
+                let filter = v.job.as_ref().and_then(|j| j.handoff.clone());
+                self.set_phase(id, Phase::Live { filter });
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;
                 }
@@ -238,9 +240,13 @@ impl Machine {
                 job.updated_at = now;
             }
         }
-        if job.state == JobState::Running && v.def.persistence == Persistence::Realtime {
-            // Stored as running only once the hand-off completes (see `stored_job`).
-            job.state = JobState::Idle;
+        if v.def.persistence == Persistence::Realtime {
+            // The copy is not caught up yet: stored as not running until the
+            // hand-off batch says so.
+            job.state = match job.state {
+                JobState::Running => JobState::Idle,
+                other => other,
+            };
         }
         self.ops.insert(op, Op::Publish(id));
         self.set_phase(id, Phase::Publishing { op, schema, point, hold, job: job.clone() });
@@ -334,8 +340,11 @@ impl Machine {
                 });
                 // If the feed is already past the snapshot, nothing it delivers
                 // can be in the copy: the hand-off is complete at once.
-                let past = self.origins.get(&origin).and_then(|o| o.applied).is_some_and(|a| a >= point.lsn);
+                let past = self.origins.get(&origin).and_then(|o| o.durable).is_some_and(|d| d >= point.lsn);
                 let filter = if past { None } else { Some(point) };
+                if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
+                    j.handoff = filter.clone();
+                }
                 self.set_phase(id, Phase::Live { filter });
                 let jobs = self.stored_job(id).into_iter().collect();
                 let identity = schema.identity;

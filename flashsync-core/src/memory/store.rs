@@ -203,6 +203,7 @@ impl Store for MemoryStore {
             origins: s.origins.iter().map(|(o, l)| OriginProgress { origin: o.clone(), applied: *l }).collect(),
             schemas: s.copies.iter().map(|(id, (schema, _))| (*id, schema.clone())).collect(),
             dirty: s.dirty.keys().copied().collect(),
+            last_batch: s.last_seq,
         })
     }
 
