@@ -316,7 +316,13 @@ impl Machine {
                 if self.cfg.audit {
                     self.audit.push(AuditRecord::Published { view: id, point: point.clone() });
                 }
+                // Adopt what the publish stored, but keep the state the machine
+                // has reported: the stored form may be masked.
                 if let Some(v) = self.views.get_mut(&id) {
+                    let mut job = job;
+                    if let Some(current) = &v.job {
+                        job.state = current.state;
+                    }
                     v.job = Some(job);
                 }
                 let feed_up = self.origins.get(&origin).is_some_and(|o| matches!(o.feed, Feed::Up(_)));
