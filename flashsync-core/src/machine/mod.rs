@@ -192,6 +192,7 @@ impl Machine {
         let schemas: BTreeMap<RelationId, RelationSchema> = state.schemas.into_iter().collect();
         let dirty: BTreeSet<RelationId> = state.dirty.into_iter().collect();
         let mut jobs: BTreeMap<RelationId, JobRecord> = state.jobs.into_iter().map(|j| (j.relation_id, j)).collect();
+        let mut demote = Vec::new();
         for rec in state.views {
             let id = rec.relation_id;
             m.next_relation = m.next_relation.max(id.0 + 1);
@@ -221,17 +222,28 @@ impl Machine {
                 && !dirty
                 && schema.is_some()
                 && progress.contains_key(&rec.def.origin);
+            let mut demoted = false;
             if let Some(j) = job.as_mut() {
                 // Nothing runs until sync(); a realtime job that cannot resume
                 // where it stopped will be copied again, so it is not running.
                 if rec.def.persistence == Persistence::Realtime && j.state == JobState::Running && !attachable {
                     j.state = JobState::Idle;
+                    demoted = true;
                 }
+            }
+            if demoted {
+                // Stored at once: the store's dirty marker may be cleared by a
+                // later commit of the origin before the copy is made afresh,
+                // and the job must not look resumable after another restart.
+                demote.push(id);
             }
             m.views.insert(
                 id,
                 View { id, def: rec.def, job, schema, phase: Phase::Idle, dirty, retry_queued: false, attachable },
             );
+        }
+        for id in demote {
+            m.persist_job(id);
         }
         m
     }
