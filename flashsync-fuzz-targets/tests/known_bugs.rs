@@ -276,7 +276,6 @@ fn a_duplicate_commit_lets_queued_bootstraps_start() {
 /// Fix: in `on_published`, keep the in-memory state when adopting the
 /// published job (`job.state = current.state` before `v.job = Some(job)`).
 #[test]
-#[ignore = "flashsync-core bug: a realtime publish after a restart reports a change from idle it never made"]
 fn a_published_realtime_copy_reports_its_true_previous_state() {
     use flashsync_core::{EventKind, JobRecord, JobState, OriginProgress, RelationId, ViewRecord};
     let def = ViewDef::new("public", "v", Persistence::Realtime, "pg:main", "public", "t").expect("valid def");
@@ -292,6 +291,9 @@ fn a_published_realtime_copy_reports_its_true_previous_state() {
         ..StoredState::default()
     };
     let mut m = Machine::new(Config::default(), 1, state, Timestamp(1000));
+    // It cannot resume (no stored copy), so loading reports it idle...
+    let loaded = m.status(&Selector::All)[0].state;
+    assert_eq!(loaded, JobState::Idle, "a running job that cannot resume is idle once loaded");
     m.handle(Input::Sync { request: RequestId(1), selector: Selector::All, force: false }, Timestamp(1000));
     let mut events = Vec::new();
     let mut queue: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
@@ -340,8 +342,11 @@ fn a_published_realtime_copy_reports_its_true_previous_state() {
             _ => None,
         })
         .collect();
-    assert!(
-        changes.iter().all(|(from, _)| *from != JobState::Idle),
-        "the view was loaded running and never reported idle, yet: {changes:?}"
-    );
+    // ...and every change it reports starts where the last one left off.
+    let mut at = loaded;
+    for (from, to) in &changes {
+        assert_eq!(*from, at, "a change from {from} reported while the view was {at}: {changes:?}");
+        at = *to;
+    }
+    assert_eq!(at, JobState::Running, "it ends running: {changes:?}");
 }

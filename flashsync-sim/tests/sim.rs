@@ -142,7 +142,6 @@ mod open_machine_bugs {
     /// `running` beside a stored position behind its snapshot, so a restart
     /// re-applies commits the copy holds.
     #[test]
-    #[ignore = "machine bug: job stored running behind a failed batch's position"]
     fn a_restart_after_a_failed_batch_does_not_reapply_what_a_copy_holds() {
         must_pass(&replay(992, Scenario::All));
         must_pass(&replay(63, Scenario::Commits));
@@ -151,7 +150,6 @@ mod open_machine_bugs {
     /// A view loaded as `running` whose copy the store marks dirty (half a
     /// large transaction) is copied again, but reports `running` meanwhile.
     #[test]
-    #[ignore = "machine bug: a dirty view loaded as running reports running while it is copied again"]
     fn a_view_copied_again_after_a_restart_is_not_reported_running() {
         for seed in [488, 524, 958] {
             must_pass(&replay(seed, Scenario::All));

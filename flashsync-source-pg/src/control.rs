@@ -18,6 +18,20 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Opens a connection with the pinned session settings applied. The
 /// connection's I/O runs on a spawned task that ends with the [`Client`].
 pub(crate) async fn connect(info: &ConnInfo, application_name: &str) -> Result<Client, SourceError> {
+    // tokio-postgres's connect timeout covers only the TCP connect: a server
+    // that accepts and then says nothing would hang the handshake forever.
+    // One deadline covers everything up to a usable session.
+    let limit = info.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    match tokio::time::timeout(limit, connect_unbounded(info, application_name)).await {
+        Ok(result) => result,
+        Err(_) => Err(SourceError::connection(format!(
+            "connecting to {}:{} as {}: no usable session within {limit:?} (the server accepted the connection but did not complete the handshake)",
+            info.host, info.port, info.user
+        ))),
+    }
+}
+
+async fn connect_unbounded(info: &ConnInfo, application_name: &str) -> Result<Client, SourceError> {
     let mut cfg = tokio_postgres::Config::new();
     match &info.host {
         Host::Tcp(h) => cfg.host(h),

@@ -234,7 +234,6 @@ async fn a_server_that_hangs_up_or_speaks_garbage_is_a_prompt_error() {
 /// `batch_execute` in `tokio::time::timeout(info.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT), ..)`
 /// and map the elapsed case to `SourceError::connection("…: timed out after …")`.
 #[tokio::test]
-#[ignore = "known bug: control connections have no handshake timeout; a silent server hangs every call"]
 async fn a_silent_server_is_a_bounded_connection_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();

@@ -15,21 +15,25 @@ use crate::error::{corrupt, engine};
 use crate::layout::{self, CopyRecord, GenKey};
 use crate::shared::Shared;
 
-/// The generation of `id`'s published copy.
-fn published(shared: &Shared, op: &str, id: RelationId) -> Result<GenKey, StoreError> {
+/// The generation of `id`'s published copy, and a snapshot of the database
+/// taken under the same lock: the writer thread commits a batch and updates
+/// the generation pointers while holding the state lock, so the pair always
+/// agrees (a reader never sees a new pointer over old rows, or half a batch).
+fn published(shared: &Shared, op: &str, id: RelationId) -> Result<(GenKey, fjall::Snapshot), StoreError> {
     let state = shared.read(op)?;
-    state
+    let gen = state
         .copies
         .get(&id)
         .map(|copy| GenKey { view: id, generation: copy.generation })
-        .ok_or_else(|| StoreError::no_view(op, id))
+        .ok_or_else(|| StoreError::no_view(op, id))?;
+    Ok((gen, shared.db.snapshot()))
 }
 
 /// One row by key.
 pub(crate) fn get(shared: &Shared, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError> {
     let op = format!("get from view {id}");
-    let gen = published(shared, &op, id)?;
-    match shared.ks.rows.get(gen.row_key(&encode_key(key))).map_err(|e| engine(op.as_str(), e))? {
+    let (gen, snap) = published(shared, &op, id)?;
+    match snap.get(&shared.ks.rows, gen.row_key(&encode_key(key))).map_err(|e| engine(op.as_str(), e))? {
         Some(bytes) => Ok(Some(decode_stored_row(&bytes).map_err(|e| corrupt(op, e))?.0)),
         None => Ok(None),
     }
@@ -38,7 +42,7 @@ pub(crate) fn get(shared: &Shared, id: RelationId, key: &Key) -> Result<Option<R
 /// Up to `limit` rows in key order, copies repeated.
 pub(crate) fn scan(shared: &Shared, id: RelationId, range: &KeyRange, limit: usize) -> Result<Vec<Row>, StoreError> {
     let op = format!("scan view {id}");
-    let gen = published(shared, &op, id)?;
+    let (gen, snap) = published(shared, &op, id)?;
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -59,7 +63,7 @@ pub(crate) fn scan(shared: &Shared, id: RelationId, range: &KeyRange, limit: usi
         },
     );
     let mut out = Vec::new();
-    for item in shared.ks.rows.range::<Vec<u8>, _>(bounds) {
+    for item in snap.range::<Vec<u8>, _>(&shared.ks.rows, bounds) {
         let value = item.value().map_err(|e| engine(op.as_str(), e))?;
         let (row, copies) = decode_stored_row(&value).map_err(|e| corrupt(op.as_str(), e))?;
         for _ in 0..copies {
@@ -75,9 +79,9 @@ pub(crate) fn scan(shared: &Shared, id: RelationId, range: &KeyRange, limit: usi
 /// Number of rows, copies counted.
 pub(crate) fn count(shared: &Shared, id: RelationId) -> Result<u64, StoreError> {
     let op = format!("count view {id}");
-    let gen = published(shared, &op, id)?;
+    let (gen, snap) = published(shared, &op, id)?;
     let mut total = 0u64;
-    for item in shared.ks.rows.prefix(gen.prefix()) {
+    for item in snap.prefix(&shared.ks.rows, gen.prefix()) {
         let value = item.value().map_err(|e| engine(op.as_str(), e))?;
         let (_, copies) = decode_stored_row(&value).map_err(|e| corrupt(op.as_str(), e))?;
         total = total.checked_add(copies).ok_or_else(|| corrupt(op.as_str(), "row copy counts overflow"))?;

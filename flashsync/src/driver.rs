@@ -52,6 +52,9 @@ pub(crate) enum ControlCall {
     Shutdown,
 }
 
+// Nearly every job is an Action; boxing it would allocate per store action
+// to save space in the rare Drain.
+#[allow(clippy::large_enum_variant)]
 enum StoreJob {
     Action(StoreAction),
     /// Finish everything queued, persist, then answer.

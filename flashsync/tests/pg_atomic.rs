@@ -28,7 +28,6 @@ fn invariant(rows: &[Row]) -> (usize, i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "blocked by store bug: FjallStore get/scan/count read without a snapshot and see parts of concurrent batches"]
 async fn readers_never_see_half_a_transaction() {
     let Some(db) = testkit::test_db("atomic").await else { return };
     let c = db.client().await;

@@ -97,7 +97,6 @@ async fn reopened_engine_catches_up_by_replay_without_a_snapshot() {
 /// reopened engine resumes from its stored position: the local copies were
 /// current through it, so nothing is copied again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "blocked by core bug: a live job failed by a feed outage is stored `failed`, so a reopened engine re-copies it instead of resuming"]
 async fn reopened_after_an_outage_resumes_without_a_snapshot() {
     use flashsync_source_pg::testkit::ClusterOptions;
     let Some(mut cluster) = testkit::dedicated("restart_outage", ClusterOptions::default()) else { return };

@@ -523,6 +523,10 @@ impl Machine {
         let mut job = v.job.clone()?;
         if let Phase::Live { filter } = &v.phase {
             job.handoff = filter.clone();
+            // A live copy mirrors the feed through the origin's stored
+            // position even while the feed is down (its status then says
+            // failed): stored as running, a restart resumes it.
+            job.state = JobState::Running;
         }
         if job.state == JobState::Running && !self.origins.get(&v.def.origin).is_some_and(|o| o.stored) {
             job.state = JobState::Idle;

@@ -141,7 +141,7 @@ impl Machine {
         }
         let candidates: Vec<RelationId> = self.queued_views.iter().copied().collect();
         for id in candidates {
-            if self.copying >= self.cfg.max_concurrent_snapshots {
+            if self.copying >= self.cfg.max_concurrent_snapshots.max(1) {
                 break;
             }
             let Some(v) = self.views.get(&id) else {

@@ -279,12 +279,26 @@ impl MemoryUpstream {
         }
     }
 
-    /// Drops a table (and removes it from the publication).
+    /// Drops a table (and removes it from the publication). A feed that
+    /// carried the table reports it, as the Postgres source does.
     pub fn drop_table(&self, schema: &str, table: &str) {
         let mut u = self.lock();
         let k = (schema.to_owned(), table.to_owned());
-        u.tables.remove(&k);
-        u.publication.remove(&k);
+        let Some(t) = u.tables.remove(&k) else { return };
+        if u.publication.remove(&k) {
+            u.lsn.0 += 8;
+            let end = u.lsn;
+            u.next_xid += 1;
+            let xid = (u.next_xid - 1) as u32;
+            let entry = LogEntry {
+                xid,
+                final_lsn: Lsn(end.0 - 4),
+                end_lsn: end,
+                commit_time: u.clock,
+                events: vec![StreamEvent::SchemaChanged { rel: t.id, detail: format!("{schema}.{table} was dropped") }],
+            };
+            u.push_entry(entry);
+        }
     }
 
     /// Adds a column (existing rows get `default`). The feed reports the new
