@@ -8,7 +8,7 @@
 //!
 //! Without arguments: a short `all` run on a fresh random seed (printed) over
 //! the fjall store, with progress on stderr. Every run prints one JSON line
-//! on stdout ([`Report`](crate::Report)); for `--seeds A..B` (end exclusive)
+//! on stdout ([`Report`]); for `--seeds A..B` (end exclusive)
 //! that is one line per seed, in order, and a summary on stderr. A violation
 //! prints the seed, the step, the invariant and the command that replays it;
 //! the exit code is 1 if any run failed.

@@ -6,15 +6,15 @@
 //! once, then drain.
 //!
 //! How the pieces fit:
-//! - **Passes** ([`pass`]): `sync()` requests coalesce into at most one
+//! - **Passes** (`pass.rs`): `sync()` requests coalesce into at most one
 //!   running and one queued pass. A pass discovers the selected views, makes
 //!   sure each has a job row, and starts per-view work; it ends when every
 //!   view has an outcome.
-//! - **Views** ([`view`]): each view walks `Idle → Preparing → Queued →
+//! - **Views** (`view.rs`): each view walks `Idle → Preparing → Queued →
 //!   Copying → Publishing → Idle` (materialized) or `… → Live`
 //!   (realtime). Failures go back to `Idle` with the job `failed` and a retry
 //!   time; a timer re-runs them.
-//! - **Origins** ([`origin`]): one feed per origin, shared by its realtime
+//! - **Origins** (`origin.rs`): one feed per origin, shared by its realtime
 //!   views. Transactions are routed per view at `Begin`: live views apply,
 //!   bootstrapping views hold back. When a snapshot lands, held transactions
 //!   that the snapshot does not contain are replayed in one batch; from then
