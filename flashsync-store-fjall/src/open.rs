@@ -37,22 +37,27 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
     })?;
     guard(&op, || check_format(&db, &op))?;
     let ks = Keyspaces {
-        meta: fixed(&db, layout::KS_META, &op)?,
-        catalog: fixed(&db, layout::KS_CATALOG, &op)?,
-        jobs: fixed(&db, layout::KS_JOBS, &op)?,
-        origins: fixed(&db, layout::KS_ORIGINS, &op)?,
-        copies: fixed(&db, layout::KS_COPIES, &op)?,
-        dirty: fixed(&db, layout::KS_DIRTY, &op)?,
-        rows: fixed(&db, layout::KS_ROWS, &op)?,
-        filling: fixed(&db, layout::KS_FILLING, &op)?,
-        garbage: fixed(&db, layout::KS_GARBAGE, &op)?,
+        meta: fixed(&db, layout::KS_META, &op, options.memtable_size)?,
+        catalog: fixed(&db, layout::KS_CATALOG, &op, options.memtable_size)?,
+        jobs: fixed(&db, layout::KS_JOBS, &op, options.memtable_size)?,
+        origins: fixed(&db, layout::KS_ORIGINS, &op, options.memtable_size)?,
+        copies: fixed(&db, layout::KS_COPIES, &op, options.memtable_size)?,
+        dirty: fixed(&db, layout::KS_DIRTY, &op, options.memtable_size)?,
+        rows: fixed(&db, layout::KS_ROWS, &op, options.memtable_size)?,
+        filling: fixed(&db, layout::KS_FILLING, &op, options.memtable_size)?,
+        garbage: fixed(&db, layout::KS_GARBAGE, &op, options.memtable_size)?,
     };
     let state = guard(&op, || recover(&db, &ks, &op))?;
     Ok(Shared { db, ks, state: RwLock::new(state), options, path: path.to_owned() })
 }
 
-fn fixed(db: &Database, name: &str, op: &str) -> Result<Keyspace, StoreError> {
-    db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| engine(op, e))
+/// Memtable size for keyspaces opened before the options are known (format
+/// checks); the keyspaces' options are fixed when they are created.
+const DEFAULT_MEMTABLE: u64 = 16 << 20;
+
+fn fixed(db: &Database, name: &str, op: &str, memtable_size: u64) -> Result<Keyspace, StoreError> {
+    db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(memtable_size.max(1 << 20)))
+        .map_err(|e| engine(op, e))
 }
 
 /// Refuses paths fjall would misbehave on, with a message that says why.
@@ -167,7 +172,7 @@ fn check_format(db: &Database, op: &str) -> Result<(), StoreError> {
         )));
     }
     if db.keyspace_exists(layout::KS_META) {
-        let meta = fixed(db, layout::KS_META, op)?;
+        let meta = fixed(db, layout::KS_META, op, DEFAULT_MEMTABLE)?;
         if let Some(bytes) = meta.get(META_FORMAT_VERSION).map_err(|e| engine(op, e))? {
             let version = layout::decode_format_version(&bytes)?;
             if version != FORMAT_VERSION {
@@ -181,15 +186,15 @@ fn check_format(db: &Database, op: &str) -> Result<(), StoreError> {
     // No format version: a new store, or one whose creation was interrupted
     // (the version is written last). Either way nothing can be in it yet.
     for name in &names {
-        let ks = fixed(db, name, op)?;
+        let ks = fixed(db, name, op, DEFAULT_MEMTABLE)?;
         if !ks.is_empty().map_err(|e| engine(op, e))? {
             return Err(corrupt(op, format!("keyspace {:?} holds data but the store has no format version", &**name)));
         }
     }
     for name in layout::KEYSPACES {
-        fixed(db, name, op)?;
+        fixed(db, name, op, DEFAULT_MEMTABLE)?;
     }
-    let meta = fixed(db, layout::KS_META, op)?;
+    let meta = fixed(db, layout::KS_META, op, DEFAULT_MEMTABLE)?;
     let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
     batch.insert(&meta, META_FORMAT_VERSION, FORMAT_VERSION.to_be_bytes().to_vec());
     batch.commit().map_err(|e| engine(op, e))

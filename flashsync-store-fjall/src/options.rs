@@ -48,6 +48,11 @@ pub struct Options {
     /// memtables to tables; opening a store replays at most about this much.
     /// At least 64 MiB (fjall's minimum). Default: 64 MiB.
     pub journal_size_limit: u64,
+    /// Bytes one keyspace's memtable holds before it is sealed and flushed
+    /// (fjall's default is 64 MiB; smaller memtables keep memory flat while
+    /// large copies and transactions stream in). Applies to keyspaces created
+    /// with these options. Default: 16 MiB.
+    pub memtable_size: u64,
 }
 
 /// fjall refuses journal limits below this.
@@ -60,6 +65,7 @@ impl Default for Options {
             cache_size: 32 << 20,
             generation_batch_bytes: 4 << 20,
             journal_size_limit: MIN_JOURNAL_SIZE_LIMIT,
+            memtable_size: 16 << 20,
         }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flashsync_core::machine::{Epoch, Stats};
+use flashsync_core::RowSink as _;
 use flashsync_core::{
     Event, Feedback, Generation, Input, JobRecord, Machine, OpId, OriginId, Output, RelationId, Reply, RequestId,
     Selector, SlotReport, Source, SourceAction, SourceError, SourceErrorKind, Store, StoreAction, StoreError,
@@ -85,6 +86,33 @@ pub struct SnapshotProgress {
 
 pub(crate) type Progress = Arc<Mutex<HashMap<OpId, SnapshotProgress>>>;
 
+/// Hands snapshot batches to the writer task.
+struct Queued {
+    tx: Option<mpsc::Sender<Vec<flashsync_core::Row>>>,
+}
+
+#[async_trait::async_trait]
+impl flashsync_core::RowSink for Queued {
+    async fn write(&mut self, rows: Vec<flashsync_core::Row>) -> Result<(), StoreError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(rows).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The writer stopped on a store error; its error is reported when
+            // the snapshot ends.
+            self.tx = None;
+            Err(StoreError::new(
+                StoreErrorKind::Io,
+                "snapshot write",
+                "the store refused an earlier batch of this copy",
+            ))
+        }
+    }
+}
+
 /// Counts rows on their way into a generation.
 struct Counting<'a> {
     inner: &'a mut dyn Generation,
@@ -112,10 +140,49 @@ pub(crate) struct Executors {
     pub to_machine: mpsc::UnboundedSender<Msg>,
     generations: Generations,
     pub progress: Progress,
+    inflight: Arc<InFlightOps>,
 }
 
 /// Feed events forwarded per message at most (amortizes channel overhead).
-const FEED_CHUNK: usize = 256;
+const FEED_CHUNK: usize = 1024;
+
+/// Row operations handed to the store but not yet applied, above which feeds
+/// stop forwarding events: the store sets the pace, and memory stays bounded
+/// however large a transaction is (the source's TCP back-pressure then
+/// reaches the server).
+const MAX_OPS_IN_FLIGHT: usize = 50_000;
+
+/// Row operations dispatched to the store and not yet applied.
+#[derive(Default)]
+pub(crate) struct InFlightOps {
+    ops: std::sync::atomic::AtomicUsize,
+    drained: Notify,
+}
+
+impl InFlightOps {
+    fn add(&self, n: usize) {
+        self.ops.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn done(&self, n: usize) {
+        self.ops.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    async fn wait_below(&self, limit: usize) {
+        loop {
+            let drained = self.drained.notified();
+            if self.ops.load(std::sync::atomic::Ordering::Acquire) <= limit {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+fn batch_ops(b: &flashsync_core::ApplyBatch) -> usize {
+    b.views.iter().map(|v| v.ops.len()).sum::<usize>().max(1)
+}
 
 pub(crate) struct Driver {
     machine: Machine,
@@ -145,6 +212,7 @@ impl Driver {
             to_machine: tx.clone(),
             generations: Arc::default(),
             progress,
+            inflight: Arc::default(),
         };
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         let dirty = Arc::new(Wake::default());
@@ -246,6 +314,9 @@ impl Driver {
         while let Some(out) = self.machine.poll_output() {
             match out {
                 Output::Store(action) => {
+                    if let StoreAction::Apply(b) = &action {
+                        self.exec.inflight.add(batch_ops(b));
+                    }
                     let _ = self.store_tx.send(StoreJob::Action(action));
                 }
                 Output::Source(action) => self.source_action(action),
@@ -401,7 +472,7 @@ impl Executors {
         schema: &flashsync_core::RelationSchema,
     ) -> Result<flashsync_core::SnapshotPoint, SourceError> {
         let source = self.source(origin)?;
-        let mut generation = self.store.begin_generation(id, schema).await?;
+        let generation = self.store.begin_generation(id, schema).await?;
         let entry = SnapshotProgress {
             relation_id: id,
             relation: relation.clone(),
@@ -409,9 +480,36 @@ impl Executors {
             started: std::time::Instant::now(),
         };
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(op, entry);
-        let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
+        // The source parses the next batch while the store writes this one:
+        // a writer task owns the generation and takes batches from a short
+        // queue (bounded, so memory stays bounded).
+        let (tx, mut rx) = mpsc::channel::<Vec<flashsync_core::Row>>(2);
+        let progress = self.progress.clone();
+        let writer = tokio::spawn(async move {
+            let mut generation = generation;
+            while let Some(rows) = rx.recv().await {
+                let mut sink = Counting { inner: &mut *generation, progress: &progress, op };
+                if let Err(e) = sink.write(rows).await {
+                    return Err((e, generation));
+                }
+            }
+            Ok(generation)
+        });
+        let mut sink = Queued { tx: Some(tx) };
         let result = source.snapshot(relation, schema, &mut sink).await;
+        drop(sink);
+        let written = writer.await;
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
+        let generation = match written {
+            Ok(Ok(g)) => g,
+            Ok(Err((e, g))) => {
+                let _ = g.discard().await;
+                return Err(result.err().unwrap_or_else(|| e.into()));
+            }
+            Err(join) => {
+                return Err(SourceError::new(SourceErrorKind::Sink, format!("the snapshot writer stopped: {join}")));
+            }
+        };
         match result {
             Ok(point) => {
                 self.generations.lock().unwrap_or_else(|e| e.into_inner()).insert(op, generation);
@@ -462,6 +560,8 @@ impl Executors {
                     return;
                 }
             }
+            // Let the store catch up before taking more.
+            self.inflight.wait_below(MAX_OPS_IN_FLIGHT).await;
             let first = events.next().await;
             let mut batch = Vec::new();
             let mut end: Option<SourceError> = None;
@@ -582,7 +682,9 @@ async fn store_worker(exec: Executors, mut rx: mpsc::UnboundedReceiver<StoreJob>
                     }
                 }
                 let seqs: Vec<_> = run.iter().map(|b| b.seq).collect();
+                let ops: usize = run.iter().map(batch_ops).sum();
                 let results = exec.store.apply_many(run).await;
+                exec.inflight.done(ops);
                 for (seq, result) in seqs.into_iter().zip(results) {
                     exec.input(Input::Applied { seq, result });
                 }

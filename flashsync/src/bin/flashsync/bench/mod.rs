@@ -3,6 +3,7 @@
 //! are what travels). Each prints a human summary on stderr and, as the last
 //! line of stdout, one JSON object with the figures.
 
+mod bigtxn;
 mod common;
 mod fanout;
 mod latency;
@@ -46,6 +47,13 @@ pub enum Which {
         #[arg(long)]
         pg: Option<String>,
     },
+    /// Peak memory while streaming one transaction of N rows.
+    Bigtxn {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long)]
+        pg: Option<String>,
+    },
     /// Server-side decoding cost of K realtime views of one origin vs one
     /// (walsender CPU time; needs the throwaway cluster).
     Fanout {
@@ -64,6 +72,7 @@ pub async fn run(which: Which) -> Result<(), CliError> {
             latency::run(rate, seconds, persist_ms, pg.as_deref()).await?
         }
         Which::Fanout { views, commits } => fanout::run(views, commits).await?,
+        Which::Bigtxn { rows, pg } => bigtxn::run(rows, pg.as_deref()).await?,
     };
     println!("{report}");
     Ok(())

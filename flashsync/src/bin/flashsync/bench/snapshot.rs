@@ -51,10 +51,11 @@ pub async fn run(rows: u64, url: Option<&str>) -> Result<Json, CliError> {
     eprintln!("baseline: drained COPY ({} MiB) in {:.2?}", bytes >> 20, baseline);
 
     let dir = tempfile::Builder::new().prefix("flashsync-bench-").tempdir().map_err(err)?;
-    let store = FjallStore::open(dir.path(), Options::default()).map_err(err)?;
+    let store: std::sync::Arc<dyn flashsync_core::Store> =
+        std::sync::Arc::new(FjallStore::open(dir.path(), Options::default()).map_err(err)?);
     let origin = OriginId::new("postgres:bench").map_err(err)?;
     let source = PgSource::new(PgSourceConfig::new(&origin, server.db.conninfo.clone())).map_err(err)?;
-    let engine = Engine::builder().store(store).origin("postgres:bench", source).open().await.map_err(err)?;
+    let engine = Engine::builder().shared_store(store).origin("postgres:bench", source).open().await.map_err(err)?;
     engine
         .define(
             ViewDef::new("public", "bench_copy", Persistence::Materialized, "postgres:bench", "public", "bench")
