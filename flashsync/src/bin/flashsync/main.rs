@@ -60,7 +60,7 @@ struct Cli {
     #[arg(long, short, global = true, env = "FLASHSYNC_CONFIG", default_value = "flashsync.toml")]
     config: PathBuf,
     /// Log filter (e.g. info, debug, flashsync=debug).
-    #[arg(long, global = true, env = "FLASHSYNC_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
+    #[arg(long, global = true, env = "FLASHSYNC_LOG", default_value = "info,fjall=warn,lsm_tree=error")]
     log: String,
     #[command(subcommand)]
     command: Command,
