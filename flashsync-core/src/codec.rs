@@ -12,7 +12,7 @@
 //! and its payload (varint lengths). Decoding validates everything and returns
 //! [`CodecError`] — never panics — on truncated or malformed bytes.
 
-use crate::value::{Key, Row, Value};
+use crate::value::{Key, Row, Value, ValueRef};
 
 const TAG_NULL: u8 = 0x01;
 const TAG_BOOL: u8 = 0x02;
@@ -74,28 +74,49 @@ pub enum CodecError {
 
 /// Appends the order-preserving encoding of `key` to `out`.
 pub fn encode_key_into(key: &Key, out: &mut Vec<u8>) {
-    for v in &key.0 {
-        match v {
-            Value::Null => out.push(TAG_NULL),
-            Value::Bool(b) => out.extend_from_slice(&[TAG_BOOL, u8::from(*b)]),
-            Value::Int(i) => {
-                out.push(TAG_INT);
-                out.extend_from_slice(&((*i as u64) ^ (1 << 63)).to_be_bytes());
-            }
-            Value::Float(x) => {
-                out.push(TAG_FLOAT);
-                let bits = x.to_bits();
-                let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
-                out.extend_from_slice(&ordered.to_be_bytes());
-            }
-            Value::Text(s) => {
-                out.push(TAG_TEXT);
-                escape_into(s.as_bytes(), out);
-            }
-            Value::Bytes(b) => {
-                out.push(TAG_BYTES);
-                escape_into(b, out);
-            }
+    encode_key_parts_into(&key.0, out);
+}
+
+/// Appends the order-preserving encoding of a key made of `parts` to `out`:
+/// the same bytes as [`encode_key_into`] of `Key(parts)`, without building
+/// the key (the hot path of a snapshot encodes keys straight from rows).
+///
+/// ```
+/// use flashsync_core::codec::{encode_key, encode_key_parts_into};
+/// use flashsync_core::{Key, Value};
+/// let mut out = Vec::new();
+/// encode_key_parts_into([&Value::Int(7), &Value::Text("a".into())], &mut out);
+/// assert_eq!(out, encode_key(&Key(vec![Value::Int(7), Value::Text("a".into())])));
+/// ```
+pub fn encode_key_parts_into<'a>(parts: impl IntoIterator<Item = &'a Value>, out: &mut Vec<u8>) {
+    for v in parts {
+        encode_key_value_into(v.as_value_ref(), out);
+    }
+}
+
+/// Appends the order-preserving encoding of one key value to `out`; a key's
+/// encoding is that of its values, one after the other.
+pub fn encode_key_value_into(v: ValueRef<'_>, out: &mut Vec<u8>) {
+    match v {
+        ValueRef::Null => out.push(TAG_NULL),
+        ValueRef::Bool(b) => out.extend_from_slice(&[TAG_BOOL, u8::from(b)]),
+        ValueRef::Int(i) => {
+            out.push(TAG_INT);
+            out.extend_from_slice(&((i as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        ValueRef::Float(x) => {
+            out.push(TAG_FLOAT);
+            let bits = x.to_bits();
+            let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+            out.extend_from_slice(&ordered.to_be_bytes());
+        }
+        ValueRef::Text(s) => {
+            out.push(TAG_TEXT);
+            escape_into(s.as_bytes(), out);
+        }
+        ValueRef::Bytes(b) => {
+            out.push(TAG_BYTES);
+            escape_into(b, out);
         }
     }
 }
@@ -234,31 +255,43 @@ impl<'a> Reader<'a> {
 
 /// Appends the compact encoding of `row` to `out`.
 pub fn encode_row_into(row: &Row, out: &mut Vec<u8>) {
-    out.push(ROW_FORMAT_V1);
-    put_varint(row.0.len() as u64, out);
+    encode_row_header_into(row.0.len(), out);
     for v in &row.0 {
-        match v {
-            Value::Null => out.push(TAG_NULL),
-            Value::Bool(b) => out.extend_from_slice(&[TAG_BOOL, u8::from(*b)]),
-            Value::Int(i) => {
-                out.push(TAG_INT);
-                // zig-zag keeps small negative numbers short
-                put_varint(((*i << 1) ^ (*i >> 63)) as u64, out);
-            }
-            Value::Float(x) => {
-                out.push(TAG_FLOAT);
-                out.extend_from_slice(&x.to_bits().to_le_bytes());
-            }
-            Value::Text(s) => {
-                out.push(TAG_TEXT);
-                put_varint(s.len() as u64, out);
-                out.extend_from_slice(s.as_bytes());
-            }
-            Value::Bytes(b) => {
-                out.push(TAG_BYTES);
-                put_varint(b.len() as u64, out);
-                out.extend_from_slice(b);
-            }
+        encode_row_value_into(v.as_value_ref(), out);
+    }
+}
+
+/// Appends the header of a row of `width` values to `out`: followed by
+/// [`encode_row_value_into`] of each value, it makes the bytes
+/// [`encode_row_into`] writes.
+pub fn encode_row_header_into(width: usize, out: &mut Vec<u8>) {
+    out.push(ROW_FORMAT_V1);
+    put_varint(width as u64, out);
+}
+
+/// Appends the compact encoding of one row value to `out`.
+pub fn encode_row_value_into(v: ValueRef<'_>, out: &mut Vec<u8>) {
+    match v {
+        ValueRef::Null => out.push(TAG_NULL),
+        ValueRef::Bool(b) => out.extend_from_slice(&[TAG_BOOL, u8::from(b)]),
+        ValueRef::Int(i) => {
+            out.push(TAG_INT);
+            // zig-zag keeps small negative numbers short
+            put_varint(((i << 1) ^ (i >> 63)) as u64, out);
+        }
+        ValueRef::Float(x) => {
+            out.push(TAG_FLOAT);
+            out.extend_from_slice(&x.to_bits().to_le_bytes());
+        }
+        ValueRef::Text(s) => {
+            out.push(TAG_TEXT);
+            put_varint(s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+        }
+        ValueRef::Bytes(b) => {
+            out.push(TAG_BYTES);
+            put_varint(b.len() as u64, out);
+            out.extend_from_slice(b);
         }
     }
 }
@@ -273,14 +306,31 @@ pub fn encode_row(row: &Row) -> Vec<u8> {
 /// The stored form of `copies` copies of `row`: identical to
 /// [`encode_row`] when `copies == 1`.
 pub fn encode_stored_row(row: &Row, copies: u64) -> Vec<u8> {
-    let mut out = encode_row(row);
-    if copies != 1 {
-        let mut counted = Vec::with_capacity(out.len() + 4);
-        counted.push(ROW_FORMAT_COUNTED);
-        put_varint(copies, &mut counted);
-        counted.extend_from_slice(&out[1..]);
-        out = counted;
+    let out = encode_row(row);
+    if copies == 1 {
+        return out;
     }
+    counted(&out, copies)
+}
+
+/// The stored form of `copies` copies of the row `encoded` (as
+/// [`encode_row`] wrote it): what [`encode_stored_row`] returns, without
+/// decoding the row.
+pub fn restore_copies(encoded: &[u8], copies: u64) -> Result<Vec<u8>, CodecError> {
+    match encoded.first() {
+        Some(&ROW_FORMAT_V1) if copies == 1 => Ok(encoded.to_vec()),
+        Some(&ROW_FORMAT_V1) => Ok(counted(encoded, copies)),
+        Some(&version) => Err(CodecError::UnknownFormat(version)),
+        None => Err(CodecError::Truncated { what: "row header", at: 0 }),
+    }
+}
+
+/// `single` (a one-copy row) with a copy count.
+fn counted(single: &[u8], copies: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(single.len() + 4);
+    out.push(ROW_FORMAT_COUNTED);
+    put_varint(copies, &mut out);
+    out.extend_from_slice(single.get(1..).unwrap_or_default());
     out
 }
 
@@ -350,7 +400,7 @@ fn decode_values(mut r: Reader<'_>) -> Result<Row, CodecError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 

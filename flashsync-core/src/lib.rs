@@ -37,6 +37,7 @@
 pub mod change;
 pub mod codec;
 pub mod conformance;
+pub mod encoded;
 pub mod error;
 pub mod event;
 pub mod job;
@@ -55,6 +56,7 @@ pub mod value;
 pub mod view;
 
 pub use change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
+pub use encoded::{EncodedRows, EncodedRowsBuilder};
 pub use error::{
     ControlError, DefinitionError, SelectorError, SourceError, SourceErrorKind, StoreError, StoreErrorKind,
 };
@@ -69,5 +71,5 @@ pub use snapshot::SnapshotPoint;
 pub use source::{FeedStart, Feedback, SlotReport, Source, Subscription};
 pub use store::{Generation, KeyRange, OriginProgress, RowSink, Store, StoredState, ViewRecord};
 pub use time::{Millis, Timestamp};
-pub use value::{Key, Row, Value};
+pub use value::{Key, Row, Value, ValueRef};
 pub use view::{OriginId, Persistence, RelationId, UpstreamRelation, ViewDef, ViewName};

@@ -99,6 +99,16 @@ impl RelationSchema {
         Ok(Key(self.key.iter().map(|&i| row.0.get(i).cloned().unwrap_or(Value::Null)).collect()))
     }
 
+    /// Appends the encoded key of `row` to `out` (what
+    /// [`encode_key_into`](crate::codec::encode_key_into) of
+    /// [`key_of`](Self::key_of) appends), without cloning its values.
+    pub fn encode_key_of(&self, row: &Row, out: &mut Vec<u8>) -> Result<(), ShapeError> {
+        self.check(row.0.len())?;
+        static NULL: Value = Value::Null;
+        crate::codec::encode_key_parts_into(self.key.iter().map(|&i| row.0.get(i).unwrap_or(&NULL)), out);
+        Ok(())
+    }
+
     /// Checks a row's width.
     pub fn check(&self, width: usize) -> Result<(), ShapeError> {
         if width == self.columns.len() {

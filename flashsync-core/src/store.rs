@@ -30,7 +30,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::change::{ApplyBatch, BatchSeq};
-use crate::error::StoreError;
+use crate::encoded::EncodedRows;
+use crate::error::{StoreError, StoreErrorKind};
 use crate::job::JobRecord;
 use crate::lsn::Lsn;
 use crate::rowops::ApplyReport;
@@ -88,10 +89,29 @@ pub struct KeyRange {
 }
 
 /// Receives snapshot rows in batches; sources write into it.
+///
+/// A sink may write in the background and return before a batch is stored:
+/// a failure then surfaces at a later write or at
+/// [`publish`](Generation::publish), which is the point where every row must
+/// be in.
 #[async_trait]
 pub trait RowSink: Send {
     /// Takes a batch of full rows (each as wide as the schema).
     async fn write(&mut self, rows: Vec<Row>) -> Result<(), StoreError>;
+
+    /// Takes a batch of rows already in the stored encoding, with their
+    /// keys (see [`EncodedRows`]) — the allocation-free path a source that
+    /// parses its own wire format uses. A batch encoded for another shape
+    /// than the sink's schema is refused (`Invalid`).
+    ///
+    /// The default decodes the rows and calls [`write`](Self::write); a store
+    /// that keeps rows in the [`codec`](crate::codec) encodings overrides it
+    /// to store the bytes as they are.
+    async fn write_encoded(&mut self, rows: EncodedRows) -> Result<(), StoreError> {
+        let decoded =
+            rows.decode().map_err(|e| StoreError::new(StoreErrorKind::Invalid, "write encoded rows", e.to_string()))?;
+        self.write(decoded).await
+    }
 }
 
 /// A new, invisible copy of a view being filled by a snapshot.
