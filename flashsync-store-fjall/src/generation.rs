@@ -1,7 +1,9 @@
 //! Materializing a view: rows go into a new generation (a fresh prefix of the
-//! rows keyspace that nothing points at), in bounded batches that are not
-//! synced one by one. `publish` then switches the view's pointer, schema and
-//! job record in one fsynced batch — which also makes every row before it
+//! rows keyspace that nothing points at), written by the generation's own
+//! [loader thread](crate::loader) — as sorted tables while keys ascend, in
+//! bounded batches that are not synced one by one otherwise. `publish` then
+//! registers the tables and switches the view's pointer, schema and job
+//! record in one fsynced batch — which also makes every batched row before it
 //! durable, the journal being sequential — and marks the old generation
 //! garbage.
 //!
@@ -13,14 +15,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fjall::PersistMode;
-use flashsync_core::codec::{decode_stored_row, encode_key, encode_stored_row};
+use fjall::{PersistMode, Slice};
+use flashsync_core::codec::{decode_stored_row, encode_row, restore_copies};
 use flashsync_core::{
-    Generation, Identity, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError, StoreErrorKind,
+    EncodedRows, Generation, Identity, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError, StoreErrorKind,
 };
 
 use crate::error::{corrupt, engine};
 use crate::layout::{self, CopyRecord, GenKey};
+use crate::loader::{Batch, KeyedRows, Loader, Reply};
 use crate::shared::{Copy, Shared};
 use crate::worker::Worker;
 
@@ -31,6 +34,12 @@ pub(crate) struct FjallGeneration {
     pub(crate) schema: RelationSchema,
     /// Cleared once published or discarded.
     pub(crate) live: bool,
+    /// Started by the first write.
+    pub(crate) loader: Option<Loader>,
+    /// The reply for the batch the loader is writing: awaited by the next
+    /// write or by publish, so decoding the next batch overlaps writing this
+    /// one.
+    pub(crate) in_flight: Option<Reply>,
 }
 
 impl FjallGeneration {
@@ -49,8 +58,58 @@ impl FjallGeneration {
     fn worker(&self) -> &Worker {
         &self.inner.worker
     }
+
+    /// Waits for the batch in flight, reporting its failure.
+    async fn settle(&mut self, op: &str) -> Result<(), StoreError> {
+        match self.in_flight.take() {
+            Some(reply) => reply.await.map_err(|_| {
+                StoreError::new(StoreErrorKind::Closed, op, "the generation's loader thread has stopped")
+            })?,
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the loader (if any) and the generation to the writer thread,
+    /// which waits for the loader to stop and then abandons the generation:
+    /// its prefix is deleted only after the last row written to it.
+    fn abandon_job(&mut self) -> impl FnOnce() -> Result<(), StoreError> + Send + 'static {
+        let shared = Arc::clone(&self.inner.shared);
+        let gen = self.gen;
+        let loader = self.loader.take();
+        let op = self.op("abandon");
+        move || {
+            drop(loader);
+            let mut state = shared.write(&op)?;
+            shared.abandon(&mut state, gen, &op)
+        }
+    }
 }
 
+impl FjallGeneration {
+    /// Hands encoded rows to the loader (starting it on the first batch)
+    /// once the batch before has been written.
+    async fn send(&mut self, rows: Batch, op: &str) -> Result<(), StoreError> {
+        self.settle(op).await?;
+        let loader = match self.loader.take() {
+            Some(loader) => loader,
+            None => {
+                Loader::start(Arc::clone(&self.inner.shared), self.gen.prefix(), self.schema.identity, op.to_owned())?
+            }
+        };
+        let sent = loader.write(rows);
+        self.loader = Some(loader);
+        self.in_flight = Some(sent?);
+        Ok(())
+    }
+
+    fn invalid(op: &str, detail: impl ToString) -> StoreError {
+        StoreError::new(StoreErrorKind::Invalid, op, detail.to_string())
+    }
+}
+
+/// Both write paths hand the rows to the loader and return without waiting
+/// for them to be written: a failure surfaces at the next write or at
+/// publish.
 #[async_trait]
 impl RowSink for FjallGeneration {
     async fn write(&mut self, rows: Vec<Row>) -> Result<(), StoreError> {
@@ -58,25 +117,41 @@ impl RowSink for FjallGeneration {
         self.check_live(&op)?;
         // Encode (and check) on the caller's thread: it is CPU work, and a bad
         // row must fail the whole call before anything is written.
-        let mut encoded = Vec::with_capacity(rows.len());
+        let mut encoded: KeyedRows = Vec::with_capacity(rows.len());
+        let prefix = self.gen.prefix();
         for row in rows {
-            let key = self
-                .schema
-                .key_of(&row)
-                .map_err(|e| StoreError::new(StoreErrorKind::Invalid, op.as_str(), e.to_string()))?;
-            encoded.push((self.gen.row_key(&encode_key(&key)), row));
+            let mut key = Vec::with_capacity(prefix.len() + 16);
+            key.extend_from_slice(&prefix);
+            self.schema.encode_key_of(&row, &mut key).map_err(|e| Self::invalid(&op, e))?;
+            encoded.push((Slice::from(key), Slice::from(encode_row(&row))));
         }
-        let shared = Arc::clone(&self.inner.shared);
-        let identity = self.schema.identity;
-        let worker_op = op.clone();
-        self.worker().run(op, move || write_rows(&shared, identity, encoded, &worker_op)).await
+        self.send(Batch::Keyed(encoded), &op).await
+    }
+
+    /// The bytes are stored as they are: the rows keyspace holds exactly the
+    /// [`codec`](flashsync_core::codec) encodings the batch carries.
+    async fn write_encoded(&mut self, rows: EncodedRows) -> Result<(), StoreError> {
+        let op = self.op("write to");
+        self.check_live(&op)?;
+        if !rows.fits(&self.schema) {
+            let (width, key) = rows.shape();
+            return Err(Self::invalid(
+                &op,
+                format!(
+                    "rows encoded for {width} columns keyed by {key:?}; the schema has {} keyed by {:?}",
+                    self.schema.columns.len(),
+                    self.schema.key
+                ),
+            ));
+        }
+        self.send(Batch::Encoded(rows), &op).await
     }
 }
 
 /// Writes snapshot rows in batches of at most `generation_batch_bytes`.
-/// Full-row views count duplicate rows (a multiset); keyed views keep the
-/// last row per key, as an upsert would.
-fn write_rows(shared: &Shared, identity: Identity, rows: Vec<(Vec<u8>, Row)>, op: &str) -> Result<(), StoreError> {
+/// Rows come encoded as single copies. Full-row views count duplicate rows
+/// (a multiset); keyed views keep the last row per key, as an upsert would.
+pub(crate) fn write_rows(shared: &Shared, identity: Identity, rows: KeyedRows, op: &str) -> Result<(), StoreError> {
     // Refuse to write once poisoned.
     drop(shared.read(op)?);
     let rows_ks = &shared.ks.rows;
@@ -87,17 +162,20 @@ fn write_rows(shared: &Shared, identity: Identity, rows: Vec<(Vec<u8>, Row)>, op
     let mut pending: HashMap<Vec<u8>, u64> = HashMap::new();
     for (key, row) in rows {
         let value = match identity {
-            Identity::Key => encode_stored_row(&row, 1),
+            Identity::Key => row,
             Identity::FullRow => {
-                let before = match pending.get(&key) {
+                let before = match pending.get(key.as_ref()) {
                     Some(&copies) => copies,
                     None => match rows_ks.get(&key).map_err(|e| engine(op, e))? {
                         Some(bytes) => decode_stored_row(&bytes).map_err(|e| corrupt(op, e))?.1,
                         None => 0,
                     },
                 };
-                pending.insert(key.clone(), before + 1);
-                encode_stored_row(&row, before + 1)
+                pending.insert(key.to_vec(), before + 1);
+                Slice::from(
+                    restore_copies(&row, before + 1)
+                        .map_err(|e| StoreError::new(StoreErrorKind::Invalid, op, e.to_string()))?,
+                )
             }
         };
         bytes += key.len() + value.len();
@@ -124,6 +202,12 @@ impl Generation for FjallGeneration {
                 format!("job record is for view {}", job.relation_id),
             ));
         }
+        // Every row must be in before the switch. On failure the generation
+        // is still live, and dropping it abandons it.
+        self.settle(&op).await?;
+        if let Some(loader) = self.loader.take() {
+            loader.finish().await?;
+        }
         // From here the writer thread owns the generation: it is either
         // published or abandoned.
         self.live = false;
@@ -139,15 +223,9 @@ impl Generation for FjallGeneration {
             return Ok(());
         }
         self.live = false;
-        let shared = Arc::clone(&self.inner.shared);
-        let gen = self.gen;
-        let worker_op = op.clone();
-        self.worker()
-            .run(op, move || {
-                let mut state = shared.write(&worker_op)?;
-                shared.abandon(&mut state, gen, &worker_op)
-            })
-            .await
+        self.in_flight = None;
+        let job = self.abandon_job();
+        self.worker().run(op, job).await
     }
 }
 
@@ -184,15 +262,17 @@ fn publish(shared: &Shared, gen: GenKey, schema: RelationSchema, job: &JobRecord
 }
 
 /// Starts a generation of `view` (on the writer thread). The `filling`
-/// marker needs no fsync of its own: every row of the generation is written
-/// after it in the journal, so no crash can keep a row and lose the marker —
-/// and the next open turns a marked generation into garbage.
+/// marker and the generation number's allocation are made durable here:
+/// ingested rows bypass the journal, so without the fsync a crash could keep
+/// rows and lose the marker (leaking them), or hand the same number out again
+/// (mixing them into a later generation). The next open turns a marked
+/// generation into garbage.
 pub(crate) fn begin(shared: &Shared, view: RelationId, op: &str) -> Result<GenKey, StoreError> {
     let mut state = shared.write(op)?;
     if !state.catalog.contains(&view) {
         return Err(StoreError::no_view(op, view));
     }
-    let mut wb = shared.db.batch().durability(None);
+    let mut wb = shared.db.batch().durability(Some(PersistMode::SyncAll));
     let generation = state.allocate_generation(&shared.ks, &mut wb);
     let gen = GenKey { view, generation };
     wb.insert(&shared.ks.filling, gen.prefix(), []);
@@ -206,12 +286,10 @@ impl Drop for FjallGeneration {
         // Abandoned without publish or discard: turn it into garbage now
         // rather than at the next open.
         if self.live {
-            let shared = Arc::clone(&self.inner.shared);
-            let gen = self.gen;
+            self.in_flight = None;
+            let job = self.abandon_job();
             let _ = self.inner.worker.spawn("drop abandoned generation", move || {
-                if let Ok(mut state) = shared.write("drop abandoned generation") {
-                    let _ = shared.abandon(&mut state, gen, "drop abandoned generation");
-                }
+                let _ = job();
             });
         }
     }

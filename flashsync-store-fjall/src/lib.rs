@@ -76,6 +76,26 @@
 //! into the wrong keyspace. This crate's SIGKILL test found it; the store
 //! therefore only ever writes plain batches into keyspaces created with it.
 //!
+//!
+//! ## Snapshots bypass the journal
+//!
+//! A generation's rows go nowhere anyone reads until publish, so they need
+//! neither the journal nor the memtable. Each generation has a loader thread
+//! that writes rows arriving in key order straight into sorted tables with
+//! fjall's bulk ingestion — no journal write, memtable insert, flush or
+//! compaction rewrite — after sorting a window of
+//! [`Options::reorder_window`] rows, since a sequential scan of a table
+//! loaded in key order comes back *nearly* in order. Rows further out of
+//! order end the ingestion (its rows registered first, so they stay older)
+//! and the rest of that copy goes through ordinary batches. Batches are
+//! pipelined: [`RowSink::write`](flashsync_core::RowSink::write) returns
+//! once the loader has taken the batch, and a failure surfaces at the next
+//! write or at publish. Sources that parse their own wire format hand over
+//! rows already encoded
+//! ([`write_encoded`](flashsync_core::RowSink::write_encoded)), which are
+//! stored as they are. Because ingested tables skip the journal, beginning a
+//! generation fsyncs its marker and number first.
+//!
 //! ## Atomicity and durability
 //!
 //! - [`apply`](flashsync_core::Store::apply) interprets the batch with
@@ -120,6 +140,7 @@ mod apply;
 mod error;
 mod generation;
 mod layout;
+mod loader;
 mod open;
 mod options;
 mod read;

@@ -53,6 +53,12 @@ pub struct Options {
     /// large copies and transactions stream in). Applies to keyspaces created
     /// with these options. Default: 16 MiB.
     pub memtable_size: u64,
+    /// Snapshot rows held back and sorted before they are ingested as sorted
+    /// tables (see "Snapshots bypass the journal" in the crate docs): rows may arrive this
+    /// far out of key order and still bypass the journal. Rows further out
+    /// of order switch the rest of that copy to ordinary batches. `0`
+    /// ingests only strictly ascending rows. Default: 4096.
+    pub reorder_window: usize,
 }
 
 /// fjall refuses journal limits below this.
@@ -66,6 +72,7 @@ impl Default for Options {
             generation_batch_bytes: 4 << 20,
             journal_size_limit: MIN_JOURNAL_SIZE_LIMIT,
             memtable_size: 16 << 20,
+            reorder_window: 4096,
         }
     }
 }
@@ -89,6 +96,13 @@ impl Options {
     #[must_use]
     pub fn journal_size_limit(mut self, bytes: u64) -> Self {
         self.journal_size_limit = bytes.max(MIN_JOURNAL_SIZE_LIMIT);
+        self
+    }
+
+    /// Sets [`Options::reorder_window`].
+    #[must_use]
+    pub fn reorder_window(mut self, rows: usize) -> Self {
+        self.reorder_window = rows;
         self
     }
 

@@ -134,7 +134,7 @@ impl FjallStore {
             .await
     }
 
-    fn shared(&self) -> Arc<Shared> {
+    pub(crate) fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.inner.shared)
     }
 
@@ -253,7 +253,14 @@ impl Store for FjallStore {
         let shared = self.shared();
         let worker_op = op.clone();
         let gen = self.inner.worker.run(op, move || generation::begin(&shared, id, &worker_op)).await?;
-        Ok(Box::new(FjallGeneration { inner: Arc::clone(&self.inner), gen, schema: schema.clone(), live: true }))
+        Ok(Box::new(FjallGeneration {
+            inner: Arc::clone(&self.inner),
+            gen,
+            schema: schema.clone(),
+            live: true,
+            loader: None,
+            in_flight: None,
+        }))
     }
 
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {

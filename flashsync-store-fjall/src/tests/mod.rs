@@ -2,6 +2,7 @@
 //! locking across processes, and space reclamation.
 
 mod corruption;
+mod ingest;
 mod open_errors;
 mod reclaim;
 
