@@ -4,16 +4,18 @@
 
 use std::time::Duration;
 
+use flashsync_core::{
+    EncodedRowsBuilder, RowSink, SnapshotPoint, SourceError, SourceErrorKind, UpstreamRelation, ValueRef,
+};
 use flashsync_core::{Lsn, RelationSchema};
-use flashsync_core::{Row, RowSink, SnapshotPoint, SourceError, SourceErrorKind, UpstreamRelation, Value};
 use futures::{pin_mut, TryStreamExt};
 use tokio_postgres::Client;
 
 use crate::catalog;
-use crate::copy_text::CopyTextParser;
+use crate::copy_text::{for_each_field, CopyTextParser};
 use crate::error;
 use crate::ident::{qualified, quote_ident};
-use crate::values::text_to_value;
+use crate::values::parse_text;
 
 /// Limits for one snapshot.
 #[derive(Clone, Debug)]
@@ -169,51 +171,60 @@ pub(crate) async fn take(
         let stream = tx.copy_out(copy.as_str()).await.map_err(|e| error::pg(format!("starting COPY of {rel}"), &e))?;
         pin_mut!(stream);
         let mut parser = CopyTextParser::new();
-        let mut batch: Vec<Row> = Vec::new();
-        let mut batch_bytes = 0usize;
+        let mut scratch = Vec::new();
+        // Rows are parsed straight from the COPY text into their stored
+        // encoding: no `Row` is built, so a row costs no allocation of its own.
+        let mut batch = EncodedRowsBuilder::new(schema);
         let mut rows: u64 = 0;
         let width = schema.columns.len();
+        // Postgres sends about one row per chunk; batches go to the sink when
+        // full.
         while let Some(chunk) = stream.try_next().await.map_err(|e| error::pg(format!("reading COPY of {rel}"), &e))? {
-            let mut ready: Vec<Row> = Vec::new();
             parser
-                .push::<RowError>(&chunk, |fields| {
-                    let fields = if width == 0 { Vec::new() } else { fields };
-                    if fields.len() != width {
-                        return Err(RowError::Source(error::protocol(
-                            format!("reading COPY of {rel}"),
-                            format!("row has {} fields, expected {width}", fields.len()),
-                        )));
+                .push_lines::<RowError>(&chunk, |line| {
+                    // A zero-column row is an empty line, not one empty field.
+                    if width > 0 {
+                        let mut oids = type_oids.iter();
+                        let parsed = for_each_field::<RowError>(line, &mut scratch, |f| {
+                            // Extra fields are counted by the builder, which
+                            // refuses the row.
+                            let oid = oids.next().copied().unwrap_or(0);
+                            match f {
+                                None => batch.push(ValueRef::Null),
+                                Some(text) => {
+                                    let value = parse_text(oid, text).map_err(|e| {
+                                        RowError::Source(SourceError::new(
+                                            SourceErrorKind::Protocol,
+                                            format!("snapshot of {rel}: {e}"),
+                                        ))
+                                    })?;
+                                    batch.push(value.as_value_ref());
+                                }
+                            }
+                            Ok(())
+                        });
+                        if let Err(e) = parsed {
+                            batch.discard_row();
+                            return Err(e);
+                        }
                     }
-                    let row = fields
-                        .into_iter()
-                        .zip(&type_oids)
-                        .map(|(f, &oid)| match f {
-                            None => Ok(Value::Null),
-                            Some(text) => text_to_value(oid, &text).map_err(|e| {
-                                RowError::Source(SourceError::new(
-                                    SourceErrorKind::Protocol,
-                                    format!("snapshot of {rel}: {e}"),
-                                ))
-                            }),
-                        })
-                        .collect::<Result<Vec<Value>, RowError>>()?;
-                    ready.push(Row(row));
+                    batch.finish_row().map_err(|e| {
+                        RowError::Source(error::protocol(
+                            format!("reading COPY of {rel}"),
+                            format!("row has {} fields, expected {width}", e.got),
+                        ))
+                    })?;
+                    rows += 1;
                     Ok(())
                 })
                 .map_err(|RowError::Source(e)| e)?;
-            for row in ready {
-                batch_bytes += row.approx_size();
-                batch.push(row);
-                rows += 1;
-                if batch.len() >= limits.batch_rows || batch_bytes >= limits.batch_bytes {
-                    sink.write(std::mem::take(&mut batch)).await?;
-                    batch_bytes = 0;
-                }
+            if batch.len() >= limits.batch_rows || batch.byte_len() >= limits.batch_bytes {
+                sink.write_encoded(batch.take()).await?;
             }
         }
         parser.finish().map_err(|e| error::protocol(format!("reading COPY of {rel}"), e))?;
         if !batch.is_empty() {
-            sink.write(batch).await?;
+            sink.write_encoded(batch.take()).await?;
         }
         tx.commit().await.map_err(|e| error::pg(format!("ending snapshot of {rel}"), &e))?;
         return Ok(SnapshotPoint { xmin, xmax, xip, lsn, rows });

@@ -67,7 +67,7 @@ impl PgSourceConfig {
             slot_name: name.clone(),
             publication_name: name,
             application_name: "flashsync".into(),
-            snapshot_batch_rows: 1000,
+            snapshot_batch_rows: 8192,
             snapshot_batch_bytes: 4 << 20,
             snapshot_retries: 50,
             status_interval: Duration::from_secs(10),

@@ -18,7 +18,7 @@
 //! Domains are mapped by their own OID, so a domain over `int4` is `Text` —
 //! the same on both paths, since both name the column's declared type.
 
-use flashsync_core::Value;
+use flashsync_core::{Value, ValueRef};
 
 /// Built-in type OIDs this mapping treats specially.
 pub mod oid {
@@ -54,29 +54,59 @@ pub struct ValueError {
 ///
 /// ```
 /// use flashsync_source_pg::values::{text_to_value, oid};
-/// use flashsync_core::Value;
+/// use flashsync_core::{Value, ValueRef};
 /// assert_eq!(text_to_value(oid::INT4, b"-42")?, Value::Int(-42));
 /// assert_eq!(text_to_value(oid::BYTEA, b"\\x00ff")?, Value::Bytes(vec![0, 255]));
 /// assert_eq!(text_to_value(1700, b"NaN")?, Value::Text("NaN".into()));
 /// # Ok::<(), flashsync_source_pg::values::ValueError>(())
 /// ```
 pub fn text_to_value(type_oid: u32, text: &[u8]) -> Result<Value, ValueError> {
+    Ok(match parse_text(type_oid, text)? {
+        Parsed::Value(v) => v.to_value(),
+        Parsed::Bytes(b) => Value::Bytes(b),
+    })
+}
+
+/// A value parsed from its text form: borrowed from the text where it can be.
+#[derive(Debug, PartialEq)]
+pub enum Parsed<'a> {
+    /// Anything but `bytea`.
+    Value(ValueRef<'a>),
+    /// `bytea`, decoded.
+    Bytes(Vec<u8>),
+}
+
+impl Parsed<'_> {
+    /// The value, borrowed.
+    pub fn as_value_ref(&self) -> ValueRef<'_> {
+        match self {
+            Parsed::Value(v) => *v,
+            Parsed::Bytes(b) => ValueRef::Bytes(b),
+        }
+    }
+}
+
+/// [`text_to_value`] without the allocation: the one mapping, which both the
+/// snapshot's encoder and the stream's rows go through.
+pub fn parse_text(type_oid: u32, text: &[u8]) -> Result<Parsed<'_>, ValueError> {
     let err = |detail| ValueError { type_oid, detail };
     let s = std::str::from_utf8(text).map_err(|_| err("not valid UTF-8"))?;
-    Ok(match type_oid {
+    if type_oid == oid::BYTEA {
+        return Ok(Parsed::Bytes(decode_bytea(text).ok_or_else(|| err("not bytea output"))?));
+    }
+    Ok(Parsed::Value(match type_oid {
         oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => {
-            Value::Int(s.parse::<i64>().map_err(|_| err("not an integer"))?)
+            ValueRef::Int(s.parse::<i64>().map_err(|_| err("not an integer"))?)
         }
         oid::BOOL => match s {
-            "t" => Value::Bool(true),
-            "f" => Value::Bool(false),
+            "t" => ValueRef::Bool(true),
+            "f" => ValueRef::Bool(false),
             _ => return Err(err("not a boolean (expected t or f)")),
         },
-        oid::FLOAT4 => Value::Float(f64::from(parse_float::<f32>(s).ok_or_else(|| err("not a float4"))?)),
-        oid::FLOAT8 => Value::Float(parse_float::<f64>(s).ok_or_else(|| err("not a float8"))?),
-        oid::BYTEA => Value::Bytes(decode_bytea(text).ok_or_else(|| err("not bytea output"))?),
-        _ => Value::Text(s.to_owned()),
-    })
+        oid::FLOAT4 => ValueRef::Float(f64::from(parse_float::<f32>(s).ok_or_else(|| err("not a float4"))?)),
+        oid::FLOAT8 => ValueRef::Float(parse_float::<f64>(s).ok_or_else(|| err("not a float8"))?),
+        _ => ValueRef::Text(s),
+    }))
 }
 
 /// Parses Postgres float output; `extra_float_digits = 3` makes it the

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flashsync_core::machine::{Epoch, Stats};
-use flashsync_core::RowSink as _;
 use flashsync_core::{
     Event, Feedback, Generation, Input, JobRecord, Machine, OpId, OriginId, Output, RelationId, Reply, RequestId,
     Selector, SlotReport, Source, SourceAction, SourceError, SourceErrorKind, Store, StoreAction, StoreError,
@@ -86,16 +85,30 @@ pub struct SnapshotProgress {
 
 pub(crate) type Progress = Arc<Mutex<HashMap<OpId, SnapshotProgress>>>;
 
-/// Hands snapshot batches to the writer task.
-struct Queued {
-    tx: Option<mpsc::Sender<Vec<flashsync_core::Row>>>,
+/// A snapshot batch on its way to the writer task.
+enum Batch {
+    Rows(Vec<flashsync_core::Row>),
+    Encoded(flashsync_core::EncodedRows),
 }
 
-#[async_trait::async_trait]
-impl flashsync_core::RowSink for Queued {
-    async fn write(&mut self, rows: Vec<flashsync_core::Row>) -> Result<(), StoreError> {
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Rows(rows) => rows.len(),
+            Batch::Encoded(rows) => rows.len(),
+        }
+    }
+}
+
+/// Hands snapshot batches to the writer task.
+struct Queued {
+    tx: Option<mpsc::Sender<Batch>>,
+}
+
+impl Queued {
+    async fn send(&mut self, batch: Batch) -> Result<(), StoreError> {
         let sent = match &self.tx {
-            Some(tx) => tx.send(rows).await.is_ok(),
+            Some(tx) => tx.send(batch).await.is_ok(),
             None => false,
         };
         if sent {
@@ -113,18 +126,31 @@ impl flashsync_core::RowSink for Queued {
     }
 }
 
-/// Counts rows on their way into a generation.
+#[async_trait::async_trait]
+impl flashsync_core::RowSink for Queued {
+    async fn write(&mut self, rows: Vec<flashsync_core::Row>) -> Result<(), StoreError> {
+        self.send(Batch::Rows(rows)).await
+    }
+
+    async fn write_encoded(&mut self, rows: flashsync_core::EncodedRows) -> Result<(), StoreError> {
+        self.send(Batch::Encoded(rows)).await
+    }
+}
+
+/// Writes batches into a generation, counting rows for progress reports.
 struct Counting<'a> {
     inner: &'a mut dyn Generation,
     progress: &'a Progress,
     op: OpId,
 }
 
-#[async_trait::async_trait]
-impl flashsync_core::RowSink for Counting<'_> {
-    async fn write(&mut self, rows: Vec<flashsync_core::Row>) -> Result<(), StoreError> {
-        let n = rows.len() as u64;
-        self.inner.write(rows).await?;
+impl Counting<'_> {
+    async fn write(&mut self, batch: Batch) -> Result<(), StoreError> {
+        let n = batch.len() as u64;
+        match batch {
+            Batch::Rows(rows) => self.inner.write(rows).await?,
+            Batch::Encoded(rows) => self.inner.write_encoded(rows).await?,
+        }
         if let Some(p) = self.progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&self.op) {
             p.rows += n;
         }
@@ -483,7 +509,7 @@ impl Executors {
         // The source parses the next batch while the store writes this one:
         // a writer task owns the generation and takes batches from a short
         // queue (bounded, so memory stays bounded).
-        let (tx, mut rx) = mpsc::channel::<Vec<flashsync_core::Row>>(2);
+        let (tx, mut rx) = mpsc::channel::<Batch>(2);
         let progress = self.progress.clone();
         let writer = tokio::spawn(async move {
             let mut generation = generation;
