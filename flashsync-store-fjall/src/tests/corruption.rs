@@ -3,11 +3,11 @@
 
 use flashsync_core::codec::encode_key;
 use flashsync_core::{
-    key, row, ApplyBatch, BatchSeq, Cell, Identity, OriginId, Progress, RelationId, RowOp, Store, StoreErrorKind,
-    ViewOps,
+    key, row, ApplyBatch, BatchSeq, Cell, Identity, JobRecord, OriginId, Progress, RelationId, RowOp, Store,
+    StoreErrorKind, Timestamp, ViewOps,
 };
 
-use super::{assert_kind, block_on, open, publish};
+use super::{assert_kind, block_on, open, publish, schema, view};
 use crate::layout;
 
 /// Creates a store with view 1 published as rows 1 and 2, closes it, then
@@ -155,12 +155,20 @@ fn a_damaged_format_version_fails_open() {
 fn a_flipped_byte_in_the_journal_fails_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     block_on(async {
-        let store = open(dir.path()).expect("create");
+        // No reorder window: the first row is ingested at once.
+        let store = crate::FjallStore::open(dir.path(), crate::Options::default().reorder_window(0)).expect("create");
         // One large batch of rows, then more batches after it, so the damage
         // lands in the middle of the journal rather than in its tail (a torn
-        // tail is what a crash leaves, and is dropped by design).
-        let rows = (0..2_000).map(|i| row![i, format!("{i:0>400}")]).collect();
-        publish(&store, 1, rows).await.expect("publish");
+        // tail is what a crash leaves, and is dropped by design). The rows
+        // come after a higher key, so they go through the journal rather than
+        // bulk ingestion.
+        let v = view(1);
+        store.put_view(&v).await.expect("put view");
+        let mut generation = store.begin_generation(v.relation_id, &schema()).await.expect("begin");
+        generation.write(vec![row![1_000_000, "last"]]).await.expect("write");
+        generation.write((0..2_000).map(|i| row![i, format!("{i:0>400}")]).collect()).await.expect("write");
+        let job = JobRecord::new(v.relation_id, &v.def.name, v.def.persistence, Timestamp(1));
+        generation.publish(&job).await.expect("publish");
         publish(&store, 2, vec![row![1, "x"]]).await.expect("publish");
         publish(&store, 3, vec![row![1, "y"]]).await.expect("publish");
     });
