@@ -32,12 +32,12 @@ fn cpu_ticks(pid: i32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
-async fn measure(server: &pg::Server, views: usize, commits: u64) -> Result<Cost, CliError> {
+async fn measure(server: &pg::Server, views: usize, commits: u64, round: usize) -> Result<Cost, CliError> {
     let db = server
         ._cluster
         .as_ref()
         .ok_or_else(|| CliError("fanout needs a local cluster".into()))?
-        .create_db(&format!("fanout{views}"))
+        .create_db(&format!("fanout{views}_{round}"))
         .await
         .map_err(err)?;
     let client = db.client().await;
@@ -147,13 +147,29 @@ async fn measure(server: &pg::Server, views: usize, commits: u64) -> Result<Cost
     })
 }
 
+/// Runs of each setup; the cheapest counts.
+const ROUNDS: usize = 3;
+
 pub async fn run(views: usize, commits: u64) -> Result<Json, CliError> {
     let views = views.max(1);
     let server = pg::start(None, pg::default_options().set("synchronous_commit", "on"), "bench_fanout").await?;
-    eprintln!("1 view, {commits} commits...");
-    let one = measure(&server, 1, commits).await?;
-    eprintln!("{views} views, {commits} commits...");
-    let many = measure(&server, views, commits).await?;
+    // The walsender's CPU is read in 10 ms ticks, and anything else on the
+    // machine only adds to it: alternate the two setups and keep each one's
+    // cheapest run.
+    let cheapest = |best: Option<Cost>, run: Cost| match best {
+        Some(b) if b.cpu_ticks.unwrap_or(u64::MAX) <= run.cpu_ticks.unwrap_or(u64::MAX) => Some(b),
+        _ => Some(run),
+    };
+    let (mut one, mut many) = (None, None);
+    for round in 0..ROUNDS {
+        eprintln!("round {}/{ROUNDS}: 1 view, {commits} commits...", round + 1);
+        one = cheapest(one, measure(&server, 1, commits, round).await?);
+        eprintln!("round {}/{ROUNDS}: {views} views, {commits} commits...", round + 1);
+        many = cheapest(many, measure(&server, views, commits, round).await?);
+    }
+    let (Some(one), Some(many)) = (one, many) else {
+        return Err(CliError("no fanout run completed".into()));
+    };
     let ratio = match (one.cpu_ticks, many.cpu_ticks) {
         (Some(a), Some(b)) if a > 0 => Some(b as f64 / a as f64),
         _ => None,
