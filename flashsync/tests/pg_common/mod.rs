@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use flashsync::{Config, Engine, Event, EventKind, JobRecord, Persistence, Row, Value, ViewDef};
 use flashsync_core::{
     FeedStart, Lsn, Millis, OriginId, RelationSchema, RowSink, SnapshotPoint, Source, SourceError, StoreErrorKind,
-    Subscription, UpstreamRelation,
+    StreamEvent, Subscription, UpstreamRelation,
 };
 use flashsync_source_pg::ident::qualified;
 use flashsync_source_pg::testkit::TestDb;
@@ -127,7 +127,10 @@ pub struct Probe {
     before_snapshot: Mutex<Option<Hook>>,
     after_snapshot: Mutex<Option<Hook>>,
     /// While true, the engine gets no feed events (as if it were stuck).
-    paused: tokio::sync::watch::Sender<bool>,
+    paused: Arc<tokio::sync::watch::Sender<bool>>,
+    /// When set, the feed pauses itself once a transaction has delivered
+    /// this many changes.
+    pause_after: Arc<Mutex<Option<usize>>>,
 }
 
 /// A one-shot test hook.
@@ -144,7 +147,8 @@ impl Probe {
             after_prepare: Mutex::default(),
             before_snapshot: Mutex::default(),
             after_snapshot: Mutex::default(),
-            paused: tokio::sync::watch::Sender::new(false),
+            paused: Arc::new(tokio::sync::watch::Sender::new(false)),
+            pause_after: Arc::default(),
         })
     }
 
@@ -186,6 +190,19 @@ impl Probe {
     /// applies and acknowledges nothing, as if it were stuck.
     pub fn pause_feed(&self, paused: bool) {
         self.paused.send_replace(paused);
+    }
+
+    /// Pauses the feed (see [`Probe::pause_feed`]) right after the next
+    /// transaction has delivered `changes` changes: a transaction larger than
+    /// every buffer between the walsender and the engine is then stuck
+    /// half-sent, however fast or loaded the machine is.
+    pub fn pause_mid_transaction(&self, changes: usize) {
+        *self.pause_after.lock().unwrap() = Some(changes);
+    }
+
+    /// Whether the feed is paused.
+    pub fn feed_paused(&self) -> bool {
+        *self.paused.borrow()
     }
 
     /// As a source for the engine builder.
@@ -232,15 +249,34 @@ impl Source for Probe {
         let mut sub = self.inner.subscribe(resume).await?;
         self.subscribes.lock().unwrap().push(sub.report.start.clone());
         let paused = self.paused.subscribe();
-        sub.events = Box::pin(futures::stream::unfold((sub.events, paused), |(mut events, mut paused)| async move {
-            while *paused.borrow_and_update() {
-                if paused.changed().await.is_err() {
-                    break;
+        let (pauser, trip) = (self.paused.clone(), self.pause_after.clone());
+        sub.events = Box::pin(futures::stream::unfold(
+            (sub.events, paused, 0usize),
+            move |(mut events, mut paused, mut changes)| {
+                let (pauser, trip) = (pauser.clone(), trip.clone());
+                async move {
+                    while *paused.borrow_and_update() {
+                        if paused.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    let item = futures::StreamExt::next(&mut events).await?;
+                    match &item {
+                        Ok(StreamEvent::Begin { .. }) => changes = 0,
+                        Ok(StreamEvent::Change(_)) => {
+                            changes += 1;
+                            let mut trip = trip.lock().unwrap();
+                            if trip.is_some_and(|n| changes >= n) {
+                                *trip = None;
+                                pauser.send_replace(true);
+                            }
+                        }
+                        _ => {}
+                    }
+                    Some((item, (events, paused, changes)))
                 }
-            }
-            let item = futures::StreamExt::next(&mut events).await?;
-            Some((item, (events, paused)))
-        }));
+            },
+        ));
         Ok(sub)
     }
 
