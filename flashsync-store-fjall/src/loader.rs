@@ -2,14 +2,16 @@
 //!
 //! A snapshot's rows go into a fresh prefix that nothing reads until publish,
 //! so they need neither the journal nor the memtable: while they arrive in
-//! strictly ascending key order — as a `COPY` of a table loaded in key order
-//! does — they are written straight into sorted tables with fjall's bulk
-//! ingestion. That skips the journal write, the memtable insert, the flush
-//! and the compaction that would rewrite them, which together cost more CPU
-//! than everything else in a snapshot.
+//! key order — as a `COPY` of a table loaded in key order nearly does — they
+//! are written straight into sorted tables with fjall's bulk ingestion. That
+//! skips the journal write, the memtable insert, the flush and the
+//! compaction that would rewrite them, which together took more CPU than
+//! parsing the `COPY` in our profiles. The last
+//! [`Options::reorder_window`](crate::Options::reorder_window) rows are held
+//! back and kept sorted, so rows a little out of order still go in.
 //!
-//! The first key that is not greater than the one before ends the ingestion:
-//! it is finished (its rows registered, with a sequence number above every
+//! A row whose key is not above the last one ingested ends the ingestion: it
+//! is finished (its rows registered, with a sequence number above every
 //! write so far), and the rest of the generation goes through ordinary
 //! batches, which are newer still — so a later row for a key always wins, and
 //! full-row copy counts read the ingested rows back, exactly as before.
