@@ -83,9 +83,7 @@ impl FjallGeneration {
             shared.abandon(&mut state, gen, &op)
         }
     }
-}
 
-impl FjallGeneration {
     /// Hands encoded rows to the loader (starting it on the first batch)
     /// once the batch before has been written.
     async fn send(&mut self, rows: Batch, op: &str) -> Result<(), StoreError> {
