@@ -6,7 +6,10 @@
 //!   decodes back to itself; and bytes that decode as a key are the one
 //!   encoding of that key (stores use the bytes as the row's identity).
 //! - Equal values hash equally (keys live in hash maps inside batches).
-//! - Rows and stored rows (with a copy count) round-trip.
+//! - Rows and stored rows (with a copy count) round-trip; a stored row made
+//!   from a row's bytes (`restore_copies`) equals one made from the row.
+//! - A row pushed value by value into an `EncodedRowsBuilder`, keyed by any
+//!   of its columns, yields exactly `encode_row` and `encode_key(key_of)`.
 //! - Decoding arbitrary bytes as a key, a row or a stored row never panics,
 //!   and a row decoded from arbitrary bytes re-encodes to bytes that decode
 //!   to the same row.
@@ -15,8 +18,10 @@ use std::cmp::Ordering;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use arbitrary::{Arbitrary, Unstructured};
-use flashsync_core::codec::{decode_key, decode_row, decode_stored_row, encode_key, encode_row, encode_stored_row};
-use flashsync_core::{Key, Row, Value};
+use flashsync_core::codec::{
+    decode_key, decode_row, decode_stored_row, encode_key, encode_row, encode_stored_row, restore_copies,
+};
+use flashsync_core::{Column, EncodedRowsBuilder, Key, RelationSchema, Row, SourceRelId, Value};
 
 /// The `row_codec` target body (see the [module docs](self)).
 pub fn row_codec(data: &[u8]) {
@@ -47,6 +52,8 @@ pub fn row_codec(data: &[u8]) {
     if input.copies == 1 {
         assert_eq!(stored, encode_row(&row), "one copy is not stored as a plain row");
     }
+    assert_eq!(restore_copies(&encode_row(&row), input.copies).as_ref(), Ok(&stored), "restore_copies differs");
+    check_encoded(&row, &input.key);
     check_raw(&input.raw);
 }
 
@@ -102,7 +109,30 @@ struct Input {
     b: Vec<FuzzValue>,
     row: Vec<FuzzValue>,
     copies: u64,
+    /// Key columns for the encoded-rows check (taken modulo the width).
+    key: Vec<u8>,
     raw: Vec<u8>,
+}
+
+/// The encoded-rows builder agrees with the value encoders.
+fn check_encoded(row: &Row, key: &[u8]) {
+    let width = row.0.len();
+    if width == 0 || key.is_empty() {
+        return;
+    }
+    let columns = (0..width).map(|i| Column { name: format!("c{i}"), type_name: "text".into() }).collect();
+    let key: Vec<usize> = key.iter().map(|&k| usize::from(k) % width).collect();
+    let schema = RelationSchema::keyed(SourceRelId(1), columns, key);
+    let mut builder = EncodedRowsBuilder::new(&schema);
+    for v in &row.0 {
+        builder.push(v.as_value_ref());
+    }
+    assert_eq!(builder.finish_row(), Ok(()), "a row of the schema's width was refused");
+    let batch = builder.take();
+    let Some((k, r)) = batch.iter().next() else { panic!("the finished row is missing") };
+    let want_key = schema.key_of(row).map(|key| encode_key(&key));
+    assert_eq!(Ok(k.to_vec()), want_key, "encoded key differs");
+    assert_eq!(r.to_vec(), encode_row(row), "encoded row differs");
 }
 
 fn hash(k: &Key) -> u64 {
