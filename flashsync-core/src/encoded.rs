@@ -147,11 +147,7 @@ impl EncodedRowsBuilder {
     pub fn push(&mut self, value: ValueRef<'_>) {
         let column = match self.pushed {
             Some(n) => n,
-            None => {
-                codec::encode_row_header_into(self.batch.width, &mut self.batch.rows);
-                self.slots.iter_mut().for_each(Vec::clear);
-                0
-            }
+            None => self.start_row(),
         };
         self.pushed = Some(column + 1);
         if column >= self.batch.width {
@@ -167,10 +163,10 @@ impl EncodedRowsBuilder {
     /// Ends the current row. A row with as many values as the schema has
     /// columns joins the batch; any other is dropped and reported.
     pub fn finish_row(&mut self) -> Result<(), ShapeError> {
-        if self.pushed.is_none() {
-            self.push_header_only();
-        }
-        let got = self.pushed.take().unwrap_or(0);
+        let got = match self.pushed.take() {
+            Some(n) => n,
+            None => self.start_row(),
+        };
         if got != self.batch.width {
             self.discard_current();
             return Err(ShapeError { expected: self.batch.width, got });
@@ -223,10 +219,12 @@ impl EncodedRowsBuilder {
         std::mem::replace(&mut self.batch, next)
     }
 
-    fn push_header_only(&mut self) {
+    /// Starts a row: its header, and empty key slots. Returns its column count
+    /// so far (0).
+    fn start_row(&mut self) -> usize {
         codec::encode_row_header_into(self.batch.width, &mut self.batch.rows);
         self.slots.iter_mut().for_each(Vec::clear);
-        self.pushed = Some(0);
+        0
     }
 
     /// Cuts the row buffer back to the end of the last finished row.

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use flashsync_core::{
-    EncodedRowsBuilder, RowSink, SnapshotPoint, SourceError, SourceErrorKind, UpstreamRelation, ValueRef,
+    EncodedRowsBuilder, Lsn, RelationSchema, RowSink, SnapshotPoint, SourceError, SourceErrorKind, UpstreamRelation,
+    ValueRef,
 };
-use flashsync_core::{Lsn, RelationSchema};
 use futures::{pin_mut, TryStreamExt};
 use tokio_postgres::Client;
 

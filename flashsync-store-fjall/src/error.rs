@@ -53,6 +53,11 @@ pub(crate) fn poisoned(op: impl Into<String>, cause: &str) -> StoreError {
     )
 }
 
+/// Input the store refuses (a row or batch that does not fit its schema).
+pub(crate) fn invalid(op: impl Into<String>, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::new(StoreErrorKind::Invalid, op, detail.to_string())
+}
+
 /// A panic inside fjall (it asserts on some malformed on-disk states) turned
 /// into an error, so damaged stores never take the caller down.
 pub(crate) fn panicked(op: impl Into<String>, payload: &(dyn std::any::Any + Send)) -> StoreError {

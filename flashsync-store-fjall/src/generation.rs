@@ -21,7 +21,7 @@ use flashsync_core::{
     EncodedRows, Generation, Identity, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError, StoreErrorKind,
 };
 
-use crate::error::{corrupt, engine};
+use crate::error::{corrupt, engine, invalid};
 use crate::layout::{self, CopyRecord, GenKey};
 use crate::loader::{Batch, KeyedRows, Loader, Reply};
 use crate::shared::{Copy, Shared};
@@ -99,10 +99,6 @@ impl FjallGeneration {
         self.in_flight = Some(sent?);
         Ok(())
     }
-
-    fn invalid(op: &str, detail: impl ToString) -> StoreError {
-        StoreError::new(StoreErrorKind::Invalid, op, detail.to_string())
-    }
 }
 
 /// Both write paths hand the rows to the loader and return without waiting
@@ -120,7 +116,7 @@ impl RowSink for FjallGeneration {
         for row in rows {
             let mut key = Vec::with_capacity(prefix.len() + 16);
             key.extend_from_slice(&prefix);
-            self.schema.encode_key_of(&row, &mut key).map_err(|e| Self::invalid(&op, e))?;
+            self.schema.encode_key_of(&row, &mut key).map_err(|e| invalid(&op, e))?;
             encoded.push((Slice::from(key), Slice::from(encode_row(&row))));
         }
         self.send(Batch::Keyed(encoded), &op).await
@@ -133,7 +129,7 @@ impl RowSink for FjallGeneration {
         self.check_live(&op)?;
         if !rows.fits(&self.schema) {
             let (width, key) = rows.shape();
-            return Err(Self::invalid(
+            return Err(invalid(
                 &op,
                 format!(
                     "rows encoded for {width} columns keyed by {key:?}; the schema has {} keyed by {:?}",
@@ -170,10 +166,7 @@ pub(crate) fn write_rows(shared: &Shared, identity: Identity, rows: KeyedRows, o
                     },
                 };
                 pending.insert(key.to_vec(), before + 1);
-                Slice::from(
-                    restore_copies(&row, before + 1)
-                        .map_err(|e| StoreError::new(StoreErrorKind::Invalid, op, e.to_string()))?,
-                )
+                Slice::from(restore_copies(&row, before + 1).map_err(|e| invalid(op, e))?)
             }
         };
         bytes += key.len() + value.len();

@@ -39,7 +39,7 @@ use flashsync_core::codec::restore_copies;
 use flashsync_core::{EncodedRows, Identity, StoreError, StoreErrorKind};
 use futures::channel::oneshot;
 
-use crate::error::{engine, panicked};
+use crate::error::{engine, guard, invalid};
 use crate::generation::write_rows;
 use crate::shared::Shared;
 
@@ -79,7 +79,7 @@ pub(crate) struct Loader {
 }
 
 impl Loader {
-    /// Starts the thread for `gen`.
+    /// Starts the thread for the generation whose rows live under `prefix`.
     pub(crate) fn start(
         shared: Arc<Shared>,
         prefix: [u8; 16],
@@ -162,7 +162,7 @@ fn run(shared: &Shared, prefix: [u8; 16], identity: Identity, op: &str, rx: &mps
                 };
                 let outcome = match &failed {
                     Some(e) => Err(e.clone()),
-                    None => catch(op, || {
+                    None => guard(op, || {
                         // Refuse to write once the store is poisoned.
                         drop(shared.read(op)?);
                         let Some(ing) = ingestion.as_mut() else {
@@ -206,7 +206,7 @@ fn run(shared: &Shared, prefix: [u8; 16], identity: Identity, op: &str, rx: &mps
             Msg::Finish(reply) => {
                 let outcome = match failed.take() {
                     Some(e) => Err(e),
-                    None => catch(op, || match ingestion.take() {
+                    None => guard(op, || match ingestion.take() {
                         Some(mut ing) => {
                             ingest(&mut |k, v| ing.write(k, v), identity, pending.drain(..), &mut last_key, op)?;
                             ing.finish().map_err(|e| engine(op, e))
@@ -249,13 +249,4 @@ fn ingest(
         *last_key = Some(key);
     }
     Ok(())
-}
-
-fn invalid(op: &str, e: impl ToString) -> StoreError {
-    StoreError::new(StoreErrorKind::Invalid, op, e.to_string())
-}
-
-fn catch(op: &str, f: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|payload| Err(panicked(op, payload.as_ref())))
 }
