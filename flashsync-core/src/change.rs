@@ -180,4 +180,13 @@ pub struct ApplyBatch {
     pub views: Vec<ViewOps>,
     /// Job records to write in the same batch.
     pub jobs: Vec<crate::job::JobRecord>,
+    /// Which chain of the origin's batches this one belongs to. Each batch
+    /// builds on every earlier batch of its origin; when one fails, the ones
+    /// the machine emitted after it (before it learnt of the failure) would
+    /// land over the hole. So an executor never applies a batch whose chain
+    /// is at or below that of a failed batch of the same origin: it answers
+    /// it with an error instead. The machine starts a new chain once it has
+    /// handled the failure. Stores ignore this field.
+    #[serde(default)]
+    pub chain: u64,
 }

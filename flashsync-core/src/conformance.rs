@@ -243,7 +243,7 @@ impl Ctx {
     }
 
     fn batch(&self, origin: &str, progress: Progress, views: Vec<ViewOps>) -> Result<ApplyBatch, Failure> {
-        Ok(ApplyBatch { seq: self.seq(), origin: self.origin(origin)?, progress, views, jobs: Vec::new() })
+        Ok(ApplyBatch { seq: self.seq(), origin: self.origin(origin)?, progress, views, jobs: Vec::new(), chain: 0 })
     }
 
     fn commit(&self, lsn: u64, views: Vec<ViewOps>) -> Result<ApplyBatch, Failure> {

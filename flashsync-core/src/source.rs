@@ -103,6 +103,15 @@ pub trait Source: Send + Sync + 'static {
     /// Copies the relation's rows (in `schema`'s column order) into `sink` in
     /// bounded batches, from one consistent snapshot, and returns its
     /// visibility point.
+    ///
+    /// The point's `xip` never lists a transaction whose commit is already
+    /// in the feed's log: such a commit may have been delivered (even in an
+    /// earlier process, before a restart) while the snapshot cannot see it,
+    /// and the copy would then lack it for good. A source retakes the
+    /// snapshot in that case, or fails it (the machine retries). Postgres
+    /// shows exactly this window: a commit record is flushed (and decodable)
+    /// and the commit log updated before the transaction leaves the proc
+    /// array, which with synchronous replication can take arbitrarily long.
     async fn snapshot(
         &self,
         relation: &UpstreamRelation,

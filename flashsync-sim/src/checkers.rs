@@ -706,7 +706,7 @@ mod tests {
 
     fn batch(seq: u64, progress: Progress, views: Vec<ViewOps>) -> ApplyBatch {
         let origin = OriginId::new(crate::ORIGIN).expect("origin");
-        ApplyBatch { seq: BatchSeq(seq), origin, progress, views, jobs: vec![] }
+        ApplyBatch { seq: BatchSeq(seq), origin, progress, views, jobs: vec![], chain: 0 }
     }
 
     fn commit(seq: u64, lsn: u64) -> ApplyBatch {

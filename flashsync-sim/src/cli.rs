@@ -1,9 +1,9 @@
 //! The `flashsync-sim` command line.
 //!
 //! ```text
-//! flashsync-sim [--seed N | --seeds A..B] [--scenario storm|commits|churn|all]
-//!               [--steps N] [--store memory|fjall] [--check-determinism]
-//!               [--fail-fast] [--quiet]
+//! flashsync-sim [--seed N | --seeds A..B] [--scenario storm,commits,churn,all]
+//!               [--steps N] [--store memory,fjall] [--jobs N]
+//!               [--check-determinism] [--fail-fast] [--quiet]
 //! ```
 //!
 //! Without arguments: a short `all` run on a fresh random seed (printed) over
@@ -12,6 +12,16 @@
 //! that is one line per seed, in order, and a summary on stderr. A violation
 //! prints the seed, the step, the invariant and the command that replays it;
 //! the exit code is 1 if any run failed.
+//!
+//! **Sweeps.** `--scenario` and `--store` take comma-separated lists; with
+//! `--jobs N` (or with more than one scenario or store) every combination of
+//! seed, scenario and store runs on `N` threads ([`crate::sweep`]), the JSON
+//! lines come in completion order, and the summary groups the failing runs by
+//! the invariant they broke, each with its replay command:
+//!
+//! ```text
+//! flashsync-sim --seeds 0..100000 --scenario all --store memory --jobs 2 -q
+//! ```
 
 use std::hash::{BuildHasher, Hasher};
 use std::process::ExitCode;
@@ -36,18 +46,22 @@ pub struct Args {
     /// Run every seed in A..B (end exclusive).
     #[arg(long, value_name = "A..B")]
     pub seeds: Option<String>,
-    /// Which scenario.
-    #[arg(long, default_value = "all")]
-    pub scenario: Scenario,
+    /// Which scenarios (comma-separated).
+    #[arg(long, default_value = "all", value_delimiter = ',')]
+    pub scenario: Vec<Scenario>,
     /// Steps (events) in the chaos phase; the liveness phase follows.
     #[arg(long, default_value_t = 2000)]
     pub steps: u64,
     /// Steps the liveness phase may take to converge.
     #[arg(long, default_value_t = 60_000)]
     pub liveness_steps: u64,
-    /// Which store: the in-memory reference store or fjall in a temp dir.
-    #[arg(long, default_value = "fjall")]
-    pub store: StoreKind,
+    /// Which stores (comma-separated): the in-memory reference store or
+    /// fjall in a temp dir.
+    #[arg(long, default_value = "fjall", value_delimiter = ',')]
+    pub store: Vec<StoreKind>,
+    /// Sweep on this many threads (see the module docs).
+    #[arg(long)]
+    pub jobs: Option<usize>,
     /// Run every seed twice and require identical trace hashes.
     #[arg(long)]
     pub check_determinism: bool,
@@ -81,6 +95,12 @@ pub enum CliError {
     /// A run could not start.
     #[error(transparent)]
     Sim(#[from] SimError),
+    /// `--scenario` or `--store` was given an empty list.
+    #[error("--scenario and --store need at least one value")]
+    Empty,
+    /// A flag that needs runs in order was given to a sweep.
+    #[error("--check-determinism and --fail-fast run seeds one by one: not with --jobs or several scenarios/stores")]
+    SweepFlags,
 }
 
 fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, CliError> {
@@ -141,20 +161,30 @@ pub fn execute(args: &Args) -> Result<bool, CliError> {
     };
     // The bare command (the README's): make sure the run shows a storm.
     let burst = args.burst.or((args.seed.is_none() && args.seeds.is_none()).then_some(600));
+    let (Some(&scenario), Some(&store)) = (args.scenario.first(), args.store.first()) else {
+        return Err(CliError::Empty);
+    };
+    let base = SimOptions {
+        seed: seeds.start,
+        scenario,
+        steps: args.steps,
+        liveness_steps: args.liveness_steps,
+        store,
+        bugs,
+        verbose: single && !args.quiet,
+        extra_burst: burst,
+        views: args.views,
+    };
+    if args.jobs.is_some() || args.scenario.len() > 1 || args.store.len() > 1 {
+        if args.check_determinism || args.fail_fast {
+            return Err(CliError::SweepFlags);
+        }
+        return run_sweep(args, &base, seeds);
+    }
     let started = std::time::Instant::now();
     let (mut runs, mut failed, mut steps, mut commits) = (0u64, Vec::new(), 0u64, 0u64);
     for seed in seeds.clone() {
-        let opts = SimOptions {
-            seed,
-            scenario: args.scenario,
-            steps: args.steps,
-            liveness_steps: args.liveness_steps,
-            store: args.store,
-            bugs,
-            verbose: single && !args.quiet,
-            extra_burst: burst,
-            views: args.views,
-        };
+        let opts = SimOptions { seed, ..base.clone() };
         let report = run(&opts)?;
         let mut ok = report.ok();
         let mut deterministic = None;
@@ -205,6 +235,46 @@ pub fn execute(args: &Args) -> Result<bool, CliError> {
         );
     }
     Ok(failed.is_empty())
+}
+
+/// Runs a sweep ([`crate::sweep`]) and prints its summary.
+fn run_sweep(args: &Args, base: &SimOptions, seeds: std::ops::Range<u64>) -> Result<bool, CliError> {
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let started = std::time::Instant::now();
+    let total = (seeds.end - seeds.start) as usize * args.scenario.len() * args.store.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let quiet = args.quiet;
+    let outcome = crate::sweep::sweep(base, seeds, &args.scenario, &args.store, jobs, &|case, report| {
+        print_run(report, None);
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if !quiet && (n % 1000 == 0 || !report.ok()) {
+            eprintln!(
+                "{n}/{total} runs; seed {} ({} on {}): {}",
+                case.seed,
+                case.scenario,
+                case.store,
+                if report.ok() { "ok" } else { "FAILED" }
+            );
+        }
+    })?;
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    eprintln!(
+        "flashsync-sim sweep: {} run(s) ({} seed(s) x scenarios {} x stores {}) on {jobs} thread(s), {} failed; \
+         {secs:.1}s wall, {:.0} steps/s, {:.0} upstream commits/s",
+        outcome.runs,
+        total / (args.scenario.len() * args.store.len()).max(1),
+        join(&args.scenario),
+        join(&args.store),
+        outcome.failed(),
+        outcome.steps as f64 / secs,
+        outcome.commits as f64 / secs,
+    );
+    eprint!("{}", outcome.summary());
+    Ok(outcome.failed() == 0)
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn print_run(report: &Report, deterministic: Option<bool>) {

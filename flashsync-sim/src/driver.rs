@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use flashsync_core::machine::Epoch;
+use flashsync_core::machine::{BatchGate, Epoch};
 use flashsync_core::memory::{FailPoint, MemorySource};
 use flashsync_core::rng::Rng;
 use flashsync_core::{
@@ -204,6 +204,8 @@ pub(crate) struct World {
     /// Inject a failure into the next apply.
     pub fail_next_apply: bool,
     generations: BTreeMap<OpId, Box<dyn Generation>>,
+    /// Refuses batches queued behind a failed one (as every driver does).
+    gate: BatchGate,
     snaps: BTreeMap<OpId, SnapRecord>,
     pub requests: BTreeMap<RequestId, Pending>,
     next_request: u64,
@@ -279,6 +281,7 @@ impl World {
             persist_scheduled: false,
             fail_next_apply: false,
             generations: BTreeMap::new(),
+            gate: BatchGate::default(),
             snaps: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 1,
@@ -627,11 +630,16 @@ impl World {
             StoreAction::Fence { op } => self.deliver(Input::StoreDone { op, result: Ok(()) }),
             StoreAction::Apply(batch) => {
                 let seq = batch.seq;
-                let result = if std::mem::take(&mut self.fail_next_apply) {
+                let result = if let Err(e) = self.gate.admit(&batch) {
+                    Err(e)
+                } else if std::mem::take(&mut self.fail_next_apply) {
                     Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "injected failure"))
                 } else {
                     self.store.apply(batch.clone())
                 };
+                if result.is_err() {
+                    self.gate.failed(&batch.origin, batch.chain);
+                }
                 if result.is_ok() {
                     let mut touched: BTreeSet<RelationId> = batch.views.iter().map(|v| v.relation_id).collect();
                     touched.extend(self.checker.on_applied(&batch, &self.up));
@@ -974,6 +982,7 @@ impl World {
         self.persist_scheduled = false;
         self.timer_at = None;
         self.generations.clear();
+        self.gate = BatchGate::default();
         self.snaps.clear();
         // The connection dies with the process.
         self.feed = None;

@@ -34,7 +34,8 @@
 //! Modules: [`driver`] (the virtual-time driver), [`upstream`] (the upstream
 //! workload and its truth), [`faults`] (the fault plan), [`checkers`]
 //! (invariants), [`scenario`] (storm, commits, churn, all), [`store`] (the
-//! store under test, with crash semantics), [`report`] and [`cli`].
+//! store under test, with crash semantics), [`sweep`] (many seeds on
+//! several threads, failures grouped by invariant), [`report`] and [`cli`].
 //!
 //! ```
 //! use flashsync_sim::{run, Scenario, SimOptions};
@@ -59,6 +60,7 @@ pub mod report;
 pub mod scenario;
 pub mod sim;
 pub mod store;
+pub mod sweep;
 pub mod trace;
 pub mod upstream;
 mod workload;

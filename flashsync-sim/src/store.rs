@@ -352,6 +352,7 @@ mod tests {
             progress: Progress::Commit { end_lsn: Lsn(lsn) },
             views: vec![],
             jobs: vec![],
+            chain: 0,
         }
     }
 

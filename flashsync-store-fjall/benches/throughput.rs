@@ -71,6 +71,7 @@ async fn commits(
                 progress: Progress::Commit { end_lsn: Lsn(n * 10) },
                 views: vec![ViewOps { relation_id: view.relation_id, identity: Identity::Key, ops }],
                 jobs: vec![],
+                chain: 0,
             })
             .await?;
         if n % persist_every == 0 {

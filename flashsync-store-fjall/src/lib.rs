@@ -38,6 +38,7 @@
 //!             ops: vec![RowOp::Delete { key: key![1] }],
 //!         }],
 //!         jobs: vec![],
+//!         chain: 0,
 //!     }).await?;
 //!     assert_eq!(store.persist().await?, Some(BatchSeq(1)));
 //!

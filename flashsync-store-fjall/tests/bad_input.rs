@@ -172,6 +172,7 @@ fn calls_that_name_nothing_or_do_not_fit_are_typed_errors() {
                 ],
             }],
             jobs: vec![],
+            chain: 0,
         };
         match store.apply(batch).await {
             Ok(_) => assert_eq!(store.get(id, &key![2]).await.expect("get"), Some(row![2, "grace"])),
@@ -187,6 +188,7 @@ fn calls_that_name_nothing_or_do_not_fit_are_typed_errors() {
             progress: Progress::Commit { end_lsn: Lsn(20) },
             views: vec![ViewOps { relation_id: ghost, identity: Identity::Key, ops: vec![RowOp::Truncate] }],
             jobs: vec![],
+            chain: 0,
         };
         let _ = store.apply(batch).await;
         // Whatever happened, the store still answers.

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flashsync_core::machine::{Epoch, Stats};
+use flashsync_core::machine::{BatchGate, Epoch, Stats};
 use flashsync_core::{
     Event, Feedback, Generation, Input, JobRecord, Machine, OpId, OriginId, Output, RelationId, Reply, RequestId,
     Selector, SlotReport, Source, SourceAction, SourceError, SourceErrorKind, Store, StoreAction, StoreError,
@@ -636,6 +636,8 @@ async fn store_worker(exec: Executors, mut rx: mpsc::UnboundedReceiver<StoreJob>
     let _close = Close(dirty.clone());
     // A job taken off the queue while gathering a run of batches, handled next.
     let mut next: Option<StoreJob> = None;
+    // Refuses batches queued behind a failed one (see `BatchGate`).
+    let mut gate = BatchGate::default();
     loop {
         let job = match next.take() {
             Some(j) => j,
@@ -707,11 +709,34 @@ async fn store_worker(exec: Executors, mut rx: mpsc::UnboundedReceiver<StoreJob>
                         Err(_) => break,
                     }
                 }
-                let seqs: Vec<_> = run.iter().map(|b| b.seq).collect();
                 let ops: usize = run.iter().map(batch_ops).sum();
-                let results = exec.store.apply_many(run).await;
+                // Batches behind an earlier failure of their origin are
+                // answered without reaching the store; the rest go in one run.
+                let mut answers = Vec::with_capacity(run.len());
+                let mut admitted = Vec::with_capacity(run.len());
+                for batch in run {
+                    let refused = gate.admit(&batch).err();
+                    answers.push((batch.seq, batch.origin.clone(), batch.chain, refused));
+                    if answers.last().is_some_and(|a| a.3.is_none()) {
+                        admitted.push(batch);
+                    }
+                }
+                let mut results = exec.store.apply_many(admitted).await.into_iter();
                 exec.inflight.done(ops);
-                for (seq, result) in seqs.into_iter().zip(results) {
+                for (seq, origin, chain, refused) in answers {
+                    let result = match refused {
+                        Some(e) => Err(e),
+                        None => results.next().unwrap_or_else(|| {
+                            Err(StoreError::new(
+                                StoreErrorKind::Invalid,
+                                format!("apply batch {}", seq.0),
+                                "the store gave fewer answers than batches",
+                            ))
+                        }),
+                    };
+                    if result.is_err() {
+                        gate.failed(&origin, chain);
+                    }
                     exec.input(Input::Applied { seq, result });
                 }
                 dirty.notify.notify_one();

@@ -67,17 +67,19 @@ impl Machine {
         };
         o.started = true;
         let fresh = o.applied.is_none() || gap.is_some();
+        let record_start = fresh || !o.stored;
         if fresh {
             o.applied = Some(start);
             o.durable = None;
             o.acked = None;
             o.pending_acks.clear();
         }
-        if fresh || !o.stored {
-            // Record where this feed starts, so a view stored as running is
-            // always paired with a stored position it can resume from.
-            self.emit_batch(origin, Progress::Commit { end_lsn: start }, Vec::new(), Vec::new());
-        }
+        // Every job whose copy does not reach the position the feed starts
+        // from is demoted (and the demotion stored) *before* that position is
+        // written: store actions land in order, so no crash can leave a job
+        // stored as running beside a stored position its copy lacks — which
+        // a restart would resume from, skipping the commits in between.
+        //
         // Views that could have re-attached but are not live now missed the
         // chance: the feed moves on without them, so their copies must be
         // made afresh.
@@ -97,6 +99,11 @@ impl Machine {
                 origin,
                 format!("feed of {origin} cannot resume: {reason}; copying its views again"),
             );
+        }
+        if record_start {
+            // Record where this feed starts, so a view stored as running is
+            // always paired with a stored position it can resume from.
+            self.emit_batch(origin, Progress::Commit { end_lsn: start }, Vec::new(), Vec::new());
         }
         for id in self.origin_views(origin) {
             if self.views.get(&id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })) {
@@ -368,7 +375,7 @@ impl Machine {
         let mut hold = BTreeMap::new();
         for (id, ops) in txn.hold {
             match self.views.get(&id).map(|v| &v.phase) {
-                Some(Phase::Live { filter }) => {
+                Some(Phase::Live { filter, .. }) => {
                     let in_snapshot = filter.as_ref().is_some_and(|f| f.contains(txn.xid, txn.final_lsn));
                     if in_snapshot && !self.cfg.bugs.skip_xid_filter {
                         self.stats.filtered += 1;
@@ -412,7 +419,7 @@ impl Machine {
             .filter(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })))
             .collect();
         let seq = self.emit_batch(origin, Progress::Commit { end_lsn }, views, jobs);
-        if let Some(InFlight(_, Some((_, views)))) = self.batches.get_mut(&seq) {
+        if let Some(InFlight(_, _, Some((_, views)))) = self.batches.get_mut(&seq) {
             views.clone_from(&touched);
         }
         if self.cfg.audit {
@@ -473,16 +480,21 @@ impl Machine {
 
     /// Ends the hand-off of every live view of `origin` whose snapshot lies
     /// at or before `position`; returns them.
+    ///
+    /// Only the routing filter goes: the job record keeps the snapshot point
+    /// ([`JobRecord::handoff`]) until a position past it is durable (see
+    /// [`Machine::on_durable`]). Until then a crash may take the store back
+    /// to a position before the snapshot while the job record survives
+    /// (job records are durable at once, batches only once persisted), and
+    /// the feed's replay of transactions the copy already holds must still
+    /// be filtered.
     fn drop_filters(&mut self, origin: &OriginId, position: Lsn) -> Vec<RelationId> {
         let mut dropped = Vec::new();
         for id in self.origin_views(origin) {
             let Some(v) = self.views.get_mut(&id) else { continue };
-            if let Phase::Live { filter } = &mut v.phase {
+            if let Phase::Live { filter, .. } = &mut v.phase {
                 if filter.as_ref().is_some_and(|f| f.lsn <= position) {
                     *filter = None;
-                    if let Some(j) = v.job.as_mut() {
-                        j.handoff = None;
-                    }
                     dropped.push(id);
                 }
             }
@@ -512,12 +524,13 @@ impl Machine {
         let seq = BatchSeq(self.next_batch);
         self.next_batch += 1;
         self.stats.batches += 1;
+        let chain = self.origins.get(origin).map_or(0, |o| o.chain);
         match progress {
             Progress::Commit { end_lsn } => {
-                self.batches.insert(seq, InFlight(origin.clone(), Some((end_lsn, Vec::new()))));
+                self.batches.insert(seq, InFlight(origin.clone(), chain, Some((end_lsn, Vec::new()))));
             }
             Progress::Partial => {
-                self.batches.insert(seq, InFlight(origin.clone(), None));
+                self.batches.insert(seq, InFlight(origin.clone(), chain, None));
             }
             Progress::Replay => {}
         }
@@ -529,7 +542,7 @@ impl Machine {
                 o.stored = true;
             }
         }
-        self.store(StoreAction::Apply(ApplyBatch { seq, origin: origin.clone(), progress, views, jobs }));
+        self.store(StoreAction::Apply(ApplyBatch { seq, origin: origin.clone(), progress, views, jobs, chain }));
         if self.cfg.bugs.ack_before_durable {
             if let (Progress::Commit { end_lsn }, Some(o)) = (progress, self.origins.get_mut(origin)) {
                 o.durable = Some(end_lsn);
@@ -540,7 +553,7 @@ impl Machine {
     }
 
     pub(super) fn on_applied(&mut self, seq: BatchSeq, result: Result<ApplyReport, StoreError>) {
-        if let Some(id) = self.replays.remove(&seq) {
+        if let Some((id, chain)) = self.replays.remove(&seq) {
             match result {
                 Ok(report) => {
                     self.report_conflicts(report);
@@ -552,19 +565,29 @@ impl Machine {
                         self.complete_item(id, outcome);
                     }
                 }
-                Err(e) => self.mark_diverged(id, format!("could not apply the hand-off batch: {e}")),
+                Err(e) => {
+                    let Some(origin) = self.views.get(&id).map(|v| v.def.origin.clone()) else { return };
+                    if self.origins.get(&origin).is_some_and(|o| chain < o.chain) {
+                        // Refused after an earlier failure that was handled.
+                        self.mark_diverged(id, format!("could not apply the hand-off batch: {e}"));
+                    } else {
+                        // Batches queued behind it would land over the hole
+                        // it leaves: handled like any failed batch.
+                        self.store_failed(&origin, format!("could not apply the hand-off batch of {origin}: {e}"));
+                    }
+                }
             }
             return;
         }
         let entry = self.batches.remove(&seq);
         match result {
             Ok(report) => {
-                if let Some(InFlight(origin, Some((end_lsn, _)))) = &entry {
+                if let Some(InFlight(origin, _, Some((end_lsn, _)))) = &entry {
                     if let Some(o) = self.origins.get_mut(origin) {
                         o.store_applied = Some(o.store_applied.map_or(*end_lsn, |a| a.max(*end_lsn)));
                     }
                 }
-                if let Some(InFlight(_, Some((end_lsn, views)))) = &entry {
+                if let Some(InFlight(_, _, Some((end_lsn, views)))) = &entry {
                     for id in views {
                         if let Some(j) = self.views.get_mut(id).and_then(|v| v.job.as_mut()) {
                             if j.last_seen_commit.is_none_or(|l| l < *end_lsn) {
@@ -576,7 +599,12 @@ impl Machine {
                 self.report_conflicts(report);
             }
             Err(e) => {
-                let Some(InFlight(origin, _)) = entry else { return };
+                let Some(InFlight(origin, chain, _)) = entry else { return };
+                // A batch of a chain already handled: the executor refused
+                // it because an earlier one failed; nothing more to do.
+                if self.origins.get(&origin).is_some_and(|o| chain < o.chain) {
+                    return;
+                }
                 self.store_failed(&origin, format!("could not apply changes from {origin}: {e}"));
             }
         }
@@ -596,6 +624,9 @@ impl Machine {
             o.paused = false;
             o.txn = None;
             o.applied = o.store_applied;
+            // Batches emitted from now on build on what the store holds, not
+            // on the failed one: a new chain the executor applies again.
+            o.chain += 1;
             // Only positions the store applied may ever be acknowledged.
             let ok = o.store_applied;
             o.pending_acks.retain(|(_, lsn)| ok.is_some_and(|a| *lsn <= a));
@@ -640,7 +671,32 @@ impl Machine {
                 o.pending_acks.pop_front();
                 o.durable = Some(o.durable.map_or(lsn, |d| d.max(lsn)));
             }
+            let durable = o.durable;
             self.send_ack(&origin);
+            let mut handed_off = Vec::new();
+            for id in self.origin_views(&origin) {
+                let Some(v) = self.views.get_mut(&id) else { continue };
+                let Phase::Live { filter, replay } = &mut v.phase else { continue };
+                // The hand-off batch is durable: the job may be stored as
+                // running again (a record written meanwhile was masked).
+                if replay.is_some_and(|seq| seq <= through) {
+                    *replay = None;
+                    handed_off.push(id);
+                }
+                // A durable position past a copy's snapshot point: no crash
+                // can take the store back before it, so the stored hand-off
+                // filter is no longer needed.
+                if filter.is_none() {
+                    if let (Some(j), Some(durable)) = (v.job.as_mut(), durable) {
+                        if j.handoff.as_ref().is_some_and(|f| f.lsn <= durable) {
+                            j.handoff = None;
+                        }
+                    }
+                }
+            }
+            for id in handed_off {
+                self.persist_job(id);
+            }
         }
     }
 

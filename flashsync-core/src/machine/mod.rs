@@ -25,6 +25,7 @@
 
 mod api;
 mod backoff;
+mod gate;
 mod origin;
 mod pass;
 mod view;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 pub use api::{
     AuditRecord, Config, Epoch, InjectedBugs, Input, OpId, Output, Reply, RequestId, SourceAction, StoreAction,
 };
+pub use gate::BatchGate;
 
 use crate::change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
 use crate::error::{ControlError, SourceError, StoreError};
@@ -114,11 +116,11 @@ struct PendingRequest {
     failure: Option<ControlError>,
 }
 
-/// A feed batch in flight: its origin, the position it records (for
-/// `Progress::Commit` batches), and the views whose `last_seen_commit` moves
-/// to it once applied.
+/// A feed batch in flight: its origin and chain, the position it records
+/// (for `Progress::Commit` batches), and the views whose `last_seen_commit`
+/// moves to it once applied.
 #[derive(Debug)]
-struct InFlight(OriginId, Option<(Lsn, Vec<RelationId>)>);
+struct InFlight(OriginId, u64, Option<(Lsn, Vec<RelationId>)>);
 
 /// Routing entry for one view of an origin, rebuilt when phases change.
 #[derive(Clone, Debug)]
@@ -146,7 +148,8 @@ pub struct Machine {
     ops: BTreeMap<OpId, Op>,
     requests: BTreeMap<RequestId, PendingRequest>,
     /// Replay batches a pass waits on.
-    replays: BTreeMap<BatchSeq, RelationId>,
+    /// (view, chain) per hand-off batch.
+    replays: BTreeMap<BatchSeq, (RelationId, u64)>,
     batches: BTreeMap<BatchSeq, InFlight>,
     held_bytes: BTreeMap<OriginId, usize>,
     next_relation: u64,
@@ -521,12 +524,14 @@ impl Machine {
     fn stored_job(&self, id: RelationId) -> Option<JobRecord> {
         let v = self.views.get(&id)?;
         let mut job = v.job.clone()?;
-        if let Phase::Live { filter } = &v.phase {
-            job.handoff = filter.clone();
+        match &v.phase {
+            // Its hand-off is not durable yet: a crash may lose it.
+            Phase::Live { replay: Some(_), .. } => job.state = JobState::Idle,
             // A live copy mirrors the feed through the origin's stored
             // position even while the feed is down (its status then says
             // failed): stored as running, a restart resumes it.
-            job.state = JobState::Running;
+            Phase::Live { replay: None, .. } => job.state = JobState::Running,
+            _ => {}
         }
         if job.state == JobState::Running && !self.origins.get(&v.def.origin).is_some_and(|o| o.stored) {
             job.state = JobState::Idle;
@@ -538,6 +543,9 @@ impl Machine {
     /// is still deciding whether it can re-attach (the feed must not move
     /// past what such a view's copy holds before it is live).
     fn maybe_subscribe(&mut self, origin: &OriginId) {
+        if self.shut_down {
+            return;
+        }
         let Some(o) = self.origins.get(origin) else { return };
         if o.feed != Feed::Down || !self.wants_feed(origin) {
             return;
@@ -613,8 +621,11 @@ impl Machine {
         // Re-tag an op only while it is still outstanding: when its own
         // result is what failed the view, it was already taken out, and
         // putting it back would leave it waiting for an answer forever.
+        let origin = v.def.origin.clone();
+        let mut attaching = false;
         match &v.phase {
-            Phase::Preparing { op, .. } => {
+            Phase::Preparing { op, goal } => {
+                attaching = *goal == Goal::Attach;
                 self.ops.remove(op);
             }
             Phase::Copying { op, .. } => {
@@ -631,6 +642,12 @@ impl Machine {
             Phase::Idle | Phase::Queued { .. } | Phase::Live { .. } => {}
         }
         self.set_phase(id, Phase::Idle);
+        if attaching {
+            // The feed may have been waiting for this view to decide
+            // whether it re-attaches: it no longer does, so the views that
+            // wait for the feed must not wait for ever.
+            self.maybe_subscribe(&origin);
+        }
     }
 
     fn route_table(&mut self, origin: &OriginId) -> Arc<Vec<RouteEntry>> {
@@ -641,7 +658,7 @@ impl Machine {
         for v in self.views.values().filter(|v| &v.def.origin == origin && v.def.persistence == Persistence::Realtime) {
             let enabled = v.job.as_ref().is_some_and(|j| j.enabled);
             match &v.phase {
-                Phase::Live { filter } => {
+                Phase::Live { filter, .. } => {
                     if let Some(schema) = &v.schema {
                         entries.push(RouteEntry {
                             id: v.id,

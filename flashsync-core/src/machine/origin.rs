@@ -91,6 +91,11 @@ pub(super) struct Origin {
     /// The position of the last commit-progress batch the store reported
     /// applied: where the store really is (`applied` runs ahead of it).
     pub store_applied: Option<Lsn>,
+    /// The chain new batches belong to ([`ApplyBatch::chain`]); a new one
+    /// starts each time a failed batch has been handled.
+    ///
+    /// [`ApplyBatch::chain`]: crate::change::ApplyBatch::chain
+    pub chain: u64,
 }
 
 impl Origin {
@@ -113,6 +118,7 @@ impl Origin {
             stored: applied.is_some(),
             started: false,
             store_applied: applied,
+            chain: 0,
         }
     }
 }

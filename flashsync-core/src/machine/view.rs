@@ -59,8 +59,12 @@ pub(super) enum Phase {
     /// Switching to the new generation.
     Publishing { op: OpId, schema: RelationSchema, point: SnapshotPoint, hold: Option<HoldBack>, job: JobRecord },
     /// Realtime: mirroring the feed. Until the feed passes `filter.lsn`,
-    /// transactions the snapshot already holds are skipped.
-    Live { filter: Option<SnapshotPoint> },
+    /// transactions the snapshot already holds are skipped. Until the
+    /// hand-off batch `replay` (the held-back transactions) is durable, the
+    /// job is not stored as running: job records are durable at once,
+    /// batches only once persisted, and a crash that loses the hand-off
+    /// batch must not leave a job that resumes without it.
+    Live { filter: Option<SnapshotPoint>, replay: Option<crate::change::BatchSeq> },
 }
 
 impl Phase {

@@ -105,7 +105,7 @@ impl Machine {
                 // position and the relation is unchanged: replay the feed.
                 // The filter of an unfinished hand-off survives the restart.
                 let filter = v.job.as_ref().and_then(|j| j.handoff.clone());
-                self.set_phase(id, Phase::Live { filter });
+                self.set_phase(id, Phase::Live { filter, replay: None });
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;
                 }
@@ -210,6 +210,8 @@ impl Machine {
         let now = self.now;
         let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(id, &v.def.name, v.def.persistence, now));
         job.last_seen_commit = Some(point.lsn);
+        // The old copy's hand-off point means nothing for the new one.
+        job.handoff = None;
         if let Some(h) = &hold {
             // The hand-off is sound only if every transaction the snapshot
             // reports in progress commits after the hold-back began. A commit
@@ -351,17 +353,23 @@ impl Machine {
                 if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
                     j.handoff = filter.clone();
                 }
-                self.set_phase(id, Phase::Live { filter });
+                self.set_phase(id, Phase::Live { filter, replay: None });
+                // The hand-off batch stores the job as running, atomically
+                // with the replayed transactions.
                 let jobs = self.stored_job(id).into_iter().collect();
                 let identity = schema.identity;
                 let views = if ops.is_empty() { Vec::new() } else { vec![ViewOps { relation_id: id, identity, ops }] };
                 let seq = self.emit_batch(&origin, Progress::Replay, views, jobs);
+                if let Some(Phase::Live { replay, .. }) = self.views.get_mut(&id).map(|v| &mut v.phase) {
+                    *replay = Some(seq);
+                }
                 if self.cfg.audit {
                     for (xid, end_lsn) in replayed {
                         self.audit.push(AuditRecord::Applied { seq, view: id, xid, end_lsn, replay: true });
                     }
                 }
-                self.replays.insert(seq, id);
+                let chain = self.origins.get(&origin).map_or(0, |o| o.chain);
+                self.replays.insert(seq, (id, chain));
             }
         }
     }

@@ -819,6 +819,19 @@ impl Source for MemorySource {
             let rows: Vec<Row> =
                 visible.values().flat_map(|(r, n)| std::iter::repeat_n(r.clone(), *n as usize)).collect();
             let (xmin, xmax, xip) = u.snapshot_point();
+            // What the Postgres source checks with pg_xact_status(): a
+            // transaction the snapshot lists as in progress whose commit is
+            // already logged (so the feed may have delivered it) would be in
+            // neither the copy nor the stream after it (see the contract).
+            if xip.iter().any(|x| u.invisible.contains_key(x)) {
+                return Err(SourceError::new(
+                    SourceErrorKind::Other,
+                    format!(
+                        "could not take a consistent snapshot of {relation}: transactions listed as in progress \
+                         had already committed"
+                    ),
+                ));
+            }
             let point = SnapshotPoint { xmin, xmax, xip, lsn: u.lsn, rows: rows.len() as u64 };
             *u.stats.snapshots.entry(relation.to_string()).or_default() += 1;
             (rows, point, u.snapshot_batch)

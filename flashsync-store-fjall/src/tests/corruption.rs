@@ -63,6 +63,7 @@ fn a_damaged_row_fails_reads_of_it_and_applies_that_need_it() {
                 }],
             }],
             jobs: vec![],
+            chain: 0,
         };
         assert_kind(store.apply(batch).await, StoreErrorKind::Corrupt);
         // The failed batch changed nothing.

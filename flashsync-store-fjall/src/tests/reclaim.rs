@@ -20,6 +20,7 @@ fn truncate(seq: u64) -> ApplyBatch {
             ops: vec![RowOp::Truncate, RowOp::Insert { key: key![seq as i64], row: row![seq as i64, "t"] }],
         }],
         jobs: vec![],
+        chain: 0,
     }
 }
 
