@@ -265,7 +265,7 @@ impl Machine {
                 apply: BTreeMap::new(),
                 apply_ops: 0,
                 hold: BTreeMap::new(),
-                hold_bytes: 0,
+                hold_bytes: BTreeMap::new(),
                 partial: BTreeSet::new(),
             });
         }
@@ -300,7 +300,7 @@ impl Machine {
                             txn.apply_ops += 1;
                         }
                         Route::Hold => {
-                            txn.hold_bytes += op_size(&op);
+                            *txn.hold_bytes.entry(id).or_default() += op_size(&op);
                             txn.hold.entry(id).or_default().push(op);
                         }
                     },
@@ -718,7 +718,7 @@ impl Machine {
 }
 
 /// Rough memory held by a row operation, for the hold-back bound.
-fn op_size(op: &RowOp) -> usize {
+pub(super) fn op_size(op: &RowOp) -> usize {
     let key = |k: &Key| k.0.iter().map(crate::value::Value::approx_size).sum::<usize>();
     48 + match op {
         RowOp::Insert { key: k, row } => key(k) + row.approx_size(),

@@ -589,6 +589,11 @@ impl Machine {
         let was_copying = matches!(v.phase, Phase::Copying { .. });
         let released = v.phase.hold().map_or(0, |h| h.bytes);
         let now_copying = matches!(phase, Phase::Copying { .. });
+        // A view that stops holding back (cancelled, or its snapshot to be
+        // retaken) also gives up its share of the transaction being received;
+        // a view going live keeps it (it is applied with the commit).
+        let stops_holding = v.phase.hold().is_some() && phase.hold().is_none();
+        let drops_share = stops_holding && !matches!(phase, Phase::Live { .. });
         if matches!(phase, Phase::Queued { .. }) {
             self.queued_views.insert(id);
         } else {
@@ -598,7 +603,15 @@ impl Machine {
         let origin = v.def.origin.clone();
         self.copying = self.copying + usize::from(now_copying) - usize::from(was_copying);
         self.routes.insert(origin.clone(), None);
-        if released > 0 {
+        if drops_share {
+            // Nothing will apply it, and its bytes would count against the
+            // hold-back limit until the commit.
+            if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.txn.as_mut()) {
+                txn.hold.remove(&id);
+                txn.hold_bytes.remove(&id);
+            }
+        }
+        if released > 0 || stops_holding {
             let h = self.held_bytes.entry(origin.clone()).or_default();
             *h = h.saturating_sub(released);
             self.check_flow(&origin);
@@ -713,8 +726,19 @@ impl Machine {
     }
 
     fn check_flow(&mut self, origin: &OriginId) {
-        let held = self.held_bytes.get(origin).copied().unwrap_or(0)
-            + self.origins.get(origin).and_then(|o| o.txn.as_ref()).map_or(0, |t| t.hold_bytes);
+        // The open transaction's share counts only for views still holding
+        // back: a view that went live mid-transaction applies its share at
+        // the commit, which a paused feed would never reach. Every view still
+        // holding releases its bytes when its snapshot lands, so a pause
+        // always ends.
+        let txn_held: usize = self.origins.get(origin).and_then(|o| o.txn.as_ref()).map_or(0, |t| {
+            t.hold_bytes
+                .iter()
+                .filter(|(id, _)| self.views.get(id).is_some_and(|v| v.phase.hold().is_some()))
+                .map(|(_, b)| b)
+                .sum()
+        });
+        let held = self.held_bytes.get(origin).copied().unwrap_or(0) + txn_held;
         let limit = self.cfg.holdback_limit_bytes;
         let Some(o) = self.origins.get_mut(origin) else {
             return;

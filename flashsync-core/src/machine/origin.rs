@@ -50,7 +50,8 @@ pub(super) struct Txn {
     pub apply_ops: usize,
     /// Operations to hold, per view.
     pub hold: BTreeMap<RelationId, Vec<RowOp>>,
-    pub hold_bytes: usize,
+    /// Bytes held per view in `hold`.
+    pub hold_bytes: BTreeMap<RelationId, usize>,
     /// Views that already received part of this transaction in a
     /// [`Progress::Partial`](crate::Progress::Partial) batch.
     pub partial: BTreeSet<RelationId>,
