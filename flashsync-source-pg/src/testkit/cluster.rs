@@ -21,6 +21,10 @@ pub struct ClusterOptions {
     /// (mode 0600, owned by the server's user), e.g. TLS keys; settings can
     /// name them by relative path.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Start with this next (64-bit, epoch-extended) transaction id, e.g.
+    /// just below 2^32 to cross the epoch boundary, where 32-bit wire xids
+    /// wrap (see [`ClusterOptions::next_xid`]).
+    pub next_xid: Option<u64>,
 }
 
 impl ClusterOptions {
@@ -35,6 +39,78 @@ impl ClusterOptions {
         self.settings.push((name.into(), value.into()));
         self
     }
+
+    /// Starts the cluster with `xid` as its next transaction id. The fresh
+    /// cluster's databases are frozen first (in single-user mode), so their
+    /// rows stay visible wherever the counter lands; then `pg_resetwal -x -e
+    /// -u` moves the counter (and the oldest unfrozen xid with it, so the
+    /// server sees no wraparound danger), and the commit-log segment for the
+    /// new xid is created, zeroed, as the `pg_resetwal` documentation asks.
+    /// The low 32 bits of `xid` must be at least 3 (a normal xid).
+    pub fn next_xid(mut self, xid: u64) -> Self {
+        self.next_xid = Some(xid);
+        self
+    }
+}
+
+/// Moves a stopped, fresh cluster's next transaction id to `xid`.
+fn reset_next_xid(bindir: &Path, data: &Path, run_as: Option<(u32, u32)>, xid: u64) -> Result<(), TestkitError> {
+    let (epoch, low) = (xid >> 32, xid as u32);
+    if low < 3 {
+        return Err(err(format!("next xid {xid} is not a normal transaction id (its low 32 bits are below 3)")));
+    }
+    let as_server = |cmd: &mut Command| {
+        if let Some((uid, gid)) = run_as {
+            cmd.uid(uid).gid(gid);
+        }
+    };
+    for db in ["template1", "postgres"] {
+        let mut single = Command::new(bindir.join("postgres"));
+        single
+            .args(["--single", "-D"])
+            .arg(data)
+            .arg(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        as_server(&mut single);
+        let mut child = single.spawn().map_err(|e| err(format!("starting postgres --single: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(b"VACUUM FREEZE;
+").map_err(|e| err(format!("writing to postgres --single: {e}")))?;
+        }
+        let out = child.wait_with_output().map_err(|e| err(format!("running postgres --single: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!("VACUUM FREEZE of {db} failed: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+    }
+    let mut reset = Command::new(bindir.join("pg_resetwal"));
+    reset
+        .arg("-x")
+        .arg(low.to_string())
+        .arg("-u")
+        .arg(low.to_string())
+        .arg("-e")
+        .arg(epoch.to_string())
+        .arg("-D")
+        .arg(data)
+        .stdin(Stdio::null());
+    as_server(&mut reset);
+    let out = reset.output().map_err(|e| err(format!("running pg_resetwal: {e}")))?;
+    if !out.status.success() {
+        return Err(err(format!("pg_resetwal failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    // One commit-log segment holds 32 pages of 8 KiB at 4 transactions a
+    // byte: 2^20 transactions, named by the segment number in hex.
+    let segment = data.join("pg_xact").join(format!("{:04X}", low >> 20));
+    if !segment.exists() {
+        fs::write(&segment, vec![0u8; 256 * 1024]).map_err(|e| err(format!("creating {}: {e}", segment.display())))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&segment, Some(uid), Some(gid))
+                .map_err(|e| err(format!("chown {}: {e}", segment.display())))?;
+        }
+    }
+    Ok(())
 }
 
 /// A running throwaway cluster. Dropping it stops the server and removes
@@ -151,6 +227,9 @@ impl Cluster {
             )));
         }
         let _ = fs::remove_file(&pwfile);
+        if let Some(xid) = options.next_xid {
+            reset_next_xid(&bindir, &dir.path().join("data"), run_as, xid)?;
+        }
         let port = free_port()?;
         let mut conf = fs::OpenOptions::new()
             .append(true)
