@@ -247,7 +247,7 @@ fn run_sweep(args: &Args, base: &SimOptions, seeds: std::ops::Range<u64>) -> Res
     let outcome = crate::sweep::sweep(base, seeds, &args.scenario, &args.store, jobs, &|case, report| {
         print_run(report, None);
         let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if !quiet && (n % 1000 == 0 || !report.ok()) {
+        if !quiet && (n.is_multiple_of(1000) || !report.ok()) {
             eprintln!(
                 "{n}/{total} runs; seed {} ({} on {}): {}",
                 case.seed,

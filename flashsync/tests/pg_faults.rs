@@ -209,24 +209,7 @@ async fn slot_invalidated_while_the_engine_is_down() {
     engine.shutdown().await.unwrap();
     drop(engine);
     let slot = feed_name(&db);
-    // Enough WAL past the slot's restart point, then checkpoints remove it.
-    let c2 = &c;
-    let slot2 = &slot;
-    wait_for("the slot to be invalidated", WAIT, move || async move {
-        c2.batch_execute(
-            "INSERT INTO side (x) VALUES (1); SELECT pg_switch_wal();
-             INSERT INTO side (x) VALUES (2); SELECT pg_switch_wal(); CHECKPOINT;",
-        )
-        .await
-        .unwrap();
-        let status: Option<String> = c2
-            .query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", &[slot2])
-            .await
-            .unwrap()
-            .get(0);
-        (status.as_deref() == Some("lost")).then_some(())
-    })
-    .await;
+    invalidate_slot(&c, &slot).await;
     writers.wait_commits(300).await;
 
     let (engine, probe, _events) = reopen_and_rebootstrap(&db, dir.path(), "was invalidated (wal_status = lost)").await;

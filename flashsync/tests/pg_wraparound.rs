@@ -110,22 +110,7 @@ async fn hand_off_restart_and_slot_loss_across_the_xid_epoch_boundary() {
     drop(engine);
     let slot = feed_name(&db);
     wait_for("the walsender to exit", WAIT, || async { walsender_pid(&c, &slot).await.is_none().then_some(()) }).await;
-    let (c3, slot3) = (&c, &slot);
-    wait_for("the slot to be invalidated", WAIT, move || async move {
-        c3.batch_execute(
-            "INSERT INTO side (x) VALUES (1); SELECT pg_switch_wal();
-             INSERT INTO side (x) VALUES (2); SELECT pg_switch_wal(); CHECKPOINT;",
-        )
-        .await
-        .unwrap();
-        let status: Option<String> = c3
-            .query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", &[slot3])
-            .await
-            .unwrap()
-            .get(0);
-        (status.as_deref() == Some("lost")).then_some(())
-    })
-    .await;
+    invalidate_slot(&c, &slot).await;
     let writers = load(&db, 73);
     let probe = Probe::new(source_config(&db));
     let engine = open_engine(dir.path(), probe.source()).await;

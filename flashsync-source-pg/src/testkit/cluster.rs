@@ -76,8 +76,7 @@ fn reset_next_xid(bindir: &Path, data: &Path, run_as: Option<(u32, u32)>, xid: u
         as_server(&mut single);
         let mut child = single.spawn().map_err(|e| err(format!("starting postgres --single: {e}")))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(b"VACUUM FREEZE;
-").map_err(|e| err(format!("writing to postgres --single: {e}")))?;
+            stdin.write_all(b"VACUUM FREEZE;\n").map_err(|e| err(format!("writing to postgres --single: {e}")))?;
         }
         let out = child.wait_with_output().map_err(|e| err(format!("running postgres --single: {e}")))?;
         if !out.status.success() {

@@ -538,6 +538,27 @@ pub async fn walsender_pid(client: &tokio_postgres::Client, slot: &str) -> Optio
 }
 
 /// The current WAL insert position.
+/// Writes WAL past `slot`'s restart point and checkpoints until the server
+/// invalidates the slot (`wal_status = 'lost'`); the cluster must run with a
+/// small `max_slot_wal_keep_size` and the slot must be inactive.
+pub async fn invalidate_slot(c: &tokio_postgres::Client, slot: &str) {
+    wait_for("the slot to be invalidated", WAIT, move || async move {
+        c.batch_execute(
+            "INSERT INTO side (x) VALUES (1); SELECT pg_switch_wal();
+             INSERT INTO side (x) VALUES (2); SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await
+        .unwrap();
+        let status: Option<String> = c
+            .query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await
+            .unwrap()
+            .get(0);
+        (status.as_deref() == Some("lost")).then_some(())
+    })
+    .await;
+}
+
 pub async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
     let s: String = client.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.unwrap().get(0);
     s.parse().unwrap()
