@@ -635,6 +635,7 @@ impl Harness {
         let cfg = Config {
             retry_base: Millis(u64::from(setup.retry_base) + 1),
             retry_max: Millis(u64::from(setup.retry_max) + 1),
+            retry_permanent: Millis(u64::from(setup.retry_max) * 4 + 1),
             max_concurrent_snapshots: usize::from(setup.max_snapshots % 4) + 1,
             holdback_limit_bytes: usize::from(setup.holdback) * 4,
             max_batch_ops: usize::from(setup.batch_ops % 5),

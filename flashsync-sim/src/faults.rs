@@ -184,6 +184,9 @@ impl Plan {
             audit: true,
             ..Config::default()
         };
+        // Permanent failures (a table without replica identity) retry
+        // rarely; derived, not drawn, so every seed keeps its plan.
+        let config = Config { retry_permanent: Millis(config.retry_max.0 * 10), ..config };
         Plan { rates, replay_from_confirmed: rng.chance(0.25), first_xid, timing, config }
     }
 

@@ -63,6 +63,16 @@ fn a_snapshot_never_misses_a_commit_delivered_before_a_restart() {
     must_pass(&[5012021]);
 }
 
+/// An acknowledgement of a position the store no longer held: forgetting an
+/// origin's last realtime view made the store forget its position, but the
+/// machine kept believing the store applied it; when the re-recorded start
+/// position then failed to apply, it was still acknowledged once a later
+/// batch was durable. Forgetting now resets the origin whole.
+#[test]
+fn a_forgotten_origin_acknowledges_nothing_the_store_does_not_hold() {
+    must_pass(&[6035999]);
+}
+
 /// Hangs: every sync() unanswered. (1) A view stopped while deciding whether
 /// to re-attach left its origin's feed unopened, and every realtime copy
 /// waited for it. (2) A feed paused mid-transaction for held-back changes

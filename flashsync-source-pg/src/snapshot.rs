@@ -153,7 +153,8 @@ pub(crate) async fn take(
         let same_relation = current.map(|c| u64::from(c.0)) == Some(schema.source_id.0);
         let type_oids: Vec<u32> = if !same_relation {
             return Err(SourceError::new(
-                SourceErrorKind::Unsupported,
+                // Describing it again fixes this: retried soon.
+                SourceErrorKind::Other,
                 format!("{rel} was dropped and re-created since it was described; describe it again"),
             ));
         } else if matches(&all) {
@@ -162,7 +163,7 @@ pub(crate) async fn take(
             stored.iter().map(|a| a.type_oid).collect()
         } else {
             return Err(SourceError::new(
-                SourceErrorKind::Unsupported,
+                SourceErrorKind::Other,
                 format!("{rel} changed shape since it was described; describe it again"),
             ));
         };

@@ -49,8 +49,13 @@ pub struct InjectedBugs {
 pub struct Config {
     /// First retry delay after a failure.
     pub retry_base: Millis,
-    /// Longest retry delay.
+    /// Longest retry delay of a transient failure.
     pub retry_max: Millis,
+    /// Shortest retry delay of a permanent failure (authentication or
+    /// permission refused, relation missing, no replica identity,
+    /// unsupported relation), which will not pass until someone acts; a
+    /// forced `sync()` retries at once.
+    pub retry_permanent: Millis,
     /// Snapshots (materializations and bootstraps) running at once.
     pub max_concurrent_snapshots: usize,
     /// Bytes of held-back changes (for views still bootstrapping) per origin
@@ -104,6 +109,7 @@ impl Default for Config {
         Config {
             retry_base: Millis(500),
             retry_max: Millis::from_secs(60),
+            retry_permanent: Millis::from_secs(60),
             max_concurrent_snapshots: 4,
             holdback_limit_bytes: 64 << 20,
             max_batch_ops: 50_000,

@@ -254,15 +254,12 @@ impl Machine {
                 if let Some(epoch) = o.feed.epoch() {
                     self.out.push_back(Output::Source(SourceAction::Unsubscribe { origin: origin.clone(), epoch }));
                 }
-                o.feed = Feed::Down;
-                o.txn = None;
-                o.applied = None;
-                o.durable = None;
-                o.acked = None;
-                o.pending_acks.clear();
-                o.slot_id = None;
-                o.attempt = 0;
-                o.retry_at = None;
+                // The store forgets the origin's position: start afresh, as
+                // if never seen — nothing of the old feed (its position, what
+                // the store applied, acks owed) may carry over. Batches still
+                // in flight belong to the old chain, and their answers no
+                // longer move anything.
+                *o = Origin { chain: o.chain + 1, ..Origin::new(origin.clone(), None) };
             }
             if let Some(p) = self.requests.get_mut(&request) {
                 p.outstanding += 1;

@@ -38,7 +38,11 @@ impl Machine {
         let report = match result {
             Ok(r) => r,
             Err(e) => {
-                self.feed_failed(origin, format!("could not open the feed of {origin}: {}", e.message));
+                self.feed_failed(
+                    origin,
+                    format!("could not open the feed of {origin}: {}", e.message),
+                    Retry::of(e.kind),
+                );
                 return;
             }
         };
@@ -115,7 +119,7 @@ impl Machine {
     }
 
     /// The feed could not be opened or broke: back off, and tell the views.
-    fn feed_failed(&mut self, origin: &OriginId, message: String) {
+    fn feed_failed(&mut self, origin: &OriginId, message: String, retry: Retry) {
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
@@ -123,7 +127,7 @@ impl Machine {
         o.paused = false;
         o.attempt = o.attempt.saturating_add(1);
         let attempt = o.attempt;
-        let retry_at = self.now + backoff::delay(&self.cfg, attempt, &mut self.rng);
+        let retry_at = self.now + backoff::delay(&self.cfg, attempt, retry, &mut self.rng);
         if let Some(o) = self.origins.get_mut(origin) {
             o.retry_at = Some(retry_at);
             o.last_error = Some(message.clone());
@@ -148,7 +152,7 @@ impl Machine {
                 // Waiting for the feed to start a snapshot: fail now rather
                 // than keep a pass waiting through the back-off.
                 Phase::Queued { .. } if v.def.persistence == Persistence::Realtime => {
-                    self.fail_view(id, EventPhase::Stream, message.clone());
+                    self.fail_view(id, EventPhase::Stream, message.clone(), retry);
                 }
                 _ => {}
             }
@@ -167,7 +171,7 @@ impl Machine {
         for id in partial {
             self.mark_diverged(id, "the feed broke in the middle of a large transaction".into());
         }
-        self.feed_failed(origin, format!("lost the feed of {origin}: {}", error.message));
+        self.feed_failed(origin, format!("lost the feed of {origin}: {}", error.message), Retry::of(error.kind));
     }
 
     /// A view's copy can no longer be trusted: copy it again.
@@ -175,7 +179,7 @@ impl Machine {
         if let Some(v) = self.views.get_mut(&id) {
             v.dirty = true;
         }
-        self.fail_view(id, EventPhase::Apply, reason);
+        self.fail_view(id, EventPhase::Apply, reason, Retry::Transient);
         // Retry at once: the copy is wrong, not the origin.
         let now = self.now;
         if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
@@ -582,8 +586,8 @@ impl Machine {
         let entry = self.batches.remove(&seq);
         match result {
             Ok(report) => {
-                if let Some(InFlight(origin, _, Some((end_lsn, _)))) = &entry {
-                    if let Some(o) = self.origins.get_mut(origin) {
+                if let Some(InFlight(origin, chain, Some((end_lsn, _)))) = &entry {
+                    if let Some(o) = self.origins.get_mut(origin).filter(|o| o.chain == *chain) {
                         o.store_applied = Some(o.store_applied.map_or(*end_lsn, |a| a.max(*end_lsn)));
                     }
                 }

@@ -53,6 +53,7 @@ use crate::store::{StoredState, ViewRecord};
 use crate::time::Timestamp;
 use crate::value::Key;
 use crate::view::{OriginId, Persistence, RelationId, ViewDef, ViewName};
+use backoff::Retry;
 
 use origin::{Feed, Origin, Route, Txn};
 use pass::{Outcome, Pass, Passes, Queued, Waiter};
@@ -561,13 +562,13 @@ impl Machine {
 
     /// Marks a view failed: job `failed` with the reason and a retry time;
     /// any work in flight is dropped; a pass waiting on it gets the failure.
-    fn fail_view(&mut self, id: RelationId, phase: EventPhase, message: String) {
+    fn fail_view(&mut self, id: RelationId, phase: EventPhase, message: String, retry: Retry) {
         if !self.views.contains_key(&id) {
             return;
         }
         self.cancel_work(id);
         let attempt = self.job(id).map_or(0, |j| j.retry_count).saturating_add(1);
-        let retry_at = self.now + backoff::delay(&self.cfg, attempt, &mut self.rng);
+        let retry_at = self.now + backoff::delay(&self.cfg, attempt, retry, &mut self.rng);
         let msg = message.clone();
         self.update_job(id, phase, |j| {
             j.state = JobState::Failed;

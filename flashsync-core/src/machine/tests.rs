@@ -285,3 +285,62 @@ fn resume_with_a_lost_slot_rebootstraps() {
         _ => None,
     });
 }
+
+/// A wrong password (or a missing permission, table, replica identity) will
+/// not pass by itself: the view and the feed wait at least
+/// `retry_permanent` before trying again, status says why, and a forced
+/// sync retries at once. A lost connection keeps the short back-off.
+#[test]
+fn permanent_failures_retry_rarely_unless_forced() {
+    let mut h = H::new();
+    let def = ViewDef::new("public", "t", Persistence::Realtime, "postgres:main", "public", "t").unwrap();
+    h.input(Input::Define { request: RequestId(1), def });
+    h.input(Input::Sync { request: RequestId(2), selector: Selector::All, force: false });
+    h.settle_store();
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+        _ => None,
+    });
+    let refused = SourceError::new(
+        crate::error::SourceErrorKind::Refused,
+        "connecting: FATAL: password authentication failed for user \"app\"",
+    );
+    h.input(Input::Prepared { op, result: Err(refused.clone()) });
+    let job = h.m.status(&Selector::All).remove(0);
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.last_error.as_deref().is_some_and(|e| e.contains("password authentication failed")), "{job:?}");
+    let wait = job.next_retry_at.expect("a retry time").0 - h.now;
+    assert!(wait >= 60_000, "a permanent failure retries after {wait} ms");
+    assert!(h.m.poll_timeout().is_some_and(|t| t.0 - h.now >= 60_000));
+    // A plain sync does not hammer the server; a forced one tries at once.
+    h.out.clear();
+    h.input(Input::Sync { request: RequestId(3), selector: Selector::All, force: false });
+    h.settle_store();
+    assert!(!h.out.iter().any(|o| matches!(o, Output::Source(SourceAction::Prepare { .. }))), "{:#?}", h.out);
+    h.input(Input::Sync { request: RequestId(4), selector: Selector::All, force: true });
+    h.settle_store();
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+        _ => None,
+    });
+    // The table is fine now, but the feed's login is refused: the origin
+    // backs off for as long.
+    h.input(Input::Prepared { op, result: Ok(schema()) });
+    let epoch = h.take(|o| match o {
+        Output::Source(SourceAction::Subscribe { epoch, .. }) => Some(*epoch),
+        _ => None,
+    });
+    h.input(Input::Subscribed { origin: origin(), epoch, result: Err(refused) });
+    let job = h.m.status(&Selector::All).remove(0);
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.next_retry_at.expect("a retry time").0 - h.now >= 60_000, "{job:?}");
+    assert!(h.m.poll_timeout().is_some_and(|t| t.0 - h.now >= 60_000));
+
+    // A lost connection is transient: seconds, not minutes.
+    let mut h = H::new();
+    let snap = h.bootstrap();
+    let _ = snap;
+    h.input(Input::FeedLost { origin: origin(), epoch: Epoch(1), error: SourceError::connection("reset by peer") });
+    let t = h.m.poll_timeout().expect("a retry").0 - h.now;
+    assert!(t < 60_000, "a lost connection waits {t} ms");
+}

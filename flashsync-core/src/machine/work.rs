@@ -84,12 +84,12 @@ impl Machine {
             Ok(s) if s.is_well_formed() => s,
             Ok(_) => {
                 let msg = format!("source described {} with a key that does not fit its columns", v.def.upstream);
-                self.fail_view(id, EventPhase::Prepare, msg);
+                self.fail_view(id, EventPhase::Prepare, msg, Retry::Transient);
                 return;
             }
             Err(e) => {
                 let origin = v.def.origin.clone();
-                self.fail_view(id, EventPhase::Prepare, e.message);
+                self.fail_view(id, EventPhase::Prepare, e.message, Retry::of(e.kind));
                 self.maybe_subscribe(&origin);
                 return;
             }
@@ -190,13 +190,14 @@ impl Machine {
                     id,
                     EventPhase::Snapshot,
                     "source reported an inconsistent snapshot (xip outside xmin..xmax)".into(),
+                    Retry::Transient,
                 );
                 self.try_start_snapshots();
                 return;
             }
             Err(e) => {
                 self.store(StoreAction::Discard { op });
-                self.fail_view(id, EventPhase::Snapshot, e.message);
+                self.fail_view(id, EventPhase::Snapshot, e.message, Retry::of(e.kind));
                 self.try_start_snapshots();
                 return;
             }
@@ -225,6 +226,7 @@ impl Machine {
                         id,
                         EventPhase::Snapshot,
                         format!("snapshot raced concurrent commits {} times", races + 1),
+                        Retry::Transient,
                     );
                 } else {
                     self.set_phase(id, Phase::Queued { schema, races: races + 1 });
@@ -272,7 +274,7 @@ impl Machine {
         };
         let (schema, point, hold, job) = (Arc::new(schema.clone()), point.clone(), hold.clone(), job.clone());
         if let Err(e) = result {
-            self.fail_view(id, EventPhase::Publish, e.to_string());
+            self.fail_view(id, EventPhase::Publish, e.to_string(), Retry::Transient);
             return;
         }
         let persistence = v.def.persistence;

@@ -811,7 +811,8 @@ impl Source for MemorySource {
             let t = u.tables.get(&k).ok_or_else(|| SourceError::relation_missing(relation))?;
             if t.id != schema.source_id || !t.schema().same_shape(schema) {
                 return Err(SourceError::new(
-                    SourceErrorKind::Unsupported,
+                    // Describing it again fixes this (as with Postgres).
+                    SourceErrorKind::Other,
                     format!("{relation} changed shape since it was described"),
                 ));
             }

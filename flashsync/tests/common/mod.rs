@@ -38,7 +38,7 @@ pub fn upstream() -> MemoryUpstream {
 }
 
 pub fn fast_config() -> Config {
-    Config { retry_base: Millis(20), retry_max: Millis(200), ..Config::default() }
+    Config { retry_base: Millis(20), retry_max: Millis(200), retry_permanent: Millis(200), ..Config::default() }
 }
 
 pub async fn engine(up: &MemoryUpstream, store: MemoryStore) -> Engine {

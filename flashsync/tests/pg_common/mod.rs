@@ -54,7 +54,7 @@ where
 
 /// Retry quickly: the tests break connections on purpose.
 pub fn fast_config() -> Config {
-    Config { retry_base: Millis(50), retry_max: Millis(1000), ..Config::default() }
+    Config { retry_base: Millis(50), retry_max: Millis(1000), retry_permanent: Millis(1000), ..Config::default() }
 }
 
 /// Source settings for `db` with slot and publication named after the
