@@ -22,6 +22,86 @@
 //! - **Progress and acks**: every batch that completes a transaction records
 //!   the origin's position; a position is acknowledged upstream only after the
 //!   store reports the batch durable ([`Input::Durable`]).
+//!
+//! # A run loop
+//!
+//! A driver turns outputs into store and source calls and their results back
+//! into inputs. This one runs everything inline over the in-memory store and
+//! upstream (the tokio driver and the simulator do the same with tasks and
+//! virtual time): a realtime view bootstraps, then mirrors a commit.
+//!
+//! ```
+//! use std::collections::{BTreeMap, VecDeque};
+//!
+//! use flashsync_core::machine::Epoch;
+//! use flashsync_core::memory::{MemoryStore, MemoryUpstream, TableIdentity};
+//! use flashsync_core::*;
+//! use futures::{executor::block_on, FutureExt, StreamExt};
+//!
+//! let up = MemoryUpstream::new();
+//! up.create_table("public", "users", &[("id", "int8"), ("name", "text")], TableIdentity::PrimaryKey(vec![0]));
+//! up.insert("public", "users", row![1, "ada"]);
+//! let (store, source) = (MemoryStore::new(), up.source());
+//! let state = block_on(store.load())?;
+//! let mut m = Machine::new(Config::default(), 7, state, Timestamp(0));
+//! let mut generations = BTreeMap::new();
+//! let mut feed: Option<(Epoch, Subscription)> = None;
+//! let mut run = |m: &mut Machine, input: Input| -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut inputs = VecDeque::from([input]);
+//!     while let Some(input) = inputs.pop_front() {
+//!         m.handle(input, Timestamp(0));
+//!         while let Some(out) = m.poll_output() {
+//!             let next = match out {
+//!                 Output::Store(StoreAction::PutView { op, view }) => Input::StoreDone { op, result: block_on(store.put_view(&view)) },
+//!                 Output::Store(StoreAction::PutJob { op, job }) => Input::StoreDone { op, result: block_on(store.put_job(&job)) },
+//!                 Output::Store(StoreAction::Fence { op }) => Input::StoreDone { op, result: Ok(()) },
+//!                 Output::Store(StoreAction::Publish { op, job }) => {
+//!                     let g: Box<dyn Generation> = generations.remove(&op).ok_or("no generation")?;
+//!                     Input::StoreDone { op, result: block_on(g.publish(&job)) }
+//!                 }
+//!                 Output::Store(StoreAction::Apply(batch)) => {
+//!                     let seq = batch.seq;
+//!                     inputs.push_back(Input::Applied { seq, result: block_on(store.apply(batch)) });
+//!                     Input::Durable { through: block_on(store.persist())?.ok_or("nothing durable")? }
+//!                 }
+//!                 Output::Source(SourceAction::Prepare { op, relation, feed, .. }) => Input::Prepared { op, result: block_on(source.prepare(&relation, feed)) },
+//!                 Output::Source(SourceAction::Snapshot { op, relation_id, relation, schema, .. }) => {
+//!                     let mut g = block_on(store.begin_generation(relation_id, &schema))?;
+//!                     let result = block_on(source.snapshot(&relation, &schema, &mut *g));
+//!                     generations.insert(op, g);
+//!                     Input::Snapshotted { op, result }
+//!                 }
+//!                 Output::Source(SourceAction::Subscribe { origin, epoch, resume }) => {
+//!                     let sub = block_on(source.subscribe(resume))?;
+//!                     let report = sub.report.clone();
+//!                     feed = Some((epoch, sub));
+//!                     Input::Subscribed { origin, epoch, result: Ok(report) }
+//!                 }
+//!                 Output::Source(SourceAction::Ack { lsn, .. }) => { feed.as_ref().ok_or("no feed")?.1.feedback.ack(lsn); continue }
+//!                 Output::Reply { reply: Reply::Failed(e), .. } => return Err(e.into()),
+//!                 _ => continue, // events, replies, discards, flow control
+//!             };
+//!             inputs.push_back(next);
+//!         }
+//!         // Hand the machine whatever the feed has ready.
+//!         if let Some((epoch, sub)) = feed.as_mut() {
+//!             while let Some(Some(Ok(event))) = sub.events.next().now_or_never() {
+//!                 inputs.push_back(Input::Feed { origin: OriginId::new("postgres:main")?, epoch: *epoch, event });
+//!             }
+//!         }
+//!     }
+//!     Ok(())
+//! };
+//! let def = ViewDef::new("public", "users_live", Persistence::Realtime, "postgres:main", "public", "users")?;
+//! run(&mut m, Input::Define { request: RequestId(1), def })?;
+//! run(&mut m, Input::Sync { request: RequestId(2), selector: Selector::All, force: false })?;
+//! up.insert("public", "users", row![2, "grace"]);
+//! run(&mut m, Input::Timer)?; // any input: the loop drains the feed
+//! let id = m.relation_id(&ViewName::new("public", "users_live")?).ok_or("defined")?;
+//! assert_eq!(store.rows(id), vec![row![1, "ada"], row![2, "grace"]]);
+//! assert_eq!(m.status(&Selector::All)[0].state, JobState::Running);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod api;
 mod backoff;
