@@ -284,8 +284,7 @@ impl Machine {
             for (origin, epoch) in feeds {
                 self.source(SourceAction::Unsubscribe { origin: origin.clone(), epoch });
                 if let Some(o) = self.origins.get_mut(&origin) {
-                    o.feed = Feed::Down;
-                    o.txn = None;
+                    o.feed = Feed::new();
                 }
             }
             // Job states are left as they are: a running view resumes from its
@@ -318,7 +317,7 @@ impl Machine {
         let due_feeds: Vec<OriginId> = self
             .origins
             .values()
-            .filter(|o| o.feed == Feed::Down && o.retry_at.is_some_and(|t| t <= now))
+            .filter(|o| o.feed.retry_at().is_some_and(|t| t <= now))
             .map(|o| o.id.clone())
             .collect();
         for origin in due_feeds {

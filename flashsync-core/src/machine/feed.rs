@@ -10,11 +10,10 @@ impl Machine {
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
-        if o.feed != Feed::Down {
+        if !o.feed.is_down() {
             return;
         }
-        o.feed = Feed::Subscribing(epoch);
-        o.retry_at = None;
+        o.feed = Feed::Subscribing { epoch, attempt: o.feed.attempt() };
         let resume = o.applied;
         self.stats.subscribes += 1;
         self.source(SourceAction::Subscribe { origin: origin.clone(), epoch, resume });
@@ -24,11 +23,11 @@ impl Machine {
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
-        if o.feed == Feed::Up(epoch) {
+        if o.feed.up() == Some(epoch) {
             // A repeated answer for the feed that is already up.
             return;
         }
-        if o.feed != Feed::Subscribing(epoch) {
+        if !matches!(o.feed, Feed::Subscribing { epoch: e, .. } if e == epoch) {
             // A subscription nobody wants any more (e.g. after shutdown or forget).
             if result.is_ok() {
                 self.source(SourceAction::Unsubscribe { origin: origin.clone(), epoch });
@@ -46,13 +45,9 @@ impl Machine {
                 return;
             }
         };
-        o.feed = Feed::Up(epoch);
+        o.feed = Feed::Up { epoch, paused: false, txn: None };
         o.slot_id = Some(report.slot_id.clone());
-        o.attempt = 0;
-        o.retry_at = None;
         o.last_error = None;
-        o.paused = false;
-        o.txn = None;
         let (start, gap) = match (&report.start, o.applied) {
             (FeedStart::Created { consistent_point }, Some(_)) => {
                 (*consistent_point, Some(format!("replication slot {} did not exist and was created", report.slot_id)))
@@ -123,15 +118,10 @@ impl Machine {
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
-        o.feed = Feed::Down;
-        o.paused = false;
-        o.attempt = o.attempt.saturating_add(1);
-        let attempt = o.attempt;
+        let attempt = o.feed.attempt().saturating_add(1);
         let retry_at = self.now + backoff::delay(&self.cfg, attempt, retry, &mut self.rng);
-        if let Some(o) = self.origins.get_mut(origin) {
-            o.retry_at = Some(retry_at);
-            o.last_error = Some(message.clone());
-        }
+        o.feed = Feed::Down { attempt, retry_at: Some(retry_at) };
+        o.last_error = Some(message.clone());
         self.error(EventPhase::Stream, None, Some(origin.clone()), message.clone());
         for id in self.origin_views(origin) {
             let Some(v) = self.views.get(&id) else {
@@ -166,7 +156,7 @@ impl Machine {
         if o.feed.epoch() != Some(epoch) {
             return;
         }
-        let partial = o.txn.take().map(|t| t.partial).unwrap_or_default();
+        let partial = o.feed.take_txn().map(|t| t.partial).unwrap_or_default();
         self.source(SourceAction::Unsubscribe { origin: origin.clone(), epoch });
         for id in partial {
             self.mark_diverged(id, "the feed broke in the middle of a large transaction".into());
@@ -218,7 +208,7 @@ impl Machine {
     }
 
     pub(super) fn on_feed(&mut self, origin: &OriginId, epoch: Epoch, event: StreamEvent) {
-        if self.origins.get(origin).map(|o| o.feed) != Some(Feed::Up(epoch)) {
+        if self.origins.get(origin).and_then(|o| o.feed.up()) != Some(epoch) {
             return;
         }
         match event {
@@ -239,7 +229,7 @@ impl Machine {
     }
 
     fn on_begin(&mut self, origin: &OriginId, xid: u32, final_lsn: Lsn) {
-        if self.origins.get(origin).is_some_and(|o| o.txn.is_some()) {
+        if self.origins.get(origin).is_some_and(|o| o.feed.txn().is_some()) {
             self.protocol_error(origin, "feed began a transaction inside another");
             return;
         }
@@ -260,8 +250,8 @@ impl Machine {
                 routes.entry(e.schema.source_id).or_default().push((e.id, e.route, e.schema.identity));
             }
         }
-        if let Some(o) = self.origins.get_mut(origin) {
-            o.txn = Some(Txn {
+        if let Some(Feed::Up { txn, .. }) = self.origins.get_mut(origin).map(|o| &mut o.feed) {
+            *txn = Some(Txn {
                 xid,
                 final_lsn,
                 duplicate,
@@ -277,7 +267,7 @@ impl Machine {
 
     fn on_change(&mut self, origin: &OriginId, change: Change) {
         let table = self.route_table(origin);
-        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.txn.as_mut()) else {
+        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
             self.protocol_error(origin, "feed sent a change outside a transaction");
             return;
         };
@@ -332,7 +322,7 @@ impl Machine {
     /// Writes the open transaction's changes so far as a partial batch, to
     /// bound memory for very large transactions.
     fn flush_partial(&mut self, origin: &OriginId) {
-        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.txn.as_mut()) else {
+        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
             return;
         };
         let apply = std::mem::take(&mut txn.apply);
@@ -358,7 +348,7 @@ impl Machine {
     }
 
     fn on_commit(&mut self, origin: &OriginId, end_lsn: Lsn) {
-        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.txn.take()) else {
+        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.take_txn()) else {
             self.protocol_error(origin, "feed committed a transaction it never began");
             return;
         };
@@ -463,7 +453,7 @@ impl Machine {
         let Some(o) = self.origins.get(origin) else {
             return;
         };
-        if o.txn.is_some() {
+        if o.feed.txn().is_some() {
             return;
         }
         if o.applied.is_none_or(|a| wal_end > a) {
@@ -624,9 +614,8 @@ impl Machine {
             if let Some(epoch) = o.feed.epoch() {
                 self.out.push_back(Output::Source(SourceAction::Unsubscribe { origin: origin.clone(), epoch }));
             }
-            o.feed = Feed::Down;
-            o.paused = false;
-            o.txn = None;
+            // Retried at once: the feed is fine, the store was not.
+            o.feed = Feed::Down { attempt: o.feed.attempt(), retry_at: Some(self.now) };
             o.applied = o.store_applied;
             // Batches emitted from now on build on what the store holds, not
             // on the failed one: a new chain the executor applies again.
@@ -634,7 +623,6 @@ impl Machine {
             // Only positions the store applied may ever be acknowledged.
             let ok = o.store_applied;
             o.pending_acks.retain(|(_, lsn)| ok.is_some_and(|a| *lsn <= a));
-            o.retry_at = Some(self.now);
         }
         for id in self.origin_views(origin) {
             let relevant = self.views.get(&id).is_some_and(|v| {
@@ -709,7 +697,7 @@ impl Machine {
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
-        let (Feed::Up(epoch), Some(durable)) = (o.feed, o.durable) else {
+        let (Some(epoch), Some(durable)) = (o.feed.up(), o.durable) else {
             return;
         };
         if o.acked.is_some_and(|a| a >= durable) {

@@ -377,8 +377,7 @@ impl Machine {
                 .then_some(job.next_retry_at)
                 .flatten()
         });
-        let feeds =
-            self.origins.values().filter(|o| o.feed == Feed::Down && self.wants_feed(&o.id)).filter_map(|o| o.retry_at);
+        let feeds = self.origins.values().filter(|o| self.wants_feed(&o.id)).filter_map(|o| o.feed.retry_at());
         views.chain(feeds).min()
     }
 
@@ -628,7 +627,7 @@ impl Machine {
             return;
         }
         let Some(o) = self.origins.get(origin) else { return };
-        if o.feed != Feed::Down || !self.wants_feed(origin) {
+        if !o.feed.is_down() || !self.wants_feed(origin) {
             return;
         }
         let attaching = self
@@ -687,7 +686,7 @@ impl Machine {
         if drops_share {
             // Nothing will apply it, and its bytes would count against the
             // hold-back limit until the commit.
-            if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.txn.as_mut()) {
+            if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) {
                 txn.hold.remove(&id);
                 txn.hold_bytes.remove(&id);
             }
@@ -705,7 +704,7 @@ impl Machine {
         // A view that already received part of a large transaction (partial
         // batches) and now leaves the feed keeps half of it: copy it again.
         let partial =
-            self.origins.get(&v.def.origin).and_then(|o| o.txn.as_ref()).is_some_and(|t| t.partial.contains(&id));
+            self.origins.get(&v.def.origin).and_then(|o| o.feed.txn()).is_some_and(|t| t.partial.contains(&id));
         if partial {
             if let Some(v) = self.views.get_mut(&id) {
                 v.dirty = true;
@@ -812,7 +811,7 @@ impl Machine {
         // the commit, which a paused feed would never reach. Every view still
         // holding releases its bytes when its snapshot lands, so a pause
         // always ends.
-        let txn_held: usize = self.origins.get(origin).and_then(|o| o.txn.as_ref()).map_or(0, |t| {
+        let txn_held: usize = self.origins.get(origin).and_then(|o| o.feed.txn()).map_or(0, |t| {
             t.hold_bytes
                 .iter()
                 .filter(|(id, _)| self.views.get(id).is_some_and(|v| v.phase.hold().is_some()))
@@ -824,16 +823,17 @@ impl Machine {
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
-        let Feed::Up(epoch) = o.feed else { return };
-        let paused = if !o.paused && held > limit {
+        let Feed::Up { epoch, paused, .. } = &mut o.feed else { return };
+        let now_paused = if !*paused && held > limit {
             true
-        } else if o.paused && held <= limit / 2 {
+        } else if *paused && held <= limit / 2 {
             false
         } else {
             return;
         };
-        o.paused = paused;
-        self.source(SourceAction::Flow { origin: origin.clone(), epoch, paused });
+        *paused = now_paused;
+        let epoch = *epoch;
+        self.source(SourceAction::Flow { origin: origin.clone(), epoch, paused: now_paused });
     }
 }
 

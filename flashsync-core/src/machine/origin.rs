@@ -10,19 +10,82 @@ use crate::view::{OriginId, RelationId};
 
 use super::Epoch;
 
-/// The feed connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The feed connection, with what each state needs and nothing else: a
+/// down feed knows when to retry, a live one whether it is paused and which
+/// transaction it is receiving. Leaving `Up` drops both, so neither can
+/// outlive the connection they describe.
+#[derive(Debug)]
 pub(super) enum Feed {
-    Down,
-    Subscribing(Epoch),
-    Up(Epoch),
+    /// Not connected. `attempt` consecutive subscriptions failed; the next
+    /// waits until `retry_at` (if set) unless forced.
+    Down { attempt: u32, retry_at: Option<Timestamp> },
+    /// A subscription for `epoch` was requested; `attempt` failed before it.
+    Subscribing { epoch: Epoch, attempt: u32 },
+    /// Connected. `paused`: reading is paused (held-back changes at their
+    /// limit). `txn`: the transaction being received, between its `Begin`
+    /// and its `Commit`.
+    Up { epoch: Epoch, paused: bool, txn: Option<Txn> },
 }
 
 impl Feed {
-    pub fn epoch(self) -> Option<Epoch> {
+    /// A feed never connected (or forgotten).
+    pub fn new() -> Feed {
+        Feed::Down { attempt: 0, retry_at: None }
+    }
+
+    pub fn epoch(&self) -> Option<Epoch> {
         match self {
-            Feed::Down => None,
-            Feed::Subscribing(e) | Feed::Up(e) => Some(e),
+            Feed::Down { .. } => None,
+            Feed::Subscribing { epoch, .. } | Feed::Up { epoch, .. } => Some(*epoch),
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        matches!(self, Feed::Down { .. })
+    }
+
+    /// The epoch of the connected feed.
+    pub fn up(&self) -> Option<Epoch> {
+        match self {
+            Feed::Up { epoch, .. } => Some(*epoch),
+            _ => None,
+        }
+    }
+
+    /// When a down feed may be retried.
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        match self {
+            Feed::Down { retry_at, .. } => *retry_at,
+            _ => None,
+        }
+    }
+
+    /// Failed subscriptions in a row.
+    pub fn attempt(&self) -> u32 {
+        match self {
+            Feed::Down { attempt, .. } | Feed::Subscribing { attempt, .. } => *attempt,
+            Feed::Up { .. } => 0,
+        }
+    }
+
+    pub fn txn(&self) -> Option<&Txn> {
+        match self {
+            Feed::Up { txn, .. } => txn.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn txn_mut(&mut self) -> Option<&mut Txn> {
+        match self {
+            Feed::Up { txn, .. } => txn.as_mut(),
+            _ => None,
+        }
+    }
+
+    pub fn take_txn(&mut self) -> Option<Txn> {
+        match self {
+            Feed::Up { txn, .. } => txn.take(),
+            _ => None,
         }
     }
 }
@@ -66,7 +129,6 @@ pub(super) struct Origin {
     pub applied: Option<Lsn>,
     pub feed: Feed,
     pub slot_id: Option<String>,
-    pub txn: Option<Txn>,
     /// Commits received so far (a counter, not an LSN).
     pub commits_seen: u64,
     /// Recently received commits: (counter, xid), for the hand-off race check.
@@ -77,11 +139,6 @@ pub(super) struct Origin {
     pub durable: Option<Lsn>,
     /// Highest position acknowledged upstream.
     pub acked: Option<Lsn>,
-    /// Reading the feed is paused (held-back changes at their limit).
-    pub paused: bool,
-    /// Consecutive failed subscriptions.
-    pub attempt: u32,
-    pub retry_at: Option<Timestamp>,
     pub last_error: Option<String>,
     /// The store holds a position for this origin (a progress batch was
     /// emitted, or one was loaded). A realtime job is stored as `running`
@@ -104,17 +161,13 @@ impl Origin {
         Origin {
             id,
             applied,
-            feed: Feed::Down,
+            feed: Feed::new(),
             slot_id: None,
-            txn: None,
             commits_seen: 0,
             recent: VecDeque::new(),
             pending_acks: VecDeque::new(),
             durable: applied,
             acked: None,
-            paused: false,
-            attempt: 0,
-            retry_at: None,
             last_error: None,
             stored: applied.is_some(),
             started: false,

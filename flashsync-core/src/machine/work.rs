@@ -20,13 +20,12 @@ impl Machine {
             // Work from an earlier request is still in flight; it will report.
             Phase::Preparing { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. } => None,
             Phase::Live { .. } => {
-                let feed = self.origins.get(&origin).map_or(Feed::Down, |o| o.feed);
+                let feed = self.origins.get(&origin).map(|o| &o.feed);
                 match feed {
-                    Feed::Up(_) => Some(Outcome::Realtime),
-                    Feed::Subscribing(_) => None,
-                    Feed::Down => {
-                        let origin_backoff =
-                            self.origins.get(&origin).and_then(|o| o.retry_at).is_some_and(|t| t > now);
+                    Some(Feed::Up { .. }) => Some(Outcome::Realtime),
+                    Some(Feed::Subscribing { .. }) => None,
+                    Some(Feed::Down { .. }) | None => {
+                        let origin_backoff = feed.and_then(Feed::retry_at).is_some_and(|t| t > now);
                         if origin_backoff && !force {
                             Some(Outcome::Failed(last_error))
                         } else {
@@ -109,8 +108,8 @@ impl Machine {
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;
                 }
-                match self.origins.get(&origin).map(|o| o.feed) {
-                    Some(Feed::Up(_)) => self.view_feed_up(id),
+                match self.origins.get(&origin).and_then(|o| o.feed.up()) {
+                    Some(_) => self.view_feed_up(id),
                     _ => self.maybe_subscribe(&origin),
                 }
             }
@@ -157,7 +156,7 @@ impl Machine {
                     let Some(o) = self.origins.get(&v.def.origin) else {
                         continue;
                     };
-                    if !matches!(o.feed, Feed::Up(_)) || o.txn.is_some() {
+                    if o.feed.up().is_none() || o.feed.txn().is_some() {
                         continue;
                     }
                     Some(HoldBack { since: o.commits_seen, txns: Vec::new(), bytes: 0 })
@@ -329,7 +328,7 @@ impl Machine {
                     }
                     v.job = Some(job);
                 }
-                let feed_up = self.origins.get(&origin).is_some_and(|o| matches!(o.feed, Feed::Up(_)));
+                let feed_up = self.origins.get(&origin).is_some_and(|o| o.feed.up().is_some());
                 let caught_up = self.origins.get(&origin).and_then(|o| o.applied).unwrap_or(point.lsn).max(point.lsn);
                 let slot = self.origins.get(&origin).and_then(|o| o.slot_id.clone());
                 let feed_error = self.origins.get(&origin).and_then(|o| o.last_error.clone());
