@@ -102,7 +102,7 @@ impl Machine {
         if record_start {
             // Record where this feed starts, so a view stored as running is
             // always paired with a stored position it can resume from.
-            self.emit_batch(origin, Progress::Commit { end_lsn: start }, Vec::new(), Vec::new());
+            self.emit_batch(origin, Flight::Commit { end_lsn: start, views: Vec::new() }, Vec::new(), Vec::new());
         }
         for id in self.origin_views(origin) {
             if self.views.get(&id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })) {
@@ -329,7 +329,7 @@ impl Machine {
         txn.apply_ops = 0;
         txn.partial.extend(apply.keys().copied());
         let views = self.view_ops(apply);
-        self.emit_batch(origin, Progress::Partial, views, Vec::new());
+        self.emit_batch(origin, Flight::Partial, views, Vec::new());
     }
 
     fn view_ops(&self, ops: BTreeMap<RelationId, Vec<RowOp>>) -> Vec<ViewOps> {
@@ -412,10 +412,7 @@ impl Machine {
             .chain(txn.partial.iter().copied())
             .filter(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })))
             .collect();
-        let seq = self.emit_batch(origin, Progress::Commit { end_lsn }, views, jobs);
-        if let Some(InFlight(_, _, Some((_, views)))) = self.batches.get_mut(&seq) {
-            views.clone_from(&touched);
-        }
+        let seq = self.emit_batch(origin, Flight::Commit { end_lsn, views: touched.clone() }, views, jobs);
         if self.cfg.audit {
             let mut seen = BTreeSet::new();
             for view in touched {
@@ -464,7 +461,7 @@ impl Machine {
                 o.stored = true;
             }
             let jobs = self.drop_filters(origin, wal_end).into_iter().filter_map(|id| self.stored_job(id)).collect();
-            self.emit_batch(origin, Progress::Commit { end_lsn: wal_end }, Vec::new(), jobs);
+            self.emit_batch(origin, Flight::Commit { end_lsn: wal_end, views: Vec::new() }, Vec::new(), jobs);
             if let Some(o) = self.origins.get_mut(origin) {
                 o.applied = Some(wal_end);
             }
@@ -507,11 +504,11 @@ impl Machine {
         }
     }
 
-    /// Emits one store batch; returns its sequence number.
+    /// Emits one store batch doing `flight`; returns its sequence number.
     pub(super) fn emit_batch(
         &mut self,
         origin: &OriginId,
-        progress: Progress,
+        flight: Flight,
         views: Vec<ViewOps>,
         jobs: Vec<JobRecord>,
     ) -> BatchSeq {
@@ -519,15 +516,8 @@ impl Machine {
         self.next_batch += 1;
         self.stats.batches += 1;
         let chain = self.origins.get(origin).map_or(0, |o| o.chain);
-        match progress {
-            Progress::Commit { end_lsn } => {
-                self.batches.insert(seq, InFlight(origin.clone(), chain, Some((end_lsn, Vec::new()))));
-            }
-            Progress::Partial => {
-                self.batches.insert(seq, InFlight(origin.clone(), chain, None));
-            }
-            Progress::Replay => {}
-        }
+        let progress = flight.progress();
+        self.batches.insert(seq, InFlight { origin: origin.clone(), chain, flight });
         if let Progress::Commit { end_lsn } = progress {
             if let Some(o) = self.origins.get_mut(origin) {
                 o.pending_acks.push_back((seq, end_lsn));
@@ -547,60 +537,47 @@ impl Machine {
     }
 
     pub(super) fn on_applied(&mut self, seq: BatchSeq, result: Result<ApplyReport, StoreError>) {
-        if let Some((id, chain)) = self.replays.remove(&seq) {
-            match result {
-                Ok(report) => {
-                    self.report_conflicts(report);
-                    if let Some(j) = self.job(id) {
-                        let outcome = match j.state {
-                            JobState::Running => Outcome::Realtime,
-                            _ => Outcome::Failed(j.last_error.clone().unwrap_or_else(|| "the feed is down".into())),
-                        };
-                        self.complete_item(id, outcome);
-                    }
-                }
-                Err(e) => {
-                    let Some(origin) = self.views.get(&id).map(|v| v.def.origin.clone()) else { return };
-                    if self.origins.get(&origin).is_some_and(|o| chain < o.chain) {
-                        // Refused after an earlier failure that was handled.
-                        self.mark_diverged(id, format!("could not apply the hand-off batch: {e}"));
-                    } else {
-                        // Batches queued behind it would land over the hole
-                        // it leaves: handled like any failed batch.
-                        self.store_failed(&origin, format!("could not apply the hand-off batch of {origin}: {e}"));
-                    }
+        let Some(InFlight { origin, chain, flight }) = self.batches.remove(&seq) else { return };
+        // A batch of a chain already handled: if it failed, the executor
+        // refused it because an earlier one failed, and that was dealt with.
+        let stale = self.origins.get(&origin).is_none_or(|o| chain < o.chain);
+        match (flight, result) {
+            (Flight::Replay { view }, Ok(report)) => {
+                self.report_conflicts(report);
+                if let Some(j) = self.job(view) {
+                    let outcome = match j.state {
+                        JobState::Running => Outcome::Realtime,
+                        _ => Outcome::Failed(j.last_error.clone().unwrap_or_else(|| "the feed is down".into())),
+                    };
+                    self.complete_item(view, outcome);
                 }
             }
-            return;
-        }
-        let entry = self.batches.remove(&seq);
-        match result {
-            Ok(report) => {
-                if let Some(InFlight(origin, chain, Some((end_lsn, _)))) = &entry {
-                    if let Some(o) = self.origins.get_mut(origin).filter(|o| o.chain == *chain) {
-                        o.store_applied = Some(o.store_applied.map_or(*end_lsn, |a| a.max(*end_lsn)));
-                    }
+            (Flight::Replay { view }, Err(e)) if stale => {
+                self.mark_diverged(view, format!("could not apply the hand-off batch: {e}"));
+            }
+            (_, Err(_)) if stale => {}
+            // Batches queued behind it would land over the hole it leaves:
+            // handled like any failed batch.
+            (Flight::Replay { .. }, Err(e)) => {
+                self.store_failed(&origin, format!("could not apply the hand-off batch of {origin}: {e}"));
+            }
+            (Flight::Commit { .. } | Flight::Partial, Err(e)) => {
+                self.store_failed(&origin, format!("could not apply changes from {origin}: {e}"));
+            }
+            (Flight::Commit { end_lsn, views }, Ok(report)) => {
+                if let Some(o) = self.origins.get_mut(&origin).filter(|o| o.chain == chain) {
+                    o.store_applied = Some(o.store_applied.map_or(end_lsn, |a| a.max(end_lsn)));
                 }
-                if let Some(InFlight(_, _, Some((end_lsn, views)))) = &entry {
-                    for id in views {
-                        if let Some(j) = self.views.get_mut(id).and_then(|v| v.job.as_mut()) {
-                            if j.last_seen_commit.is_none_or(|l| l < *end_lsn) {
-                                j.last_seen_commit = Some(*end_lsn);
-                            }
+                for id in views {
+                    if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
+                        if j.last_seen_commit.is_none_or(|l| l < end_lsn) {
+                            j.last_seen_commit = Some(end_lsn);
                         }
                     }
                 }
                 self.report_conflicts(report);
             }
-            Err(e) => {
-                let Some(InFlight(origin, chain, _)) = entry else { return };
-                // A batch of a chain already handled: the executor refused
-                // it because an earlier one failed; nothing more to do.
-                if self.origins.get(&origin).is_some_and(|o| chain < o.chain) {
-                    return;
-                }
-                self.store_failed(&origin, format!("could not apply changes from {origin}: {e}"));
-            }
+            (Flight::Partial, Ok(report)) => self.report_conflicts(report),
         }
     }
 

@@ -197,11 +197,37 @@ struct PendingRequest {
     failure: Option<ControlError>,
 }
 
-/// A feed batch in flight: its origin and chain, the position it records
-/// (for `Progress::Commit` batches), and the views whose `last_seen_commit`
-/// moves to it once applied.
+/// A store batch in flight: its origin and chain, and what its answer
+/// settles.
 #[derive(Debug)]
-struct InFlight(OriginId, u64, Option<(Lsn, Vec<RelationId>)>);
+struct InFlight {
+    origin: OriginId,
+    chain: u64,
+    flight: Flight,
+}
+
+/// What a batch in flight does.
+#[derive(Debug)]
+enum Flight {
+    /// Completes a transaction (or records a keepalive position) at
+    /// `end_lsn`; `views` move their `last_seen_commit` to it once applied.
+    Commit { end_lsn: Lsn, views: Vec<RelationId> },
+    /// One part of a transaction too large for one batch.
+    Partial,
+    /// `view`'s hand-off: the transactions held back while it copied. Its
+    /// pass waits for it.
+    Replay { view: RelationId },
+}
+
+impl Flight {
+    fn progress(&self) -> Progress {
+        match self {
+            Flight::Commit { end_lsn, .. } => Progress::Commit { end_lsn: *end_lsn },
+            Flight::Partial => Progress::Partial,
+            Flight::Replay { .. } => Progress::Replay,
+        }
+    }
+}
 
 /// Routing entry for one view of an origin, rebuilt when phases change.
 #[derive(Clone, Debug)]
@@ -228,9 +254,7 @@ pub struct Machine {
     passes: Passes,
     ops: BTreeMap<OpId, Op>,
     requests: BTreeMap<RequestId, PendingRequest>,
-    /// Replay batches a pass waits on.
-    /// (view, chain) per hand-off batch.
-    replays: BTreeMap<BatchSeq, (RelationId, u64)>,
+    /// Every store batch not yet answered.
     batches: BTreeMap<BatchSeq, InFlight>,
     held_bytes: BTreeMap<OriginId, usize>,
     next_relation: u64,
@@ -259,7 +283,6 @@ impl Machine {
             passes: Passes::default(),
             ops: BTreeMap::new(),
             requests: BTreeMap::new(),
-            replays: BTreeMap::new(),
             batches: BTreeMap::new(),
             held_bytes: BTreeMap::new(),
             next_relation: 1,
@@ -441,7 +464,7 @@ impl Machine {
         !self.pass_in_flight()
             && self.ops.is_empty()
             && self.requests.is_empty()
-            && self.replays.is_empty()
+            && !self.batches.values().any(|b| matches!(b.flight, Flight::Replay { .. }))
             && self.views.values().all(|v| matches!(v.phase, Phase::Idle | Phase::Live { .. }))
     }
 

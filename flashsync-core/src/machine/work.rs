@@ -360,7 +360,7 @@ impl Machine {
                 let jobs = self.stored_job(id).into_iter().collect();
                 let identity = schema.identity;
                 let views = if ops.is_empty() { Vec::new() } else { vec![ViewOps { relation_id: id, identity, ops }] };
-                let seq = self.emit_batch(&origin, Progress::Replay, views, jobs);
+                let seq = self.emit_batch(&origin, Flight::Replay { view: id }, views, jobs);
                 if let Some(Phase::Live { replay, .. }) = self.views.get_mut(&id).map(|v| &mut v.phase) {
                     *replay = Some(seq);
                 }
@@ -369,8 +369,6 @@ impl Machine {
                         self.audit.push(AuditRecord::Applied { seq, view: id, xid, end_lsn, replay: true });
                     }
                 }
-                let chain = self.origins.get(&origin).map_or(0, |o| o.chain);
-                self.replays.insert(seq, (id, chain));
             }
         }
     }
