@@ -40,6 +40,25 @@ pub use cluster::{find_bindir, Cluster, ClusterOptions};
 use crate::conninfo::ConnInfo;
 use crate::ident::quote_ident;
 
+/// Polls `check` until it returns `Some`, or fails the test after `timeout`
+/// with `what` in the message. Polling only reads state: each check re-reads
+/// the truth, so it never stands in for ordering. Every flashsync test waits
+/// with this one function.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// A harness failure (the message says what to fix).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("test Postgres: {0}")]

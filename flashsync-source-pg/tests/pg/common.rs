@@ -87,20 +87,13 @@ pub async fn next_txn(sub: &mut Subscription) -> Txn {
     }
 }
 
-/// Waits until `check` returns `Some`, polling; fails with `what` after `WAIT`.
-pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+/// [`testkit::wait_for`] with this suite's `WAIT`.
+pub async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    flashsync_source_pg::testkit::wait_for(what, WAIT, check).await
 }
 
 /// The slot's `confirmed_flush_lsn`.

@@ -1,32 +1,13 @@
 //! Helpers shared by the engine tests (in-memory backends).
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::time::Duration;
 
 use flashsync::{Config, Engine, Persistence, ViewDef};
 use flashsync_core::memory::{MemoryStore, MemoryUpstream, TableIdentity};
 use flashsync_core::Millis;
 
-/// Polls `check` until it returns `Some`, or fails the test after `timeout`
-/// with `what` in the message. Polling reads state; it never stands in for
-/// ordering (each check re-reads the truth).
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
+pub use flashsync_source_pg::testkit::wait_for;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -4,13 +4,9 @@
 //! transaction (money moves between accounts; the total and the number of
 //! accounts never change).
 
-#![allow(clippy::unwrap_used)]
-
-mod pg_common;
-
 use flashsync::{Persistence, Row, Value};
 use flashsync_source_pg::testkit;
-use pg_common::*;
+use crate::common::*;
 
 const ACCOUNTS: i64 = 500;
 const TOTAL: i64 = ACCOUNTS * 100;

@@ -3,15 +3,11 @@
 //! engine that stops) in the middle of one leaves no half transaction
 //! behind.
 
-#![allow(clippy::unwrap_used)]
-
-mod pg_common;
-
 use std::sync::Arc;
 
 use flashsync::{Config, Engine, JobState, Persistence};
 use flashsync_source_pg::testkit::{self, TestDb};
-use pg_common::*;
+use crate::common::*;
 
 /// Small partial batches, so a transaction of a few thousand rows spans
 /// many of them.

@@ -2,14 +2,10 @@
 //! fjall store together, with writers committing while a realtime view
 //! bootstraps.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::wait_for;
+use crate::common::wait_for;
 use flashsync::{Engine, JobState, Persistence, Value, ViewDef};
 use flashsync_core::OriginId;
 use flashsync_source_pg::{testkit, PgSource, PgSourceConfig};

@@ -3,16 +3,12 @@
 //! down. The engine reconnects (or re-bootstraps when history is lost, and
 //! says why) and converges with nothing lost.
 
-#![allow(clippy::unwrap_used)]
-
-mod pg_common;
-
 use std::sync::Arc;
 
 use flashsync::{Engine, JobState, Persistence};
 use flashsync_core::FeedStart;
 use flashsync_source_pg::testkit::{self, ClusterOptions, TestDb};
-use pg_common::*;
+use crate::common::*;
 
 const LIVE: [(&str, &str); 2] = [("public.acct_live", "acct"), ("public.bag_live", "bag")];
 

@@ -3,15 +3,11 @@
 //! equals upstream exactly — nothing lost, nothing doubled — and one origin
 //! keeps exactly one replication slot.
 
-#![allow(clippy::unwrap_used)]
-
-mod pg_common;
-
 use std::sync::Arc;
 
 use flashsync::{JobState, Persistence};
 use flashsync_source_pg::testkit;
-use pg_common::*;
+use crate::common::*;
 
 /// Two realtime views (a keyed table and a keyless `REPLICA IDENTITY FULL`
 /// one) bootstrap while writers commit thousands of transactions, some held

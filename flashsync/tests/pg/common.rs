@@ -1,5 +1,5 @@
 //! Shared setup for the engine-level acceptance tests on a real Postgres
-//! (`tests/pg_*.rs`): engines over the fjall store and the Postgres source, a
+//! (the modules of `tests/pg/`): engines over the fjall store and the Postgres source, a
 //! recording source wrapper, upstream/local comparison, writers.
 //!
 //! Every test gets its own database (or dedicated cluster) and its own
@@ -8,7 +8,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,25 +31,7 @@ pub const ORIGIN: &str = "postgres:main";
 /// Generous bound for convergence and state waits.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Polls `check` until it returns `Some`, or fails the test after `timeout`
-/// with `what` in the message. Each check re-reads the truth; polling never
-/// stands in for ordering.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use flashsync_source_pg::testkit::wait_for;
 
 /// Retry quickly: the tests break connections on purpose.
 pub fn fast_config() -> Config {
