@@ -73,6 +73,15 @@ fn a_forgotten_origin_acknowledges_nothing_the_store_does_not_hold() {
     must_pass(&[6035999]);
 }
 
+/// A gap after a crash: forgetting a view released its table from the
+/// publication before the store had forgotten the view; the crash lost the
+/// store's deletion, the view came back and resumed over the commits made
+/// while its table was out of the feed. Releases now wait for the store.
+#[test]
+fn upstream_resources_are_released_only_once_the_store_forgot_the_view() {
+    must_pass(&[7036991]);
+}
+
 /// Hangs: every sync() unanswered. (1) A view stopped while deciding whether
 /// to re-attach left its origin's feed unopened, and every realtime copy
 /// waited for it. (2) A feed paused mid-transaction for held-back changes

@@ -206,6 +206,7 @@ impl Machine {
         let ids = self.select(selector);
         let mut names = Vec::new();
         let mut touched: BTreeSet<OriginId> = BTreeSet::new();
+        let mut releases = Vec::new();
         self.open_request(request, Reply::Forgotten { views: Vec::new(), warnings: Vec::new() });
         for id in ids {
             self.cancel_work(id);
@@ -219,7 +220,7 @@ impl Machine {
             self.names.remove(&v.def.name);
             self.routes.insert(v.def.origin.clone(), None);
             names.push(v.def.name.clone());
-            let op = self.request_op(request);
+            let op = self.forgetting_op(request);
             self.store(StoreAction::Forget { op, relation_id: id });
             if v.def.persistence == Persistence::Realtime {
                 touched.insert(v.def.origin.clone());
@@ -229,16 +230,7 @@ impl Machine {
                         && o.def.persistence == Persistence::Realtime
                 });
                 if !shared {
-                    let what = format!("{} in the feed of {}", v.def.upstream, v.def.origin);
-                    if let Some(p) = self.requests.get_mut(&request) {
-                        p.outstanding += 1;
-                    }
-                    let op = self.op(Op::Release { request, what });
-                    self.source(SourceAction::Release {
-                        op,
-                        origin: v.def.origin.clone(),
-                        relation: v.def.upstream.clone(),
-                    });
+                    releases.push(Release::Relation { origin: v.def.origin.clone(), relation: v.def.upstream.clone() });
                 }
             }
         }
@@ -261,13 +253,16 @@ impl Machine {
                 // longer move anything.
                 *o = Origin { chain: o.chain + 1, ..Origin::new(origin.clone(), None) };
             }
-            if let Some(p) = self.requests.get_mut(&request) {
-                p.outstanding += 1;
-            }
-            let op = self.op(Op::Release { request, what: format!("the feed (replication slot) of {origin}") });
-            self.source(SourceAction::DropFeed { op, origin: origin.clone() });
-            let op = self.request_op(request);
+            releases.push(Release::Feed { origin: origin.clone() });
+            let op = self.forgetting_op(request);
             self.store(StoreAction::ForgetOrigin { op, origin });
+        }
+        // Upstream resources go only once the store has forgotten the views
+        // (`forgotten`): released first, a crash before the store's deletion
+        // would bring back a view whose table left the publication meanwhile,
+        // and it would resume over the commits it missed.
+        if let Some(p) = self.requests.get_mut(&request) {
+            p.releases = releases;
         }
         if let Some(p) = self.requests.get_mut(&request) {
             p.reply = Reply::Forgotten { views: names, warnings: Vec::new() };
@@ -357,6 +352,7 @@ impl Machine {
                     | Op::Publish(_)
                     | Op::AbandonedPublish { .. }
                     | Op::Release { .. }
+                    | Op::Forgetting(_)
             )
         };
         let Some(kind) = self.take_op(op, store_op) else {
@@ -388,8 +384,54 @@ impl Machine {
                 }
             }
             Op::Release { request, .. } => self.finish_request_op(request, result.err().map(ControlError::Store), None),
+            Op::Forgetting(request) => self.forgotten(request, result),
             Op::Prepare(_) | Op::Snapshot(_) | Op::AbandonedSnapshot => {}
         }
+    }
+
+    fn forgetting_op(&mut self, request: RequestId) -> OpId {
+        if let Some(p) = self.requests.get_mut(&request) {
+            p.outstanding += 1;
+            p.forgetting += 1;
+        }
+        self.op(Op::Forgetting(request))
+    }
+
+    /// One store deletion of a forget is done; after the last, the upstream
+    /// resources only the forgotten views held are released — unless a
+    /// deletion failed (the views would come back after a restart, and must
+    /// find their tables still in the feed).
+    fn forgotten(&mut self, request: RequestId, result: Result<(), StoreError>) {
+        let Some(p) = self.requests.get_mut(&request) else { return };
+        p.forgetting = p.forgetting.saturating_sub(1);
+        if result.is_err() && p.failure.is_none() {
+            p.failure = result.as_ref().err().cloned().map(ControlError::Store);
+        }
+        let releases = if p.forgetting == 0 { std::mem::take(&mut p.releases) } else { Vec::new() };
+        if !releases.is_empty() && p.failure.is_some() {
+            p.warnings
+                .push("upstream resources of the forgotten views were kept: the store could not forget them".into());
+        } else {
+            for release in releases {
+                if let Some(p) = self.requests.get_mut(&request) {
+                    p.outstanding += 1;
+                }
+                let action = match release {
+                    Release::Relation { origin, relation } => {
+                        let what = format!("{relation} in the feed of {origin}");
+                        let op = self.op(Op::Release { request, what });
+                        SourceAction::Release { op, origin, relation }
+                    }
+                    Release::Feed { origin } => {
+                        let what = format!("the feed (replication slot) of {origin}");
+                        let op = self.op(Op::Release { request, what });
+                        SourceAction::DropFeed { op, origin }
+                    }
+                };
+                self.source(action);
+            }
+        }
+        self.finish_request_op(request, None, None);
     }
 
     pub(super) fn on_released(&mut self, op: OpId, result: Result<(), SourceError>) {

@@ -176,6 +176,9 @@ enum Op {
         request: RequestId,
         what: String,
     },
+    /// A store deletion of a forget request (a view, or an origin's
+    /// position): its upstream releases wait for every one of them.
+    Forgetting(RequestId),
     Prepare(RelationId),
     Snapshot(RelationId),
     Publish(RelationId),
@@ -188,6 +191,15 @@ enum Op {
     },
 }
 
+/// Upstream resources a forget gives up.
+#[derive(Clone, Debug)]
+enum Release {
+    /// The relation leaves the origin's feed (no realtime view needs it).
+    Relation { origin: OriginId, relation: crate::view::UpstreamRelation },
+    /// The origin's feed (slot) is dropped (no realtime view is left).
+    Feed { origin: OriginId },
+}
+
 /// A control request waiting for its operations.
 #[derive(Debug)]
 struct PendingRequest {
@@ -195,6 +207,11 @@ struct PendingRequest {
     reply: Reply,
     warnings: Vec<String>,
     failure: Option<ControlError>,
+    /// A forget's upstream releases, held until the store has forgotten
+    /// what they served (see [`Machine::on_forget`]).
+    releases: Vec<Release>,
+    /// The forget's store deletions not yet done.
+    forgetting: usize,
 }
 
 /// A store batch in flight: its origin and chain, and what its answer
@@ -542,7 +559,17 @@ impl Machine {
 
     /// Registers a request that will be answered when its operations finish.
     fn open_request(&mut self, request: RequestId, reply: Reply) {
-        self.requests.insert(request, PendingRequest { outstanding: 0, reply, warnings: Vec::new(), failure: None });
+        self.requests.insert(
+            request,
+            PendingRequest {
+                outstanding: 0,
+                reply,
+                warnings: Vec::new(),
+                failure: None,
+                releases: Vec::new(),
+                forgetting: 0,
+            },
+        );
     }
 
     /// Answers a registered request if nothing is outstanding.

@@ -4,9 +4,9 @@
 //! transaction (money moves between accounts; the total and the number of
 //! accounts never change).
 
+use crate::common::*;
 use flashsync::{Persistence, Row, Value};
 use flashsync_source_pg::testkit;
-use crate::common::*;
 
 const ACCOUNTS: i64 = 500;
 const TOTAL: i64 = ACCOUNTS * 100;

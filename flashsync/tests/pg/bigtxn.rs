@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::common::*;
 use flashsync::{Config, Engine, JobState, Persistence};
 use flashsync_source_pg::testkit::{self, TestDb};
-use crate::common::*;
 
 /// Small partial batches, so a transaction of a few thousand rows spans
 /// many of them.

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use crate::common::*;
 use flashsync::{Engine, JobState, Persistence};
 use flashsync_core::FeedStart;
 use flashsync_source_pg::testkit::{self, ClusterOptions, TestDb};
-use crate::common::*;
 
 const LIVE: [(&str, &str); 2] = [("public.acct_live", "acct"), ("public.bag_live", "bag")];
 

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::common::*;
 use flashsync::{JobState, Persistence};
 use flashsync_source_pg::testkit;
-use crate::common::*;
 
 /// Two realtime views (a keyed table and a keyless `REPLICA IDENTITY FULL`
 /// one) bootstrap while writers commit thousands of transactions, some held

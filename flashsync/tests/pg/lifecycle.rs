@@ -1,9 +1,9 @@
 //! Life-cycle events while writers run: upstream DDL, stop/resume, a restart
 //! in the middle of a bootstrap, a dropped upstream table.
 
+use crate::common::*;
 use flashsync::{JobState, Persistence};
 use flashsync_source_pg::testkit;
-use crate::common::*;
 
 /// Columns added to and dropped from mirrored tables while writers run: the
 /// affected views copy again with the new shape and converge.

@@ -2,10 +2,10 @@
 //! sees its views, jobs and states, and resumes realtime jobs from the stored
 //! LSN by replaying the slot — no new snapshot — while writers keep going.
 
+use crate::common::*;
 use flashsync::{JobState, Persistence};
 use flashsync_core::FeedStart;
 use flashsync_source_pg::testkit;
-use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopened_engine_catches_up_by_replay_without_a_snapshot() {

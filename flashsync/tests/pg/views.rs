@@ -2,10 +2,10 @@
 //! states and mirror DML in order; values, TOAST, replica identity,
 //! identifiers and keepalive acknowledgements end to end.
 
+use crate::common::*;
 use flashsync::{Engine, JobState, Persistence, Value};
 use flashsync_source_pg::ident::{qualified, quote_ident};
 use flashsync_source_pg::testkit::{self, TestDb};
-use crate::common::*;
 
 async fn engine_for(db: &TestDb, dir: &std::path::Path) -> (Engine, std::sync::Arc<Probe>) {
     let probe = Probe::new(source_config(db));

@@ -4,10 +4,10 @@
 //! snapshot → stream hand-off with a transaction open across it, a restart,
 //! and a slot loss, and every mirror ends exact.
 
+use crate::common::*;
 use flashsync::{JobState, Persistence};
 use flashsync_core::FeedStart;
 use flashsync_source_pg::testkit::{self, ClusterOptions, TestDb};
-use crate::common::*;
 
 const EPOCH_1: u64 = 1 << 32;
 const LIVE: [(&str, &str); 2] = [("public.acct_live", "acct"), ("public.bag_live", "bag")];
