@@ -92,9 +92,11 @@ pub struct JobRecord {
     pub next_retry_at: Option<Timestamp>,
     /// When the job last succeeded.
     pub last_success_at: Option<Timestamp>,
-    /// While a realtime view's copy is ahead of its feed (the hand-off from
-    /// its snapshot is not complete): the snapshot's visibility point. The
-    /// feed's transactions it holds are skipped, also after a restart.
+    /// While a realtime view's copy may be ahead of its feed's durable
+    /// position (the hand-off from its snapshot is not complete, or not yet
+    /// durable): the snapshot's visibility point. The feed's transactions it
+    /// holds are skipped, also after a restart or a crash that took the
+    /// store back before the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<SnapshotPoint>,
 }
