@@ -19,9 +19,15 @@
 //!   bootstrapping views hold back. When a snapshot lands, held transactions
 //!   that the snapshot does not contain are replayed in one batch; from then
 //!   on the view is live.
-//! - **Progress and acks**: every batch that completes a transaction records
-//!   the origin's position; a position is acknowledged upstream only after the
-//!   store reports the batch durable ([`Input::Durable`]).
+//! - **Progress and acks** (`batch.rs`): every batch that completes a
+//!   transaction records the origin's position; a position is acknowledged
+//!   upstream only after the store reports the batch durable
+//!   ([`Input::Durable`]). Batches carry their origin's chain, so drivers
+//!   refuse those queued behind a failed one ([`BatchGate`]).
+//! - **Jobs** (`jobs.rs`) are the records users see; `route.rs` moves views
+//!   between phases and decides which views take part in a feed; `control.rs`
+//!   answers the control calls, `work.rs` does a view's copy and hand-off,
+//!   `feed.rs` follows the feed, `backoff.rs` says when to retry.
 //!
 //! # A run loop
 //!
@@ -135,8 +141,10 @@ use crate::value::Key;
 use crate::view::{OriginId, Persistence, RelationId, ViewDef, ViewName};
 use backoff::Retry;
 
+use batch::{Flight, InFlight};
 use origin::{Feed, Origin, Route, Txn};
 use pass::{Outcome, Pass, Passes, Queued, Waiter};
+use route::RouteEntry;
 use view::{Goal, HeldTxn, HoldBack, Phase, View};
 
 /// Counters, for tests, the simulator and benchmarks.
@@ -212,47 +220,6 @@ struct PendingRequest {
     releases: Vec<Release>,
     /// The forget's store deletions not yet done.
     forgetting: usize,
-}
-
-/// A store batch in flight: its origin and chain, and what its answer
-/// settles.
-#[derive(Debug)]
-struct InFlight {
-    origin: OriginId,
-    chain: u64,
-    flight: Flight,
-}
-
-/// What a batch in flight does.
-#[derive(Debug)]
-enum Flight {
-    /// Completes a transaction (or records a keepalive position) at
-    /// `end_lsn`; `views` move their `last_seen_commit` to it once applied.
-    Commit { end_lsn: Lsn, views: Vec<RelationId> },
-    /// One part of a transaction too large for one batch.
-    Partial,
-    /// `view`'s hand-off: the transactions held back while it copied. Its
-    /// pass waits for it.
-    Replay { view: RelationId },
-}
-
-impl Flight {
-    fn progress(&self) -> Progress {
-        match self {
-            Flight::Commit { end_lsn, .. } => Progress::Commit { end_lsn: *end_lsn },
-            Flight::Partial => Progress::Partial,
-            Flight::Replay { .. } => Progress::Replay,
-        }
-    }
-}
-
-/// Routing entry for one view of an origin, rebuilt when phases change.
-#[derive(Clone, Debug)]
-struct RouteEntry {
-    id: RelationId,
-    schema: Arc<RelationSchema>,
-    route: Route,
-    filter: Option<SnapshotPoint>,
 }
 
 /// The sync machine. See the [module docs](self).
@@ -601,294 +568,13 @@ impl Machine {
         }
         self.settle_request(request);
     }
-
-    // ----- jobs ---------------------------------------------------------
-
-    /// Ensures the view has a job record; returns whether one was created.
-    fn ensure_job(&mut self, id: RelationId) -> bool {
-        let now = self.now;
-        let Some(v) = self.views.get_mut(&id) else {
-            return false;
-        };
-        if v.job.is_some() {
-            return false;
-        }
-        v.job = Some(JobRecord::new(id, &v.def.name, v.def.persistence, now));
-        true
-    }
-
-    /// Changes a view's job record; reports a state change as an event and
-    /// stamps `updated_at` when state or enablement changed.
-    fn update_job(&mut self, id: RelationId, phase: EventPhase, f: impl FnOnce(&mut JobRecord)) {
-        self.ensure_job(id);
-        let now = self.now;
-        let Some(job) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) else {
-            return;
-        };
-        let (before, enabled) = (job.state, job.enabled);
-        f(job);
-        if job.state != before || job.enabled != enabled {
-            job.updated_at = now;
-        }
-        let after = job.state;
-        if before != after {
-            self.event(phase, Some(id), None, EventKind::StateChanged { from: before, to: after });
-        }
-    }
-
-    fn job(&self, id: RelationId) -> Option<&JobRecord> {
-        self.views.get(&id).and_then(|v| v.job.as_ref())
-    }
-
-    fn persist_job(&mut self, id: RelationId) {
-        if let Some(job) = self.stored_job(id) {
-            let op = self.op(Op::Job);
-            self.store(StoreAction::PutJob { op, job });
-        }
-    }
-
-    /// The job record as the store should hold it: a realtime job carries
-    /// its hand-off filter (so a restart re-attaches with it), and is stored
-    /// as `running` only once its origin's position is in the store (so a
-    /// restart can tell a lost slot from a resumable one).
-    fn stored_job(&self, id: RelationId) -> Option<JobRecord> {
-        let v = self.views.get(&id)?;
-        let mut job = v.job.clone()?;
-        match &v.phase {
-            // Its hand-off is not durable yet: a crash may lose it.
-            Phase::Live { replay: Some(_), .. } => job.state = JobState::Idle,
-            // A live copy mirrors the feed through the origin's stored
-            // position even while the feed is down (its status then says
-            // failed): stored as running, a restart resumes it.
-            Phase::Live { replay: None, .. } => job.state = JobState::Running,
-            _ => {}
-        }
-        if job.state == JobState::Running && !self.origins.get(&v.def.origin).is_some_and(|o| o.stored) {
-            job.state = JobState::Idle;
-        }
-        Some(job)
-    }
-
-    /// Opens the origin's feed if a view needs it and no view of the origin
-    /// is still deciding whether it can re-attach (the feed must not move
-    /// past what such a view's copy holds before it is live).
-    fn maybe_subscribe(&mut self, origin: &OriginId) {
-        if self.shut_down {
-            return;
-        }
-        let Some(o) = self.origins.get(origin) else { return };
-        if !o.feed.is_down() || !self.wants_feed(origin) {
-            return;
-        }
-        let attaching = self
-            .views
-            .values()
-            .any(|v| &v.def.origin == origin && matches!(v.phase, Phase::Preparing { goal: Goal::Attach, .. }));
-        if !attaching {
-            self.subscribe(origin);
-        }
-    }
-
-    /// Marks a view failed: job `failed` with the reason and a retry time;
-    /// any work in flight is dropped; a pass waiting on it gets the failure.
-    fn fail_view(&mut self, id: RelationId, phase: EventPhase, message: String, retry: Retry) {
-        if !self.views.contains_key(&id) {
-            return;
-        }
-        self.cancel_work(id);
-        let attempt = self.job(id).map_or(0, |j| j.retry_count).saturating_add(1);
-        let retry_at = self.now + backoff::delay(&self.cfg, attempt, retry, &mut self.rng);
-        let msg = message.clone();
-        self.update_job(id, phase, |j| {
-            j.state = JobState::Failed;
-            j.retry_count = attempt;
-            j.last_error = Some(msg);
-            j.next_retry_at = Some(retry_at);
-        });
-        self.persist_job(id);
-        self.error(phase, Some(id), None, message.clone());
-        self.complete_item(id, Outcome::Failed(message));
-    }
-
-    // ----- phases and routing ---------------------------------------------
-
-    fn set_phase(&mut self, id: RelationId, phase: Phase) {
-        let Some(v) = self.views.get_mut(&id) else {
-            return;
-        };
-        let was_copying = matches!(v.phase, Phase::Copying { .. });
-        let released = v.phase.hold().map_or(0, |h| h.bytes);
-        let now_copying = matches!(phase, Phase::Copying { .. });
-        // A view that stops holding back (cancelled, or its snapshot to be
-        // retaken) also gives up its share of the transaction being received;
-        // a view going live keeps it (it is applied with the commit).
-        let stops_holding = v.phase.hold().is_some() && phase.hold().is_none();
-        let drops_share = stops_holding && !matches!(phase, Phase::Live { .. });
-        if matches!(phase, Phase::Queued { .. }) {
-            self.queued_views.insert(id);
-        } else {
-            self.queued_views.remove(&id);
-        }
-        v.phase = phase;
-        let origin = v.def.origin.clone();
-        self.copying = self.copying + usize::from(now_copying) - usize::from(was_copying);
-        self.routes.insert(origin.clone(), None);
-        if drops_share {
-            // Nothing will apply it, and its bytes would count against the
-            // hold-back limit until the commit.
-            if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) {
-                txn.hold.remove(&id);
-                txn.hold_bytes.remove(&id);
-            }
-        }
-        if released > 0 || stops_holding {
-            let h = self.held_bytes.entry(origin.clone()).or_default();
-            *h = h.saturating_sub(released);
-            self.check_flow(&origin);
-        }
-    }
-
-    /// Drops whatever a view had in flight; the view ends `Idle`.
-    fn cancel_work(&mut self, id: RelationId) {
-        let Some(v) = self.views.get(&id) else { return };
-        // A view that already received part of a large transaction (partial
-        // batches) and now leaves the feed keeps half of it: copy it again.
-        let partial =
-            self.origins.get(&v.def.origin).and_then(|o| o.feed.txn()).is_some_and(|t| t.partial.contains(&id));
-        if partial {
-            if let Some(v) = self.views.get_mut(&id) {
-                v.dirty = true;
-            }
-        }
-        let Some(v) = self.views.get(&id) else { return };
-        // Re-tag an op only while it is still outstanding: when its own
-        // result is what failed the view, it was already taken out, and
-        // putting it back would leave it waiting for an answer forever.
-        let origin = v.def.origin.clone();
-        let mut attaching = false;
-        match &v.phase {
-            Phase::Preparing { op, goal } => {
-                attaching = *goal == Goal::Attach;
-                self.ops.remove(op);
-            }
-            Phase::Copying { op, .. } => {
-                if let Some(kind) = self.ops.get_mut(op) {
-                    *kind = Op::AbandonedSnapshot;
-                }
-            }
-            Phase::Publishing { op, schema, .. } => {
-                let schema = Arc::new(schema.clone());
-                if let Some(kind) = self.ops.get_mut(op) {
-                    *kind = Op::AbandonedPublish { id, schema };
-                }
-            }
-            Phase::Idle | Phase::Queued { .. } | Phase::Live { .. } => {}
-        }
-        self.set_phase(id, Phase::Idle);
-        if attaching {
-            // The feed may have been waiting for this view to decide
-            // whether it re-attaches: it no longer does, so the views that
-            // wait for the feed must not wait for ever.
-            self.maybe_subscribe(&origin);
-        }
-    }
-
-    fn route_table(&mut self, origin: &OriginId) -> Arc<Vec<RouteEntry>> {
-        if let Some(Some(t)) = self.routes.get(origin) {
-            return t.clone();
-        }
-        let mut entries = Vec::new();
-        for v in self.views.values().filter(|v| &v.def.origin == origin && v.def.persistence == Persistence::Realtime) {
-            let enabled = v.job.as_ref().is_some_and(|j| j.enabled);
-            match &v.phase {
-                Phase::Live { filter, .. } => {
-                    if let Some(schema) = &v.schema {
-                        entries.push(RouteEntry {
-                            id: v.id,
-                            schema: schema.clone(),
-                            route: Route::Apply,
-                            filter: filter.clone(),
-                        });
-                    }
-                }
-                Phase::Copying { schema, hold: Some(_), .. } | Phase::Publishing { schema, hold: Some(_), .. } => {
-                    entries.push(RouteEntry {
-                        id: v.id,
-                        schema: Arc::new(schema.clone()),
-                        route: Route::Hold,
-                        filter: None,
-                    });
-                }
-                Phase::Idle if self.cfg.bugs.apply_while_disabled && !enabled => {
-                    if let Some(schema) = &v.schema {
-                        entries.push(RouteEntry {
-                            id: v.id,
-                            schema: schema.clone(),
-                            route: Route::Apply,
-                            filter: None,
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-        let t = Arc::new(entries);
-        self.routes.insert(origin.clone(), Some(t.clone()));
-        t
-    }
-
-    fn origin_views(&self, origin: &OriginId) -> Vec<RelationId> {
-        self.views.values().filter(|v| &v.def.origin == origin).map(|v| v.id).collect()
-    }
-
-    /// Whether an origin's feed should be up: some enabled realtime view
-    /// needs it.
-    fn wants_feed(&self, origin: &OriginId) -> bool {
-        self.views.values().any(|v| {
-            &v.def.origin == origin
-                && v.def.persistence == Persistence::Realtime
-                && v.job.as_ref().is_some_and(|j| j.enabled)
-                && matches!(
-                    v.phase,
-                    Phase::Live { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. }
-                )
-        })
-    }
-
-    fn check_flow(&mut self, origin: &OriginId) {
-        // The open transaction's share counts only for views still holding
-        // back: a view that went live mid-transaction applies its share at
-        // the commit, which a paused feed would never reach. Every view still
-        // holding releases its bytes when its snapshot lands, so a pause
-        // always ends.
-        let txn_held: usize = self.origins.get(origin).and_then(|o| o.feed.txn()).map_or(0, |t| {
-            t.hold_bytes
-                .iter()
-                .filter(|(id, _)| self.views.get(id).is_some_and(|v| v.phase.hold().is_some()))
-                .map(|(_, b)| b)
-                .sum()
-        });
-        let held = self.held_bytes.get(origin).copied().unwrap_or(0) + txn_held;
-        let limit = self.cfg.holdback_limit_bytes;
-        let Some(o) = self.origins.get_mut(origin) else {
-            return;
-        };
-        let Feed::Up { epoch, paused, .. } = &mut o.feed else { return };
-        let now_paused = if !*paused && held > limit {
-            true
-        } else if *paused && held <= limit / 2 {
-            false
-        } else {
-            return;
-        };
-        *paused = now_paused;
-        let epoch = *epoch;
-        self.source(SourceAction::Flow { origin: origin.clone(), epoch, paused: now_paused });
-    }
 }
 
+mod batch;
 mod control;
 mod feed;
+mod jobs;
+mod route;
 mod work;
 
 #[cfg(test)]

@@ -1,0 +1,189 @@
+//! Phases and routing: moving a view between phases, which views take part
+//! in an origin's feed, and pausing the feed for held-back changes.
+
+use super::*;
+
+/// Routing entry for one view of an origin, rebuilt when phases change.
+#[derive(Clone, Debug)]
+pub(super) struct RouteEntry {
+    pub id: RelationId,
+    pub schema: Arc<RelationSchema>,
+    pub route: Route,
+    pub filter: Option<SnapshotPoint>,
+}
+
+impl Machine {
+    pub(super) fn set_phase(&mut self, id: RelationId, phase: Phase) {
+        let Some(v) = self.views.get_mut(&id) else {
+            return;
+        };
+        let was_copying = matches!(v.phase, Phase::Copying { .. });
+        let released = v.phase.hold().map_or(0, |h| h.bytes);
+        let now_copying = matches!(phase, Phase::Copying { .. });
+        // A view that stops holding back (cancelled, or its snapshot to be
+        // retaken) also gives up its share of the transaction being received;
+        // a view going live keeps it (it is applied with the commit).
+        let stops_holding = v.phase.hold().is_some() && phase.hold().is_none();
+        let drops_share = stops_holding && !matches!(phase, Phase::Live { .. });
+        if matches!(phase, Phase::Queued { .. }) {
+            self.queued_views.insert(id);
+        } else {
+            self.queued_views.remove(&id);
+        }
+        v.phase = phase;
+        let origin = v.def.origin.clone();
+        self.copying = self.copying + usize::from(now_copying) - usize::from(was_copying);
+        self.routes.insert(origin.clone(), None);
+        if drops_share {
+            // Nothing will apply it, and its bytes would count against the
+            // hold-back limit until the commit.
+            if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) {
+                txn.hold.remove(&id);
+                txn.hold_bytes.remove(&id);
+            }
+        }
+        if released > 0 || stops_holding {
+            let h = self.held_bytes.entry(origin.clone()).or_default();
+            *h = h.saturating_sub(released);
+            self.check_flow(&origin);
+        }
+    }
+
+    /// Drops whatever a view had in flight; the view ends `Idle`.
+    pub(super) fn cancel_work(&mut self, id: RelationId) {
+        let Some(v) = self.views.get(&id) else { return };
+        // A view that already received part of a large transaction (partial
+        // batches) and now leaves the feed keeps half of it: copy it again.
+        let partial =
+            self.origins.get(&v.def.origin).and_then(|o| o.feed.txn()).is_some_and(|t| t.partial.contains(&id));
+        if partial {
+            if let Some(v) = self.views.get_mut(&id) {
+                v.dirty = true;
+            }
+        }
+        let Some(v) = self.views.get(&id) else { return };
+        // Re-tag an op only while it is still outstanding: when its own
+        // result is what failed the view, it was already taken out, and
+        // putting it back would leave it waiting for an answer forever.
+        let origin = v.def.origin.clone();
+        let mut attaching = false;
+        match &v.phase {
+            Phase::Preparing { op, goal } => {
+                attaching = *goal == Goal::Attach;
+                self.ops.remove(op);
+            }
+            Phase::Copying { op, .. } => {
+                if let Some(kind) = self.ops.get_mut(op) {
+                    *kind = Op::AbandonedSnapshot;
+                }
+            }
+            Phase::Publishing { op, schema, .. } => {
+                let schema = Arc::new(schema.clone());
+                if let Some(kind) = self.ops.get_mut(op) {
+                    *kind = Op::AbandonedPublish { id, schema };
+                }
+            }
+            Phase::Idle | Phase::Queued { .. } | Phase::Live { .. } => {}
+        }
+        self.set_phase(id, Phase::Idle);
+        if attaching {
+            // The feed may have been waiting for this view to decide
+            // whether it re-attaches: it no longer does, so the views that
+            // wait for the feed must not wait for ever.
+            self.maybe_subscribe(&origin);
+        }
+    }
+
+    pub(super) fn route_table(&mut self, origin: &OriginId) -> Arc<Vec<RouteEntry>> {
+        if let Some(Some(t)) = self.routes.get(origin) {
+            return t.clone();
+        }
+        let mut entries = Vec::new();
+        for v in self.views.values().filter(|v| &v.def.origin == origin && v.def.persistence == Persistence::Realtime) {
+            let enabled = v.job.as_ref().is_some_and(|j| j.enabled);
+            match &v.phase {
+                Phase::Live { filter, .. } => {
+                    if let Some(schema) = &v.schema {
+                        entries.push(RouteEntry {
+                            id: v.id,
+                            schema: schema.clone(),
+                            route: Route::Apply,
+                            filter: filter.clone(),
+                        });
+                    }
+                }
+                Phase::Copying { schema, hold: Some(_), .. } | Phase::Publishing { schema, hold: Some(_), .. } => {
+                    entries.push(RouteEntry {
+                        id: v.id,
+                        schema: Arc::new(schema.clone()),
+                        route: Route::Hold,
+                        filter: None,
+                    });
+                }
+                Phase::Idle if self.cfg.bugs.apply_while_disabled && !enabled => {
+                    if let Some(schema) = &v.schema {
+                        entries.push(RouteEntry {
+                            id: v.id,
+                            schema: schema.clone(),
+                            route: Route::Apply,
+                            filter: None,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let t = Arc::new(entries);
+        self.routes.insert(origin.clone(), Some(t.clone()));
+        t
+    }
+
+    pub(super) fn origin_views(&self, origin: &OriginId) -> Vec<RelationId> {
+        self.views.values().filter(|v| &v.def.origin == origin).map(|v| v.id).collect()
+    }
+
+    /// Whether an origin's feed should be up: some enabled realtime view
+    /// needs it.
+    pub(super) fn wants_feed(&self, origin: &OriginId) -> bool {
+        self.views.values().any(|v| {
+            &v.def.origin == origin
+                && v.def.persistence == Persistence::Realtime
+                && v.job.as_ref().is_some_and(|j| j.enabled)
+                && matches!(
+                    v.phase,
+                    Phase::Live { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. }
+                )
+        })
+    }
+
+    pub(super) fn check_flow(&mut self, origin: &OriginId) {
+        // The open transaction's share counts only for views still holding
+        // back: a view that went live mid-transaction applies its share at
+        // the commit, which a paused feed would never reach. Every view still
+        // holding releases its bytes when its snapshot lands, so a pause
+        // always ends.
+        let txn_held: usize = self.origins.get(origin).and_then(|o| o.feed.txn()).map_or(0, |t| {
+            t.hold_bytes
+                .iter()
+                .filter(|(id, _)| self.views.get(id).is_some_and(|v| v.phase.hold().is_some()))
+                .map(|(_, b)| b)
+                .sum()
+        });
+        let held = self.held_bytes.get(origin).copied().unwrap_or(0) + txn_held;
+        let limit = self.cfg.holdback_limit_bytes;
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        let Feed::Up { epoch, paused, .. } = &mut o.feed else { return };
+        let now_paused = if !*paused && held > limit {
+            true
+        } else if *paused && held <= limit / 2 {
+            false
+        } else {
+            return;
+        };
+        *paused = now_paused;
+        let epoch = *epoch;
+        self.source(SourceAction::Flow { origin: origin.clone(), epoch, paused: now_paused });
+    }
+}
