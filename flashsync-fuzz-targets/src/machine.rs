@@ -1010,7 +1010,8 @@ impl Harness {
                 job.relation_id, job.state
             );
         }
-        let copying = modes.keys().filter(|id| self.m.phase(**id) == Some("copying")).count();
+        let copying =
+            modes.keys().filter(|id| self.m.phase(**id) == Some(flashsync_core::machine::ViewPhase::Copying)).count();
         assert!(copying <= self.max_snapshots, "{copying} views copying, limit {}", self.max_snapshots);
         for rec in self.m.drain_audit() {
             match rec {
@@ -1413,7 +1414,7 @@ impl Harness {
                 if trace() {
                     eprintln!("{:#?}", self.m);
                 }
-                let phases: Vec<(RelationId, Option<&str>)> =
+                let phases: Vec<(RelationId, Option<flashsync_core::machine::ViewPhase>)> =
                     self.modes().keys().map(|id| (*id, self.m.phase(*id))).collect();
                 panic!(
                     "the machine is not at rest with nothing in flight: pass {}, phases {phases:?}",

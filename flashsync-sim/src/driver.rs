@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use flashsync_core::machine::{BatchGate, Epoch};
+use flashsync_core::machine::{BatchGate, Epoch, ViewPhase};
 use flashsync_core::memory::{FailPoint, MemorySource};
 use flashsync_core::rng::Rng;
 use flashsync_core::{
@@ -699,9 +699,9 @@ impl World {
                     continue;
                 }
             };
-            let when = format!("running view in phase {}", self.machine.phase(id).unwrap_or("unknown"));
+            let when = format!("running view in phase {}", self.machine.phase(id).map_or("unknown", ViewPhase::name));
             self.checker.check_running(id, rows, self.feed_txn_open, &when);
-            if let Some(at) = at.filter(|_| self.machine.phase(id) == Some("live")) {
+            if let Some(at) = at.filter(|_| self.machine.phase(id) == Some(ViewPhase::Live)) {
                 self.checker.check_prefix(id, at, &self.up);
             }
         }

@@ -305,7 +305,9 @@ pub(crate) fn unconverged(w: &World) -> Option<String> {
         if job.state != want {
             return Some(format!("{name} is {} ({:?}), want {want}", job.state, job.last_error));
         }
-        if def.def.persistence == Persistence::Realtime && w.machine.phase(def.relation_id) != Some("live") {
+        if def.def.persistence == Persistence::Realtime
+            && w.machine.phase(def.relation_id) != Some(flashsync_core::machine::ViewPhase::Live)
+        {
             return Some(format!("{name} is running but {:?}", w.machine.phase(def.relation_id)));
         }
         let rows = match w.store.rows(def.relation_id) {

@@ -123,6 +123,7 @@ pub use api::{
     AuditRecord, Config, Epoch, InjectedBugs, Input, OpId, Output, Reply, RequestId, SourceAction, StoreAction,
 };
 pub use gate::BatchGate;
+pub use view::ViewPhase;
 
 use crate::change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
 use crate::error::{ControlError, SourceError, StoreError};
@@ -420,10 +421,9 @@ impl Machine {
         self.names.get(name).copied()
     }
 
-    /// A short name of where a view is in its life cycle (`idle`, `preparing`,
-    /// `queued`, `copying`, `publishing`, `live`).
-    pub fn phase(&self, id: RelationId) -> Option<&'static str> {
-        self.views.get(&id).map(|v| v.phase.name())
+    /// Where a view is in its life cycle.
+    pub fn phase(&self, id: RelationId) -> Option<ViewPhase> {
+        self.views.get(&id).map(|v| v.phase.public())
     }
 
     /// Takes the audit records gathered since the last call (empty unless

@@ -67,16 +67,55 @@ pub(super) enum Phase {
     Live { filter: Option<SnapshotPoint>, replay: Option<crate::change::BatchSeq> },
 }
 
-impl Phase {
-    /// A short name for diagnostics.
-    pub fn name(&self) -> &'static str {
+/// Where a view is in its life cycle, as [`Machine::phase`](super::Machine::phase)
+/// reports it (the job state users see is coarser: see `ARCHITECTURE.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ViewPhase {
+    /// Nothing in flight.
+    Idle,
+    /// Describing the upstream relation.
+    Preparing,
+    /// Waiting for a snapshot slot (realtime: for the feed, between
+    /// transactions).
+    Queued,
+    /// Copying rows into a new generation.
+    Copying,
+    /// Replacing the copy with the new generation.
+    Publishing,
+    /// Realtime: mirroring the feed.
+    Live,
+}
+
+impl ViewPhase {
+    /// Its lower-case name.
+    pub fn name(self) -> &'static str {
         match self {
-            Phase::Idle => "idle",
-            Phase::Preparing { .. } => "preparing",
-            Phase::Queued { .. } => "queued",
-            Phase::Copying { .. } => "copying",
-            Phase::Publishing { .. } => "publishing",
-            Phase::Live { .. } => "live",
+            ViewPhase::Idle => "idle",
+            ViewPhase::Preparing => "preparing",
+            ViewPhase::Queued => "queued",
+            ViewPhase::Copying => "copying",
+            ViewPhase::Publishing => "publishing",
+            ViewPhase::Live => "live",
+        }
+    }
+}
+
+impl std::fmt::Display for ViewPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Phase {
+    /// The public name of this phase.
+    pub fn public(&self) -> ViewPhase {
+        match self {
+            Phase::Idle => ViewPhase::Idle,
+            Phase::Preparing { .. } => ViewPhase::Preparing,
+            Phase::Queued { .. } => ViewPhase::Queued,
+            Phase::Copying { .. } => ViewPhase::Copying,
+            Phase::Publishing { .. } => ViewPhase::Publishing,
+            Phase::Live { .. } => ViewPhase::Live,
         }
     }
 
