@@ -91,7 +91,7 @@ impl Machine {
         self.stats.passes += 1;
         let op = self.op(Op::Fence);
         self.passes.current = Some(Pass {
-            fence: Some(op),
+            stage: Stage::Fencing(op),
             waiters,
             members: BTreeMap::new(),
             remaining: BTreeSet::new(),
@@ -105,7 +105,7 @@ impl Machine {
         let Some(pass) = self.passes.current.as_mut() else {
             return;
         };
-        pass.fence = None;
+        pass.stage = Stage::Running;
         let members: BTreeMap<RelationId, ViewName> = self
             .names
             .iter()
@@ -141,7 +141,7 @@ impl Machine {
     }
 
     fn maybe_finish_pass(&mut self) {
-        if !self.passes.current.as_ref().is_some_and(|p| p.fence.is_none() && p.remaining.is_empty()) {
+        if !self.passes.current.as_ref().is_some_and(|p| p.stage == Stage::Running && p.remaining.is_empty()) {
             return;
         }
         let Some(pass) = self.passes.current.take() else {
@@ -360,7 +360,7 @@ impl Machine {
         };
         match kind {
             Op::Fence => {
-                if self.passes.current.as_ref().is_some_and(|p| p.fence == Some(op)) {
+                if self.passes.current.as_ref().is_some_and(|p| p.stage == Stage::Fencing(op)) {
                     self.run_pass();
                 }
             }

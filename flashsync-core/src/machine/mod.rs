@@ -144,7 +144,7 @@ use backoff::Retry;
 
 use batch::{Flight, InFlight};
 use origin::{Feed, Origin, Route, Txn};
-use pass::{Outcome, Pass, Passes, Queued, Waiter};
+use pass::{Outcome, Pass, Passes, Queued, Stage, Waiter};
 use route::RouteEntry;
 use view::{Goal, HeldTxn, HoldBack, Phase, View};
 

@@ -39,11 +39,20 @@ pub(super) struct Queued {
     pub waiters: Vec<Waiter>,
 }
 
+/// Where the running pass is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Waiting for its store fence (every earlier write) before it
+    /// discovers its views.
+    Fencing(super::OpId),
+    /// Its views are at work; it ends when none remains.
+    Running,
+}
+
 /// The running pass.
 #[derive(Debug)]
 pub(super) struct Pass {
-    /// The store fence the pass waits for before discovering views.
-    pub fence: Option<super::OpId>,
+    pub stage: Stage,
     pub waiters: Vec<Waiter>,
     pub members: BTreeMap<RelationId, ViewName>,
     pub remaining: BTreeSet<RelationId>,
