@@ -146,7 +146,7 @@ use batch::{Flight, InFlight};
 use origin::{Feed, Origin, Route, Txn};
 use pass::{Outcome, Pass, Passes, Queued, Stage, Waiter};
 use route::RouteEntry;
-use view::{Goal, HeldTxn, HoldBack, Phase, View};
+use view::{CopyKind, Goal, HeldTxn, HoldBack, Phase, View};
 
 /// Counters, for tests, the simulator and benchmarks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -112,7 +112,8 @@ impl Machine {
                         });
                     }
                 }
-                Phase::Copying { schema, hold: Some(_), .. } | Phase::Publishing { schema, hold: Some(_), .. } => {
+                Phase::Copying { schema, copy: CopyKind::Bootstrap(_), .. }
+                | Phase::Publishing { schema, copy: CopyKind::Bootstrap(_), .. } => {
                     entries.push(RouteEntry {
                         id: v.id,
                         schema: Arc::new(schema.clone()),

@@ -41,6 +41,16 @@ pub(super) struct HoldBack {
     pub bytes: usize,
 }
 
+/// What a copy is for.
+#[derive(Clone, Debug)]
+pub(super) enum CopyKind {
+    /// A materialized view's refresh: the copy replaces the old one.
+    Materialize,
+    /// A realtime view's bootstrap: its share of the feed is held back
+    /// meanwhile, and replayed (less what the snapshot holds) once it lands.
+    Bootstrap(HoldBack),
+}
+
 /// Where a view is. Each variant holds exactly what that step needs.
 // One per view, moved rarely: variant size does not matter here.
 #[allow(clippy::large_enum_variant)]
@@ -55,9 +65,9 @@ pub(super) enum Phase {
     Queued { schema: RelationSchema, races: u32 },
     /// Copying rows into a new generation. Realtime views hold back their
     /// share of the feed meanwhile.
-    Copying { op: OpId, schema: RelationSchema, hold: Option<HoldBack>, races: u32 },
+    Copying { op: OpId, schema: RelationSchema, copy: CopyKind, races: u32 },
     /// Switching to the new generation.
-    Publishing { op: OpId, schema: RelationSchema, point: SnapshotPoint, hold: Option<HoldBack>, job: JobRecord },
+    Publishing { op: OpId, schema: RelationSchema, point: SnapshotPoint, copy: CopyKind, job: JobRecord },
     /// Realtime: mirroring the feed. Until the feed passes `filter.lsn`,
     /// transactions the snapshot already holds are skipped. Until the
     /// hand-off batch `replay` (the held-back transactions) is durable, the
@@ -122,14 +132,16 @@ impl Phase {
     /// The held-back transactions, if this phase holds any.
     pub fn hold(&self) -> Option<&HoldBack> {
         match self {
-            Phase::Copying { hold, .. } | Phase::Publishing { hold, .. } => hold.as_ref(),
+            Phase::Copying { copy: CopyKind::Bootstrap(hold), .. }
+            | Phase::Publishing { copy: CopyKind::Bootstrap(hold), .. } => Some(hold),
             _ => None,
         }
     }
 
     pub fn hold_mut(&mut self) -> Option<&mut HoldBack> {
         match self {
-            Phase::Copying { hold, .. } | Phase::Publishing { hold, .. } => hold.as_mut(),
+            Phase::Copying { copy: CopyKind::Bootstrap(hold), .. }
+            | Phase::Publishing { copy: CopyKind::Bootstrap(hold), .. } => Some(hold),
             _ => None,
         }
     }

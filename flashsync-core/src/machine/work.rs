@@ -150,8 +150,8 @@ impl Machine {
                 continue;
             };
             let (schema, races) = (schema.clone(), *races);
-            let hold = match v.def.persistence {
-                Persistence::Materialized => None,
+            let copy = match v.def.persistence {
+                Persistence::Materialized => CopyKind::Materialize,
                 Persistence::Realtime => {
                     let Some(o) = self.origins.get(&v.def.origin) else {
                         continue;
@@ -159,13 +159,13 @@ impl Machine {
                     if o.feed.up().is_none() || o.feed.txn().is_some() {
                         continue;
                     }
-                    Some(HoldBack { since: o.commits_seen, txns: Vec::new(), bytes: 0 })
+                    CopyKind::Bootstrap(HoldBack { since: o.commits_seen, txns: Vec::new(), bytes: 0 })
                 }
             };
             let (origin, relation) = (v.def.origin.clone(), v.def.upstream.clone());
             let op = self.op(Op::Snapshot(id));
             self.stats.snapshots += 1;
-            self.set_phase(id, Phase::Copying { op, schema: schema.clone(), hold, races });
+            self.set_phase(id, Phase::Copying { op, schema: schema.clone(), copy, races });
             self.source(SourceAction::Snapshot { op, origin, relation_id: id, relation, schema });
         }
     }
@@ -202,17 +202,17 @@ impl Machine {
             }
         };
         let Some(v) = self.views.get(&id) else { return };
-        let Phase::Copying { schema, hold, races, .. } = &v.phase else {
+        let Phase::Copying { schema, copy, races, .. } = &v.phase else {
             return;
         };
-        let (schema, hold, races) = (schema.clone(), hold.clone(), *races);
+        let (schema, copy, races) = (schema.clone(), copy.clone(), *races);
         let origin = v.def.origin.clone();
         let now = self.now;
         let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(id, &v.def.name, v.def.persistence, now));
         job.last_seen_commit = Some(point.lsn);
         // The old copy's hand-off point means nothing for the new one.
         job.handoff = None;
-        if let Some(h) = &hold {
+        if let CopyKind::Bootstrap(h) = &copy {
             // The hand-off is sound only if every transaction the snapshot
             // reports in progress commits after the hold-back began. A commit
             // delivered before that but invisible to the snapshot would be in
@@ -252,7 +252,7 @@ impl Machine {
             };
         }
         self.ops.insert(op, Op::Publish(id));
-        self.set_phase(id, Phase::Publishing { op, schema, point, hold, job: job.clone() });
+        self.set_phase(id, Phase::Publishing { op, schema, point, copy, job: job.clone() });
         self.store(StoreAction::Publish { op, job });
         self.try_start_snapshots();
     }
@@ -268,10 +268,10 @@ impl Machine {
 
     pub(super) fn on_published(&mut self, id: RelationId, result: Result<(), StoreError>) {
         let Some(v) = self.views.get(&id) else { return };
-        let Phase::Publishing { schema, point, hold, job, .. } = &v.phase else {
+        let Phase::Publishing { schema, point, copy, job, .. } = &v.phase else {
             return;
         };
-        let (schema, point, hold, job) = (Arc::new(schema.clone()), point.clone(), hold.clone(), job.clone());
+        let (schema, point, copy, job) = (Arc::new(schema.clone()), point.clone(), copy.clone(), job.clone());
         if let Err(e) = result {
             self.fail_view(id, EventPhase::Publish, e.to_string(), Retry::Transient);
             return;
@@ -303,7 +303,10 @@ impl Machine {
                 self.complete_item(id, Outcome::Materialized);
             }
             Persistence::Realtime => {
-                let hold = hold.unwrap_or_default();
+                let hold = match copy {
+                    CopyKind::Bootstrap(hold) => hold,
+                    CopyKind::Materialize => HoldBack::default(),
+                };
                 // Replay what the feed delivered while the snapshot ran,
                 // skipping what the snapshot already holds.
                 let mut ops = Vec::new();
