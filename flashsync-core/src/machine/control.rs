@@ -413,18 +413,24 @@ impl Machine {
                 .push("upstream resources of the forgotten views were kept: the store could not forget them".into());
         } else {
             for release in releases {
+                // A view defined since the forget may need it again.
+                if self.release_still_needed(&release) {
+                    continue;
+                }
                 if let Some(p) = self.requests.get_mut(&request) {
                     p.outstanding += 1;
                 }
-                let action = match release {
+                let action = match &release {
                     Release::Relation { origin, relation } => {
                         let what = format!("{relation} in the feed of {origin}");
-                        let op = self.op(Op::Release { request, what });
+                        let (origin, relation) = (origin.clone(), relation.clone());
+                        let op = self.op(Op::Release { request, what, release });
                         SourceAction::Release { op, origin, relation }
                     }
                     Release::Feed { origin } => {
                         let what = format!("the feed (replication slot) of {origin}");
-                        let op = self.op(Op::Release { request, what });
+                        let origin = origin.clone();
+                        let op = self.op(Op::Release { request, what, release });
                         SourceAction::DropFeed { op, origin }
                     }
                 };
@@ -434,16 +440,51 @@ impl Machine {
         self.finish_request_op(request, None, None);
     }
 
+    /// Whether a realtime view still needs what `release` gives up.
+    fn release_still_needed(&self, release: &Release) -> bool {
+        self.views.values().any(|v| {
+            v.def.persistence == Persistence::Realtime
+                && match release {
+                    Release::Relation { origin, relation } => &v.def.origin == origin && &v.def.upstream == relation,
+                    Release::Feed { origin } => &v.def.origin == origin,
+                }
+        })
+    }
+
     pub(super) fn on_released(&mut self, op: OpId, result: Result<(), SourceError>) {
         let Some(kind) = self.take_op(op, |k| matches!(k, Op::Release { .. })) else {
             return;
         };
-        if let Op::Release { request, what } = kind {
+        if let Op::Release { request, what, release } = kind {
             let warning = result.err().map(|e| {
                 let w = format!("could not release {what}: {e}");
                 self.error(EventPhase::Forget, None, None, w.clone());
                 w
             });
+            // A view of the released relation defined (and prepared) while
+            // the release was in flight may have lost its table from the
+            // feed after its prepare put it there: copy it again (its
+            // prepare puts the table back). A dropped feed needs nothing
+            // more: the next subscription finds the slot gone and says so.
+            if let Release::Relation { origin, relation } = &release {
+                let hit: Vec<RelationId> = self
+                    .views
+                    .values()
+                    .filter(|v| {
+                        v.def.persistence == Persistence::Realtime
+                            && &v.def.origin == origin
+                            && &v.def.upstream == relation
+                            && !matches!(v.phase, Phase::Idle)
+                    })
+                    .map(|v| v.id)
+                    .collect();
+                for id in hit {
+                    self.mark_diverged(
+                        id,
+                        format!("{relation} left the feed of {origin} while this view was set up; copying it again"),
+                    );
+                }
+            }
             self.finish_request_op(request, None, warning);
         }
     }

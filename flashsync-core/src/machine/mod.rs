@@ -184,6 +184,7 @@ enum Op {
     Release {
         request: RequestId,
         what: String,
+        release: Release,
     },
     /// A store deletion of a forget request (a view, or an origin's
     /// position): its upstream releases wait for every one of them.
