@@ -40,6 +40,7 @@ pub mod conformance;
 pub mod encoded;
 pub mod error;
 pub mod event;
+pub mod exec;
 pub mod job;
 pub mod lsn;
 pub mod machine;

@@ -73,8 +73,19 @@ pub struct Config {
     /// [`Machine::drain_audit`](crate::Machine::drain_audit). For simulators
     /// and checkers; off by default.
     pub audit: bool,
-    /// Test-only deliberate bugs.
-    #[doc(hidden)]
+    /// Row operations handed to the store and not yet applied above which
+    /// the executor stops reading feeds: the store sets the pace, and
+    /// memory stays bounded however large a transaction is (the source's
+    /// TCP back-pressure then reaches the server).
+    pub max_ops_in_flight: usize,
+    /// Most batches the executor hands the store in one apply run.
+    pub apply_run: usize,
+    /// Most feed events a driver forwards to the executor in one message
+    /// (amortizes its channel overhead).
+    pub feed_chunk: usize,
+    /// Test-only deliberate bugs (only with the `planted-bugs` feature, so
+    /// production builds carry none of them).
+    #[cfg(feature = "planted-bugs")]
     pub bugs: InjectedBugs,
 }
 
@@ -116,6 +127,10 @@ impl Default for Config {
             recent_commits: 4096,
             max_snapshot_races: 8,
             audit: false,
+            max_ops_in_flight: 50_000,
+            apply_run: 4096,
+            feed_chunk: 1024,
+            #[cfg(feature = "planted-bugs")]
             bugs: InjectedBugs::default(),
         }
     }
@@ -404,7 +419,7 @@ pub enum Reply {
 
 /// Everything the machine produces, drained with
 /// [`Machine::poll_output`](crate::Machine::poll_output).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Output {
     /// Store work.
     Store(StoreAction),

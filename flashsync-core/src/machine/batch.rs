@@ -59,7 +59,7 @@ impl Machine {
             }
         }
         self.store(StoreAction::Apply(ApplyBatch { seq, origin: origin.clone(), progress, views, jobs, chain }));
-        if self.cfg.bugs.ack_before_durable {
+        if self.bugs().ack_before_durable {
             if let (Progress::Commit { end_lsn }, Some(o)) = (progress, self.origins.get_mut(origin)) {
                 o.durable = Some(end_lsn);
                 self.send_ack(origin);

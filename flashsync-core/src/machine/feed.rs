@@ -242,7 +242,7 @@ impl Machine {
             let table = self.route_table(origin);
             for e in table.iter() {
                 if let Some(f) = &e.filter {
-                    if !self.cfg.bugs.skip_xid_filter && f.contains(xid, final_lsn) {
+                    if !self.bugs().skip_xid_filter && f.contains(xid, final_lsn) {
                         self.stats.filtered += 1;
                         continue;
                     }
@@ -337,7 +337,7 @@ impl Machine {
             .filter_map(|(id, ops)| {
                 let v = self.views.get(&id)?;
                 let live = matches!(v.phase, Phase::Live { .. });
-                let disabled_bug = self.cfg.bugs.apply_while_disabled && v.job.as_ref().is_some_and(|j| !j.enabled);
+                let disabled_bug = self.bugs().apply_while_disabled && v.job.as_ref().is_some_and(|j| !j.enabled);
                 if !(live || disabled_bug) || ops.is_empty() {
                     return None;
                 }
@@ -371,7 +371,7 @@ impl Machine {
             match self.views.get(&id).map(|v| &v.phase) {
                 Some(Phase::Live { filter, .. }) => {
                     let in_snapshot = filter.as_ref().is_some_and(|f| f.contains(txn.xid, txn.final_lsn));
-                    if in_snapshot && !self.cfg.bugs.skip_xid_filter {
+                    if in_snapshot && !self.bugs().skip_xid_filter {
                         self.stats.filtered += 1;
                     } else {
                         apply.entry(id).or_default().extend(ops);

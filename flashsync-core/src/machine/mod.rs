@@ -373,6 +373,21 @@ impl Machine {
         self.out.pop_front()
     }
 
+    /// The deliberate bugs planted for a checker test; none unless built
+    /// with the `planted-bugs` feature (then the checks fold away).
+    #[inline]
+    fn bugs(&self) -> InjectedBugs {
+        #[cfg(feature = "planted-bugs")]
+        return self.cfg.bugs;
+        #[cfg(not(feature = "planted-bugs"))]
+        InjectedBugs::default()
+    }
+
+    /// The tunables the machine runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// When to deliver [`Input::Timer`], if ever: the earliest automatic
     /// retry of a failed view or feed.
     #[must_use]

@@ -121,7 +121,7 @@ impl Machine {
                         filter: None,
                     });
                 }
-                Phase::Idle if self.cfg.bugs.apply_while_disabled && !enabled => {
+                Phase::Idle if self.bugs().apply_while_disabled && !enabled => {
                     if let Some(schema) = &v.schema {
                         entries.push(RouteEntry {
                             id: v.id,

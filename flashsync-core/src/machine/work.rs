@@ -312,7 +312,7 @@ impl Machine {
                 let mut ops = Vec::new();
                 let mut replayed = Vec::new();
                 for t in hold.txns {
-                    if !self.cfg.bugs.skip_xid_filter && point.contains(t.xid, t.final_lsn) {
+                    if !self.bugs().skip_xid_filter && point.contains(t.xid, t.final_lsn) {
                         self.stats.filtered += 1;
                         continue;
                     }

@@ -1,0 +1,216 @@
+//! What the executor asks its driver to do, and the answers it takes back.
+
+use crate::change::ApplyBatch;
+use crate::error::StoreError;
+use crate::event::Event;
+use crate::job::JobRecord;
+use crate::lsn::Lsn;
+use crate::machine::{Epoch, OpId, Reply};
+use crate::rowops::ApplyReport;
+use crate::schema::RelationSchema;
+use crate::selector::Selector;
+use crate::store::ViewRecord;
+use crate::view::{OriginId, RelationId, UpstreamRelation, ViewDef};
+
+/// A caller's control call, before the executor gives it a request id.
+#[derive(Clone, Debug)]
+pub enum Call {
+    /// `define(def)`.
+    Define(ViewDef),
+    /// `sync(selector)`, forced when `force`.
+    Sync {
+        /// Which views.
+        selector: Selector,
+        /// Re-materialize and bypass back-off.
+        force: bool,
+    },
+    /// `stop(selector)`.
+    Stop(Selector),
+    /// `resume(selector)`.
+    Resume(Selector),
+    /// `forget(selector)`.
+    Forget(Selector),
+    /// `shutdown()`: answered once everything applied is durable.
+    Shutdown,
+}
+
+impl Call {
+    /// The call's name, for logs and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::Define(_) => "define",
+            Call::Sync { .. } => "sync",
+            Call::Stop(_) => "stop",
+            Call::Resume(_) => "resume",
+            Call::Forget(_) => "forget",
+            Call::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One unit of work for the driver, from [`Executor::poll_work`](super::Executor::poll_work).
+///
+/// `W` is the driver's handle for a waiting caller, `G` its store generation.
+#[derive(Debug)]
+pub enum Work<W, G> {
+    /// Run this store step, then answer with
+    /// [`Executor::store_done`](super::Executor::store_done). The executor
+    /// hands out one step at a time, in the order the machine emitted them.
+    Store(StoreStep<G>),
+    /// Call [`Store::persist`](crate::Store::persist) (a driver may wait a
+    /// little first to group commits), then answer with
+    /// [`Executor::persisted`](super::Executor::persisted). At most one is
+    /// outstanding.
+    Persist,
+    /// Call the source; answer with [`Executor::source_done`](super::Executor::source_done).
+    Source(SourceCall),
+    /// Open, close, pause or resume a feed connection.
+    Feed(FeedCommand),
+    /// Acknowledge `lsn` through the feedback of the feed of `epoch`
+    /// ([`Executor::feedback`](super::Executor::feedback)), unless that feed
+    /// is gone.
+    Ack {
+        /// The origin.
+        origin: OriginId,
+        /// The feed.
+        epoch: Epoch,
+        /// Durable through here.
+        lsn: Lsn,
+    },
+    /// Tell observers.
+    Event(Event),
+    /// Answer a caller.
+    Reply(W, Reply),
+}
+
+/// A store step: one action, or a run of batches to apply in one go.
+#[derive(Debug)]
+pub enum StoreStep<G> {
+    /// [`Store::put_view`](crate::Store::put_view).
+    PutView(ViewRecord),
+    /// [`Store::put_job`](crate::Store::put_job).
+    PutJob(JobRecord),
+    /// [`Store::forget`](crate::Store::forget).
+    Forget(RelationId),
+    /// [`Store::forget_origin`](crate::Store::forget_origin).
+    ForgetOrigin(OriginId),
+    /// [`Generation::publish`](crate::Generation::publish) with `job`;
+    /// `None` if no generation was kept for it (answer with an error).
+    Publish {
+        /// The snapshot's operation.
+        op: OpId,
+        /// Its generation.
+        generation: Option<G>,
+        /// The job record to write with the switch.
+        job: JobRecord,
+    },
+    /// [`Generation::discard`](crate::Generation::discard); answer with
+    /// [`StoreAnswer::Discarded`].
+    Discard {
+        /// The snapshot's operation.
+        op: OpId,
+        /// Its generation, if one was kept.
+        generation: Option<G>,
+    },
+    /// Nothing: every step before it has finished. Answer with
+    /// `StoreAnswer::Done(Ok(()))` (a pass starts behind it).
+    Fence(OpId),
+    /// [`Store::apply_many`](crate::Store::apply_many) with these batches;
+    /// answer with [`StoreAnswer::Applied`], one result per batch.
+    Apply(Vec<ApplyBatch>),
+}
+
+/// The outcome of a [`StoreStep`].
+#[derive(Debug)]
+pub enum StoreAnswer {
+    /// Any step but `Apply` and `Discard`.
+    Done(Result<(), StoreError>),
+    /// `Apply`: one result per batch, in order.
+    Applied(Vec<Result<ApplyReport, StoreError>>),
+    /// `Discard` (a failure to discard is the driver's to log).
+    Discarded,
+}
+
+/// A source call (each answered by [`Executor::source_done`](super::Executor::source_done)).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceCall {
+    /// [`Source::prepare`](crate::Source::prepare); answer with [`SourceAnswer::Prepared`](super::SourceAnswer::Prepared).
+    Prepare {
+        /// Result tag.
+        op: OpId,
+        /// Which source.
+        origin: OriginId,
+        /// The relation.
+        relation: UpstreamRelation,
+        /// Also add it to the feed.
+        feed: bool,
+    },
+    /// Begin a store generation for `relation_id`, run
+    /// [`Source::snapshot`](crate::Source::snapshot) into it and answer with
+    /// [`SourceAnswer::Snapshotted`](super::SourceAnswer::Snapshotted),
+    /// handing the generation over.
+    Snapshot {
+        /// Result tag.
+        op: OpId,
+        /// Which source.
+        origin: OriginId,
+        /// The view.
+        relation_id: RelationId,
+        /// The relation.
+        relation: UpstreamRelation,
+        /// Its schema.
+        schema: RelationSchema,
+    },
+    /// [`Source::release`](crate::Source::release); answer with [`SourceAnswer::Released`](super::SourceAnswer::Released).
+    Release {
+        /// Result tag.
+        op: OpId,
+        /// Which source.
+        origin: OriginId,
+        /// The relation.
+        relation: UpstreamRelation,
+    },
+    /// [`Source::drop_feed`](crate::Source::drop_feed) (the feed is already
+    /// closed); answer with [`SourceAnswer::Released`](super::SourceAnswer::Released).
+    DropFeed {
+        /// Result tag.
+        op: OpId,
+        /// Which source.
+        origin: OriginId,
+    },
+}
+
+/// What to do with a feed connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedCommand {
+    /// Call [`Source::subscribe`](crate::Source::subscribe), answer with
+    /// [`Executor::subscribed`](super::Executor::subscribed), then hand
+    /// every event to [`Executor::feed_event`](super::Executor::feed_event)
+    /// until the feed breaks ([`Executor::feed_lost`](super::Executor::feed_lost))
+    /// or is closed. Start reading unpaused.
+    Open {
+        /// The origin.
+        origin: OriginId,
+        /// The attempt.
+        epoch: Epoch,
+        /// Resume after this position.
+        resume: Option<Lsn>,
+    },
+    /// Drop the connection of `epoch`: nothing more from it is wanted.
+    Close {
+        /// The origin.
+        origin: OriginId,
+        /// The attempt.
+        epoch: Epoch,
+    },
+    /// Stop reading (`paused`) or read again. Events already read may
+    /// still be handed in.
+    Pause {
+        /// The origin.
+        origin: OriginId,
+        /// The attempt.
+        epoch: Epoch,
+        /// Whether to stop reading.
+        paused: bool,
+    },
+}
