@@ -428,7 +428,21 @@ async fn a_dropped_table_under_a_running_view_is_reported() {
     let engine = engine_with(up.source()).await;
     engine.define(view("doomed_live", Persistence::Realtime, "doomed")).await.unwrap();
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
+    let mut events = engine.events();
     up.drop_table("public", "doomed");
+    // The drop reaches the machine through the feed, on its own time: wait
+    // until it has (the view reports an error), so the forced sync below
+    // cannot race it.
+    prompt("the feed to report the drop", async {
+        loop {
+            match events.recv().await {
+                Ok(e) if matches!(e.kind, flashsync_core::EventKind::Error { .. }) => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await;
     let again = prompt("forced sync", engine.sync_forced("*")).await.unwrap();
     assert_eq!(again.failed.len(), 1, "{again:?}");
     assert_eq!(engine.status("public.doomed_live").await.unwrap()[0].state, JobState::Failed);
