@@ -27,6 +27,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::process::ExitCode;
 
 use clap::Parser;
+use flashsync_core::exec::PlantedBugs;
 use flashsync_core::machine::InjectedBugs;
 
 use crate::report::Report;
@@ -114,17 +115,20 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, CliError> {
     Ok(a..b)
 }
 
-fn parse_bugs(names: &[String]) -> Result<InjectedBugs, CliError> {
+fn parse_bugs(names: &[String]) -> Result<(InjectedBugs, PlantedBugs), CliError> {
     let mut bugs = InjectedBugs::default();
+    let mut exec = PlantedBugs::default();
     for n in names {
         match n.as_str() {
+            "reorder_store" => exec.reorder_store = true,
+            "durable_before_persist" => exec.durable_before_persist = true,
             "ack_before_durable" => bugs.ack_before_durable = true,
             "skip_xid_filter" => bugs.skip_xid_filter = true,
             "apply_while_disabled" => bugs.apply_while_disabled = true,
             other => return Err(CliError::Bug(other.chars().take(64).collect())),
         }
     }
-    Ok(bugs)
+    Ok((bugs, exec))
 }
 
 fn random_seed() -> u64 {
@@ -149,7 +153,7 @@ pub fn main() -> ExitCode {
 
 /// Runs what `args` ask for; `Ok(false)` when some run failed.
 pub fn execute(args: &Args) -> Result<bool, CliError> {
-    let bugs = parse_bugs(&args.inject_bug)?;
+    let (bugs, exec_bugs) = parse_bugs(&args.inject_bug)?;
     let (seeds, single) = match (&args.seeds, args.seed) {
         (Some(s), _) => (parse_seeds(s)?, false),
         (None, Some(seed)) => (seed..seed.saturating_add(1), true),
@@ -171,6 +175,7 @@ pub fn execute(args: &Args) -> Result<bool, CliError> {
         liveness_steps: args.liveness_steps,
         store,
         bugs,
+        exec_bugs,
         verbose: single && !args.quiet,
         extra_burst: burst,
         views: args.views,
@@ -303,7 +308,8 @@ mod tests {
         assert!(matches!(parse_seeds("7..3"), Err(CliError::Seeds(_))));
         assert!(matches!(parse_seeds("x..3"), Err(CliError::Seeds(_))));
         assert!(matches!(parse_seeds("12"), Err(CliError::Seeds(_))));
-        assert!(parse_bugs(&["skip_xid_filter".into()]).is_ok_and(|b| b.skip_xid_filter));
+        assert!(parse_bugs(&["skip_xid_filter".into()]).is_ok_and(|b| b.0.skip_xid_filter));
+        assert!(parse_bugs(&["reorder_store".into()]).is_ok_and(|b| b.1.reorder_store));
         assert!(matches!(parse_bugs(&["nope".into()]), Err(CliError::Bug(_))));
     }
 }

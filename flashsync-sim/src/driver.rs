@@ -1,15 +1,15 @@
-//! The virtual-time driver: runs the production [`Machine`] and carries out
-//! its actions against the simulated upstream and the store, one event at a
-//! time, in an order the seed decides.
+//! The virtual-time driver: runs the production [`Executor`] (and through it
+//! the production [`Machine`]) and does its work against the simulated
+//! upstream and the store, one event at a time, in an order the seed decides.
 //!
-//! It does what the tokio driver (`flashsync::driver`) does, with the same
-//! ordering guarantees and no others:
+//! What each action means (store ordering, apply runs, fences, generations,
+//! the persist contract, feed slots, back-pressure, the shutdown drain) is
+//! the executor's, exactly as under the tokio driver. This module only
+//! decides *when* things happen:
 //!
-//! - store actions run strictly in emission order (one worker), each after a
-//!   seeded delay, including `Fence`; `Snapshot` begins a store generation
-//!   and runs the source's snapshot into it, keeping the generation for the
-//!   `Publish` or `Discard` that follows; a persister makes applied batches
-//!   durable some time after they land and reports `Input::Durable`;
+//! - each store step the executor hands out runs after a seeded delay; a
+//!   persist runs some time after it is asked for, and its answer arrives
+//!   later still;
 //! - source calls (prepare, snapshot, subscribe, release, drop feed) each take
 //!   their own random time, so they complete in any order;
 //! - feed events arrive in order per subscription, a few at a time, with
@@ -20,17 +20,19 @@
 //! Virtual time jumps from one event to the next; events at the same instant
 //! run in the order they were scheduled. Nothing reads a clock.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
-use flashsync_core::machine::{BatchGate, Epoch, ViewPhase};
+use flashsync_core::exec::{Executor, FeedCommand, SourceAnswer, StoreAnswer, StoreStep, Work};
+use flashsync_core::machine::{Epoch, ViewPhase};
 use flashsync_core::memory::{FailPoint, MemorySource};
 use flashsync_core::rng::Rng;
 use flashsync_core::{
-    FeedStart, Generation, Input, JobState, Machine, OpId, OriginId, Output, Persistence, RelationId, RelationSchema,
-    Reply, RequestId, Row, RowSink, Selector, SnapshotPoint, Source, SourceAction, SourceError, StoreAction,
-    StoreError, StoreErrorKind, StreamEvent, Subscription, Timestamp, UpstreamRelation, ViewDef,
+    ApplyReport, BatchSeq, FeedStart, Feedback, Generation, JobState, Machine, OpId, OriginId, Output, Persistence,
+    RelationId, RelationSchema, Reply, RequestId, Row, RowSink, Selector, SnapshotPoint, Source, SourceAction,
+    SourceError, StoreAction, StoreError, StoreErrorKind, StreamEvent, Timestamp, UpstreamRelation, ViewDef,
 };
 use futures::executor::block_on;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
 use crate::checkers::{Checker, SnapRecord};
@@ -39,6 +41,11 @@ use crate::store::SimStore;
 use crate::trace::Trace;
 use crate::upstream::{TxnId, Upstream};
 
+pub use flashsync_core::exec::Call;
+
+/// The executor the simulator runs: the production one.
+pub(crate) type SimExec = Executor<Pending, Box<dyn Generation>, Box<dyn Feedback>>;
+
 /// Virtual time zero, as a wall-clock timestamp (2025-01-01T00:00:00Z), so
 /// job records carry plausible dates.
 pub const EPOCH_MS: u64 = 1_735_689_600_000;
@@ -46,28 +53,6 @@ pub const EPOCH_MS: u64 = 1_735_689_600_000;
 /// Aims a scheduled control call at whichever incarnation is up when it
 /// arrives (callers that retry across restarts).
 pub const ANY_INCARNATION: u64 = u64::MAX;
-
-/// A control call from a caller, before it gets a request id.
-#[derive(Clone, Debug)]
-pub enum Call {
-    /// `define`.
-    Define(ViewDef),
-    /// `sync` / forced sync.
-    Sync {
-        /// Which views.
-        selector: Selector,
-        /// Forced.
-        force: bool,
-    },
-    /// `stop`.
-    Stop(Selector),
-    /// `resume`.
-    Resume(Selector),
-    /// `forget`.
-    Forget(Selector),
-    /// `shutdown`.
-    Shutdown,
-}
 
 /// A source call waiting for its (random) completion time.
 #[derive(Debug)]
@@ -92,15 +77,18 @@ pub(crate) enum Ev {
         call: Call,
         burst: Option<u64>,
     },
+    /// The store step handed out runs.
     StoreStep {
         inc: u64,
     },
+    /// The persist asked for runs.
     Persist {
         inc: u64,
     },
-    Durable {
+    /// The persist's answer reaches the executor.
+    Persisted {
         inc: u64,
-        through: flashsync_core::BatchSeq,
+        result: Result<Option<BatchSeq>, StoreError>,
     },
     Source {
         inc: u64,
@@ -147,14 +135,12 @@ pub(crate) enum Ev {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub call: &'static str,
-    pub burst: Option<u64>,
 }
 
-/// The feed connection as the driver holds it.
-struct FeedSlot {
+/// The feed connection, as the simulated network holds it.
+struct Conn {
     epoch: Epoch,
-    sub: Option<Subscription>,
-    paused: bool,
+    events: Option<BoxStream<'static, Result<StreamEvent, SourceError>>>,
     pumping: bool,
 }
 
@@ -188,7 +174,7 @@ pub(crate) struct World {
     queue: BTreeMap<(u64, u64), Ev>,
     next_seq: u64,
     pub plan: Plan,
-    pub machine: Machine,
+    pub exec: SimExec,
     /// Bumped by every crash; events of an older incarnation are ignored.
     pub inc: u64,
     /// The local process is down (between a crash and its restart).
@@ -197,18 +183,14 @@ pub(crate) struct World {
     pub up: Upstream,
     source: MemorySource,
     pub origin: OriginId,
-    feed: Option<FeedSlot>,
-    store_q: VecDeque<StoreAction>,
-    store_busy: bool,
-    persist_scheduled: bool,
+    feed: Option<Conn>,
+    /// The store step the executor handed out, waiting for its time.
+    store_step: Option<StoreStep<Box<dyn Generation>>>,
     /// Inject a failure into the next apply.
     pub fail_next_apply: bool,
-    generations: BTreeMap<OpId, Box<dyn Generation>>,
-    /// Refuses batches queued behind a failed one (as every driver does).
-    gate: BatchGate,
+    /// Generations filled by snapshots whose answer is still on its way.
+    snap_generations: BTreeMap<OpId, Box<dyn Generation>>,
     snaps: BTreeMap<OpId, SnapRecord>,
-    pub requests: BTreeMap<RequestId, Pending>,
-    next_request: u64,
     timer_at: Option<u64>,
     pub rng: Rng,
     pub checker: Checker,
@@ -223,6 +205,8 @@ pub(crate) struct World {
     pub verbose: bool,
     /// Completed bursts: (burst, passes, time).
     pub burst_log: Vec<(u64, u64, u64)>,
+    /// The burst of each request still unanswered.
+    bursts: BTreeMap<RequestId, u64>,
     /// Bursts scheduled and not yet started: id -> calls.
     pub burst_sizes: BTreeMap<u64, usize>,
     /// Every definition the workload has used, for churn.
@@ -235,9 +219,10 @@ pub(crate) struct World {
     /// The machine has been handed a feed transaction's `Begin` and not yet
     /// its `Commit` (the feed is in the middle of a transaction).
     feed_txn_open: bool,
-    /// The machine was shut down (a clean restart is draining the store):
-    /// what it reports no longer describes a running system.
-    shut_down: bool,
+    /// A clean shutdown is draining: restart after this downtime once the
+    /// executor answers it. What the machine reports meanwhile no longer
+    /// describes a running system.
+    shutting_down: Option<u64>,
 }
 
 /// Wraps a generation to see the rows a snapshot writes.
@@ -254,21 +239,47 @@ impl RowSink for Tee<'_> {
     }
 }
 
+/// A store step, for traces and reports.
+fn summary<G>(step: &StoreStep<G>) -> String {
+    match step {
+        StoreStep::PutView(v) => format!("put view {}", v.relation_id),
+        StoreStep::PutJob(j) => format!("put job {} {:?}", j.relation_id, j.state),
+        StoreStep::Forget(id) => format!("forget {id}"),
+        StoreStep::ForgetOrigin(o) => format!("forget origin {o}"),
+        StoreStep::Publish { op, generation, .. } => format!("publish {} (kept: {})", op.0, generation.is_some()),
+        StoreStep::Discard { op, .. } => format!("discard {}", op.0),
+        StoreStep::Fence(op) => format!("fence {}", op.0),
+        StoreStep::Apply(run) => {
+            let seqs: Vec<u64> = run.iter().map(|b| b.seq.0).collect();
+            format!("apply {seqs:?}")
+        }
+    }
+}
+
+/// A new executor over a new machine.
+fn executor(plan: &Plan, seed: u64, state: flashsync_core::StoredState, now: u64) -> SimExec {
+    let at = Timestamp(EPOCH_MS + now);
+    let mut exec = Executor::new(Machine::new(plan.config.clone(), seed, state, at), at);
+    exec.set_tap(true);
+    exec.plant(plan.exec_bugs);
+    exec
+}
+
 impl World {
     pub fn new(seed: u64, plan: Plan, store: SimStore, up: Upstream, machine_seed: u64) -> Result<World, StoreError> {
         let state = store.load()?;
-        let machine = Machine::new(plan.config.clone(), machine_seed, state, Timestamp(EPOCH_MS));
+        let exec = executor(&plan, machine_seed, state, 0);
         up.db.set_replay_from_confirmed(plan.replay_from_confirmed);
         let source = up.db.source();
         let origin = OriginId::new(crate::ORIGIN)
             .map_err(|e| StoreError::new(StoreErrorKind::Invalid, "origin", e.to_string()))?;
-        Ok(World {
+        let mut w = World {
             seed,
             now: 0,
             queue: BTreeMap::new(),
             next_seq: 0,
             plan,
-            machine,
+            exec,
             inc: 0,
             down: false,
             store,
@@ -276,15 +287,10 @@ impl World {
             source,
             origin,
             feed: None,
-            store_q: VecDeque::new(),
-            store_busy: false,
-            persist_scheduled: false,
+            store_step: None,
             fail_next_apply: false,
-            generations: BTreeMap::new(),
-            gate: BatchGate::default(),
+            snap_generations: BTreeMap::new(),
             snaps: BTreeMap::new(),
-            requests: BTreeMap::new(),
-            next_request: 1,
             timer_at: None,
             rng: Rng::new(seed ^ 0x7469_6d69_6e67),
             checker: Checker::default(),
@@ -295,14 +301,22 @@ impl World {
             offline_until: None,
             verbose: false,
             burst_log: Vec::new(),
+            bursts: BTreeMap::new(),
             burst_sizes: BTreeMap::new(),
             defs_used: Vec::new(),
             liveness: false,
             next_burst: 1,
             scenario: crate::scenario::Scenario::All,
             feed_txn_open: false,
-            shut_down: false,
-        })
+            shutting_down: None,
+        };
+        w.after_input();
+        Ok(w)
+    }
+
+    /// The machine, to read its state.
+    pub fn machine(&self) -> &Machine {
+        self.exec.machine()
     }
 
     // ----- the event queue ---------------------------------------------------
@@ -320,7 +334,7 @@ impl World {
 
     /// Whether every store action emitted so far has run.
     pub fn store_idle(&self) -> bool {
-        self.store_q.is_empty()
+        self.store_step.is_none() && !self.exec.has_applies_pending()
     }
 
     /// A random delay in `0..=max`.
@@ -345,6 +359,10 @@ impl World {
         self.queue.values().any(|e| !matches!(e, Ev::Tick | Ev::Keepalive))
     }
 
+    fn at(&self) -> Timestamp {
+        Timestamp(EPOCH_MS + self.now)
+    }
+
     fn run(&mut self, ev: Ev) {
         match ev {
             Ev::Tick => crate::workload::tick(self),
@@ -358,20 +376,41 @@ impl World {
             }
             Ev::StoreStep { inc } if inc == self.inc => self.store_step(),
             Ev::Persist { inc } if inc == self.inc => self.persist(),
-            Ev::Durable { inc, through } if inc == self.inc => self.deliver(Input::Durable { through }),
+            Ev::Persisted { inc, result } if inc == self.inc && !self.down => {
+                self.trace.add("persisted", &result);
+                let at = self.at();
+                self.exec.persisted(result, at);
+                self.after_input();
+            }
             Ev::Source { inc, call } if inc == self.inc => self.source_call(call),
-            Ev::SnapshotDone { inc, op, result } if inc == self.inc => self.deliver(Input::Snapshotted { op, result }),
+            Ev::SnapshotDone { inc, op, result } if inc == self.inc && !self.down => {
+                let result = match result {
+                    Ok(point) => match self.snap_generations.remove(&op) {
+                        Some(g) => Ok((point, g)),
+                        None => Err(SourceError::new(
+                            flashsync_core::SourceErrorKind::Sink,
+                            "the snapshot's generation went missing",
+                        )),
+                    },
+                    Err(e) => Err(e),
+                };
+                self.trace.add("snapshotted", &(op, result.as_ref().map(|(p, _)| p)));
+                let at = self.at();
+                self.exec.source_done(SourceAnswer::Snapshotted { op, result }, at);
+                self.after_input();
+            }
             Ev::Pump { inc, epoch } if inc == self.inc => self.pump(epoch),
             Ev::Ack { inc, epoch, lsn } if inc == self.inc => {
-                if let Some(f) = self.feed.as_ref().filter(|f| f.epoch == epoch) {
-                    if let Some(sub) = &f.sub {
-                        sub.feedback.ack(lsn);
-                    }
+                if let Some(feedback) = self.exec.feedback(&self.origin, epoch) {
+                    feedback.ack(lsn);
                 }
             }
-            Ev::Timer { inc, at } if inc == self.inc && self.timer_at == Some(at) => {
+            Ev::Timer { inc, at } if inc == self.inc && self.timer_at == Some(at) && !self.down => {
                 self.timer_at = None;
-                self.deliver(Input::Timer);
+                self.trace.add("in", &"timer");
+                let now = self.at();
+                self.exec.timer(now);
+                self.after_input();
             }
             Ev::Visible { xid } => {
                 self.trace.add("visible", &xid);
@@ -385,7 +424,7 @@ impl World {
             }
             Ev::Restart => self.restart(),
             Ev::LivenessSync => {
-                if self.down {
+                if self.down || self.shutting_down.is_some() {
                     self.schedule(5, Ev::LivenessSync);
                 } else {
                     self.deliver_call(Call::Sync { selector: Selector::All, force: false }, None);
@@ -413,35 +452,45 @@ impl World {
         }
     }
 
-    // ----- the machine -------------------------------------------------------
+    // ----- the executor ------------------------------------------------------
 
-    /// Hands the machine one input and carries out what comes out.
-    pub fn deliver(&mut self, input: Input) {
-        if self.down {
-            return;
-        }
-        self.trace.add("in", &input);
+    /// After every call into the executor: observe what the machine did,
+    /// check it, and carry out the work handed out.
+    fn after_input(&mut self) {
         self.counters.inputs += 1;
-        let done = match &input {
-            Input::StoreDone { op, .. } => Some(*op),
-            _ => None,
-        };
-        self.machine.handle(input, Timestamp(EPOCH_MS + self.now));
-        if let Some(op) = done {
-            self.checker.on_store_done(op);
+        for out in self.exec.drain_tap() {
+            self.observe(out);
         }
-        self.dispatch();
-        let audit = self.machine.drain_audit();
+        let audit = self.exec.drain_audit();
         for a in &audit {
             self.trace.add("audit", a);
         }
         self.checker.on_audit(audit);
-        self.checker.check_passes(&self.machine, self.pass_base);
+        self.checker.check_passes(self.exec.machine(), self.pass_base);
+        while let Some(work) = self.exec.poll_work() {
+            self.work(work);
+        }
         self.sync_timer();
     }
 
+    /// A machine output, as the executor took it.
+    fn observe(&mut self, out: Output) {
+        self.trace.add("out", &out);
+        match out {
+            Output::Store(StoreAction::Fence { op }) => self.checker.on_fence(op),
+            Output::Store(StoreAction::Apply(batch)) => self.checker.on_batch(&batch),
+            Output::Source(SourceAction::Ack { epoch, lsn, .. }) => self.checker.on_ack(lsn, epoch),
+            Output::Event(event) => {
+                let before = event.relation_id.and_then(|id| self.checker.def(id).cloned());
+                self.checker.on_event(&event, before.as_ref());
+            }
+            Output::Reply { request, .. } => self.on_reply(request),
+            _ => {}
+        }
+    }
+
     fn sync_timer(&mut self) {
-        let t = self.machine.poll_timeout().map(|t| t.0.saturating_sub(EPOCH_MS));
+        let t = self.exec.poll_timeout().map(|t| t.0.saturating_sub(EPOCH_MS));
         if t != self.timer_at {
             self.timer_at = t;
             if let Some(at) = t {
@@ -452,60 +501,109 @@ impl World {
         }
     }
 
-    fn dispatch(&mut self) {
-        while let Some(out) = self.machine.poll_output() {
-            self.trace.add("out", &out);
-            match out {
-                Output::Store(action) => {
-                    match &action {
-                        StoreAction::Fence { op } => self.checker.on_fence(*op),
-                        StoreAction::Apply(batch) => self.checker.on_batch(batch),
-                        _ => {}
-                    }
-                    self.store_q.push_back(action);
-                    if !self.store_busy {
-                        self.store_busy = true;
-                        let (d, inc) = (self.jitter(self.plan.timing.store_ms), self.inc);
-                        self.schedule(d, Ev::StoreStep { inc });
-                    }
+    /// Schedules one unit of the executor's work.
+    fn work(&mut self, work: Work<Pending, Box<dyn Generation>>) {
+        let inc = self.inc;
+        let lat = self.plan.timing.source_ms;
+        match work {
+            Work::Store(step) => {
+                if self.store_step.is_some() {
+                    self.checker
+                        .report("one store step at a time", format!("{} while another is running", summary(&step)));
                 }
-                Output::Source(action) => self.source_action(action),
-                Output::Event(event) => {
-                    let before = event.relation_id.and_then(|id| self.checker.def(id).cloned());
-                    self.checker.on_event(&event, before.as_ref());
+                self.store_step = Some(step);
+                let d = self.jitter(self.plan.timing.store_ms);
+                self.schedule(d, Ev::StoreStep { inc });
+            }
+            Work::Persist => {
+                let d = self.jitter(self.plan.timing.persist_ms);
+                self.schedule(d, Ev::Persist { inc });
+            }
+            Work::Source(call) => {
+                let call = match call {
+                    flashsync_core::exec::SourceCall::Prepare { op, relation, feed, .. } => {
+                        SourceCall::Prepare { op, relation, feed }
+                    }
+                    flashsync_core::exec::SourceCall::Snapshot { op, relation_id, relation, schema, .. } => {
+                        SourceCall::Snapshot { op, view: relation_id, relation, schema }
+                    }
+                    flashsync_core::exec::SourceCall::Release { op, relation, .. } => {
+                        SourceCall::Release { op, relation }
+                    }
+                    flashsync_core::exec::SourceCall::DropFeed { op, .. } => SourceCall::DropFeed { op },
+                };
+                let d = self.jitter(lat);
+                self.schedule(d, Ev::Source { inc, call });
+            }
+            Work::Feed(FeedCommand::Open { epoch, resume, .. }) => {
+                if let Some(old) = self.feed.as_ref().filter(|c| c.events.is_some()) {
+                    self.checker.report(
+                        "one feed at a time",
+                        format!("opening the feed of epoch {} while epoch {} is still open", epoch.0, old.epoch.0),
+                    );
                 }
-                Output::Reply { request, reply } => self.on_reply(request, reply),
+                self.feed = Some(Conn { epoch, events: None, pumping: false });
+                self.feed_txn_open = false;
+                let d = self.jitter(lat);
+                self.schedule(d, Ev::Source { inc, call: SourceCall::Subscribe { epoch, resume } });
+            }
+            Work::Feed(FeedCommand::Close { epoch, .. }) => {
+                if self.feed.as_ref().is_some_and(|c| c.epoch == epoch) {
+                    self.feed = None;
+                    self.feed_txn_open = false;
+                }
+            }
+            Work::Feed(FeedCommand::Pause { paused, .. }) => {
+                if !paused {
+                    self.kick();
+                }
+            }
+            Work::Ack { epoch, lsn, .. } => {
+                let lost = self.rng.below(100) < u64::from(self.plan.rate(Fault::LostAck));
+                if lost {
+                    self.count_fault(Fault::LostAck);
+                } else {
+                    let d = self.jitter(lat);
+                    self.schedule(d, Ev::Ack { inc, epoch, lsn });
+                }
+            }
+            Work::Event(_) => {}
+            Work::Reply(pending, reply) => self.replied(pending, reply),
+        }
+    }
+
+    /// A reply as the machine emits it (in order with its other outputs, so
+    /// the burst accounting sees passes and replies in their real order).
+    fn on_reply(&mut self, request: RequestId) {
+        let Some(b) = self.bursts.remove(&request) else { return };
+        if let Some(passes) = self.checker.burst_reply(b) {
+            self.burst_log.push((b, passes, self.now));
+            if self.verbose {
+                let running = self.running_views();
+                eprintln!(
+                    "  t={:>7.3}s storm wave {b}: every caller answered by {passes} pass(es); \
+                     realtime views running: {}/{}",
+                    self.now as f64 / 1000.0,
+                    running.0,
+                    running.1
+                );
             }
         }
     }
 
-    fn on_reply(&mut self, request: RequestId, reply: Reply) {
-        let Some(p) = self.requests.remove(&request) else {
-            self.checker
-                .report("every call answered once", format!("reply to unknown request {}: {reply:?}", request.0));
-            return;
-        };
-        if let Some(b) = p.burst {
-            if let Some(passes) = self.checker.burst_reply(b) {
-                self.burst_log.push((b, passes, self.now));
-                if self.verbose {
-                    let running = self.running_views();
-                    eprintln!(
-                        "  t={:>7.3}s storm wave {b}: every caller answered by {passes} pass(es); \
-                         realtime views running: {}/{}",
-                        self.now as f64 / 1000.0,
-                        running.0,
-                        running.1
-                    );
-                }
+    /// A reply reaches its caller.
+    fn replied(&mut self, p: Pending, reply: Reply) {
+        if p.call == "shutdown" && reply == Reply::ShutDown {
+            if let Some(downtime) = self.shutting_down.take() {
+                // Drained and persisted: a crash now must lose nothing.
+                self.crash(true, downtime);
             }
         }
-        let _ = p.call;
     }
 
     /// (running, enabled) realtime views, for progress output.
     pub fn running_views(&self) -> (usize, usize) {
-        let status = self.machine.status(&Selector::All);
+        let status = self.machine().status(&Selector::All);
         let rt: Vec<_> = status.iter().filter(|j| j.persistence == Persistence::Realtime && j.enabled).collect();
         let running = rt.iter().filter(|j| j.state == JobState::Running).count();
         (running, rt.len())
@@ -513,159 +611,158 @@ impl World {
 
     /// Delivers a caller's control call.
     pub fn deliver_call(&mut self, call: Call, burst: Option<u64>) {
-        let request = RequestId(self.next_request);
-        self.next_request += 1;
-        let name = match &call {
-            Call::Define(_) => "define",
-            Call::Sync { .. } => "sync",
-            Call::Stop(_) => "stop",
-            Call::Resume(_) => "resume",
-            Call::Forget(_) => "forget",
-            Call::Shutdown => "shutdown",
-        };
-        self.requests.insert(request, Pending { call: name, burst });
+        if self.down {
+            return;
+        }
         let ids = |w: &World, sel: &Selector| -> Vec<RelationId> {
-            w.machine.definitions(sel).into_iter().map(|v| v.relation_id).collect()
+            w.machine().definitions(sel).into_iter().map(|v| v.relation_id).collect()
         };
-        let input = match call {
-            Call::Define(def) => {
-                let name = def.name.clone();
-                self.deliver(Input::Define { request, def: def.clone() });
-                if let Some(id) = self.machine.relation_id(&name) {
-                    self.checker.on_define(id, def);
-                }
-                return;
-            }
-            Call::Sync { selector, force } => {
+        let define = match &call {
+            Call::Define(def) => Some(def.clone()),
+            Call::Sync { .. } => {
                 self.counters.sync_calls += 1;
-                Input::Sync { request, selector, force }
+                None
             }
             Call::Stop(selector) => {
-                let v = ids(self, &selector);
+                let v = ids(self, selector);
                 self.checker.on_stop(&v);
-                Input::Stop { request, selector }
+                None
             }
             Call::Resume(selector) => {
                 self.counters.sync_calls += 1;
-                let v = ids(self, &selector);
+                let v = ids(self, selector);
                 self.checker.on_resume(&v);
-                Input::Resume { request, selector }
+                None
             }
             Call::Forget(selector) => {
-                let v = ids(self, &selector);
+                let v = ids(self, selector);
                 self.checker.on_forget_request(&v);
-                Input::Forget { request, selector }
+                None
             }
-            Call::Shutdown => Input::Shutdown { request },
+            Call::Shutdown => None,
         };
-        self.deliver(input);
+        self.trace.add("in", &call);
+        let at = self.at();
+        let request = self.exec.call(call.clone(), Pending { call: call.name() }, at);
+        if let Some(b) = burst {
+            self.bursts.insert(request, b);
+        }
+        // Observe first: the events of a redefinition are checked against
+        // the definition they replace.
+        self.after_input();
+        if let Some(def) = define {
+            if let Some(id) = self.machine().relation_id(&def.name) {
+                self.checker.on_define(id, def);
+            }
+        }
     }
 
-    // ----- store actions -----------------------------------------------------
+    // ----- store steps -------------------------------------------------------
 
     fn store_step(&mut self) {
-        let Some(action) = self.store_q.pop_front() else {
-            self.store_busy = false;
-            return;
-        };
-        match action {
-            StoreAction::PutView { op, view } => {
+        let Some(step) = self.store_step.take() else { return };
+        self.trace.add("store", &summary(&step));
+        let answer = match step {
+            StoreStep::PutView(view) => {
                 let (result, d) = self.store.put_view(&view);
                 self.checker.on_durable(d);
-                self.deliver(Input::StoreDone { op, result });
+                StoreAnswer::Done(result)
             }
-            StoreAction::PutJob { op, job } => {
+            StoreStep::PutJob(job) => {
                 let (result, d) = self.store.put_job(&job);
                 self.checker.on_durable(d);
-                self.deliver(Input::StoreDone { op, result });
+                StoreAnswer::Done(result)
             }
-            StoreAction::Forget { op, relation_id } => {
+            StoreStep::Forget(relation_id) => {
                 let (result, d) = self.store.forget(relation_id);
                 if result.is_ok() {
                     self.checker.on_forgotten(relation_id);
                 }
                 self.checker.on_durable(d);
-                self.deliver(Input::StoreDone { op, result });
+                StoreAnswer::Done(result)
             }
-            StoreAction::ForgetOrigin { op, origin } => {
+            StoreStep::ForgetOrigin(origin) => {
                 let (result, d) = self.store.forget_origin(&origin);
                 if result.is_ok() {
                     self.checker.on_forget_origin();
                 }
                 self.checker.on_durable(d);
-                self.deliver(Input::StoreDone { op, result });
+                StoreAnswer::Done(result)
             }
-            StoreAction::Publish { op, job } => {
-                let result = match self.generations.remove(&op) {
-                    Some(g) => {
-                        let (r, d) = self.store.publish(g, &job);
-                        if r.is_ok() {
-                            if let Some(snap) = self.snaps.remove(&op) {
-                                self.checker.on_published(&snap, job.persistence, &self.up);
-                            }
+            StoreStep::Publish { op, generation, job } => StoreAnswer::Done(match generation {
+                Some(g) => {
+                    let (r, d) = self.store.publish(g, &job);
+                    if r.is_ok() {
+                        if let Some(snap) = self.snaps.remove(&op) {
+                            self.checker.on_published(&snap, job.persistence, &self.up);
                         }
-                        self.checker.on_durable(d);
-                        if r.is_ok() {
-                            let rows = self.store.rows(job.relation_id);
-                            self.check_copy_rows(job.relation_id, rows, "after publish");
-                        }
-                        r
                     }
-                    None => Err(StoreError::new(
-                        StoreErrorKind::NotFound,
-                        "publish",
-                        format!("no generation for operation {}", op.0),
-                    )),
-                };
-                self.deliver(Input::StoreDone { op, result });
-            }
-            StoreAction::Discard { op } => {
+                    self.checker.on_durable(d);
+                    if r.is_ok() {
+                        let rows = self.store.rows(job.relation_id);
+                        self.check_copy_rows(job.relation_id, rows, "after publish");
+                    }
+                    r
+                }
+                None => Err(StoreError::new(
+                    StoreErrorKind::NotFound,
+                    "publish",
+                    format!("no generation for operation {}", op.0),
+                )),
+            }),
+            StoreStep::Discard { op, generation } => {
                 self.snaps.remove(&op);
-                if let Some(g) = self.generations.remove(&op) {
+                if let Some(g) = generation {
                     if let Err(e) = self.store.discard(g) {
                         self.checker.report("store works", format!("discarding a generation failed: {e}"));
                     }
                 }
+                StoreAnswer::Discarded
             }
-            StoreAction::Fence { op } => self.deliver(Input::StoreDone { op, result: Ok(()) }),
-            StoreAction::Apply(batch) => {
-                let seq = batch.seq;
-                let result = if let Err(e) = self.gate.admit(&batch) {
-                    Err(e)
-                } else if std::mem::take(&mut self.fail_next_apply) {
-                    Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "injected failure"))
-                } else {
-                    self.store.apply(batch.clone())
-                };
-                if result.is_err() {
-                    self.gate.failed(&batch.origin, batch.chain);
-                }
-                if result.is_ok() {
-                    let mut touched: BTreeSet<RelationId> = batch.views.iter().map(|v| v.relation_id).collect();
+            StoreStep::Fence(op) => {
+                self.checker.on_store_done(op);
+                StoreAnswer::Done(Ok(()))
+            }
+            StoreStep::Apply(batches) => StoreAnswer::Applied(self.apply_run(batches)),
+        };
+        let at = self.at();
+        self.exec.store_done(answer, at);
+        self.after_input();
+        self.check_running_views();
+    }
+
+    /// Applies a run of batches the way a store's `apply_many` does (each
+    /// atomically, none after a failure), checking each copy afterwards.
+    fn apply_run(&mut self, batches: Vec<flashsync_core::ApplyBatch>) -> Vec<Result<ApplyReport, StoreError>> {
+        let mut results = Vec::with_capacity(batches.len());
+        let mut failed = false;
+        let mut touched: BTreeSet<RelationId> = BTreeSet::new();
+        for batch in batches {
+            let seq = batch.seq;
+            let result = if failed {
+                Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "an earlier batch failed"))
+            } else if std::mem::take(&mut self.fail_next_apply) {
+                Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "injected failure"))
+            } else {
+                self.store.apply(batch.clone())
+            };
+            match &result {
+                Ok(_) => {
+                    touched.extend(batch.views.iter().map(|v| v.relation_id));
                     touched.extend(self.checker.on_applied(&batch, &self.up));
-                    for id in touched {
-                        let rows = self.store.rows(id);
-                        self.check_copy_rows(id, rows, &format!("after batch {}", seq.0));
-                    }
-                    if !self.persist_scheduled {
-                        self.persist_scheduled = true;
-                        let (d, inc) = (self.jitter(self.plan.timing.persist_ms), self.inc);
-                        self.schedule(d, Ev::Persist { inc });
-                    }
                 }
-                if result.is_err() {
+                Err(_) => {
+                    failed = true;
                     self.checker.on_apply_failed(&batch);
                 }
-                self.deliver(Input::Applied { seq, result });
-                self.check_running_views();
             }
+            results.push(result);
         }
-        if self.store_q.is_empty() {
-            self.store_busy = false;
-        } else {
-            let (d, inc) = (self.jitter(self.plan.timing.store_ms), self.inc);
-            self.schedule(d, Ev::StoreStep { inc });
+        for id in touched {
+            let rows = self.store.rows(id);
+            self.check_copy_rows(id, rows, "after an apply run");
         }
+        results
     }
 
     fn check_copy_rows(&mut self, id: RelationId, rows: Result<Option<Vec<Row>>, StoreError>, when: &str) {
@@ -680,12 +777,12 @@ impl World {
     /// [`Checker::check_running`]), and a live one whose feed has passed its
     /// snapshot has no gap up to the machine's position.
     fn check_running_views(&mut self) {
-        if self.shut_down || self.store_q.iter().any(|a| matches!(a, StoreAction::Apply(_))) {
+        if self.down || self.shutting_down.is_some() || !self.store_idle() {
             return;
         }
-        let at = self.machine.origin_progress(&self.origin).and_then(|(at, _)| at);
+        let at = self.machine().origin_progress(&self.origin).and_then(|(at, _)| at);
         let running: Vec<RelationId> = self
-            .machine
+            .machine()
             .status(&Selector::All)
             .iter()
             .filter(|j| j.enabled && j.state == JobState::Running && j.persistence == Persistence::Realtime)
@@ -699,142 +796,80 @@ impl World {
                     continue;
                 }
             };
-            let when = format!("running view in phase {}", self.machine.phase(id).map_or("unknown", ViewPhase::name));
+            let when = format!("running view in phase {}", self.machine().phase(id).map_or("unknown", ViewPhase::name));
             self.checker.check_running(id, rows, self.feed_txn_open, &when);
-            if let Some(at) = at.filter(|_| self.machine.phase(id) == Some(ViewPhase::Live)) {
+            if let Some(at) = at.filter(|_| self.machine().phase(id) == Some(ViewPhase::Live)) {
                 self.checker.check_prefix(id, at, &self.up);
             }
         }
     }
 
     fn persist(&mut self) {
-        self.persist_scheduled = false;
-        match self.store.persist() {
+        if self.down {
+            return;
+        }
+        let result = self.store.persist();
+        match &result {
             Ok(Some(through)) => {
-                self.checker.on_persisted(through);
+                self.checker.on_persisted(*through);
                 self.checker.on_durable(crate::store::Durable::Everything);
-                let (d, inc) = (self.jitter(self.plan.timing.store_ms), self.inc);
-                self.schedule(d, Ev::Durable { inc, through });
             }
             Ok(None) => {}
             Err(e) => self.checker.report("store works", format!("persist failed: {e}")),
         }
+        // The answer takes its time to reach the executor.
+        let (d, inc) = (self.jitter(self.plan.timing.store_ms), self.inc);
+        self.schedule(d, Ev::Persisted { inc, result });
     }
 
-    // ----- source actions ----------------------------------------------------
-
-    fn source_action(&mut self, action: SourceAction) {
-        let inc = self.inc;
-        let lat = self.plan.timing.source_ms;
-        match action {
-            SourceAction::Prepare { op, relation, feed, .. } => {
-                let d = self.jitter(lat);
-                self.schedule(d, Ev::Source { inc, call: SourceCall::Prepare { op, relation, feed } });
-            }
-            SourceAction::Snapshot { op, relation_id, relation, schema, .. } => {
-                // The snapshot starts some time after it was asked for.
-                let d = self.jitter(lat);
-                self.schedule(
-                    d,
-                    Ev::Source { inc, call: SourceCall::Snapshot { op, view: relation_id, relation, schema } },
-                );
-            }
-            SourceAction::Subscribe { epoch, resume, .. } => {
-                if let Some(f) = &self.feed {
-                    if f.sub.is_some() {
-                        self.checker.report(
-                            "one feed at a time",
-                            format!(
-                                "subscribe (epoch {}) while the feed of epoch {} is still open",
-                                epoch.0, f.epoch.0
-                            ),
-                        );
-                    }
-                }
-                self.feed = Some(FeedSlot { epoch, sub: None, paused: false, pumping: false });
-                self.feed_txn_open = false;
-                let d = self.jitter(lat);
-                self.schedule(d, Ev::Source { inc, call: SourceCall::Subscribe { epoch, resume } });
-            }
-            SourceAction::Unsubscribe { epoch, .. } => {
-                if self.feed.as_ref().is_some_and(|f| f.epoch == epoch) {
-                    self.feed = None;
-                    self.feed_txn_open = false;
-                }
-            }
-            SourceAction::Flow { epoch, paused, .. } => {
-                if let Some(f) = self.feed.as_mut().filter(|f| f.epoch == epoch) {
-                    f.paused = paused;
-                }
-                if !paused {
-                    self.kick();
-                }
-            }
-            SourceAction::Ack { epoch, lsn, .. } => {
-                self.checker.on_ack(lsn, epoch);
-                let lost = self.rng.below(100) < u64::from(self.plan.rate(Fault::LostAck));
-                if lost {
-                    self.count_fault(Fault::LostAck);
-                } else {
-                    let d = self.jitter(lat);
-                    self.schedule(d, Ev::Ack { inc, epoch, lsn });
-                }
-            }
-            SourceAction::Release { op, relation, .. } => {
-                let d = self.jitter(lat);
-                self.schedule(d, Ev::Source { inc, call: SourceCall::Release { op, relation } });
-            }
-            SourceAction::DropFeed { op, .. } => {
-                self.feed = None;
-                self.feed_txn_open = false;
-                let d = self.jitter(lat);
-                self.schedule(d, Ev::Source { inc, call: SourceCall::DropFeed { op } });
-            }
-        }
-    }
+    // ----- source calls ------------------------------------------------------
 
     fn source_call(&mut self, call: SourceCall) {
+        if self.down {
+            return;
+        }
         self.trace.add("source", &call);
-        match call {
+        let answer = match call {
             SourceCall::Prepare { op, relation, feed } => {
-                let result = block_on(self.source.prepare(&relation, feed));
-                self.deliver(Input::Prepared { op, result });
+                SourceAnswer::Prepared { op, result: block_on(self.source.prepare(&relation, feed)) }
             }
-            SourceCall::Snapshot { op, view, relation, schema } => self.snapshot(op, view, relation, schema),
-            SourceCall::Subscribe { epoch, resume } => {
-                if !self.feed.as_ref().is_some_and(|f| f.epoch == epoch && f.sub.is_none()) {
-                    // Unsubscribed before the connection was made.
-                    return;
-                }
-                match block_on(self.source.subscribe(resume)) {
-                    Ok(sub) => {
-                        if !matches!(sub.report.start, FeedStart::Existing { .. }) {
-                            // Creating a slot waits for every commit already
-                            // in the log to become visible; the model did so.
-                            self.up.slot_created();
-                        }
-                        let report = sub.report.clone();
-                        if let Some(f) = self.feed.as_mut() {
-                            f.sub = Some(sub);
-                        }
-                        let origin = self.origin.clone();
-                        self.deliver(Input::Subscribed { origin, epoch, result: Ok(report) });
-                        self.kick();
-                    }
-                    Err(e) => {
-                        self.feed = None;
-                        let origin = self.origin.clone();
-                        self.deliver(Input::Subscribed { origin, epoch, result: Err(e) });
-                    }
-                }
-            }
+            SourceCall::Snapshot { op, view, relation, schema } => return self.snapshot(op, view, relation, schema),
+            SourceCall::Subscribe { epoch, resume } => return self.subscribe(epoch, resume),
             SourceCall::Release { op, relation } => {
-                let result = block_on(self.source.release(&relation));
-                self.deliver(Input::Released { op, result });
+                SourceAnswer::Released { op, result: block_on(self.source.release(&relation)) }
             }
-            SourceCall::DropFeed { op } => {
-                let result = block_on(self.source.drop_feed());
-                self.deliver(Input::Released { op, result });
+            SourceCall::DropFeed { op } => SourceAnswer::Released { op, result: block_on(self.source.drop_feed()) },
+        };
+        let at = self.at();
+        self.exec.source_done(answer, at);
+        self.after_input();
+    }
+
+    fn subscribe(&mut self, epoch: Epoch, resume: Option<flashsync_core::Lsn>) {
+        if !self.feed.as_ref().is_some_and(|c| c.epoch == epoch && c.events.is_none()) {
+            // Closed before the connection was made.
+            return;
+        }
+        let origin = self.origin.clone();
+        let at = self.at();
+        match block_on(self.source.subscribe(resume)) {
+            Ok(sub) => {
+                if !matches!(sub.report.start, FeedStart::Existing { .. }) {
+                    // Creating a slot waits for every commit already in the
+                    // log to become visible; the model did so.
+                    self.up.slot_created();
+                }
+                if let Some(c) = self.feed.as_mut() {
+                    c.events = Some(sub.events);
+                }
+                self.exec.subscribed(origin, epoch, Ok((sub.report, sub.feedback)), at);
+                self.after_input();
+                self.kick();
+            }
+            Err(e) => {
+                self.feed = None;
+                self.exec.subscribed(origin, epoch, Err(e), at);
+                self.after_input();
             }
         }
     }
@@ -868,7 +903,7 @@ impl World {
                 let rec = SnapRecord { view, table, point: point.clone(), vis };
                 self.checker.check_snapshot_rows(&rec, rows, &self.up);
                 self.snaps.insert(op, rec);
-                self.generations.insert(op, generation);
+                self.snap_generations.insert(op, generation);
                 self.schedule(d, Ev::SnapshotDone { inc, op, result: Ok(point) });
             }
             Err(e) => {
@@ -887,12 +922,15 @@ impl World {
         let inc = self.inc;
         let lat = self.plan.timing.feed_ms;
         let stall = self.plan.rate(Fault::FeedStall);
-        let Some(f) = self.feed.as_mut() else { return };
-        if f.sub.is_none() || f.paused || f.pumping {
+        if self.exec.is_feed_paused(&self.origin) {
             return;
         }
-        f.pumping = true;
-        let epoch = f.epoch;
+        let Some(c) = self.feed.as_mut() else { return };
+        if c.events.is_none() || c.pumping {
+            return;
+        }
+        c.pumping = true;
+        let epoch = c.epoch;
         let mut d = self.rng.below(lat + 1);
         if self.rng.below(100) < u64::from(stall) {
             d += 50 + self.rng.below(500);
@@ -903,17 +941,18 @@ impl World {
 
     fn pump(&mut self, epoch: Epoch) {
         let chunk = 1 + self.rng.below(self.plan.timing.feed_chunk);
+        let paused = self.exec.is_feed_paused(&self.origin);
         let mut got: Vec<Result<StreamEvent, SourceError>> = Vec::new();
         let mut ended = false;
         {
-            let Some(f) = self.feed.as_mut().filter(|f| f.epoch == epoch) else { return };
-            f.pumping = false;
-            if f.paused {
+            let Some(c) = self.feed.as_mut().filter(|c| c.epoch == epoch) else { return };
+            c.pumping = false;
+            if paused {
                 return;
             }
-            let Some(sub) = f.sub.as_mut() else { return };
+            let Some(events) = c.events.as_mut() else { return };
             for _ in 0..chunk {
-                match sub.events.next().now_or_never() {
+                match events.next().now_or_never() {
                     Some(Some(e)) => {
                         let err = e.is_err();
                         got.push(e);
@@ -931,15 +970,16 @@ impl World {
                 }
             }
             if ended {
-                f.sub = None;
+                c.events = None;
             }
         }
         let any = !got.is_empty();
         let origin = self.origin.clone();
         for e in got {
-            if self.down || self.feed.as_ref().is_none_or(|f| f.epoch != epoch) {
+            if self.down || self.feed.as_ref().is_none_or(|c| c.epoch != epoch) {
                 break;
             }
+            let at = self.at();
             match e {
                 Ok(event) => {
                     match &event {
@@ -947,13 +987,16 @@ impl World {
                         StreamEvent::Commit { .. } => self.feed_txn_open = false,
                         _ => {}
                     }
-                    self.deliver(Input::Feed { origin: origin.clone(), epoch, event })
+                    self.trace.add("in", &event);
+                    self.exec.feed_event(&origin, epoch, event, at);
                 }
                 Err(error) => {
                     self.feed_txn_open = false;
-                    self.deliver(Input::FeedLost { origin: origin.clone(), epoch, error })
+                    self.trace.add("in", &error);
+                    self.exec.feed_lost(origin.clone(), epoch, error, at);
                 }
             }
+            self.after_input();
         }
         if any && !ended {
             self.kick();
@@ -967,28 +1010,25 @@ impl World {
         *self.counters.faults.entry(f.name()).or_default() += 1;
     }
 
-    /// The local process dies: the machine and everything in flight are
-    /// gone; the store keeps what was durable (or, with `lose` false, happens
-    /// to keep everything). It restarts after `downtime`.
+    /// The local process dies: the executor, the machine and everything in
+    /// flight are gone; the store keeps what was durable (or, with `lose`
+    /// false, happens to keep everything). It restarts after `downtime`.
     pub fn crash(&mut self, lose: bool, downtime: u64) {
         self.trace.add("crash", &lose);
-        self.shut_down = false;
+        self.shutting_down = None;
         self.counters.crashes += 1;
         self.accumulate_stats();
         self.inc += 1;
         self.down = true;
-        self.store_q.clear();
-        self.store_busy = false;
-        self.persist_scheduled = false;
+        self.store_step = None;
         self.timer_at = None;
-        self.generations.clear();
-        self.gate = BatchGate::default();
+        self.snap_generations.clear();
         self.snaps.clear();
         // The connection dies with the process.
         self.feed = None;
         self.feed_txn_open = false;
-        self.counters.lost_requests += self.requests.len() as u64;
-        self.requests.clear();
+        self.counters.lost_requests += self.exec.waiting() as u64;
+        self.bursts.clear();
         if let Err(e) = self.store.crash(lose) {
             self.checker.report("store works", format!("crash and reopen failed: {e}"));
         }
@@ -997,27 +1037,26 @@ impl World {
     }
 
     fn accumulate_stats(&mut self) {
-        let s = self.machine.stats();
+        let s = self.exec.machine().stats();
         self.dead_stats.passes += s.passes;
         self.dead_stats.commits_applied += s.commits_applied;
     }
 
     /// Passes and commits over every incarnation.
     pub fn total_stats(&self) -> (u64, u64) {
-        let s = self.machine.stats();
+        let s = self.machine().stats();
         (self.dead_stats.passes + s.passes, self.dead_stats.commits_applied + s.commits_applied)
     }
 
-    /// A clean shutdown (the store drains and persists), then a restart.
+    /// A clean shutdown: the executor drains the store and persists; once it
+    /// answers, the process stops (losing whatever was not durable: nothing
+    /// should be) and restarts after `downtime`.
     pub fn clean_restart(&mut self, downtime: u64) {
-        self.deliver_call(Call::Shutdown, None);
-        self.shut_down = true;
-        // Like the tokio driver: finish every queued store action, persist.
-        while !self.store_q.is_empty() {
-            self.store_step();
+        if self.down || self.shutting_down.is_some() {
+            return;
         }
-        self.persist();
-        self.crash(false, downtime);
+        self.shutting_down = Some(downtime);
+        self.deliver_call(Call::Shutdown, None);
     }
 
     fn restart(&mut self) {
@@ -1038,7 +1077,7 @@ impl World {
             self.checker.on_loaded_progress(p.applied);
         }
         let seed = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.inc);
-        self.machine = Machine::new(self.plan.config.clone(), seed, state, Timestamp(EPOCH_MS + self.now));
+        self.exec = executor(&self.plan, seed, state, self.now);
         self.pass_base = 0;
         self.down = false;
         self.checker.on_restart(disabled, defs);
@@ -1047,9 +1086,9 @@ impl World {
             let rows = self.store.rows(id);
             self.check_copy_rows(id, rows, "after restart");
         }
+        self.after_input();
         // The application calls sync() on startup.
         self.deliver_call(Call::Sync { selector: Selector::All, force: false }, None);
-        self.sync_timer();
     }
 
     /// Makes the next `n` calls of `point` fail.

@@ -134,6 +134,8 @@ pub struct Plan {
     pub timing: Timing,
     /// The machine's tunables.
     pub config: Config,
+    /// Deliberate executor bugs (off unless a test plants them).
+    pub exec_bugs: flashsync_core::exec::PlantedBugs,
 }
 
 impl Plan {
@@ -187,7 +189,14 @@ impl Plan {
         // Permanent failures (a table without replica identity) retry
         // rarely; derived, not drawn, so every seed keeps its plan.
         let config = Config { retry_permanent: Millis(config.retry_max.0 * 10), ..config };
-        Plan { rates, replay_from_confirmed: rng.chance(0.25), first_xid, timing, config }
+        let replay_from_confirmed = rng.chance(0.25);
+        // The executor's limits: short apply runs and a store that falls
+        // behind after a few dozen operations on some seeds, so runs and
+        // back-pressure are exercised.
+        let apply_run = if rng.chance(0.5) { 1 + rng.below(8) as usize } else { 4096 };
+        let max_ops_in_flight = if rng.chance(0.3) { 1 + rng.below(60) as usize } else { 50_000 };
+        let config = Config { apply_run, max_ops_in_flight, ..config };
+        Plan { rates, replay_from_confirmed, first_xid, timing, config, exec_bugs: Default::default() }
     }
 
     /// The rate of a fault (0 = off).
@@ -210,7 +219,7 @@ impl fmt::Display for Plan {
         write!(
             f,
             "faults: {}; replay_from_confirmed={}; first_xid={:#x}; snapshots<={}; holdback={}B; batch_ops={}; \
-             retry {}..{}ms",
+             retry {}..{}ms; apply_run={}; ops_in_flight<={}",
             on.join(" "),
             self.replay_from_confirmed,
             self.first_xid,
@@ -218,7 +227,9 @@ impl fmt::Display for Plan {
             self.config.holdback_limit_bytes,
             self.config.max_batch_ops,
             self.config.retry_base.0,
-            self.config.retry_max.0
+            self.config.retry_max.0,
+            self.config.apply_run,
+            self.config.max_ops_in_flight
         )
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use flashsync_core::exec::PlantedBugs;
 use flashsync_core::machine::InjectedBugs;
 use flashsync_core::rng::Rng;
 use flashsync_core::{JobState, Persistence, Selector, StoreError, ViewName};
@@ -28,6 +29,8 @@ pub struct SimOptions {
     pub store: StoreKind,
     /// Deliberate machine bugs (to prove the checkers catch them).
     pub bugs: InjectedBugs,
+    /// Deliberate executor bugs (likewise).
+    pub exec_bugs: PlantedBugs,
     /// Progress on stderr.
     pub verbose: bool,
     /// One extra burst of this many `sync()` calls early in the run.
@@ -47,6 +50,7 @@ impl SimOptions {
             liveness_steps: 60_000,
             store: StoreKind::Memory,
             bugs: InjectedBugs::default(),
+            exec_bugs: PlantedBugs::default(),
             verbose: false,
             extra_burst: None,
             views: None,
@@ -63,6 +67,8 @@ impl SimOptions {
             (self.bugs.ack_before_durable, "ack_before_durable"),
             (self.bugs.skip_xid_filter, "skip_xid_filter"),
             (self.bugs.apply_while_disabled, "apply_while_disabled"),
+            (self.exec_bugs.reorder_store, "reorder_store"),
+            (self.exec_bugs.durable_before_persist, "durable_before_persist"),
         ] {
             if on {
                 cmd.push_str(&format!(" --inject-bug {name}"));
@@ -98,6 +104,7 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     let started = Instant::now();
     let mut plan = Plan::draw(opts.scenario, &mut Rng::new(fork(opts.seed, 1)));
     plan.config.bugs = opts.bugs;
+    plan.exec_bugs = opts.exec_bugs;
     let plan_text = plan.to_string();
     let up = Upstream::new(plan.first_xid, 6 + (fork(opts.seed, 2) % 10) as i64);
     let store = SimStore::open(opts.store).map_err(|e| SimError::Store(opts.store, e))?;
@@ -233,7 +240,7 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
         max_passes_per_burst: w.checker.max_passes_per_burst,
         crashes: w.counters.crashes,
         snapshots: w.counters.snapshots,
-        views: w.machine.status(&Selector::All).len(),
+        views: w.machine().status(&Selector::All).len(),
         violations: u64::from(violation.is_some()),
         violation,
         converged,
@@ -275,17 +282,17 @@ pub(crate) fn unconverged(w: &World) -> Option<String> {
     if w.down {
         return Some("the process is down".into());
     }
-    if !w.requests.is_empty() {
-        return Some(format!("{} control calls unanswered", w.requests.len()));
+    if w.exec.waiting() > 0 {
+        return Some(format!("{} control calls unanswered", w.exec.waiting()));
     }
     if !w.store_idle() {
         return Some("store actions pending".into());
     }
-    for job in w.machine.status(&Selector::All) {
+    for job in w.machine().status(&Selector::All) {
         if !job.enabled {
             continue;
         }
-        let Some(def) = w.machine.definitions(&Selector::view(&job.view_name())).into_iter().next() else {
+        let Some(def) = w.machine().definitions(&Selector::view(&job.view_name())).into_iter().next() else {
             continue;
         };
         let table = def.def.upstream.table.as_str();
@@ -306,9 +313,9 @@ pub(crate) fn unconverged(w: &World) -> Option<String> {
             return Some(format!("{name} is {} ({:?}), want {want}", job.state, job.last_error));
         }
         if def.def.persistence == Persistence::Realtime
-            && w.machine.phase(def.relation_id) != Some(flashsync_core::machine::ViewPhase::Live)
+            && w.machine().phase(def.relation_id) != Some(flashsync_core::machine::ViewPhase::Live)
         {
-            return Some(format!("{name} is running but {:?}", w.machine.phase(def.relation_id)));
+            return Some(format!("{name} is running but {:?}", w.machine().phase(def.relation_id)));
         }
         let rows = match w.store.rows(def.relation_id) {
             Ok(Some(rows)) => rows,

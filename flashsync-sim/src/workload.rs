@@ -133,7 +133,7 @@ fn act(w: &mut World) {
         }
         Action::Status => {
             // Status is a read of the machine; exercise it for panics.
-            let _ = w.machine.status(&Selector::All);
+            let _ = w.machine().status(&Selector::All);
         }
         Action::Fault(f) => fault(w, f),
     }
