@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `pgoutput_decode` | [`pgoutput_decode`] | the `pgoutput` decoder, the replication frame parser, the COPY text and value parsers never panic; decoded messages and frames re-encode to bytes that decode to the same thing |
 //! | `core_machine` | [`core_machine`] | the sync [`Machine`](flashsync_core::Machine) under arbitrary input sequences: no panic, bounded output, legal and fully reported state changes, acks never ahead of durability, one pass at a time, no busy timer loop, one reply per request |
+//! | `core_executor` | [`core_executor`] | the production [`Executor`](flashsync_core::exec::Executor) over the memory store and upstream under an arbitrary (correct) schedule: store steps one at a time in emission order, acks never ahead of durability, running realtime views exactly their tables once at rest |
 //! | `selector_parse` | [`selector_parse`] | selector parsing never panics; `Display` of a selector re-parses to an equal selector; wildcard matching agrees with a reference matcher |
 //! | `row_codec` | [`row_codec`] | the key encoding preserves order and round-trips (and is canonical); row and stored-row encodings round-trip; decoding arbitrary bytes never panics |
 //!
@@ -32,11 +33,13 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod executor;
 pub mod machine;
 pub mod pgoutput;
 pub mod selector;
 
 pub use codec::row_codec;
+pub use executor::core_executor;
 pub use machine::core_machine;
 pub use pgoutput::pgoutput_decode;
 pub use selector::selector_parse;
@@ -45,9 +48,10 @@ pub use selector::selector_parse;
 pub type Target = fn(&[u8]);
 
 /// Every target by its cargo-fuzz name.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("pgoutput_decode", pgoutput_decode),
     ("core_machine", core_machine),
+    ("core_executor", core_executor),
     ("selector_parse", selector_parse),
     ("row_codec", row_codec),
 ];

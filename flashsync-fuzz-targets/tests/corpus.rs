@@ -57,6 +57,11 @@ fn core_machine_corpus() {
 }
 
 #[test]
+fn core_executor_corpus() {
+    run("core_executor");
+}
+
+#[test]
 fn selector_parse_corpus() {
     run("selector_parse");
 }
