@@ -71,6 +71,6 @@ pub use selector::{Pattern, Selector};
 pub use snapshot::SnapshotPoint;
 pub use source::{FeedStart, Feedback, SlotReport, Source, Subscription};
 pub use store::{Generation, KeyRange, OriginProgress, RowSink, Store, StoredState, ViewRecord};
-pub use time::{Millis, Timestamp};
+pub use time::{Millis, Now, Timestamp};
 pub use value::{Key, Row, Value, ValueRef};
 pub use view::{OriginId, Persistence, RelationId, UpstreamRelation, ViewDef, ViewName};

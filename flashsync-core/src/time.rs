@@ -11,6 +11,29 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Timestamp(pub u64);
 
+/// The time an input happens at, on two clocks: `wall` (milliseconds since
+/// the Unix epoch, which can jump when the system clock is set) stamps the
+/// records users read (`updated_at`, `last_success_at`, events); `mono`
+/// (milliseconds on a clock that never jumps, from any origin) runs
+/// deadlines and back-off, so setting the system clock neither fires every
+/// retry at once nor delays one by hours.
+///
+/// A bare [`Timestamp`] converts into a `Now` whose two clocks agree (what
+/// the simulator and tests use).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    /// The wall clock.
+    pub wall: Timestamp,
+    /// The monotonic clock.
+    pub mono: Millis,
+}
+
+impl From<Timestamp> for Now {
+    fn from(wall: Timestamp) -> Now {
+        Now { wall, mono: Millis(wall.0) }
+    }
+}
+
 /// A span of time in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Millis(pub u64);

@@ -11,22 +11,32 @@
 //! - one task per source call (prepare, snapshot, release) and one per feed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flashsync_core::exec::{Call, Executor, FeedCommand, SourceAnswer, SourceCall, StoreAnswer, StoreStep, Work};
 use flashsync_core::machine::{Epoch, Stats};
 use flashsync_core::{
-    BatchSeq, Event, Feedback, Generation, JobRecord, Machine, OpId, OriginId, RelationId, Reply, Selector, SlotReport,
-    Source, SourceError, SourceErrorKind, Store, StoreError, StoreErrorKind, StreamEvent, Timestamp, ViewName,
+    BatchSeq, Event, Feedback, Generation, JobRecord, Machine, Millis, Now, OpId, OriginId, RelationId, Reply,
+    Selector, SlotReport, Source, SourceError, SourceErrorKind, Store, StoreError, StoreErrorKind, StreamEvent,
+    Timestamp, ViewName,
 };
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// Reads the wall clock: the one place flashsync does.
+/// Reads the wall clock: with [`clock`], the one place flashsync does.
 pub(crate) fn now() -> Timestamp {
     Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+/// Both clocks the machine runs on: the wall clock for the records users
+/// read, and a monotonic one (milliseconds since the first call in this
+/// process) for deadlines, which setting the system clock must not move.
+pub(crate) fn clock() -> Now {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    Now { wall: now(), mono: Millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)) }
 }
 
 /// A control call, before it gets its request id.
@@ -178,8 +188,15 @@ impl Driver {
         let (persist_tx, persist_rx) = mpsc::unbounded_channel();
         tokio::spawn(store_worker(io.clone(), store_rx));
         tokio::spawn(persister(io.clone(), persist_rx, persist_interval));
-        let driver =
-            Driver { exec: Executor::new(machine, now()), rx, io, store_tx, persist_tx, feeds: HashMap::new(), events };
+        let driver = Driver {
+            exec: Executor::new(machine, clock()),
+            rx,
+            io,
+            store_tx,
+            persist_tx,
+            feeds: HashMap::new(),
+            events,
+        };
         tokio::spawn(driver.run());
         tx
     }
@@ -189,11 +206,11 @@ impl Driver {
         loop {
             let msg = match self.exec.poll_timeout() {
                 Some(deadline) => {
-                    let wait = Duration::from_millis(deadline.0.saturating_sub(now().0));
+                    let wait = Duration::from_millis(deadline.0.saturating_sub(clock().mono.0));
                     tokio::select! {
                         m = self.rx.recv() => m,
                         () = tokio::time::sleep(wait) => {
-                            self.exec.timer(now());
+                            self.exec.timer(clock());
                             self.dispatch();
                             continue;
                         }
@@ -221,7 +238,7 @@ impl Driver {
     }
 
     fn on_msg(&mut self, msg: Msg) {
-        let t = now();
+        let t = clock();
         match msg {
             Msg::Control { input, reply } => {
                 self.exec.call(input, reply, t);
@@ -284,7 +301,7 @@ impl Driver {
     fn source_call(&mut self, call: SourceCall) {
         let io = self.io.clone();
         tokio::spawn(async move {
-            let t = std::time::Instant::now();
+            let t = Instant::now();
             let answer = match call {
                 SourceCall::Prepare { op, origin, relation, feed } => {
                     let result = match io.source(&origin) {
@@ -382,12 +399,7 @@ impl Io {
     ) -> Result<(flashsync_core::SnapshotPoint, Box<dyn Generation>), SourceError> {
         let source = self.source(origin)?;
         let generation = self.store.begin_generation(id, schema).await?;
-        let entry = SnapshotProgress {
-            relation_id: id,
-            relation: relation.clone(),
-            rows: 0,
-            started: std::time::Instant::now(),
-        };
+        let entry = SnapshotProgress { relation_id: id, relation: relation.clone(), rows: 0, started: Instant::now() };
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(op, entry);
         // The source parses the next batch while the store writes this one:
         // a writer task owns the generation and takes batches from a short
@@ -443,7 +455,7 @@ impl Io {
                 return;
             }
         };
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         let subscribed = source.subscribe(resume).await;
         tracing::debug!(%origin, ok = subscribed.is_ok(), "subscribe took {:?}", t.elapsed());
         let sub = match subscribed {
@@ -504,7 +516,7 @@ async fn store_worker(io: Io, mut rx: mpsc::UnboundedReceiver<StoreStep<Box<dyn 
             StoreStep::Forget(id) => StoreAnswer::Done(io.store.forget(id).await),
             StoreStep::ForgetOrigin(origin) => StoreAnswer::Done(io.store.forget_origin(&origin).await),
             StoreStep::Publish { op, generation, job } => {
-                let t = std::time::Instant::now();
+                let t = Instant::now();
                 StoreAnswer::Done(match generation {
                     Some(g) => g.publish(&job).await.inspect(|()| tracing::debug!("publish took {:?}", t.elapsed())),
                     None => Err(StoreError::new(

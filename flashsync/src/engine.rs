@@ -95,7 +95,7 @@ impl EngineBuilder {
         let store = self.store.unwrap_or_else(|| Arc::new(flashsync_core::memory::MemoryStore::new()));
         let state = store.load().await?;
         let seed = self.seed.unwrap_or_else(|| now().0 ^ (u64::from(std::process::id()) << 32));
-        let machine = Machine::new(self.config, seed, state, now());
+        let machine = Machine::new(self.config, seed, state, crate::driver::clock());
         let (events, _) = broadcast::channel(4096);
         let origins = self.sources.keys().cloned().collect();
         let progress = Progress::default();

@@ -66,7 +66,7 @@ use crate::machine::{AuditRecord, Epoch, Input, Machine, OpId, Output, Reply, So
 use crate::schema::RelationSchema;
 use crate::snapshot::SnapshotPoint;
 use crate::source::SlotReport;
-use crate::time::Timestamp;
+use crate::time::{Millis, Now};
 use crate::view::OriginId;
 
 use feeds::{FeedSlots, Hold};
@@ -156,7 +156,8 @@ impl<W, G, F> Executor<W, G, F> {
     /// Takes over `machine`, including whatever it queued when it was
     /// created (a machine's first outputs are part of its contract).
     /// `now` is the time of the machine's creation.
-    pub fn new(machine: Machine, now: Timestamp) -> Self {
+    pub fn new(machine: Machine, now: impl Into<Now>) -> Self {
+        let now = now.into();
         let cfg = machine.config();
         let (apply_run, max_ops_in_flight) = (cfg.apply_run, cfg.max_ops_in_flight);
         let mut exec = Executor {
@@ -205,7 +206,8 @@ impl<W, G, F> Executor<W, G, F> {
 
     /// A caller's control call; the reply goes to `waiter` through
     /// [`Work::Reply`].
-    pub fn call(&mut self, call: Call, waiter: W, now: Timestamp) -> crate::machine::RequestId {
+    pub fn call(&mut self, call: Call, waiter: W, now: impl Into<Now>) -> crate::machine::RequestId {
+        let now = now.into();
         let request = self.requests.add(waiter);
         let input = match call {
             Call::Define(def) => Input::Define { request, def },
@@ -220,19 +222,21 @@ impl<W, G, F> Executor<W, G, F> {
     }
 
     /// The answer to a [`Work::Store`] step.
-    pub fn store_done(&mut self, answer: StoreAnswer, now: Timestamp) {
+    pub fn store_done(&mut self, answer: StoreAnswer, now: impl Into<Now>) {
+        let now = now.into();
         let answered = self.store.done(answer);
         self.answered(answered, now);
         self.pump(now);
     }
 
     /// The answer to [`Work::Persist`]: what [`Store::persist`](crate::Store::persist) returned.
-    pub fn persisted(&mut self, result: Result<Option<BatchSeq>, StoreError>, now: Timestamp) {
+    pub fn persisted(&mut self, result: Result<Option<BatchSeq>, StoreError>, now: impl Into<Now>) {
+        let now = now.into();
         match result {
             Ok(Some(through)) => self.machine.handle(Input::Durable { through }, now),
             Ok(None) => {}
             Err(e) => self.work.push_back(Work::Event(Event {
-                at: now,
+                at: now.wall,
                 phase: Phase::Apply,
                 view: None,
                 relation_id: None,
@@ -247,7 +251,8 @@ impl<W, G, F> Executor<W, G, F> {
     }
 
     /// The answer to a [`Work::Source`] call.
-    pub fn source_done(&mut self, answer: SourceAnswer<G>, now: Timestamp) {
+    pub fn source_done(&mut self, answer: SourceAnswer<G>, now: impl Into<Now>) {
+        let now = now.into();
         let input = match answer {
             SourceAnswer::Prepared { op, result } => Input::Prepared { op, result },
             SourceAnswer::Released { op, result } => Input::Released { op, result },
@@ -269,8 +274,9 @@ impl<W, G, F> Executor<W, G, F> {
         origin: OriginId,
         epoch: Epoch,
         result: Result<(SlotReport, F), SourceError>,
-        now: Timestamp,
+        now: impl Into<Now>,
     ) {
+        let now = now.into();
         let result = match result {
             Ok((report, feedback)) => {
                 if !self.feeds.connected(&origin, epoch, feedback) {
@@ -289,25 +295,28 @@ impl<W, G, F> Executor<W, G, F> {
 
     /// The next event of the feed of `epoch`. Events of a feed that is no
     /// longer wanted are dropped.
-    pub fn feed_event(&mut self, origin: &OriginId, epoch: Epoch, event: StreamEvent, now: Timestamp) {
+    pub fn feed_event(&mut self, origin: &OriginId, epoch: Epoch, event: StreamEvent, now: impl Into<Now>) {
+        let now = now.into();
         if self.feeds.is_current(origin, epoch) {
             self.input(Input::Feed { origin: origin.clone(), epoch, event }, now);
         }
     }
 
     /// The feed of `epoch` broke (or ended).
-    pub fn feed_lost(&mut self, origin: OriginId, epoch: Epoch, error: SourceError, now: Timestamp) {
+    pub fn feed_lost(&mut self, origin: OriginId, epoch: Epoch, error: SourceError, now: impl Into<Now>) {
+        let now = now.into();
         self.feeds.close(&origin, Some(epoch));
         self.input(Input::FeedLost { origin, epoch, error }, now);
     }
 
     /// The deadline from [`Executor::poll_timeout`] passed.
-    pub fn timer(&mut self, now: Timestamp) {
+    pub fn timer(&mut self, now: impl Into<Now>) {
+        let now = now.into();
         self.input(Input::Timer, now);
     }
 
-    /// When to call [`Executor::timer`].
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
+    /// When to call [`Executor::timer`], on the monotonic clock of [`Now::mono`].
+    pub fn poll_timeout(&self) -> Option<Millis> {
         self.machine.poll_timeout()
     }
 
@@ -346,14 +355,14 @@ impl<W, G, F> Executor<W, G, F> {
         matches!(self.life, Life::Finished)
     }
 
-    fn input(&mut self, input: Input, now: Timestamp) {
+    fn input(&mut self, input: Input, now: Now) {
         self.machine.handle(input, now);
         self.pump(now);
     }
 
     /// Routes what the machine produced and starts store work if the store
     /// is idle, until nothing moves.
-    fn pump(&mut self, now: Timestamp) {
+    fn pump(&mut self, now: Now) {
         loop {
             while let Some(out) = self.machine.poll_output() {
                 self.route(out);
@@ -374,7 +383,7 @@ impl<W, G, F> Executor<W, G, F> {
         self.drain_step();
     }
 
-    fn answered(&mut self, answered: Answered, now: Timestamp) {
+    fn answered(&mut self, answered: Answered, now: Now) {
         for input in answered.inputs {
             self.machine.handle(input, now);
         }

@@ -119,12 +119,13 @@ impl Machine {
     /// really holds, and copy every realtime view of the origin again.
     fn store_failed(&mut self, origin: &OriginId, message: String) {
         self.error(EventPhase::Apply, None, Some(origin.clone()), message.clone());
+        let clock = self.clock();
         if let Some(o) = self.origins.get_mut(origin) {
             if let Some(epoch) = o.feed.epoch() {
                 self.out.push_back(Output::Source(SourceAction::Unsubscribe { origin: origin.clone(), epoch }));
             }
             // Retried at once: the feed is fine, the store was not.
-            o.feed = Feed::Down { attempt: o.feed.attempt(), retry_at: Some(self.now) };
+            o.feed = Feed::Down { attempt: o.feed.attempt(), retry_at: Some(clock) };
             o.applied = o.store_applied;
             // Batches emitted from now on build on what the store holds, not
             // on the failed one: a new chain the executor applies again.

@@ -308,7 +308,7 @@ impl Machine {
         if self.shut_down {
             return;
         }
-        let now = self.now;
+        let now = self.clock();
         let due_feeds: Vec<OriginId> = self
             .origins
             .values()

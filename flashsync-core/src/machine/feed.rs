@@ -115,11 +115,12 @@ impl Machine {
 
     /// The feed could not be opened or broke: back off, and tell the views.
     fn feed_failed(&mut self, origin: &OriginId, message: String, retry: Retry) {
+        let clock = self.clock();
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
         let attempt = o.feed.attempt().saturating_add(1);
-        let retry_at = self.now + backoff::delay(&self.cfg, attempt, retry, &mut self.rng);
+        let retry_at = clock + backoff::delay(&self.cfg, attempt, retry, &mut self.rng);
         o.feed = Feed::Down { attempt, retry_at: Some(retry_at) };
         o.last_error = Some(message.clone());
         self.error(EventPhase::Stream, None, Some(origin.clone()), message.clone());
@@ -171,7 +172,7 @@ impl Machine {
         }
         self.fail_view(id, EventPhase::Apply, reason, Retry::Transient);
         // Retry at once: the copy is wrong, not the origin.
-        let now = self.now;
+        let now = self.clock();
         if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
             j.next_retry_at = Some(now);
         }

@@ -97,7 +97,7 @@ impl Machine {
         }
         self.cancel_work(id);
         let attempt = self.job(id).map_or(0, |j| j.retry_count).saturating_add(1);
-        let retry_at = self.now + backoff::delay(&self.cfg, attempt, retry, &mut self.rng);
+        let retry_at = self.clock() + backoff::delay(&self.cfg, attempt, retry, &mut self.rng);
         let msg = message.clone();
         self.update_job(id, phase, |j| {
             j.state = JobState::Failed;

@@ -137,7 +137,7 @@ use crate::selector::Selector;
 use crate::snapshot::{widen_xid, SnapshotPoint};
 use crate::source::{FeedStart, SlotReport};
 use crate::store::{StoredState, ViewRecord};
-use crate::time::Timestamp;
+use crate::time::{Millis, Now, Timestamp};
 use crate::value::Key;
 use crate::view::{OriginId, Persistence, RelationId, ViewDef, ViewName};
 use backoff::Retry;
@@ -229,7 +229,14 @@ struct PendingRequest {
 pub struct Machine {
     cfg: Config,
     rng: Rng,
+    /// The wall clock, for records users read.
     now: Timestamp,
+    /// The monotonic clock, for deadlines.
+    mono: Millis,
+    /// `wall - mono` when the machine started: deadlines are kept as wall
+    /// times of this start-anchored clock ([`Machine::clock`]), so they
+    /// compare with stored `next_retry_at` values yet never jump.
+    anchor: i128,
     views: BTreeMap<RelationId, View>,
     names: BTreeMap<ViewName, RelationId>,
     origins: BTreeMap<OriginId, Origin>,
@@ -255,11 +262,14 @@ pub struct Machine {
 
 impl Machine {
     /// A machine over the state a store loaded, seeded for back-off jitter.
-    pub fn new(config: Config, seed: u64, state: StoredState, now: Timestamp) -> Self {
+    pub fn new(config: Config, seed: u64, state: StoredState, now: impl Into<Now>) -> Self {
+        let now = now.into();
         let mut m = Machine {
             cfg: config,
             rng: Rng::new(seed),
-            now,
+            now: now.wall,
+            mono: now.mono,
+            anchor: i128::from(now.wall.0) - i128::from(now.mono.0),
             views: BTreeMap::new(),
             names: BTreeMap::new(),
             origins: BTreeMap::new(),
@@ -341,10 +351,12 @@ impl Machine {
         m
     }
 
-    /// Feeds one input. `now` never goes backwards (a smaller value is
-    /// treated as the last one seen).
-    pub fn handle(&mut self, input: Input, now: Timestamp) {
-        self.now = self.now.max(now);
+    /// Feeds one input. Neither clock of `now` goes backwards (a smaller
+    /// value is treated as the last one seen).
+    pub fn handle(&mut self, input: Input, now: impl Into<Now>) {
+        let now = now.into();
+        self.now = self.now.max(now.wall);
+        self.mono = self.mono.max(now.mono);
         match input {
             Input::Define { request, def } => self.guard(request, |m| m.on_define(request, def)),
             Input::Sync { request, selector, force } => {
@@ -383,15 +395,27 @@ impl Machine {
         InjectedBugs::default()
     }
 
+    /// Now on the deadline clock: the monotonic clock, expressed as the wall
+    /// time it would be had the system clock not been set since the machine
+    /// started. Retry times (`next_retry_at`) are on this clock.
+    pub(crate) fn clock(&self) -> Timestamp {
+        Timestamp(u64::try_from(i128::from(self.mono.0) + self.anchor).unwrap_or(0))
+    }
+
+    /// A deadline-clock time on the monotonic clock.
+    fn to_mono(&self, t: Timestamp) -> Millis {
+        Millis(u64::try_from(i128::from(t.0) - self.anchor).unwrap_or(0))
+    }
+
     /// The tunables the machine runs with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
-    /// When to deliver [`Input::Timer`], if ever: the earliest automatic
-    /// retry of a failed view or feed.
+    /// When to deliver [`Input::Timer`], if ever, on the monotonic clock of
+    /// [`Now::mono`]: the earliest automatic retry of a failed view or feed.
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         if self.shut_down {
             return None;
         }
@@ -402,7 +426,7 @@ impl Machine {
                 .flatten()
         });
         let feeds = self.origins.values().filter(|o| self.wants_feed(&o.id)).filter_map(|o| o.feed.retry_at());
-        views.chain(feeds).min()
+        views.chain(feeds).min().map(|t| self.to_mono(t))
     }
 
     /// Status records of the selected views, ordered by name. Views that have

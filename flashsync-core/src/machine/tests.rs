@@ -344,3 +344,55 @@ fn permanent_failures_retry_rarely_unless_forced() {
     let t = h.m.poll_timeout().expect("a retry").0 - h.now;
     assert!(t < 60_000, "a lost connection waits {t} ms");
 }
+
+/// Deadlines run on the monotonic clock: the wall clock set back an hour
+/// neither delays a retry nor (set forward) fires one early; records keep
+/// the wall time.
+#[test]
+fn retries_follow_the_monotonic_clock_whatever_the_wall_clock_does() {
+    let wall = Timestamp(1_800_000_000_000);
+    let at = |mono: u64, wall_shift: i64| crate::time::Now {
+        wall: Timestamp(wall.0.saturating_add_signed(wall_shift)),
+        mono: crate::time::Millis(mono),
+    };
+    let mut m = Machine::new(Config::default(), 1, StoredState::default(), at(0, 0));
+    let def = ViewDef::new("public", "t", Persistence::Materialized, "postgres:main", "public", "t").unwrap();
+    m.handle(Input::Define { request: RequestId(1), def }, at(0, 0));
+    m.handle(Input::Sync { request: RequestId(2), selector: Selector::All, force: false }, at(0, 0));
+    let mut prepare = None;
+    while let Some(o) = m.poll_output() {
+        match o {
+            Output::Store(StoreAction::PutView { op, .. })
+            | Output::Store(StoreAction::PutJob { op, .. })
+            | Output::Store(StoreAction::Fence { op }) => m.handle(Input::StoreDone { op, result: Ok(()) }, at(0, 0)),
+            Output::Source(SourceAction::Prepare { op, .. }) => prepare = Some(op),
+            _ => {}
+        }
+    }
+    let refused = SourceError::new(crate::error::SourceErrorKind::Refused, "permission denied for table t");
+    m.handle(Input::Prepared { op: prepare.expect("a prepare"), result: Err(refused) }, at(10, 0));
+    let deadline = m.poll_timeout().expect("a retry");
+    assert!(deadline.0 >= 60_000, "{deadline:?}");
+    // The wall clock jumps an hour ahead: nothing is due yet.
+    m.handle(Input::Timer, at(20, 3_600_000));
+    while let Some(o) = m.poll_output() {
+        assert!(!matches!(o, Output::Source(SourceAction::Prepare { .. })), "a wall-clock jump fired the retry");
+    }
+    assert_eq!(m.poll_timeout(), Some(deadline));
+    // It jumps back two hours, and the monotonic deadline passes: the retry runs.
+    m.handle(Input::Timer, at(deadline.0, -3_600_000));
+    let mut retried = false;
+    while let Some(o) = m.poll_output() {
+        match o {
+            Output::Source(SourceAction::Prepare { .. }) => retried = true,
+            Output::Store(StoreAction::PutJob { op, .. }) | Output::Store(StoreAction::Fence { op }) => {
+                m.handle(Input::StoreDone { op, result: Ok(()) }, at(deadline.0, -3_600_000))
+            }
+            _ => {}
+        }
+    }
+    assert!(retried, "the retry waits for the wall clock");
+    // Records carry wall time (the latest seen: it never goes backwards).
+    let job = m.status(&Selector::All).remove(0);
+    assert!(job.updated_at.0 >= wall.0, "{job:?}");
+}

@@ -7,7 +7,7 @@ impl Machine {
     /// Starts whatever `id` needs in this pass; returns its outcome right away
     /// when nothing needs doing.
     pub(super) fn begin_work(&mut self, id: RelationId, force: bool) -> Option<Outcome> {
-        let now = self.now;
+        let now = self.clock();
         let v = self.views.get(&id)?;
         let job = v.job.as_ref()?;
         if !job.enabled {
