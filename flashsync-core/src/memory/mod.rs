@@ -5,8 +5,14 @@
 //! tests and the simulator, and to let applications run flashsync without a
 //! disk or a database (tests, demos). They do no I/O and read no clock.
 
+mod faults;
 mod source;
 mod store;
+mod txn;
+mod upstream;
 
-pub use source::{FailPoint, MemorySource, MemoryUpstream, SourceStats, TableIdentity, TxnHandle};
+pub use faults::FailPoint;
+pub use source::MemorySource;
 pub use store::MemoryStore;
+pub use txn::TxnHandle;
+pub use upstream::{MemoryUpstream, SourceStats, TableIdentity};

@@ -1,0 +1,350 @@
+//! An in-memory upstream database: its tables, log, slot and publication.
+//!
+//! [`MemoryUpstream`] models what the Postgres source relies on: tables with
+//! keys or full-row identity, transactions with 32-bit wire xids (widened to
+//! 64 bits), an LSN-ordered log of committed transactions, one replication
+//! slot with `confirmed_flush`, a publication deciding which tables' changes
+//! the feed carries, snapshots with `xmin`/`xmax`/`xip`, transactions that
+//! stay open across snapshots, and commits that reach the log before they
+//! become visible to snapshots (the window that makes the hand-off subtle).
+//! It also injects faults: cut feeds, a dropped or invalidated slot, failing
+//! calls, an unreachable origin.
+//!
+//! Transactions live in `txn`, fault injection in `faults`, and the `Source`
+//! over the database in `source`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::faults::FailPoint;
+use super::source::{send_entry, ActiveFeed, MemorySource};
+use super::txn::{OpenTxn, Undo};
+use crate::change::StreamEvent;
+use crate::lsn::Lsn;
+use crate::schema::{Column, RelationSchema, SourceRelId};
+use crate::time::Timestamp;
+use crate::value::{Key, Row, Value};
+
+/// How an upstream table identifies rows in its changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableIdentity {
+    /// A primary key on these column indices.
+    PrimaryKey(Vec<usize>),
+    /// No key, `REPLICA IDENTITY FULL`.
+    Full,
+    /// No key and default replica identity: updates and deletes cannot be
+    /// replicated.
+    Nothing,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Table {
+    pub(super) id: SourceRelId,
+    pub(super) columns: Vec<Column>,
+    pub(super) identity: TableIdentity,
+    /// Visible rows: key -> (row, copies). For full/nothing identity the key
+    /// is the whole row.
+    pub(super) rows: BTreeMap<Key, (Row, u64)>,
+    /// Text values longer than this are "TOASTed": an update that leaves them
+    /// unchanged sends [`Cell::Unchanged`](crate::change::Cell::Unchanged).
+    pub(super) toast_threshold: Option<usize>,
+}
+
+impl Table {
+    fn key_cols(&self) -> Vec<usize> {
+        match &self.identity {
+            TableIdentity::PrimaryKey(k) => k.clone(),
+            _ => (0..self.columns.len()).collect(),
+        }
+    }
+
+    pub(super) fn key_of(&self, row: &Row) -> Key {
+        Key(self.key_cols().iter().map(|&i| row.0.get(i).cloned().unwrap_or(Value::Null)).collect())
+    }
+
+    pub(super) fn schema(&self) -> RelationSchema {
+        match &self.identity {
+            TableIdentity::PrimaryKey(k) => RelationSchema::keyed(self.id, self.columns.clone(), k.clone()),
+            _ => RelationSchema::full_row(self.id, self.columns.clone()),
+        }
+    }
+
+    /// The old-row image a change carries: key columns set, others NULL (or
+    /// the full row for full identity).
+    pub(super) fn old_image(&self, row: &Row) -> Row {
+        match &self.identity {
+            TableIdentity::PrimaryKey(k) => Row((0..self.columns.len())
+                .map(|i| if k.contains(&i) { row.0[i].clone() } else { Value::Null })
+                .collect()),
+            _ => row.clone(),
+        }
+    }
+}
+
+/// One committed transaction in the log.
+#[derive(Clone, Debug)]
+pub(super) struct LogEntry {
+    pub(super) xid: u32,
+    pub(super) final_lsn: Lsn,
+    pub(super) end_lsn: Lsn,
+    pub(super) commit_time: Timestamp,
+    /// Changes the feed carries (already filtered by publication membership
+    /// at commit time, as pgoutput decides with the catalog of that moment).
+    pub(super) events: Vec<StreamEvent>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Slot {
+    pub(super) confirmed_flush: Lsn,
+    pub(super) invalidated: bool,
+}
+
+/// Counters for tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// `prepare` calls that succeeded.
+    pub prepares: u64,
+    /// Snapshots taken, per `schema.table`.
+    pub snapshots: BTreeMap<String, u64>,
+    /// Successful `subscribe` calls.
+    pub subscribes: u64,
+    /// Feeds open right now.
+    pub active_feeds: u64,
+    /// Most feeds ever open at once.
+    pub max_active_feeds: u64,
+    /// Slots created (including re-creations).
+    pub slots_created: u64,
+    /// Highest LSN acknowledged.
+    pub max_ack: Lsn,
+    /// Subscriptions refused because another one was active.
+    pub refused_subscriptions: u64,
+}
+
+pub(super) struct Upstream {
+    pub(super) tables: BTreeMap<(String, String), Table>,
+    pub(super) next_rel: u64,
+    pub(super) next_xid: u64,
+    pub(super) open: BTreeMap<u64, OpenTxn>,
+    /// Transactions whose commit is in the log (and applied to `tables`) but
+    /// not yet visible to snapshots, with what they overwrote.
+    pub(super) invisible: BTreeMap<u64, Vec<Undo>>,
+    pub(super) lsn: Lsn,
+    pub(super) log: VecDeque<LogEntry>,
+    pub(super) publication: BTreeSet<(String, String)>,
+    pub(super) slot: Option<Slot>,
+    pub(super) slot_name: String,
+    pub(super) feed: Option<ActiveFeed>,
+    pub(super) next_feed: u64,
+    pub(super) offline: bool,
+    pub(super) fail: BTreeMap<FailPoint, u32>,
+    pub(super) stats: SourceStats,
+    pub(super) clock: Timestamp,
+    /// When set, the feed restarts from `confirmed_flush` even if a later
+    /// position was requested (allowed by the contract; exercises dedupe).
+    pub(super) replay_from_confirmed: bool,
+    /// Rows per snapshot batch.
+    pub(super) snapshot_batch: usize,
+}
+
+/// An in-memory upstream database with one replication slot. Cheap to clone;
+/// clones share state.
+#[derive(Clone)]
+pub struct MemoryUpstream {
+    inner: Arc<Mutex<Upstream>>,
+}
+
+impl std::fmt::Debug for MemoryUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryUpstream").finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryUpstream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryUpstream {
+    /// An empty database whose transaction ids start at 1000.
+    pub fn new() -> Self {
+        Self::with_first_xid(1000)
+    }
+
+    /// An empty database whose first transaction id is `xid` (use a value
+    /// near a multiple of 2^32 to exercise wraparound).
+    pub fn with_first_xid(xid: u64) -> Self {
+        MemoryUpstream {
+            inner: Arc::new(Mutex::new(Upstream {
+                tables: BTreeMap::new(),
+                next_rel: 16384,
+                next_xid: xid.max(3),
+                open: BTreeMap::new(),
+                invisible: BTreeMap::new(),
+                lsn: Lsn(0x0100_0000),
+                log: VecDeque::new(),
+                publication: BTreeSet::new(),
+                slot: None,
+                slot_name: "flashsync_memory".into(),
+                feed: None,
+                next_feed: 1,
+                offline: false,
+                fail: BTreeMap::new(),
+                stats: SourceStats::default(),
+                clock: Timestamp(0),
+                replay_from_confirmed: false,
+                snapshot_batch: 256,
+            })),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Upstream> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A `Source` for this database.
+    pub fn source(&self) -> MemorySource {
+        MemorySource { up: self.clone() }
+    }
+
+    /// Creates a table. `columns` are `(name, type)` pairs.
+    pub fn create_table(&self, schema: &str, table: &str, columns: &[(&str, &str)], identity: TableIdentity) {
+        let mut u = self.lock();
+        u.next_rel += 1;
+        let id = SourceRelId(u.next_rel);
+        let columns = columns.iter().map(|(n, t)| Column { name: (*n).into(), type_name: (*t).into() }).collect();
+        u.tables.insert(
+            (schema.into(), table.into()),
+            Table { id, columns, identity, rows: BTreeMap::new(), toast_threshold: None },
+        );
+    }
+
+    /// Makes text values longer than `bytes` behave like TOASTed values.
+    pub fn set_toast_threshold(&self, schema: &str, table: &str, bytes: usize) {
+        if let Some(t) = self.lock().tables.get_mut(&(schema.into(), table.into())) {
+            t.toast_threshold = Some(bytes);
+        }
+    }
+
+    /// Drops a table (and removes it from the publication). A feed that
+    /// carried the table reports it, as the Postgres source does.
+    pub fn drop_table(&self, schema: &str, table: &str) {
+        let mut u = self.lock();
+        let k = (schema.to_owned(), table.to_owned());
+        let Some(t) = u.tables.remove(&k) else { return };
+        if u.publication.remove(&k) {
+            u.lsn.0 += 8;
+            let end = u.lsn;
+            u.next_xid += 1;
+            let xid = (u.next_xid - 1) as u32;
+            let entry = LogEntry {
+                xid,
+                final_lsn: Lsn(end.0 - 4),
+                end_lsn: end,
+                commit_time: u.clock,
+                events: vec![StreamEvent::SchemaChanged { rel: t.id, detail: format!("{schema}.{table} was dropped") }],
+            };
+            u.push_entry(entry);
+        }
+    }
+
+    /// Adds a column (existing rows get `default`). The feed reports the new
+    /// shape before the table's next change.
+    pub fn add_column(&self, schema: &str, table: &str, name: &str, type_name: &str, default: Value) {
+        let mut u = self.lock();
+        let k = (schema.to_owned(), table.to_owned());
+        let published = u.publication.contains(&k);
+        let Some(t) = u.tables.get_mut(&k) else {
+            return;
+        };
+        t.columns.push(Column { name: name.into(), type_name: type_name.into() });
+        let full = !matches!(t.identity, TableIdentity::PrimaryKey(_));
+        let old = std::mem::take(&mut t.rows);
+        for (key, (mut row, n)) in old {
+            row.0.push(default.clone());
+            let key = if full { Key(row.0.clone()) } else { key };
+            t.rows.insert(key, (row, n));
+        }
+        let rel = t.id;
+        if published {
+            u.lsn.0 += 8;
+            let end = u.lsn;
+            // A DDL "transaction" carrying only the shape change.
+            u.next_xid += 1;
+            let xid = (u.next_xid - 1) as u32;
+            let entry = LogEntry {
+                xid,
+                final_lsn: Lsn(end.0 - 4),
+                end_lsn: end,
+                commit_time: u.clock,
+                events: vec![StreamEvent::SchemaChanged {
+                    rel,
+                    detail: format!("column {name} ({type_name}) added to {schema}.{table}"),
+                }],
+            };
+            u.push_entry(entry);
+        }
+    }
+
+    /// Committed rows of a table in key order (copies repeated), including
+    /// commits not yet visible to snapshots.
+    pub fn rows(&self, schema: &str, table: &str) -> Vec<Row> {
+        let u = self.lock();
+        let Some(t) = u.tables.get(&(schema.into(), table.into())) else {
+            return Vec::new();
+        };
+        t.rows.values().flat_map(|(r, n)| std::iter::repeat_n(r.clone(), *n as usize)).collect()
+    }
+
+    /// The current end of the log.
+    pub fn current_lsn(&self) -> Lsn {
+        self.lock().lsn
+    }
+
+    /// Sets the commit timestamp given to later commits.
+    pub fn set_clock(&self, now: Timestamp) {
+        self.lock().clock = now;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SourceStats {
+        self.lock().stats.clone()
+    }
+
+    /// The slot's `confirmed_flush`, if the slot exists.
+    pub fn confirmed_flush(&self) -> Option<Lsn> {
+        self.lock().slot.as_ref().map(|s| s.confirmed_flush)
+    }
+
+    /// Whether a table is part of the publication.
+    pub fn is_published(&self, schema: &str, table: &str) -> bool {
+        self.lock().publication.contains(&(schema.into(), table.into()))
+    }
+
+    /// Whether the slot exists.
+    pub fn has_slot(&self) -> bool {
+        self.lock().slot.is_some()
+    }
+
+    /// Transactions currently open (begun, not committed or aborted).
+    pub fn open_transactions(&self) -> usize {
+        self.lock().open.len()
+    }
+}
+
+impl Upstream {
+    pub(super) fn push_entry(&mut self, entry: LogEntry) {
+        if let Some(feed) = &mut self.feed {
+            if entry.final_lsn >= feed.from {
+                send_entry(&feed.tx, &entry);
+                feed.from = entry.end_lsn;
+            }
+        }
+        self.log.push_back(entry);
+        // Keep only what the slot still needs.
+        let keep_from = self.slot.as_ref().map_or(self.lsn, |s| s.confirmed_flush);
+        while self.log.front().is_some_and(|e| e.end_lsn <= keep_from) {
+            self.log.pop_front();
+        }
+    }
+}
