@@ -78,8 +78,9 @@ pub struct Args {
     /// One extra burst of this many concurrent sync() calls early on.
     #[arg(long)]
     pub burst: Option<usize>,
-    /// Switch on a deliberate machine bug (to see the checkers catch it):
-    /// ack_before_durable, skip_xid_filter or apply_while_disabled.
+    /// Switch on a deliberate bug (to see the checkers catch it): in the
+    /// machine ack_before_durable, skip_xid_filter or apply_while_disabled;
+    /// in the executor reorder_store or durable_before_persist.
     #[arg(long, hide = true)]
     pub inject_bug: Vec<String>,
 }

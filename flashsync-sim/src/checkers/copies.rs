@@ -1,0 +1,371 @@
+//! The checks on the store's copies: every batch, publication, persist and
+//! crash moves the mirrors, and each copy is compared with its mirror.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flashsync_core::{ApplyBatch, BatchSeq, Lsn, Persistence, Progress, RelationId, Row, ViewDef};
+
+use super::{Checker, Mirror, SnapRecord};
+use crate::store::Durable;
+use crate::upstream::{key_of, state_of, TableKind, TableState, Upstream};
+
+impl Checker {
+    /// A batch failed to apply: nothing of it is in the store. Its position
+    /// is not either, so no `Durable` covering its number makes it durable
+    /// (nor may it be acknowledged); only a later batch that the store did
+    /// apply moves the durable position past it. The copies of its views
+    /// still equal their mirrors (neither has the batch), but a view that
+    /// stays live past it has a gap ([`Checker::check_prefix`]), and once
+    /// later changes of the view land its copy has a hole the mirror cannot
+    /// follow (row operations are relative): it must be copied again before
+    /// it is `running` ([`Checker::check_running`]).
+    pub fn on_apply_failed(&mut self, batch: &ApplyBatch) {
+        let claimed = self.claims.remove(&batch.seq).unwrap_or_default();
+        self.disabled_ops.remove(&batch.seq);
+        for id in batch.views.iter().map(|v| v.relation_id).chain(claimed.iter().map(|c| c.view)) {
+            if let Some(m) = self.mirrors.get_mut(&id) {
+                m.lost = true;
+            }
+        }
+    }
+
+    /// A batch was applied to the store; returns the views it claims to
+    /// have applied transactions to.
+    pub fn on_applied(&mut self, batch: &ApplyBatch, up: &Upstream) -> Vec<RelationId> {
+        let claims = self.claims.remove(&batch.seq).unwrap_or_default();
+        let claimed: Vec<RelationId> = claims.iter().map(|c| c.view).collect();
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        for view in self.disabled_ops.remove(&batch.seq).unwrap_or_default() {
+            let detail = format!(
+                "batch {} ({:?}) changed view {view}, which the caller had stopped",
+                batch.seq.0, batch.progress
+            );
+            self.fail("a disabled job never applies a commit", detail);
+        }
+        if let Progress::Commit { end_lsn } = batch.progress {
+            self.commit_batches.insert(batch.seq, end_lsn);
+        }
+        // Changes landing for a view after a batch of its changes failed
+        // leave a hole in its copy.
+        for id in batch.views.iter().map(|v| v.relation_id).chain(claimed.iter().copied()) {
+            if let Some(m) = self.mirrors.get_mut(&id).filter(|m| m.lost) {
+                m.partial = true;
+                m.broken = true;
+            }
+        }
+        if batch.progress == Progress::Partial {
+            for v in &batch.views {
+                if let Some(m) = self.mirrors.get_mut(&v.relation_id) {
+                    m.partial = true;
+                }
+            }
+        }
+        for c in claims {
+            self.applied_claims += 1;
+            if c.stopped {
+                problems.push((
+                    "a disabled job never applies a commit",
+                    format!(
+                        "transaction {} (end {}) applied to stopped view {} in batch {}",
+                        c.xid, c.end_lsn, c.view, batch.seq.0
+                    ),
+                ));
+            }
+            let Some(commit) = up.commit_at(c.end_lsn) else {
+                self.fail(
+                    "mirror never ahead of upstream",
+                    format!(
+                        "view {} got transaction {} ending at {}, which upstream never committed",
+                        c.view, c.xid, c.end_lsn
+                    ),
+                );
+                continue;
+            };
+            if commit.xid as u32 != c.xid {
+                self.fail(
+                    "mirror never ahead of upstream",
+                    format!(
+                        "transaction ending at {} has xid {}, the machine says {}",
+                        c.end_lsn, commit.xid as u32, c.xid
+                    ),
+                );
+            }
+            let Some(m) = self.mirrors.get_mut(&c.view) else {
+                self.fail(
+                    "mirror never ahead of upstream",
+                    format!("transaction {} applied to view {}, which has no published copy", c.xid, c.view),
+                );
+                continue;
+            };
+            if m.vis.sees(commit.idx) {
+                problems.push((
+                    "no commit applied twice",
+                    format!(
+                        "transaction {} (end {}) applied to view {} in batch {} although its published snapshot \
+                         (at {}) already contains it",
+                        c.xid, c.end_lsn, c.view, batch.seq.0, m.lsn
+                    ),
+                ));
+            }
+            if !m.applied.insert(commit.idx) {
+                problems.push((
+                    "no commit applied twice",
+                    format!(
+                        "transaction {} (end {}) applied to view {} twice since its last publish (again in batch {})",
+                        c.xid, c.end_lsn, c.view, batch.seq.0
+                    ),
+                ));
+            }
+            if let Some(d) = commit.deltas.get(m.table) {
+                d.apply(&mut m.rows);
+            }
+            if batch.progress != Progress::Partial && !m.broken {
+                m.partial = false;
+            }
+        }
+        for (invariant, detail) in problems {
+            self.fail(invariant, detail);
+        }
+        claimed
+    }
+
+    /// A snapshot's copy was published (the store switched to it).
+    pub fn on_published(&mut self, snap: &SnapRecord, mode: Persistence, up: &Upstream) {
+        let kind = up.kind(snap.table).unwrap_or(TableKind::Keyed);
+        let mut rows = TableState::new();
+        for &i in up.commits_on(snap.table) {
+            if snap.vis.sees(i) {
+                if let Some(d) = up.history().get(i).and_then(|c| c.deltas.get(snap.table)) {
+                    d.apply(&mut rows);
+                }
+            }
+        }
+        self.mirrors.insert(
+            snap.view,
+            Mirror {
+                table: snap.table,
+                kind,
+                mode,
+                vis: snap.vis.clone(),
+                lsn: snap.point.lsn,
+                applied: BTreeSet::new(),
+                rows,
+                partial: false,
+                lost: false,
+                broken: false,
+                verified: 0,
+            },
+        );
+    }
+
+    /// The model's snapshot rows must be what its visible commits add up to.
+    pub fn check_snapshot_rows(&mut self, snap: &SnapRecord, rows: Vec<Row>, up: &Upstream) {
+        let kind = up.kind(snap.table).unwrap_or(TableKind::Keyed);
+        let got = state_of(kind, rows);
+        let mut want = TableState::new();
+        for &i in up.commits_on(snap.table) {
+            if snap.vis.sees(i) {
+                if let Some(d) = up.history().get(i).and_then(|c| c.deltas.get(snap.table)) {
+                    d.apply(&mut want);
+                }
+            }
+        }
+        if got != want {
+            self.fail(
+                "upstream model: snapshot content",
+                format!(
+                    "snapshot of {} for view {} returned {got:?}, its visible commits add up to {want:?}",
+                    snap.table, snap.view
+                ),
+            );
+        }
+    }
+
+    /// A view was forgotten in the store.
+    pub fn on_forgotten(&mut self, id: RelationId) {
+        self.mirrors.remove(&id);
+    }
+
+    /// The origin's progress was removed from the store (its feed dropped):
+    /// positions start over.
+    pub fn on_forget_origin(&mut self) {
+        self.durable_lsn = None;
+        self.commit_batches.clear();
+    }
+
+    /// What a store call made durable.
+    pub fn on_durable(&mut self, d: Durable) {
+        match d {
+            Durable::Nothing => {}
+            Durable::Everything => self.durable = self.mirrors.clone(),
+            Durable::View(id) => match self.mirrors.get(&id) {
+                Some(m) => {
+                    self.durable.insert(id, m.clone());
+                }
+                None => {
+                    self.durable.remove(&id);
+                }
+            },
+        }
+    }
+
+    /// `persist` reported batches through `through` durable.
+    pub fn on_persisted(&mut self, through: BatchSeq) {
+        let covered = self.commit_batches.range(..=through).map(|(_, l)| *l).max();
+        self.durable_lsn = self.durable_lsn.max(covered);
+        self.durable_ever = self.durable_ever.max(covered);
+        self.commit_batches = self.commit_batches.split_off(&BatchSeq(through.0 + 1));
+    }
+
+    /// The machine and its in-flight work are gone; `lost` says whether the
+    /// store lost what was not durable.
+    pub fn on_crash(&mut self, lost: bool) {
+        if lost {
+            self.mirrors = self.durable.clone();
+        } else {
+            self.durable = self.mirrors.clone();
+        }
+        // What was in flight is gone with the process: nothing can land
+        // over a failed batch any more (a restarted machine resumes from the
+        // store's position).
+        for m in self.mirrors.values_mut().chain(self.durable.values_mut()) {
+            m.lost = false;
+        }
+        self.claims.clear();
+        self.disabled_ops.clear();
+        self.commit_batches.clear();
+        self.fences_open.clear();
+        self.fences = 0;
+        self.bursts.clear();
+    }
+
+    /// After a restart: the origin position the store loaded is durable
+    /// (fjall may have made more durable than `persist` reported, through
+    /// the fsyncs of other writes).
+    pub fn on_loaded_progress(&mut self, lsn: Lsn) {
+        let max = |a: Option<Lsn>| Some(a.map_or(lsn, |a| a.max(lsn)));
+        self.durable_lsn = max(self.durable_lsn);
+        self.durable_ever = max(self.durable_ever);
+    }
+
+    /// After a restart: stopped views are whatever the store says.
+    pub fn on_restart(&mut self, disabled: BTreeSet<RelationId>, defs: BTreeMap<RelationId, ViewDef>) {
+        self.disabled = disabled;
+        self.defs = defs;
+    }
+
+    /// Ids of views with a mirror.
+    pub fn mirrored(&self) -> Vec<RelationId> {
+        self.mirrors.keys().copied().collect()
+    }
+
+    /// Compares a view's copy in the store with its mirror.
+    pub fn check_copy(&mut self, id: RelationId, store_rows: Option<Vec<Row>>, when: &str) {
+        let Some(m) = self.mirrors.get(&id) else { return };
+        if m.partial {
+            return;
+        }
+        let Some(rows) = store_rows else {
+            self.fail(
+                "mirror exact",
+                format!("{when}: view {id} has no copy in the store, expected {} rows", m.rows.len()),
+            );
+            return;
+        };
+        let got = state_of(m.kind, rows);
+        if got != m.rows {
+            let (missing, extra) = differences(&m.rows, &got);
+            self.fail(
+                "mirror exact",
+                format!(
+                    "{when}: view {id} ({} of {}) differs from snapshot + applied commits: missing {missing:?}, \
+                     unexpected {extra:?}",
+                    m.mode, m.table
+                ),
+            );
+        }
+    }
+
+    /// A view the machine reports `running` (realtime, enabled): its copy is
+    /// exactly its mirror, a published copy of the view's current table plus
+    /// whole commits. The one exception is a large transaction the feed is in
+    /// the middle of (`mid_transaction`), whose first `Partial` batches may be
+    /// in the store already; a view that left the feed in the middle of one,
+    /// or lost a batch, must be copied again before it is `running`.
+    pub fn check_running(&mut self, id: RelationId, store_rows: Option<Vec<Row>>, mid_transaction: bool, when: &str) {
+        let Some(m) = self.mirrors.get(&id) else {
+            self.fail("mirror exact", format!("{when}: view {id} is running but has no published copy"));
+            return;
+        };
+        let def = self.defs.get(&id).map(|d| (d.upstream.table.as_str(), d.persistence));
+        if def.is_some_and(|(table, mode)| table != m.table || mode != m.mode) {
+            let detail = format!(
+                "{when}: view {id} is running as {def:?} on a copy of {} made as {}: a redefinition needs a new copy",
+                m.table, m.mode
+            );
+            self.fail("mirror exact", detail);
+            return;
+        }
+        if m.broken {
+            let detail =
+                format!("{when}: view {id} is running but its copy has a hole: a batch of its changes failed and later ones were applied over it");
+            self.fail("mirror exact", detail);
+            return;
+        }
+        if m.partial {
+            if !mid_transaction {
+                let detail = format!(
+                    "{when}: view {id} is running between transactions but its copy holds part of a large \
+                     transaction whose commit never reached it"
+                );
+                self.fail("mirror exact", detail);
+            }
+            return;
+        }
+        self.check_copy(id, store_rows, when);
+    }
+
+    /// For a live realtime view whose feed passed its snapshot: the copy
+    /// holds exactly the table's commits up to the machine's position `at`.
+    pub fn check_prefix(&mut self, id: RelationId, at: Lsn, up: &Upstream) {
+        let Some(m) = self.mirrors.get_mut(&id) else { return };
+        if m.partial || m.mode != Persistence::Realtime || at < m.lsn {
+            return;
+        }
+        let commits = up.commits_on(m.table);
+        while let Some(&i) = commits.get(m.verified) {
+            let Some(c) = up.history().get(i) else { break };
+            if c.end_lsn > at {
+                break;
+            }
+            if !(m.vis.sees(i) || m.applied.contains(&i)) {
+                let detail = format!(
+                    "live view {id} on {} is at {at} but lacks commit of xid {} (end {}): a gap",
+                    m.table, c.xid, c.end_lsn
+                );
+                self.fail("mirror never ahead of upstream", detail);
+                return;
+            }
+            m.verified += 1;
+        }
+    }
+
+    /// Whether the view's copy equals the table now (for liveness).
+    pub fn equals_upstream(&self, kind: TableKind, store_rows: &[Row], truth: &TableState) -> bool {
+        let mut got = TableState::new();
+        for row in store_rows {
+            let e = got.entry(key_of(kind, row)).or_insert((row.clone(), 0));
+            e.1 += 1;
+        }
+        &got == truth
+    }
+}
+
+/// Up to five rows (with copies) on each side of a difference.
+type Sample = Vec<(Row, u64)>;
+
+fn differences(want: &TableState, got: &TableState) -> (Sample, Sample) {
+    let missing = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).map(|(_, v)| v.clone()).take(5).collect();
+    let extra = got.iter().filter(|(k, v)| want.get(*k) != Some(*v)).map(|(_, v)| v.clone()).take(5).collect();
+    (missing, extra)
+}

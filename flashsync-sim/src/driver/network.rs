@@ -1,0 +1,193 @@
+//! The simulated network: source calls, the snapshot, the feed connection
+//! and reading its events, each when the seed says.
+
+use flashsync_core::exec::SourceAnswer;
+use flashsync_core::machine::Epoch;
+use flashsync_core::{FeedStart, OpId, RelationId, RelationSchema, Source, SourceError, StreamEvent, UpstreamRelation};
+use futures::executor::block_on;
+use futures::{FutureExt, StreamExt};
+
+use super::{Ev, SourceCall, Tee, World};
+use crate::checkers::SnapRecord;
+use crate::faults::Fault;
+
+impl World {
+    pub(super) fn source_call(&mut self, call: SourceCall) {
+        if self.down {
+            return;
+        }
+        self.trace.add("source", &call);
+        let answer = match call {
+            SourceCall::Prepare { op, relation, feed } => {
+                SourceAnswer::Prepared { op, result: block_on(self.source.prepare(&relation, feed)) }
+            }
+            SourceCall::Snapshot { op, view, relation, schema } => return self.snapshot(op, view, relation, schema),
+            SourceCall::Subscribe { epoch, resume } => return self.subscribe(epoch, resume),
+            SourceCall::Release { op, relation } => {
+                SourceAnswer::Released { op, result: block_on(self.source.release(&relation)) }
+            }
+            SourceCall::DropFeed { op } => SourceAnswer::Released { op, result: block_on(self.source.drop_feed()) },
+        };
+        let at = self.at();
+        self.exec.source_done(answer, at);
+        self.after_input();
+    }
+
+    pub(super) fn subscribe(&mut self, epoch: Epoch, resume: Option<flashsync_core::Lsn>) {
+        if !self.feed.as_ref().is_some_and(|c| c.epoch == epoch && c.events.is_none()) {
+            // Closed before the connection was made.
+            return;
+        }
+        let origin = self.origin.clone();
+        let at = self.at();
+        match block_on(self.source.subscribe(resume)) {
+            Ok(sub) => {
+                if !matches!(sub.report.start, FeedStart::Existing { .. }) {
+                    // Creating a slot waits for every commit already in the
+                    // log to become visible; the model did so.
+                    self.up.slot_created();
+                }
+                if let Some(c) = self.feed.as_mut() {
+                    c.events = Some(sub.events);
+                }
+                self.exec.subscribed(origin, epoch, Ok((sub.report, sub.feedback)), at);
+                self.after_input();
+                self.kick();
+            }
+            Err(e) => {
+                self.feed = None;
+                self.exec.subscribed(origin, epoch, Err(e), at);
+                self.after_input();
+            }
+        }
+    }
+
+    pub(super) fn snapshot(&mut self, op: OpId, view: RelationId, relation: UpstreamRelation, schema: RelationSchema) {
+        let inc = self.inc;
+        let mut generation = match self.store.begin_generation(view, &schema) {
+            Ok(g) => g,
+            Err(e) => {
+                let d = self.jitter(self.plan.timing.snapshot_ms);
+                self.schedule(d, Ev::SnapshotDone { inc, op, result: Err(e.into()) });
+                return;
+            }
+        };
+        let vis = self.up.visibility();
+        let mut tee = Tee { inner: &mut *generation, rows: Vec::new() };
+        let result = block_on(self.source.snapshot(&relation, &schema, &mut tee));
+        let rows = std::mem::take(&mut tee.rows);
+        let slow = self.rng.below(100) < u64::from(self.plan.rate(Fault::SlowSnapshot));
+        let d = if slow {
+            self.count_fault(Fault::SlowSnapshot);
+            300 + self.jitter(2500)
+        } else {
+            self.jitter(self.plan.timing.snapshot_ms)
+        };
+        match result {
+            Ok(point) => {
+                self.counters.snapshots += 1;
+                let table =
+                    crate::upstream::TABLES.iter().map(|(t, _)| *t).find(|t| *t == relation.table).unwrap_or("unknown");
+                let rec = SnapRecord { view, table, point: point.clone(), vis };
+                self.checker.check_snapshot_rows(&rec, rows, &self.up);
+                self.snaps.insert(op, rec);
+                self.snap_generations.insert(op, generation);
+                self.schedule(d, Ev::SnapshotDone { inc, op, result: Ok(point) });
+            }
+            Err(e) => {
+                if let Err(de) = self.store.discard(generation) {
+                    self.checker.report("store works", format!("discarding a failed snapshot's generation: {de}"));
+                }
+                self.schedule(d, Ev::SnapshotDone { inc, op, result: Err(e) });
+            }
+        }
+    }
+
+    // ----- the feed ----------------------------------------------------------
+
+    /// Wakes the feed reader if it is idle (new upstream events may be there).
+    pub fn kick(&mut self) {
+        let inc = self.inc;
+        let lat = self.plan.timing.feed_ms;
+        let stall = self.plan.rate(Fault::FeedStall);
+        if self.exec.is_feed_paused(&self.origin) {
+            return;
+        }
+        let Some(c) = self.feed.as_mut() else { return };
+        if c.events.is_none() || c.pumping {
+            return;
+        }
+        c.pumping = true;
+        let epoch = c.epoch;
+        let mut d = self.rng.below(lat + 1);
+        if self.rng.below(100) < u64::from(stall) {
+            d += 50 + self.rng.below(500);
+            self.count_fault(Fault::FeedStall);
+        }
+        self.schedule(d, Ev::Pump { inc, epoch });
+    }
+
+    pub(super) fn pump(&mut self, epoch: Epoch) {
+        let chunk = 1 + self.rng.below(self.plan.timing.feed_chunk);
+        let paused = self.exec.is_feed_paused(&self.origin);
+        let mut got: Vec<Result<StreamEvent, SourceError>> = Vec::new();
+        let mut ended = false;
+        {
+            let Some(c) = self.feed.as_mut().filter(|c| c.epoch == epoch) else { return };
+            c.pumping = false;
+            if paused {
+                return;
+            }
+            let Some(events) = c.events.as_mut() else { return };
+            for _ in 0..chunk {
+                match events.next().now_or_never() {
+                    Some(Some(e)) => {
+                        let err = e.is_err();
+                        got.push(e);
+                        if err {
+                            ended = true;
+                            break;
+                        }
+                    }
+                    Some(None) => {
+                        got.push(Err(SourceError::connection("the feed ended")));
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if ended {
+                c.events = None;
+            }
+        }
+        let any = !got.is_empty();
+        let origin = self.origin.clone();
+        for e in got {
+            if self.down || self.feed.as_ref().is_none_or(|c| c.epoch != epoch) {
+                break;
+            }
+            let at = self.at();
+            match e {
+                Ok(event) => {
+                    match &event {
+                        StreamEvent::Begin { .. } => self.feed_txn_open = true,
+                        StreamEvent::Commit { .. } => self.feed_txn_open = false,
+                        _ => {}
+                    }
+                    self.trace.add("in", &event);
+                    self.exec.feed_event(&origin, epoch, event, at);
+                }
+                Err(error) => {
+                    self.feed_txn_open = false;
+                    self.trace.add("in", &error);
+                    self.exec.feed_lost(origin.clone(), epoch, error, at);
+                }
+            }
+            self.after_input();
+        }
+        if any && !ended {
+            self.kick();
+        }
+    }
+}

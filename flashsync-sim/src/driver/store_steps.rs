@@ -1,0 +1,178 @@
+//! The store side of the simulated process: running the store steps the
+//! executor hands out (with the checkers' hooks around each) and persisting.
+
+use std::collections::BTreeSet;
+
+use flashsync_core::exec::{StoreAnswer, StoreStep};
+use flashsync_core::machine::ViewPhase;
+use flashsync_core::{ApplyReport, JobState, Persistence, RelationId, Row, Selector, StoreError, StoreErrorKind};
+
+use super::{summary, Ev, World};
+
+impl World {
+    pub(super) fn store_step(&mut self) {
+        let Some(step) = self.store_step.take() else { return };
+        self.trace.add("store", &summary(&step));
+        let answer = match step {
+            StoreStep::PutView(view) => {
+                let (result, d) = self.store.put_view(&view);
+                self.checker.on_durable(d);
+                StoreAnswer::Done(result)
+            }
+            StoreStep::PutJob(job) => {
+                let (result, d) = self.store.put_job(&job);
+                self.checker.on_durable(d);
+                StoreAnswer::Done(result)
+            }
+            StoreStep::Forget(relation_id) => {
+                let (result, d) = self.store.forget(relation_id);
+                if result.is_ok() {
+                    self.checker.on_forgotten(relation_id);
+                }
+                self.checker.on_durable(d);
+                StoreAnswer::Done(result)
+            }
+            StoreStep::ForgetOrigin(origin) => {
+                let (result, d) = self.store.forget_origin(&origin);
+                if result.is_ok() {
+                    self.checker.on_forget_origin();
+                }
+                self.checker.on_durable(d);
+                StoreAnswer::Done(result)
+            }
+            StoreStep::Publish { op, generation, job } => StoreAnswer::Done(match generation {
+                Some(g) => {
+                    let (r, d) = self.store.publish(g, &job);
+                    if r.is_ok() {
+                        if let Some(snap) = self.snaps.remove(&op) {
+                            self.checker.on_published(&snap, job.persistence, &self.up);
+                        }
+                    }
+                    self.checker.on_durable(d);
+                    if r.is_ok() {
+                        let rows = self.store.rows(job.relation_id);
+                        self.check_copy_rows(job.relation_id, rows, "after publish");
+                    }
+                    r
+                }
+                None => Err(StoreError::new(
+                    StoreErrorKind::NotFound,
+                    "publish",
+                    format!("no generation for operation {}", op.0),
+                )),
+            }),
+            StoreStep::Discard { op, generation } => {
+                self.snaps.remove(&op);
+                if let Some(g) = generation {
+                    if let Err(e) = self.store.discard(g) {
+                        self.checker.report("store works", format!("discarding a generation failed: {e}"));
+                    }
+                }
+                StoreAnswer::Discarded
+            }
+            StoreStep::Fence(op) => {
+                self.checker.on_store_done(op);
+                StoreAnswer::Done(Ok(()))
+            }
+            StoreStep::Apply(batches) => StoreAnswer::Applied(self.apply_run(batches)),
+        };
+        let at = self.at();
+        self.exec.store_done(answer, at);
+        self.after_input();
+        self.check_running_views();
+    }
+
+    /// Applies a run of batches the way a store's `apply_many` does (each
+    /// atomically, none after a failure), checking each copy afterwards.
+    pub(super) fn apply_run(
+        &mut self,
+        batches: Vec<flashsync_core::ApplyBatch>,
+    ) -> Vec<Result<ApplyReport, StoreError>> {
+        let mut results = Vec::with_capacity(batches.len());
+        let mut failed = false;
+        let mut touched: BTreeSet<RelationId> = BTreeSet::new();
+        for batch in batches {
+            let seq = batch.seq;
+            let result = if failed {
+                Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "an earlier batch failed"))
+            } else if std::mem::take(&mut self.fail_next_apply) {
+                Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "injected failure"))
+            } else {
+                self.store.apply(batch.clone())
+            };
+            match &result {
+                Ok(_) => {
+                    touched.extend(batch.views.iter().map(|v| v.relation_id));
+                    touched.extend(self.checker.on_applied(&batch, &self.up));
+                }
+                Err(_) => {
+                    failed = true;
+                    self.checker.on_apply_failed(&batch);
+                }
+            }
+            results.push(result);
+        }
+        for id in touched {
+            let rows = self.store.rows(id);
+            self.check_copy_rows(id, rows, "after an apply run");
+        }
+        results
+    }
+
+    pub(super) fn check_copy_rows(&mut self, id: RelationId, rows: Result<Option<Vec<Row>>, StoreError>, when: &str) {
+        match rows {
+            Ok(rows) => self.checker.check_copy(id, rows, when),
+            Err(e) => self.checker.report("store works", format!("{when}: reading view {id} failed: {e}")),
+        }
+    }
+
+    /// Checks on the views the machine reports `running`, once every batch
+    /// it emitted is in the store: each copy is exactly its mirror (see
+    /// [`Checker::check_running`]), and a live one whose feed has passed its
+    /// snapshot has no gap up to the machine's position.
+    pub(super) fn check_running_views(&mut self) {
+        if self.down || self.shutting_down.is_some() || !self.store_idle() {
+            return;
+        }
+        let at = self.machine().origin_progress(&self.origin).and_then(|(at, _)| at);
+        let running: Vec<RelationId> = self
+            .machine()
+            .status(&Selector::All)
+            .iter()
+            .filter(|j| j.enabled && j.state == JobState::Running && j.persistence == Persistence::Realtime)
+            .map(|j| j.relation_id)
+            .collect();
+        for id in running {
+            let rows = match self.store.rows(id) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.checker.report("store works", format!("reading running view {id} failed: {e}"));
+                    continue;
+                }
+            };
+            let when = format!("running view in phase {}", self.machine().phase(id).map_or("unknown", ViewPhase::name));
+            self.checker.check_running(id, rows, self.feed_txn_open, &when);
+            if let Some(at) = at.filter(|_| self.machine().phase(id) == Some(ViewPhase::Live)) {
+                self.checker.check_prefix(id, at, &self.up);
+            }
+        }
+    }
+
+    pub(super) fn persist(&mut self) {
+        if self.down {
+            return;
+        }
+        let result = self.store.persist();
+        match &result {
+            Ok(Some(through)) => {
+                self.checker.on_persisted(*through);
+                self.checker.on_durable(crate::store::Durable::Everything);
+            }
+            Ok(None) => {}
+            Err(e) => self.checker.report("store works", format!("persist failed: {e}")),
+        }
+        // The answer takes its time to reach the executor.
+        let (d, inc) = (self.jitter(self.plan.timing.store_ms), self.inc);
+        self.schedule(d, Ev::Persisted { inc, result });
+    }
+}
