@@ -279,28 +279,35 @@ impl Machine {
             Change::Insert { rel, .. } | Change::Update { rel, .. } | Change::Delete { rel, .. } => vec![*rel],
             Change::Truncate { rels } => rels.clone(),
         };
-        let mut broken = Vec::new();
+        let mut targets = Vec::new();
         for rel in rels {
-            let Some(targets) = txn.routes.get(&rel) else {
+            for &(id, route, _) in txn.routes.get(&rel).into_iter().flatten() {
+                if let Some(entry) = table.iter().find(|e| e.id == id) {
+                    targets.push((id, route, &entry.schema));
+                }
+            }
+        }
+        // Most changes go to one view: the last target takes the change
+        // itself, only the others get copies.
+        let mut change = Some(change);
+        let last = targets.len().saturating_sub(1);
+        let mut broken = Vec::new();
+        for (i, (id, route, schema)) in targets.into_iter().enumerate() {
+            let Some(change) = (if i == last { change.take() } else { change.clone() }) else {
                 continue;
             };
-            for &(id, route, _) in targets {
-                let Some(entry) = table.iter().find(|e| e.id == id) else {
-                    continue;
-                };
-                match work::to_row_op(&entry.schema, &change) {
-                    Ok(op) => match route {
-                        Route::Apply => {
-                            txn.apply.entry(id).or_default().push(op);
-                            txn.apply_ops += 1;
-                        }
-                        Route::Hold => {
-                            *txn.hold_bytes.entry(id).or_default() += op_size(&op);
-                            txn.hold.entry(id).or_default().push(op);
-                        }
-                    },
-                    Err(e) => broken.push((id, e)),
-                }
+            match work::to_row_op(schema, change) {
+                Ok(op) => match route {
+                    Route::Apply => {
+                        txn.apply.entry(id).or_default().push(op);
+                        txn.apply_ops += 1;
+                    }
+                    Route::Hold => {
+                        *txn.hold_bytes.entry(id).or_default() += op_size(&op);
+                        txn.hold.entry(id).or_default().push(op);
+                    }
+                },
+                Err(e) => broken.push((id, e)),
             }
         }
         for (id, _) in &broken {

@@ -399,24 +399,24 @@ impl Machine {
 }
 
 /// Turns one feed change into the row operation for a view of `schema`.
-pub(super) fn to_row_op(schema: &RelationSchema, change: &Change) -> Result<RowOp, String> {
+pub(super) fn to_row_op(schema: &RelationSchema, change: Change) -> Result<RowOp, String> {
     let shape = |e: crate::schema::ShapeError| format!("change does not fit the view's columns: {e}");
     match change {
-        Change::Insert { new, .. } => Ok(RowOp::Insert { key: schema.key_of(new).map_err(shape)?, row: new.clone() }),
-        Change::Delete { old, .. } => Ok(RowOp::Delete { key: schema.key_of(old).map_err(shape)? }),
+        Change::Insert { new, .. } => Ok(RowOp::Insert { key: schema.key_of(&new).map_err(shape)?, row: new }),
+        Change::Delete { old, .. } => Ok(RowOp::Delete { key: schema.key_of(&old).map_err(shape)? }),
         Change::Truncate { .. } => Ok(RowOp::Truncate),
         Change::Update { old, new, .. } => {
             schema.check(new.len()).map_err(shape)?;
             let old_key = match old {
-                Some(o) => Some(schema.key_of(o).map_err(shape)?),
+                Some(o) => Some(schema.key_of(&o).map_err(shape)?),
                 None => None,
             };
-            let key = new_key(schema, new, old_key.as_ref())?;
+            let key = new_key(schema, &new, old_key.as_ref())?;
             let old_key = old_key.filter(|k| *k != key || schema.identity == Identity::FullRow);
             if schema.identity == Identity::FullRow && old_key.is_none() {
                 return Err("update of a full-row identity relation without its old row".into());
             }
-            Ok(RowOp::Update { old_key, key, new: new.clone() })
+            Ok(RowOp::Update { old_key, key, new })
         }
     }
 }
