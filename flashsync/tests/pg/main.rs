@@ -13,6 +13,7 @@ mod bigtxn;
 mod faults;
 mod handoff;
 mod lifecycle;
+mod permanent;
 mod restart;
 mod smoke;
 mod views;

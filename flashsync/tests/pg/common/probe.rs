@@ -21,6 +21,8 @@ pub struct Probe {
     /// When set, the feed pauses itself once a transaction has delivered
     /// this many changes.
     pause_after: Arc<Mutex<Option<usize>>>,
+    /// `prepare` calls so far (each one logs in to the server).
+    prepares: AtomicU64,
 }
 
 /// A one-shot test hook.
@@ -39,7 +41,13 @@ impl Probe {
             after_snapshot: Mutex::default(),
             paused: Arc::new(tokio::sync::watch::Sender::new(false)),
             pause_after: Arc::default(),
+            prepares: AtomicU64::new(0),
         })
+    }
+
+    /// How many times the engine called `prepare` (each call logs in).
+    pub fn prepare_count(&self) -> u64 {
+        self.prepares.load(Ordering::SeqCst)
     }
 
     /// Number of snapshots taken through this source.
@@ -104,6 +112,7 @@ impl Probe {
 #[async_trait]
 impl Source for Probe {
     async fn prepare(&self, relation: &UpstreamRelation, feed: bool) -> Result<RelationSchema, SourceError> {
+        self.prepares.fetch_add(1, Ordering::SeqCst);
         let r = self.inner.prepare(relation, feed).await?;
         let hook = self.after_prepare.lock().unwrap().take();
         if let Some(h) = hook {
