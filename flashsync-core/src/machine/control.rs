@@ -148,10 +148,10 @@ impl Machine {
             return;
         };
         for w in &pass.waiters {
-            if let Some(request) = w.request {
-                let summary = pass.summary(w);
-                let reply = if w.resume { Reply::Resumed(summary) } else { Reply::Synced(summary) };
-                self.reply(request, reply);
+            match w.kind {
+                WaiterKind::Sync { request, .. } => self.reply(request, Reply::Synced(pass.summary(w))),
+                WaiterKind::Resume { request } => self.reply(request, Reply::Resumed(pass.summary(w))),
+                WaiterKind::Retry => {}
             }
         }
         if let Some(q) = self.passes.queued.take() {
@@ -199,7 +199,7 @@ impl Machine {
                 self.persist_job(id);
             }
         }
-        self.enqueue(Waiter { request: Some(request), selector, force: false, resume: true });
+        self.enqueue(Waiter { kind: WaiterKind::Resume { request }, selector });
     }
 
     pub(super) fn on_forget(&mut self, request: RequestId, selector: &Selector) {
@@ -291,7 +291,7 @@ impl Machine {
             let mut waiters: Vec<Waiter> = self.passes.current.take().map(|p| p.waiters).unwrap_or_default();
             waiters.extend(self.passes.queued.take().map(|q| q.waiters).unwrap_or_default());
             for w in waiters {
-                if let Some(r) = w.request {
+                if let Some(r) = w.request() {
                     self.reply(r, Reply::Failed(ControlError::ShutDown));
                 }
             }
@@ -336,7 +336,7 @@ impl Machine {
             })
             .collect();
         if !due.is_empty() {
-            self.enqueue(Waiter { request: None, selector: Selector::Names(due), force: false, resume: false });
+            self.enqueue(Waiter { kind: WaiterKind::Retry, selector: Selector::Names(due) });
         }
     }
 

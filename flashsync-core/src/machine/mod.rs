@@ -144,7 +144,7 @@ use backoff::Retry;
 
 use batch::{Flight, InFlight};
 use origin::{Feed, Origin, Route, Txn};
-use pass::{Outcome, Pass, Passes, Queued, Stage, Waiter};
+use pass::{Outcome, Pass, Passes, Queued, Stage, Waiter, WaiterKind};
 use route::RouteEntry;
 use view::{CopyKind, Goal, HeldTxn, HoldBack, Phase, View};
 
@@ -360,7 +360,7 @@ impl Machine {
         match input {
             Input::Define { request, def } => self.guard(request, |m| m.on_define(request, def)),
             Input::Sync { request, selector, force } => {
-                self.guard(request, |m| m.enqueue(Waiter { request: Some(request), selector, force, resume: false }))
+                self.guard(request, |m| m.enqueue(Waiter { kind: WaiterKind::Sync { request, force }, selector }))
             }
             Input::Stop { request, selector } => self.guard(request, |m| m.on_stop(request, &selector)),
             Input::Resume { request, selector } => self.guard(request, |m| m.on_resume(request, selector)),

@@ -13,15 +13,38 @@ use crate::view::{RelationId, ViewName};
 
 use super::RequestId;
 
-/// Who gets told when the pass ends.
+/// What a pass was asked for by one caller, and the views it selected.
 #[derive(Clone, Debug)]
 pub(super) struct Waiter {
-    /// `None` for internal passes (automatic retries).
-    pub request: Option<RequestId>,
+    pub kind: WaiterKind,
     pub selector: Selector,
-    pub force: bool,
-    /// Reply with `Resumed` rather than `Synced`.
-    pub resume: bool,
+}
+
+/// Who asked, and so who gets told (and how) when the pass ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WaiterKind {
+    /// A caller's `sync()`, answered `Synced`; a forced one re-copies
+    /// materialized views and bypasses back-off.
+    Sync { request: RequestId, force: bool },
+    /// A caller's `resume()`, answered `Resumed`.
+    Resume { request: RequestId },
+    /// The machine's own retry of views whose back-off passed: nobody waits.
+    Retry,
+}
+
+impl Waiter {
+    /// The caller to answer, if any.
+    pub fn request(&self) -> Option<RequestId> {
+        match self.kind {
+            WaiterKind::Sync { request, .. } | WaiterKind::Resume { request } => Some(request),
+            WaiterKind::Retry => None,
+        }
+    }
+
+    /// Whether this caller forced its selection.
+    pub fn force(&self) -> bool {
+        matches!(self.kind, WaiterKind::Sync { force: true, .. })
+    }
 }
 
 /// A pass's result for one view.
@@ -62,7 +85,7 @@ pub(super) struct Pass {
 impl Pass {
     /// Whether any waiter forcing its selection selected `name`.
     pub fn forced(waiters: &[Waiter], name: &ViewName) -> bool {
-        waiters.iter().any(|w| w.force && w.selector.matches(name))
+        waiters.iter().any(|w| w.force() && w.selector.matches(name))
     }
 
     /// Builds one waiter's summary.
