@@ -34,6 +34,10 @@ impl World {
         self.feed_txn_open = false;
         self.counters.lost_requests += self.exec.waiting() as u64;
         self.bursts.clear();
+        // The executor dies with the process, and with it the store
+        // generations it kept (they hold the store open): an idle stand-in
+        // takes its place until the restart.
+        self.exec = executor(&self.plan, self.seed, flashsync_core::StoredState::default(), self.now);
         if let Err(e) = self.store.crash(lose) {
             self.checker.report("store works", format!("crash and reopen failed: {e}"));
         }
