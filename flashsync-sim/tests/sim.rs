@@ -97,6 +97,15 @@ fn fjall_runs_are_deterministic_too() {
     assert_eq!(a.trace_hash, b.trace_hash);
 }
 
+/// A crash while the executor held a snapshot's generation: the fjall store
+/// must reopen (it stayed locked while the dead process's executor lived on).
+#[test]
+fn a_crash_reopens_fjall_while_a_copy_was_in_flight() {
+    for seed in [8_000_009, 8_000_014] {
+        must_pass(&run(&opts(seed, Scenario::All, StoreKind::Fjall)).expect("run"));
+    }
+}
+
 /// Runs seeds until a violation of `invariant` shows up; returns the seed.
 fn find(bugs: InjectedBugs, invariant: &str, seeds: u64) -> Option<u64> {
     (0..seeds).find(|&seed| {
