@@ -41,6 +41,7 @@ pub mod encoded;
 pub mod error;
 pub mod event;
 pub mod exec;
+pub mod invariants;
 pub mod job;
 pub mod lsn;
 pub mod machine;

@@ -22,10 +22,12 @@
 //!   large transaction the feed is in the middle of: a view that left the
 //!   feed mid-transaction, or lost part of one to a failed batch, must be
 //!   copied again before it is `running`;
-//! - **legal state transitions** ([`JobState::is_legal`]) for the view's mode;
+//! - **legal state transitions** for the view's mode, each starting where
+//!   the last left ([`StateChanges`], shared with the fuzz targets);
 //! - **ack ≤ durable**: every acknowledgement is at most the end LSN of a
 //!   commit batch the store applied and then reported durable (a batch that
-//!   failed never counts, whatever `Durable` later covers its number);
+//!   failed never counts, whatever `Durable` later covers its number), and
+//!   acknowledgements on one feed increase ([`Acks`], shared likewise);
 //! - **one pass at a time**: at most one pass fence outstanding, passes equal
 //!   fences, and a burst of `sync()` calls arriving together runs at most two
 //!   passes;
@@ -40,9 +42,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use flashsync_core::invariants::{Acks, StateChanges};
 use flashsync_core::machine::Epoch;
 use flashsync_core::{
-    ApplyBatch, AuditRecord, BatchSeq, Event, EventKind, JobState, Lsn, Machine, OpId, Persistence, Phase, RelationId,
+    ApplyBatch, AuditRecord, BatchSeq, Event, EventKind, Lsn, Machine, OpId, OriginId, Persistence, Phase, RelationId,
     SnapshotPoint, ViewDef,
 };
 
@@ -126,13 +129,12 @@ pub struct Checker {
     /// Views the caller had stopped when the machine emitted a batch with
     /// row operations for them, by batch.
     disabled_ops: BTreeMap<BatchSeq, Vec<RelationId>>,
-    /// End LSNs of the commit batches of this incarnation the store
-    /// applied (a batch that failed is not here: its position is not in the
-    /// store).
-    commit_batches: BTreeMap<BatchSeq, Lsn>,
-    /// Highest origin position durable in the store: the end of a commit
-    /// batch the store applied and then reported durable.
-    durable_lsn: Option<Lsn>,
+    /// The shared ack rule ([`Acks`]): fed the commit batches the store
+    /// applied (a batch that failed is not: its position is not in the
+    /// store) and what it reported durable.
+    acks: Acks,
+    /// The shared state-change rule ([`StateChanges`]).
+    states: StateChanges,
     /// Highest LSN ever durable (positions only grow upstream).
     durable_ever: Option<Lsn>,
     /// Views' definitions as last delivered to the machine.
@@ -152,7 +154,20 @@ pub struct Checker {
     pub applied_claims: u64,
 }
 
+/// The origin every simulated view reads from.
+fn origin() -> OriginId {
+    OriginId::new(crate::ORIGIN).unwrap_or_else(|e| panic!("the simulator's origin is invalid: {e}"))
+}
+
 impl Checker {
+    /// After a (re)start: job states start from what the machine loaded.
+    pub fn on_start(&mut self, machine: &Machine) {
+        self.states = StateChanges::default();
+        for job in machine.status(&flashsync_core::Selector::All) {
+            self.states.start(job.relation_id, job.state);
+        }
+    }
+
     fn fail(&mut self, invariant: &'static str, detail: String) {
         if self.violation.is_none() {
             self.violation = Some(Violation { invariant, detail });
@@ -242,12 +257,9 @@ impl Checker {
         };
         let now = self.defs.get(&id).map(|d| d.persistence);
         let then = before.map(|d| d.persistence);
-        let legal = [now, then].into_iter().flatten().any(|mode| JobState::is_legal(mode, *from, *to));
-        if !legal {
-            self.fail(
-                "legal state transitions",
-                format!("view {id} ({:?}) went {from} -> {to} in phase {}", now, event.phase),
-            );
+        let modes: Vec<Persistence> = [now, then].into_iter().flatten().collect();
+        if let Err(e) = self.states.change(id, *from, *to, &modes) {
+            self.fail(e.invariant, format!("{} in phase {}", e.detail, event.phase));
         }
         if event.phase == Phase::Define && before.is_none() && now.is_none() {
             self.fail("legal state transitions", format!("state change of unknown view {id}"));
@@ -282,20 +294,14 @@ impl Checker {
 
     /// An acknowledgement is about to go upstream.
     pub fn on_ack(&mut self, lsn: Lsn, epoch: Epoch) {
-        if self.durable_lsn.is_none_or(|d| lsn > d) {
-            self.fail(
-                "ack <= durable",
-                format!(
-                    "acknowledged {lsn} on feed {} but the store reported durable only {:?}",
-                    epoch.0, self.durable_lsn
-                ),
-            );
+        if let Err(e) = self.acks.ack(&origin(), epoch, lsn) {
+            self.fail(e.invariant, e.detail);
         }
     }
 
     /// The origin position durable in the store.
     pub fn durable_lsn(&self) -> Option<Lsn> {
-        self.durable_lsn
+        self.acks.durable(&origin())
     }
 
     /// The highest LSN ever durable.

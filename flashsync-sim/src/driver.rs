@@ -313,6 +313,7 @@ impl World {
             feed_txn_open: false,
             shutting_down: None,
         };
+        w.checker.on_start(w.exec.machine());
         w.after_input();
         Ok(w)
     }

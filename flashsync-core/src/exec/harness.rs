@@ -44,8 +44,9 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
 use super::{Call, Executor, FeedCommand, SourceAnswer, SourceCall, StoreAnswer, StoreStep, Work};
-use crate::change::{BatchSeq, Progress, StreamEvent};
+use crate::change::StreamEvent;
 use crate::error::{SourceError, StoreError, StoreErrorKind};
+use crate::invariants::Acks;
 use crate::job::JobState;
 use crate::lsn::Lsn;
 use crate::machine::{Epoch, Machine, Output, Reply, StoreAction};
@@ -116,10 +117,8 @@ pub struct Harness {
     sources: Vec<SourceCall>,
     conn: Option<Conn>,
     acks: Vec<(Epoch, Lsn)>,
-    /// End LSN of each commit batch emitted.
-    commit_ends: BTreeMap<BatchSeq, Lsn>,
-    /// Everything through here is durable in the store.
-    durable: Option<Lsn>,
+    /// The shared ack rule ([`Acks`]), fed with batches and persists.
+    ack_rule: Acks,
     replies: BTreeMap<u32, Reply>,
     feed_commands: Vec<FeedCommand>,
     next_tag: u32,
@@ -157,8 +156,7 @@ impl Harness {
             sources: Vec::new(),
             conn: None,
             acks: Vec::new(),
-            commit_ends: BTreeMap::new(),
-            durable: None,
+            ack_rule: Acks::default(),
             replies: BTreeMap::new(),
             feed_commands: Vec::new(),
             next_tag: 1,
@@ -227,9 +225,7 @@ impl Harness {
         for out in self.exec.drain_tap() {
             if let Output::Store(action) = out {
                 if let StoreAction::Apply(b) = &action {
-                    if let Progress::Commit { end_lsn } = b.progress {
-                        self.commit_ends.insert(b.seq, end_lsn);
-                    }
+                    self.ack_rule.applied(b);
                 }
                 self.emitted.push_back(action);
             }
@@ -261,12 +257,10 @@ impl Harness {
                     }
                     self.feed_commands.push(command);
                 }
-                Work::Ack { epoch, lsn, .. } => {
-                    assert!(
-                        self.durable.is_some_and(|d| lsn <= d),
-                        "acknowledged {lsn} but only {:?} is durable",
-                        self.durable
-                    );
+                Work::Ack { origin, epoch, lsn } => {
+                    if let Err(e) = self.ack_rule.ack(&origin, epoch, lsn) {
+                        panic!("{e}");
+                    }
                     self.acks.push((epoch, lsn));
                 }
                 Work::Event(_) => {}
@@ -346,10 +340,7 @@ impl Harness {
         }
         let result = ready(self.store.persist());
         if let Ok(Some(through)) = &result {
-            // Durable through the last commit batch at or below `through`.
-            if let Some((_, end)) = self.commit_ends.range(..=*through).next_back() {
-                self.durable = self.durable.max(Some(*end));
-            }
+            self.ack_rule.durable_through(*through);
         }
         let at = self.at();
         self.exec.persisted(result, at);
@@ -467,7 +458,7 @@ impl Harness {
         self.conn = None;
         self.acks.clear();
         self.emitted.clear();
-        self.commit_ends.clear();
+        self.ack_rule.crashed();
         self.exec = start(&self.store, &self.config, self.now);
         #[cfg(feature = "planted-bugs")]
         self.exec.plant(self.bugs);

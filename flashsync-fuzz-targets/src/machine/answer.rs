@@ -92,7 +92,7 @@ impl Harness {
 
     /// What a healthy slot reports: confirmed up to the last ack.
     fn resume_report(&self, origin: &OriginId) -> SlotReport {
-        let confirmed = self.acks.iter().filter(|((o, _), _)| o == origin).map(|(_, l)| *l).max();
+        let confirmed = self.acks.acked(origin);
         let start = FeedStart::Existing { confirmed_flush: confirmed.unwrap_or(Lsn(self.wal)) };
         SlotReport { slot_id: "fuzz_slot".into(), start }
     }

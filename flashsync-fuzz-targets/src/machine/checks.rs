@@ -46,9 +46,7 @@ impl Harness {
                         assert!(batch.seq > *last, "batch {:?} emitted after {last:?}", batch.seq);
                     }
                     self.batches.push(batch.seq);
-                    if let Progress::Commit { end_lsn } = batch.progress {
-                        self.undurable.insert(batch.seq, (batch.origin.clone(), end_lsn));
-                    }
+                    self.acks.applied(&batch);
                     match batch.progress {
                         Progress::Replay if !batch.views.is_empty() => {
                             self.seen.insert("replay");
@@ -81,13 +79,11 @@ impl Harness {
                         JobState::Failed => "failed",
                     });
                     let id = e.relation_id.unwrap_or_else(|| panic!("state change without a view: {e:?}"));
-                    let legal = |modes: &BTreeMap<RelationId, Persistence>| {
-                        modes.get(&id).is_some_and(|p| JobState::is_legal(*p, from, to))
-                    };
-                    assert!(legal(before) || legal(after), "illegal state change of view {id}: {from} -> {to}");
-                    let tracked = self.states.get(&id).copied().unwrap_or(JobState::Idle);
-                    assert_eq!(from, tracked, "view {id} reported a change from {from}, but was {tracked}");
-                    self.states.insert(id, to);
+                    let modes: Vec<Persistence> =
+                        [before.get(&id), after.get(&id)].into_iter().flatten().copied().collect();
+                    if let Err(e) = self.states.change(id, from, to, &modes) {
+                        panic!("{e}");
+                    }
                 }
             }
             Output::Reply { request, reply } => {
@@ -145,17 +141,12 @@ impl Harness {
             }
             SourceAction::Ack { origin, epoch, lsn } => {
                 assert!(!self.shut_down, "ack after shutdown");
-                let durable = self.durable.get(&origin).copied();
-                assert!(
-                    durable.is_some_and(|d| lsn <= d),
-                    "ack of {lsn} on {origin} beyond the durable position {durable:?}"
-                );
                 assert!(
                     self.epochs.get(&origin).is_some_and(|l| l.contains(&epoch)),
                     "ack on epoch {epoch:?} of {origin}, never subscribed"
                 );
-                if let Some(prev) = self.acks.insert((origin.clone(), epoch), lsn) {
-                    assert!(lsn > prev, "ack of {lsn} on {origin} after {prev} on the same feed");
+                if let Err(e) = self.acks.ack(&origin, epoch, lsn) {
+                    panic!("{e}");
                 }
             }
             SourceAction::Release { op, .. } | SourceAction::DropFeed { op, .. } => self.emit(op, Kind::Release),
@@ -170,9 +161,9 @@ impl Harness {
     /// Checks that hold after every input.
     pub(super) fn check_state(&mut self, modes: &BTreeMap<RelationId, Persistence>) {
         // No unreported state changes; forgotten views leave the books.
-        self.states.retain(|id, _| modes.contains_key(id));
+        self.states.retain(|id| modes.contains_key(&id));
         for job in self.m.status(&Selector::All) {
-            let tracked = self.states.get(&job.relation_id).copied().unwrap_or(JobState::Idle);
+            let tracked = self.states.state(job.relation_id);
             assert_eq!(
                 job.state, tracked,
                 "status of view {} is {} but events said {tracked}",
@@ -183,16 +174,11 @@ impl Harness {
             modes.keys().filter(|id| self.m.phase(**id) == Some(flashsync_core::machine::ViewPhase::Copying)).count();
         assert!(copying <= self.max_snapshots, "{copying} views copying, limit {}", self.max_snapshots);
         for rec in self.m.drain_audit() {
-            match rec {
-                AuditRecord::Applied { seq, view, end_lsn, .. } => {
-                    assert!(self.batches.contains(&seq), "audit names batch {seq:?}, never emitted");
-                    if let Some(prev) = self.applied.insert(view, end_lsn) {
-                        assert!(end_lsn > prev, "view {view} applied the commit ending {end_lsn} after {prev}");
-                    }
-                }
-                AuditRecord::Published { view, .. } => {
-                    self.applied.remove(&view);
-                }
+            if let AuditRecord::Applied { seq, .. } = rec {
+                assert!(self.batches.contains(&seq), "audit names batch {seq:?}, never emitted");
+            }
+            if let Err(e) = self.applied.audit(&rec) {
+                panic!("{e}");
             }
         }
         if self.m.is_shut_down() {

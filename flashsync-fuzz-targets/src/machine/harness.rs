@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use flashsync_core::invariants::{Acks, AppliedOrder, StateChanges};
 use flashsync_core::machine::Epoch;
 use flashsync_core::{
     BatchSeq, Config, Input, JobRecord, JobState, Lsn, Machine, Millis, OpId, OriginId, OriginProgress, Persistence,
@@ -52,23 +53,19 @@ pub(super) struct Harness {
     pub(super) emitted: BTreeMap<OpId, Kind>,
     /// Every `Apply` batch emitted.
     pub(super) batches: Vec<BatchSeq>,
-    /// Commit batches not yet reported durable: seq → (origin, end LSN).
-    pub(super) undurable: BTreeMap<BatchSeq, (OriginId, Lsn)>,
-    /// Per origin, the highest LSN a durable commit batch (or the stored
-    /// progress) covers.
-    pub(super) durable: BTreeMap<OriginId, Lsn>,
-    pub(super) acks: BTreeMap<(OriginId, Epoch), Lsn>,
+    /// The shared ack rule: commit batches, what is durable, acks per feed.
+    pub(super) acks: Acks,
     /// Epochs of every `Subscribe` emitted, per origin, in order.
     pub(super) epochs: BTreeMap<OriginId, Vec<Epoch>>,
     /// Epochs already answered.
     pub(super) answered_epochs: BTreeSet<(OriginId, Epoch)>,
     pub(super) feeds: BTreeMap<OriginId, FeedMirror>,
     pub(super) open_fence: Option<OpId>,
-    /// Job state per view, as events reported it.
-    pub(super) states: BTreeMap<RelationId, JobState>,
-    /// End LSN of the last transaction applied to each view since its copy
-    /// was last published.
-    pub(super) applied: BTreeMap<RelationId, Lsn>,
+    /// Job state per view, as events reported it (the shared rule).
+    pub(super) states: StateChanges,
+    /// Per view, commits applied since its copy was last published (the
+    /// shared rule).
+    pub(super) applied: AppliedOrder,
     next_request: u64,
     pub(super) requests: BTreeMap<RequestId, u32>,
     pub(super) shut_down: bool,
@@ -97,7 +94,7 @@ impl Harness {
         let now = 1_000_000;
         let wal: u64 = 100_000;
         let mut state = StoredState::default();
-        let mut states = BTreeMap::new();
+        let mut states = StateChanges::default();
         let (mut ids, mut names) = (BTreeSet::new(), BTreeSet::new());
         for v in &setup.stored {
             let id = RelationId(u64::from(v.id % 16) + 1);
@@ -126,7 +123,7 @@ impl Harness {
                 job.retry_count = u32::from(j.retry_count);
                 job.next_retry_at = j.next_retry.map(|t| Timestamp(now - 500 + u64::from(t)));
                 job.last_seen_commit = j.last_seen.map(|l| Lsn(wal.saturating_sub(u64::from(l))));
-                states.insert(id, job.state);
+                states.start(id, job.state);
                 state.jobs.push(job);
             }
             if let Some(s) = &v.schema {
@@ -136,7 +133,7 @@ impl Harness {
                 state.dirty.push(id);
             }
         }
-        let mut durable = BTreeMap::new();
+        let mut acks = Acks::default();
         let mut seen = BTreeSet::new();
         for (o, back) in &setup.progress {
             let origin = origin_id(*o);
@@ -144,14 +141,14 @@ impl Harness {
                 continue;
             }
             let applied = Lsn(wal.saturating_sub(u64::from(*back)));
-            durable.insert(origin.clone(), applied);
+            acks.durable_at(&origin, applied);
             state.origins.push(OriginProgress { origin, applied });
         }
         let m = Machine::new(cfg, setup.seed, state, Timestamp(now));
         // Loading may correct a stored state (a running job that cannot
         // resume is idle): track what the machine reports, not what was stored.
         for st in m.status(&Selector::All) {
-            states.insert(st.relation_id, st.state);
+            states.start(st.relation_id, st.state);
         }
         Harness {
             m,
@@ -160,15 +157,13 @@ impl Harness {
             pending: Vec::new(),
             emitted: BTreeMap::new(),
             batches: Vec::new(),
-            undurable: BTreeMap::new(),
-            durable,
-            acks: BTreeMap::new(),
+            acks,
             epochs: BTreeMap::new(),
             answered_epochs: BTreeSet::new(),
             feeds: BTreeMap::new(),
             open_fence: None,
             states,
-            applied: BTreeMap::new(),
+            applied: AppliedOrder::default(),
             next_request: 1,
             requests: BTreeMap::new(),
             shut_down: false,

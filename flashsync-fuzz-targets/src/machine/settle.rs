@@ -32,7 +32,7 @@ impl Harness {
             acted = true;
         }
         if let Some(&last) = self.batches.last() {
-            if !self.undurable.is_empty() {
+            if self.acks.has_pending() {
                 self.durable_through(last);
                 acted = true;
             }

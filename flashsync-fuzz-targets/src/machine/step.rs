@@ -181,13 +181,7 @@ impl Harness {
     }
 
     pub(super) fn durable_through(&mut self, through: BatchSeq) {
-        let covered: Vec<BatchSeq> = self.undurable.range(..=through).map(|(s, _)| *s).collect();
-        for s in covered {
-            if let Some((origin, lsn)) = self.undurable.remove(&s) {
-                let d = self.durable.entry(origin).or_insert(lsn);
-                *d = (*d).max(lsn);
-            }
-        }
+        self.acks.durable_through(through);
         self.input(Input::Durable { through });
     }
 

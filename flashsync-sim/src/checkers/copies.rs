@@ -42,9 +42,7 @@ impl Checker {
             );
             self.fail("a disabled job never applies a commit", detail);
         }
-        if let Progress::Commit { end_lsn } = batch.progress {
-            self.commit_batches.insert(batch.seq, end_lsn);
-        }
+        self.acks.applied(batch);
         // Changes landing for a view after a batch of its changes failed
         // leave a hole in its copy.
         for id in batch.views.iter().map(|v| v.relation_id).chain(claimed.iter().copied()) {
@@ -189,8 +187,7 @@ impl Checker {
     /// The origin's progress was removed from the store (its feed dropped):
     /// positions start over.
     pub fn on_forget_origin(&mut self) {
-        self.durable_lsn = None;
-        self.commit_batches.clear();
+        self.acks.reset(&super::origin());
     }
 
     /// What a store call made durable.
@@ -211,10 +208,8 @@ impl Checker {
 
     /// `persist` reported batches through `through` durable.
     pub fn on_persisted(&mut self, through: BatchSeq) {
-        let covered = self.commit_batches.range(..=through).map(|(_, l)| *l).max();
-        self.durable_lsn = self.durable_lsn.max(covered);
-        self.durable_ever = self.durable_ever.max(covered);
-        self.commit_batches = self.commit_batches.split_off(&BatchSeq(through.0 + 1));
+        self.acks.durable_through(through);
+        self.durable_ever = self.durable_ever.max(self.acks.durable(&super::origin()));
     }
 
     /// The machine and its in-flight work are gone; `lost` says whether the
@@ -233,7 +228,7 @@ impl Checker {
         }
         self.claims.clear();
         self.disabled_ops.clear();
-        self.commit_batches.clear();
+        self.acks.crashed();
         self.fences_open.clear();
         self.fences = 0;
         self.bursts.clear();
@@ -243,9 +238,8 @@ impl Checker {
     /// (fjall may have made more durable than `persist` reported, through
     /// the fsyncs of other writes).
     pub fn on_loaded_progress(&mut self, lsn: Lsn) {
-        let max = |a: Option<Lsn>| Some(a.map_or(lsn, |a| a.max(lsn)));
-        self.durable_lsn = max(self.durable_lsn);
-        self.durable_ever = max(self.durable_ever);
+        self.acks.durable_at(&super::origin(), lsn);
+        self.durable_ever = Some(self.durable_ever.map_or(lsn, |a| a.max(lsn)));
     }
 
     /// After a restart: stopped views are whatever the store says.

@@ -87,6 +87,7 @@ impl World {
         }
         let seed = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.inc);
         self.exec = executor(&self.plan, seed, state, self.now);
+        self.checker.on_start(self.exec.machine());
         self.pass_base = 0;
         self.down = false;
         self.checker.on_restart(disabled, defs);
