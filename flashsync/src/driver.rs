@@ -81,59 +81,10 @@ pub struct SnapshotProgress {
 
 pub(crate) type Progress = Arc<Mutex<HashMap<OpId, SnapshotProgress>>>;
 
-/// A snapshot batch on its way to the writer task.
-enum Batch {
-    Rows(Vec<flashsync_core::Row>),
-    Encoded(flashsync_core::EncodedRows),
-}
-
-impl Batch {
-    fn len(&self) -> usize {
-        match self {
-            Batch::Rows(rows) => rows.len(),
-            Batch::Encoded(rows) => rows.len(),
-        }
-    }
-}
-
-/// Hands snapshot batches to the writer task.
-struct Queued {
-    tx: Option<mpsc::Sender<Batch>>,
-}
-
-impl Queued {
-    async fn send(&mut self, batch: Batch) -> Result<(), StoreError> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(batch).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            // The writer stopped on a store error; its error is reported when
-            // the snapshot ends.
-            self.tx = None;
-            Err(StoreError::new(
-                StoreErrorKind::Io,
-                "snapshot write",
-                "the store refused an earlier batch of this copy",
-            ))
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl flashsync_core::RowSink for Queued {
-    async fn write(&mut self, rows: Vec<flashsync_core::Row>) -> Result<(), StoreError> {
-        self.send(Batch::Rows(rows)).await
-    }
-
-    async fn write_encoded(&mut self, rows: flashsync_core::EncodedRows) -> Result<(), StoreError> {
-        self.send(Batch::Encoded(rows)).await
-    }
-}
-
-/// Writes batches into a generation, counting rows for progress reports.
+/// Writes a snapshot's rows straight into its generation, counting them
+/// for progress reports. (A writer task behind a short queue, so the source
+/// parsed the next batch while the store wrote this one, measured no faster:
+/// the fjall store already loads generations on a thread of its own.)
 struct Counting<'a> {
     inner: &'a mut dyn Generation,
     progress: &'a Progress,
@@ -141,15 +92,26 @@ struct Counting<'a> {
 }
 
 impl Counting<'_> {
-    async fn write(&mut self, batch: Batch) -> Result<(), StoreError> {
-        let n = batch.len() as u64;
-        match batch {
-            Batch::Rows(rows) => self.inner.write(rows).await?,
-            Batch::Encoded(rows) => self.inner.write_encoded(rows).await?,
-        }
+    fn count(&self, n: usize) {
         if let Some(p) = self.progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&self.op) {
-            p.rows += n;
+            p.rows += n as u64;
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl flashsync_core::RowSink for Counting<'_> {
+    async fn write(&mut self, rows: Vec<flashsync_core::Row>) -> Result<(), StoreError> {
+        let n = rows.len();
+        self.inner.write(rows).await?;
+        self.count(n);
+        Ok(())
+    }
+
+    async fn write_encoded(&mut self, rows: flashsync_core::EncodedRows) -> Result<(), StoreError> {
+        let n = rows.len();
+        self.inner.write_encoded(rows).await?;
+        self.count(n);
         Ok(())
     }
 }
@@ -401,36 +363,12 @@ impl Io {
         let generation = self.store.begin_generation(id, schema).await?;
         let entry = SnapshotProgress { relation_id: id, relation: relation.clone(), rows: 0, started: Instant::now() };
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(op, entry);
-        // The source parses the next batch while the store writes this one:
-        // a writer task owns the generation and takes batches from a short
-        // queue (bounded, so memory stays bounded).
-        let (tx, mut rx) = mpsc::channel::<Batch>(2);
-        let progress = self.progress.clone();
-        let writer = tokio::spawn(async move {
-            let mut generation = generation;
-            while let Some(rows) = rx.recv().await {
-                let mut sink = Counting { inner: &mut *generation, progress: &progress, op };
-                if let Err(e) = sink.write(rows).await {
-                    return Err((e, generation));
-                }
-            }
-            Ok(generation)
-        });
-        let mut sink = Queued { tx: Some(tx) };
-        let result = source.snapshot(relation, schema, &mut sink).await;
-        drop(sink);
-        let written = writer.await;
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
-        let generation = match written {
-            Ok(Ok(g)) => g,
-            Ok(Err((e, g))) => {
-                let _ = g.discard().await;
-                return Err(result.err().unwrap_or_else(|| e.into()));
-            }
-            Err(join) => {
-                return Err(SourceError::new(SourceErrorKind::Sink, format!("the snapshot writer stopped: {join}")));
-            }
+        let mut generation = generation;
+        let result = {
+            let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
+            source.snapshot(relation, schema, &mut sink).await
         };
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
         match result {
             Ok(point) => Ok((point, generation)),
             Err(e) => {
