@@ -8,9 +8,13 @@
 //!
 //! The machine does no I/O, reads no clock and draws no OS randomness: inputs
 //! come in with the current time ([`Machine::handle`]), and decisions come out
-//! as data ([`Machine::poll_output`]) for a driver to carry out through a
-//! [`Store`] and [`Source`]s. The tokio driver in the `flashsync` crate and the
-//! deterministic simulator in `flashsync-sim` both drive this same machine.
+//! as data ([`Machine::poll_output`]). What each decision means for a store
+//! and a source — ordering, apply runs, the persist contract, back-pressure,
+//! the shutdown drain — is written once in the [`exec::Executor`], which
+//! drivers run: the tokio driver in the `flashsync` crate, the deterministic
+//! simulator in `flashsync-sim`, the fuzz targets and the tests
+//! ([`exec::harness`]) all run this same machine through the same executor.
+//! The rules every observer of it checks are in [`invariants`].
 //!
 //! ```
 //! use flashsync_core::{Config, Input, Machine, Output, Persistence, RequestId, Selector, Timestamp, ViewDef};
