@@ -126,6 +126,28 @@ upstream = "public.users"
     assert!(out.contains("public.users_copy"), "{out}");
     let (ok, out, _) = flashsync(&config, &["dump", "public.users_live"]);
     assert!(ok && out.contains("1000\tnew"), "{out}");
+
+    // A reader that stops early (`flashsync dump … | head -1`) ends the dump
+    // quietly: no panic, success.
+    for extra in [&[][..], &["--json"][..]] {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(["dump", "public.users_live"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("panicked"),
+            "dump {extra:?} into a closed pipe: {:?}: {err}",
+            out.status
+        );
+    }
 }
 
 fn rustix_kill(pid: u32) {

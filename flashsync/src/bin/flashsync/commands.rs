@@ -88,14 +88,27 @@ pub async fn dump(config: &Config, view: &str, limit: Option<usize>, json: bool)
             (columns, rows.iter().map(output::row_json).collect())
         }
     };
+    match print_rows(&columns, rows, json) {
+        Ok(()) => Ok(()),
+        // The reader has gone (`flashsync dump … | head`): it has what it
+        // wanted, so this is the end of the output, not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError(format!("writing the rows: {e}"))),
+    }
+}
+
+/// Writes a dump to stdout, as tab-separated lines or JSON objects.
+fn print_rows(columns: &[String], rows: Vec<Json>, json: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         for row in rows {
             let obj: serde_json::Map<String, Json> =
                 columns.iter().cloned().zip(row.as_array().cloned().unwrap_or_default()).collect();
-            println!("{}", Json::Object(obj));
+            writeln!(out, "{}", Json::Object(obj))?;
         }
     } else {
-        println!("{}", columns.join("\t"));
+        writeln!(out, "{}", columns.join("\t"))?;
         for row in rows {
             let cells: Vec<String> = row
                 .as_array()
@@ -107,8 +120,8 @@ pub async fn dump(config: &Config, view: &str, limit: Option<usize>, json: bool)
                     other => other.to_string(),
                 })
                 .collect();
-            println!("{}", cells.join("\t"));
+            writeln!(out, "{}", cells.join("\t"))?;
         }
     }
-    Ok(())
+    out.flush()
 }
