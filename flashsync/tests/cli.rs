@@ -113,6 +113,12 @@ upstream = "public.users"
     assert!(out.lines().next().unwrap().contains("\"name\":\"u1\""), "{out}");
     let (ok, _, err) = flashsync(&config, &["sync", "bad selector."]);
     assert!(!ok && err.contains("error:"), "{err}");
+    // A selector that matches nothing is an error for stop and forget (a
+    // typo must not look like success), and nothing is touched.
+    for verb in ["stop", "forget"] {
+        let (ok, out, err) = flashsync(&config, &[verb, "public.no_such_view"]);
+        assert!(!ok && err.contains("no views match"), "{verb}: {out} {err}");
+    }
 
     // SIGTERM: a clean shutdown.
     rustix_kill(run.id());

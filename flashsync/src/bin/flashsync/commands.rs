@@ -38,9 +38,9 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
                 return Err(CliError(format!("{} view(s) failed", s.failed.len())));
             }
         }
-        Request::Stop { .. } => print_names("stopped", &result),
-        Request::Forget { .. } => {
-            print_names("forgot", &result["views"]);
+        Request::Stop { selector } => print_names("stopped", &result, &selector)?,
+        Request::Forget { selector } => {
+            print_names("forgot", &result["views"], &selector)?;
             for w in result["warnings"].as_array().into_iter().flatten() {
                 eprintln!("warning: {}", w.as_str().unwrap_or_default());
             }
@@ -50,7 +50,9 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
     Ok(())
 }
 
-fn print_names(verb: &str, names: &Json) {
+/// Prints the views a `stop` or `forget` acted on; a selector that matched
+/// none is an error (a typo must not look like success in a script).
+fn print_names(verb: &str, names: &Json, selector: &str) -> Result<(), CliError> {
     let names: Vec<String> = names
         .as_array()
         .into_iter()
@@ -58,10 +60,10 @@ fn print_names(verb: &str, names: &Json) {
         .map(|n| format!("{}.{}", n["namespace"].as_str().unwrap_or(""), n["name"].as_str().unwrap_or("")))
         .collect();
     if names.is_empty() {
-        println!("no views match");
-    } else {
-        println!("{verb}: {}", names.join(", "));
+        return Err(CliError(format!("no views match {selector:?}")));
     }
+    println!("{verb}: {}", names.join(", "));
+    Ok(())
 }
 
 /// `flashsync dump VIEW`: the local copy's rows.
