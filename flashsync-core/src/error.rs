@@ -27,6 +27,13 @@ pub enum DefinitionError {
         /// Which part.
         what: &'static str,
     },
+    /// A view's namespace or name contains `*`, which every selector reads
+    /// as a wildcard: the view could never be named alone.
+    #[error("{what} must not contain `*`: selectors read it as a wildcard, so the view could not be named alone")]
+    Wildcard {
+        /// Which part.
+        what: &'static str,
+    },
     /// An origin id with characters outside `[A-Za-z0-9_.:-]`.
     #[error("origin id {0:?} may only contain ASCII letters, digits, '_', '-', '.' and ':'")]
     BadOrigin(String),

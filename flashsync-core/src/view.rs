@@ -59,6 +59,9 @@ fn check_local(what: &'static str, value: &str) -> Result<(), DefinitionError> {
     if value.chars().any(char::is_control) {
         return Err(DefinitionError::ControlCharacter { what });
     }
+    if value.contains('*') {
+        return Err(DefinitionError::Wildcard { what });
+    }
     Ok(())
 }
 
@@ -224,6 +227,9 @@ mod tests {
         assert!(matches!(ViewName::new("", "x"), Err(DefinitionError::Empty { .. })));
         assert!(matches!(ViewName::new("p", "a".repeat(256)), Err(DefinitionError::TooLong { .. })));
         assert!(matches!(ViewName::new("p", "a\nb"), Err(DefinitionError::ControlCharacter { .. })));
+        // A `*` would make the view impossible to select alone.
+        assert!(matches!(ViewName::new("p", "posts_*"), Err(DefinitionError::Wildcard { what: "name" })));
+        assert!(matches!(ViewName::new("a*", "x"), Err(DefinitionError::Wildcard { what: "namespace" })));
         assert!(UpstreamRelation::new("we\"ird sch", "Tä ble; DROP").is_ok());
         assert!(UpstreamRelation::new("s", "a".repeat(64)).is_err());
         assert!(OriginId::new("postgres:main").is_ok());
