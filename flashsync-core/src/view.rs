@@ -34,7 +34,8 @@ pub struct ViewName {
 
 impl ViewName {
     /// A name, validated: both parts non-empty, at most [`MAX_NAME_BYTES`]
-    /// bytes, and free of control characters.
+    /// bytes, free of control characters and of `*` (which selectors read
+    /// as a wildcard).
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Result<Self, DefinitionError> {
         let view = ViewName { namespace: namespace.into(), name: name.into() };
         check_local("namespace", &view.namespace)?;
