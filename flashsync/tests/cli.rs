@@ -153,6 +153,8 @@ upstream = "public.users"
             "dump {extra:?} into a closed pipe: {:?}: {err}",
             out.status
         );
+        // Its log (a warning goes to the piped stderr) carries no colour codes.
+        assert!(!err.contains('\u{1b}'), "escape codes in a log that is not a terminal: {err:?}");
     }
 }
 
