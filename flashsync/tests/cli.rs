@@ -72,6 +72,9 @@ upstream = "public.users"
         c.dbname,
         c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
     );
+    // Before the first run, status already lists the configured views.
+    let (ok, out, err) = flashsync(&config, &["status"]);
+    assert!(ok && out.contains("public.users_live") && out.contains("public.users_copy"), "{out} {err}");
     let mut run = Command::new(BIN)
         .arg("--config")
         .arg(&config)

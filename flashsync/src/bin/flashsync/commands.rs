@@ -14,7 +14,9 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
         Some(conn) => admin::call(conn, &request).await.map_err(CliError)?.remove(0)["result"].take(),
         None => {
             let store = local::open_store(config)?;
-            let define = matches!(request, Request::Sync { .. } | Request::Resume { .. });
+            // The config's views are what the user asks about: status
+            // shows them (idle) even before the first run or sync.
+            let define = matches!(request, Request::Sync { .. } | Request::Resume { .. } | Request::Status { .. });
             let engine = local::engine(config, store, define).await?;
             let r = admin::execute(&engine, request.clone()).await;
             engine.shutdown().await.map_err(|e| CliError(e.to_string()))?;
