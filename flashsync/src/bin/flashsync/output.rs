@@ -66,7 +66,9 @@ pub fn status_table(records: &[JobRecord]) -> String {
             r.state.to_string(),
             r.last_seen_commit.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
             r.retry_count,
-            r.last_error.as_deref().map(|e| e.chars().take(100).collect::<String>()).unwrap_or_default(),
+            // The whole error, on this line: its end is often the fix it
+            // suggests (e.g. `ALTER TABLE … REPLICA IDENTITY FULL`).
+            r.last_error.as_deref().map(|e| e.replace(['\n', '\r'], " ")).unwrap_or_default(),
         ));
     }
     out
@@ -99,4 +101,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashsync::{Persistence, ViewName};
+
+    #[test]
+    fn the_status_table_shows_the_whole_error_on_one_line() {
+        let name = ViewName::new("public", "t_live").expect("name");
+        let mut job = JobRecord::new(flashsync_core::RelationId(1), &name, Persistence::Realtime, Default::default());
+        let fix = "ALTER TABLE public.t REPLICA IDENTITY FULL";
+        job.last_error = Some(format!("{}\nthe table has no replica identity; run {fix}", "x".repeat(120)));
+        let table = status_table(&[job]);
+        assert!(table.contains(fix), "{table}");
+        assert_eq!(table.lines().count(), 2, "{table}");
+    }
 }
