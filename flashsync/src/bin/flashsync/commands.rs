@@ -101,6 +101,23 @@ pub async fn dump(config: &Config, view: &str, limit: Option<usize>, json: bool)
     }
 }
 
+/// One value of a text dump, escaped as Postgres' `COPY … TO STDOUT` text
+/// format does: a tab or line break inside a value cannot split the row, and
+/// SQL NULL (`\N`) differs from the string `NULL`.
+fn text_cell(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Writes a dump to stdout, as tab-separated lines or JSON objects.
 fn print_rows(columns: &[String], rows: Vec<Json>, json: bool) -> std::io::Result<()> {
     use std::io::Write;
@@ -112,20 +129,33 @@ fn print_rows(columns: &[String], rows: Vec<Json>, json: bool) -> std::io::Resul
             writeln!(out, "{}", Json::Object(obj))?;
         }
     } else {
-        writeln!(out, "{}", columns.join("\t"))?;
+        let header: Vec<String> = columns.iter().map(|c| text_cell(c)).collect();
+        writeln!(out, "{}", header.join("\t"))?;
         for row in rows {
             let cells: Vec<String> = row
                 .as_array()
                 .into_iter()
                 .flatten()
                 .map(|v| match v {
-                    Json::Null => "NULL".into(),
-                    Json::String(s) => s.clone(),
-                    other => other.to_string(),
+                    Json::Null => "\\N".into(),
+                    Json::String(s) => text_cell(s),
+                    other => text_cell(&other.to_string()),
                 })
                 .collect();
             writeln!(out, "{}", cells.join("\t"))?;
         }
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_dumps_escape_what_would_split_a_row_and_keep_null_apart() {
+        assert_eq!(text_cell("a\tb\nc\\d\re"), "a\\tb\\nc\\\\d\\re");
+        assert_eq!(text_cell("NULL"), "NULL");
+        assert_eq!(text_cell("plain"), "plain");
+    }
 }
