@@ -159,9 +159,34 @@ upstream = "public.users"
         // Its log (a warning goes to the piped stderr) carries no colour codes.
         assert!(!err.contains('\u{1b}'), "escape codes in a log that is not a terminal: {err:?}");
     }
+    // SIGHUP (the terminal went away) stops `run` cleanly too: exit 0, no
+    // stale socket.
+    let mut run = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("CLI_TEST_PG_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("data/admin/flashsync.sock");
+    wait("the admin socket again", Duration::from_secs(30), || socket.exists());
+    wait("the views up again", Duration::from_secs(30), || {
+        let (ok, out, _) = flashsync(&config, &["status", "--json"]);
+        ok && out.contains("\"running\"")
+    });
+    signal(run.id(), "-HUP");
+    let status = run.wait().unwrap();
+    assert!(status.success(), "run exits cleanly on SIGHUP: {status:?}");
+    assert!(!socket.exists(), "the socket is removed after SIGHUP");
 }
 
 fn rustix_kill(pid: u32) {
-    let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    signal(pid, "-TERM");
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill").arg(which).arg(pid.to_string()).status().unwrap();
     assert!(status.success());
 }

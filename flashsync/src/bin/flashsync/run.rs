@@ -1,5 +1,6 @@
 //! `flashsync run`: sync everything, keep realtime views running, serve the
-//! admin endpoint, stop cleanly on Ctrl-C or SIGTERM.
+//! admin endpoint, stop cleanly on Ctrl-C, SIGTERM or SIGHUP — also during
+//! the first sync.
 
 use std::time::{Duration, Instant};
 
@@ -17,22 +18,43 @@ pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError
     tracing::info!(store = %config.store.display(), admin = %socket.display(), views = config.views.len(), "flashsync running");
     let progress = tokio::spawn(show_progress(engine.clone()));
 
-    let summary = engine.sync("*").await.map_err(|e| CliError(e.to_string()))?;
-    eprint!("{}", output::summary_text(&summary));
-
-    let mut term = signal(SignalKind::terminate()).map_err(|e| CliError(format!("cannot watch SIGTERM: {e}")))?;
-    let mut tick = tokio::time::interval(resync_every);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = tick.tick() => {
-                // sync() is idempotent: a periodic call is the safety net for
-                // anything that went quiet (it also retries failed views whose
-                // back-off has passed).
-                if let Err(e) = engine.sync("*").await {
-                    tracing::warn!("periodic sync: {e}");
+    // Signals are watched before the first sync: Ctrl-C, SIGTERM or SIGHUP
+    // (the terminal went away) during a long first copy stop cleanly too,
+    // rather than killing the process with the store half-written and the
+    // admin socket left behind.
+    let watch = |kind: SignalKind, name: &str| signal(kind).map_err(|e| CliError(format!("cannot watch {name}: {e}")));
+    let (mut int, mut term, mut hup) = (
+        watch(SignalKind::interrupt(), "SIGINT")?,
+        watch(SignalKind::terminate(), "SIGTERM")?,
+        watch(SignalKind::hangup(), "SIGHUP")?,
+    );
+    let first = engine.sync("*");
+    tokio::pin!(first);
+    let stopped = tokio::select! {
+        summary = &mut first => {
+            let summary = summary.map_err(|e| CliError(e.to_string()))?;
+            eprint!("{}", output::summary_text(&summary));
+            false
+        }
+        _ = int.recv() => true,
+        _ = term.recv() => true,
+        _ = hup.recv() => true,
+    };
+    if !stopped {
+        let mut tick = tokio::time::interval(resync_every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => break,
+                _ = tick.tick() => {
+                    // sync() is idempotent: a periodic call is the safety net for
+                    // anything that went quiet (it also retries failed views whose
+                    // back-off has passed).
+                    if let Err(e) = engine.sync("*").await {
+                        tracing::warn!("periodic sync: {e}");
+                    }
                 }
             }
         }
