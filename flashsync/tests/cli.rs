@@ -88,6 +88,8 @@ upstream = "public.users"
     wait("the admin socket", Duration::from_secs(30), || socket.exists());
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600, "owner-only socket");
     assert_eq!(std::fs::metadata(socket.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+    // The mirror's rows are owner-only too: the store directory is 0700.
+    assert_eq!(std::fs::metadata(dir.path().join("data")).unwrap().permissions().mode() & 0o777, 0o700);
 
     wait("both views up", Duration::from_secs(30), || {
         let (ok, out, _) = flashsync(&config, &["status", "--json"]);

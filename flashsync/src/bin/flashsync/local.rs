@@ -55,6 +55,7 @@ pub fn db_path(store: &std::path::Path) -> std::path::PathBuf {
 }
 
 pub fn open_store(config: &Config) -> Result<FjallStore, CliError> {
+    private_dir(&config.store)?;
     FjallStore::open(db_path(&config.store), Options::default()).map_err(|e| match e.kind {
         StoreErrorKind::Locked => CliError(format!(
             "the store at {} is held by another process (is `flashsync run` running without its admin endpoint?)",
@@ -62,6 +63,20 @@ pub fn open_store(config: &Config) -> Result<FjallStore, CliError> {
         )),
         _ => CliError(format!("cannot open the store at {}: {e}", config.store.display())),
     })
+}
+
+/// Creates the store directory owner-only (0700), or makes an existing one
+/// so: the mirror holds upstream rows, and whatever modes the files inside
+/// get, no other local user can reach them through a private directory.
+fn private_dir(dir: &std::path::Path) -> Result<(), CliError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |e: std::io::Error| CliError(format!("cannot make the store directory {} private: {e}", dir.display()));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// An engine over the configured store and origins. With `define`, the
