@@ -18,8 +18,7 @@ use flashsync_core::exec::{Call, Executor, FeedCommand, SourceAnswer, SourceCall
 use flashsync_core::machine::{Epoch, Stats};
 use flashsync_core::{
     BatchSeq, Event, Feedback, Generation, JobRecord, Machine, Millis, Now, OpId, OriginId, RelationId, Reply,
-    Selector, SlotReport, Source, SourceError, SourceErrorKind, Store, StoreError, StoreErrorKind, StreamEvent,
-    Timestamp, ViewName,
+    Selector, SlotReport, Source, SourceError, SourceErrorKind, Store, StoreError, StreamEvent, Timestamp, ViewName,
 };
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -448,33 +447,10 @@ impl Io {
 /// Runs the store steps the executor hands out, one at a time.
 async fn store_worker(io: Io, mut rx: mpsc::UnboundedReceiver<StoreStep<Box<dyn Generation>>>) {
     while let Some(step) = rx.recv().await {
-        let answer = match step {
-            StoreStep::PutView(view) => StoreAnswer::Done(io.store.put_view(&view).await),
-            StoreStep::PutJob(job) => StoreAnswer::Done(io.store.put_job(&job).await),
-            StoreStep::Forget(id) => StoreAnswer::Done(io.store.forget(id).await),
-            StoreStep::ForgetOrigin(origin) => StoreAnswer::Done(io.store.forget_origin(&origin).await),
-            StoreStep::Publish { op, generation, job } => {
-                let t = Instant::now();
-                StoreAnswer::Done(match generation {
-                    Some(g) => g.publish(&job).await.inspect(|()| tracing::debug!("publish took {:?}", t.elapsed())),
-                    None => Err(StoreError::new(
-                        StoreErrorKind::NotFound,
-                        "publish",
-                        format!("no generation for operation {}", op.0),
-                    )),
-                })
-            }
-            StoreStep::Discard { generation, .. } => {
-                if let Some(g) = generation {
-                    if let Err(e) = g.discard().await {
-                        tracing::warn!("could not discard a snapshot generation: {e}");
-                    }
-                }
-                StoreAnswer::Discarded
-            }
-            StoreStep::Fence(_) => StoreAnswer::Done(Ok(())),
-            StoreStep::Apply(batches) => StoreAnswer::Applied(io.store.apply_many(batches).await),
-        };
+        let answer = step.run(&*io.store).await;
+        if let StoreAnswer::Discarded(Err(e)) = &answer {
+            tracing::warn!("could not discard a snapshot generation: {e}");
+        }
         if io.to_machine.send(Msg::StoreDone(answer)).is_err() {
             return;
         }

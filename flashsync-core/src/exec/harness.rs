@@ -43,9 +43,9 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
-use super::{Call, Executor, FeedCommand, SourceAnswer, SourceCall, StoreAnswer, StoreStep, Work};
+use super::{Call, Executor, FeedCommand, SourceAnswer, SourceCall, StoreStep, Work};
 use crate::change::StreamEvent;
-use crate::error::{SourceError, StoreError, StoreErrorKind};
+use crate::error::SourceError;
 use crate::invariants::Acks;
 use crate::job::JobState;
 use crate::lsn::Lsn;
@@ -307,27 +307,7 @@ impl Harness {
     /// Runs the held store step against the store.
     pub fn run_store(&mut self) {
         let Some(step) = self.store_step.take() else { return };
-        let store = &*self.store;
-        let answer = ready(async {
-            match step {
-                StoreStep::PutView(v) => StoreAnswer::Done(store.put_view(&v).await),
-                StoreStep::PutJob(j) => StoreAnswer::Done(store.put_job(&j).await),
-                StoreStep::Forget(id) => StoreAnswer::Done(store.forget(id).await),
-                StoreStep::ForgetOrigin(o) => StoreAnswer::Done(store.forget_origin(&o).await),
-                StoreStep::Publish { generation, job, .. } => StoreAnswer::Done(match generation {
-                    Some(g) => g.publish(&job).await,
-                    None => Err(StoreError::new(StoreErrorKind::NotFound, "publish", "no generation")),
-                }),
-                StoreStep::Discard { generation, .. } => {
-                    if let Some(g) = generation {
-                        let _ = g.discard().await;
-                    }
-                    StoreAnswer::Discarded
-                }
-                StoreStep::Fence(_) => StoreAnswer::Done(Ok(())),
-                StoreStep::Apply(run) => StoreAnswer::Applied(store.apply_many(run).await),
-            }
-        });
+        let answer = ready(step.run(&*self.store));
         let at = self.at();
         self.exec.store_done(answer, at);
         self.after();

@@ -1,7 +1,7 @@
 //! What the executor asks its driver to do, and the answers it takes back.
 
 use crate::change::ApplyBatch;
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreErrorKind};
 use crate::event::Event;
 use crate::job::JobRecord;
 use crate::lsn::Lsn;
@@ -10,6 +10,7 @@ use crate::rowops::ApplyReport;
 use crate::schema::RelationSchema;
 use crate::selector::Selector;
 use crate::store::ViewRecord;
+use crate::store::{Generation, Store};
 use crate::view::{OriginId, RelationId, UpstreamRelation, ViewDef};
 
 /// A caller's control call, before the executor gives it a request id.
@@ -127,8 +128,36 @@ pub enum StoreAnswer {
     Done(Result<(), StoreError>),
     /// `Apply`: one result per batch, in order.
     Applied(Vec<Result<ApplyReport, StoreError>>),
-    /// `Discard` (a failure to discard is the driver's to log).
-    Discarded,
+    /// `Discard`, with whether it worked (the executor does not care: a
+    /// failure is the driver's to log).
+    Discarded(Result<(), StoreError>),
+}
+
+impl StoreStep<Box<dyn Generation>> {
+    /// Runs the step against `store`: what every driver whose store is a
+    /// plain [`Store`] does with [`Work::Store`].
+    pub async fn run(self, store: &dyn Store) -> StoreAnswer {
+        match self {
+            StoreStep::PutView(view) => StoreAnswer::Done(store.put_view(&view).await),
+            StoreStep::PutJob(job) => StoreAnswer::Done(store.put_job(&job).await),
+            StoreStep::Forget(id) => StoreAnswer::Done(store.forget(id).await),
+            StoreStep::ForgetOrigin(origin) => StoreAnswer::Done(store.forget_origin(&origin).await),
+            StoreStep::Publish { op, generation, job } => StoreAnswer::Done(match generation {
+                Some(g) => g.publish(&job).await,
+                None => Err(StoreError::new(
+                    StoreErrorKind::NotFound,
+                    "publish",
+                    format!("no generation for operation {}", op.0),
+                )),
+            }),
+            StoreStep::Discard { generation, .. } => match generation {
+                Some(g) => StoreAnswer::Discarded(g.discard().await),
+                None => StoreAnswer::Discarded(Ok(())),
+            },
+            StoreStep::Fence(_) => StoreAnswer::Done(Ok(())),
+            StoreStep::Apply(batches) => StoreAnswer::Applied(store.apply_many(batches).await),
+        }
+    }
 }
 
 /// A source call (each answered by [`Executor::source_done`](super::Executor::source_done)).

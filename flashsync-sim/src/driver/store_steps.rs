@@ -68,7 +68,7 @@ impl World {
                         self.checker.report("store works", format!("discarding a generation failed: {e}"));
                     }
                 }
-                StoreAnswer::Discarded
+                StoreAnswer::Discarded(Ok(()))
             }
             StoreStep::Fence(op) => {
                 self.checker.on_store_done(op);
