@@ -3,7 +3,7 @@
 #
 #   fuzz/run.sh TARGET SECONDS [libFuzzer flags...]
 #
-# TARGET is one of: pgoutput_decode core_machine core_executor selector_parse row_codec.
+# TARGET is one of: pgoutput_decode core_machine core_executor selector_parse row_codec predicate.
 # Installs cargo-fuzz if it is missing. cargo-fuzz needs nightly flags; on a
 # stable toolchain RUSTC_BOOTSTRAP=1 unlocks them. New inputs go to the
 # working corpus fuzz/work/TARGET (not committed); the committed seeds in
@@ -24,7 +24,7 @@ target=$1
 seconds=$2
 shift 2
 case "$target" in
-  pgoutput_decode|core_machine|core_executor|selector_parse|row_codec) ;;
+  pgoutput_decode|core_machine|core_executor|selector_parse|row_codec|predicate) ;;
   *) echo "unknown target $target" >&2; usage ;;
 esac
 [[ "$seconds" =~ ^[0-9]+$ ]] || usage

@@ -31,13 +31,30 @@ fn scan(dir: &Path, hits: &mut Vec<String>) {
             for (n, line) in text.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or("");
                 for f in FORBIDDEN {
-                    if code.contains(f) {
+                    if mentions(code, f) {
                         hits.push(format!("{}:{}: {f}", path.display(), n + 1));
                     }
                 }
             }
         }
     }
+}
+
+/// Whether `code` names `item` as a path of its own: `rand::` is the crate,
+/// `Operand::` is not.
+fn mentions(code: &str, item: &str) -> bool {
+    code.match_indices(item).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+#[test]
+fn the_scan_matches_whole_paths_only() {
+    assert!(mentions("let x = rand::random();", "rand::"));
+    assert!(mentions("use std::fs;", "std::fs"));
+    assert!(!mentions("Operand::Column(i)", "rand::"));
+    assert!(!mentions("my_tokio_like", "tokio"));
 }
 
 #[test]

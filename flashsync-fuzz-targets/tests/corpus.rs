@@ -72,6 +72,11 @@ fn row_codec_corpus() {
 }
 
 #[test]
+fn predicate_corpus() {
+    run("predicate");
+}
+
+#[test]
 fn every_target_has_a_libfuzzer_entry_point() {
     for (name, _) in TARGETS {
         let path = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));

@@ -14,6 +14,7 @@ mod faults;
 mod handoff;
 mod lifecycle;
 mod permanent;
+mod predicate;
 mod restart;
 mod smoke;
 mod views;
