@@ -121,6 +121,22 @@ pub enum RowOp {
         /// The new image.
         new: Vec<Cell>,
     },
+    /// An update of a filtered view whose verdict needs values the change
+    /// did not carry (unchanged TOAST values): merge `new` with the local
+    /// row at `old_key` (or `key`), then keep the result at `key` if
+    /// `filter` (bound to the view's local columns) holds, or remove the row
+    /// if it does not. When the row is not local the verdict cannot be made:
+    /// the store reports a conflict and the view is copied again.
+    UpdateIf {
+        /// The previous key, if it differs from `key`.
+        old_key: Option<Key>,
+        /// The new key.
+        key: Key,
+        /// The new image, in the view's local columns.
+        new: Vec<Cell>,
+        /// The view's filter over its local columns.
+        filter: std::sync::Arc<crate::predicate::BoundPredicate>,
+    },
     /// Remove a row (one copy for full-row views).
     Delete {
         /// Its key.

@@ -48,6 +48,12 @@ pub enum DefinitionError {
         /// The origin it names.
         origin: String,
     },
+    /// The `where` filter is not in the language flashsync evaluates.
+    #[error("the view's `where` filter is refused: {0}")]
+    Filter(String),
+    /// The `columns` list is malformed (empty, or a column named twice).
+    #[error("the view's `columns` list {0}")]
+    Columns(String),
 }
 
 /// A selector that cannot be parsed.

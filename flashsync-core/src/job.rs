@@ -99,6 +99,15 @@ pub struct JobRecord {
     /// store back before the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<SnapshotPoint>,
+    /// The view's row filter as written (`where`), when it keeps only some
+    /// rows. Filled in by [`Machine::status`](crate::Machine::status) from
+    /// the definition; not part of the stored job.
+    #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// The upstream columns the view keeps, when it keeps only some. Filled
+    /// in by [`Machine::status`](crate::Machine::status) like `filter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
 }
 
 impl JobRecord {
@@ -120,6 +129,8 @@ impl JobRecord {
             next_retry_at: None,
             last_success_at: None,
             handoff: None,
+            filter: None,
+            columns: None,
         }
     }
 

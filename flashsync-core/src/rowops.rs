@@ -26,6 +26,12 @@ pub trait RowAccess {
     /// Buffers the removal of every row of `view` into the batch (rows
     /// written to the view later in the same batch survive).
     fn clear(&mut self, view: RelationId) -> Result<(), StoreError>;
+    /// Records in the batch that `view`'s copy can no longer be trusted (an
+    /// operation did not fit it). The mark must land atomically with the
+    /// batch and last until the view is published again or forgotten: the
+    /// store lists the view as dirty on every later load, so a restart
+    /// copies it again even if the machine never got to say so.
+    fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError>;
 }
 
 /// Why an operation did not fit the local copy. A conflict means the mirror
@@ -112,6 +118,40 @@ pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<Apply
                     overlay.write(access, id, encode_key(key), None)?;
                 }
                 (RowOp::Delete { key }, Identity::FullRow) => remove_copy(overlay, access, id, key, &mut report)?,
+                (RowOp::UpdateIf { old_key, key, new, filter }, _) => {
+                    let from = old_key.as_ref().unwrap_or(key);
+                    let local = match overlay.read(access, id, &encode_key(from))? {
+                        Some(bytes) => Some(decode_stored_row(&bytes).map_err(|e| corrupt(id, e))?.0),
+                        None => None,
+                    };
+                    let merged = match local.as_ref().map(|row| merge(Some(row), new)) {
+                        Some(Ok(row)) => row,
+                        Some(Err(detail)) => {
+                            report.conflicts.push(Conflict { relation_id: id, key: from.clone(), detail });
+                            continue;
+                        }
+                        None => {
+                            // Not local: the old row did not match, and the
+                            // values the filter needs came with neither.
+                            report.conflicts.push(Conflict {
+                                relation_id: id,
+                                key: from.clone(),
+                                detail: "an update may move this row into the view, but it did not carry values the \
+                                         filter reads (unchanged TOAST values) and the row is not local"
+                                    .into(),
+                            });
+                            continue;
+                        }
+                    };
+                    if filter.matches(&merged.0) {
+                        if old_key.as_ref().is_some_and(|old| old != key) {
+                            overlay.write(access, id, encode_key(from), None)?;
+                        }
+                        overlay.write(access, id, encode_key(key), Some(encode_stored_row(&merged, 1)))?;
+                    } else {
+                        overlay.write(access, id, encode_key(from), None)?;
+                    }
+                }
                 (RowOp::Update { old_key, key, new }, identity) => {
                     let needs_old = identity == Identity::FullRow || new.iter().any(|c| matches!(c, Cell::Unchanged));
                     let from = old_key.as_ref().unwrap_or(key);
@@ -153,6 +193,12 @@ pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<Apply
                     }
                 }
             }
+        }
+    }
+    let mut marked = std::collections::BTreeSet::new();
+    for c in &report.conflicts {
+        if marked.insert(c.relation_id) {
+            access.mark_diverged(c.relation_id)?;
         }
     }
     Ok(report)

@@ -30,6 +30,7 @@ use crate::change::StreamEvent;
 use crate::error::SourceError;
 use crate::lsn::Lsn;
 use crate::schema::RelationSchema;
+use crate::shape::ViewShape;
 use crate::snapshot::SnapshotPoint;
 use crate::store::RowSink;
 use crate::view::UpstreamRelation;
@@ -100,9 +101,14 @@ pub trait Source: Send + Sync + 'static {
     /// its changes cannot identify rows. Idempotent.
     async fn prepare(&self, relation: &UpstreamRelation, feed: bool) -> Result<RelationSchema, SourceError>;
 
-    /// Copies the relation's rows (in `schema`'s column order) into `sink` in
-    /// bounded batches, from one consistent snapshot, and returns its
-    /// visibility point.
+    /// Copies the rows the view keeps into `sink` in bounded batches, from
+    /// one consistent snapshot, and returns its visibility point.
+    ///
+    /// `shape` says which: rows for which its [filter](ViewShape::filter)
+    /// holds, in its [local](ViewShape::local) columns ([`ViewShape::admit`]
+    /// does both to an upstream row). The upstream relation is expected to be
+    /// [`ViewShape::upstream`]; a source that finds it changed fails the
+    /// copy (transient: the machine describes it again).
     ///
     /// The point's `xip` never lists a transaction whose commit is already
     /// in the feed's log: such a commit may have been delivered (even in an
@@ -115,7 +121,7 @@ pub trait Source: Send + Sync + 'static {
     async fn snapshot(
         &self,
         relation: &UpstreamRelation,
-        schema: &RelationSchema,
+        shape: &ViewShape,
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError>;
 

@@ -19,6 +19,11 @@
 //! 4. **Row semantics** follow [`apply_ops`](crate::rowops::apply_ops):
 //!    keyed views are maps, full-row views are multisets, `Update` keeps
 //!    unchanged cells. Stores should implement `apply` with that helper.
+//!    A view an operation did not fit (a conflict, reported in the
+//!    [`ApplyReport`](crate::ApplyReport)) is marked diverged in the same
+//!    batch, and listed in [`StoredState::dirty`] until it is published
+//!    again or forgotten: a crash before the machine reacts must still
+//!    bring a copy of it.
 //! 5. **Key order.** Scans return rows in the order of their keys'
 //!    [`encode_key`](crate::codec::encode_key) bytes.
 //! 6. **Errors, not panics**, for every failure, including corrupt bytes on disk.
@@ -70,7 +75,8 @@ pub struct StoredState {
     /// Schemas of the published copies, by view.
     pub schemas: Vec<(RelationId, RelationSchema)>,
     /// Views left partially updated by a large transaction that did not
-    /// finish before a crash; they must be re-bootstrapped.
+    /// finish before a crash, or whose copy an applied batch did not fit
+    /// (diverged); they must be re-bootstrapped.
     pub dirty: Vec<RelationId>,
     /// The last batch this store object applied, if any: a machine started
     /// on it numbers its batches after it (sequence numbers only increase

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::predicate::Predicate;
+
 use crate::error::DefinitionError;
 
 /// Longest local namespace or view name, in bytes.
@@ -188,6 +190,14 @@ pub struct ViewDef {
     pub origin: OriginId,
     /// Which upstream relation.
     pub upstream: UpstreamRelation,
+    /// Which rows the view keeps (`where`): only those for which the filter
+    /// is true. `None` keeps every row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Predicate>,
+    /// Which upstream columns the view keeps, in this order (`columns`); it
+    /// must include the key. `None` keeps every column in upstream order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
 }
 
 impl ViewDef {
@@ -205,7 +215,44 @@ impl ViewDef {
             persistence,
             origin: OriginId::new(origin)?,
             upstream: UpstreamRelation::new(upstream_schema, upstream_table)?,
+            filter: None,
+            columns: None,
         })
+    }
+
+    /// Keeps only the rows for which `filter` (a SQL boolean expression over
+    /// the upstream columns, Postgres semantics) is true.
+    ///
+    /// ```
+    /// use flashsync_core::{ViewDef, Persistence};
+    /// let def = ViewDef::new("app", "my_posts", Persistence::Realtime, "postgres:main", "public", "posts")?
+    ///     .with_filter("tenant_id = 42 AND status <> 'archived'")?
+    ///     .with_columns(["id", "title", "status"])?;
+    /// assert_eq!(def.filter.as_ref().map(|f| f.text()), Some("tenant_id = 42 AND status <> 'archived'"));
+    /// # Ok::<(), flashsync_core::DefinitionError>(())
+    /// ```
+    pub fn with_filter(mut self, filter: &str) -> Result<Self, DefinitionError> {
+        self.filter = Some(Predicate::parse(filter).map_err(|e| DefinitionError::Filter(e.to_string()))?);
+        Ok(self)
+    }
+
+    /// Keeps only these upstream columns, in this order. They must include
+    /// the upstream key; that, and that each exists, is checked when the
+    /// relation is described (the view then fails naming the column).
+    pub fn with_columns<I, S>(mut self, columns: I) -> Result<Self, DefinitionError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let columns: Vec<String> = columns.into_iter().map(Into::into).collect();
+        check_columns(&columns)?;
+        self.columns = Some(columns);
+        Ok(self)
+    }
+
+    /// Whether the view keeps a subset of its relation (rows or columns).
+    pub fn is_partial(&self) -> bool {
+        self.filter.is_some() || self.columns.is_some()
     }
 
     /// Re-checks every part; used on definitions that arrive already built
@@ -214,8 +261,32 @@ impl ViewDef {
         ViewName::new(self.name.namespace.as_str(), self.name.name.as_str())?;
         OriginId::new(self.origin.0.as_str())?;
         UpstreamRelation::new(self.upstream.schema.as_str(), self.upstream.table.as_str())?;
+        if let Some(filter) = &self.filter {
+            // Only what the parser accepts may reach a server or the
+            // evaluator.
+            Predicate::parse(filter.text()).map_err(|e| DefinitionError::Filter(e.to_string()))?;
+        }
+        if let Some(columns) = &self.columns {
+            check_columns(columns)?;
+        }
         Ok(())
     }
+}
+
+fn check_columns(columns: &[String]) -> Result<(), DefinitionError> {
+    if columns.is_empty() {
+        return Err(DefinitionError::Columns("is empty; leave it out to keep every column".into()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in columns {
+        if c.is_empty() || c.len() > MAX_UPSTREAM_IDENT_BYTES || c.contains('\0') {
+            return Err(DefinitionError::Columns(format!("names an impossible column {c:?}")));
+        }
+        if !seen.insert(c.as_str()) {
+            return Err(DefinitionError::Columns(format!("names column {c:?} twice")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -41,12 +41,13 @@
 //! [`Config::audit`]: flashsync_core::Config::audit
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use flashsync_core::invariants::{Acks, StateChanges};
 use flashsync_core::machine::Epoch;
 use flashsync_core::{
     ApplyBatch, AuditRecord, BatchSeq, Event, EventKind, Lsn, Machine, OpId, OriginId, Persistence, Phase, RelationId,
-    SnapshotPoint, ViewDef,
+    SnapshotPoint, ViewDef, ViewShape,
 };
 
 use crate::upstream::{TableKind, TableState, Visibility};
@@ -73,12 +74,17 @@ pub struct SnapRecord {
     pub point: SnapshotPoint,
     /// What the snapshot could see (the truth).
     pub vis: Visibility,
+    /// What part of the table the view keeps.
+    pub shape: Arc<ViewShape>,
 }
 
 /// A view's copy as it must be.
 #[derive(Clone, Debug)]
 struct Mirror {
     table: &'static str,
+    /// What part of the table the view keeps: the copy must equal the
+    /// mirror's rows as this shape admits them.
+    shape: Arc<ViewShape>,
     kind: TableKind,
     mode: Persistence,
     vis: Visibility,

@@ -79,7 +79,8 @@ pub struct Args {
     #[arg(long)]
     pub burst: Option<usize>,
     /// Switch on a deliberate bug (to see the checkers catch it): in the
-    /// machine ack_before_durable, skip_xid_filter or apply_while_disabled;
+    /// machine ack_before_durable, skip_xid_filter, apply_while_disabled or
+    /// skip_move_outs;
     /// in the executor reorder_store or durable_before_persist.
     #[arg(long, hide = true)]
     pub inject_bug: Vec<String>,
@@ -92,7 +93,10 @@ pub enum CliError {
     #[error("--seeds must look like A..B with A < B (end exclusive), got {0:?}")]
     Seeds(String),
     /// An unknown `--inject-bug`.
-    #[error("unknown bug {0:?} (ack_before_durable, skip_xid_filter, apply_while_disabled)")]
+    #[error(
+        "unknown bug {0:?} (ack_before_durable, skip_xid_filter, apply_while_disabled, skip_move_outs, reorder_store, \
+         durable_before_persist)"
+    )]
     Bug(String),
     /// A run could not start.
     #[error(transparent)]
@@ -126,6 +130,7 @@ fn parse_bugs(names: &[String]) -> Result<(InjectedBugs, PlantedBugs), CliError>
             "ack_before_durable" => bugs.ack_before_durable = true,
             "skip_xid_filter" => bugs.skip_xid_filter = true,
             "apply_while_disabled" => bugs.apply_while_disabled = true,
+            "skip_move_outs" => bugs.skip_move_outs = true,
             other => return Err(CliError::Bug(other.chars().take(64).collect())),
         }
     }

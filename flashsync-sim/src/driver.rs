@@ -21,15 +21,16 @@
 //! run in the order they were scheduled. Nothing reads a clock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use flashsync_core::exec::{Executor, SourceAnswer, StoreStep};
 use flashsync_core::machine::Epoch;
 use flashsync_core::memory::MemorySource;
 use flashsync_core::rng::Rng;
 use flashsync_core::{
-    BatchSeq, Feedback, Generation, Machine, OpId, OriginId, Persistence, RelationId, RelationSchema, RequestId, Row,
-    RowSink, Selector, SnapshotPoint, SourceError, StoreError, StoreErrorKind, StreamEvent, Timestamp,
-    UpstreamRelation, ViewDef,
+    BatchSeq, Feedback, Generation, Machine, OpId, OriginId, Persistence, RelationId, RequestId, Row, RowSink,
+    Selector, SnapshotPoint, SourceError, StoreError, StoreErrorKind, StreamEvent, Timestamp, UpstreamRelation,
+    ViewDef, ViewShape,
 };
 use futures::stream::BoxStream;
 
@@ -61,7 +62,7 @@ pub const ANY_INCARNATION: u64 = u64::MAX;
 #[derive(Debug)]
 pub(crate) enum SourceCall {
     Prepare { op: OpId, relation: UpstreamRelation, feed: bool },
-    Snapshot { op: OpId, view: RelationId, relation: UpstreamRelation, schema: RelationSchema },
+    Snapshot { op: OpId, view: RelationId, relation: UpstreamRelation, shape: Arc<ViewShape> },
     Subscribe { epoch: Epoch, resume: Option<flashsync_core::Lsn> },
     Release { op: OpId, relation: UpstreamRelation },
     DropFeed { op: OpId },

@@ -5,7 +5,7 @@ use std::time::Instant;
 use flashsync_core::exec::PlantedBugs;
 use flashsync_core::machine::InjectedBugs;
 use flashsync_core::rng::Rng;
-use flashsync_core::{JobState, Persistence, Selector, StoreError, ViewName};
+use flashsync_core::{JobState, Persistence, Selector, StoreError, ViewName, ViewShape};
 
 use crate::driver::{Call, Ev, World, ANY_INCARNATION};
 use crate::faults::Plan;
@@ -67,6 +67,7 @@ impl SimOptions {
             (self.bugs.ack_before_durable, "ack_before_durable"),
             (self.bugs.skip_xid_filter, "skip_xid_filter"),
             (self.bugs.apply_while_disabled, "apply_while_disabled"),
+            (self.bugs.skip_move_outs, "skip_move_outs"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
         ] {
@@ -323,7 +324,12 @@ pub(crate) fn unconverged(w: &World) -> Option<String> {
             Err(e) => return Some(format!("{name}: {e}")),
         };
         let truth = w.up.state(table)?;
-        if !w.checker.equals_upstream(kind, &rows, truth) {
+        let Some(shape) =
+            w.up.db.describe(crate::upstream::SCHEMA, table).and_then(|s| ViewShape::new(&def.def, s).ok())
+        else {
+            return Some(format!("{name}: its definition does not fit {table}"));
+        };
+        if !w.checker.equals_upstream(&shape, &rows, truth) {
             return Some(format!("{name}: {} local rows, upstream {table} has {}", rows.len(), truth.len()));
         }
     }

@@ -2,6 +2,7 @@
 //! control calls, and faults, chosen by the scenario and the fault plan.
 
 use flashsync_core::memory::FailPoint;
+use flashsync_core::predicate::Predicate;
 use flashsync_core::{Persistence, Selector, ViewDef, ViewName};
 
 use crate::driver::{Call, Ev, World};
@@ -39,9 +40,53 @@ fn random_def(w: &mut World, i: u64) -> ViewDef {
         let realtime = kind != TableKind::NoIdentity && w.rng.chance(0.65);
         let (mode, tag) = if realtime { (Persistence::Realtime, "rt") } else { (Persistence::Materialized, "mat") };
         if let Ok(def) = ViewDef::new(SCHEMA, &format!("{table}_{tag}{i}"), mode, crate::ORIGIN, SCHEMA, table) {
-            return def;
+            return partial(w, table, def);
         }
     }
+}
+
+/// Makes a view partial about half the time: a filter, a column list, or
+/// both, chosen so the workload's updates move rows in and out (key changes,
+/// unchanged TOAST values, filters on key columns only, on a column the view
+/// does not keep, NULL verdicts).
+fn partial(w: &mut World, table: &str, mut def: ViewDef) -> ViewDef {
+    def.filter = None;
+    def.columns = None;
+    if !w.rng.chance(0.5) {
+        return def;
+    }
+    let (filters, columns): (&[&str], &[&[&str]]) = match table {
+        "users" => (
+            &[
+                "score < 50",
+                "name IN ('u1', 'u2') OR score >= 90",
+                "id < 8",
+                "NOT (name = 'u3') AND score IS NOT NULL",
+                "score BETWEEN 20 AND 60",
+            ],
+            &[&["id", "score"], &["score", "id", "name"]],
+        ),
+        "tags" => {
+            (&["n > 4", "b <> 'y'", "a BETWEEN 1 AND 2 AND n < 8", "a IN (0, 3)"], &[&["b", "a"], &["a", "b", "n"]])
+        }
+        "posts" => (
+            &["likes >= 25", "body LIKE 'post body 1%'", "likes < 10 OR body LIKE '%2 lorem%'"],
+            &[&["id", "likes"], &["likes", "body", "id"]],
+        ),
+        "events" => (&["n >= 1", "kind = 'a'"], &[]),
+        "logs" => (&["at < 3", "msg <> 'm1'"], &[]),
+        _ => (&[], &[]),
+    };
+    let with_filter = !filters.is_empty() && (columns.is_empty() || w.rng.chance(0.7));
+    if with_filter {
+        let f = filters[w.rng.below(filters.len() as u64) as usize];
+        def.filter = Predicate::parse(f).ok();
+    }
+    if !columns.is_empty() && (!with_filter || w.rng.chance(0.5)) {
+        let c = columns[w.rng.below(columns.len() as u64) as usize];
+        def.columns = Some(c.iter().map(|s| (*s).to_owned()).collect());
+    }
+    def
 }
 
 /// A random selector over the views the workload knows.
@@ -334,6 +379,9 @@ fn churn(w: &mut World) {
             } else {
                 Persistence::Realtime
             };
+            // Another filter or column list (or none): a redefinition that
+            // must copy the view again.
+            let def = partial(w, table, def);
             Call::Define(def)
         }
     };

@@ -137,6 +137,13 @@ fn apply_while_disabled_is_caught() {
     assert!(seed.is_some(), "apply_while_disabled went unnoticed in 1000 seeds");
 }
 
+#[test]
+fn skipped_move_outs_are_caught() {
+    let bugs = InjectedBugs { skip_move_outs: true, ..Default::default() };
+    let seed = find(bugs, "mirror exact", 1000);
+    assert!(seed.is_some(), "skip_move_outs went unnoticed in 1000 seeds");
+}
+
 /// Like [`find`], for a bug planted in the executor: any violation counts.
 fn find_exec(bugs: PlantedBugs, seeds: u64) -> Option<u64> {
     (0..seeds).find(|&seed| {

@@ -6,7 +6,7 @@
 //! publication), following DESIGN §4.
 //!
 //! ```no_run
-//! use flashsync_core::{OriginId, Row, RowSink, Source, StoreError, UpstreamRelation};
+//! use flashsync_core::{OriginId, Row, RowSink, Source, StoreError, UpstreamRelation, ViewShape};
 //! use flashsync_source_pg::{ConnInfo, PgSource, PgSourceConfig};
 //!
 //! /// Any sink works; stores hand out generations.
@@ -27,7 +27,8 @@
 //! let users = UpstreamRelation::new("public", "users")?;
 //! let schema = source.prepare(&users, true).await?; // now in the publication
 //! let mut rows = Collect(Vec::new());
-//! let point = source.snapshot(&users, &schema, &mut rows).await?;
+//! // The whole table; a view's `where`/`columns` make a narrower shape.
+//! let point = source.snapshot(&users, &ViewShape::whole(schema), &mut rows).await?;
 //! let sub = source.subscribe(None).await?;
 //! println!("copied {} rows at {}; feed {:?}", point.rows, point.lsn, sub.report);
 //! # Ok(()) }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use flashsync_core::{
-    EncodedRowsBuilder, Lsn, RelationSchema, RowSink, SnapshotPoint, SourceError, SourceErrorKind, UpstreamRelation,
-    ValueRef,
+    EncodedRowsBuilder, Lsn, RowSink, SnapshotPoint, SourceError, SourceErrorKind, UpstreamRelation, ValueRef,
+    ViewShape,
 };
 use futures::{pin_mut, TryStreamExt};
 use tokio_postgres::Client;
@@ -55,10 +55,12 @@ impl From<crate::copy_text::CopyTextError> for RowError {
 pub(crate) async fn take(
     client: &mut Client,
     rel: &UpstreamRelation,
-    schema: &RelationSchema,
+    shape: &ViewShape,
     sink: &mut dyn RowSink,
     limits: &SnapshotLimits,
 ) -> Result<SnapshotPoint, SourceError> {
+    let schema = shape.upstream();
+    let local = shape.local();
     // Foreign tables cannot be locked; everything else is locked before the
     // snapshot is taken.
     let lockable = match catalog::lookup(&*client, rel).await? {
@@ -167,17 +169,26 @@ pub(crate) async fn take(
                 format!("{rel} changed shape since it was described; describe it again"),
             ));
         };
-        let cols = schema.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-        let copy = format!("COPY (SELECT {cols} FROM {}) TO STDOUT", qualified(&rel.schema, &rel.table));
+        // The view's columns, in its order, and the type of each.
+        let type_oids: Vec<u32> = match shape.projection() {
+            None => type_oids,
+            Some(p) => p.iter().map(|&i| type_oids.get(i).copied().unwrap_or(0)).collect(),
+        };
+        let cols = local.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+        // The filter is rendered from its parsed form (identifiers quoted,
+        // literals escaped), never spliced from the user's text: it cannot
+        // inject SQL, and the stream evaluates the very same expression.
+        let filter = shape.filter().map(|f| format!(" WHERE {}", f.to_sql())).unwrap_or_default();
+        let copy = format!("COPY (SELECT {cols} FROM {}{filter}) TO STDOUT", qualified(&rel.schema, &rel.table));
         let stream = tx.copy_out(copy.as_str()).await.map_err(|e| error::pg(format!("starting COPY of {rel}"), &e))?;
         pin_mut!(stream);
         let mut parser = CopyTextParser::new();
         let mut scratch = Vec::new();
         // Rows are parsed straight from the COPY text into their stored
         // encoding: no `Row` is built, so a row costs no allocation of its own.
-        let mut batch = EncodedRowsBuilder::new(schema);
+        let mut batch = EncodedRowsBuilder::new(local);
         let mut rows: u64 = 0;
-        let width = schema.columns.len();
+        let width = local.columns.len();
         // Postgres sends about one row per chunk; batches go to the sink when
         // full.
         while let Some(chunk) = stream.try_next().await.map_err(|e| error::pg(format!("reading COPY of {rel}"), &e))? {

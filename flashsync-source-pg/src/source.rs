@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flashsync_core::{
     FeedStart, Lsn, OriginId, RelationSchema, RowSink, SlotReport, SnapshotPoint, Source, SourceError, SourceErrorKind,
-    Subscription, UpstreamRelation,
+    Subscription, UpstreamRelation, ViewShape,
 };
 use tokio_postgres::Client;
 
@@ -191,7 +191,7 @@ impl Source for PgSource {
     async fn snapshot(
         &self,
         relation: &UpstreamRelation,
-        schema: &RelationSchema,
+        shape: &ViewShape,
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError> {
         let mut client = self.connect().await?;
@@ -200,7 +200,7 @@ impl Source for PgSource {
             batch_bytes: self.config.snapshot_batch_bytes.max(1),
             retries: self.config.snapshot_retries,
         };
-        snapshot::take(&mut client, relation, schema, sink, &limits).await
+        snapshot::take(&mut client, relation, shape, sink, &limits).await
     }
 
     async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {

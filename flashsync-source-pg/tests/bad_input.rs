@@ -148,7 +148,7 @@ async fn every_call_fails(conn: ConnInfo, what: &str) -> Vec<SourceError> {
         }};
     }
     call!("prepare", source.prepare(&rel, true));
-    call!("snapshot", source.snapshot(&rel, &schema(), &mut NoRows));
+    call!("snapshot", source.snapshot(&rel, &flashsync_core::ViewShape::whole(schema()), &mut NoRows));
     call!("subscribe", source.subscribe(None));
     call!("release", source.release(&rel));
     call!("drop_feed", source.drop_feed());
@@ -268,7 +268,8 @@ async fn relations_that_do_not_exist_or_vanish_are_relation_missing() {
             let e = r.expect_err("prepare of a missing relation");
             assert_eq!(e.kind, SourceErrorKind::RelationMissing, "{rel}: {e:?}");
         }
-        let r = bounded("snapshot", source.snapshot(&rel, &schema(), &mut NoRows)).await;
+        let r =
+            bounded("snapshot", source.snapshot(&rel, &flashsync_core::ViewShape::whole(schema()), &mut NoRows)).await;
         assert_eq!(r.expect_err("snapshot of a missing relation").kind, SourceErrorKind::RelationMissing);
     }
 
@@ -277,14 +278,16 @@ async fn relations_that_do_not_exist_or_vanish_are_relation_missing() {
     let described = source.prepare(&rel, true).await.expect("prepare");
     client.batch_execute("DROP TABLE doomed").await.expect("drop");
     let mut sink = Rows(Vec::new());
-    let r = bounded("snapshot", source.snapshot(&rel, &described, &mut sink)).await;
+    let r = bounded("snapshot", source.snapshot(&rel, &flashsync_core::ViewShape::whole(described.clone()), &mut sink))
+        .await;
     let e = r.expect_err("snapshot of a dropped relation");
     assert_eq!(e.kind, SourceErrorKind::RelationMissing, "{e:?}");
     assert!(sink.0.is_empty(), "rows of a dropped table were copied");
     // Re-created under the same name with another shape: a new relation,
     // which the old description does not fit.
     client.batch_execute("CREATE TABLE doomed (other text)").await.expect("recreate");
-    let r = bounded("snapshot", source.snapshot(&rel, &described, &mut sink)).await;
+    let r = bounded("snapshot", source.snapshot(&rel, &flashsync_core::ViewShape::whole(described.clone()), &mut sink))
+        .await;
     assert!(r.is_err(), "a snapshot with a stale description succeeded: {r:?}");
     // Releasing and dropping the feed of a relation that is gone still work.
     client.batch_execute("DROP TABLE doomed").await.expect("drop again");

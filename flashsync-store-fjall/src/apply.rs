@@ -14,7 +14,7 @@
 //! deleted once the switch is durable — until then a crash could bring the
 //! old pointer back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use flashsync_core::rowops::{apply_ops, ApplyReport, RowAccess};
 use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind};
@@ -37,9 +37,9 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
         }
     }
 
-    let mut access = BatchAccess { shared, state: &mut state, views: HashMap::new() };
+    let mut access = BatchAccess { shared, state: &mut state, views: HashMap::new(), diverged: BTreeSet::new() };
     let report = apply_ops(&batch.views, &mut access)?;
-    let views = access.views;
+    let (views, diverged) = (access.views, access.diverged);
 
     let mut wb = shared.db.batch().durability(shared.apply_durability());
     let ks = &shared.ks;
@@ -75,22 +75,27 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
             wb.insert(&ks.jobs, layout::view_key(job.relation_id), layout::encode_json("job record", job)?);
         }
     }
+    let is_diverged = |view: &RelationId| diverged.contains(view) || state.diverged.contains(view);
     match batch.progress {
         Progress::Commit { end_lsn } => {
             wb.insert(&ks.origins, batch.origin.as_str(), layout::encode_lsn(end_lsn));
             // The transaction is complete: views it left half-applied are whole.
             for (view, origin) in &state.dirty {
-                if *origin == batch.origin {
+                if *origin == batch.origin && !is_diverged(view) {
                     wb.remove(&ks.dirty, layout::view_key(*view));
                 }
             }
         }
         Progress::Partial => {
-            for v in &batch.views {
+            for v in batch.views.iter().filter(|v| !is_diverged(&v.relation_id)) {
                 wb.insert(&ks.dirty, layout::view_key(v.relation_id), batch.origin.as_str());
             }
         }
         Progress::Replay => {}
+    }
+    // Last, so no marker above overwrites it: an empty value says diverged.
+    for view in &diverged {
+        wb.insert(&ks.dirty, layout::view_key(*view), []);
     }
     shared.commit(&mut state, wb, &op)?;
 
@@ -109,6 +114,10 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
             }
         }
         Progress::Replay => {}
+    }
+    for view in diverged {
+        state.dirty.remove(&view);
+        state.diverged.insert(view);
     }
     state.last_seq = Some(batch.seq);
     if shared.apply_durability().is_some() {
@@ -136,6 +145,8 @@ struct BatchAccess<'a> {
     shared: &'a Shared,
     state: &'a mut State,
     views: HashMap<RelationId, ViewBuf>,
+    /// Views the batch found diverged (see [`RowAccess::mark_diverged`]).
+    diverged: BTreeSet<RelationId>,
 }
 
 impl BatchAccess<'_> {
@@ -150,6 +161,11 @@ impl BatchAccess<'_> {
 }
 
 impl RowAccess for BatchAccess<'_> {
+    fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError> {
+        self.diverged.insert(view);
+        Ok(())
+    }
+
     fn read(&mut self, view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(buf) = self.views.get(&view) {
             if let Some(value) = buf.writes.get(key) {

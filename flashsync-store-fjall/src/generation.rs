@@ -242,6 +242,7 @@ fn publish(shared: &Shared, gen: GenKey, schema: RelationSchema, job: &JobRecord
     }
     shared.commit(&mut state, wb, op)?;
     state.dirty.remove(&view);
+    state.diverged.remove(&view);
     state.filling.remove(&gen);
     state.copies.insert(view, Copy { generation: gen.generation, schema });
     // The switch is durable, and with it everything committed before it.

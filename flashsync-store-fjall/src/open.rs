@@ -221,9 +221,14 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
     }
 
     let mut dirty = BTreeMap::new();
+    let mut diverged = BTreeSet::new();
     for item in ks.dirty.iter() {
         let (key, value) = item.into_inner().map_err(|e| engine(op, e))?;
         let view = layout::decode_view_key("dirty marker", &key)?;
+        if value.is_empty() {
+            diverged.insert(view);
+            continue;
+        }
         let origin = std::str::from_utf8(&value)
             .ok()
             .and_then(|s| OriginId::new(s).ok())
@@ -257,6 +262,7 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
         catalog,
         copies,
         dirty,
+        diverged,
         filling: BTreeSet::new(),
         garbage,
         reclaim_cursor: None,

@@ -46,6 +46,10 @@ pub(crate) struct State {
     pub copies: HashMap<RelationId, Copy>,
     /// Views left partially updated, with the origin whose transaction did it.
     pub dirty: BTreeMap<RelationId, OriginId>,
+    /// Views whose copy an applied batch could not fit (a conflict). Their
+    /// dirty marker has an empty value: no commit clears it, only a publish
+    /// or a forget.
+    pub diverged: BTreeSet<RelationId>,
     /// Generations being written by a live [`Generation`](flashsync_core::Generation).
     pub filling: BTreeSet<GenKey>,
     /// Garbage generations whose rows may be deleted now.

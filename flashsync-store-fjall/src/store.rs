@@ -220,6 +220,7 @@ impl Store for FjallStore {
             move |_, state| {
                 state.catalog.remove(&id);
                 state.dirty.remove(&id);
+                state.diverged.remove(&id);
                 if let Some(copy) = state.copies.remove(&id) {
                     state.garbage.push_back(GenKey { view: id, generation: copy.generation });
                 }

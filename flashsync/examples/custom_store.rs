@@ -13,7 +13,7 @@
 //! custom_store`; its conformance test runs with `cargo test -p flashsync
 //! --example custom_store`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -33,6 +33,8 @@ struct State {
     origins: BTreeMap<OriginId, flashsync_core::Lsn>,
     copies: BTreeMap<RelationId, (RelationSchema, Rows)>,
     dirty: BTreeMap<RelationId, OriginId>,
+    /// Views an applied batch could not fit: dirty until published again.
+    diverged: BTreeSet<RelationId>,
     last_seq: Option<BatchSeq>,
 }
 
@@ -63,6 +65,10 @@ impl RowAccess for Access<'_> {
             Some(v) => rows.insert(key, v),
             None => rows.remove(&key),
         };
+        Ok(())
+    }
+    fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError> {
+        self.0.diverged.insert(view);
         Ok(())
     }
     fn clear(&mut self, view: RelationId) -> Result<(), StoreError> {
@@ -111,6 +117,7 @@ impl Generation for NewCopy {
         s.copies.insert(self.id, (self.schema.clone(), self.rows.clone()));
         s.jobs.insert(self.id, job.clone());
         s.dirty.remove(&self.id);
+        s.diverged.remove(&self.id);
         Ok(())
     }
     async fn discard(self: Box<Self>) -> Result<(), StoreError> {
@@ -127,7 +134,7 @@ impl Store for BTreeStore {
             jobs: s.jobs.values().cloned().collect(),
             origins: s.origins.iter().map(|(o, l)| OriginProgress { origin: o.clone(), applied: *l }).collect(),
             schemas: s.copies.iter().map(|(id, (schema, _))| (*id, schema.clone())).collect(),
-            dirty: s.dirty.keys().copied().collect(),
+            dirty: s.dirty.keys().chain(&s.diverged).copied().collect::<BTreeSet<_>>().into_iter().collect(),
             last_batch: s.last_seq,
         })
     }
@@ -145,6 +152,7 @@ impl Store for BTreeStore {
         s.jobs.remove(&id);
         s.copies.remove(&id);
         s.dirty.remove(&id);
+        s.diverged.remove(&id);
         Ok(())
     }
     async fn forget_origin(&self, origin: &OriginId) -> Result<(), StoreError> {

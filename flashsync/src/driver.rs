@@ -272,10 +272,15 @@ impl Driver {
                     tracing::debug!(%relation, ok = result.is_ok(), "prepare took {:?}", t.elapsed());
                     SourceAnswer::Prepared { op, result }
                 }
-                SourceCall::Snapshot { op, origin, relation_id, relation, schema } => {
-                    let result = io.snapshot(op, &origin, relation_id, &relation, &schema).await;
+                SourceCall::Snapshot { op, origin, relation_id, relation, shape } => {
+                    let result = io.snapshot(op, &origin, relation_id, &relation, &shape).await;
                     match &result {
-                        Ok((p, _)) => tracing::debug!(%relation, rows = p.rows, "snapshot took {:?}", t.elapsed()),
+                        // Every copy is worth a line: a copy that happens when
+                        // it should not (after a restart, say) is how an
+                        // operator notices the mirror was not trusted.
+                        Ok((p, _)) => {
+                            tracing::info!(%relation, rows = p.rows, "copied {relation} in {:?}", t.elapsed())
+                        }
                         Err(e) => tracing::debug!(%relation, "snapshot failed after {:?}: {e}", t.elapsed()),
                     }
                     SourceAnswer::Snapshotted { op, result }
@@ -356,16 +361,16 @@ impl Io {
         origin: &OriginId,
         id: RelationId,
         relation: &flashsync_core::UpstreamRelation,
-        schema: &flashsync_core::RelationSchema,
+        shape: &flashsync_core::ViewShape,
     ) -> Result<(flashsync_core::SnapshotPoint, Box<dyn Generation>), SourceError> {
         let source = self.source(origin)?;
-        let generation = self.store.begin_generation(id, schema).await?;
+        let generation = self.store.begin_generation(id, shape.local()).await?;
         let entry = SnapshotProgress { relation_id: id, relation: relation.clone(), rows: 0, started: Instant::now() };
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(op, entry);
         let mut generation = generation;
         let result = {
             let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
-            source.snapshot(relation, schema, &mut sink).await
+            source.snapshot(relation, shape, &mut sink).await
         };
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
         match result {

@@ -33,6 +33,16 @@
 //! engine.define(ViewDef::new("public", "posts_live", Persistence::Realtime, "postgres:main", "public", "posts")?).await?;
 //! engine.sync("*").await?;
 //! assert_eq!(engine.status("public.posts_live").await?[0].state.to_string(), "running");
+//!
+//! // A partial view: only some rows (`where`) and some columns.
+//! upstream.insert("public", "posts", row![1, "hello"]);
+//! upstream.insert("public", "posts", row![2, "bye"]);
+//! let hello = ViewDef::new("public", "hello", Persistence::Realtime, "postgres:main", "public", "posts")?
+//!     .with_filter("title LIKE 'hel%'")?
+//!     .with_columns(["id"])?;
+//! engine.define(hello).await?;
+//! engine.sync("*").await?;
+//! assert_eq!(engine.scan_all("public.hello").await?, vec![row![1]]);
 //! engine.shutdown().await?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();

@@ -278,17 +278,17 @@ impl Source for Vanishing {
     async fn snapshot(
         &self,
         relation: &UpstreamRelation,
-        schema: &RelationSchema,
+        shape: &flashsync_core::ViewShape,
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError> {
         if self.at == DropAt::DuringSnapshot && relation.table == "doomed" {
             let mut sink = DropAfterFirstBatch { sink, up: self.inner.upstream().clone(), dropped: false };
-            let point = self.inner.snapshot(relation, schema, &mut sink).await?;
+            let point = self.inner.snapshot(relation, shape, &mut sink).await?;
             // The memory source copies from a consistent snapshot taken before
             // the first batch, as Postgres does; the drop shows on the next call.
             return Ok(point);
         }
-        self.inner.snapshot(relation, schema, sink).await
+        self.inner.snapshot(relation, shape, sink).await
     }
 
     async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {

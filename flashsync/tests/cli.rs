@@ -192,3 +192,145 @@ fn signal(pid: u32, which: &str) {
     let status = Command::new("kill").arg(which).arg(pid.to_string()).status().unwrap();
     assert!(status.success());
 }
+
+/// `kill -9` of `run` while writers move rows in and out of a filtered,
+/// projected view: after a restart the view is exact again without being
+/// copied again (its copy and position survived together).
+#[test]
+fn partial_view_survives_kill_9_without_a_new_copy() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(testkit::test_db("cli_partial_kill")) else { return };
+    rt.block_on(async {
+        db.client()
+            .await
+            .batch_execute(
+                "CREATE TABLE t (id bigint PRIMARY KEY, tenant int, note text);
+                 INSERT INTO t SELECT g, g % 4, 'n' || g FROM generate_series(1, 2000) g;",
+            )
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    std::fs::write(
+        &config,
+        r#"store = "data"
+[origins."postgres:main"]
+url_env = "CLI_TEST_PG_URL"
+# Slots are per cluster, and the other test of this binary shares it.
+slot = "cli_partial_kill"
+publication = "cli_partial_kill"
+[[views]]
+name = "mine"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.t"
+where = "tenant = 1"
+columns = ["id", "tenant"]
+"#,
+    )
+    .unwrap();
+    let c = &db.conninfo;
+    let url = format!(
+        "host={} port={} user={} dbname={} sslmode=disable{}",
+        c.host,
+        c.port,
+        c.user,
+        c.dbname,
+        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
+    );
+    let start = |log: &str| {
+        let log = std::fs::File::create(dir.path().join(log)).unwrap();
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("CLI_TEST_PG_URL", &url)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let running = || {
+        let (ok, out, _) = flashsync(&config, &["status", "--json"]);
+        ok && out.contains("\"running\"")
+    };
+    // Status reaches `run` through its socket; before the socket exists it
+    // would open the store itself, and a starting `run` must find it free.
+    let socket = dir.path().join("data/admin/flashsync.sock");
+    let mut run = start("run1.log");
+    wait("the admin socket", Duration::from_secs(60), || socket.exists());
+    wait("the view running", Duration::from_secs(60), running);
+
+    // Writers move rows between tenants: in and out of the view.
+    let (stop, commits) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let writer = {
+        let (stop, commits, db) = (stop.clone(), commits.clone(), db.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let client = db.client().await;
+                let mut x: u64 = 7;
+                while !stop.load(Ordering::SeqCst) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let id = (x >> 33) % 2000 + 1;
+                    let sql = format!(
+                        "BEGIN; UPDATE t SET tenant = {} WHERE id = {id}; UPDATE t SET tenant = 1 WHERE id = {}; COMMIT",
+                        (x >> 20) % 4,
+                        (x >> 40) % 2000 + 1
+                    );
+                    client.batch_execute(&sql).await.unwrap();
+                    commits.fetch_add(1, Ordering::SeqCst);
+                    // A steady load, not a flood: the other tests of this
+                    // binary share the machine and the cluster.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            });
+        })
+    };
+    let at_least = |n: u64| {
+        let target = commits.load(Ordering::SeqCst) + n;
+        wait("writer commits", Duration::from_secs(60), || commits.load(Ordering::SeqCst) >= target);
+    };
+    at_least(300);
+    signal(run.id(), "-KILL");
+    run.wait().unwrap();
+    // A killed `run` leaves its socket behind; the next one replaces it.
+    // Gone first, so its reappearance says the new `run` is up.
+    let _ = std::fs::remove_file(&socket);
+    at_least(100);
+    let mut run = start("run2.log");
+    wait("the admin socket again", Duration::from_secs(60), || socket.exists());
+    wait("the view running again", Duration::from_secs(60), running);
+    at_least(300);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    let want: Vec<(i64, i64)> = rt.block_on(async {
+        let rows = db.client().await.query("SELECT id, tenant FROM t WHERE tenant = 1 ORDER BY id", &[]).await.unwrap();
+        rows.iter().map(|r| (r.get::<_, i64>(0), i64::from(r.get::<_, i32>(1)))).collect()
+    });
+    let mut got = Vec::new();
+    wait("the view to equal SELECT id, tenant FROM t WHERE tenant = 1", Duration::from_secs(60), || {
+        let (ok, out, _) = flashsync(&config, &["dump", "public.mine", "--json"]);
+        got = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| Some((v["id"].as_i64()?, v["tenant"].as_i64()?)))
+            .collect();
+        got.sort();
+        ok && got == want
+    });
+    let log = std::fs::read_to_string(dir.path().join("run2.log")).unwrap();
+    assert!(!log.contains("copied public.t"), "the restart copied the view again:\n{log}");
+    let first = std::fs::read_to_string(dir.path().join("run1.log")).unwrap();
+    assert!(
+        first.contains("copied public.t"),
+        "the first run's copy is logged (so the check above can fail):\n{first}"
+    );
+    signal(run.id(), "-TERM");
+    assert!(run.wait().unwrap().success());
+}

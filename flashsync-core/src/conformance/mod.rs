@@ -76,8 +76,8 @@ pub use generations::{
     generation_discard_and_abandon, generation_encoded_rows, generation_errors, generation_publish_is_atomic,
 };
 pub use rows::{
-    conflicts_are_reported, full_row_multisets, keyed_row_ops, same_view_twice_in_a_batch, truncate_then_insert,
-    unchanged_cells,
+    conflicts_are_reported, filtered_updates, full_row_multisets, keyed_row_ops, same_view_twice_in_a_batch,
+    truncate_then_insert, unchanged_cells,
 };
 pub use scans::{count_rows, scan_order_and_ranges};
 
@@ -135,6 +135,7 @@ pub async fn run_all<S: Store>(mut make: impl FnMut() -> S) -> Result<(), Failur
         truncate_then_insert,
         same_view_twice_in_a_batch,
         conflicts_are_reported,
+        filtered_updates,
         batches_are_atomic,
         sequence_numbers_increase,
         dirty_markers,

@@ -267,3 +267,57 @@ pub async fn conflicts_are_reported<S: Store>(store: &S) -> Result<(), Failure> 
     cx.eq("full-row rows after the batch", rows(&cx, store, f.relation_id).await?, vec![row![1, "x"], row![2, "y"]])?;
     cx.eq("origin progress still moves", load(&cx, store).await?.origins, vec![progress(&cx.origin(ORIGIN)?, 10)])
 }
+
+/// `UpdateIf` (an update of a filtered view that did not carry what its
+/// filter reads): merged with the local row, kept if the filter holds,
+/// removed if not, moved with its key; reported as a conflict when the row
+/// is not local (nothing can decide it).
+pub async fn filtered_updates<S: Store>(store: &S) -> Result<(), Failure> {
+    use crate::row;
+    let cx = Ctx::new("filtered_updates");
+    let filter = crate::predicate::Predicate::parse("note LIKE 'k%'")
+        .and_then(|p| p.bind(&keyed3().columns))
+        .map_err(|e| cx.fail(format!("binding the test filter: {e}")))?;
+    let filter = std::sync::Arc::new(filter);
+    let v = published(
+        &cx,
+        store,
+        1,
+        &keyed3(),
+        vec![row![1, "a", "keep"], row![2, "b", "drop"], row![3, "c", "keep"], row![4, "d", "keep"]],
+    )
+    .await?;
+    let upd =
+        |old_key: Option<Key>, key: Key, new: Vec<Cell>| RowOp::UpdateIf { old_key, key, new, filter: filter.clone() };
+    let batch = cx.commit(
+        10,
+        vec![ops(
+            &v,
+            Identity::Key,
+            vec![
+                upd(None, crate::key![1], vec![Cell::Set(1.into()), Cell::Set("a2".into()), Cell::Unchanged]),
+                upd(None, crate::key![2], vec![Cell::Set(2.into()), Cell::Unchanged, Cell::Unchanged]),
+                upd(
+                    Some(crate::key![3]),
+                    crate::key![30],
+                    vec![Cell::Set(30.into()), Cell::Unchanged, Cell::Unchanged],
+                ),
+                upd(None, crate::key![4], vec![Cell::Set(4.into()), Cell::Unchanged, Cell::Set("gone".into())]),
+                upd(None, crate::key![9], vec![Cell::Set(9.into()), Cell::Set("n".into()), Cell::Unchanged]),
+            ],
+        )],
+    )?;
+    let report = apply(&cx, store, batch).await?;
+    let got: Vec<Key> = report.conflicts.iter().map(|c| c.key.clone()).collect();
+    cx.eq("conflicts: only the row that is not local", got, vec![crate::key![9]])?;
+    cx.eq(
+        "rows after the batch",
+        rows(&cx, store, v.relation_id).await?,
+        vec![row![1, "a2", "keep"], row![30, "c", "keep"]],
+    )?;
+    // The view is untrusted from the batch on, whatever commits follow,
+    // until it is copied again.
+    cx.eq("a diverged view is dirty", load(&cx, store).await?.dirty, vec![v.relation_id])?;
+    apply_clean(&cx, store, cx.commit(20, vec![ops(&v, Identity::Key, vec![ins(row![5, "e", "k"])])])?).await?;
+    cx.eq("and stays dirty after a later commit", load(&cx, store).await?.dirty, vec![v.relation_id])
+}

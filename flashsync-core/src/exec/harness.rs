@@ -343,9 +343,9 @@ impl Harness {
                     SourceAnswer::Released { op, result: source.release(&relation).await }
                 }
                 SourceCall::DropFeed { op, .. } => SourceAnswer::Released { op, result: source.drop_feed().await },
-                SourceCall::Snapshot { op, relation_id, relation, schema, .. } => {
-                    let result = match store.begin_generation(relation_id, &schema).await {
-                        Ok(mut g) => match source.snapshot(&relation, &schema, &mut *g).await {
+                SourceCall::Snapshot { op, relation_id, relation, shape, .. } => {
+                    let result = match store.begin_generation(relation_id, shape.local()).await {
+                        Ok(mut g) => match source.snapshot(&relation, &shape, &mut *g).await {
                             Ok(point) => Ok((point, g)),
                             Err(e) => {
                                 let _ = g.discard().await;

@@ -436,8 +436,8 @@ impl<W, G, F> Executor<W, G, F> {
     fn source_action(&mut self, action: SourceAction) {
         let call = match action {
             SourceAction::Prepare { op, origin, relation, feed } => SourceCall::Prepare { op, origin, relation, feed },
-            SourceAction::Snapshot { op, origin, relation_id, relation, schema } => {
-                SourceCall::Snapshot { op, origin, relation_id, relation, schema }
+            SourceAction::Snapshot { op, origin, relation_id, relation, shape } => {
+                SourceCall::Snapshot { op, origin, relation_id, relation, shape }
             }
             SourceAction::Release { op, origin, relation } => SourceCall::Release { op, origin, relation },
             SourceAction::DropFeed { op, origin } => {

@@ -236,7 +236,9 @@ impl<G> StoreQueue<G> {
     }
 }
 
-/// What [`StoreQueue::next`] found.
+/// What [`StoreQueue::next`] found. Made and matched at once, one at a
+/// time: the size of the step variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Next<G> {
     /// A step for the driver.
     Step(StoreStep<G>),

@@ -7,7 +7,6 @@ use crate::job::JobRecord;
 use crate::lsn::Lsn;
 use crate::machine::{Epoch, OpId, Reply};
 use crate::rowops::ApplyReport;
-use crate::schema::RelationSchema;
 use crate::selector::Selector;
 use crate::store::ViewRecord;
 use crate::store::{Generation, Store};
@@ -187,8 +186,8 @@ pub enum SourceCall {
         relation_id: RelationId,
         /// The relation.
         relation: UpstreamRelation,
-        /// Its schema.
-        schema: RelationSchema,
+        /// What to copy: the generation takes its local schema.
+        shape: std::sync::Arc<crate::shape::ViewShape>,
     },
     /// [`Source::release`](crate::Source::release); answer with [`SourceAnswer::Released`](super::SourceAnswer::Released).
     Release {

@@ -8,8 +8,11 @@ use crate::event::{Event, SyncSummary};
 use crate::job::JobRecord;
 use crate::lsn::Lsn;
 use crate::rowops::ApplyReport;
+use std::sync::Arc;
+
 use crate::schema::RelationSchema;
 use crate::selector::Selector;
+use crate::shape::ViewShape;
 use crate::snapshot::SnapshotPoint;
 use crate::source::SlotReport;
 use crate::store::ViewRecord;
@@ -42,6 +45,9 @@ pub struct InjectedBugs {
     pub skip_xid_filter: bool,
     /// Keep applying transactions to views after they are stopped.
     pub apply_while_disabled: bool,
+    /// Drop the move-outs of filtered views: an update after which a row no
+    /// longer matches leaves the old row in the view.
+    pub skip_move_outs: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.
@@ -322,7 +328,8 @@ pub enum SourceAction {
         /// Also add it to the feed.
         feed: bool,
     },
-    /// Begin a store generation for `relation_id` with `schema`, run
+    /// Begin a store generation for `relation_id` with the shape's local
+    /// schema, run
     /// [`Source::snapshot`](crate::Source::snapshot) into it, keep the
     /// generation for a later `Publish`/`Discard`, and answer with
     /// [`Input::Snapshotted`].
@@ -335,8 +342,9 @@ pub enum SourceAction {
         relation_id: RelationId,
         /// The relation.
         relation: UpstreamRelation,
-        /// Its schema.
-        schema: RelationSchema,
+        /// The view laid over the relation: what to copy, and how the copy
+        /// is keyed.
+        shape: Arc<ViewShape>,
     },
     /// [`Source::subscribe`](crate::Source::subscribe); answer with
     /// [`Input::Subscribed`], then forward events as [`Input::Feed`] until

@@ -178,7 +178,7 @@ impl Machine {
             let mut handed_off = Vec::new();
             for id in self.origin_views(&origin) {
                 let Some(v) = self.views.get_mut(&id) else { continue };
-                let Phase::Live { filter, replay } = &mut v.phase else { continue };
+                let Phase::Live { filter, replay, .. } = &mut v.phase else { continue };
                 // The hand-off batch is durable: the job may be stored as
                 // running again (a record written meanwhile was masked).
                 if replay.is_some_and(|seq| seq <= through) {

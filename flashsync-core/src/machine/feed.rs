@@ -248,7 +248,11 @@ impl Machine {
                         continue;
                     }
                 }
-                routes.entry(e.schema.source_id).or_default().push((e.id, e.route, e.schema.identity));
+                routes.entry(e.shape.upstream().source_id).or_default().push((
+                    e.id,
+                    e.route,
+                    e.shape.upstream().identity,
+                ));
             }
         }
         if let Some(Feed::Up { txn, .. }) = self.origins.get_mut(origin).map(|o| &mut o.feed) {
@@ -268,6 +272,7 @@ impl Machine {
 
     fn on_change(&mut self, origin: &OriginId, change: Change) {
         let table = self.route_table(origin);
+        let skip_move_outs = self.bugs().skip_move_outs;
         let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
             self.protocol_error(origin, "feed sent a change outside a transaction");
             return;
@@ -283,7 +288,7 @@ impl Machine {
         for rel in rels {
             for &(id, route, _) in txn.routes.get(&rel).into_iter().flatten() {
                 if let Some(entry) = table.iter().find(|e| e.id == id) {
-                    targets.push((id, route, &entry.schema));
+                    targets.push((id, route, &entry.shape));
                 }
             }
         }
@@ -292,21 +297,31 @@ impl Machine {
         let mut change = Some(change);
         let last = targets.len().saturating_sub(1);
         let mut broken = Vec::new();
-        for (i, (id, route, schema)) in targets.into_iter().enumerate() {
+        for (i, (id, route, shape)) in targets.into_iter().enumerate() {
             let Some(change) = (if i == last { change.take() } else { change.clone() }) else {
                 continue;
             };
-            match work::to_row_op(schema, change) {
-                Ok(op) => match route {
-                    Route::Apply => {
-                        txn.apply.entry(id).or_default().push(op);
-                        txn.apply_ops += 1;
+            let ops = match route {
+                Route::Apply => txn.apply.entry(id).or_default(),
+                Route::Hold => txn.hold.entry(id).or_default(),
+            };
+            let before = ops.len();
+            let skip_move_outs = skip_move_outs && !shape.is_whole() && matches!(change, Change::Update { .. });
+            match shape.row_ops(change, ops) {
+                Ok(()) => {
+                    if skip_move_outs && ops.len() > before && matches!(ops.last(), Some(RowOp::Delete { .. })) {
+                        // Planted bug: an update that moves a row out of a
+                        // filtered view leaves it there.
+                        ops.pop();
                     }
-                    Route::Hold => {
-                        *txn.hold_bytes.entry(id).or_default() += op_size(&op);
-                        txn.hold.entry(id).or_default().push(op);
+                    let added = &ops[before..];
+                    match route {
+                        Route::Apply => txn.apply_ops += added.len(),
+                        Route::Hold => {
+                            *txn.hold_bytes.entry(id).or_default() += added.iter().map(op_size).sum::<usize>()
+                        }
                     }
-                },
+                }
                 Err(e) => broken.push((id, e)),
             }
         }
@@ -397,6 +412,9 @@ impl Machine {
         // complete, and the job may now be stored as running (in this batch,
         // with the position that proves it).
         let handed_off = self.drop_filters(origin, end_lsn);
+        // A filtered view may be routed a transaction none of whose changes
+        // it keeps: it still reflects the commit.
+        let routed: Vec<RelationId> = apply.keys().copied().collect();
         let views = self.view_ops(apply);
         // The stored job records say the batch's views reflect this commit;
         // the in-memory ones say so once the store has applied it.
@@ -414,9 +432,8 @@ impl Machine {
         }
         // Views this transaction reached in full: those still live now (a view
         // that left mid-transaction was marked for a new copy).
-        let touched: Vec<RelationId> = views
-            .iter()
-            .map(|v| v.relation_id)
+        let touched: Vec<RelationId> = routed
+            .into_iter()
             .chain(txn.partial.iter().copied())
             .filter(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })))
             .collect();
@@ -508,7 +525,7 @@ impl Machine {
 
     fn on_schema_changed(&mut self, origin: &OriginId, rel: SourceRelId, detail: String) {
         let affected: Vec<RelationId> =
-            self.route_table(origin).iter().filter(|e| e.schema.source_id == rel).map(|e| e.id).collect();
+            self.route_table(origin).iter().filter(|e| e.shape.upstream().source_id == rel).map(|e| e.id).collect();
         for id in affected {
             self.mark_diverged(id, format!("upstream relation changed shape ({detail}); copying it again"));
         }
@@ -521,6 +538,17 @@ pub(super) fn op_size(op: &RowOp) -> usize {
     48 + match op {
         RowOp::Insert { key: k, row } => key(k) + row.approx_size(),
         RowOp::Update { old_key, key: k, new } => {
+            old_key.as_ref().map_or(0, key)
+                + key(k)
+                + new
+                    .iter()
+                    .map(|c| match c {
+                        Cell::Set(v) => v.approx_size(),
+                        Cell::Unchanged => 8,
+                    })
+                    .sum::<usize>()
+        }
+        RowOp::UpdateIf { old_key, key: k, new, .. } => {
             old_key.as_ref().map_or(0, key)
                 + key(k)
                 + new

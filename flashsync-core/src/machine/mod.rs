@@ -71,9 +71,9 @@
 //!                     Input::Durable { through: block_on(store.persist())?.ok_or("nothing durable")? }
 //!                 }
 //!                 Output::Source(SourceAction::Prepare { op, relation, feed, .. }) => Input::Prepared { op, result: block_on(source.prepare(&relation, feed)) },
-//!                 Output::Source(SourceAction::Snapshot { op, relation_id, relation, schema, .. }) => {
-//!                     let mut g = block_on(store.begin_generation(relation_id, &schema))?;
-//!                     let result = block_on(source.snapshot(&relation, &schema, &mut *g));
+//!                 Output::Source(SourceAction::Snapshot { op, relation_id, relation, shape, .. }) => {
+//!                     let mut g = block_on(store.begin_generation(relation_id, shape.local()))?;
+//!                     let result = block_on(source.snapshot(&relation, &shape, &mut *g));
 //!                     generations.insert(op, g);
 //!                     Input::Snapshotted { op, result }
 //!                 }
@@ -134,6 +134,7 @@ use crate::rng::Rng;
 use crate::rowops::ApplyReport;
 use crate::schema::{Identity, RelationSchema, SourceRelId};
 use crate::selector::Selector;
+use crate::shape::ViewShape;
 use crate::snapshot::{widen_xid, SnapshotPoint};
 use crate::source::{FeedStart, SlotReport};
 use crate::store::{StoredState, ViewRecord};

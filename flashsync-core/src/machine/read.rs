@@ -35,7 +35,10 @@ impl Machine {
             .filter(|(name, _)| selector.matches(name))
             .filter_map(|(name, id)| {
                 let v = self.views.get(id)?;
-                Some(v.job.clone().unwrap_or_else(|| JobRecord::new(*id, name, v.def.persistence, self.now)))
+                let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(*id, name, v.def.persistence, self.now));
+                job.filter = v.def.filter.as_ref().map(|f| f.text().to_owned());
+                job.columns = v.def.columns.clone();
+                Some(job)
             })
             .collect()
     }

@@ -7,7 +7,7 @@ use super::*;
 #[derive(Clone, Debug)]
 pub(super) struct RouteEntry {
     pub id: RelationId,
-    pub schema: Arc<RelationSchema>,
+    pub shape: Arc<ViewShape>,
     pub route: Route,
     pub filter: Option<SnapshotPoint>,
 }
@@ -77,8 +77,8 @@ impl Machine {
                     *kind = Op::AbandonedSnapshot;
                 }
             }
-            Phase::Publishing { op, schema, .. } => {
-                let schema = Arc::new(schema.clone());
+            Phase::Publishing { op, shape, .. } => {
+                let schema = Arc::new(shape.local().clone());
                 if let Some(kind) = self.ops.get_mut(op) {
                     *kind = Op::AbandonedPublish { id, schema };
                 }
@@ -102,30 +102,23 @@ impl Machine {
         for v in self.views.values().filter(|v| &v.def.origin == origin && v.def.persistence == Persistence::Realtime) {
             let enabled = v.job.as_ref().is_some_and(|j| j.enabled);
             match &v.phase {
-                Phase::Live { filter, .. } => {
-                    if let Some(schema) = &v.schema {
-                        entries.push(RouteEntry {
-                            id: v.id,
-                            schema: schema.clone(),
-                            route: Route::Apply,
-                            filter: filter.clone(),
-                        });
-                    }
-                }
-                Phase::Copying { schema, copy: CopyKind::Bootstrap(_), .. }
-                | Phase::Publishing { schema, copy: CopyKind::Bootstrap(_), .. } => {
+                Phase::Live { shape, filter, .. } => {
                     entries.push(RouteEntry {
                         id: v.id,
-                        schema: Arc::new(schema.clone()),
-                        route: Route::Hold,
-                        filter: None,
+                        shape: shape.clone(),
+                        route: Route::Apply,
+                        filter: filter.clone(),
                     });
+                }
+                Phase::Copying { shape, copy: CopyKind::Bootstrap(_), .. }
+                | Phase::Publishing { shape, copy: CopyKind::Bootstrap(_), .. } => {
+                    entries.push(RouteEntry { id: v.id, shape: shape.clone(), route: Route::Hold, filter: None });
                 }
                 Phase::Idle if self.bugs().apply_while_disabled && !enabled => {
                     if let Some(schema) = &v.schema {
                         entries.push(RouteEntry {
                             id: v.id,
-                            schema: schema.clone(),
+                            shape: Arc::new(ViewShape::whole((**schema).clone())),
                             route: Route::Apply,
                             filter: None,
                         });

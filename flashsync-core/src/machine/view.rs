@@ -3,7 +3,10 @@
 use crate::change::RowOp;
 use crate::job::JobRecord;
 use crate::lsn::Lsn;
+use std::sync::Arc;
+
 use crate::schema::RelationSchema;
+use crate::shape::ViewShape;
 use crate::snapshot::SnapshotPoint;
 use crate::view::{RelationId, ViewDef};
 
@@ -62,19 +65,21 @@ pub(super) enum Phase {
     Preparing { op: OpId, goal: Goal },
     /// Described; waiting for a snapshot slot (and, for realtime views, for
     /// the feed to be up and between transactions).
-    Queued { schema: RelationSchema, races: u32 },
+    Queued { shape: Arc<ViewShape>, races: u32 },
     /// Copying rows into a new generation. Realtime views hold back their
     /// share of the feed meanwhile.
-    Copying { op: OpId, schema: RelationSchema, copy: CopyKind, races: u32 },
+    Copying { op: OpId, shape: Arc<ViewShape>, copy: CopyKind, races: u32 },
     /// Switching to the new generation.
-    Publishing { op: OpId, schema: RelationSchema, point: SnapshotPoint, copy: CopyKind, job: JobRecord },
+    Publishing { op: OpId, shape: Arc<ViewShape>, point: SnapshotPoint, copy: CopyKind, job: JobRecord },
     /// Realtime: mirroring the feed. Until the feed passes `filter.lsn`,
     /// transactions the snapshot already holds are skipped. Until the
     /// hand-off batch `replay` (the held-back transactions) is durable, the
     /// job is not stored as running: job records are durable at once,
     /// batches only once persisted, and a crash that loses the hand-off
     /// batch must not leave a job that resumes without it.
-    Live { filter: Option<SnapshotPoint>, replay: Option<crate::change::BatchSeq> },
+    /// `shape` is the view laid over the relation as described when it went
+    /// live: what routes each change.
+    Live { shape: Arc<ViewShape>, filter: Option<SnapshotPoint>, replay: Option<crate::change::BatchSeq> },
 }
 
 /// Where a view is in its life cycle, as [`Machine::phase`](super::Machine::phase)

@@ -79,7 +79,7 @@ impl Machine {
         if current != op {
             return;
         }
-        let schema = match result {
+        let upstream = match result {
             Ok(s) if s.is_well_formed() => s,
             Ok(_) => {
                 let msg = format!("source described {} with a key that does not fit its columns", v.def.upstream);
@@ -94,17 +94,28 @@ impl Machine {
             }
         };
         let origin = v.def.origin.clone();
+        let shape = match ViewShape::new(&v.def, upstream) {
+            Ok(shape) => Arc::new(shape),
+            Err(e) => {
+                // The definition does not fit the relation: only the user
+                // (or a change of the table) can fix that.
+                let msg = format!("view {} does not fit {}: {e}", v.def.name, v.def.upstream);
+                self.fail_view(id, EventPhase::Prepare, msg, Retry::Permanent);
+                self.maybe_subscribe(&origin);
+                return;
+            }
+        };
         match goal {
             Goal::Materialize => {
-                self.set_phase(id, Phase::Queued { schema, races: 0 });
+                self.set_phase(id, Phase::Queued { shape, races: 0 });
                 self.try_start_snapshots();
             }
-            Goal::Attach if v.schema.as_deref() == Some(&schema) && v.attachable => {
+            Goal::Attach if v.schema.as_deref() == Some(shape.local()) && v.attachable => {
                 // The stored copy is current through the origin's stored
                 // position and the relation is unchanged: replay the feed.
                 // The filter of an unfinished hand-off survives the restart.
                 let filter = v.job.as_ref().and_then(|j| j.handoff.clone());
-                self.set_phase(id, Phase::Live { filter, replay: None });
+                self.set_phase(id, Phase::Live { shape, filter, replay: None });
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;
                 }
@@ -124,7 +135,7 @@ impl Machine {
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;
                 }
-                self.set_phase(id, Phase::Queued { schema, races: 0 });
+                self.set_phase(id, Phase::Queued { shape, races: 0 });
                 self.maybe_subscribe(&origin);
                 self.try_start_snapshots();
             }
@@ -146,10 +157,10 @@ impl Machine {
             let Some(v) = self.views.get(&id) else {
                 continue;
             };
-            let Phase::Queued { schema, races } = &v.phase else {
+            let Phase::Queued { shape, races } = &v.phase else {
                 continue;
             };
-            let (schema, races) = (schema.clone(), *races);
+            let (shape, races) = (shape.clone(), *races);
             let copy = match v.def.persistence {
                 Persistence::Materialized => CopyKind::Materialize,
                 Persistence::Realtime => {
@@ -165,8 +176,8 @@ impl Machine {
             let (origin, relation) = (v.def.origin.clone(), v.def.upstream.clone());
             let op = self.op(Op::Snapshot(id));
             self.stats.snapshots += 1;
-            self.set_phase(id, Phase::Copying { op, schema: schema.clone(), copy, races });
-            self.source(SourceAction::Snapshot { op, origin, relation_id: id, relation, schema });
+            self.set_phase(id, Phase::Copying { op, shape: shape.clone(), copy, races });
+            self.source(SourceAction::Snapshot { op, origin, relation_id: id, relation, shape });
         }
     }
 
@@ -202,10 +213,10 @@ impl Machine {
             }
         };
         let Some(v) = self.views.get(&id) else { return };
-        let Phase::Copying { schema, copy, races, .. } = &v.phase else {
+        let Phase::Copying { shape, copy, races, .. } = &v.phase else {
             return;
         };
-        let (schema, copy, races) = (schema.clone(), copy.clone(), *races);
+        let (shape, copy, races) = (shape.clone(), copy.clone(), *races);
         let origin = v.def.origin.clone();
         let now = self.now;
         let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(id, &v.def.name, v.def.persistence, now));
@@ -228,7 +239,7 @@ impl Machine {
                         Retry::Transient,
                     );
                 } else {
-                    self.set_phase(id, Phase::Queued { schema, races: races + 1 });
+                    self.set_phase(id, Phase::Queued { shape, races: races + 1 });
                 }
                 self.try_start_snapshots();
                 return;
@@ -252,7 +263,7 @@ impl Machine {
             };
         }
         self.ops.insert(op, Op::Publish(id));
-        self.set_phase(id, Phase::Publishing { op, schema, point, copy, job: job.clone() });
+        self.set_phase(id, Phase::Publishing { op, shape, point, copy, job: job.clone() });
         self.store(StoreAction::Publish { op, job });
         self.try_start_snapshots();
     }
@@ -268,10 +279,11 @@ impl Machine {
 
     pub(super) fn on_published(&mut self, id: RelationId, result: Result<(), StoreError>) {
         let Some(v) = self.views.get(&id) else { return };
-        let Phase::Publishing { schema, point, copy, job, .. } = &v.phase else {
+        let Phase::Publishing { shape, point, copy, job, .. } = &v.phase else {
             return;
         };
-        let (schema, point, copy, job) = (Arc::new(schema.clone()), point.clone(), copy.clone(), job.clone());
+        let (shape, point, copy, job) = (shape.clone(), point.clone(), copy.clone(), job.clone());
+        let schema = Arc::new(shape.local().clone());
         if let Err(e) = result {
             self.fail_view(id, EventPhase::Publish, e.to_string(), Retry::Transient);
             return;
@@ -357,7 +369,7 @@ impl Machine {
                 if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
                     j.handoff = filter.clone();
                 }
-                self.set_phase(id, Phase::Live { filter, replay: None });
+                self.set_phase(id, Phase::Live { shape, filter, replay: None });
                 // The hand-off batch stores the job as running, atomically
                 // with the replayed transactions.
                 let jobs = self.stored_job(id).into_iter().collect();
@@ -396,45 +408,4 @@ impl Machine {
         }
         self.complete_item(id, Outcome::Realtime);
     }
-}
-
-/// Turns one feed change into the row operation for a view of `schema`.
-pub(super) fn to_row_op(schema: &RelationSchema, change: Change) -> Result<RowOp, String> {
-    let shape = |e: crate::schema::ShapeError| format!("change does not fit the view's columns: {e}");
-    match change {
-        Change::Insert { new, .. } => Ok(RowOp::Insert { key: schema.key_of(&new).map_err(shape)?, row: new }),
-        Change::Delete { old, .. } => Ok(RowOp::Delete { key: schema.key_of(&old).map_err(shape)? }),
-        Change::Truncate { .. } => Ok(RowOp::Truncate),
-        Change::Update { old, new, .. } => {
-            schema.check(new.len()).map_err(shape)?;
-            let old_key = match old {
-                Some(o) => Some(schema.key_of(&o).map_err(shape)?),
-                None => None,
-            };
-            let key = new_key(schema, &new, old_key.as_ref())?;
-            let old_key = old_key.filter(|k| *k != key || schema.identity == Identity::FullRow);
-            if schema.identity == Identity::FullRow && old_key.is_none() {
-                return Err("update of a full-row identity relation without its old row".into());
-            }
-            Ok(RowOp::Update { old_key, key, new })
-        }
-    }
-}
-
-/// The key of an updated row: from the new image, taking unchanged key
-/// columns from the old key. For full-row identity with unchanged columns the
-/// new key is only known after merging; the store computes it.
-fn new_key(schema: &RelationSchema, new: &[Cell], old_key: Option<&Key>) -> Result<Key, String> {
-    let mut values = Vec::with_capacity(schema.key.len());
-    for (pos, &col) in schema.key.iter().enumerate() {
-        match new.get(col) {
-            Some(Cell::Set(v)) => values.push(v.clone()),
-            Some(Cell::Unchanged) | None => match old_key.and_then(|k| k.0.get(pos)) {
-                Some(v) => values.push(v.clone()),
-                None if schema.identity == Identity::FullRow => return Ok(old_key.cloned().unwrap_or_default()),
-                None => return Err(format!("update leaves key column {col} unchanged without an old key")),
-            },
-        }
-    }
-    Ok(Key(values))
 }

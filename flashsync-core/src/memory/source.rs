@@ -11,6 +11,7 @@ use crate::change::StreamEvent;
 use crate::error::{SourceError, SourceErrorKind};
 use crate::lsn::Lsn;
 use crate::schema::RelationSchema;
+use crate::shape::ViewShape;
 use crate::snapshot::SnapshotPoint;
 use crate::source::{FeedStart, Feedback, SlotReport, Source, Subscription};
 use crate::store::RowSink;
@@ -97,9 +98,10 @@ impl Source for MemorySource {
     async fn snapshot(
         &self,
         relation: &UpstreamRelation,
-        schema: &RelationSchema,
+        shape: &ViewShape,
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError> {
+        let schema = shape.upstream();
         let (rows, point, batch) = {
             let mut u = self.up.lock();
             u.take_fail(FailPoint::Snapshot)?;
@@ -113,8 +115,11 @@ impl Source for MemorySource {
                 ));
             }
             let visible = u.visible_rows(&k).unwrap_or_default();
-            let rows: Vec<Row> =
-                visible.values().flat_map(|(r, n)| std::iter::repeat_n(r.clone(), *n as usize)).collect();
+            let rows: Vec<Row> = visible
+                .values()
+                .filter_map(|(r, n)| Some((shape.admit(r.clone())?, n)))
+                .flat_map(|(r, n)| std::iter::repeat_n(r, *n as usize))
+                .collect();
             let (xmin, xmax, xip) = u.snapshot_point();
             // What the Postgres source checks with pg_xact_status(): a
             // transaction the snapshot lists as in progress whose commit is

@@ -4,7 +4,7 @@
 //! applied since the last [`Store::persist`], exactly what a real store may
 //! lose, so tests and the simulator can exercise crash recovery.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -31,6 +31,9 @@ struct State {
     /// Views left partially updated by an unfinished transaction, with the
     /// origin whose transaction it is (its next commit clears them).
     dirty: BTreeMap<RelationId, OriginId>,
+    /// Views whose copy an applied batch could not fit (a conflict): dirty
+    /// until published again or forgotten, whatever commits follow.
+    diverged: BTreeSet<RelationId>,
     last_seq: Option<BatchSeq>,
 }
 
@@ -129,6 +132,11 @@ impl RowAccess for Access<'_> {
         rows.clear();
         Ok(())
     }
+
+    fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError> {
+        self.state.diverged.insert(view);
+        Ok(())
+    }
 }
 
 struct MemoryGeneration {
@@ -182,6 +190,7 @@ impl Generation for MemoryGeneration {
                 state.copies.insert(self.id, (self.schema.clone(), self.rows.clone()));
                 state.jobs.insert(self.id, job.clone());
                 state.dirty.remove(&self.id);
+                state.diverged.remove(&self.id);
             }
         }
         Ok(())
@@ -202,7 +211,7 @@ impl Store for MemoryStore {
             jobs: s.jobs.values().cloned().collect(),
             origins: s.origins.iter().map(|(o, l)| OriginProgress { origin: o.clone(), applied: *l }).collect(),
             schemas: s.copies.iter().map(|(id, (schema, _))| (*id, schema.clone())).collect(),
-            dirty: s.dirty.keys().copied().collect(),
+            dirty: s.dirty.keys().chain(&s.diverged).copied().collect::<BTreeSet<_>>().into_iter().collect(),
             last_batch: s.last_seq,
         })
     }
@@ -235,6 +244,7 @@ impl Store for MemoryStore {
             state.jobs.remove(&id);
             state.copies.remove(&id);
             state.dirty.remove(&id);
+            state.diverged.remove(&id);
         }
         Ok(())
     }

@@ -286,6 +286,11 @@ impl MemoryUpstream {
         }
     }
 
+    /// The table's schema as `prepare` would describe it now.
+    pub fn describe(&self, schema: &str, table: &str) -> Option<RelationSchema> {
+        self.lock().tables.get(&(schema.into(), table.into())).map(|t| t.schema())
+    }
+
     /// Committed rows of a table in key order (copies repeated), including
     /// commits not yet visible to snapshots.
     pub fn rows(&self, schema: &str, table: &str) -> Vec<Row> {

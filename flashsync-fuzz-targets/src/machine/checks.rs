@@ -111,8 +111,9 @@ impl Harness {
                 assert!(!self.shut_down, "prepare after shutdown");
                 self.emit(op, Kind::Prepare(table_of(&relation)));
             }
-            SourceAction::Snapshot { op, schema, .. } => {
+            SourceAction::Snapshot { op, shape, .. } => {
                 assert!(!self.shut_down, "snapshot after shutdown");
+                let schema = shape.local();
                 assert!(schema.is_well_formed(), "snapshot with an ill-formed schema {schema:?}");
                 self.emit(op, Kind::Snapshot);
             }

@@ -110,6 +110,8 @@ impl Harness {
                 persistence,
                 origin: origin_id(v.origin),
                 upstream: UpstreamRelation { schema: schema.into(), table: tname.into() },
+                filter: None,
+                columns: None,
             };
             state.views.push(ViewRecord { relation_id: id, def });
             if let Some(j) = &v.job {

@@ -27,6 +27,8 @@ impl Harness {
                     persistence: if realtime { Persistence::Realtime } else { Persistence::Materialized },
                     origin: origin_id(origin),
                     upstream: UpstreamRelation { schema: schema.into(), table: tname.into() },
+                    filter: None,
+                    columns: None,
                 };
                 let request = self.request();
                 self.input(Input::Define { request, def });
@@ -37,6 +39,8 @@ impl Harness {
                     persistence: if realtime { Persistence::Realtime } else { Persistence::Materialized },
                     origin: origin_id(origin),
                     upstream: UpstreamRelation { schema, table },
+                    filter: None,
+                    columns: None,
                 };
                 let valid = def.validate().is_ok();
                 let request = self.request();

@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flashsync_core::{ApplyBatch, BatchSeq, Lsn, Persistence, Progress, RelationId, Row, ViewDef};
+use flashsync_core::{ApplyBatch, BatchSeq, Lsn, Persistence, Progress, RelationId, Row, ViewDef, ViewShape};
 
 use super::{Checker, Mirror, SnapRecord};
 use crate::store::Durable;
-use crate::upstream::{key_of, state_of, TableKind, TableState, Upstream};
+use crate::upstream::{state_of, TableKind, TableState, Upstream};
 
 impl Checker {
     /// A batch failed to apply: nothing of it is in the store. Its position
@@ -127,6 +127,26 @@ impl Checker {
         claimed
     }
 
+    /// The store reported operations that did not fit a copy. For a
+    /// partial view that is how a move-in the store cannot complete (an
+    /// unchanged TOAST value of a row that is not local) is refused: the
+    /// copy misses that row until the view is copied again, which the
+    /// machine must do before it calls the view `running` again
+    /// ([`Checker::check_running`] holds it to that). For a whole view a
+    /// conflict means the copy diverged, which the comparison with its
+    /// mirror after the batch reports.
+    pub fn on_conflicts(&mut self, report: &flashsync_core::ApplyReport) {
+        for c in &report.conflicts {
+            let Some(m) = self.mirrors.get_mut(&c.relation_id) else { continue };
+            if m.shape.is_whole() {
+                // The comparison with the mirror after the batch shows it.
+                continue;
+            }
+            m.partial = true;
+            m.broken = true;
+        }
+    }
+
     /// A snapshot's copy was published (the store switched to it).
     pub fn on_published(&mut self, snap: &SnapRecord, mode: Persistence, up: &Upstream) {
         let kind = up.kind(snap.table).unwrap_or(TableKind::Keyed);
@@ -142,6 +162,7 @@ impl Checker {
             snap.view,
             Mirror {
                 table: snap.table,
+                shape: snap.shape.clone(),
                 kind,
                 mode,
                 vis: snap.vis.clone(),
@@ -158,8 +179,6 @@ impl Checker {
 
     /// The model's snapshot rows must be what its visible commits add up to.
     pub fn check_snapshot_rows(&mut self, snap: &SnapRecord, rows: Vec<Row>, up: &Upstream) {
-        let kind = up.kind(snap.table).unwrap_or(TableKind::Keyed);
-        let got = state_of(kind, rows);
         let mut want = TableState::new();
         for &i in up.commits_on(snap.table) {
             if snap.vis.sees(i) {
@@ -168,6 +187,7 @@ impl Checker {
                 }
             }
         }
+        let (got, want) = (multiset(&rows), admitted(&snap.shape, &want));
         if got != want {
             self.fail(
                 "upstream model: snapshot content",
@@ -266,6 +286,22 @@ impl Checker {
             );
             return;
         };
+        if !m.shape.is_whole() {
+            let (got, want) = (multiset(&rows), admitted(&m.shape, &m.rows));
+            if got != want {
+                let missing: Vec<_> = want.iter().filter(|(r, n)| got.get(*r) != Some(*n)).take(5).collect();
+                let extra: Vec<_> = got.iter().filter(|(r, n)| want.get(*r) != Some(*n)).take(5).collect();
+                self.fail(
+                    "mirror exact",
+                    format!(
+                        "{when}: partial view {id} ({} of {}) differs from project(filter(snapshot + applied \
+                         commits)): missing {missing:?}, unexpected {extra:?}",
+                        m.mode, m.table
+                    ),
+                );
+            }
+            return;
+        }
         let got = state_of(m.kind, rows);
         if got != m.rows {
             let (missing, extra) = differences(&m.rows, &got);
@@ -296,6 +332,20 @@ impl Checker {
             let detail = format!(
                 "{when}: view {id} is running as {def:?} on a copy of {} made as {}: a redefinition needs a new copy",
                 m.table, m.mode
+            );
+            self.fail("mirror exact", detail);
+            return;
+        }
+        let redefined = self.defs.get(&id).is_some_and(|d| {
+            let columns: Vec<&str> = m.shape.local().columns.iter().map(|c| c.name.as_str()).collect();
+            d.filter.as_ref() != m.shape.filter()
+                || d.columns.as_ref().is_some_and(|want| !want.iter().map(String::as_str).eq(columns.iter().copied()))
+                || (d.columns.is_none() && m.shape.projection().is_some())
+        });
+        if redefined {
+            let detail = format!(
+                "{when}: view {id} is running as {:?} on a copy made for another filter or column list",
+                self.defs.get(&id)
             );
             self.fail("mirror exact", detail);
             return;
@@ -344,15 +394,33 @@ impl Checker {
         }
     }
 
-    /// Whether the view's copy equals the table now (for liveness).
-    pub fn equals_upstream(&self, kind: TableKind, store_rows: &[Row], truth: &TableState) -> bool {
-        let mut got = TableState::new();
-        for row in store_rows {
-            let e = got.entry(key_of(kind, row)).or_insert((row.clone(), 0));
-            e.1 += 1;
-        }
-        &got == truth
+    /// Whether the view's copy equals `project(filter(table))` now (for
+    /// liveness).
+    pub fn equals_upstream(&self, shape: &ViewShape, store_rows: &[Row], truth: &TableState) -> bool {
+        multiset(store_rows) == admitted(shape, truth)
     }
+}
+
+/// Rows with their number of copies.
+type Multiset = BTreeMap<Row, u64>;
+
+fn multiset(rows: &[Row]) -> Multiset {
+    let mut out = Multiset::new();
+    for row in rows {
+        *out.entry(row.clone()).or_default() += 1;
+    }
+    out
+}
+
+/// What a view of `shape` holds of a table in `state`.
+fn admitted(shape: &ViewShape, state: &TableState) -> Multiset {
+    let mut out = Multiset::new();
+    for (row, n) in state.values() {
+        if let Some(local) = shape.admit(row.clone()) {
+            *out.entry(local).or_default() += n;
+        }
+    }
+    out
 }
 
 /// Up to five rows (with copies) on each side of a difference.

@@ -3,7 +3,9 @@
 
 use flashsync_core::exec::SourceAnswer;
 use flashsync_core::machine::Epoch;
-use flashsync_core::{FeedStart, OpId, RelationId, RelationSchema, Source, SourceError, StreamEvent, UpstreamRelation};
+use std::sync::Arc;
+
+use flashsync_core::{FeedStart, OpId, RelationId, Source, SourceError, StreamEvent, UpstreamRelation, ViewShape};
 use futures::executor::block_on;
 use futures::{FutureExt, StreamExt};
 
@@ -21,7 +23,7 @@ impl World {
             SourceCall::Prepare { op, relation, feed } => {
                 SourceAnswer::Prepared { op, result: block_on(self.source.prepare(&relation, feed)) }
             }
-            SourceCall::Snapshot { op, view, relation, schema } => return self.snapshot(op, view, relation, schema),
+            SourceCall::Snapshot { op, view, relation, shape } => return self.snapshot(op, view, relation, shape),
             SourceCall::Subscribe { epoch, resume } => return self.subscribe(epoch, resume),
             SourceCall::Release { op, relation } => {
                 SourceAnswer::Released { op, result: block_on(self.source.release(&relation)) }
@@ -62,9 +64,9 @@ impl World {
         }
     }
 
-    pub(super) fn snapshot(&mut self, op: OpId, view: RelationId, relation: UpstreamRelation, schema: RelationSchema) {
+    pub(super) fn snapshot(&mut self, op: OpId, view: RelationId, relation: UpstreamRelation, shape: Arc<ViewShape>) {
         let inc = self.inc;
-        let mut generation = match self.store.begin_generation(view, &schema) {
+        let mut generation = match self.store.begin_generation(view, shape.local()) {
             Ok(g) => g,
             Err(e) => {
                 let d = self.jitter(self.plan.timing.snapshot_ms);
@@ -74,7 +76,7 @@ impl World {
         };
         let vis = self.up.visibility();
         let mut tee = Tee { inner: &mut *generation, rows: Vec::new() };
-        let result = block_on(self.source.snapshot(&relation, &schema, &mut tee));
+        let result = block_on(self.source.snapshot(&relation, &shape, &mut tee));
         let rows = std::mem::take(&mut tee.rows);
         let slow = self.rng.below(100) < u64::from(self.plan.rate(Fault::SlowSnapshot));
         let d = if slow {
@@ -88,7 +90,7 @@ impl World {
                 self.counters.snapshots += 1;
                 let table =
                     crate::upstream::TABLES.iter().map(|(t, _)| *t).find(|t| *t == relation.table).unwrap_or("unknown");
-                let rec = SnapRecord { view, table, point: point.clone(), vis };
+                let rec = SnapRecord { view, table, point: point.clone(), vis, shape };
                 self.checker.check_snapshot_rows(&rec, rows, &self.up);
                 self.snaps.insert(op, rec);
                 self.snap_generations.insert(op, generation);

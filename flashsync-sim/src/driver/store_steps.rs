@@ -101,9 +101,10 @@ impl World {
                 self.store.apply(batch.clone())
             };
             match &result {
-                Ok(_) => {
+                Ok(report) => {
                     touched.extend(batch.views.iter().map(|v| v.relation_id));
                     touched.extend(self.checker.on_applied(&batch, &self.up));
+                    self.checker.on_conflicts(report);
                 }
                 Err(_) => {
                     failed = true;

@@ -81,8 +81,8 @@ impl World {
                     flashsync_core::exec::SourceCall::Prepare { op, relation, feed, .. } => {
                         SourceCall::Prepare { op, relation, feed }
                     }
-                    flashsync_core::exec::SourceCall::Snapshot { op, relation_id, relation, schema, .. } => {
-                        SourceCall::Snapshot { op, view: relation_id, relation, schema }
+                    flashsync_core::exec::SourceCall::Snapshot { op, relation_id, relation, shape, .. } => {
+                        SourceCall::Snapshot { op, view: relation_id, relation, shape }
                     }
                     flashsync_core::exec::SourceCall::Release { op, relation, .. } => {
                         SourceCall::Release { op, relation }

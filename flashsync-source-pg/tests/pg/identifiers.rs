@@ -47,7 +47,7 @@ async fn hostile_identifiers_round_trip_and_inject_nothing() {
         other => panic!("unexpected {other:?}"),
     }
     let mut sink = VecSink::default();
-    src.snapshot(&rel, &schema, &mut sink).await.expect("snapshot");
+    src.snapshot(&rel, &flashsync_core::ViewShape::whole(schema.clone()), &mut sink).await.expect("snapshot");
     assert_eq!(sink.rows, vec![row![1, "a b", "ü", "it's", "\""]]);
     drop(sub);
     src.release(&rel).await.expect("release");
@@ -77,7 +77,10 @@ async fn secrets_never_appear_in_errors_or_debug_output() {
     let e = src
         .snapshot(
             &rel,
-            &flashsync_core::RelationSchema::full_row(flashsync_core::SourceRelId(1), vec![]),
+            &flashsync_core::ViewShape::whole(flashsync_core::RelationSchema::full_row(
+                flashsync_core::SourceRelId(1),
+                vec![],
+            )),
             &mut VecSink::default(),
         )
         .await

@@ -35,7 +35,8 @@ async fn copies_every_row_in_bounded_batches() {
     let src = PgSource::new(cfg).expect("source");
     let schema = src.prepare(&rel("s"), false).await.expect("describe");
     let mut sink = VecSink::default();
-    let point = src.snapshot(&rel("s"), &schema, &mut sink).await.expect("snapshot");
+    let point =
+        src.snapshot(&rel("s"), &flashsync_core::ViewShape::whole(schema.clone()), &mut sink).await.expect("snapshot");
     assert_eq!(point.rows, 1051);
     assert!(sink.batches.iter().all(|&n| n > 0 && n <= 100), "{:?}", sink.batches);
     assert_eq!(sink.batches.iter().sum::<usize>(), 1051);
@@ -65,7 +66,8 @@ async fn a_transaction_open_across_the_snapshot_is_in_xip_and_not_in_the_copy() 
     let src = source(&db);
     let schema = src.prepare(&rel("x"), false).await.expect("describe");
     let mut sink = VecSink::default();
-    let point = src.snapshot(&rel("x"), &schema, &mut sink).await.expect("snapshot");
+    let point =
+        src.snapshot(&rel("x"), &flashsync_core::ViewShape::whole(schema.clone()), &mut sink).await.expect("snapshot");
     assert!(point.xip.contains(&xid), "open xid {xid} not in {point:?}");
     assert!(!point.is_visible(xid as u32));
     assert!(point.is_visible(committed as u32));
@@ -90,7 +92,8 @@ async fn the_snapshot_point_splits_the_feed() {
     let open = db.client().await;
     open.batch_execute("BEGIN; INSERT INTO h VALUES (2);").await.expect("open");
     let mut sink = VecSink::default();
-    let point = src.snapshot(&rel("h"), &schema, &mut sink).await.expect("snapshot");
+    let point =
+        src.snapshot(&rel("h"), &flashsync_core::ViewShape::whole(schema.clone()), &mut sink).await.expect("snapshot");
     open.batch_execute("COMMIT").await.expect("commit open");
     c.batch_execute("INSERT INTO h VALUES (3)").await.expect("after");
 
@@ -126,12 +129,21 @@ async fn snapshot_errors_are_typed() {
     let src = source(&db);
     let schema = src.prepare(&rel("e"), false).await.expect("describe");
 
-    let e = assert_kind(src.snapshot(&rel("e"), &schema, &mut FailingSink).await, SourceErrorKind::Sink);
+    let e = assert_kind(
+        src.snapshot(&rel("e"), &flashsync_core::ViewShape::whole(schema.clone()), &mut FailingSink).await,
+        SourceErrorKind::Sink,
+    );
     assert!(e.message.contains("disk full"), "{e}");
 
     c.batch_execute("ALTER TABLE e ADD COLUMN w int4").await.expect("alter");
     // Describing the relation again fixes a shape change: a transient error.
-    assert_kind(src.snapshot(&rel("e"), &schema, &mut VecSink::default()).await, SourceErrorKind::Other);
+    assert_kind(
+        src.snapshot(&rel("e"), &flashsync_core::ViewShape::whole(schema.clone()), &mut VecSink::default()).await,
+        SourceErrorKind::Other,
+    );
     c.batch_execute("DROP TABLE e").await.expect("drop");
-    assert_kind(src.snapshot(&rel("e"), &schema, &mut VecSink::default()).await, SourceErrorKind::RelationMissing);
+    assert_kind(
+        src.snapshot(&rel("e"), &flashsync_core::ViewShape::whole(schema.clone()), &mut VecSink::default()).await,
+        SourceErrorKind::RelationMissing,
+    );
 }

@@ -63,7 +63,7 @@ async fn snapshot_and_feed_produce_identical_rows_for_every_type() {
         })
         .collect();
     let mut sink = VecSink::default();
-    src.snapshot(&rel, &schema, &mut sink).await.expect("snapshot");
+    src.snapshot(&rel, &flashsync_core::ViewShape::whole(schema.clone()), &mut sink).await.expect("snapshot");
     let mut copied = sink.rows;
     copied.sort();
     assert_eq!(fed.len(), 4);

@@ -13,6 +13,7 @@ mod bigtxn;
 mod faults;
 mod handoff;
 mod lifecycle;
+mod partial;
 mod permanent;
 mod predicate;
 mod restart;

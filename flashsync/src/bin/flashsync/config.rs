@@ -19,6 +19,14 @@
 //! persistence = "realtime"
 //! origin = "postgres:main"
 //! upstream = "public.posts"
+//!
+//! [[views]]
+//! name = "my_tickets"                 # a partial view: some rows, some columns
+//! persistence = "realtime"
+//! origin = "postgres:main"
+//! upstream = "public.tickets"
+//! where = "tenant_id = 42 AND status <> 'archived'"
+//! columns = ["id", "title", "status"]  # must include the primary key
 //! ```
 
 use std::collections::BTreeMap;
@@ -68,6 +76,9 @@ struct RawView {
     persistence: String,
     origin: String,
     upstream: String,
+    #[serde(rename = "where")]
+    filter: Option<String>,
+    columns: Option<Vec<String>>,
 }
 
 fn public() -> String {
@@ -138,8 +149,15 @@ impl Config {
             let (schema, table) = split_relation(&v.upstream).ok_or_else(|| {
                 invalid(format!("view {}.{}: upstream {:?} must be schema.table", v.namespace, v.name, v.upstream))
             })?;
-            let def = ViewDef::new(&v.namespace, &v.name, persistence, &v.origin, &schema, &table)
-                .map_err(|e| invalid(format!("view {}.{}: {e}", v.namespace, v.name)))?;
+            let named = |e: flashsync_core::DefinitionError| invalid(format!("view {}.{}: {e}", v.namespace, v.name));
+            let mut def =
+                ViewDef::new(&v.namespace, &v.name, persistence, &v.origin, &schema, &table).map_err(named)?;
+            if let Some(filter) = &v.filter {
+                def = def.with_filter(filter).map_err(named)?;
+            }
+            if let Some(columns) = v.columns {
+                def = def.with_columns(columns).map_err(named)?;
+            }
             if !origins.iter().any(|o| o.id == def.origin) {
                 return Err(invalid(format!(
                     "view {}: origin {} is not configured under [origins]",
@@ -210,6 +228,35 @@ upstream = 'public."Odd.Name"'
         let e = Config::parse(Path::new("x.toml"), &text.replace("s3cret@localhost:5432", "s3cret@:notaport"))
             .map(|c| c.origins[0].source().err());
         assert!(!format!("{e:?}").contains("s3cret"), "secrets never appear in errors");
+    }
+
+    #[test]
+    fn partial_views_are_parsed_and_bad_filters_refused_naming_the_view() {
+        let text = r#"
+store = "data"
+[origins."postgres:main"]
+url = "postgres://app@localhost/main"
+[[views]]
+name = "mine"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.tickets"
+where = "tenant_id = 42 AND status <> 'archived'"
+columns = ["id", "title", "status"]
+"#;
+        let c = Config::parse(Path::new("x.toml"), text).unwrap();
+        let def = &c.views[0];
+        assert_eq!(def.filter.as_ref().map(|f| f.text()), Some("tenant_id = 42 AND status <> 'archived'"));
+        assert_eq!(def.columns.as_deref(), Some(&["id".to_string(), "title".into(), "status".into()][..]));
+        for (bad, says) in
+            [("1=1; DROP TABLE t", "`;`"), ("lower(title) = 'x'", "lower()"), ("id IN (SELECT 1)", "subquery")]
+        {
+            let text = text.replace("tenant_id = 42 AND status <> 'archived'", bad);
+            let e = Config::parse(Path::new("x.toml"), &text).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("public.mine") && e.contains(says), "{bad}: {e}");
+        }
+        let dup = text.replace(r#"["id", "title", "status"]"#, r#"["id", "id"]"#);
+        assert!(Config::parse(Path::new("x.toml"), &dup).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl Source for Unavailable {
     async fn snapshot(
         &self,
         _: &UpstreamRelation,
-        _: &RelationSchema,
+        _: &flashsync_core::ViewShape,
         _: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError> {
         Err(self.err())

@@ -51,6 +51,18 @@ pub async fn upstream_text_rows(
     table: &str,
     columns: &[flashsync_core::Column],
 ) -> Vec<TextRow> {
+    upstream_text_rows_where(client, schema, table, columns, None).await
+}
+
+/// Like [`upstream_text_rows`], only the rows for which the SQL boolean
+/// expression `filter` holds (what a partial view must keep).
+pub async fn upstream_text_rows_where(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+    columns: &[flashsync_core::Column],
+    filter: Option<&str>,
+) -> Vec<TextRow> {
     let cols = if columns.is_empty() {
         "1".to_owned()
     } else {
@@ -69,7 +81,14 @@ pub async fn upstream_text_rows(
             .join(", ")
     };
     let rows = client
-        .query(&format!("SELECT {cols} FROM {}", qualified(schema, table)), &[])
+        .query(
+            &format!(
+                "SELECT {cols} FROM {}{}",
+                qualified(schema, table),
+                filter.map(|f| format!(" WHERE {f}")).unwrap_or_default()
+            ),
+            &[],
+        )
         .await
         .unwrap_or_else(|e| panic!("reading upstream {schema}.{table}: {e}"));
     let mut out: Vec<TextRow> = rows
@@ -121,8 +140,22 @@ pub async fn assert_converges(
     table: &str,
     timeout: Duration,
 ) -> Vec<TextRow> {
+    assert_converges_where(engine, name, client, schema, table, None, timeout).await
+}
+
+/// Waits until the local copy of view `name` equals `SELECT <its columns>
+/// FROM schema.table WHERE filter` exactly. Upstream must be quiet.
+pub async fn assert_converges_where(
+    engine: &Engine,
+    name: &str,
+    client: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+    filter: Option<&str>,
+    timeout: Duration,
+) -> Vec<TextRow> {
     let cols = engine.schema(name).await.unwrap_or_else(|e| panic!("schema of {name}: {e}")).columns;
-    let upstream = upstream_text_rows(client, schema, table, &cols).await;
+    let upstream = upstream_text_rows_where(client, schema, table, &cols, filter).await;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let local = local_text_rows(&engine.scan_all(name).await.unwrap_or_else(|e| panic!("scan {name}: {e}")));

@@ -124,7 +124,7 @@ impl Source for Probe {
     async fn snapshot(
         &self,
         relation: &UpstreamRelation,
-        schema: &RelationSchema,
+        shape: &flashsync_core::ViewShape,
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError> {
         let gate = self.gate.lock().unwrap().clone();
@@ -135,7 +135,7 @@ impl Source for Probe {
         if let Some(h) = hook {
             h().await;
         }
-        let point = self.inner.snapshot(relation, schema, sink).await?;
+        let point = self.inner.snapshot(relation, shape, sink).await?;
         self.snapshots.lock().unwrap().push((relation.clone(), point.clone()));
         let hook = self.after_snapshot.lock().unwrap().take();
         if let Some(h) = hook {
