@@ -137,6 +137,14 @@ pub enum RowOp {
         /// The view's filter over its local columns.
         filter: std::sync::Arc<crate::predicate::BoundPredicate>,
     },
+    /// Remove the row under `key` if the view holds it, and do nothing if
+    /// not: a row moved out of (or deleted from) a filtered view that may
+    /// never have held it. Unlike `Delete`, an absent row is no conflict,
+    /// and a store writes nothing for it.
+    Evict {
+        /// Its key.
+        key: Key,
+    },
     /// Remove a row (one copy for full-row views).
     Delete {
         /// Its key.

@@ -114,6 +114,17 @@ pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<Apply
                     };
                     overlay.write(access, id, k, Some(encode_stored_row(row, copies + 1)))?;
                 }
+                (RowOp::Evict { key }, _) => {
+                    // Read first: most evictions are of rows a filtered view
+                    // never held, and they should cost no write.
+                    let k = encode_key(key);
+                    if overlay.read(access, id, &k)?.is_some() {
+                        match v.identity {
+                            Identity::Key => overlay.write(access, id, k, None)?,
+                            Identity::FullRow => remove_copy(overlay, access, id, key, &mut report)?,
+                        }
+                    }
+                }
                 (RowOp::Delete { key }, Identity::Key) => {
                     overlay.write(access, id, encode_key(key), None)?;
                 }

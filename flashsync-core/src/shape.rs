@@ -10,9 +10,9 @@
 //! |---|---|---|
 //! | insert | yes / no | upsert / nothing |
 //! | update | yes | upsert (a move-in when the key was not local) |
-//! | update | no or NULL | delete the old key (a move-out; nothing if not local) |
+//! | update | no or NULL | evict the old key (a move-out; nothing if not local) |
 //! | update changing the key | — | old key removed; new row as above |
-//! | delete | — | delete if local |
+//! | delete | — | evict (delete if local) |
 //! | truncate | — | empty the view |
 //!
 //! Values an update did not carry (Postgres' unchanged TOAST values) come
@@ -215,6 +215,35 @@ impl ViewShape {
         }
     }
 
+    /// Whether [`row_ops`](Self::row_ops) would do nothing with `change`,
+    /// decided without copying it: a change routed to many filtered views
+    /// of one table is copied only for the views it concerns. `false` when
+    /// unsure.
+    pub fn skips(&self, change: &Change) -> bool {
+        let Some(filter) = &self.filter else { return false };
+        match change {
+            Change::Insert { new, .. } => !filter.upstream.matches(&new.0),
+            Change::Delete { old, .. } if filter.on_key => {
+                self.upstream.key_of(old).is_ok_and(|k| !self.key_may_be_local(&k))
+            }
+            Change::Update { old, new, .. } if filter.on_key => {
+                // Neither the old key nor the new one can be in the view. Only
+                // the (key) columns the filter reads are copied.
+                let mut row = vec![Value::Null; new.len()];
+                for &c in filter.upstream.columns() {
+                    match (new.get(c), row.get_mut(c)) {
+                        (Some(Cell::Set(v)), Some(slot)) => *slot = v.clone(),
+                        _ => return false,
+                    }
+                }
+                let old_out =
+                    old.as_ref().is_none_or(|o| self.upstream.key_of(o).is_ok_and(|k| !self.key_may_be_local(&k)));
+                old_out && !filter.upstream.matches(&row)
+            }
+            _ => false,
+        }
+    }
+
     /// Appends what one change of the upstream relation does to the view.
     /// An error means the change cannot be applied faithfully (it does not
     /// fit the relation, or it needs values nobody has): the view must be
@@ -243,7 +272,9 @@ impl ViewShape {
                 // image is the whole row.
                 let keyed = up.identity == Identity::Key;
                 if (keyed && self.key_may_be_local(&self.upstream.key_of(&old).map_err(shape)?)) || self.keeps(&old.0) {
-                    out.push(RowOp::Delete { key: self.local.key_of(&self.project(old)).map_err(shape)? });
+                    let key = self.local.key_of(&self.project(old)).map_err(shape)?;
+                    // A keyed partial view may never have held the row.
+                    out.push(if keyed { RowOp::Evict { key } } else { RowOp::Delete { key } });
                 }
             }
             Change::Update { old, new, .. } => {
@@ -298,7 +329,7 @@ impl ViewShape {
             } else {
                 let from = old_key.unwrap_or(key);
                 if self.key_may_be_local(&from) {
-                    out.push(RowOp::Delete { key: from });
+                    out.push(RowOp::Evict { key: from });
                 }
             }
             return Ok(());
@@ -480,12 +511,12 @@ mod tests {
             [RowOp::Update { old_key: None, key: key![2], new: set(row![2, 42, "b"]) }]
         );
         // Update that does not match (or is NULL): a move-out.
-        assert_eq!(ops(&s, update(None, set(row![1, 7, "a"]))), [RowOp::Delete { key: key![1] }]);
-        assert_eq!(ops(&s, update(None, set(row![1, Value::Null, "a"]))), [RowOp::Delete { key: key![1] }]);
+        assert_eq!(ops(&s, update(None, set(row![1, 7, "a"]))), [RowOp::Evict { key: key![1] }]);
+        assert_eq!(ops(&s, update(None, set(row![1, Value::Null, "a"]))), [RowOp::Evict { key: key![1] }]);
         // A key change removes the old key whatever the new row does.
         assert_eq!(
             ops(&s, update(Some(row![1, Value::Null, Value::Null]), set(row![5, 7, "a"]))),
-            [RowOp::Delete { key: key![1] }]
+            [RowOp::Evict { key: key![1] }]
         );
         assert_eq!(
             ops(&s, update(Some(row![1, Value::Null, Value::Null]), set(row![5, 42, "a"]))),
@@ -494,7 +525,7 @@ mod tests {
         // Deletes remove the key if local; truncate empties.
         assert_eq!(
             ops(&s, Change::Delete { rel: SourceRelId(9), old: row![3, Value::Null, Value::Null] }),
-            [RowOp::Delete { key: key![3] }]
+            [RowOp::Evict { key: key![3] }]
         );
         assert_eq!(ops(&s, Change::Truncate { rels: vec![SourceRelId(9)] }), [RowOp::Truncate]);
     }
@@ -533,8 +564,33 @@ mod tests {
         );
         assert_eq!(
             ops(&s, update(Some(row![5, Value::Null, Value::Null]), set(row![50, 1, "x"]))),
-            [RowOp::Delete { key: key![5] }]
+            [RowOp::Evict { key: key![5] }]
         );
+    }
+
+    #[test]
+    fn skips_agrees_with_row_ops() {
+        let changes = [
+            Change::Insert { rel: SourceRelId(9), new: row![1, 42, "a"] },
+            Change::Insert { rel: SourceRelId(9), new: row![50, 7, "a"] },
+            update(None, set(row![50, 7, "x"])),
+            update(None, set(row![5, 7, "x"])),
+            update(Some(row![50, Value::Null, Value::Null]), set(row![60, 7, "x"])),
+            update(Some(row![5, Value::Null, Value::Null]), set(row![60, 7, "x"])),
+            Change::Delete { rel: SourceRelId(9), old: row![50, Value::Null, Value::Null] },
+            Change::Delete { rel: SourceRelId(9), old: row![5, Value::Null, Value::Null] },
+            Change::Truncate { rels: vec![SourceRelId(9)] },
+        ];
+        for filter in ["id < 10", "tenant = 42", "id < 10 AND tenant = 42"] {
+            let s = shape(Some(filter), None);
+            for c in &changes {
+                if s.skips(c) {
+                    assert_eq!(ops(&s, c.clone()), [], "{filter}: skipped {c:?} but it has operations");
+                }
+            }
+        }
+        let s = shape(Some("id < 10"), None);
+        assert!(s.skips(&update(None, set(row![50, 7, "x"]))), "a key outside the range is skipped");
     }
 
     #[test]

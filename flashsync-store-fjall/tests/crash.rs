@@ -107,7 +107,7 @@ impl Model {
                         .collect();
                     self.r.insert(int(key), Row(merged));
                 }
-                RowOp::UpdateIf { .. } => unreachable!("the generator writes no filtered views"),
+                RowOp::UpdateIf { .. } | RowOp::Evict { .. } => unreachable!("the generator writes no filtered views"),
             }
         }
         for op in f_ops {

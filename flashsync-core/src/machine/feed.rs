@@ -288,6 +288,14 @@ impl Machine {
         for rel in rels {
             for &(id, route, _) in txn.routes.get(&rel).into_iter().flatten() {
                 if let Some(entry) = table.iter().find(|e| e.id == id) {
+                    if entry.shape.skips(&change) {
+                        // Still routed: the view reflects the commit.
+                        match route {
+                            Route::Apply => txn.apply.entry(id).or_default(),
+                            Route::Hold => txn.hold.entry(id).or_default(),
+                        };
+                        continue;
+                    }
                     targets.push((id, route, &entry.shape));
                 }
             }
@@ -309,7 +317,10 @@ impl Machine {
             let skip_move_outs = skip_move_outs && !shape.is_whole() && matches!(change, Change::Update { .. });
             match shape.row_ops(change, ops) {
                 Ok(()) => {
-                    if skip_move_outs && ops.len() > before && matches!(ops.last(), Some(RowOp::Delete { .. })) {
+                    if skip_move_outs
+                        && ops.len() > before
+                        && matches!(ops.last(), Some(RowOp::Evict { .. } | RowOp::Delete { .. }))
+                    {
                         // Planted bug: an update that moves a row out of a
                         // filtered view leaves it there.
                         ops.pop();
@@ -420,13 +431,20 @@ impl Machine {
         // the in-memory ones say so once the store has applied it.
         let mut jobs = Vec::new();
         for vo in &views {
+            // Evictions of rows a filtered view may never have held are most
+            // of what many filtered views of one table receive: rewriting
+            // each one's job record for them would cost more than the rows.
+            // (Its last commit seen still moves in memory.)
+            if vo.ops.iter().all(|op| matches!(op, RowOp::Evict { .. })) {
+                continue;
+            }
             if let Some(mut j) = self.stored_job(vo.relation_id) {
                 j.last_seen_commit = Some(end_lsn);
                 jobs.push(j);
             }
         }
         for id in handed_off {
-            if !views.iter().any(|v| v.relation_id == id) {
+            if !jobs.iter().any(|j: &JobRecord| j.relation_id == id) {
                 jobs.extend(self.stored_job(id));
             }
         }
@@ -559,7 +577,7 @@ pub(super) fn op_size(op: &RowOp) -> usize {
                     })
                     .sum::<usize>()
         }
-        RowOp::Delete { key: k } => key(k),
+        RowOp::Delete { key: k } | RowOp::Evict { key: k } => key(k),
         RowOp::Truncate => 0,
     }
 }
