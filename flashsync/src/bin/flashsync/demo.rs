@@ -14,6 +14,9 @@ use crate::{output, pg, run, CliError};
 
 const SEED_ROWS: i64 = 20_000;
 
+/// The filtered view's `where`.
+const LOW_STOCK: &str = "qty < 10 AND name LIKE 'item %'";
+
 fn err(e: impl std::fmt::Display) -> CliError {
     CliError(e.to_string())
 }
@@ -48,8 +51,17 @@ pub async fn demo(seconds: Duration) -> Result<(), CliError> {
     let def = |name: &str, p| ViewDef::new("public", name, p, "postgres:demo", "public", "items").map_err(err);
     engine.define(def("items_copy", Persistence::Materialized)?).await.map_err(err)?;
     engine.define(def("items_live", Persistence::Realtime)?).await.map_err(err)?;
+    // A partial view: the rows of one "tenant", three columns. Writers move
+    // rows in and out of it (qty changes), and it must stay exact too.
+    let low_stock = def("low_stock", Persistence::Realtime)?
+        .with_filter(LOW_STOCK)
+        .map_err(err)?
+        .with_columns(["id", "name", "qty"])
+        .map_err(err)?;
+    engine.define(low_stock).await.map_err(err)?;
     eprintln!(
-        "defined public.items_copy (materialized) and public.items_live (realtime); store in {}",
+        "defined public.items_copy (materialized), public.items_live (realtime) and public.low_stock \
+         (realtime, where {LOW_STOCK:?}, columns id, name, qty); store in {}",
         dir.path().display()
     );
 
@@ -141,6 +153,31 @@ pub async fn demo(seconds: Duration) -> Result<(), CliError> {
                 "public.items_live did not converge within 60 s ({} local rows, {} upstream)",
                 local.len(),
                 expected.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let want: Vec<Row> = expected
+        .iter()
+        .filter(|r| matches!(r.0.get(2), Some(Value::Int(q)) if *q < 10))
+        .filter(|r| matches!(r.0.get(1), Some(Value::Text(n)) if n.starts_with("item ")))
+        .map(|r| Row(r.0.iter().take(3).cloned().collect()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let local = engine.scan_all("public.low_stock").await.map_err(err)?;
+        if local == want {
+            println!(
+                "✓ public.low_stock equals SELECT id, name, qty FROM items WHERE {LOW_STOCK}: {} rows",
+                local.len()
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(CliError(format!(
+                "public.low_stock did not converge within 60 s ({} local rows, {} expected)",
+                local.len(),
+                want.len()
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

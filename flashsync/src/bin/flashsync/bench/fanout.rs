@@ -23,7 +23,8 @@ struct Cost {
     secs: f64,
 }
 
-fn cpu_ticks(pid: i32) -> Option<u64> {
+/// The CPU time (user + system, in clock ticks) process `pid` used so far.
+pub(super) fn cpu_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after ')'.
     let rest = stat.rsplit_once(')')?.1;

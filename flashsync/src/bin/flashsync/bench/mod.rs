@@ -6,6 +6,7 @@
 mod bigtxn;
 mod common;
 mod fanout;
+mod filtered;
 mod latency;
 mod snapshot;
 mod stream;
@@ -54,6 +55,18 @@ pub enum Which {
         #[arg(long)]
         pg: Option<String>,
     },
+    /// K filtered realtime views of one table (each 1/K of the rows) vs one
+    /// unfiltered view: replay rate and walsender CPU.
+    Filtered {
+        #[arg(long, default_value_t = 20)]
+        views: usize,
+        #[arg(long, default_value_t = 100_000)]
+        txns: u64,
+        /// What the filters read: a column outside the key (`tenant = k`)
+        /// or the key itself (`id BETWEEN a AND b`).
+        #[arg(long, value_enum, default_value = "column")]
+        on: filtered::FilterOn,
+    },
     /// Server-side decoding cost of K realtime views of one origin vs one
     /// (walsender CPU time; needs the throwaway cluster).
     Fanout {
@@ -72,6 +85,7 @@ pub async fn run(which: Which) -> Result<(), CliError> {
             latency::run(rate, seconds, persist_ms, pg.as_deref()).await?
         }
         Which::Fanout { views, commits } => fanout::run(views, commits).await?,
+        Which::Filtered { views, txns, on } => filtered::run(views, txns, on).await?,
         Which::Bigtxn { rows, pg } => bigtxn::run(rows, pg.as_deref()).await?,
     };
     println!("{report}");
