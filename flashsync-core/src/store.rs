@@ -20,10 +20,9 @@
 //!    keyed views are maps, full-row views are multisets, `Update` keeps
 //!    unchanged cells. Stores should implement `apply` with that helper.
 //!    A view an operation did not fit (a conflict, reported in the
-//!    [`ApplyReport`](crate::ApplyReport)) is marked diverged in the same
-//!    batch, and listed in [`StoredState::dirty`] until it is published
-//!    again or forgotten: a crash before the machine reacts must still
-//!    bring a copy of it.
+//!    [`ApplyReport`]) is marked diverged in the same batch, and listed in
+//!    [`StoredState::dirty`] until it is published again or forgotten: a
+//!    crash before the machine reacts must still bring a copy of it.
 //! 5. **Key order.** Scans return rows in the order of their keys'
 //!    [`encode_key`](crate::codec::encode_key) bytes.
 //! 6. **Errors, not panics**, for every failure, including corrupt bytes on disk.
