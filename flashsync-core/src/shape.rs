@@ -73,6 +73,22 @@ struct Filter {
     on_key: bool,
 }
 
+impl Filter {
+    /// The values of an update the filter reads, in upstream positions (the
+    /// other columns NULL: the filter does not read them), or `None` when
+    /// the update did not carry them all (unchanged TOAST values).
+    fn carried(&self, new: &[Cell]) -> Option<Vec<Value>> {
+        let mut row = vec![Value::Null; new.len()];
+        for &c in self.upstream.columns() {
+            match (new.get(c), row.get_mut(c)) {
+                (Some(Cell::Set(v)), Some(slot)) => *slot = v.clone(),
+                _ => return None,
+            }
+        }
+        Some(row)
+    }
+}
+
 /// A view's `where` or `columns` does not fit its upstream relation. The
 /// user must change the definition (or the table): retrying cannot help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,15 +243,8 @@ impl ViewShape {
                 self.upstream.key_of(old).is_ok_and(|k| !self.key_may_be_local(&k))
             }
             Change::Update { old, new, .. } if filter.on_key => {
-                // Neither the old key nor the new one can be in the view. Only
-                // the (key) columns the filter reads are copied.
-                let mut row = vec![Value::Null; new.len()];
-                for &c in filter.upstream.columns() {
-                    match (new.get(c), row.get_mut(c)) {
-                        (Some(Cell::Set(v)), Some(slot)) => *slot = v.clone(),
-                        _ => return false,
-                    }
-                }
+                // Neither the old key nor the new one can be in the view.
+                let Some(row) = filter.carried(new) else { return false };
                 let old_out =
                     old.as_ref().is_none_or(|o| self.upstream.key_of(o).is_ok_and(|k| !self.key_may_be_local(&k)));
                 old_out && !filter.upstream.matches(&row)
@@ -309,16 +318,7 @@ impl ViewShape {
             out.push(RowOp::Update { old_key, key, new });
             return Ok(());
         };
-        let carried = filter.upstream.columns().iter().all(|&c| matches!(new.get(c), Some(Cell::Set(_))));
-        if carried {
-            let row: Vec<Value> = new
-                .iter()
-                .map(|c| match c {
-                    Cell::Set(v) => v.clone(),
-                    // Not read by the filter (it only reads carried columns).
-                    Cell::Unchanged => Value::Null,
-                })
-                .collect();
+        if let Some(row) = filter.carried(&new) {
             if filter.upstream.matches(&row) {
                 // An upsert when all values came; otherwise the store takes
                 // the rest from the local row, or reports that the row is

@@ -555,18 +555,7 @@ pub(super) fn op_size(op: &RowOp) -> usize {
     let key = |k: &Key| k.0.iter().map(crate::value::Value::approx_size).sum::<usize>();
     48 + match op {
         RowOp::Insert { key: k, row } => key(k) + row.approx_size(),
-        RowOp::Update { old_key, key: k, new } => {
-            old_key.as_ref().map_or(0, key)
-                + key(k)
-                + new
-                    .iter()
-                    .map(|c| match c {
-                        Cell::Set(v) => v.approx_size(),
-                        Cell::Unchanged => 8,
-                    })
-                    .sum::<usize>()
-        }
-        RowOp::UpdateIf { old_key, key: k, new, .. } => {
+        RowOp::Update { old_key, key: k, new } | RowOp::UpdateIf { old_key, key: k, new, .. } => {
             old_key.as_ref().map_or(0, key)
                 + key(k)
                 + new
