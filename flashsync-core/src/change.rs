@@ -35,10 +35,10 @@ pub enum Change {
     Update {
         /// The relation.
         rel: SourceRelId,
-        /// The old row image when the source sent one: its key columns are
-        /// set (others may be `Null`) when the key changed, or it is the full
-        /// old row for full-row identity. `None` means the key did not change.
-        old: Option<Row>,
+        /// The old row image when the source sent one: the old key when the
+        /// key changed, or the whole old row (Postgres `REPLICA IDENTITY
+        /// FULL`). `None` means the key did not change.
+        old: Option<OldRow>,
         /// The new row image; unchanged TOAST columns are [`Cell::Unchanged`].
         new: Vec<Cell>,
     },
@@ -46,15 +46,51 @@ pub enum Change {
     Delete {
         /// The relation.
         rel: SourceRelId,
-        /// The old row image: key columns set (others may be `Null`), or the
-        /// full row for full-row identity.
-        old: Row,
+        /// The old row image: its key, or the whole row.
+        old: OldRow,
     },
     /// Every listed relation was emptied.
     Truncate {
         /// The relations.
         rels: Vec<SourceRelId>,
     },
+}
+
+/// An old row image as the source sent it, saying how much of the row it
+/// holds: a filtered view decides from a whole old row, without a lookup,
+/// whether the row was in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OldRow {
+    /// The replica identity (key) columns; the others are `Null` and mean
+    /// nothing.
+    Key(Row),
+    /// Every column (Postgres `REPLICA IDENTITY FULL`, and every old image
+    /// of a full-row identity relation).
+    Full(Row),
+}
+
+impl OldRow {
+    /// The image, whichever kind.
+    pub fn row(&self) -> &Row {
+        match self {
+            OldRow::Key(r) | OldRow::Full(r) => r,
+        }
+    }
+
+    /// The image, whichever kind.
+    pub fn into_row(self) -> Row {
+        match self {
+            OldRow::Key(r) | OldRow::Full(r) => r,
+        }
+    }
+
+    /// The whole old row, when the image is one.
+    pub fn full(&self) -> Option<&Row> {
+        match self {
+            OldRow::Full(r) => Some(r),
+            OldRow::Key(_) => None,
+        }
+    }
 }
 
 /// One event of an origin's change feed, in feed order. A transaction arrives

@@ -63,7 +63,7 @@ pub mod time;
 pub mod value;
 pub mod view;
 
-pub use change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
+pub use change::{ApplyBatch, BatchSeq, Cell, Change, OldRow, Progress, RowOp, StreamEvent, ViewOps};
 pub use encoded::{EncodedRows, EncodedRowsBuilder};
 pub use error::{
     ControlError, DefinitionError, SelectorError, SourceError, SourceErrorKind, StoreError, StoreErrorKind,

@@ -68,6 +68,7 @@ impl SimOptions {
             (self.bugs.skip_xid_filter, "skip_xid_filter"),
             (self.bugs.apply_while_disabled, "apply_while_disabled"),
             (self.bugs.skip_move_outs, "skip_move_outs"),
+            (self.bugs.skip_move_ins, "skip_move_ins"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
         ] {
@@ -108,6 +109,7 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     plan.exec_bugs = opts.exec_bugs;
     let plan_text = plan.to_string();
     let up = Upstream::new(plan.first_xid, 6 + (fork(opts.seed, 2) % 10) as i64);
+    up.send_whole_old_rows(fork(opts.seed, 5));
     let store = SimStore::open(opts.store).map_err(|e| SimError::Store(opts.store, e))?;
     let mut w =
         World::new(opts.seed, plan, store, up, fork(opts.seed, 3)).map_err(|e| SimError::Store(opts.store, e))?;

@@ -104,6 +104,20 @@ impl Upstream {
         }
     }
 
+    /// Makes the keyed tables whose bit (in [`TABLES`] order) is set in
+    /// `mask` send whole old rows, as Postgres does under `REPLICA IDENTITY
+    /// FULL`: their filtered views decide move-outs and TOASTed move-ins
+    /// from the old row instead of their local rows. Call before any view is
+    /// defined.
+    pub fn send_whole_old_rows(&self, mask: u64) {
+        for (i, (name, kind)) in TABLES.iter().enumerate() {
+            let keyed = matches!(kind, TableKind::Keyed | TableKind::Composite | TableKind::Toasted);
+            if keyed && mask & (1 << i) != 0 {
+                self.db.set_replica_identity_full(SCHEMA, name);
+            }
+        }
+    }
+
     /// The kind of a table.
     pub fn kind(&self, table: &str) -> Option<TableKind> {
         self.tables.get(table).map(|t| t.kind)

@@ -144,6 +144,15 @@ fn skipped_move_outs_are_caught() {
     assert!(seed.is_some(), "skip_move_outs went unnoticed in 1000 seeds");
 }
 
+/// Whole old rows (`REPLICA IDENTITY FULL` tables) let a filtered view skip
+/// changes of rows it never held; trusting them for move-ins too loses rows.
+#[test]
+fn skipped_move_ins_are_caught() {
+    let bugs = InjectedBugs { skip_move_ins: true, ..Default::default() };
+    let seed = find(bugs, "mirror exact", 1000);
+    assert!(seed.is_some(), "skip_move_ins went unnoticed in 1000 seeds");
+}
+
 /// Like [`find`], for a bug planted in the executor: any violation counts.
 fn find_exec(bugs: PlantedBugs, seeds: u64) -> Option<u64> {
     (0..seeds).find(|&seed| {

@@ -48,6 +48,9 @@ pub struct InjectedBugs {
     /// Drop the move-outs of filtered views: an update after which a row no
     /// longer matches leaves the old row in the view.
     pub skip_move_outs: bool,
+    /// Trust a whole old row too far: a change whose old row was not in a
+    /// filtered view is skipped for it, even when its new row moves in.
+    pub skip_move_ins: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.

@@ -2,6 +2,7 @@
 //! progress, acknowledgements, and recovering from a lost feed.
 
 use super::*;
+use crate::shape::ChangeImages;
 
 impl Machine {
     pub(super) fn subscribe(&mut self, origin: &OriginId) {
@@ -236,31 +237,34 @@ impl Machine {
         }
         let applied = self.origins.get(origin).and_then(|o| o.applied);
         let duplicate = applied.is_some_and(|a| final_lsn < a);
-        let mut routes: BTreeMap<SourceRelId, Vec<(RelationId, Route, Identity)>> = BTreeMap::new();
-        if duplicate {
+        let routes = if duplicate {
             self.stats.duplicates_skipped += 1;
+            Arc::new(RelRoutes::new())
         } else {
             let table = self.route_table(origin);
-            for e in table.iter() {
-                if let Some(f) = &e.filter {
-                    if !self.bugs().skip_xid_filter && f.contains(xid, final_lsn) {
-                        self.stats.filtered += 1;
-                        continue;
+            if table.filtered {
+                let mut routes = RelRoutes::new();
+                for e in &table.entries {
+                    if let Some(f) = &e.filter {
+                        if !self.bugs().skip_xid_filter && f.contains(xid, final_lsn) {
+                            self.stats.filtered += 1;
+                            continue;
+                        }
                     }
+                    routes.entry(e.shape.upstream().source_id).or_default().push((e.id, e.route));
                 }
-                routes.entry(e.shape.upstream().source_id).or_default().push((
-                    e.id,
-                    e.route,
-                    e.shape.upstream().identity,
-                ));
+                Arc::new(routes)
+            } else {
+                table.by_rel.clone()
             }
-        }
+        };
         if let Some(Feed::Up { txn, .. }) = self.origins.get_mut(origin).map(|o| &mut o.feed) {
             *txn = Some(Txn {
                 xid,
                 final_lsn,
                 duplicate,
                 routes,
+                changed: BTreeSet::new(),
                 apply: BTreeMap::new(),
                 apply_ops: 0,
                 hold: BTreeMap::new(),
@@ -272,7 +276,7 @@ impl Machine {
 
     fn on_change(&mut self, origin: &OriginId, change: Change) {
         let table = self.route_table(origin);
-        let skip_move_outs = self.bugs().skip_move_outs;
+        let (skip_move_outs, skip_move_ins) = (self.bugs().skip_move_outs, self.bugs().skip_move_ins);
         let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
             self.protocol_error(origin, "feed sent a change outside a transaction");
             return;
@@ -280,65 +284,87 @@ impl Machine {
         if txn.duplicate {
             return;
         }
-        let rels: Vec<SourceRelId> = match &change {
-            Change::Insert { rel, .. } | Change::Update { rel, .. } | Change::Delete { rel, .. } => vec![*rel],
-            Change::Truncate { rels } => rels.clone(),
+        let rels: &[SourceRelId] = match &change {
+            Change::Insert { rel, .. } | Change::Update { rel, .. } | Change::Delete { rel, .. } => {
+                std::slice::from_ref(rel)
+            }
+            Change::Truncate { rels } => rels,
         };
+        // Read once for all the partial views the change is routed to.
+        let images = ChangeImages::new(&change);
         let mut targets = Vec::new();
+        let mut whole = None;
         for rel in rels {
-            for &(id, route, _) in txn.routes.get(&rel).into_iter().flatten() {
-                if let Some(entry) = table.iter().find(|e| e.id == id) {
-                    if entry.shape.skips(&change) {
-                        // Still routed: the view reflects the commit.
-                        match route {
-                            Route::Apply => txn.apply.entry(id).or_default(),
-                            Route::Hold => txn.hold.entry(id).or_default(),
-                        };
-                        continue;
+            if txn.routes.contains_key(rel) {
+                txn.changed.insert(*rel);
+            }
+            for &(id, route) in txn.routes.get(rel).into_iter().flatten() {
+                // The table may have been rebuilt since `Begin`: a view that
+                // left it takes no more changes.
+                let Some(entry) = table.get(id) else { continue };
+                let shape = &entry.shape;
+                let skip = shape.skips(&images) || (skip_move_ins && shape.held_before(&images) == Some(false));
+                if skip {
+                    // Still routed (see `Txn::changed`): the view reflects
+                    // the commit.
+                    if route == Route::Hold {
+                        txn.hold.entry(entry.id).or_default();
                     }
-                    targets.push((id, route, &entry.shape));
+                } else if shape.is_whole() && whole.is_none() {
+                    whole = Some((entry.id, route, shape));
+                } else {
+                    targets.push((entry.id, route, shape));
                 }
             }
         }
-        // Most changes go to one view: the last target takes the change
-        // itself, only the others get copies.
-        let mut change = Some(change);
-        let last = targets.len().saturating_sub(1);
         let mut broken = Vec::new();
-        for (i, (id, route, shape)) in targets.into_iter().enumerate() {
-            let Some(change) = (if i == last { change.take() } else { change.clone() }) else {
-                continue;
-            };
+        let is_update = matches!(change, Change::Update { .. });
+        // Appends a view's operations for the change to its share of the
+        // transaction, in place.
+        let mut emit = |id: RelationId,
+                        route: Route,
+                        shape: &ViewShape,
+                        write: &mut dyn FnMut(&mut Vec<RowOp>) -> Result<(), String>| {
             let ops = match route {
                 Route::Apply => txn.apply.entry(id).or_default(),
                 Route::Hold => txn.hold.entry(id).or_default(),
             };
             let before = ops.len();
-            let skip_move_outs = skip_move_outs && !shape.is_whole() && matches!(change, Change::Update { .. });
-            match shape.row_ops(change, ops) {
-                Ok(()) => {
-                    if skip_move_outs
-                        && ops.len() > before
-                        && matches!(ops.last(), Some(RowOp::Evict { .. } | RowOp::Delete { .. }))
-                    {
-                        // Planted bug: an update that moves a row out of a
-                        // filtered view leaves it there.
-                        ops.pop();
-                    }
-                    let added = &ops[before..];
-                    match route {
-                        Route::Apply => txn.apply_ops += added.len(),
-                        Route::Hold => {
-                            *txn.hold_bytes.entry(id).or_default() += added.iter().map(op_size).sum::<usize>()
-                        }
-                    }
-                }
-                Err(e) => broken.push((id, e)),
+            if let Err(e) = write(ops) {
+                broken.push((id, e));
+                return;
             }
+            if skip_move_outs
+                && !shape.is_whole()
+                && is_update
+                && ops.len() > before
+                && matches!(ops.last(), Some(RowOp::Evict { .. } | RowOp::Delete { .. }))
+            {
+                // Planted bug: an update that moves a row out of a filtered
+                // view leaves it there.
+                ops.pop();
+            }
+            let added = ops.get(before..).unwrap_or_default();
+            match route {
+                Route::Apply => txn.apply_ops += added.len(),
+                Route::Hold => *txn.hold_bytes.entry(id).or_default() += added.iter().map(op_size).sum::<usize>(),
+            }
+        };
+        for (id, route, shape) in targets {
+            emit(id, route, shape, &mut |ops| shape.row_ops_of(&images, ops));
+        }
+        drop(images);
+        // Most changes go to one whole view: it takes the change itself.
+        if let Some((id, route, shape)) = whole {
+            let mut change = Some(change);
+            emit(id, route, shape, &mut |ops| match change.take() {
+                Some(c) => shape.row_ops(c, ops),
+                None => Ok(()),
+            });
         }
         for (id, _) in &broken {
-            for targets in txn.routes.values_mut() {
-                targets.retain(|(t, _, _)| t != id);
+            for targets in Arc::make_mut(&mut txn.routes).values_mut() {
+                targets.retain(|(t, _)| t != id);
             }
             txn.apply.remove(id);
             txn.hold.remove(id);
@@ -425,7 +451,17 @@ impl Machine {
         let handed_off = self.drop_filters(origin, end_lsn);
         // A filtered view may be routed a transaction none of whose changes
         // it keeps: it still reflects the commit.
-        let routed: Vec<RelationId> = apply.keys().copied().collect();
+        let mut routed: Vec<RelationId> = txn
+            .changed
+            .iter()
+            .flat_map(|rel| txn.routes.get(rel).into_iter().flatten())
+            .filter(|(_, route)| *route == Route::Apply)
+            .map(|(id, _)| *id)
+            .chain(apply.keys().copied())
+            .chain(txn.partial.iter().copied())
+            .collect();
+        routed.sort_unstable();
+        routed.dedup();
         let views = self.view_ops(apply);
         // The stored job records say the batch's views reflect this commit;
         // the in-memory ones say so once the store has applied it.
@@ -450,21 +486,13 @@ impl Machine {
         }
         // Views this transaction reached in full: those still live now (a view
         // that left mid-transaction was marked for a new copy).
-        let touched: Vec<RelationId> = routed
-            .into_iter()
-            .chain(txn.partial.iter().copied())
-            .filter(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })))
-            .collect();
+        let mut touched = routed;
+        touched.retain(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })));
         // Only checkers read the audit: no copy of the list otherwise.
         let audited = if self.cfg.audit { touched.clone() } else { Vec::new() };
         let seq = self.emit_batch(origin, Flight::Commit { end_lsn, views: touched }, views, jobs);
-        if self.cfg.audit {
-            let mut seen = BTreeSet::new();
-            for view in audited {
-                if seen.insert(view) {
-                    self.audit.push(AuditRecord::Applied { seq, view, xid: txn.xid, end_lsn, replay: false });
-                }
-            }
+        for view in audited {
+            self.audit.push(AuditRecord::Applied { seq, view, xid: txn.xid, end_lsn, replay: false });
         }
         // Hold back the bootstrapping views' share.
         let mut added = 0;
@@ -526,6 +554,12 @@ impl Machine {
     /// be filtered.
     fn drop_filters(&mut self, origin: &OriginId, position: Lsn) -> Vec<RelationId> {
         let mut dropped = Vec::new();
+        // Every commit asks: only a table with a view in a hand-off needs
+        // the views looked at (a live view's filter is set by `set_phase`,
+        // which rebuilds the table).
+        if !self.route_table(origin).filtered {
+            return dropped;
+        }
         for id in self.origin_views(origin) {
             let Some(v) = self.views.get_mut(&id) else { continue };
             if let Phase::Live { filter, .. } = &mut v.phase {
@@ -542,8 +576,13 @@ impl Machine {
     }
 
     fn on_schema_changed(&mut self, origin: &OriginId, rel: SourceRelId, detail: String) {
-        let affected: Vec<RelationId> =
-            self.route_table(origin).iter().filter(|e| e.shape.upstream().source_id == rel).map(|e| e.id).collect();
+        let affected: Vec<RelationId> = self
+            .route_table(origin)
+            .entries
+            .iter()
+            .filter(|e| e.shape.upstream().source_id == rel)
+            .map(|e| e.id)
+            .collect();
         for id in affected {
             self.mark_diverged(id, format!("upstream relation changed shape ({detail}); copying it again"));
         }

@@ -132,7 +132,7 @@ use crate::job::{JobRecord, JobState};
 use crate::lsn::Lsn;
 use crate::rng::Rng;
 use crate::rowops::ApplyReport;
-use crate::schema::{Identity, RelationSchema, SourceRelId};
+use crate::schema::{RelationSchema, SourceRelId};
 use crate::selector::Selector;
 use crate::shape::ViewShape;
 use crate::snapshot::{widen_xid, SnapshotPoint};
@@ -146,7 +146,7 @@ use backoff::Retry;
 use batch::{Flight, InFlight};
 use origin::{Feed, Origin, Route, Txn};
 use pass::{Outcome, Pass, Passes, Queued, Stage, Waiter, WaiterKind};
-use route::RouteEntry;
+use route::{RelRoutes, RouteTable};
 use view::{CopyKind, Goal, HeldTxn, HoldBack, Phase, View};
 
 /// Counters, for tests, the simulator and benchmarks.
@@ -242,7 +242,7 @@ pub struct Machine {
     names: BTreeMap<ViewName, RelationId>,
     origins: BTreeMap<OriginId, Origin>,
     /// Per origin: which views currently take part in its feed. `None` = stale.
-    routes: BTreeMap<OriginId, Option<Arc<Vec<RouteEntry>>>>,
+    routes: BTreeMap<OriginId, Option<Arc<RouteTable>>>,
     queued_views: BTreeSet<RelationId>,
     copying: usize,
     passes: Passes,

@@ -2,12 +2,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use std::sync::Arc;
+
 use crate::change::{BatchSeq, RowOp};
 use crate::lsn::Lsn;
-use crate::schema::{Identity, SourceRelId};
+use crate::schema::SourceRelId;
 use crate::time::Timestamp;
 use crate::view::{OriginId, RelationId};
 
+use super::route::RelRoutes;
 use super::Epoch;
 
 /// The feed connection, with what each state needs and nothing else: a
@@ -107,7 +110,12 @@ pub(super) struct Txn {
     /// Already applied (a replayed duplicate): receive and drop.
     pub duplicate: bool,
     /// Which views get changes of which relation, decided at `Begin`.
-    pub routes: BTreeMap<SourceRelId, Vec<(RelationId, Route, Identity)>>,
+    pub routes: Arc<RelRoutes>,
+    /// Relations this transaction changed. Their views reflect its commit
+    /// whether or not they kept any of the changes (a filtered view skips
+    /// most): recorded per relation, not per view, as one table may have
+    /// many views.
+    pub changed: BTreeSet<SourceRelId>,
     /// Operations to apply, per view, since the last partial batch.
     pub apply: BTreeMap<RelationId, Vec<RowOp>>,
     pub apply_ops: usize,

@@ -12,6 +12,30 @@ pub(super) struct RouteEntry {
     pub filter: Option<SnapshotPoint>,
 }
 
+/// Per relation, the views its changes go to and how.
+pub(super) type RelRoutes = BTreeMap<SourceRelId, Vec<(RelationId, Route)>>;
+
+/// Which views take part in an origin's feed, rebuilt when phases change.
+#[derive(Debug)]
+pub(super) struct RouteTable {
+    /// Sorted by view id: a view's entry is found by binary search.
+    pub entries: Vec<RouteEntry>,
+    /// The routes of a transaction no hand-off filter excludes a view from:
+    /// shared by every such transaction rather than rebuilt for each.
+    pub by_rel: Arc<RelRoutes>,
+    /// Whether some view is in a hand-off (its filter decides, per
+    /// transaction, whether it takes part).
+    pub filtered: bool,
+}
+
+impl RouteTable {
+    /// The entry of view `id`, if it takes part.
+    pub fn get(&self, id: RelationId) -> Option<&RouteEntry> {
+        let i = self.entries.binary_search_by_key(&id, |e| e.id).ok()?;
+        self.entries.get(i)
+    }
+}
+
 impl Machine {
     pub(super) fn set_phase(&mut self, id: RelationId, phase: Phase) {
         let Some(v) = self.views.get_mut(&id) else {
@@ -94,7 +118,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn route_table(&mut self, origin: &OriginId) -> Arc<Vec<RouteEntry>> {
+    pub(super) fn route_table(&mut self, origin: &OriginId) -> Arc<RouteTable> {
         if let Some(Some(t)) = self.routes.get(origin) {
             return t.clone();
         }
@@ -127,7 +151,14 @@ impl Machine {
                 _ => {}
             }
         }
-        let t = Arc::new(entries);
+        // In id order (the views' order): see `RouteTable::get`.
+        debug_assert!(entries.windows(2).all(|w| w[0].id < w[1].id));
+        let mut by_rel = RelRoutes::new();
+        for e in &entries {
+            by_rel.entry(e.shape.upstream().source_id).or_default().push((e.id, e.route));
+        }
+        let filtered = entries.iter().any(|e| e.filter.is_some());
+        let t = Arc::new(RouteTable { entries, by_rel: Arc::new(by_rel), filtered });
         self.routes.insert(origin.clone(), Some(t.clone()));
         t
     }

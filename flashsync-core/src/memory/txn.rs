@@ -129,11 +129,7 @@ impl Upstream {
                                 _ => Cell::Set(v.clone()),
                             })
                             .collect();
-                        let old_img = match &t.identity {
-                            TableIdentity::Full => Some(old.clone()),
-                            _ if new_key != *key => Some(t.old_image(&old)),
-                            _ => None,
-                        };
+                        let old_img = (t.sends_old_rows() || new_key != *key).then(|| t.old_image(&old));
                         events.push(StreamEvent::Change(Change::Update { rel: t.id, old: old_img, new: cells }));
                     }
                 }

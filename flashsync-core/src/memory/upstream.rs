@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::faults::FailPoint;
 use super::source::{send_entry, ActiveFeed, MemorySource};
 use super::txn::{OpenTxn, Undo};
-use crate::change::StreamEvent;
+use crate::change::{OldRow, StreamEvent};
 use crate::lsn::Lsn;
 use crate::schema::{Column, RelationSchema, SourceRelId};
 use crate::time::Timestamp;
@@ -48,6 +48,19 @@ pub(super) struct Table {
     /// Text values longer than this are "TOASTed": an update that leaves them
     /// unchanged sends [`Cell::Unchanged`](crate::change::Cell::Unchanged).
     pub(super) toast_threshold: Option<usize>,
+    /// What updates and deletes of a keyed table send as the old row.
+    pub(super) old_rows: OldRows,
+}
+
+/// What a keyed table's changes send as the old row (Postgres' replica
+/// identity setting beside the primary key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OldRows {
+    /// `REPLICA IDENTITY DEFAULT`: the key, and for updates only when it
+    /// changed.
+    Key,
+    /// `REPLICA IDENTITY FULL`: the whole old row, always.
+    Full,
 }
 
 impl Table {
@@ -71,13 +84,18 @@ impl Table {
 
     /// The old-row image a change carries: key columns set, others NULL (or
     /// the full row for full identity).
-    pub(super) fn old_image(&self, row: &Row) -> Row {
+    pub(super) fn old_image(&self, row: &Row) -> OldRow {
         match &self.identity {
-            TableIdentity::PrimaryKey(k) => Row((0..self.columns.len())
+            TableIdentity::PrimaryKey(k) if self.old_rows == OldRows::Key => OldRow::Key(Row((0..self.columns.len())
                 .map(|i| if k.contains(&i) { row.0[i].clone() } else { Value::Null })
-                .collect()),
-            _ => row.clone(),
+                .collect())),
+            _ => OldRow::Full(row.clone()),
         }
+    }
+
+    /// Whether every update sends the old row (not only key changes).
+    pub(super) fn sends_old_rows(&self) -> bool {
+        !matches!(self.identity, TableIdentity::PrimaryKey(_)) || self.old_rows == OldRows::Full
     }
 }
 
@@ -215,7 +233,7 @@ impl MemoryUpstream {
         let columns = columns.iter().map(|(n, t)| Column { name: (*n).into(), type_name: (*t).into() }).collect();
         u.tables.insert(
             (schema.into(), table.into()),
-            Table { id, columns, identity, rows: BTreeMap::new(), toast_threshold: None },
+            Table { id, columns, identity, rows: BTreeMap::new(), toast_threshold: None, old_rows: OldRows::Key },
         );
     }
 
@@ -223,6 +241,15 @@ impl MemoryUpstream {
     pub fn set_toast_threshold(&self, schema: &str, table: &str, bytes: usize) {
         if let Some(t) = self.lock().tables.get_mut(&(schema.into(), table.into())) {
             t.toast_threshold = Some(bytes);
+        }
+    }
+
+    /// Makes a keyed table's updates and deletes send the whole old row, as
+    /// Postgres does under `REPLICA IDENTITY FULL`. Call it before the table
+    /// is described: unlike Postgres, the feed does not report the change.
+    pub fn set_replica_identity_full(&self, schema: &str, table: &str) {
+        if let Some(t) = self.lock().tables.get_mut(&(schema.into(), table.into())) {
+            t.old_rows = OldRows::Full;
         }
     }
 

@@ -2,8 +2,8 @@
 //! machine's values (schemas, rows, changes, errors, names, selectors).
 
 use flashsync_core::{
-    Cell, Change, Column, Identity, OriginId, RelationSchema, Row, Selector, SourceError, SourceErrorKind, SourceRelId,
-    StoreError, StoreErrorKind, UpstreamRelation, Value, ViewName,
+    Cell, Change, Column, Identity, OldRow, OriginId, RelationSchema, Row, Selector, SourceError, SourceErrorKind,
+    SourceRelId, StoreError, StoreErrorKind, UpstreamRelation, Value, ViewName,
 };
 
 use super::inputs::{FuzzCell, FuzzChange, FuzzRow, FuzzValue, PatPick, RelPick, Sel, ShapePick, Width};
@@ -97,13 +97,23 @@ pub(super) fn change(c: &FuzzChange) -> Change {
                     None => Cell::Set(Value::Null),
                 })
                 .collect();
-            Change::Update { rel, old: old.as_ref().map(|o| row(rel, o)), new: cells }
+            Change::Update { rel, old: old.as_ref().map(|o| old_image(rel, row(rel, o))), new: cells }
         }
         FuzzChange::Delete { rel, old } => {
             let rel = rel_id(*rel);
-            Change::Delete { rel, old: row(rel, old) }
+            Change::Delete { rel, old: old_image(rel, row(rel, old)) }
         }
         FuzzChange::Truncate { rels } => Change::Truncate { rels: rels.iter().map(|r| rel_id(*r)).collect() },
+    }
+}
+
+/// Old images of the full-row table are whole rows; the keyed tables send
+/// keys (whatever else the fuzzer put in them).
+fn old_image(rel: SourceRelId, row: Row) -> OldRow {
+    if rel == SourceRelId(102) {
+        OldRow::Full(row)
+    } else {
+        OldRow::Key(row)
     }
 }
 

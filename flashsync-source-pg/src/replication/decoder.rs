@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use flashsync_core::{Cell, Change, Row, SourceError, SourceErrorKind, SourceRelId, StreamEvent, Timestamp, Value};
+use flashsync_core::{
+    Cell, Change, OldRow, Row, SourceError, SourceErrorKind, SourceRelId, StreamEvent, Timestamp, Value,
+};
 
 use crate::error::protocol;
 use crate::pgoutput::{Message, OldTuple, Relation, TupleData, TupleValue};
@@ -138,14 +140,20 @@ fn cells(rel: &Relation, tuple: &TupleData, what: &str) -> Result<Vec<Cell>, Sou
 }
 
 /// Old images: key columns (others NULL) for `K`, the whole row for `O`.
-/// Old images are sent de-TOASTed, so an unchanged marker is a protocol error.
-fn old_row(rel: &Relation, old: &OldTuple) -> Result<Row, SourceError> {
-    cells(rel, old.tuple(), "old row image")?
+/// Old images are sent de-TOASTed (Postgres flattens the old tuple it logs
+/// under `REPLICA IDENTITY FULL`), so an unchanged marker is a protocol
+/// error.
+fn old_row(rel: &Relation, old: &OldTuple) -> Result<OldRow, SourceError> {
+    let row = cells(rel, old.tuple(), "old row image")?
         .into_iter()
         .map(|c| match c {
             Cell::Set(v) => Ok(v),
             Cell::Unchanged => Err(proto("unchanged TOAST marker in an old row image")),
         })
         .collect::<Result<Vec<_>, _>>()
-        .map(Row)
+        .map(Row)?;
+    Ok(match old {
+        OldTuple::Key(_) => OldRow::Key(row),
+        OldTuple::Full(_) => OldRow::Full(row),
+    })
 }

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flashsync_core::{row, Cell, Change, FeedStart, Lsn, Source, SourceRelId, StreamEvent, UpstreamRelation, Value};
+use flashsync_core::{
+    row, Cell, Change, FeedStart, Lsn, OldRow, Source, SourceRelId, StreamEvent, UpstreamRelation, Value,
+};
 use flashsync_source_pg::testkit;
 
 use crate::common::*;
@@ -61,10 +63,10 @@ async fn delivers_inserts_updates_deletes_and_truncates_in_order() {
             // Key changed: old image with the key set, other columns NULL.
             &Change::Update {
                 rel: oid,
-                old: Some(row![2, None::<i64>]),
+                old: Some(OldRow::Key(row![2, None::<i64>])),
                 new: vec![Cell::Set(Value::Int(3)), Cell::Set("b".into())]
             },
-            &Change::Delete { rel: oid, old: row![1, None::<i64>] },
+            &Change::Delete { rel: oid, old: OldRow::Key(row![1, None::<i64>]) },
         ]
     );
     assert_ne!(t1.xid, t2.xid);
@@ -91,12 +93,50 @@ async fn full_row_identity_sends_whole_old_rows() {
         change(&u.events[0]),
         &Change::Update {
             rel: schema.source_id,
-            old: Some(row![1, "x"]),
+            old: Some(OldRow::Full(row![1, "x"])),
             new: vec![Cell::Set(Value::Int(1)), Cell::Set("y".into())]
         }
     );
     let d = next_txn(&mut sub).await;
-    assert_eq!(change(&d.events[0]), &Change::Delete { rel: schema.source_id, old: row![1, "x"] });
+    assert_eq!(change(&d.events[0]), &Change::Delete { rel: schema.source_id, old: OldRow::Full(row![1, "x"]) });
+}
+
+/// A keyed table under `REPLICA IDENTITY FULL` sends the whole old row with
+/// every update — its TOASTed values too, flattened — while the new row
+/// still marks them unchanged: what lets a filtered view decide a move-in
+/// without its local row.
+#[tokio::test]
+async fn keyed_tables_with_full_identity_send_whole_old_rows_with_toast() {
+    let Some(db) = testkit::test_db("feed_keyed_full").await else { return };
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE k (id int8 PRIMARY KEY, tenant int4, body text);
+         ALTER TABLE k REPLICA IDENTITY FULL;
+         INSERT INTO k SELECT 1, 7, string_agg(md5(g::text), '') FROM generate_series(1, 400) g;",
+    )
+    .await
+    .expect("setup");
+    let body: String = c.query_one("SELECT body FROM k", &[]).await.expect("body").get(0);
+    let src = source(&db);
+    let schema = src.prepare(&rel("k"), true).await.expect("prepare");
+    assert_eq!(schema.identity, flashsync_core::Identity::Key, "the primary key still identifies rows");
+    let mut sub = src.subscribe(None).await.expect("subscribe");
+    c.batch_execute("UPDATE k SET tenant = 42 WHERE id = 1").await.expect("update");
+    c.batch_execute("DELETE FROM k WHERE id = 1").await.expect("delete");
+    let u = next_txn(&mut sub).await;
+    assert_eq!(
+        change(&u.events[0]),
+        &Change::Update {
+            rel: schema.source_id,
+            old: Some(OldRow::Full(row![1, 7, body.as_str()])),
+            new: vec![Cell::Set(Value::Int(1)), Cell::Set(Value::Int(42)), Cell::Unchanged]
+        }
+    );
+    let d = next_txn(&mut sub).await;
+    assert_eq!(
+        change(&d.events[0]),
+        &Change::Delete { rel: schema.source_id, old: OldRow::Full(row![1, 42, body.as_str()]) }
+    );
 }
 
 #[tokio::test]

@@ -34,28 +34,53 @@ struct Replay {
 /// What the filters read.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum FilterOn {
-    /// `tenant = k`: a column outside the key. An update of a row of another
-    /// tenant may be a move-out for all the flashsync knows (the old row is
-    /// not sent), so each view checks whether it holds the key.
+    /// `tenant = k`: a column outside the key. Under the default replica
+    /// identity an update of a row of another tenant may be a move-out for
+    /// all the flashsync knows (the old row is not sent), so each view
+    /// checks whether it holds the key; under `REPLICA IDENTITY FULL` the
+    /// old row says.
     Column,
     /// `id BETWEEN a AND b`: the key alone decides, so a view never looks
     /// at rows outside its range.
     Key,
 }
 
-async fn measure(server: &pg::Server, views: usize, txns: u64, on: FilterOn, round: usize) -> Result<Replay, CliError> {
+/// The table's `REPLICA IDENTITY`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Identity {
+    /// The primary key: an update sends its old key only when it changed.
+    Default,
+    /// Every update and delete sends the whole old row: more WAL, but a
+    /// filtered view knows whether the old row was in it.
+    Full,
+}
+
+/// What both setups share.
+struct Setup {
+    txns: u64,
+    on: FilterOn,
+    identity: Identity,
+}
+
+async fn measure(server: &pg::Server, setup: &Setup, views: usize, round: usize) -> Result<Replay, CliError> {
+    let Setup { txns, on, identity, .. } = *setup;
     let filtered = views > 1;
     let db = server
         ._cluster
         .as_ref()
         .ok_or_else(|| CliError("the filtered bench needs a local cluster".into()))?
-        .create_db(&format!("filtered{views}_{on:?}_{round}").to_lowercase())
+        .create_db(&format!("filtered{views}_{on:?}_{identity:?}_{round}").to_lowercase())
         .await
         .map_err(err)?;
     let client = db.client().await;
+    let ident = match identity {
+        Identity::Default => "DEFAULT",
+        Identity::Full => "FULL",
+    };
     client
         .batch_execute(&format!(
             "CREATE TABLE t (id bigint PRIMARY KEY, tenant int NOT NULL, v bigint NOT NULL, note text);
+             ALTER TABLE t REPLICA IDENTITY {ident};
              INSERT INTO t SELECT g, g % {views}, 0, 'row ' || g FROM generate_series(1, {ROWS}) g;
              CREATE PROCEDURE bench_updates(n int) LANGUAGE plpgsql AS $$
              BEGIN
@@ -155,8 +180,9 @@ async fn measure(server: &pg::Server, views: usize, txns: u64, on: FilterOn, rou
 /// Runs of each setup, alternated; the fastest counts.
 const ROUNDS: usize = 3;
 
-pub async fn run(views: usize, txns: u64, on: FilterOn) -> Result<Json, CliError> {
+pub async fn run(views: usize, txns: u64, on: FilterOn, identity: Identity) -> Result<Json, CliError> {
     let views = views.max(2);
+    let setup = Setup { txns, on, identity };
     let server = pg::start(None, pg::default_options(), "bench_filtered").await?;
     let fastest = |best: Option<Replay>, run: Replay| match best {
         Some(b) if b.apply_rate >= run.apply_rate => Some(b),
@@ -165,9 +191,9 @@ pub async fn run(views: usize, txns: u64, on: FilterOn) -> Result<Json, CliError
     let (mut one, mut many) = (None, None);
     for round in 0..ROUNDS {
         eprintln!("round {}/{ROUNDS}: 1 unfiltered view, replaying {txns} transactions...", round + 1);
-        one = fastest(one, measure(&server, 1, txns, on, round).await?);
+        one = fastest(one, measure(&server, &setup, 1, round).await?);
         eprintln!("round {}/{ROUNDS}: {views} filtered views (1/{views} of the rows each)...", round + 1);
-        many = fastest(many, measure(&server, views, txns, on, round).await?);
+        many = fastest(many, measure(&server, &setup, views, round).await?);
     }
     let (Some(one), Some(many)) = (one, many) else {
         return Err(CliError("no run completed".into()));
@@ -191,6 +217,7 @@ pub async fn run(views: usize, txns: u64, on: FilterOn) -> Result<Json, CliError
         "bench": "filtered",
         "views": views,
         "filter_on": format!("{on:?}").to_lowercase(),
+        "replica_identity": format!("{identity:?}").to_lowercase(),
         "txns": txns,
         "unfiltered_txns_per_s": rate(&one).round(),
         "filtered_txns_per_s": rate(&many).round(),

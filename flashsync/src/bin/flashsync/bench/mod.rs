@@ -66,6 +66,10 @@ pub enum Which {
         /// or the key itself (`id BETWEEN a AND b`).
         #[arg(long, value_enum, default_value = "column")]
         on: filtered::FilterOn,
+        /// The table's replica identity (both setups): `full` sends whole
+        /// old rows, so a view decides a move-out without a lookup.
+        #[arg(long, value_enum, default_value = "default")]
+        identity: filtered::Identity,
     },
     /// Server-side decoding cost of K realtime views of one origin vs one
     /// (walsender CPU time; needs the throwaway cluster).
@@ -85,7 +89,7 @@ pub async fn run(which: Which) -> Result<(), CliError> {
             latency::run(rate, seconds, persist_ms, pg.as_deref()).await?
         }
         Which::Fanout { views, commits } => fanout::run(views, commits).await?,
-        Which::Filtered { views, txns, on } => filtered::run(views, txns, on).await?,
+        Which::Filtered { views, txns, on, identity } => filtered::run(views, txns, on, identity).await?,
         Which::Bigtxn { rows, pg } => bigtxn::run(rows, pg.as_deref()).await?,
     };
     println!("{report}");
