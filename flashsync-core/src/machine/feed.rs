@@ -451,15 +451,11 @@ impl Machine {
         let handed_off = self.drop_filters(origin, end_lsn);
         // A filtered view may be routed a transaction none of whose changes
         // it keeps: it still reflects the commit.
-        let mut routed: Vec<RelationId> = txn
-            .changed
-            .iter()
-            .flat_map(|rel| txn.routes.get(rel).into_iter().flatten())
-            .filter(|(_, route)| *route == Route::Apply)
-            .map(|(id, _)| *id)
-            .chain(apply.keys().copied())
-            .chain(txn.partial.iter().copied())
-            .collect();
+        let changed = || txn.changed.iter().flat_map(|rel| txn.routes.get(rel).into_iter().flatten());
+        let mut routed = Vec::with_capacity(changed().count() + apply.len() + txn.partial.len());
+        routed.extend(changed().filter(|(_, route)| *route == Route::Apply).map(|(id, _)| *id));
+        routed.extend(apply.keys().copied());
+        routed.extend(txn.partial.iter().copied());
         routed.sort_unstable();
         routed.dedup();
         let views = self.view_ops(apply);

@@ -29,6 +29,9 @@ struct Replay {
     /// costs K describes, which is not the apply rate.
     apply_rate: f64,
     cpu_ticks: Option<u64>,
+    /// This process's CPU time while replaying (every thread: decoding,
+    /// the machine, the store), per 10,000 updates.
+    engine_ticks: Option<f64>,
 }
 
 /// What the filters read.
@@ -143,7 +146,8 @@ async fn measure(server: &pg::Server, setup: &Setup, views: usize, round: usize)
         }
         Ok::<i64, CliError>(sum)
     };
-    let (t0, at_sync) = (Instant::now(), applied().await?);
+    let me = std::process::id() as i32;
+    let (t0, at_sync, cpu0) = (Instant::now(), applied().await?, cpu_ticks(me));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         // Scanning every view is the expensive check, and it competes with
@@ -161,6 +165,8 @@ async fn measure(server: &pg::Server, setup: &Setup, views: usize, round: usize)
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let steady = t0.elapsed().as_secs_f64();
+    let replayed = (txns as i64 - at_sync).max(1) as f64;
+    let engine_ticks = cpu0.zip(cpu_ticks(me)).map(|(a, b)| b.saturating_sub(a) as f64 * 10_000.0 / replayed);
     if (txns as i64 - at_sync) < txns as i64 / 2 {
         eprintln!("  (note: {at_sync} of {txns} updates were applied before sync() returned)");
     }
@@ -174,7 +180,7 @@ async fn measure(server: &pg::Server, setup: &Setup, views: usize, round: usize)
     // Slot names are cluster-wide: forgetting every view drops the feed.
     engine.forget("*").await.map_err(err)?;
     engine.shutdown().await.map_err(err)?;
-    Ok(Replay { secs, apply_rate, cpu_ticks: cpu })
+    Ok(Replay { secs, apply_rate, cpu_ticks: cpu, engine_ticks })
 }
 
 /// Runs of each setup, alternated; the fastest counts.
@@ -204,6 +210,16 @@ pub async fn run(views: usize, txns: u64, on: FilterOn, identity: Identity) -> R
         (Some(a), Some(b)) if a > 0 => Some(b as f64 / a as f64),
         _ => None,
     };
+    let engine_ratio = match (one.engine_ticks, many.engine_ticks) {
+        (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+        _ => None,
+    };
+    eprintln!(
+        "engine CPU per 10,000 updates: {:?} vs {:?} ticks: ratio {}",
+        one.engine_ticks,
+        many.engine_ticks,
+        engine_ratio.map_or("n/a".into(), |r| format!("{r:.2}"))
+    );
     eprintln!(
         "replay: 1 view {:.0} txns/s, {views} filtered views {:.0} txns/s: ratio {ratio:.2} (target >= 0.9); \
          walsender CPU ticks {:?} vs {:?}: ratio {} (target <= 1.2)",
@@ -229,5 +245,6 @@ pub async fn run(views: usize, txns: u64, on: FilterOn, identity: Identity) -> R
         "walsender_cpu_ticks_k": many.cpu_ticks,
         "walsender_cpu_ratio": cpu_ratio.map(common::round3),
         "walsender_cpu_target": 1.2,
+        "engine_cpu_ratio": engine_ratio.map(common::round3),
     })))
 }
