@@ -37,8 +37,8 @@ fn run_status_stop_resume_dump_and_clean_shutdown() {
         db.client()
             .await
             .batch_execute(
-                "CREATE TABLE users (id bigint PRIMARY KEY, name text);
-                 INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 100) g;",
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text, f4 real, f8 double precision);
+                 INSERT INTO users SELECT g, 'u' || g, 1.1, 3.4028234663852886e+38 FROM generate_series(1, 100) g;",
             )
             .await
             .unwrap();
@@ -115,7 +115,10 @@ upstream = "public.users"
     let (ok, out, _) = flashsync(&config, &["dump", "public.users_copy", "--json", "--limit", "2"]);
     assert!(ok);
     assert_eq!(out.lines().count(), 2);
-    assert!(out.lines().next().unwrap().contains("\"name\":\"u1\""), "{out}");
+    // Through the running process: columns in their order, a `real` as the
+    // 32-bit float it is, a `double precision` to the last bit.
+    let exact = r#"{"id":1,"name":"u1","f4":1.1,"f8":3.4028234663852886e+38}"#;
+    assert_eq!(out.lines().next(), Some(exact), "{out}");
     let (ok, _, err) = flashsync(&config, &["sync", "bad selector."]);
     assert!(!ok && err.contains("error:"), "{err}");
     // A selector that matches nothing is an error for stop and forget (a
@@ -137,6 +140,8 @@ upstream = "public.users"
     assert!(out.contains("public.users_copy"), "{out}");
     let (ok, out, _) = flashsync(&config, &["dump", "public.users_live"]);
     assert!(ok && out.contains("1000\tnew"), "{out}");
+    let (ok, out, _) = flashsync(&config, &["dump", "public.users_copy", "--json", "--limit", "1"]);
+    assert!(ok && out.trim() == exact, "without a running process too: {out}");
 
     // A reader that stops early (`flashsync dump … | head -1`) ends the dump
     // quietly: no panic, success.

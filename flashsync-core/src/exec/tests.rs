@@ -145,3 +145,19 @@ fn a_persist_runs_one_at_a_time_and_again_for_batches_applied_meanwhile() {
     h.run_persist();
     assert!(!h.pending().contains(&Pending::Persist));
 }
+
+/// WAL of tables no view reads moves the slot through keepalives; the live
+/// views reflect that position too, so they do not look behind.
+#[test]
+fn unrelated_wal_moves_the_last_commit_a_live_view_has_seen() {
+    let mut h = live(Config::default());
+    let seen = |h: &Harness| h.machine().status(&Selector::All)[0].last_seen_commit;
+    let before = seen(&h);
+    h.up.create_table("public", "elsewhere", &[("id", "int8")], TableIdentity::PrimaryKey(vec![0]));
+    h.up.insert("public", "elsewhere", row![1_i64]);
+    h.up.keepalive(false);
+    drain_feed(&mut h);
+    assert!(h.settle(), "at rest after the keepalive");
+    let after = seen(&h);
+    assert!(after > before, "last_seen_commit stayed at {before:?} (now {after:?}) though the origin moved on");
+}

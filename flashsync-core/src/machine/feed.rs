@@ -530,7 +530,19 @@ impl Machine {
                 o.stored = true;
             }
             let jobs = self.drop_filters(origin, wal_end).into_iter().filter_map(|id| self.stored_job(id)).collect();
-            self.emit_batch(origin, Flight::Commit { end_lsn: wal_end, views: Vec::new() }, Vec::new(), jobs);
+            // Every live view reflects the origin through `wal_end` (nothing
+            // it keeps changed): its last commit seen moves too, once the
+            // position is applied, so it never looks behind on a quiet
+            // table of a busy server.
+            let live: Vec<RelationId> = self
+                .route_table(origin)
+                .entries
+                .iter()
+                .filter(|e| e.route == Route::Apply)
+                .map(|e| e.id)
+                .filter(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })))
+                .collect();
+            self.emit_batch(origin, Flight::Commit { end_lsn: wal_end, views: live }, Vec::new(), jobs);
             if let Some(o) = self.origins.get_mut(origin) {
                 o.applied = Some(wal_end);
             }

@@ -86,7 +86,7 @@ async fn handle(engine: Engine, conn: UnixStream) -> std::io::Result<()> {
             };
             send(&mut write, &json!({"ok": true, "columns": columns})).await?;
             for row in rows {
-                send(&mut write, &output::row_json(&row)).await?;
+                send(&mut write, &row).await?;
             }
             send(&mut write, &json!({"end": true})).await
         }

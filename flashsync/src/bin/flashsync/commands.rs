@@ -88,8 +88,7 @@ pub async fn dump(config: &Config, view: &str, limit: Option<usize>, json: bool)
             let engine = local::engine(config, store, false).await?;
             let r = output::dump(&engine, view, limit).await;
             engine.shutdown().await.map_err(|e| CliError(e.to_string()))?;
-            let (columns, rows) = r.map_err(CliError)?;
-            (columns, rows.iter().map(output::row_json).collect())
+            r.map_err(CliError)?
         }
     };
     match print_rows(&columns, rows, json) {

@@ -3,18 +3,28 @@
 use flashsync::{Engine, JobRecord, Row, SyncSummary, Value};
 use serde_json::{json, Value as Json};
 
-/// A view's columns and rows (up to `limit`).
-pub async fn dump(engine: &Engine, view: &str, limit: Option<usize>) -> Result<(Vec<String>, Vec<Row>), String> {
+/// A view's columns, their rows (up to `limit`) as JSON arrays.
+pub async fn dump(engine: &Engine, view: &str, limit: Option<usize>) -> Result<(Vec<String>, Vec<Json>), String> {
     let schema = engine.schema(view).await.map_err(|e| e.to_string())?;
     let rows = engine.scan(view, &Default::default(), limit.unwrap_or(usize::MAX)).await.map_err(|e| e.to_string())?;
+    let types: Vec<&str> = schema.columns.iter().map(|c| c.type_name.as_str()).collect();
+    let rows = rows.iter().map(|r| row_json(r, &types)).collect();
     Ok((schema.columns.into_iter().map(|c| c.name).collect(), rows))
 }
 
-pub fn value_json(v: &Value) -> Json {
+/// A value as JSON; `type_name` is its column's upstream type.
+pub fn value_json(v: &Value, type_name: &str) -> Json {
     match v {
         Value::Null => Json::Null,
         Value::Bool(b) => json!(b),
         Value::Int(i) => json!(i),
+        // A `real` is held widened to 64 bits: printed as the 32-bit float
+        // it is (`1.1`, not `1.100000023841858`). Its shortest decimal form
+        // has at most 9 digits, so the f64 parsed from it prints the same.
+        Value::Float(x) if x.is_finite() && type_name == "float4" => {
+            let shortest = (*x as f32).to_string().parse::<f64>().unwrap_or(*x);
+            json!(shortest)
+        }
         Value::Float(x) if x.is_finite() => json!(x),
         Value::Float(x) if x.is_nan() => json!("NaN"),
         Value::Float(x) => json!(if *x > 0.0 { "Infinity" } else { "-Infinity" }),
@@ -23,8 +33,9 @@ pub fn value_json(v: &Value) -> Json {
     }
 }
 
-pub fn row_json(row: &Row) -> Json {
-    Json::Array(row.0.iter().map(value_json).collect())
+/// A row as a JSON array; `types` are its columns' upstream types.
+pub fn row_json(row: &Row, types: &[&str]) -> Json {
+    Json::Array(row.0.iter().enumerate().map(|(i, v)| value_json(v, types.get(i).copied().unwrap_or(""))).collect())
 }
 
 fn hex(b: &[u8]) -> String {
