@@ -80,7 +80,7 @@ pub struct Args {
     pub burst: Option<usize>,
     /// Switch on a deliberate bug (to see the checkers catch it): in the
     /// machine ack_before_durable, skip_xid_filter, apply_while_disabled or
-    /// skip_move_outs, skip_move_ins;
+    /// skip_move_outs, skip_move_ins, keep_idle_feeds;
     /// in the executor reorder_store or durable_before_persist.
     #[arg(long, hide = true)]
     pub inject_bug: Vec<String>,
@@ -95,7 +95,7 @@ pub enum CliError {
     /// An unknown `--inject-bug`.
     #[error(
         "unknown bug {0:?} (ack_before_durable, skip_xid_filter, apply_while_disabled, skip_move_outs, skip_move_ins, \
-         reorder_store, \
+         keep_idle_feeds, reorder_store, \
          durable_before_persist)"
     )]
     Bug(String),
@@ -133,6 +133,7 @@ fn parse_bugs(names: &[String]) -> Result<(InjectedBugs, PlantedBugs), CliError>
             "apply_while_disabled" => bugs.apply_while_disabled = true,
             "skip_move_outs" => bugs.skip_move_outs = true,
             "skip_move_ins" => bugs.skip_move_ins = true,
+            "keep_idle_feeds" => bugs.keep_idle_feeds = true,
             other => return Err(CliError::Bug(other.chars().take(64).collect())),
         }
     }

@@ -69,6 +69,7 @@ impl SimOptions {
             (self.bugs.apply_while_disabled, "apply_while_disabled"),
             (self.bugs.skip_move_outs, "skip_move_outs"),
             (self.bugs.skip_move_ins, "skip_move_ins"),
+            (self.bugs.keep_idle_feeds, "keep_idle_feeds"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
         ] {
@@ -341,6 +342,19 @@ pub(crate) fn unconverged(w: &World) -> Option<String> {
 /// Checks that only make sense once everything has settled.
 fn final_checks(w: &mut World) {
     let stats = w.up.db.stats();
+    // A walsender costs the server a process and holds the slot's WAL: with
+    // every realtime view stopped or gone, the feed must be closed.
+    let realtime_enabled = w
+        .checker
+        .defs()
+        .iter()
+        .any(|(id, d)| d.persistence == flashsync_core::Persistence::Realtime && !w.checker.is_disabled(*id));
+    if !realtime_enabled && w.up.db.feed_connected() {
+        w.checker.report(
+            "no feed without realtime views",
+            "every realtime view is stopped or forgotten, yet the feed is open".into(),
+        );
+    }
     if stats.refused_subscriptions > 0 {
         w.checker.report(
             "one feed at a time",

@@ -153,6 +153,15 @@ fn skipped_move_ins_are_caught() {
     assert!(seed.is_some(), "skip_move_ins went unnoticed in 1000 seeds");
 }
 
+/// With every realtime view of an origin stopped, its feed must close (a
+/// walsender holds a server process and the slot's WAL).
+#[test]
+fn idle_feeds_are_caught() {
+    let bugs = InjectedBugs { keep_idle_feeds: true, ..Default::default() };
+    let seed = find(bugs, "no feed without realtime views", 1000);
+    assert!(seed.is_some(), "keep_idle_feeds went unnoticed in 1000 seeds");
+}
+
 /// Like [`find`], for a bug planted in the executor: any violation counts.
 fn find_exec(bugs: PlantedBugs, seeds: u64) -> Option<u64> {
     (0..seeds).find(|&seed| {

@@ -161,3 +161,19 @@ fn unrelated_wal_moves_the_last_commit_a_live_view_has_seen() {
     let after = seen(&h);
     assert!(after > before, "last_seen_commit stayed at {before:?} (now {after:?}) though the origin moved on");
 }
+
+/// A stopped realtime view needs no feed: with none left enabled, the
+/// origin's feed (a walsender upstream) closes, and a resume opens it again.
+#[test]
+fn stopping_the_last_realtime_view_closes_the_feed_and_resuming_reopens_it() {
+    let mut h = live(Config::default());
+    assert!(h.up.feed_connected());
+    h.call(Call::Stop(Selector::All));
+    assert!(h.settle(), "at rest after stop");
+    assert!(!h.up.feed_connected(), "the feed stayed open with no realtime view enabled");
+    h.up.insert("public", "t", row![2_i64, "while stopped"]);
+    h.call(Call::Resume(Selector::All));
+    assert!(h.settle(), "at rest after resume");
+    assert!(h.up.feed_connected(), "resume did not open the feed again");
+    assert_eq!(h.verify_running(), 1, "the resumed view is exact");
+}

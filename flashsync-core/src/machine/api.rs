@@ -51,6 +51,8 @@ pub struct InjectedBugs {
     /// Trust a whole old row too far: a change whose old row was not in a
     /// filtered view is skipped for it, even when its new row moves in.
     pub skip_move_ins: bool,
+    /// Keep an origin's feed open after its last realtime view stopped.
+    pub keep_idle_feeds: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.

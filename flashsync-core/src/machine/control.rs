@@ -13,6 +13,7 @@ impl Machine {
         self.origins.entry(origin.clone()).or_insert_with(|| Origin::new(origin.clone(), None));
         self.routes.insert(origin, None);
 
+        let mut redefined_from = None;
         let id = match self.names.get(&def.name).copied() {
             Some(id) => {
                 let Some(v) = self.views.get(&id) else { return };
@@ -20,6 +21,7 @@ impl Machine {
                     self.reply(request, Reply::Defined(id));
                     return;
                 }
+                redefined_from = Some(v.def.origin.clone());
                 // A changed definition invalidates the copy: stop what runs,
                 // reset the job, copy again on the next sync.
                 self.cancel_work(id);
@@ -72,6 +74,10 @@ impl Machine {
         }
         let op = self.request_op(request);
         self.store(StoreAction::PutView { op, view: ViewRecord { relation_id: id, def } });
+        // The old definition may have been the origin's last realtime view.
+        if let Some(origin) = redefined_from {
+            self.close_unwanted_feed(&origin);
+        }
         self.settle_request(request);
     }
 
@@ -165,6 +171,8 @@ impl Machine {
         let ids = self.select(selector);
         let names = ids.iter().filter_map(|id| self.views.get(id).map(|v| v.def.name.clone())).collect();
         self.open_request(request, Reply::Stopped(names));
+        let origins: BTreeSet<OriginId> =
+            ids.iter().filter_map(|id| self.views.get(id)).map(|v| v.def.origin.clone()).collect();
         for id in ids {
             let created = self.ensure_job(id);
             let enabled = self.job(id).is_some_and(|j| j.enabled);
@@ -184,7 +192,31 @@ impl Machine {
                 }
             }
         }
+        for origin in origins {
+            self.close_unwanted_feed(&origin);
+        }
         self.settle_request(request);
+    }
+
+    /// With no enabled realtime view left, an origin's feed holds a
+    /// walsender and a connection for nothing: close it. The position
+    /// stays, so a view resumed later subscribes from there.
+    fn close_unwanted_feed(&mut self, origin: &OriginId) {
+        if self.wants_feed(origin) || self.bugs().keep_idle_feeds {
+            return;
+        }
+        let Some(o) = self.origins.get_mut(origin) else { return };
+        if let Some(epoch) = o.feed.epoch() {
+            self.out.push_back(Output::Source(SourceAction::Unsubscribe { origin: origin.clone(), epoch }));
+        }
+        // Down without a retry time: nothing subscribes until a view
+        // wants the feed again. A transaction received in part is dropped
+        // with the feed and comes again from the position.
+        o.feed = Feed::new();
+        let released = self.held_bytes.remove(origin).unwrap_or(0);
+        if released > 0 {
+            self.check_flow(origin);
+        }
     }
 
     pub(super) fn on_resume(&mut self, request: RequestId, selector: Selector) {

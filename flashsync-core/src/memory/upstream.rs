@@ -353,6 +353,12 @@ impl MemoryUpstream {
         self.lock().publication.contains(&(schema.into(), table.into()))
     }
 
+    /// Whether a feed is connected and read (Postgres: a walsender holds
+    /// the slot).
+    pub fn feed_connected(&self) -> bool {
+        self.lock().feed.as_ref().is_some_and(|f| !f.tx.is_closed())
+    }
+
     /// Whether the slot exists.
     pub fn has_slot(&self) -> bool {
         self.lock().slot.is_some()

@@ -427,3 +427,35 @@ async fn unrelated_writes_advance_the_slot() {
     assert_converges(&engine, "public.watched", &c, "public", "watched", WAIT).await;
     engine.shutdown().await.unwrap();
 }
+
+/// With its only realtime view stopped, an origin holds no walsender (a
+/// server process, and the slot's WAL pinned by an open connection); a
+/// resume connects again and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_last_realtime_view_releases_the_walsender() {
+    let Some(db) = testkit::test_db("stop_walsender").await else { return };
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _probe) = engine_for(&db, dir.path()).await;
+    engine.define(view("public", "t_live", Persistence::Realtime, "public", "t")).await.unwrap();
+    engine.sync("*").await.unwrap();
+    let slot = feed_name(&db);
+    slot_active(&c, &slot, true).await;
+    engine.stop("public.t_live").await.unwrap();
+    slot_active(&c, &slot, false).await;
+    c.batch_execute("INSERT INTO t VALUES (2, 'while stopped')").await.unwrap();
+    engine.resume("public.t_live").await.unwrap();
+    slot_active(&c, &slot, true).await;
+    assert_converges(&engine, "public.t_live", &c, "public", "t", WAIT).await;
+    engine.shutdown().await.unwrap();
+}
+
+/// Waits until `slot` is (or is not) held by a walsender.
+async fn slot_active(c: &tokio_postgres::Client, slot: &str, want: bool) {
+    wait_for(&format!("slot {slot} active = {want}"), WAIT, || async move {
+        let row = c.query_one("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await.ok()?;
+        (row.get::<_, bool>(0) == want).then_some(())
+    })
+    .await;
+}
