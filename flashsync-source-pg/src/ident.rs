@@ -65,6 +65,26 @@ pub fn default_feed_name(origin: &str) -> String {
     format!("flashsync_{sanitised}_{hash:08x}")
 }
 
+/// The slot (and publication) name for an origin synced into the store
+/// `store_id`: `flashsync_<sanitised origin>_<hash>_<store id>`, at most 63
+/// bytes. Two stores syncing one database get different names.
+pub fn store_feed_name(origin: &str, store_id: &str) -> String {
+    let base = default_feed_name(origin);
+    let id: String = store_id
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .take(16)
+        .collect();
+    // `flashsync_` + origin + `_` + 8 hex digits, then `_` + id: shorten the
+    // sanitised origin, never the hashes, to stay within 63 bytes.
+    let hash = &base[base.len() - 8..];
+    let origin_part = &base["flashsync_".len()..base.len() - 9];
+    let room = 63 - "flashsync_".len() - 1 - 8 - 1 - id.len();
+    let origin_part: String = origin_part.chars().take(room).collect();
+    format!("flashsync_{origin_part}_{hash}_{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +101,17 @@ mod tests {
         assert!(!is_valid_slot_name("Bad"));
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(qualified("s", "t\""), "\"s\".\"t\"\"\"");
+    }
+
+    #[test]
+    fn store_names_are_valid_and_differ_per_store() {
+        let a = store_feed_name("postgres:main", "0123456789ab");
+        let b = store_feed_name("postgres:main", "ba9876543210");
+        assert_ne!(a, b);
+        assert!(a.starts_with("flashsync_postgres_main_") && a.ends_with("_0123456789ab"), "{a}");
+        let long = store_feed_name(&"X".repeat(128), "0123456789ab");
+        for n in [a, b, long] {
+            assert!(is_valid_slot_name(&n), "{n} ({} bytes)", n.len());
+        }
     }
 }

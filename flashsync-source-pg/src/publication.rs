@@ -6,12 +6,65 @@ use flashsync_core::{SourceError, SourceErrorKind, UpstreamRelation};
 use tokio_postgres::Client;
 
 use crate::error;
-use crate::ident::{qualified, quote_ident};
+use crate::ident::{qualified, quote_ident, quote_literal};
 
 /// Creates the publication if it does not exist. It publishes every DML
 /// kind including TRUNCATE, and partitions' changes under their root table
 /// so a partitioned table is mirrored as one relation.
-pub(crate) async fn ensure(client: &Client, name: &str) -> Result<(), SourceError> {
+pub(crate) async fn ensure(client: &Client, name: &str, owner: Option<&str>) -> Result<(), SourceError> {
+    create(client, name).await?;
+    match owner {
+        Some(owner) => claim(client, name, owner).await,
+        None => Ok(()),
+    }
+}
+
+/// The comment that marks a publication (and its slot) as a store's.
+fn owner_comment(owner: &str) -> String {
+    format!("flashsync store {owner}")
+}
+
+/// Makes sure the publication belongs to store `owner`, marking it so
+/// (`COMMENT ON PUBLICATION`) when nobody has claimed it. Two stores that
+/// share a slot take turns on it, each seeing the other's acknowledgements
+/// as a slot gone ahead of it and copying everything again, forever: the
+/// second one is refused instead, at once and by name.
+async fn claim(client: &Client, name: &str, owner: &str) -> Result<(), SourceError> {
+    let read = || async {
+        client
+            .query_one(
+                "SELECT coalesce(obj_description(oid, 'pg_publication'), '') FROM pg_catalog.pg_publication \
+                 WHERE pubname = $1",
+                &[&name],
+            )
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .map_err(|e| error::pg(format!("reading the owner of publication {name:?}"), &e))
+    };
+    let mine = owner_comment(owner);
+    let mut comment = read().await?;
+    if comment.is_empty() {
+        let sql = format!("COMMENT ON PUBLICATION {} IS {}", quote_ident(name), quote_literal(&mine));
+        client.batch_execute(&sql).await.map_err(|e| error::pg(format!("claiming publication {name:?}"), &e))?;
+        // Read back: of two stores claiming at once, the last one wins and
+        // the other learns it here.
+        comment = read().await?;
+    }
+    match comment.strip_prefix("flashsync store ") {
+        Some(other) if comment != mine => Err(SourceError::new(
+            SourceErrorKind::Refused,
+            format!(
+                "publication {name:?} and its replication slot belong to another flashsync store ({other}); this \
+                 store is {owner}. Two stores cannot share a slot: give this origin its own `slot` and \
+                 `publication`, or read the mirror of that store"
+            ),
+        )),
+        // Ours, or a comment someone else wrote for their own reasons.
+        _ => Ok(()),
+    }
+}
+
+async fn create(client: &Client, name: &str) -> Result<(), SourceError> {
     if exists(client, name).await? {
         return Ok(());
     }

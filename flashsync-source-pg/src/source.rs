@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::catalog;
 use crate::conninfo::ConnInfo;
 use crate::control::SharedControl;
-use crate::ident::{default_feed_name, is_valid_slot_name, quote_ident};
+use crate::ident::{default_feed_name, is_valid_slot_name, quote_ident, store_feed_name};
 use crate::publication;
 use crate::replication::transport::WireConn;
 use crate::replication::{spawn_feed, FeedParams, RelationWatch};
@@ -30,6 +30,10 @@ pub struct PgSourceConfig {
     pub slot_name: String,
     /// Publication name; by default the same as the slot name.
     pub publication_name: String,
+    /// The store this source syncs into, when it has an id: the publication
+    /// is marked as that store's, and a source of another store is refused
+    /// the publication and its slot (see [`PgSourceConfig::for_store`]).
+    pub owner: Option<String>,
     /// `application_name` when the connection settings give none.
     pub application_name: String,
     /// Rows per snapshot batch handed to the sink.
@@ -66,6 +70,7 @@ impl PgSourceConfig {
             conn,
             slot_name: name.clone(),
             publication_name: name,
+            owner: None,
             application_name: "flashsync".into(),
             snapshot_batch_rows: 8192,
             snapshot_batch_bytes: 4 << 20,
@@ -77,6 +82,25 @@ impl PgSourceConfig {
             slot_busy_wait: Duration::from_secs(10),
             relation_check_interval: Duration::from_secs(10),
         }
+    }
+
+    /// Defaults for `origin` over `conn`, syncing into the store with id
+    /// `store_id` (e.g. `FjallStore::store_id`): the slot and publication
+    /// are named after both ([`store_feed_name`]), so two stores syncing one
+    /// database never share them, and the publication is claimed for the
+    /// store, so a source of another store given the same names explicitly
+    /// is refused at once instead of fighting over the slot. Without an id
+    /// (a store from an earlier version), the names of
+    /// [`new`](Self::new), unclaimed.
+    pub fn for_store(origin: &OriginId, conn: ConnInfo, store_id: Option<&str>) -> Self {
+        let mut config = Self::new(origin, conn);
+        if let Some(id) = store_id {
+            let name = store_feed_name(origin.as_str(), id);
+            config.slot_name = name.clone();
+            config.publication_name = name;
+            config.owner = Some(id.to_owned());
+        }
+        config
     }
 
     /// Uses `name` for the slot and the publication.
@@ -160,13 +184,14 @@ impl PgSource {
 impl Source for PgSource {
     async fn prepare(&self, relation: &UpstreamRelation, feed: bool) -> Result<RelationSchema, SourceError> {
         let publication = self.config.publication_name.clone();
+        let owner = self.config.owner.clone();
         let rel = relation.clone();
         let (described, writers) = self
             .with_control(move |c| {
                 Box::pin(async move {
                     let d = catalog::describe(c, &rel, feed).await?;
                     let writers = if feed {
-                        publication::ensure(c, &publication).await?;
+                        publication::ensure(c, &publication, owner.as_deref()).await?;
                         publication::add(c, &publication, &rel, d.oid).await?
                     } else {
                         publication::Writers::default()
@@ -206,6 +231,7 @@ impl Source for PgSource {
     async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {
         let slot_name = self.config.slot_name.clone();
         let publication = self.config.publication_name.clone();
+        let owner = self.config.owner.clone();
         let database = self.config.conn.dbname.clone();
         let busy = self.config.slot_busy_wait;
         let start: FeedStart = self
@@ -213,7 +239,7 @@ impl Source for PgSource {
                 Box::pin(async move {
                     // pgoutput fails on a missing publication; an empty one
                     // simply carries nothing yet.
-                    publication::ensure(c, &publication).await?;
+                    publication::ensure(c, &publication, owner.as_deref()).await?;
                     slot::ensure(c, &slot_name, &database, busy).await
                 })
             })

@@ -50,6 +50,8 @@ pub(crate) const KEYSPACES: [&str; 9] =
 
 pub(crate) const META_FORMAT_VERSION: &[u8] = b"format_version";
 pub(crate) const META_NEXT_GENERATION: &[u8] = b"next_generation";
+/// The store's identity (see [`FjallStore::store_id`](crate::FjallStore::store_id)).
+pub(crate) const META_STORE_ID: &[u8] = b"store_id";
 
 /// Whether `name` is one of ours.
 pub(crate) fn is_ours(name: &str) -> bool {

@@ -55,7 +55,7 @@
 //! One fjall database per store directory, with a fixed set of keyspaces: the
 //! catalog, jobs, origin progress, published-copy pointers (generation and
 //! schema per view), dirty markers, a `meta` keyspace holding the on-disk
-//! format version, and **one rows keyspace** whose keys are
+//! format version and the store id ([`FjallStore::store_id`]), and **one rows keyspace** whose keys are
 //! `view ‖ generation ‖` the core's order-preserving
 //! [`encode_key`](flashsync_core::codec::encode_key) bytes, so each
 //! generation of each view is a contiguous, key-ordered range.

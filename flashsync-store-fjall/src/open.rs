@@ -10,7 +10,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use flashsync_core::{OriginId, StoreError, StoreErrorKind};
 
 use crate::error::{corrupt, engine, guard};
-use crate::layout::{self, CopyRecord, GenKey, FORMAT_VERSION, META_FORMAT_VERSION};
+use crate::layout::{self, CopyRecord, GenKey, FORMAT_VERSION, META_FORMAT_VERSION, META_STORE_ID};
 use crate::options::{Options, MIN_JOURNAL_SIZE_LIMIT};
 use crate::shared::{Copy, Keyspaces, Shared, State};
 
@@ -48,7 +48,17 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
         garbage: fixed(&db, layout::KS_GARBAGE, &op, options.memtable_size)?,
     };
     let state = guard(&op, || recover(&db, &ks, &op))?;
-    Ok(Shared { db, ks, state: RwLock::new(state), options, path: path.to_owned() })
+    let store_id = match ks.meta.get(META_STORE_ID).map_err(|e| engine(&op, e))? {
+        Some(bytes) => Some(
+            std::str::from_utf8(&bytes)
+                .ok()
+                .filter(|id| is_store_id(id))
+                .ok_or_else(|| corrupt(&op, "the store id is not 12 lower-case hex digits"))?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    Ok(Shared { db, ks, state: RwLock::new(state), options, path: path.to_owned(), store_id })
 }
 
 /// Memtable size for keyspaces opened before the options are known (format
@@ -196,8 +206,27 @@ fn check_format(db: &Database, op: &str) -> Result<(), StoreError> {
     }
     let meta = fixed(db, layout::KS_META, op, DEFAULT_MEMTABLE)?;
     let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+    // The identity comes into being with the store, in the same batch as
+    // its format: a store either has both or is not there yet.
+    batch.insert(&meta, META_STORE_ID, new_store_id().into_bytes());
     batch.insert(&meta, META_FORMAT_VERSION, FORMAT_VERSION.to_be_bytes().to_vec());
     batch.commit().map_err(|e| engine(op, e))
+}
+
+/// A fresh store id: 48 bits as 12 hex digits, from the OS-seeded keys of
+/// std's `RandomState` mixed with the time and the process id — enough that
+/// two stores pointed at one database never pick the same slot name.
+fn new_store_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+fn is_store_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Rebuilds the in-memory state from disk. Generations that were being

@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub state: RwLock<State>,
     pub options: Options,
     pub path: PathBuf,
+    /// Created with the store; `None` for stores created before ids were.
+    pub store_id: Option<String>,
 }
 
 /// Keys deleted per reclamation step: bounds the work (and the journal lock

@@ -96,6 +96,16 @@ impl FjallStore {
         &self.inner.shared.options
     }
 
+    /// This store's identity: 12 hex digits created with the store and kept
+    /// in it. Sources name their upstream resources after it (the Postgres
+    /// source's slot and publication, see
+    /// `flashsync_source_pg::PgSourceConfig::for_store`), so two stores
+    /// syncing one database never share them by accident. `None` for a
+    /// store created by an earlier version: it keeps the names it has.
+    pub fn store_id(&self) -> Option<&str> {
+        self.inner.shared.store_id.as_deref()
+    }
+
     /// Number of row generations in the store: one per published copy, plus
     /// generations being filled and replaced ones whose rows are not deleted
     /// yet. For monitoring and tests (a leak shows as a number that keeps

@@ -7,6 +7,7 @@ use flashsync_core::{key, row, Store, StoreErrorKind};
 
 use super::{assert_kind, block_on, open, publish};
 use crate::layout;
+use crate::{FjallStore, Options};
 
 #[test]
 fn a_path_that_is_a_file_is_an_io_error() {
@@ -173,4 +174,16 @@ fn a_creation_interrupted_by_a_crash_is_started_over() {
     drop(store);
     let store = open(dir.path()).expect("reopen");
     assert_eq!(block_on(store.count(flashsync_core::RelationId(1))).expect("count"), 1);
+}
+
+#[test]
+fn a_new_store_gets_an_id_of_its_own_that_outlives_a_reopen() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let id = FjallStore::open(a.path(), Options::default()).unwrap().store_id().map(str::to_owned);
+    let id = id.expect("a new store has an id");
+    assert!(id.len() == 12 && id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+    let again = FjallStore::open(a.path(), Options::default()).unwrap();
+    assert_eq!(again.store_id(), Some(id.as_str()), "the id is kept, not made anew");
+    let other = FjallStore::open(b.path(), Options::default()).unwrap();
+    assert_ne!(other.store_id(), Some(id.as_str()), "two stores, two ids");
 }

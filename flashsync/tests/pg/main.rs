@@ -12,6 +12,7 @@ mod atomic;
 mod bigtxn;
 mod faults;
 mod handoff;
+mod instances;
 mod lifecycle;
 mod partial;
 mod permanent;

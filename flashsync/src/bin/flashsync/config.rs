@@ -94,11 +94,13 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// The Postgres source for this origin; fails only when the connection
-    /// settings are missing or invalid (nothing connects yet).
-    pub fn source(&self) -> Result<PgSource, String> {
+    /// The Postgres source for this origin, syncing into the store with id
+    /// `store_id` (its slot and publication are named after the store unless
+    /// the config names them); fails only when the connection settings are
+    /// missing or invalid (nothing connects yet).
+    pub fn source(&self, store_id: Option<&str>) -> Result<PgSource, String> {
         let conn = self.conn.clone()?;
-        let mut cfg = PgSourceConfig::new(&self.id, conn);
+        let mut cfg = PgSourceConfig::for_store(&self.id, conn, store_id);
         if let Some(s) = &self.slot {
             cfg.slot_name = s.clone();
         }
@@ -219,14 +221,14 @@ upstream = 'public."Odd.Name"'
         let c = Config::parse(Path::new("/etc/fs/flashsync.toml"), text).unwrap();
         assert_eq!(c.store, Path::new("/etc/fs/data"));
         assert_eq!(c.views[0].upstream.table, "Odd.Name");
-        assert!(c.origins[0].source().is_ok());
+        assert!(c.origins[0].source(Some("0123456789ab")).is_ok());
 
         let bad_origin = text.replace("origin = \"postgres:main\"\nupstream", "origin = \"postgres:other\"\nupstream");
         assert!(matches!(Config::parse(Path::new("x.toml"), &bad_origin), Err(ConfigError::Invalid { .. })));
         let typo = text.replace("persistence = \"materialized\"", "persistance = \"materialized\"");
         assert!(matches!(Config::parse(Path::new("x.toml"), &typo), Err(ConfigError::Parse { .. })));
         let e = Config::parse(Path::new("x.toml"), &text.replace("s3cret@localhost:5432", "s3cret@:notaport"))
-            .map(|c| c.origins[0].source().err());
+            .map(|c| c.origins[0].source(None).err());
         assert!(!format!("{e:?}").contains("s3cret"), "secrets never appear in errors");
     }
 

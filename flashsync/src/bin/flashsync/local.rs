@@ -82,9 +82,10 @@ fn private_dir(dir: &std::path::Path) -> Result<(), CliError> {
 /// An engine over the configured store and origins. With `define`, the
 /// config's views are (re)defined first.
 pub async fn engine(config: &Config, store: FjallStore, define: bool) -> Result<Engine, CliError> {
+    let store_id = store.store_id().map(str::to_owned);
     let mut builder = Engine::builder().store(store);
     for origin in &config.origins {
-        let source: Arc<dyn Source> = match origin.source() {
+        let source: Arc<dyn Source> = match origin.source(store_id.as_deref()) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 tracing::warn!("{e}");
