@@ -270,6 +270,8 @@ impl Machine {
             let realtime_left =
                 self.views.values().any(|v| v.def.origin == origin && v.def.persistence == Persistence::Realtime);
             if realtime_left {
+                // Those left may all be stopped.
+                self.close_unwanted_feed(&origin);
                 continue;
             }
             // The last realtime view is gone: drop the feed so the origin keeps
