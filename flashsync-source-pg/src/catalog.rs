@@ -137,9 +137,12 @@ pub(crate) async fn describe(
             ),
         ));
     }
-    // pgoutput never sends generated columns, so realtime copies leave them
-    // out on both paths; materialized copies keep them.
-    let attrs: Vec<AttrInfo> = attributes(client, oid).await?.into_iter().filter(|a| !(feed && a.generated)).collect();
+    // pgoutput (before Postgres 18) never sends generated columns, so a
+    // realtime view could not keep them; a materialized view of the same
+    // table leaves them out too, so that views of one table have the same
+    // columns whatever their persistence. (Compute them locally from the
+    // columns they are generated from.)
+    let attrs: Vec<AttrInfo> = attributes(client, oid).await?.into_iter().filter(|a| !a.generated).collect();
     let (pk, ri) = keys(client, oid).await?;
     let position = |attnums: &[i16]| -> Option<Vec<usize>> {
         attnums.iter().map(|n| attrs.iter().position(|a| a.attnum == *n)).collect()

@@ -142,8 +142,9 @@ pub(crate) async fn take(
         // The shape must still be the one described (read under the same
         // snapshot and lock).
         let attrs = catalog::attributes(&tx, u32::try_from(schema.source_id.0).unwrap_or(0)).await?;
-        // Realtime schemas leave generated columns out (pgoutput does not
-        // send them); materialized ones keep them. Anything else means the
+        // Schemas leave generated columns out (pgoutput does not send them;
+        // see `catalog::describe`); a schema stored by an earlier version
+        // may list them for a materialized view. Anything else means the
         // relation changed since it was described.
         let matches = |list: &[&catalog::AttrInfo]| {
             list.len() == schema.columns.len()
