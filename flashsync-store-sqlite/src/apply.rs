@@ -1,0 +1,166 @@
+//! `Store::apply`: one upstream batch as one SQLite transaction.
+//!
+//! Row operations are interpreted by the core's
+//! [`apply_ops`](flashsync_core::rowops::apply_ops) through [`Access`],
+//! whose writes go straight into the open transaction; rows, job records,
+//! the origin's applied LSN and dirty markers all land in it, and it commits
+//! once at the end — or rolls back whole if anything fails, so the batch is
+//! all or nothing. SQLite's transaction is the buffer: `apply_ops` keeps the
+//! batch's own writes in its overlay, so reads of keys the batch has not
+//! touched see the state from before the batch, as `RowAccess` asks.
+//!
+//! A `Truncate` is `DELETE FROM` the view's table (SQLite's truncate
+//! optimization drops the table's pages without visiting rows), inside the
+//! same transaction.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use flashsync_core::codec::{decode_stored_row, encode_stored_row};
+use flashsync_core::rowops::{apply_ops, ApplyReport, RowAccess};
+use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{corrupt, invalid, sql};
+use crate::layout::{self, encode_json, id_sql};
+use crate::table::Plan;
+use crate::writer::Writer;
+
+/// Applies `batch` (on the writer thread).
+pub(crate) fn apply(w: &mut Writer, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
+    let op = format!("apply batch {}", batch.seq.0);
+    w.check(&op)?;
+    if w.last_seq.is_some_and(|last| batch.seq <= last) {
+        return Err(StoreError::new(StoreErrorKind::Invalid, op, "batch sequence numbers must increase"));
+    }
+    // Refuse before touching anything: the batch is all or nothing.
+    let mut plans = HashMap::new();
+    for v in &batch.views {
+        let plan = w.copies.get(&v.relation_id).ok_or_else(|| StoreError::no_view(&op, v.relation_id))?;
+        plans.insert(v.relation_id, Arc::clone(plan));
+    }
+    // Jobs of views no longer in the catalog (forgotten meanwhile) are
+    // dropped, as the reference store does.
+    let mut jobs = Vec::new();
+    for job in batch.jobs.iter().filter(|j| w.catalog.contains_key(&j.relation_id)) {
+        jobs.push((id_sql(job.relation_id), encode_json("job record", job)?));
+    }
+
+    let report = w.transaction(&op, false, |conn| {
+        let mut access = Access { conn, plans: &plans, diverged: BTreeSet::new(), op: &op };
+        let report = apply_ops(&batch.views, &mut access)?;
+        let diverged = access.diverged;
+        let e = |e| sql(op.as_str(), e);
+        for (id, record) in &jobs {
+            conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_jobs (relation_id, record) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![id, record]))
+                .map_err(e)?;
+        }
+        let origin = batch.origin.as_str();
+        match batch.progress {
+            Progress::Commit { end_lsn } => {
+                conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_origins (origin, applied_lsn) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![origin, layout::lsn_sql(end_lsn)]))
+                    .map_err(e)?;
+                // The transaction is complete: views it left half-applied are
+                // whole. Diverged markers (origin NULL) stay.
+                conn.prepare_cached("DELETE FROM _flashsync_dirty WHERE origin = ?1")
+                    .and_then(|mut s| s.execute([origin]))
+                    .map_err(e)?;
+            }
+            Progress::Partial => {
+                let views: BTreeSet<RelationId> = batch.views.iter().map(|v| v.relation_id).collect();
+                for view in views {
+                    // A diverged marker is never turned back into a partial one.
+                    conn.prepare_cached(
+                        "INSERT INTO _flashsync_dirty (relation_id, origin) VALUES (?1, ?2) \
+                         ON CONFLICT (relation_id) DO UPDATE SET origin = excluded.origin \
+                         WHERE _flashsync_dirty.origin IS NOT NULL",
+                    )
+                    .and_then(|mut s| s.execute(params![id_sql(view), origin]))
+                    .map_err(e)?;
+                }
+            }
+            Progress::Replay => {}
+        }
+        // Last, so no marker above overwrites it: NULL says diverged.
+        for view in &diverged {
+            conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_dirty (relation_id, origin) VALUES (?1, NULL)")
+                .and_then(|mut s| s.execute([id_sql(*view)]))
+                .map_err(e)?;
+        }
+        Ok(report)
+    })?;
+    w.last_seq = Some(batch.seq);
+    Ok(report)
+}
+
+/// [`RowAccess`] over the open transaction.
+struct Access<'a> {
+    conn: &'a Connection,
+    plans: &'a HashMap<RelationId, Arc<Plan>>,
+    /// Views the batch found diverged (see [`RowAccess::mark_diverged`]).
+    diverged: BTreeSet<RelationId>,
+    op: &'a str,
+}
+
+impl Access<'_> {
+    fn plan(&self, view: RelationId) -> Result<&Plan, StoreError> {
+        self.plans.get(&view).map(|p| p.as_ref()).ok_or_else(|| StoreError::no_view(self.op, view))
+    }
+}
+
+impl RowAccess for Access<'_> {
+    fn read(&mut self, view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let plan = self.plan(view)?;
+        let op = self.op;
+        let found = self
+            .conn
+            .prepare_cached(&plan.select_one)
+            .and_then(|mut s| s.query_row([key], |r| Ok(plan.decode(r))).optional())
+            .map_err(|e| sql(op, e))?;
+        match found {
+            None => Ok(None),
+            Some(Ok((row, copies))) => Ok(Some(encode_stored_row(&row, copies))),
+            Some(Err(e)) => Err(corrupt(op, format!("row of view {view} in table {:?}: {e}", plan.table))),
+        }
+    }
+
+    fn write(&mut self, view: RelationId, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let plan = self.plan(view)?;
+        let op = self.op;
+        match value {
+            Some(bytes) => {
+                let (row, copies) = decode_stored_row(&bytes).map_err(|e| corrupt(op, e))?;
+                // `apply` trusts the machine with row widths, but a row that
+                // does not fit the table fails the batch rather than landing.
+                plan.check_width(&row).map_err(|e| invalid(op, format!("row for view {view}: {e}")))?;
+                let copies = i64::try_from(copies).map_err(|_| invalid(op, "row copy count out of range"))?;
+                let exact = plan.exact(&row);
+                let params = plan.params(&key, &row, copies, exact.as_deref());
+                self.conn
+                    .prepare_cached(&plan.upsert)
+                    .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
+                    .map_err(|e| sql(op, e))?;
+            }
+            None => {
+                self.conn
+                    .prepare_cached(&plan.delete_one)
+                    .and_then(|mut s| s.execute([key]))
+                    .map_err(|e| sql(op, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self, view: RelationId) -> Result<(), StoreError> {
+        let plan = self.plan(view)?;
+        self.conn.execute(&plan.clear, []).map_err(|e| sql(self.op, e))?;
+        Ok(())
+    }
+
+    fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError> {
+        self.diverged.insert(view);
+        Ok(())
+    }
+}
