@@ -108,8 +108,12 @@ upstream = "public.users"
     assert!(ok && out.contains("stopped: public.users_live"), "{out}");
     let (_, out, _) = flashsync(&config, &["status", "public.users_live", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v[0]["process_running"], true, "{v}");
     assert_eq!(v[0]["enabled"], false);
     assert_eq!(v[0]["state"], "idle");
+    // LSNs as Postgres writes them, times in ISO-8601 UTC.
+    assert!(v[0]["last_seen_commit"].as_str().is_some_and(|l| l.contains('/')), "{v}");
+    assert!(v[0]["updated_at"].as_str().is_some_and(|t| t.len() == 24 && t.ends_with('Z')), "{v}");
     let (ok, out, _) = flashsync(&config, &["resume", "public.users_live"]);
     assert!(ok && out.contains("running (realtime):    public.users_live"), "{out}");
     let (ok, out, _) = flashsync(&config, &["dump", "public.users_copy", "--json", "--limit", "2"]);
@@ -134,10 +138,15 @@ upstream = "public.users"
     assert!(status.success(), "run exits cleanly on SIGTERM");
     assert!(!socket.exists(), "the socket is removed");
 
-    // Without `run`, commands open the store directly.
+    // Without `run`, commands open the store directly, and status says
+    // that nothing is syncing now.
     let (ok, out, err) = flashsync(&config, &["status"]);
     assert!(ok, "{err}");
     assert!(out.contains("public.users_copy"), "{out}");
+    assert!(out.contains("no `flashsync run` holds this store"), "{out}");
+    let (_, out, _) = flashsync(&config, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v[0]["process_running"], false, "{v}");
     let (ok, out, _) = flashsync(&config, &["dump", "public.users_live"]);
     assert!(ok && out.contains("1000\tnew"), "{out}");
     let (ok, out, _) = flashsync(&config, &["dump", "public.users_copy", "--json", "--limit", "1"]);
@@ -338,4 +347,35 @@ columns = ["id", "tenant"]
     );
     signal(run.id(), "-TERM");
     assert!(run.wait().unwrap().success());
+}
+
+/// `--log-format json`: every log line is one JSON object a collector can
+/// parse, with its level and message; no colour codes.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    std::fs::write(
+        &config,
+        r#"store = "data"
+[origins."postgres:main"]
+url_env = "FLASHSYNC_TEST_SURELY_UNSET"
+[[views]]
+name = "users_live"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.users"
+"#,
+    )
+    .unwrap();
+    let (_, _, err) = flashsync(&config, &["--log-format", "json", "sync"]);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let warning = lines.iter().find(|l| l["level"] == "WARN").unwrap_or_else(|| panic!("no warning logged: {err}"));
+    let message = warning["fields"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("FLASHSYNC_TEST_SURELY_UNSET"), "{warning}");
+    assert!(!err.contains('\u{1b}'), "colour codes in JSON logs: {err}");
 }

@@ -10,7 +10,11 @@ use crate::{local, CliError};
 
 /// Runs a control request and prints its result.
 pub async fn control(config: &Config, request: Request, json: bool) -> Result<(), CliError> {
-    let result = match admin::connect(&config.store).await {
+    let conn = admin::connect(&config.store).await;
+    // Without `run`, a view stored as running is not being kept up to date
+    // by anyone: status says so rather than let "running" mislead.
+    let process = conn.is_some();
+    let result = match conn {
         Some(conn) => admin::call(conn, &request).await.map_err(CliError)?.remove(0)["result"].take(),
         None => {
             let store = local::open_store(config)?;
@@ -24,6 +28,18 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
         }
     };
     if json {
+        let result = match request {
+            Request::Status { .. } => {
+                let records: Vec<flashsync::JobRecord> =
+                    serde_json::from_value(result).map_err(|e| CliError(e.to_string()))?;
+                let mut out = output::status_json(&records);
+                for r in out.as_array_mut().into_iter().flatten() {
+                    r["process_running"] = Json::Bool(process);
+                }
+                out
+            }
+            _ => result,
+        };
         println!("{result}");
         return Ok(());
     }
@@ -31,6 +47,9 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
         Request::Status { .. } => {
             let records: Vec<flashsync::JobRecord> =
                 serde_json::from_value(result).map_err(|e| CliError(e.to_string()))?;
+            if !process && !records.is_empty() {
+                println!("(no `flashsync run` holds this store: states are as last stored, nothing is being synced)");
+            }
             print!("{}", output::status_table(&records));
         }
         Request::Sync { .. } | Request::Resume { .. } => {

@@ -70,8 +70,18 @@ struct Cli {
     /// Log filter (e.g. info, debug, flashsync=debug).
     #[arg(long, global = true, env = "FLASHSYNC_LOG", default_value = "info,fjall=warn,lsm_tree=error")]
     log: String,
+    /// Log lines as text (for people) or as one JSON object per line (for
+    /// log collectors: `timestamp`, `level`, `fields.message`, span fields).
+    #[arg(long, global = true, env = "FLASHSYNC_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -142,12 +152,11 @@ fn main() -> ExitCode {
     // Colour only for a person at a terminal: a log file or a pipe gets
     // plain text, not escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(ansi).init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -85,6 +85,34 @@ pub fn status_table(records: &[JobRecord]) -> String {
     out
 }
 
+/// `status --json`: the records as the engine gives them, but with LSNs as
+/// Postgres writes them (`16/B374D848`) and times as ISO-8601 UTC strings,
+/// so they can be compared with what the server says and read by people.
+pub fn status_json(records: &[JobRecord]) -> Json {
+    let lsn = |v: &mut Json| {
+        if let Some(n) = v.as_u64() {
+            *v = json!(flashsync::Lsn(n).to_string());
+        }
+    };
+    let time = |v: &mut Json| {
+        if let Some(ms) = v.as_u64() {
+            // `Timestamp` displays as ISO-8601 UTC, to the millisecond.
+            *v = json!(flashsync_core::Timestamp(ms).to_string());
+        }
+    };
+    let mut out = serde_json::to_value(records).unwrap_or(Json::Null);
+    for r in out.as_array_mut().into_iter().flatten() {
+        lsn(&mut r["last_seen_commit"]);
+        if r["handoff"].is_object() {
+            lsn(&mut r["handoff"]["lsn"]);
+        }
+        for field in ["updated_at", "next_retry_at", "last_success_at"] {
+            time(&mut r[field]);
+        }
+    }
+    out
+}
+
 pub fn summary_text(s: &SyncSummary) -> String {
     let list = |v: &[flashsync::ViewName]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     let mut out = String::new();
@@ -128,5 +156,20 @@ mod tests {
         let table = status_table(&[job]);
         assert!(table.contains(fix), "{table}");
         assert_eq!(table.lines().count(), 2, "{table}");
+    }
+
+    #[test]
+    fn status_json_writes_lsns_and_times_for_people() {
+        let mut r = JobRecord::new(
+            flashsync::RelationId(1),
+            &ViewName::new("public", "t").unwrap(),
+            Persistence::Realtime,
+            flashsync_core::Timestamp(1_735_689_600_123),
+        );
+        r.last_seen_commit = Some(flashsync::Lsn(0x16_B374_D848));
+        let j = status_json(&[r]);
+        assert_eq!(j[0]["last_seen_commit"], "16/B374D848");
+        assert_eq!(j[0]["updated_at"], "2025-01-01T00:00:00.123Z");
+        assert_eq!(j[0]["next_retry_at"], Json::Null);
     }
 }
