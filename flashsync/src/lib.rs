@@ -66,6 +66,11 @@ pub use selection::IntoSelector;
 #[cfg(feature = "fjall")]
 pub use flashsync_store_fjall as fjall;
 
+/// The SQLite store ([`flashsync_store_sqlite`]): a mirror other processes
+/// can query with SQL.
+#[cfg(feature = "sqlite")]
+pub use flashsync_store_sqlite as sqlite;
+
 /// The Postgres source ([`flashsync_source_pg`]).
 #[cfg(feature = "postgres")]
 pub use flashsync_source_pg as postgres;

@@ -379,3 +379,90 @@ upstream = "public.users"
     assert!(message.contains("FLASHSYNC_TEST_SURELY_UNSET"), "{warning}");
     assert!(!err.contains('\u{1b}'), "colour codes in JSON logs: {err}");
 }
+
+/// `store = "sqlite:…"`: the mirror is a SQLite database that `flashsync
+/// query` (or any SQLite client) reads with SQL while `run` writes it.
+#[test]
+fn sqlite_store_is_queried_with_sql_while_run_writes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(testkit::test_db("cli_sqlite")) else { return };
+    rt.block_on(async {
+        db.client()
+            .await
+            .batch_execute(
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text, score numeric);
+                 INSERT INTO users SELECT g, 'u' || g, g * 1.5 FROM generate_series(1, 50) g;",
+            )
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    std::fs::write(
+        &config,
+        r#"store = "sqlite:mirror.db"
+[origins."postgres:main"]
+url_env = "CLI_SQLITE_PG_URL"
+slot = "cli_sqlite_slot"
+publication = "cli_sqlite_pub"
+[[views]]
+name = "users_live"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.users"
+"#,
+    )
+    .unwrap();
+    let c = &db.conninfo;
+    let url = format!(
+        "host={} port={} user={} dbname={} sslmode=disable{}",
+        c.host,
+        c.port,
+        c.user,
+        c.dbname,
+        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
+    );
+    let (ok, _, err) = flashsync(&config, &["query", "SELECT 1"]);
+    assert!(!ok && err.contains("no store at"), "{err}");
+    let mut run = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("CLI_SQLITE_PG_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("mirror.db-admin/flashsync.sock");
+    wait("the admin socket beside the database", Duration::from_secs(30), || socket.exists());
+    wait("the view to run", Duration::from_secs(30), || flashsync(&config, &["status"]).1.contains("running"));
+    let count = |config: &std::path::Path| {
+        let (ok, out, err) = flashsync(config, &["query", r#"SELECT count(*) AS n FROM "public.users_live""#]);
+        assert!(ok, "{err}");
+        out.lines().nth(1).unwrap_or_default().to_owned()
+    };
+    assert_eq!(count(&config), "50");
+    rt.block_on(async { db.client().await.batch_execute("INSERT INTO users VALUES (51, 'new', 2.25)").await.unwrap() });
+    wait("the insert to be queryable", Duration::from_secs(30), || count(&config) == "51");
+    // Typed columns, SQL filters and ordering; JSON keeps column order.
+    let (ok, out, err) = flashsync(
+        &config,
+        &["query", r#"SELECT id, name, score_real FROM "public.users_live" WHERE id >= 50 ORDER BY id DESC"#, "--json"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [r#"{"id":51,"name":"new","score_real":2.25}"#, r#"{"id":50,"name":"u50","score_real":75.0}"#]
+    );
+    // Read-only: a write is refused, and the mirror is untouched.
+    let (ok, _, err) = flashsync(&config, &["query", r#"DELETE FROM "public.users_live""#]);
+    assert!(!ok && err.contains("only reads"), "{err}");
+    assert_eq!(count(&config), "51");
+
+    rustix_kill(run.id());
+    assert!(run.wait().unwrap().success(), "run exits cleanly on SIGTERM");
+    assert!(!socket.exists());
+    // Without `run`, the file is still there to query.
+    assert_eq!(count(&config), "51");
+    assert!(!dir.path().join("db").exists(), "no fjall directory for a SQLite store");
+}

@@ -1,8 +1,10 @@
 //! The local admin endpoint `flashsync run` opens, so other `flashsync`
 //! commands can reach a store that `run` holds.
 //!
-//! A Unix domain socket at `<store>/admin/flashsync.sock`. The `admin`
-//! directory is created owner-only (0700) and the socket is 0600, so no other
+//! A Unix domain socket at `<store>/admin/flashsync.sock` (fjall) or
+//! `<database>-admin/flashsync.sock` beside a SQLite database
+//! ([`Config::admin_dir`](crate::config::Config::admin_dir)). The directory
+//! is created owner-only (0700) and the socket is 0600, so no other
 //! user on the host can connect: they could stop sync or read mirrored rows.
 //! The protocol is one JSON request line, answered by JSON lines: a header
 //! `{"ok":true,...}` or `{"ok":false,"error":"..."}`; `dump` then streams one
@@ -32,21 +34,20 @@ pub enum Request {
     Dump { view: String, limit: Option<usize> },
 }
 
-pub fn socket_path(store: &Path) -> PathBuf {
-    store.join("admin").join("flashsync.sock")
+pub fn socket_path(admin_dir: &Path) -> PathBuf {
+    admin_dir.join("flashsync.sock")
 }
 
-/// Binds the endpoint and serves it until the engine shuts down.
-pub async fn serve(engine: Engine, store: &Path) -> Result<PathBuf, String> {
-    let dir = store.join("admin");
+/// Binds the endpoint in `dir` and serves it until the engine shuts down.
+pub async fn serve(engine: Engine, dir: &Path) -> Result<PathBuf, String> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&dir)
+        .create(dir)
         .map_err(|e| format!("cannot create admin directory {}: {e}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
-    let path = socket_path(store);
+    let path = socket_path(dir);
     if path.exists() {
         // A stale socket from a run that did not exit cleanly (we hold the
         // store lock, so no live run owns it).
@@ -129,9 +130,9 @@ async fn send(w: &mut (impl AsyncWriteExt + Unpin), v: &Json) -> std::io::Result
     w.write_all(line.as_bytes()).await
 }
 
-/// A connection to a running `flashsync run`, if one serves `store`.
-pub async fn connect(store: &Path) -> Option<UnixStream> {
-    let path = socket_path(store);
+/// A connection to a running `flashsync run`, if one serves in `admin_dir`.
+pub async fn connect(admin_dir: &Path) -> Option<UnixStream> {
+    let path = socket_path(admin_dir);
     if !path.exists() {
         return None;
     }

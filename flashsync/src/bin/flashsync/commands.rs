@@ -10,7 +10,7 @@ use crate::{local, CliError};
 
 /// Runs a control request and prints its result.
 pub async fn control(config: &Config, request: Request, json: bool) -> Result<(), CliError> {
-    let conn = admin::connect(&config.store).await;
+    let conn = admin::connect(&config.admin_dir()).await;
     // Without `run`, a view stored as running is not being kept up to date
     // by anyone: status says so rather than let "running" mislead.
     let process = conn.is_some();
@@ -89,7 +89,7 @@ fn print_names(verb: &str, names: &Json, selector: &str) -> Result<(), CliError>
 
 /// `flashsync dump VIEW`: the local copy's rows.
 pub async fn dump(config: &Config, view: &str, limit: Option<usize>, json: bool) -> Result<(), CliError> {
-    let (columns, rows): (Vec<String>, Vec<Json>) = match admin::connect(&config.store).await {
+    let (columns, rows): (Vec<String>, Vec<Json>) = match admin::connect(&config.admin_dir()).await {
         Some(conn) => {
             let mut lines = admin::call(conn, &Request::Dump { view: view.into(), limit }).await.map_err(CliError)?;
             let header = lines.remove(0);
@@ -122,7 +122,7 @@ pub async fn dump(config: &Config, view: &str, limit: Option<usize>, json: bool)
 /// One value of a text dump, escaped as Postgres' `COPY … TO STDOUT` text
 /// format does: a tab or line break inside a value cannot split the row, and
 /// SQL NULL (`\N`) differs from the string `NULL`.
-fn text_cell(s: &str) -> String {
+pub fn text_cell(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

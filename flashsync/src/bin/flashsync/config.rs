@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! store = "./flashsync-data"          # relative to this file: db/ holds the data, admin/ the socket
+//! # store = "sqlite:./mirror.db"      # or a SQLite database any process can query (admin: mirror.db-admin/)
 //!
 //! [origins."postgres:main"]
 //! url_env = "DATABASE_URL"            # or: url = "postgres://app@db/main?sslmode=verify-full"
@@ -111,14 +112,41 @@ impl Origin {
     }
 }
 
+/// Which store the mirror lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A fjall directory (`store = "./dir"`): fastest; read through the
+    /// engine, or through a running `flashsync run`.
+    Fjall,
+    /// A SQLite database file (`store = "sqlite:./mirror.db"`): any
+    /// process can query it with SQL while sync runs.
+    Sqlite,
+}
+
 /// A loaded, validated configuration.
 pub struct Config {
+    /// The fjall store's directory, or the SQLite database file.
     pub store: PathBuf,
+    pub store_kind: StoreKind,
     pub origins: Vec<Origin>,
     pub views: Vec<ViewDef>,
 }
 
 impl Config {
+    /// Where `run` serves its admin socket: `<dir>/admin` for fjall, a
+    /// `<file>-admin` directory beside a SQLite database (SQLite readers
+    /// want the database's own directory left to its files).
+    pub fn admin_dir(&self) -> PathBuf {
+        match self.store_kind {
+            StoreKind::Fjall => self.store.join("admin"),
+            StoreKind::Sqlite => {
+                let mut name = self.store.file_name().unwrap_or_default().to_owned();
+                name.push("-admin");
+                self.store.with_file_name(name)
+            }
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::parse(path, &text)
@@ -129,7 +157,12 @@ impl Config {
         let raw: Raw =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let store = if raw.store.is_absolute() { raw.store } else { base.join(raw.store) };
+        let (store_kind, raw_store) = match raw.store.to_str().and_then(|s| s.strip_prefix("sqlite:")) {
+            Some("") => return Err(invalid("store = \"sqlite:\" needs a file name".into())),
+            Some(file) => (StoreKind::Sqlite, PathBuf::from(file)),
+            None => (StoreKind::Fjall, raw.store),
+        };
+        let store = if raw_store.is_absolute() { raw_store } else { base.join(raw_store) };
         let mut origins = Vec::new();
         for (id, o) in raw.origins {
             let id = OriginId::new(&id).map_err(|e| invalid(format!("origin {id:?}: {e}")))?;
@@ -171,7 +204,7 @@ impl Config {
             }
             views.push(def);
         }
-        Ok(Config { store, origins, views })
+        Ok(Config { store, store_kind, origins, views })
     }
 }
 

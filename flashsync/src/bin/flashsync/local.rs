@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flashsync::fjall::{FjallStore, Options};
+use flashsync::sqlite::{Options as SqliteOptions, SqliteStore};
 use flashsync::Engine;
 use flashsync_core::{
     Lsn, RelationSchema, RowSink, SnapshotPoint, Source, SourceError, SourceErrorKind, StoreErrorKind, Subscription,
     UpstreamRelation,
 };
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::CliError;
 
 /// Stands in for an origin whose connection settings are unusable, so its
@@ -54,9 +55,43 @@ pub fn db_path(store: &std::path::Path) -> std::path::PathBuf {
     store.join("db")
 }
 
-pub fn open_store(config: &Config) -> Result<FjallStore, CliError> {
-    private_dir(&config.store)?;
-    FjallStore::open(db_path(&config.store), Options::default()).map_err(|e| match e.kind {
+/// The configured store, opened in this process.
+pub enum LocalStore {
+    Fjall(FjallStore),
+    Sqlite(SqliteStore),
+}
+
+impl LocalStore {
+    /// The id sources name their slot and publication after (SQLite stores
+    /// have none yet: they keep the origin's default names).
+    fn store_id(&self) -> Option<String> {
+        match self {
+            LocalStore::Fjall(s) => s.store_id().map(str::to_owned),
+            LocalStore::Sqlite(_) => None,
+        }
+    }
+
+    fn into_shared(self) -> Arc<dyn flashsync_core::Store> {
+        match self {
+            LocalStore::Fjall(s) => Arc::new(s),
+            LocalStore::Sqlite(s) => Arc::new(s),
+        }
+    }
+}
+
+pub fn open_store(config: &Config) -> Result<LocalStore, CliError> {
+    let opened = match config.store_kind {
+        StoreKind::Fjall => {
+            private_dir(&config.store)?;
+            FjallStore::open(db_path(&config.store), Options::default()).map(LocalStore::Fjall)
+        }
+        StoreKind::Sqlite => {
+            // The database's directory stays as it is (other processes read
+            // the file); the files the store creates are owner-only.
+            SqliteStore::open(&config.store, SqliteOptions::default()).map(LocalStore::Sqlite)
+        }
+    };
+    opened.map_err(|e| match e.kind {
         StoreErrorKind::Locked => CliError(format!(
             "the store at {} is held by another process (is `flashsync run` running without its admin endpoint?)",
             config.store.display()
@@ -81,9 +116,9 @@ fn private_dir(dir: &std::path::Path) -> Result<(), CliError> {
 
 /// An engine over the configured store and origins. With `define`, the
 /// config's views are (re)defined first.
-pub async fn engine(config: &Config, store: FjallStore, define: bool) -> Result<Engine, CliError> {
-    let store_id = store.store_id().map(str::to_owned);
-    let mut builder = Engine::builder().store(store);
+pub async fn engine(config: &Config, store: LocalStore, define: bool) -> Result<Engine, CliError> {
+    let store_id = store.store_id();
+    let mut builder = Engine::builder().shared_store(store.into_shared());
     for origin in &config.origins {
         let source: Arc<dyn Source> = match origin.source(store_id.as_deref()) {
             Ok(s) => Arc::new(s),

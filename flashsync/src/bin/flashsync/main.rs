@@ -27,6 +27,7 @@ mod demo;
 mod local;
 mod output;
 mod pg;
+mod query;
 mod run;
 
 use std::path::PathBuf;
@@ -131,6 +132,15 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Read the SQLite mirror with SQL (`store = "sqlite:…"`), read-only,
+    /// also while `flashsync run` writes: e.g.
+    /// `flashsync query 'SELECT count(*) FROM "public.posts_live"'`.
+    Query {
+        sql: String,
+        /// One JSON object per row, keyed by column name, in column order.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a throwaway Postgres, sync two views while writers run, and prove
     /// the mirror equals upstream.
     Demo {
@@ -185,6 +195,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Resume { selector, json } => commands::control(&load()?, Request::Resume { selector }, json).await,
         Command::Forget { selector } => commands::control(&load()?, Request::Forget { selector }, false).await,
         Command::Dump { view, json, limit } => commands::dump(&load()?, &view, limit, json).await,
+        Command::Query { sql, json } => query::query(&load()?, &sql, json),
         Command::Demo { seconds } => demo::demo(Duration::from_secs(seconds)).await,
         Command::Bench { which } => bench::run(which).await,
     }

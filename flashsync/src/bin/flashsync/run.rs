@@ -14,7 +14,7 @@ use crate::{admin, local, output, CliError};
 pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError> {
     let store = local::open_store(config)?;
     let engine = local::engine(config, store, true).await?;
-    let socket = admin::serve(engine.clone(), &config.store).await.map_err(CliError)?;
+    let socket = admin::serve(engine.clone(), &config.admin_dir()).await.map_err(CliError)?;
     tracing::info!(store = %config.store.display(), admin = %socket.display(), views = config.views.len(), "flashsync running");
     let progress = tokio::spawn(show_progress(engine.clone()));
 
