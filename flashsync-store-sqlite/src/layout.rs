@@ -4,7 +4,7 @@
 //!
 //! | table | columns | holds |
 //! |---|---|---|
-//! | `_flashsync_meta` | `key` TEXT, `value` INTEGER | `format_version`; `syncs` (a counter [`persist`](flashsync_core::Store::persist) bumps to fsync the log) |
+//! | `_flashsync_meta` | `key` TEXT, `value` INTEGER | `format_version`; `store_id` (48 bits, see [`SqliteStore::store_id`](crate::SqliteStore::store_id)); `syncs` (a counter [`persist`](flashsync_core::Store::persist) bumps to fsync the log) |
 //! | `_flashsync_views` | `relation_id`, `namespace`, `name`, `record` (JSON) | the catalog: [`ViewRecord`](flashsync_core::ViewRecord)s |
 //! | `_flashsync_jobs` | `relation_id`, `record` (JSON) | [`JobRecord`](flashsync_core::JobRecord)s |
 //! | `_flashsync_origins` | `origin`, `applied_lsn` | each origin's applied LSN |

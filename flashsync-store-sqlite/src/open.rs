@@ -24,6 +24,8 @@ pub(crate) struct Opened {
     pub writer: Writer,
     pub readers: Vec<Reader>,
     pub lock: File,
+    /// Created with the store; `None` for a store from before ids.
+    pub store_id: Option<String>,
 }
 
 /// The lock file beside the database: `<file>-flashsync-lock`.
@@ -46,6 +48,11 @@ pub(crate) fn open(path: &Path, options: &Options) -> Result<Opened, StoreError>
     if fresh {
         create(&conn, &op)?;
     }
+    let store_id: Option<i64> = conn
+        .query_row("SELECT value FROM _flashsync_meta WHERE key = 'store_id'", [], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(sql(&op, e)) })?;
+    let store_id = store_id.map(|id| format!("{:012x}", id & 0xffff_ffff_ffff));
     // Commits of applies are not synced (see `Durability`); WAL mode stays
     // consistent after any crash, and `persist` syncs.
     let synchronous = match options.durability {
@@ -66,7 +73,7 @@ pub(crate) fn open(path: &Path, options: &Options) -> Result<Opened, StoreError>
     recover(&mut writer, &op)?;
     let readers =
         (0..options.reader_threads.max(1)).map(|_| open_reader(path, options, &op)).collect::<Result<_, _>>()?;
-    Ok(Opened { writer, readers, lock })
+    Ok(Opened { writer, readers, lock, store_id })
 }
 
 /// Refuses paths that cannot hold a store, with a message that says why,
@@ -179,10 +186,12 @@ fn check_format(conn: &Connection, op: &str) -> Result<bool, StoreError> {
 /// leaves an empty database (created again on the next open) or a whole
 /// store.
 fn create(conn: &Connection, op: &str) -> Result<(), StoreError> {
+    // The identity comes into being with the store, in its transaction.
     let ddl = format!(
-        "BEGIN IMMEDIATE; {} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION}; \
-         COMMIT;",
-        layout::SCHEMA_DDL
+        "BEGIN IMMEDIATE; {} INSERT INTO _flashsync_meta (key, value) VALUES ('store_id', {}); \
+         PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION}; COMMIT;",
+        layout::SCHEMA_DDL,
+        new_store_id()
     );
     conn.pragma_update(None, "synchronous", "FULL").map_err(|e| sql(op, e))?;
     if let Err(e) = conn.execute_batch(&ddl) {
@@ -192,6 +201,17 @@ fn create(conn: &Connection, op: &str) -> Result<(), StoreError> {
         return Err(sql(op, e));
     }
     Ok(())
+}
+
+/// A fresh store id: 48 bits from std's OS-seeded `RandomState` keys mixed
+/// with the time and the process id (see `SqliteStore::store_id`).
+fn new_store_id() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    (h.finish() & 0xffff_ffff_ffff) as i64
 }
 
 /// Rebuilds the writer's mirror from disk and drops the generation tables a

@@ -40,6 +40,7 @@ pub(crate) struct Inner {
     returned: Mutex<Option<BatchSeq>>,
     path: PathBuf,
     options: Options,
+    store_id: Option<String>,
     _lock: std::fs::File,
 }
 
@@ -99,6 +100,7 @@ impl SqliteStore {
             returned: Mutex::new(None),
             path: path.to_owned(),
             options,
+            store_id: opened.store_id,
             _lock: opened.lock,
         };
         Ok(SqliteStore { inner: Arc::new(inner) })
@@ -112,6 +114,15 @@ impl SqliteStore {
     /// The options the store was opened with.
     pub fn options(&self) -> &Options {
         &self.inner.options
+    }
+
+    /// This store's identity: 12 hex digits created with the store and kept
+    /// in it (`_flashsync_meta`). Sources name their upstream resources
+    /// after it (`flashsync_source_pg::PgSourceConfig::for_store`), so two
+    /// stores syncing one database never share a replication slot. `None`
+    /// for a store created before ids.
+    pub fn store_id(&self) -> Option<&str> {
+        self.inner.store_id.as_deref()
     }
 
     /// The SQLite table holding a view's published copy (its qualified name,

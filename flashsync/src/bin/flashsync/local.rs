@@ -62,13 +62,13 @@ pub enum LocalStore {
 }
 
 impl LocalStore {
-    /// The id sources name their slot and publication after (SQLite stores
-    /// have none yet: they keep the origin's default names).
+    /// The id sources name their slot and publication after.
     fn store_id(&self) -> Option<String> {
         match self {
-            LocalStore::Fjall(s) => s.store_id().map(str::to_owned),
-            LocalStore::Sqlite(_) => None,
+            LocalStore::Fjall(s) => s.store_id(),
+            LocalStore::Sqlite(s) => s.store_id(),
         }
+        .map(str::to_owned)
     }
 
     fn into_shared(self) -> Arc<dyn flashsync_core::Store> {
