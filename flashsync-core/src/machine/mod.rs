@@ -327,6 +327,14 @@ impl Machine {
                 && schema.is_some()
                 && progress.contains_key(&rec.def.origin);
             let mut demoted = false;
+            if let (true, Some(j), Some(&applied)) = (attachable, job.as_mut(), progress.get(&rec.def.origin)) {
+                // A view that resumes reflects its origin through the stored
+                // position (that is what resuming from it means), though its
+                // stored record may say less: batches of keepalives and of
+                // changes it only skipped move its last commit seen in
+                // memory without rewriting the record.
+                j.last_seen_commit = j.last_seen_commit.max(Some(applied));
+            }
             if let Some(j) = job.as_mut() {
                 // Nothing runs until sync(); a realtime job that cannot resume
                 // where it stopped will be copied again, so it is not running.
