@@ -3,8 +3,9 @@
 //! A selector is `*` (every view) or a map from namespaces to lists of names,
 //! where a name (and a namespace) may contain `*` wildcards. The string form
 //! used by command lines is a comma-separated list of `namespace.name`
-//! patterns; a part containing `.`, `,`, `"` or spaces can be double-quoted,
-//! with `""` for a literal quote:
+//! patterns — a bare `name` means `public.name`, as in Postgres' default
+//! search path; a part containing `.`, `,`, `"` or spaces can be
+//! double-quoted, with `""` for a literal quote:
 //!
 //! ```
 //! use flashsync_core::{Selector, ViewName};
@@ -17,6 +18,10 @@
 //!
 //! let quoted: Selector = r#""my ns"."a.b""#.parse()?;
 //! assert!(quoted.matches(&ViewName::new("my ns", "a.b")?));
+//!
+//! let bare: Selector = "users_cache".parse()?;
+//! assert!(bare.matches(&ViewName::new("public", "users_cache")?));
+//! assert!(!bare.matches(&ViewName::new("app", "users_cache")?));
 //!
 //! assert!("public.".parse::<Selector>().is_err());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -158,9 +163,14 @@ impl FromStr for Selector {
         let mut map: BTreeMap<Pattern, Vec<Pattern>> = BTreeMap::new();
         let mut lexer = Lexer { s: trimmed, pos: 0 };
         loop {
-            let ns = lexer.part()?;
-            lexer.expect(b'.', "'.' between namespace and name")?;
-            let name = lexer.part()?;
+            let first = lexer.part()?;
+            let (ns, name) = if lexer.peek() == Some(b'.') {
+                lexer.pos += 1;
+                (first, lexer.part()?)
+            } else {
+                // A name alone is in `public`, as in Postgres.
+                ("public".to_owned(), first)
+            };
             map.entry(Pattern::new(ns)?).or_default().push(Pattern::new(name)?);
             lexer.skip_spaces();
             match lexer.peek() {
@@ -195,17 +205,6 @@ impl Lexer<'_> {
     fn skip_spaces(&mut self) {
         while self.peek() == Some(b' ') {
             self.pos += 1;
-        }
-    }
-
-    fn expect(&mut self, b: u8, expected: &'static str) -> Result<(), SelectorError> {
-        match self.peek() {
-            Some(found) if found == b => {
-                self.pos += 1;
-                Ok(())
-            }
-            Some(found) => Err(SelectorError::Unexpected { at: self.pos, found: char::from(found), expected }),
-            None => Err(SelectorError::UnexpectedEnd { expected }),
         }
     }
 
@@ -313,11 +312,20 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "   ", "public", "public.", ".x", "a.b,", "a.b c.d", "\"a.b", "a..b", "\"\".x", ",", "a.b,,c.d"]
-        {
+        for bad in ["", "   ", "public.", ".x", "a.b,", "a.b c.d", "\"a.b", "a..b", "\"\".x", ",", "a.b,,c.d"] {
             assert!(bad.parse::<Selector>().is_err(), "{bad:?} parsed");
         }
         assert!(matches!("x".repeat(MAX_SELECTOR_BYTES + 1).parse::<Selector>(), Err(SelectorError::TooLong { .. })));
+    }
+
+    #[test]
+    fn a_bare_name_is_in_public() {
+        let s: Selector = "users_live, app.posts_*".parse().unwrap();
+        assert!(s.matches(&ViewName::new("public", "users_live").unwrap()));
+        assert!(!s.matches(&ViewName::new("app", "users_live").unwrap()));
+        assert!(s.matches(&ViewName::new("app", "posts_live").unwrap()));
+        let quoted: Selector = r#""a.b""#.parse().unwrap();
+        assert!(quoted.matches(&ViewName::new("public", "a.b").unwrap()));
     }
 
     #[test]

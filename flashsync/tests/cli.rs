@@ -116,6 +116,9 @@ upstream = "public.users"
     assert!(v[0]["updated_at"].as_str().is_some_and(|t| t.len() == 24 && t.ends_with('Z')), "{v}");
     let (ok, out, _) = flashsync(&config, &["resume", "public.users_live"]);
     assert!(ok && out.contains("running (realtime):    public.users_live"), "{out}");
+    // A name without a namespace is in `public`.
+    let (ok, out, err) = flashsync(&config, &["status", "users_live"]);
+    assert!(ok && out.contains("public.users_live") && !out.contains("users_copy"), "{out} {err}");
     let (ok, out, _) = flashsync(&config, &["dump", "public.users_copy", "--json", "--limit", "2"]);
     assert!(ok);
     assert_eq!(out.lines().count(), 2);
