@@ -195,8 +195,30 @@ pub async fn demo(seconds: Duration) -> Result<(), CliError> {
     println!("✓ public.items_copy equals upstream after sync --force: {} rows", copy.len());
     progress.abort();
     engine.shutdown().await.map_err(err)?;
+    drop(engine);
+    // The store closes once every task of the engine has let go of it, and
+    // its background threads stop with it. The temp dir must outlive them,
+    // or they find their files gone and say so after the demo's verdict.
+    released(dir.path()).await?;
     println!("demo finished: the mirror is exact");
     Ok(())
+}
+
+/// Waits (bounded) until the store at `path` is closed, by opening it.
+async fn released(path: &std::path::Path) -> Result<(), CliError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match FjallStore::open(path, Options::default()) {
+            Ok(store) => {
+                drop(store);
+                return Ok(());
+            }
+            Err(e) if e.kind == flashsync_core::StoreErrorKind::Locked && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(CliError(format!("the demo's store did not close: {e}"))),
+        }
+    }
 }
 
 /// Upstream rows as flashsync stores them (canonical text for numeric,
