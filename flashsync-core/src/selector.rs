@@ -241,6 +241,11 @@ impl Lexer<'_> {
             if part.is_empty() {
                 return Err(SelectorError::EmptyPart);
             }
+            // No view name holds one, and a stray one (a NUL from a shell
+            // script) reads better as an error than as a name to match.
+            if let Some((i, c)) = part.char_indices().find(|(_, c)| c.is_control()) {
+                return Err(SelectorError::Unexpected { at: self.pos + i, found: c, expected: "a name character" });
+            }
             self.pos += end;
             Ok(part.to_owned())
         }

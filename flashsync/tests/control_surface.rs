@@ -256,7 +256,9 @@ async fn selectors_select_and_malformed_ones_are_errors() {
     );
     assert!(engine.sync("public.nope").await.unwrap().is_empty(), "unknown names select nothing");
     assert!(engine.status("other.*").await.unwrap().is_empty());
-    for bad in ["", "public", "public.", ".x", "a.b,", "\"open"] {
+    // A bare name is in `public`.
+    assert_eq!(names(&engine.sync("users_cache").await.unwrap()), ["users_cache"]);
+    for bad in ["", "public.", ".x", "a.b,", "\"open"] {
         assert!(matches!(engine.sync(bad).await, Err(EngineError::Selector(_))), "{bad:?} must be a selector error");
         assert!(matches!(engine.stop(bad).await, Err(EngineError::Selector(_))));
     }
