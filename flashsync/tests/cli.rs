@@ -150,6 +150,21 @@ upstream = "public.users"
     let (_, out, _) = flashsync(&config, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v[0]["process_running"], false, "{v}");
+    // A one-shot sync does not call a realtime view running: nothing keeps
+    // it current once the command exits.
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["sync", "users_live"])
+        .env("CLI_TEST_PG_URL", &url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("copied (realtime)") && text.contains("not kept current") && !text.contains("running (realtime)"),
+        "{text}"
+    );
     let (ok, out, _) = flashsync(&config, &["dump", "public.users_live"]);
     assert!(ok && out.contains("1000\tnew"), "{out}");
     let (ok, out, _) = flashsync(&config, &["dump", "public.users_copy", "--json", "--limit", "1"]);

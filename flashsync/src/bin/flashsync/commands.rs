@@ -54,7 +54,7 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
         }
         Request::Sync { .. } | Request::Resume { .. } => {
             let s: flashsync::SyncSummary = serde_json::from_value(result).map_err(|e| CliError(e.to_string()))?;
-            print!("{}", output::summary_text(&s));
+            print!("{}", output::summary_text(&s, process));
             if !s.failed.is_empty() {
                 return Err(CliError(format!("{} view(s) failed", s.failed.len())));
             }

@@ -68,7 +68,7 @@ pub async fn demo(seconds: Duration) -> Result<(), CliError> {
     let progress = tokio::spawn(run::show_progress(engine.clone()));
     let started = Instant::now();
     let summary = engine.sync("*").await.map_err(err)?;
-    eprint!("sync() took {:.2?}:\n{}", started.elapsed(), output::summary_text(&summary));
+    eprint!("sync() took {:.2?}:\n{}", started.elapsed(), output::summary_text(&summary, true));
 
     // Writers: inserts, updates, deletes and multi-row transactions.
     let commits = Arc::new(AtomicU64::new(0));
@@ -115,7 +115,7 @@ pub async fn demo(seconds: Duration) -> Result<(), CliError> {
             stopped = true;
         } else if stopped && !resumed && elapsed >= 2 * seconds / 3 {
             let s = engine.resume("public.items_live").await.map_err(err)?;
-            eprint!("-- resume(public.items_live):\n{}", output::summary_text(&s));
+            eprint!("-- resume(public.items_live):\n{}", output::summary_text(&s, true));
             resumed = true;
         }
         let upstream: i64 = client.query_one("SELECT count(*) FROM items", &[]).await.map_err(err)?.get(0);

@@ -113,14 +113,23 @@ pub fn status_json(records: &[JobRecord]) -> Json {
     out
 }
 
-pub fn summary_text(s: &SyncSummary) -> String {
+/// A sync's outcome for people. `kept_running`: a process goes on
+/// following the realtime views (`run`); a one-shot command that exits
+/// right after must not call them running.
+pub fn summary_text(s: &SyncSummary, kept_running: bool) -> String {
     let list = |v: &[flashsync::ViewName]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     let mut out = String::new();
     if !s.materialized.is_empty() {
         out.push_str(&format!("synced (materialized): {}\n", list(&s.materialized)));
     }
-    if !s.realtime.is_empty() {
+    if !s.realtime.is_empty() && kept_running {
         out.push_str(&format!("running (realtime):    {}\n", list(&s.realtime)));
+    } else if !s.realtime.is_empty() {
+        out.push_str(&format!(
+            "copied (realtime):     {} — not kept current: this command exits; `flashsync run` keeps realtime views \
+             running\n",
+            list(&s.realtime)
+        ));
     }
     if !s.disabled.is_empty() {
         out.push_str(&format!("disabled (stopped):    {}\n", list(&s.disabled)));

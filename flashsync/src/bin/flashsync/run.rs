@@ -33,7 +33,7 @@ pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError
     let stopped = tokio::select! {
         summary = &mut first => {
             let summary = summary.map_err(|e| CliError(e.to_string()))?;
-            eprint!("{}", output::summary_text(&summary));
+            eprint!("{}", output::summary_text(&summary, true));
             false
         }
         _ = int.recv() => true,
