@@ -162,6 +162,14 @@ impl PgSource {
         Ok(PgSource { config, control, shapes: Shapes::default() })
     }
 
+    /// Connects once and disconnects: for a process to find out at start
+    /// that an origin cannot work at all (a `Refused` error: wrong password,
+    /// no such role or database) rather than retry it in the background.
+    /// One attempt, so one failed login on the server.
+    pub async fn check_connection(&self) -> Result<(), SourceError> {
+        self.control.connect_new().await.map(drop)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PgSourceConfig {
         &self.config

@@ -484,3 +484,38 @@ upstream = "public.users"
     assert_eq!(count(&config), "51");
     assert!(!dir.path().join("db").exists(), "no fjall directory for a SQLite store");
 }
+
+/// `run` with settings no origin can work with exits at once, non-zero,
+/// naming the origin and never the password, after one failed login.
+#[test]
+fn run_with_a_wrong_password_exits_at_once_without_the_password() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(testkit::test_db("cli_wrong_password")) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    let c = &db.conninfo;
+    let secret = "not-the-password-8c1f";
+    std::fs::write(
+        &config,
+        format!(
+            r#"store = "data"
+[origins."postgres:main"]
+url = "host={} port={} user={} dbname={} sslmode=disable password={secret}"
+[[views]]
+name = "users_live"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.users"
+"#,
+            c.host, c.port, c.user, c.dbname
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new(BIN).arg("--config").arg(&config).arg("run").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run went on with a wrong password: {err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(err.contains("postgres:main") && err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains(secret), "the password is in the output: {err}");
+}

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::{admin, local, output, CliError};
 
 pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError> {
+    check_origins(config).await?;
     let store = local::open_store(config)?;
     let engine = local::engine(config, store, true).await?;
     let socket = admin::serve(engine.clone(), &config.admin_dir()).await.map_err(CliError)?;
@@ -65,6 +66,32 @@ pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError
     let _ = std::fs::remove_file(&socket);
     eprintln!("stopped cleanly; everything applied is durable");
     Ok(())
+}
+
+/// Fails `run` at once when no origin can work: settings that cannot be
+/// used (an unset `url_env`, a bad URL) or a server that refuses us (wrong
+/// password, no such role or database). Retrying those in the background
+/// would only fill the log and the server's failed logins. An origin that
+/// is merely unreachable may come up later: it is retried.
+async fn check_origins(config: &Config) -> Result<(), CliError> {
+    let mut refused = Vec::new();
+    for origin in &config.origins {
+        let why = match origin.source(None) {
+            Err(e) => e,
+            Ok(source) => match tokio::time::timeout(Duration::from_secs(10), source.check_connection()).await {
+                Ok(Err(e)) if e.kind == flashsync_core::SourceErrorKind::Refused => {
+                    format!("origin {}: {}", origin.id, e.message)
+                }
+                // Reachable, or not yet: either way the engine takes it from here.
+                _ => return Ok(()),
+            },
+        };
+        refused.push(why);
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(CliError(format!("no origin can be synced from: {}", refused.join("; "))))
 }
 
 /// Snapshot progress: bars with rows and rows/s on a terminal, log lines
