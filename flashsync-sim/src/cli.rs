@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! flashsync-sim [--seed N | --seeds A..B] [--scenario storm,commits,churn,all]
-//!               [--steps N] [--store memory,fjall] [--jobs N]
+//!               [--steps N] [--store memory,fjall,sqlite] [--jobs N]
 //!               [--check-determinism] [--fail-fast] [--quiet]
 //! ```
 //!
@@ -56,8 +56,8 @@ pub struct Args {
     /// Steps the liveness phase may take to converge.
     #[arg(long, default_value_t = 60_000)]
     pub liveness_steps: u64,
-    /// Which stores (comma-separated): the in-memory reference store or
-    /// fjall in a temp dir.
+    /// Which stores (comma-separated): the in-memory reference store,
+    /// fjall in a temp dir or SQLite in a temp file.
     #[arg(long, default_value = "fjall", value_delimiter = ',')]
     pub store: Vec<StoreKind>,
     /// Sweep on this many threads (see the module docs).

@@ -5,7 +5,8 @@
 //! ([`flashsync_core::Machine`], not a copy of its logic) with a
 //! single-threaded, virtual-time driver, against a simulated Postgres
 //! ([`flashsync_core::memory::MemoryUpstream`]) and a real store (the
-//! in-memory reference store or fjall in a temporary directory), injects
+//! in-memory reference store, fjall in a temporary directory or SQLite in a
+//! temporary file), injects
 //! faults, and checks the system's invariants after every step.
 //!
 //! **One `u64` seed fixes everything**: the workload, which faults are on and

@@ -5,7 +5,7 @@
 //! 100,000-seed sweep, so sweeps are a command rather than a loop in a shell:
 //!
 //! ```text
-//! flashsync-sim --seeds 0..100000 --scenario all,storm,commits,churn --store memory,fjall --jobs 2 -q
+//! flashsync-sim --seeds 0..100000 --scenario all,storm,commits,churn --store memory,fjall,sqlite --jobs 2 -q
 //! ```
 //!
 //! Every (scenario, store, seed) is one run; runs are independent, so the

@@ -87,8 +87,11 @@ impl Writer {
                 self.poison(format!("restoring synchronous = NORMAL failed: {e}"));
             }
         }
-        if result.is_ok() {
-            self.unsynced = !(durable || self.durability == Durability::Batch);
+        // Only `sync` clears the flag: a durable transaction that changed no
+        // page (a DELETE that matched nothing) makes SQLite write and fsync
+        // nothing, so it proves nothing about the commits before it.
+        if result.is_ok() && !durable && self.durability == Durability::Explicit {
+            self.unsynced = true;
         }
         result
     }
@@ -131,10 +134,14 @@ impl Writer {
         if !self.unsynced {
             return Ok(());
         }
+        // Always changes a row, so the commit always reaches the log with a
+        // sync, and every frame before it with it.
         self.transaction(op, true, |conn| {
             conn.execute("UPDATE _flashsync_meta SET value = value + 1 WHERE key = 'syncs'", [])
                 .map_err(|e| sql(op, e))?;
             Ok(())
-        })
+        })?;
+        self.unsynced = false;
+        Ok(())
     }
 }

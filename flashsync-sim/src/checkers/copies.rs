@@ -255,8 +255,8 @@ impl Checker {
     }
 
     /// After a restart: the origin position the store loaded is durable
-    /// (fjall may have made more durable than `persist` reported, through
-    /// the fsyncs of other writes).
+    /// (fjall and SQLite may have made more durable than `persist`
+    /// reported, through the fsyncs of other writes).
     pub fn on_loaded_progress(&mut self, lsn: Lsn) {
         self.acks.durable_at(&super::origin(), lsn);
         self.durable_ever = Some(self.durable_ever.map_or(lsn, |a| a.max(lsn)));
