@@ -243,7 +243,8 @@ impl Lexer<'_> {
             }
             // No view name holds one, and a stray one (a NUL from a shell
             // script) reads better as an error than as a name to match.
-            if let Some((i, c)) = part.char_indices().find(|(_, c)| c.is_control()) {
+            // (Whitespace controls are kept: quoting round-trips them.)
+            if let Some((i, c)) = part.char_indices().find(|(_, c)| c.is_control() && !c.is_whitespace()) {
                 return Err(SelectorError::Unexpected { at: self.pos + i, found: c, expected: "a name character" });
             }
             self.pos += end;
