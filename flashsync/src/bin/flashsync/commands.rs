@@ -122,6 +122,19 @@ pub async fn dump(config: &Config, view: &str, limit: Option<usize>, json: bool)
 /// One value of a text dump, escaped as Postgres' `COPY … TO STDOUT` text
 /// format does: a tab or line break inside a value cannot split the row, and
 /// SQL NULL (`\N`) differs from the string `NULL`.
+/// One row of a text dump: COPY-escaped values, `\N` for NULL, tab-separated.
+pub fn text_row<'a>(values: impl IntoIterator<Item = &'a Json>) -> String {
+    let cells: Vec<String> = values
+        .into_iter()
+        .map(|v| match v {
+            Json::Null => "\\N".into(),
+            Json::String(s) => text_cell(s),
+            other => text_cell(&other.to_string()),
+        })
+        .collect();
+    cells.join("\t")
+}
+
 pub fn text_cell(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -150,17 +163,7 @@ fn print_rows(columns: &[String], rows: Vec<Json>, json: bool) -> std::io::Resul
         let header: Vec<String> = columns.iter().map(|c| text_cell(c)).collect();
         writeln!(out, "{}", header.join("\t"))?;
         for row in rows {
-            let cells: Vec<String> = row
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| match v {
-                    Json::Null => "\\N".into(),
-                    Json::String(s) => text_cell(s),
-                    other => text_cell(&other.to_string()),
-                })
-                .collect();
-            writeln!(out, "{}", cells.join("\t"))?;
+            writeln!(out, "{}", text_row(row.as_array().into_iter().flatten()))?;
         }
     }
     out.flush()

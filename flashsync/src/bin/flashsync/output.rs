@@ -38,7 +38,8 @@ pub fn row_json(row: &Row, types: &[&str]) -> Json {
     Json::Array(row.0.iter().enumerate().map(|(i, v)| value_json(v, types.get(i).copied().unwrap_or(""))).collect())
 }
 
-fn hex(b: &[u8]) -> String {
+/// Bytes as Postgres prints bytea: `\x` and hex digits.
+pub fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(2 + 2 * b.len());
     s.push_str("\\x");
     for byte in b {

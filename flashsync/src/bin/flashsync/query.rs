@@ -10,8 +10,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value as Json};
 
-use crate::commands::text_cell;
+use crate::commands::{text_cell, text_row};
 use crate::config::{Config, StoreKind};
+use crate::output::hex;
 use crate::CliError;
 
 pub fn query(config: &Config, sql: &str, json: bool) -> Result<(), CliError> {
@@ -56,15 +57,7 @@ pub fn query(config: &Config, sql: &str, json: bool) -> Result<(), CliError> {
                 let obj: serde_json::Map<String, Json> = columns.iter().cloned().zip(values).collect();
                 writeln!(out, "{}", Json::Object(obj)).map_err(io)?;
             } else {
-                let cells: Vec<String> = values
-                    .iter()
-                    .map(|v| match v {
-                        Json::Null => "\\N".into(),
-                        Json::String(s) => text_cell(s),
-                        other => text_cell(&other.to_string()),
-                    })
-                    .collect();
-                writeln!(out, "{}", cells.join("\t")).map_err(io)?;
+                writeln!(out, "{}", text_row(&values)).map_err(io)?;
             }
         }
         out.flush().map_err(io)
@@ -84,13 +77,6 @@ fn value_json(v: ValueRef<'_>) -> Json {
         ValueRef::Integer(i) => json!(i),
         ValueRef::Real(f) => json!(f),
         ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
-        ValueRef::Blob(b) => {
-            let mut s = String::with_capacity(2 + 2 * b.len());
-            s.push_str("\\x");
-            for byte in b {
-                s.push_str(&format!("{byte:02x}"));
-            }
-            json!(s)
-        }
+        ValueRef::Blob(b) => json!(hex(b)),
     }
 }
