@@ -60,6 +60,7 @@ pub mod snapshot;
 pub mod source;
 pub mod store;
 pub mod time;
+pub mod typed;
 pub mod value;
 pub mod view;
 
@@ -81,5 +82,6 @@ pub use snapshot::SnapshotPoint;
 pub use source::{FeedStart, Feedback, SlotReport, Source, Subscription};
 pub use store::{Generation, KeyRange, OriginProgress, RowSink, Store, StoredState, ViewRecord};
 pub use time::{Millis, Now, Timestamp};
+pub use typed::{TypedError, TypedErrorKind};
 pub use value::{Key, Row, Value, ValueRef};
 pub use view::{OriginId, Persistence, RelationId, UpstreamRelation, ViewDef, ViewName};
