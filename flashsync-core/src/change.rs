@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::lsn::Lsn;
+use crate::rowchange::Capture;
 use crate::schema::{Identity, SourceRelId};
 use crate::time::Timestamp;
 use crate::value::{Key, Row, Value};
@@ -249,4 +250,13 @@ pub struct ApplyBatch {
     /// handled the failure. Stores ignore this field.
     #[serde(default)]
     pub chain: u64,
+    /// When the upstream transaction a [`Progress::Commit`] batch completes
+    /// committed (`None` for other batches, and for keepalive positions).
+    #[serde(default)]
+    pub commit_time: Option<Timestamp>,
+    /// Whether the store reports what the batch did to each view's rows
+    /// ([`ApplyReport::changes`](crate::ApplyReport::changes)). The machine
+    /// leaves it off; a driver turns it on while a change feed listens.
+    #[serde(default)]
+    pub capture: Capture,
 }

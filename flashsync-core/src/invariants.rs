@@ -229,6 +229,8 @@ mod tests {
             views: Vec::new(),
             jobs: Vec::new(),
             chain: 0,
+            commit_time: None,
+            capture: Default::default(),
         }
     }
 

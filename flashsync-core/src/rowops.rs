@@ -3,15 +3,18 @@
 //! A store implements [`RowAccess`] over its own batch type (reads of the
 //! committed state, buffered writes) and calls [`apply_ops`], which handles
 //! read-your-writes inside the batch, unchanged-TOAST merging, key moves,
-//! multiset counting for full-row views, truncation, and conflict reporting.
+//! multiset counting for full-row views, truncation, and conflict reporting
+//! — and, when the batch asks, records what it did to each view's rows
+//! ([`crate::rowchange`]).
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::{Cell, RowOp, ViewOps};
-use crate::codec::{decode_stored_row, encode_key, encode_stored_row};
+use crate::change::{ApplyBatch, Cell, RowOp, ViewOps};
+use crate::codec::{decode_key, decode_stored_row, encode_key, encode_stored_row};
 use crate::error::{StoreError, StoreErrorKind};
+use crate::rowchange::{Capture, RowChange, ViewChanges};
 use crate::schema::Identity;
 use crate::value::{Key, Row};
 use crate::view::RelationId;
@@ -52,12 +55,24 @@ pub struct Conflict {
 pub struct ApplyReport {
     /// Operations that did not fit the local copy (applied as far as safe).
     pub conflicts: Vec<Conflict>,
+    /// What the batch did to each view's rows, in order, when the batch
+    /// asked for it ([`ApplyBatch::capture`]); empty otherwise.
+    #[serde(default)]
+    pub changes: Vec<ViewChanges>,
 }
 
 #[derive(Default)]
 struct Overlay {
     cleared: bool,
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The rows this batch changed, when capturing.
+    log: Option<Log>,
+}
+
+/// The changes captured for one view.
+struct Log {
+    capture: Capture,
+    changes: Vec<RowChange>,
 }
 
 impl Overlay {
@@ -78,8 +93,67 @@ impl Overlay {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
+        if self.log.is_some() {
+            // What the write replaces decides what a reader sees happen:
+            // read before writing, and only while capturing.
+            let before = self.read(access, view, &key)?;
+            self.record(view, &key, before.as_deref(), value.as_deref())?;
+        }
         access.write(view, key.clone(), value.clone())?;
         self.writes.insert(key, value);
+        Ok(())
+    }
+
+    fn clear(&mut self, access: &mut impl RowAccess, view: RelationId) -> Result<(), StoreError> {
+        access.clear(view)?;
+        let log = self.log.take().map(|mut log| {
+            log.changes.push(RowChange::Truncate);
+            log
+        });
+        *self = Overlay { cleared: true, writes: HashMap::new(), log };
+        Ok(())
+    }
+
+    /// Records the change from stored value `before` to `after` under `key`:
+    /// the copies a full-row view gained or lost, or a keyed row set or gone.
+    fn record(
+        &mut self,
+        view: RelationId,
+        key: &[u8],
+        before: Option<&[u8]>,
+        after: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let Some(log) = self.log.as_mut() else { return Ok(()) };
+        let decode = |bytes: Option<&[u8]>| -> Result<Option<(Row, u64)>, StoreError> {
+            bytes.map(|b| decode_stored_row(b).map_err(|e| corrupt(view, e))).transpose()
+        };
+        let (before, after) = (decode(before)?, decode(after)?);
+        let had = before.as_ref().map_or(0, |(_, copies)| *copies);
+        let has = after.as_ref().map_or(0, |(_, copies)| *copies);
+        let key = decode_key(key).map_err(|e| corrupt(view, e))?;
+        match after {
+            Some((row, _)) if has > had => {
+                // Keyed rows have one copy; a full-row view's key is its row.
+                for _ in had..has {
+                    log.changes.push(RowChange::Insert { key: key.clone(), row: row.clone() });
+                }
+            }
+            Some((row, _)) if has == had => {
+                if before.is_some_and(|(old, _)| old != row) {
+                    log.changes.push(RowChange::Update { key, row });
+                }
+            }
+            _ => {
+                #[cfg(feature = "planted-bugs")]
+                if log.capture == Capture::DropRemovals {
+                    return Ok(());
+                }
+                let _ = log.capture;
+                for _ in has..had {
+                    log.changes.push(RowChange::Delete { key: key.clone() });
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -88,21 +162,35 @@ fn corrupt(view: RelationId, e: impl std::fmt::Display) -> StoreError {
     StoreError::new(StoreErrorKind::Corrupt, format!("read row of view {view}"), e.to_string())
 }
 
-/// Applies every view's operations through `access`, in order.
+/// Applies every view's operations through `access`, in order, capturing
+/// nothing.
 pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<ApplyReport, StoreError> {
+    apply_captured(views, Capture::Off, access)
+}
+
+/// Applies a batch's row operations through `access`, in order, and
+/// captures what they did when the batch asks ([`ApplyBatch::capture`]):
+/// what a store's `apply` should call.
+pub fn apply_batch(batch: &ApplyBatch, access: &mut impl RowAccess) -> Result<ApplyReport, StoreError> {
+    apply_captured(&batch.views, batch.capture, access)
+}
+
+fn apply_captured(views: &[ViewOps], capture: Capture, access: &mut impl RowAccess) -> Result<ApplyReport, StoreError> {
     let mut report = ApplyReport::default();
     // One overlay per view for the whole batch: a view may appear in several
     // `ViewOps`, and later ones must see the earlier ones' writes.
     let mut overlays: HashMap<RelationId, Overlay> = HashMap::new();
+    // Views in the order they first appear, for the captured changes.
+    let mut order: Vec<RelationId> = Vec::new();
     for v in views {
         let id = v.relation_id;
-        let overlay = overlays.entry(id).or_default();
+        let overlay = overlays.entry(id).or_insert_with(|| {
+            order.push(id);
+            Overlay { log: capture.is_on().then(|| Log { capture, changes: Vec::new() }), ..Overlay::default() }
+        });
         for op in &v.ops {
             match (op, v.identity) {
-                (RowOp::Truncate, _) => {
-                    access.clear(id)?;
-                    *overlay = Overlay { cleared: true, writes: HashMap::new() };
-                }
+                (RowOp::Truncate, _) => overlay.clear(access, id)?,
                 (RowOp::Insert { key, row }, Identity::Key) => {
                     overlay.write(access, id, encode_key(key), Some(encode_stored_row(row, 1)))?;
                 }
@@ -210,6 +298,13 @@ pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<Apply
     for c in &report.conflicts {
         if marked.insert(c.relation_id) {
             access.mark_diverged(c.relation_id)?;
+        }
+    }
+    for id in order {
+        if let Some(log) = overlays.remove(&id).and_then(|o| o.log) {
+            if !log.changes.is_empty() {
+                report.changes.push(ViewChanges { relation_id: id, changes: log.changes });
+            }
         }
     }
     Ok(report)

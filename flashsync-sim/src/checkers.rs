@@ -53,6 +53,9 @@ use flashsync_core::{
 use crate::upstream::{TableKind, TableState, Visibility};
 
 mod copies;
+mod feed;
+
+pub(crate) use feed::FeedMirror;
 
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -359,7 +362,16 @@ mod tests {
 
     fn batch(seq: u64, progress: Progress, views: Vec<ViewOps>) -> ApplyBatch {
         let origin = OriginId::new(crate::ORIGIN).expect("origin");
-        ApplyBatch { seq: BatchSeq(seq), origin, progress, views, jobs: vec![], chain: 0 }
+        ApplyBatch {
+            seq: BatchSeq(seq),
+            origin,
+            progress,
+            views,
+            jobs: vec![],
+            chain: 0,
+            commit_time: None,
+            capture: Default::default(),
+        }
     }
 
     fn commit(seq: u64, lsn: u64) -> ApplyBatch {

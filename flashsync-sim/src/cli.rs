@@ -81,7 +81,8 @@ pub struct Args {
     /// Switch on a deliberate bug (to see the checkers catch it): in the
     /// machine ack_before_durable, skip_xid_filter, apply_while_disabled or
     /// skip_move_outs, skip_move_ins, keep_idle_feeds;
-    /// in the executor reorder_store or durable_before_persist.
+    /// in the executor reorder_store, durable_before_persist or
+    /// drop_captured_removals.
     #[arg(long, hide = true)]
     pub inject_bug: Vec<String>,
 }
@@ -95,7 +96,7 @@ pub enum CliError {
     /// An unknown `--inject-bug`.
     #[error(
         "unknown bug {0:?} (ack_before_durable, skip_xid_filter, apply_while_disabled, skip_move_outs, skip_move_ins, \
-         keep_idle_feeds, reorder_store, \
+         keep_idle_feeds, reorder_store, drop_captured_removals, \
          durable_before_persist)"
     )]
     Bug(String),
@@ -128,6 +129,7 @@ fn parse_bugs(names: &[String]) -> Result<(InjectedBugs, PlantedBugs), CliError>
         match n.as_str() {
             "reorder_store" => exec.reorder_store = true,
             "durable_before_persist" => exec.durable_before_persist = true,
+            "drop_captured_removals" => exec.drop_captured_removals = true,
             "ack_before_durable" => bugs.ack_before_durable = true,
             "skip_xid_filter" => bugs.skip_xid_filter = true,
             "apply_while_disabled" => bugs.apply_while_disabled = true,

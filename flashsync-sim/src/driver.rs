@@ -198,6 +198,8 @@ pub(crate) struct World {
     timer_at: Option<u64>,
     pub rng: Rng,
     pub checker: Checker,
+    /// Follows every view through the changes the store reports.
+    pub followed: crate::checkers::FeedMirror,
     pub trace: Trace,
     pub counters: Counters,
     /// The machine's pass counter when this incarnation started (always 0).
@@ -266,6 +268,7 @@ fn executor(plan: &Plan, seed: u64, state: flashsync_core::StoredState, now: u64
     let mut exec = Executor::new(Machine::new(plan.config.clone(), seed, state, at), at);
     exec.set_tap(true);
     exec.plant(plan.exec_bugs);
+    exec.set_capture(plan.capture);
     exec
 }
 
@@ -298,6 +301,7 @@ impl World {
             timer_at: None,
             rng: Rng::new(seed ^ 0x7469_6d69_6e67),
             checker: Checker::default(),
+            followed: Default::default(),
             trace: Trace::default(),
             counters: Counters::default(),
             pass_base: 0,

@@ -136,6 +136,9 @@ pub struct Plan {
     pub config: Config,
     /// Deliberate executor bugs (off unless a test plants them).
     pub exec_bugs: flashsync_core::exec::PlantedBugs,
+    /// Batches ask the store for their changes, as while a change feed
+    /// listens, and the feed checker follows them.
+    pub capture: bool,
 }
 
 impl Plan {
@@ -196,7 +199,7 @@ impl Plan {
         let apply_run = if rng.chance(0.5) { 1 + rng.below(8) as usize } else { 4096 };
         let max_ops_in_flight = if rng.chance(0.3) { 1 + rng.below(60) as usize } else { 50_000 };
         let config = Config { apply_run, max_ops_in_flight, ..config };
-        Plan { rates, replay_from_confirmed, first_xid, timing, config, exec_bugs: Default::default() }
+        Plan { rates, replay_from_confirmed, first_xid, timing, config, exec_bugs: Default::default(), capture: false }
     }
 
     /// The rate of a fault (0 = off).

@@ -658,6 +658,8 @@ mod tests {
             views: vec![],
             jobs: vec![],
             chain: 0,
+            commit_time: None,
+            capture: Default::default(),
         }
     }
 

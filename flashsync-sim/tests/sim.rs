@@ -206,6 +206,19 @@ fn durable_before_persist_is_caught() {
     assert!(seed.is_some(), "batches reported durable before a persist went unnoticed in 1000 seeds");
 }
 
+/// The change feed reports what the store did: a store that leaves out
+/// removals when asked for its changes is caught by the feed checker.
+#[test]
+fn captured_changes_missing_removals_are_caught() {
+    let bugs = PlantedBugs { drop_captured_removals: true, ..Default::default() };
+    let seed = (0..1000).find(|&seed| {
+        let mut o = opts(seed, Scenario::All, StoreKind::Memory);
+        o.exec_bugs = bugs;
+        run(&o).expect("run starts").violation.is_some_and(|v| v.invariant == "change feed")
+    });
+    assert!(seed.is_some(), "captured changes without removals went unnoticed in 1000 seeds");
+}
+
 /// Machine bugs the sweeps found after the workarounds went, kept as the
 /// runs that showed them (fixed since): they fail if a bug comes back.
 mod open_machine_bugs {
@@ -251,6 +264,8 @@ mod store_bugs {
             views: vec![],
             jobs: vec![],
             chain: 0,
+            commit_time: None,
+            capture: Default::default(),
         }
     }
 

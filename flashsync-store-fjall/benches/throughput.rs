@@ -72,6 +72,8 @@ async fn commits(
                 views: vec![ViewOps { relation_id: view.relation_id, identity: Identity::Key, ops }],
                 jobs: vec![],
                 chain: 0,
+                commit_time: None,
+                capture: Default::default(),
             })
             .await?;
         if n % persist_every == 0 {

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use flashsync_core::rowops::{apply_ops, ApplyReport, RowAccess};
+use flashsync_core::rowops::{apply_batch, ApplyReport, RowAccess};
 use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind};
 
 use crate::error::engine;
@@ -38,7 +38,7 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
     }
 
     let mut access = BatchAccess { shared, state: &mut state, views: HashMap::new(), diverged: BTreeSet::new() };
-    let report = apply_ops(&batch.views, &mut access)?;
+    let report = apply_batch(&batch, &mut access)?;
     let (views, diverged) = (access.views, access.diverged);
 
     let mut wb = shared.db.batch().durability(shared.apply_durability());

@@ -173,6 +173,8 @@ fn calls_that_name_nothing_or_do_not_fit_are_typed_errors() {
             }],
             jobs: vec![],
             chain: 0,
+            commit_time: None,
+            capture: Default::default(),
         };
         match store.apply(batch).await {
             Ok(_) => assert_eq!(store.get(id, &key![2]).await.expect("get"), Some(row![2, "grace"])),
@@ -189,6 +191,8 @@ fn calls_that_name_nothing_or_do_not_fit_are_typed_errors() {
             views: vec![ViewOps { relation_id: ghost, identity: Identity::Key, ops: vec![RowOp::Truncate] }],
             jobs: vec![],
             chain: 0,
+            commit_time: None,
+            capture: Default::default(),
         };
         let _ = store.apply(batch).await;
         // Whatever happened, the store still answers.

@@ -315,7 +315,16 @@ async fn child(dir: &Path, seed: u64) {
     let mut seq = 0u64;
     let mut batch = |progress, views: Vec<ViewOps>| {
         seq += 1;
-        ApplyBatch { seq: BatchSeq(seq), origin: origin.clone(), progress, views, jobs: vec![], chain: 0 }
+        ApplyBatch {
+            seq: BatchSeq(seq),
+            origin: origin.clone(),
+            progress,
+            views,
+            jobs: vec![],
+            chain: 0,
+            commit_time: None,
+            capture: Default::default(),
+        }
     };
     let ops = |id, identity, ops: &[RowOp]| ViewOps { relation_id: id, identity, ops: ops.to_vec() };
     for n in k + 1.. {

@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use flashsync_core::codec::{decode_stored_row, encode_stored_row};
-use flashsync_core::rowops::{apply_ops, ApplyReport, RowAccess};
+use flashsync_core::rowops::{apply_batch, ApplyReport, RowAccess};
 use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -48,7 +48,7 @@ pub(crate) fn apply(w: &mut Writer, batch: ApplyBatch) -> Result<ApplyReport, St
 
     let report = w.transaction(&op, false, |conn| {
         let mut access = Access { conn, plans: &plans, diverged: BTreeSet::new(), op: &op };
-        let report = apply_ops(&batch.views, &mut access)?;
+        let report = apply_batch(&batch, &mut access)?;
         let diverged = access.diverged;
         let e = |e| sql(op.as_str(), e);
         for (id, record) in &jobs {

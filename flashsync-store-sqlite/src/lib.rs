@@ -42,6 +42,8 @@
 //!         }],
 //!         jobs: vec![],
 //!         chain: 0,
+//!         commit_time: None,
+//!         capture: Default::default(),
 //!     }).await?;
 //!     assert_eq!(store.persist().await?, Some(BatchSeq(1)));
 //!

@@ -305,6 +305,8 @@ fn calls_that_name_nothing_or_do_not_fit_are_typed_errors() {
             }],
             jobs: vec![],
             chain: 0,
+            commit_time: None,
+            capture: Default::default(),
         };
         let e = store.apply(batch).await.expect_err("a row of the wrong width");
         assert_eq!(e.kind, StoreErrorKind::Invalid, "{e:?}");
@@ -318,6 +320,8 @@ fn calls_that_name_nothing_or_do_not_fit_are_typed_errors() {
             views: vec![ViewOps { relation_id: ghost, identity: Identity::Key, ops: vec![RowOp::Truncate] }],
             jobs: vec![],
             chain: 0,
+            commit_time: None,
+            capture: Default::default(),
         };
         let e = store.apply(batch).await.expect_err("an unknown view");
         assert_eq!(e.kind, StoreErrorKind::NotFound, "{e:?}");

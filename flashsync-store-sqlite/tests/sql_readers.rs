@@ -85,6 +85,8 @@ fn batch(seq: u64, views: Vec<ViewOps>) -> ApplyBatch {
         views,
         jobs: vec![],
         chain: 0,
+        commit_time: None,
+        capture: Default::default(),
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use flashsync_core::codec::{decode_stored_row, encode_key, encode_stored_row};
-use flashsync_core::rowops::{apply_ops, ApplyReport, RowAccess};
+use flashsync_core::rowops::{apply_batch, ApplyReport, RowAccess};
 use flashsync_core::{
     ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, OriginProgress, Progress, RelationId,
     RelationSchema, Row, RowSink, Store, StoreError, StoreErrorKind, StoredState, ViewRecord,
@@ -185,7 +185,7 @@ impl Store for BTreeStore {
                 return Err(StoreError::no_view(op, v.relation_id));
             }
         }
-        let report = apply_ops(&batch.views, &mut Access(&mut next))?;
+        let report = apply_batch(&batch, &mut Access(&mut next))?;
         for job in &batch.jobs {
             next.jobs.insert(job.relation_id, job.clone());
         }

@@ -89,7 +89,16 @@ impl Ctx {
     }
 
     pub(super) fn batch(&self, origin: &str, progress: Progress, views: Vec<ViewOps>) -> Result<ApplyBatch, Failure> {
-        Ok(ApplyBatch { seq: self.seq(), origin: self.origin(origin)?, progress, views, jobs: Vec::new(), chain: 0 })
+        Ok(ApplyBatch {
+            seq: self.seq(),
+            origin: self.origin(origin)?,
+            progress,
+            views,
+            jobs: Vec::new(),
+            chain: 0,
+            commit_time: None,
+            capture: Default::default(),
+        })
     }
 
     pub(super) fn commit(&self, lsn: u64, views: Vec<ViewOps>) -> Result<ApplyBatch, Failure> {

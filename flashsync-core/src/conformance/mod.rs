@@ -10,6 +10,9 @@
 //!   [`Cell::Unchanged`] values, key moves, deletes, full-row multisets with
 //!   copy counts, a truncate followed by inserts in the same batch, the same
 //!   view twice in one batch — and that conflicts are reported;
+//! - a batch that asks for it reports exactly what it did to each view's
+//!   rows (inserts and updates told apart, nothing for evictions of rows a
+//!   view never held);
 //! - batches are atomic (a failing batch changes nothing), sequence
 //!   numbers must increase, and `apply_many` stops at the first failure;
 //! - `Partial` batches mark their views dirty and the `Commit` clears them;
@@ -56,6 +59,7 @@
 //! [`Cell::Unchanged`]: crate::change::Cell::Unchanged
 
 mod batches;
+mod capture;
 mod catalog;
 mod durability;
 mod fixtures;
@@ -70,6 +74,7 @@ use crate::store::Store;
 pub use batches::{
     apply_many_stops_at_a_failure, batches_are_atomic, dirty_markers, replay_keeps_progress, sequence_numbers_increase,
 };
+pub use capture::captured_changes;
 pub use catalog::{catalog_round_trip, forget_removes_everything, unknown_views_are_errors};
 pub use durability::{crash_keeps_durable_mutations, crash_keeps_persisted_batches, persist_reports_last_batch};
 pub use generations::{
@@ -136,6 +141,7 @@ pub async fn run_all<S: Store>(mut make: impl FnMut() -> S) -> Result<(), Failur
         same_view_twice_in_a_batch,
         conflicts_are_reported,
         filtered_updates,
+        captured_changes,
         batches_are_atomic,
         sequence_numbers_increase,
         dirty_markers,

@@ -63,6 +63,7 @@ use crate::change::{BatchSeq, StreamEvent};
 use crate::error::{ControlError, SourceError, StoreError};
 use crate::event::{Event, EventKind, Phase};
 use crate::machine::{AuditRecord, Epoch, Input, Machine, OpId, Output, Reply, SourceAction};
+use crate::rowchange::Capture;
 use crate::schema::RelationSchema;
 use crate::snapshot::SnapshotPoint;
 use crate::source::SlotReport;
@@ -110,6 +111,8 @@ pub struct PlantedBugs {
     pub durable_before_persist: bool,
     /// Run the first two queued store actions in the wrong order.
     pub reorder_store: bool,
+    /// Ask the store for captured changes that leave out removals of rows.
+    pub drop_captured_removals: bool,
 }
 
 /// Where the executor is in its life.
@@ -148,6 +151,8 @@ pub struct Executor<W, G, F> {
     /// Every machine output, cloned, when an observer asked for them.
     tap: Option<Vec<Output>>,
     max_ops_in_flight: usize,
+    /// Whether batches go to the store asking for their changes.
+    capture: Capture,
     #[cfg(feature = "planted-bugs")]
     bugs: PlantedBugs,
 }
@@ -170,11 +175,19 @@ impl<W, G, F> Executor<W, G, F> {
             work: VecDeque::new(),
             tap: None,
             max_ops_in_flight: max_ops_in_flight.max(1),
+            capture: Capture::Off,
             #[cfg(feature = "planted-bugs")]
             bugs: PlantedBugs::default(),
         };
         exec.pump(now);
         exec
+    }
+
+    /// Whether the batches handed to the store from now on ask it for what
+    /// they did to each view's rows ([`ApplyBatch::capture`](crate::ApplyBatch::capture)):
+    /// a driver turns this on while a change feed listens.
+    pub fn set_capture(&mut self, on: bool) {
+        self.capture = if on { Capture::On } else { Capture::Off };
     }
 
     /// Plants deliberate bugs (tests of the checkers only).
@@ -369,7 +382,13 @@ impl<W, G, F> Executor<W, G, F> {
             }
             match self.store.next() {
                 Some(Next::Refused(answered)) => self.answered(answered, now),
-                Some(Next::Step(step)) => {
+                Some(Next::Step(mut step)) => {
+                    if let StoreStep::Apply(batches) = &mut step {
+                        let capture = self.capture_mode();
+                        for b in batches {
+                            b.capture = capture;
+                        }
+                    }
                     self.work.push_back(Work::Store(step));
                     break;
                 }
@@ -381,6 +400,14 @@ impl<W, G, F> Executor<W, G, F> {
         self.feeds.reconcile(hold, &mut commands);
         self.work.extend(commands.into_iter().map(Work::Feed));
         self.drain_step();
+    }
+
+    fn capture_mode(&self) -> Capture {
+        #[cfg(feature = "planted-bugs")]
+        if self.bugs.drop_captured_removals && self.capture.is_on() {
+            return Capture::DropRemovals;
+        }
+        self.capture
     }
 
     fn answered(&mut self, answered: Answered, now: Now) {

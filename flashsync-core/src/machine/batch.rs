@@ -17,7 +17,7 @@ pub(super) struct InFlight {
 pub(super) enum Flight {
     /// Completes a transaction (or records a keepalive position) at
     /// `end_lsn`; `views` move their `last_seen_commit` to it once applied.
-    Commit { end_lsn: Lsn, views: Vec<RelationId> },
+    Commit { end_lsn: Lsn, time: Option<Timestamp>, views: Vec<RelationId> },
     /// One part of a transaction too large for one batch.
     Partial,
     /// `view`'s hand-off: the transactions held back while it copied. Its
@@ -49,6 +49,10 @@ impl Machine {
         self.stats.batches += 1;
         let chain = self.origins.get(origin).map_or(0, |o| o.chain);
         let progress = flight.progress();
+        let commit_time = match flight {
+            Flight::Commit { time, .. } => time,
+            Flight::Partial | Flight::Replay { .. } => None,
+        };
         self.batches.insert(seq, InFlight { origin: origin.clone(), chain, flight });
         if let Progress::Commit { end_lsn } = progress {
             if let Some(o) = self.origins.get_mut(origin) {
@@ -58,7 +62,16 @@ impl Machine {
                 o.stored = true;
             }
         }
-        self.store(StoreAction::Apply(ApplyBatch { seq, origin: origin.clone(), progress, views, jobs, chain }));
+        self.store(StoreAction::Apply(ApplyBatch {
+            seq,
+            origin: origin.clone(),
+            progress,
+            views,
+            jobs,
+            chain,
+            commit_time,
+            capture: Default::default(),
+        }));
         if self.bugs().ack_before_durable {
             if let (Progress::Commit { end_lsn }, Some(o)) = (progress, self.origins.get_mut(origin)) {
                 o.durable = Some(end_lsn);
@@ -96,7 +109,7 @@ impl Machine {
             (Flight::Commit { .. } | Flight::Partial, Err(e)) => {
                 self.store_failed(&origin, format!("could not apply changes from {origin}: {e}"));
             }
-            (Flight::Commit { end_lsn, views }, Ok(report)) => {
+            (Flight::Commit { end_lsn, views, .. }, Ok(report)) => {
                 if let Some(o) = self.origins.get_mut(&origin).filter(|o| o.chain == chain) {
                     o.store_applied = Some(o.store_applied.map_or(end_lsn, |a| a.max(end_lsn)));
                 }

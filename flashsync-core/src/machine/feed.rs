@@ -103,7 +103,12 @@ impl Machine {
         if record_start {
             // Record where this feed starts, so a view stored as running is
             // always paired with a stored position it can resume from.
-            self.emit_batch(origin, Flight::Commit { end_lsn: start, views: Vec::new() }, Vec::new(), Vec::new());
+            self.emit_batch(
+                origin,
+                Flight::Commit { end_lsn: start, time: None, views: Vec::new() },
+                Vec::new(),
+                Vec::new(),
+            );
         }
         for id in self.origin_views(origin) {
             if self.views.get(&id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })) {
@@ -214,7 +219,7 @@ impl Machine {
             return;
         }
         match event {
-            StreamEvent::Begin { xid, final_lsn, .. } => self.on_begin(origin, xid, final_lsn),
+            StreamEvent::Begin { xid, final_lsn, commit_time } => self.on_begin(origin, xid, final_lsn, commit_time),
             StreamEvent::Change(change) => self.on_change(origin, change),
             StreamEvent::Commit { end_lsn } => self.on_commit(origin, end_lsn),
             StreamEvent::Keepalive { wal_end, .. } => self.on_keepalive(origin, wal_end),
@@ -230,7 +235,7 @@ impl Machine {
         }
     }
 
-    fn on_begin(&mut self, origin: &OriginId, xid: u32, final_lsn: Lsn) {
+    fn on_begin(&mut self, origin: &OriginId, xid: u32, final_lsn: Lsn, commit_time: Timestamp) {
         if self.origins.get(origin).is_some_and(|o| o.feed.txn().is_some()) {
             self.protocol_error(origin, "feed began a transaction inside another");
             return;
@@ -262,6 +267,7 @@ impl Machine {
             *txn = Some(Txn {
                 xid,
                 final_lsn,
+                commit_time,
                 duplicate,
                 routes,
                 changed: BTreeSet::new(),
@@ -486,7 +492,12 @@ impl Machine {
         touched.retain(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })));
         // Only checkers read the audit: no copy of the list otherwise.
         let audited = if self.cfg.audit { touched.clone() } else { Vec::new() };
-        let seq = self.emit_batch(origin, Flight::Commit { end_lsn, views: touched }, views, jobs);
+        let seq = self.emit_batch(
+            origin,
+            Flight::Commit { end_lsn, time: Some(txn.commit_time), views: touched },
+            views,
+            jobs,
+        );
         for view in audited {
             self.audit.push(AuditRecord::Applied { seq, view, xid: txn.xid, end_lsn, replay: false });
         }
@@ -542,7 +553,7 @@ impl Machine {
                 .map(|e| e.id)
                 .filter(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })))
                 .collect();
-            self.emit_batch(origin, Flight::Commit { end_lsn: wal_end, views: live }, Vec::new(), jobs);
+            self.emit_batch(origin, Flight::Commit { end_lsn: wal_end, time: None, views: live }, Vec::new(), jobs);
             if let Some(o) = self.origins.get_mut(origin) {
                 o.applied = Some(wal_end);
             }

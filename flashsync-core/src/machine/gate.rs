@@ -58,6 +58,8 @@ mod tests {
             views: Vec::new(),
             jobs: Vec::new(),
             chain,
+            commit_time: None,
+            capture: Default::default(),
         }
     }
 

@@ -107,6 +107,8 @@ pub(super) enum Route {
 pub(super) struct Txn {
     pub xid: u32,
     pub final_lsn: Lsn,
+    /// When it committed upstream (for readers of the change feed).
+    pub commit_time: Timestamp,
     /// Already applied (a replayed duplicate): receive and drop.
     pub duplicate: bool,
     /// Which views get changes of which relation, decided at `Begin`.

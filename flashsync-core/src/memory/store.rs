@@ -13,7 +13,7 @@ use crate::change::{ApplyBatch, BatchSeq, Progress};
 use crate::codec::{decode_stored_row, encode_key};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::job::JobRecord;
-use crate::rowops::{apply_ops, ApplyReport, RowAccess};
+use crate::rowops::{apply_batch, ApplyReport, RowAccess};
 use crate::schema::RelationSchema;
 use crate::store::{Generation, KeyRange, OriginProgress, RowSink, Store, StoredState, ViewRecord};
 use crate::value::{Key, Row};
@@ -297,7 +297,7 @@ impl Store for MemoryStore {
                 return Err(StoreError::no_view(format!("apply batch {}", batch.seq.0), v.relation_id));
             }
         }
-        let report = apply_ops(&batch.views, &mut Access { state: &mut next })?;
+        let report = apply_batch(&batch, &mut Access { state: &mut next })?;
         for job in &batch.jobs {
             if next.views.contains_key(&job.relation_id) {
                 next.jobs.insert(job.relation_id, job.clone());

@@ -58,6 +58,7 @@ impl Harness {
                             key: Key(vec![Value::Int(0)]),
                             detail: "injected conflict".into(),
                         }],
+                        changes: Vec::new(),
                     }),
                     _ => Ok(ApplyReport::default()),
                 };

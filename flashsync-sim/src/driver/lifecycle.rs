@@ -40,6 +40,7 @@ impl World {
         self.exec = executor(&self.plan, self.seed, flashsync_core::StoredState::default(), self.now);
         // The store says whether the crash lost what was not durable (a
         // fjall journal rotated since its last fsync loses nothing).
+        self.followed.clear();
         let lost = match self.store.crash(lose) {
             Ok(lost) => lost,
             Err(e) => {

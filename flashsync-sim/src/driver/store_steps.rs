@@ -28,6 +28,7 @@ impl World {
                 let (result, d) = self.store.forget(relation_id);
                 if result.is_ok() {
                     self.checker.on_forgotten(relation_id);
+                    self.followed.stop(relation_id);
                 }
                 self.checker.on_durable(d);
                 StoreAnswer::Done(result)
@@ -43,6 +44,8 @@ impl World {
             StoreStep::Publish { op, generation, job } => StoreAnswer::Done(match generation {
                 Some(g) => {
                     let (r, d) = self.store.publish(g, &job);
+                    // A reader of the feed reads a replaced copy again.
+                    self.followed.stop(job.relation_id);
                     if r.is_ok() {
                         if let Some(snap) = self.snaps.remove(&op) {
                             self.checker.on_published(&snap, job.persistence, &self.up);
@@ -98,10 +101,14 @@ impl World {
             } else if std::mem::take(&mut self.fail_next_apply) {
                 Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "injected failure"))
             } else {
+                self.follow(&batch);
                 self.store.apply(batch.clone())
             };
             match &result {
                 Ok(report) => {
+                    if let Err(detail) = self.followed.apply(&report.changes) {
+                        self.checker.report("change feed", format!("batch {}: {detail}", seq.0));
+                    }
                     touched.extend(batch.views.iter().map(|v| v.relation_id));
                     touched.extend(self.checker.on_applied(&batch, &self.up));
                     self.checker.on_conflicts(report);
@@ -115,9 +122,41 @@ impl World {
         }
         for id in touched {
             let rows = self.store.rows(id);
+            if let (true, Ok(Some(rows))) = (self.followed.follows(id), &rows) {
+                if let Err(detail) = self.followed.check(id, rows) {
+                    self.checker.report("change feed", format!("after an apply run: {detail}"));
+                }
+            }
             self.check_copy_rows(id, rows, "after an apply run");
         }
         results
+    }
+
+    /// Starts following, from the store's rows as they are before `batch`,
+    /// the views it touches that are not followed yet (when batches capture).
+    fn follow(&mut self, batch: &flashsync_core::ApplyBatch) {
+        if !batch.capture.is_on() {
+            return;
+        }
+        let new: Vec<RelationId> =
+            batch.views.iter().map(|v| v.relation_id).filter(|id| !self.followed.follows(*id)).collect();
+        if new.is_empty() {
+            return;
+        }
+        // The published schema as the store has it: the machine may not
+        // have heard of the publish yet.
+        let schemas = match self.store.load() {
+            Ok(state) => state.schemas,
+            Err(e) => return self.checker.report("store works", format!("load failed: {e}")),
+        };
+        for id in new {
+            let Some((_, schema)) = schemas.iter().find(|(s, _)| *s == id) else { continue };
+            match self.store.rows(id) {
+                Ok(Some(rows)) => self.followed.start(id, schema, rows),
+                Ok(None) => {}
+                Err(e) => self.checker.report("store works", format!("reading view {id} failed: {e}")),
+            }
+        }
     }
 
     pub(super) fn check_copy_rows(&mut self, id: RelationId, rows: Result<Option<Vec<Row>>, StoreError>, when: &str) {

@@ -64,6 +64,8 @@ fn a_damaged_row_fails_reads_of_it_and_applies_that_need_it() {
             }],
             jobs: vec![],
             chain: 0,
+            commit_time: None,
+            capture: Default::default(),
         };
         assert_kind(store.apply(batch).await, StoreErrorKind::Corrupt);
         // The failed batch changed nothing.

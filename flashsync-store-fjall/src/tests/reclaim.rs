@@ -21,6 +21,8 @@ fn truncate(seq: u64) -> ApplyBatch {
         }],
         jobs: vec![],
         chain: 0,
+        commit_time: None,
+        capture: Default::default(),
     }
 }
 
