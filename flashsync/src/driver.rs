@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flashsync_core::exec::{Call, Executor, FeedCommand, SourceAnswer, SourceCall, StoreAnswer, StoreStep, Work};
+use flashsync_core::KeyRange;
+
+use crate::changes::{Changes, Happened, Position, Published, RowsRead, ViewRowChanges};
 use flashsync_core::machine::{Epoch, Stats};
 use flashsync_core::{
     BatchSeq, Event, Feedback, Generation, JobRecord, Machine, Millis, Now, OpId, OriginId, RelationId, Reply,
@@ -45,17 +48,52 @@ type Exec = Executor<oneshot::Sender<Reply>, Box<dyn Generation>, Box<dyn Feedba
 
 /// What the engine handle and the I/O tasks send the machine task.
 pub(crate) enum Msg {
-    Control { input: ControlCall, reply: oneshot::Sender<Reply> },
-    Status { selector: Selector, reply: oneshot::Sender<Vec<JobRecord>> },
-    Lookup { name: ViewName, reply: oneshot::Sender<Option<RelationId>> },
-    Schema { id: RelationId, reply: oneshot::Sender<Option<flashsync_core::RelationSchema>> },
-    Stats { reply: oneshot::Sender<Stats> },
+    Control {
+        input: ControlCall,
+        reply: oneshot::Sender<Reply>,
+    },
+    Status {
+        selector: Selector,
+        reply: oneshot::Sender<Vec<JobRecord>>,
+    },
+    Lookup {
+        name: ViewName,
+        reply: oneshot::Sender<Option<RelationId>>,
+    },
+    Definitions {
+        selector: Selector,
+        reply: oneshot::Sender<Vec<flashsync_core::ViewRecord>>,
+    },
+    Schema {
+        id: RelationId,
+        reply: oneshot::Sender<Option<flashsync_core::RelationSchema>>,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
+    /// Read views' rows between store steps (a change feed starting).
+    ReadRows {
+        views: Vec<RelationId>,
+        reply: oneshot::Sender<RowsRead>,
+    },
     StoreDone(StoreAnswer),
     Persisted(Result<Option<BatchSeq>, StoreError>),
     Source(SourceAnswer<Box<dyn Generation>>),
-    Subscribed { origin: OriginId, epoch: Epoch, result: Result<(SlotReport, Box<dyn Feedback>), SourceError> },
-    FeedEvents { origin: OriginId, epoch: Epoch, events: Vec<StreamEvent> },
-    FeedLost { origin: OriginId, epoch: Epoch, error: SourceError },
+    Subscribed {
+        origin: OriginId,
+        epoch: Epoch,
+        result: Result<(SlotReport, Box<dyn Feedback>), SourceError>,
+    },
+    FeedEvents {
+        origin: OriginId,
+        epoch: Epoch,
+        events: Vec<StreamEvent>,
+    },
+    FeedLost {
+        origin: OriginId,
+        epoch: Epoch,
+        error: SourceError,
+    },
 }
 
 /// A feed connection's task.
@@ -128,10 +166,51 @@ pub(crate) struct Driver {
     exec: Exec,
     rx: mpsc::UnboundedReceiver<Msg>,
     io: Io,
-    store_tx: mpsc::UnboundedSender<StoreStep<Box<dyn Generation>>>,
+    store_tx: mpsc::UnboundedSender<WorkerJob>,
     persist_tx: mpsc::UnboundedSender<()>,
     feeds: HashMap<OriginId, FeedHandle>,
     events: broadcast::Sender<Event>,
+    changes: ChangeHub,
+}
+
+/// What the store worker is handed. (Steps dominate; boxing them would
+/// cost an allocation per step to shrink the rare read.)
+#[allow(clippy::large_enum_variant)]
+enum WorkerJob {
+    /// A store step of the executor's.
+    Step(StoreStep<Box<dyn Generation>>),
+    /// Read views' rows now, between two steps.
+    Read { views: Vec<RelationId>, reply: oneshot::Sender<RowsRead> },
+}
+
+/// What a step handed to the store worker means for change feeds, kept
+/// until its answer comes back (the worker answers in order).
+enum StepMeta {
+    /// An apply run: each batch's origin, progress and commit time.
+    Apply(Vec<(OriginId, flashsync_core::Progress, Option<Timestamp>)>),
+    Publish {
+        id: RelationId,
+        view: ViewName,
+    },
+    Forget(RelationId),
+    Other,
+}
+
+/// The change feeds' side of the machine task: see [`crate::changes`].
+pub(crate) struct ChangeHub {
+    pub tx: broadcast::Sender<Arc<Published>>,
+    /// Steps handed to the store worker, not answered yet.
+    sent: std::collections::VecDeque<StepMeta>,
+    /// Steps answered so far (the number of the last one).
+    done: u64,
+    /// View names by id, for views that were forgotten since too.
+    names: HashMap<RelationId, ViewName>,
+}
+
+impl ChangeHub {
+    pub(crate) fn new(tx: broadcast::Sender<Arc<Published>>) -> Self {
+        ChangeHub { tx, sent: Default::default(), done: 0, names: HashMap::new() }
+    }
 }
 
 impl Driver {
@@ -140,6 +219,7 @@ impl Driver {
         store: Arc<dyn Store>,
         sources: HashMap<OriginId, Arc<dyn Source>>,
         events: broadcast::Sender<Event>,
+        changes: broadcast::Sender<Arc<Published>>,
         persist_interval: Duration,
         progress: Progress,
     ) -> mpsc::UnboundedSender<Msg> {
@@ -157,6 +237,7 @@ impl Driver {
             persist_tx,
             feeds: HashMap::new(),
             events,
+            changes: ChangeHub::new(changes),
         };
         tokio::spawn(driver.run());
         tx
@@ -200,6 +281,8 @@ impl Driver {
 
     fn on_msg(&mut self, msg: Msg) {
         let t = clock();
+        // Batches ask the store for their changes only while a feed listens.
+        self.exec.set_capture(self.changes.tx.receiver_count() > 0);
         match msg {
             Msg::Control { input, reply } => {
                 self.exec.call(input, reply, t);
@@ -210,13 +293,25 @@ impl Driver {
             Msg::Lookup { name, reply } => {
                 let _ = reply.send(self.exec.machine().relation_id(&name));
             }
+            Msg::Definitions { selector, reply } => {
+                let _ = reply.send(self.exec.machine().definitions(&selector));
+            }
             Msg::Schema { id, reply } => {
                 let _ = reply.send(self.exec.machine().schema(id).cloned());
             }
             Msg::Stats { reply } => {
                 let _ = reply.send(self.exec.machine().stats().clone());
             }
-            Msg::StoreDone(answer) => self.exec.store_done(answer, t),
+            Msg::ReadRows { views, reply } => {
+                // Every step handed out from now on captures its changes;
+                // those handed out before run before this read.
+                self.exec.set_capture(true);
+                let _ = self.store_tx.send(WorkerJob::Read { views, reply });
+            }
+            Msg::StoreDone(mut answer) => {
+                self.publish_changes(&mut answer);
+                self.exec.store_done(answer, t)
+            }
             Msg::Persisted(result) => self.exec.persisted(result, t),
             Msg::Source(answer) => self.exec.source_done(answer, t),
             Msg::Subscribed { origin, epoch, result } => self.exec.subscribed(origin, epoch, result, t),
@@ -236,7 +331,8 @@ impl Driver {
         while let Some(work) = self.exec.poll_work() {
             match work {
                 Work::Store(step) => {
-                    let _ = self.store_tx.send(step);
+                    self.changes.sent.push_back(StepMeta::of(&step));
+                    let _ = self.store_tx.send(WorkerJob::Step(step));
                 }
                 Work::Persist => {
                     let _ = self.persist_tx.send(());
@@ -331,6 +427,85 @@ impl Driver {
             }
         }
     }
+}
+
+impl StepMeta {
+    fn of(step: &StoreStep<Box<dyn Generation>>) -> StepMeta {
+        match step {
+            StoreStep::Apply(batches) => {
+                StepMeta::Apply(batches.iter().map(|b| (b.origin.clone(), b.progress, b.commit_time)).collect())
+            }
+            StoreStep::Publish { job, .. } => match ViewName::new(job.namespace.as_str(), job.name.as_str()) {
+                Ok(view) => StepMeta::Publish { id: job.relation_id, view },
+                Err(_) => StepMeta::Other,
+            },
+            StoreStep::Forget(id) => StepMeta::Forget(*id),
+            _ => StepMeta::Other,
+        }
+    }
+}
+
+impl Driver {
+    /// Numbers a store step's answer and publishes what it did to views'
+    /// rows to the change feeds (taking the changes out of the answer: the
+    /// machine has no use for them).
+    fn publish_changes(&mut self, answer: &mut StoreAnswer) {
+        let hub = &mut self.changes;
+        hub.done += 1;
+        let step = hub.done;
+        let Some(meta) = hub.sent.pop_front() else { return };
+        if hub.tx.receiver_count() == 0 {
+            return;
+        }
+        let what = match (meta, answer) {
+            (StepMeta::Apply(metas), StoreAnswer::Applied(results)) => {
+                let mut groups = Vec::new();
+                for ((origin, progress, time), result) in metas.into_iter().zip(results.iter_mut()) {
+                    let Ok(report) = result else { continue };
+                    let mut views = Vec::new();
+                    for vc in std::mem::take(&mut report.changes) {
+                        if let Some(view) = name_of(hub, self.exec.machine(), vc.relation_id) {
+                            views.push(ViewRowChanges { view, changes: vc.changes });
+                        }
+                    }
+                    if views.is_empty() {
+                        continue;
+                    }
+                    let position = match progress {
+                        flashsync_core::Progress::Commit { end_lsn } => Position::Commit { lsn: end_lsn, time },
+                        flashsync_core::Progress::Partial => Position::Partial,
+                        flashsync_core::Progress::Replay => Position::Replay,
+                    };
+                    groups.push(Changes { origin, position, views });
+                }
+                if groups.is_empty() {
+                    return;
+                }
+                Happened::Applied(groups)
+            }
+            (StepMeta::Publish { id, view }, StoreAnswer::Done(Ok(()))) => {
+                hub.names.insert(id, view.clone());
+                Happened::Replaced { id, view }
+            }
+            (StepMeta::Forget(id), StoreAnswer::Done(Ok(()))) => match name_of(hub, self.exec.machine(), id) {
+                Some(view) => Happened::Forgotten { view },
+                None => return,
+            },
+            _ => return,
+        };
+        let _ = hub.tx.send(Arc::new(Published { step, what }));
+    }
+}
+
+/// A view's name, from the hub's memory or the machine's definitions.
+fn name_of(hub: &mut ChangeHub, machine: &Machine, id: RelationId) -> Option<ViewName> {
+    if let Some(name) = hub.names.get(&id) {
+        return Some(name.clone());
+    }
+    for record in machine.definitions(&Selector::All) {
+        hub.names.insert(record.relation_id, record.def.name.clone());
+    }
+    hub.names.get(&id).cloned()
 }
 
 fn log_event(event: &Event) {
@@ -449,9 +624,27 @@ impl Io {
     }
 }
 
-/// Runs the store steps the executor hands out, one at a time.
-async fn store_worker(io: Io, mut rx: mpsc::UnboundedReceiver<StoreStep<Box<dyn Generation>>>) {
-    while let Some(step) = rx.recv().await {
+/// Runs the store steps the executor hands out, one at a time, and the
+/// change feeds' reads between them.
+async fn store_worker(io: Io, mut rx: mpsc::UnboundedReceiver<WorkerJob>) {
+    let mut done = 0u64;
+    while let Some(job) = rx.recv().await {
+        let step = match job {
+            WorkerJob::Step(step) => step,
+            WorkerJob::Read { views, reply } => {
+                let mut rows = Vec::with_capacity(views.len());
+                for id in views {
+                    let read = match io.store.scan(id, &KeyRange::default(), usize::MAX).await {
+                        Err(e) if e.kind == flashsync_core::StoreErrorKind::NotFound => Ok(Vec::new()),
+                        other => other,
+                    };
+                    rows.push((id, read));
+                }
+                let _ = reply.send(RowsRead { rows, through: done });
+                continue;
+            }
+        };
+        done += 1;
         let answer = step.run(&*io.store).await;
         if let StoreAnswer::Discarded(Err(e)) = &answer {
             tracing::warn!("could not discard a snapshot generation: {e}");

@@ -11,6 +11,7 @@ use flashsync_core::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::changes::{read_rows, ChangeFeed, Published, ViewRows};
 use crate::driver::{now, ControlCall, Driver, Msg, Progress, SnapshotProgress};
 use crate::error::EngineError;
 use crate::selection::IntoSelector;
@@ -33,6 +34,7 @@ pub struct EngineBuilder {
     config: Config,
     seed: Option<u64>,
     persist_interval: Duration,
+    change_feed_capacity: usize,
 }
 
 impl EngineBuilder {
@@ -86,6 +88,15 @@ impl EngineBuilder {
         self
     }
 
+    /// How many store steps' worth of changes a [change feed](Engine::changes)
+    /// may fall behind before it gets [`FeedError::Lagged`](crate::FeedError::Lagged)
+    /// (default 4096; an apply run is one step, and may hold many upstream
+    /// transactions). A lagging feed never slows sync down.
+    pub fn change_feed_capacity(mut self, steps: usize) -> Self {
+        self.change_feed_capacity = steps.max(1);
+        self
+    }
+
     /// Loads the store's state and starts the engine. Must be called inside a
     /// tokio runtime. Nothing syncs until [`Engine::sync`].
     pub async fn open(self) -> Result<Engine, EngineError> {
@@ -97,6 +108,7 @@ impl EngineBuilder {
         let seed = self.seed.unwrap_or_else(|| now().0 ^ (u64::from(std::process::id()) << 32));
         let machine = Machine::new(self.config, seed, state, crate::driver::clock());
         let (events, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(self.change_feed_capacity);
         let origins = self.sources.keys().cloned().collect();
         let progress = Progress::default();
         let tx = Driver::spawn(
@@ -104,10 +116,13 @@ impl EngineBuilder {
             store.clone(),
             self.sources,
             events.clone(),
+            changes.clone(),
             self.persist_interval,
             progress.clone(),
         );
-        Ok(Engine { inner: Arc::new(Inner { tx, store, events, origins, progress }) })
+        // Only the machine task holds the feed's sender: feeds end when it does.
+        let changes = changes.downgrade();
+        Ok(Engine { inner: Arc::new(Inner { tx, store, events, changes, origins, progress }) })
     }
 }
 
@@ -115,6 +130,7 @@ struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
     store: Arc<dyn Store>,
     events: broadcast::Sender<Event>,
+    changes: broadcast::WeakSender<Arc<Published>>,
     origins: Vec<OriginId>,
     progress: Progress,
 }
@@ -170,6 +186,7 @@ impl Engine {
             config: Config::default(),
             seed: None,
             persist_interval: Duration::from_millis(100),
+            change_feed_capacity: 4096,
         }
     }
 
@@ -330,6 +347,42 @@ impl Engine {
     /// Every row of a view's local copy in key order.
     pub async fn scan_all(&self, view: &str) -> Result<Vec<Row>, EngineError> {
         self.scan(view, &KeyRange::default(), usize::MAX).await
+    }
+
+    /// A [change feed](crate::changes) of the selected views (also views
+    /// defined later that the selector matches), from now on: every change
+    /// visible locally after this call returns, none before.
+    pub async fn changes(&self, selector: impl IntoSelector) -> Result<ChangeFeed, EngineError> {
+        let selector = selector.into_selector()?;
+        let rx = self.inner.changes.upgrade().ok_or(EngineError::ShutDown)?.subscribe();
+        let read = read_rows(&self.inner.tx, Vec::new())?.await.map_err(|_| EngineError::ShutDown)?;
+        Ok(ChangeFeed::new(rx, self.inner.tx.clone(), selector, read.through))
+    }
+
+    /// The selected views' rows now, and a [change feed](crate::changes) of
+    /// everything after them: applied in order to these rows, its changes
+    /// give each view's rows at any later point, with no change missed or
+    /// seen twice. The rows are read between two store writes, so the
+    /// store's writes wait for the read (for a large view, a while).
+    pub async fn changes_with_rows(
+        &self,
+        selector: impl IntoSelector,
+    ) -> Result<(Vec<ViewRows>, ChangeFeed), EngineError> {
+        let selector = selector.into_selector()?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Definitions { selector: selector.clone(), reply })
+            .map_err(|_| EngineError::ShutDown)?;
+        let views = rx.await.map_err(|_| EngineError::ShutDown)?;
+        let feed_rx = self.inner.changes.upgrade().ok_or(EngineError::ShutDown)?.subscribe();
+        let ids = views.iter().map(|v| v.relation_id).collect();
+        let read = read_rows(&self.inner.tx, ids)?.await.map_err(|_| EngineError::ShutDown)?;
+        let mut start = Vec::with_capacity(views.len());
+        for (record, (_, rows)) in views.into_iter().zip(read.rows) {
+            start.push(ViewRows { view: record.def.name, rows: rows.map_err(EngineError::Store)? });
+        }
+        Ok((start, ChangeFeed::new(feed_rx, self.inner.tx.clone(), selector, read.through)))
     }
 
     /// Number of rows in a view's local copy.

@@ -48,17 +48,19 @@
 //! # }).unwrap();
 //! ```
 
+pub mod changes;
 mod driver;
 mod engine;
 mod error;
 mod selection;
 
+pub use changes::{ChangeFeed, Changes, FeedError, FeedItem, Position, ViewRowChanges, ViewRows};
 pub use driver::SnapshotProgress;
 pub use engine::{Engine, EngineBuilder, Forgotten};
 pub use error::EngineError;
 pub use flashsync_core::{
-    Config, Event, EventKind, JobRecord, JobState, Key, KeyRange, Lsn, Persistence, RelationId, Row, Selector,
-    SyncSummary, Value, ViewDef, ViewName,
+    Config, Event, EventKind, JobRecord, JobState, Key, KeyRange, Lsn, Persistence, RelationId, Row, RowChange,
+    Selector, SyncSummary, Value, ViewDef, ViewName,
 };
 pub use selection::IntoSelector;
 
