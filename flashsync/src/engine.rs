@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::changes::{read_rows, ChangeFeed, Published, ViewRows};
 use crate::driver::{now, ControlCall, Driver, Msg, Progress, SnapshotProgress};
 use crate::error::EngineError;
+use crate::rows::Rows;
 use crate::selection::IntoSelector;
 
 /// What `forget()` did.
@@ -383,6 +384,51 @@ impl Engine {
             start.push(ViewRows { view: record.def.name, rows: rows.map_err(EngineError::Store)? });
         }
         Ok((start, ChangeFeed::new(feed_rx, self.inner.tx.clone(), selector, read.through)))
+    }
+
+    /// One row of a view's local copy, by key, read into `T` (by column
+    /// name: see [`flashsync_core::typed`]).
+    ///
+    /// ```
+    /// # use flashsync::{Engine, Persistence, ViewDef};
+    /// # use flashsync_core::memory::{MemoryStore, MemoryUpstream, TableIdentity};
+    /// # use flashsync_core::{key, row};
+    /// #[derive(Debug, PartialEq, serde::Deserialize)]
+    /// struct User {
+    ///     id: i64,
+    ///     name: String,
+    /// }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let upstream = MemoryUpstream::new();
+    /// # upstream.create_table("public", "users", &[("id", "int8"), ("name", "text")], TableIdentity::PrimaryKey(vec![0]));
+    /// # upstream.insert("public", "users", row![1, "ada"]);
+    /// # let engine = Engine::builder().store(MemoryStore::new()).origin("postgres:main", upstream.source()).open().await?;
+    /// # engine.define(ViewDef::new("public", "users", Persistence::Materialized, "postgres:main", "public", "users")?).await?;
+    /// # engine.sync("*").await?;
+    /// let ada: Option<User> = engine.get_as("public.users", &key![1]).await?;
+    /// assert_eq!(ada, Some(User { id: 1, name: "ada".into() }));
+    /// # engine.shutdown().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        view: &str,
+        key: &Key,
+    ) -> Result<Option<T>, EngineError> {
+        let schema = self.schema(view).await?;
+        match self.get(view, key).await? {
+            Some(row) => Ok(Some(flashsync_core::typed::from_row(&schema, &row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A cursor over a view's rows within `range`, in key order, a page at
+    /// a time (bounded memory for any size; see [`Rows`]).
+    pub async fn rows(&self, view: &str, range: KeyRange) -> Result<Rows, EngineError> {
+        let schema = self.schema(view).await?;
+        let (name, id) = self.lookup(view).await?;
+        Ok(Rows::new(self.inner.store.clone(), name, id, schema, range))
     }
 
     /// Number of rows in a view's local copy.

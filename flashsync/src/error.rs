@@ -1,6 +1,6 @@
 //! Errors of the engine facade.
 
-use flashsync_core::{ControlError, DefinitionError, SelectorError, StoreError, ViewName};
+use flashsync_core::{ControlError, DefinitionError, SelectorError, StoreError, TypedError, ViewName};
 
 /// An engine call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +20,9 @@ pub enum EngineError {
     /// The view is defined but has no local copy yet (it was never synced).
     #[error("view {0} has no local copy yet; run sync() first")]
     NoCopy(ViewName),
+    /// A row did not read into the requested type.
+    #[error(transparent)]
+    Typed(#[from] TypedError),
     /// The engine is shut down.
     #[error("the sync engine is shut down")]
     ShutDown,

@@ -52,6 +52,7 @@ pub mod changes;
 mod driver;
 mod engine;
 mod error;
+pub mod rows;
 mod selection;
 
 pub use changes::{ChangeFeed, Changes, FeedError, FeedItem, Position, ViewRowChanges, ViewRows};
@@ -62,6 +63,7 @@ pub use flashsync_core::{
     Config, Event, EventKind, JobRecord, JobState, Key, KeyRange, Lsn, Persistence, RelationId, Row, RowChange,
     Selector, SyncSummary, Value, ViewDef, ViewName,
 };
+pub use rows::Rows;
 pub use selection::IntoSelector;
 
 /// The durable fjall store ([`flashsync_store_fjall`]).

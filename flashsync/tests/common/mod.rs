@@ -7,6 +7,7 @@ use flashsync::{Config, Engine, Persistence, ViewDef};
 use flashsync_core::memory::{MemoryStore, MemoryUpstream, TableIdentity};
 use flashsync_core::Millis;
 
+#[allow(unused_imports)] // Not every test binary waits.
 pub use flashsync_source_pg::testkit::wait_for;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
