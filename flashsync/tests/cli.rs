@@ -460,7 +460,37 @@ upstream = "public.users"
         out.lines().nth(1).unwrap_or_default().to_owned()
     };
     assert_eq!(count(&config), "50");
+    // A watcher of the change feed, through the running process.
+    let mut watcher = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["watch", "public.users_live", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let (stdout, stderr) = (watcher.stdout.take().unwrap(), watcher.stderr.take().unwrap());
+    for pipe in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        let tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let first = lines.recv_timeout(Duration::from_secs(30)).expect("watch says it is watching");
+    assert!(first.starts_with("watching public.users_live"), "{first}");
     rt.block_on(async { db.client().await.batch_execute("INSERT INTO users VALUES (51, 'new', 2.25)").await.unwrap() });
+    let change = lines.recv_timeout(Duration::from_secs(30)).expect("watch prints the insert");
+    let change: serde_json::Value = serde_json::from_str(&change).unwrap();
+    assert_eq!(change["kind"], "commit");
+    assert_eq!(change["views"][0]["view"], "public.users_live");
+    assert_eq!(change["views"][0]["changes"][0]["op"], "insert");
+    assert_eq!(change["views"][0]["changes"][0]["row"]["id"], 51);
+    assert_eq!(change["views"][0]["changes"][0]["row"]["score"], "2.25");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
     wait("the insert to be queryable", Duration::from_secs(30), || count(&config) == "51");
     // Typed columns, SQL filters and ordering; JSON keeps column order.
     let (ok, out, err) = flashsync(

@@ -8,7 +8,8 @@
 //! user on the host can connect: they could stop sync or read mirrored rows.
 //! The protocol is one JSON request line, answered by JSON lines: a header
 //! `{"ok":true,...}` or `{"ok":false,"error":"..."}`; `dump` then streams one
-//! JSON array per row and ends with `{"end":true}`.
+//! JSON array per row and ends with `{"end":true}`; `watch` streams one
+//! JSON object per change-feed item until the client hangs up.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -26,12 +27,30 @@ use crate::output;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Status { selector: String },
-    Sync { selector: String, force: bool },
-    Stop { selector: String },
-    Resume { selector: String },
-    Forget { selector: String },
-    Dump { view: String, limit: Option<usize> },
+    Status {
+        selector: String,
+    },
+    Sync {
+        selector: String,
+        force: bool,
+    },
+    Stop {
+        selector: String,
+    },
+    Resume {
+        selector: String,
+    },
+    Forget {
+        selector: String,
+    },
+    Dump {
+        view: String,
+        limit: Option<usize>,
+    },
+    /// The change feed, streamed until the client goes ([`crate::watch`]).
+    Watch {
+        selector: String,
+    },
 }
 
 pub fn socket_path(admin_dir: &Path) -> PathBuf {
@@ -91,6 +110,7 @@ async fn handle(engine: Engine, conn: UnixStream) -> std::io::Result<()> {
             }
             send(&mut write, &json!({"end": true})).await
         }
+        Request::Watch { selector } => crate::watch::serve(&engine, &selector, &mut write).await,
         other => {
             let reply = match execute(&engine, other).await {
                 Ok(result) => json!({"ok": true, "result": result}),
@@ -120,11 +140,11 @@ pub async fn execute(engine: &Engine, request: Request) -> Result<Json, String> 
             let f = engine.forget(selector).await.map_err(|e| e.to_string())?;
             Ok(json!({"views": f.views, "warnings": f.warnings}))
         }
-        Request::Dump { .. } => Err("dump is streamed".into()),
+        Request::Dump { .. } | Request::Watch { .. } => Err("streamed requests are served by the connection".into()),
     }
 }
 
-async fn send(w: &mut (impl AsyncWriteExt + Unpin), v: &Json) -> std::io::Result<()> {
+pub async fn send(w: &mut (impl AsyncWriteExt + Unpin), v: &Json) -> std::io::Result<()> {
     let mut line = v.to_string();
     line.push('\n');
     w.write_all(line.as_bytes()).await
@@ -137,6 +157,39 @@ pub async fn connect(admin_dir: &Path) -> Option<UnixStream> {
         return None;
     }
     tokio::time::timeout(Duration::from_secs(2), UnixStream::connect(&path)).await.ok()?.ok()
+}
+
+/// Sends a streamed request and hands each answer line to `each` until the
+/// server ends the stream (or `each` fails: stdout closed, say).
+pub async fn stream(
+    conn: UnixStream,
+    request: &Request,
+    mut each: impl FnMut(Json) -> std::io::Result<()>,
+) -> Result<(), crate::CliError> {
+    let (read, mut write) = conn.into_split();
+    let line = serde_json::to_string(request).map_err(|e| crate::CliError(e.to_string()))?;
+    write
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .map_err(|e| crate::CliError(format!("admin endpoint: {e}")))?;
+    let mut lines = BufReader::new(read).lines();
+    while let Some(l) = lines.next_line().await.map_err(|e| crate::CliError(format!("admin endpoint: {e}")))? {
+        let v: Json =
+            serde_json::from_str(&l).map_err(|e| crate::CliError(format!("admin endpoint sent garbage: {e}")))?;
+        if v.get("ok") == Some(&Json::Bool(false)) {
+            let error = v.get("error").and_then(Json::as_str).unwrap_or("request failed");
+            return Err(crate::CliError(error.to_owned()));
+        }
+        if v.get("end").is_some() {
+            return Ok(());
+        }
+        match each(v) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(crate::CliError(format!("writing: {e}"))),
+        }
+    }
+    Ok(())
 }
 
 /// Sends a request and collects the answer lines.

@@ -66,7 +66,7 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
                 eprintln!("warning: {}", w.as_str().unwrap_or_default());
             }
         }
-        Request::Dump { .. } => {}
+        Request::Dump { .. } | Request::Watch { .. } => {}
     }
     Ok(())
 }

@@ -8,6 +8,8 @@
 //! flashsync sync [SELECTOR] [--force]
 //! flashsync stop|resume|forget SELECTOR
 //! flashsync dump VIEW [--json]
+//! flashsync query 'SQL' [--json]       # the SQLite mirror, read-only
+//! flashsync watch [SELECTOR] [--json]  # the change feed of a running `run`
 //! flashsync bench snapshot|stream|latency|fanout
 //! ```
 
@@ -29,6 +31,7 @@ mod output;
 mod pg;
 mod query;
 mod run;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -141,6 +144,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a running `flashsync run`'s change feed: a line per change, as
+    /// each upstream transaction becomes visible locally, until Ctrl-C.
+    Watch {
+        #[arg(default_value = "*")]
+        selector: String,
+        /// One JSON object per upstream transaction (rows keyed by column).
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a throwaway Postgres, sync two views while writers run, and prove
     /// the mirror equals upstream.
     Demo {
@@ -196,6 +208,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Forget { selector } => commands::control(&load()?, Request::Forget { selector }, false).await,
         Command::Dump { view, json, limit } => commands::dump(&load()?, &view, limit, json).await,
         Command::Query { sql, json } => query::query(&load()?, &sql, json),
+        Command::Watch { selector, json } => watch::watch(&load()?, &selector, json).await,
         Command::Demo { seconds } => demo::demo(Duration::from_secs(seconds)).await,
         Command::Bench { which } => bench::run(which).await,
     }
