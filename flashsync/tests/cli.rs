@@ -549,3 +549,139 @@ upstream = "public.users"
     assert!(err.contains("postgres:main") && err.contains("password authentication failed"), "{err}");
     assert!(!err.contains(secret), "the password is in the output: {err}");
 }
+
+/// The SQLite mirror, read by other processes (`flashsync query` is plain
+/// read-only SQLite) while transfers commit upstream: every read sees whole
+/// transactions (the money is never in both accounts or neither), and once
+/// the writers stop, `WHERE`/`JOIN`/`GROUP BY`/`ORDER BY` queries answer
+/// exactly what Postgres answers on the same data.
+#[test]
+fn sqlite_mirror_reads_whole_transactions_and_answers_like_postgres() {
+    const ACCOUNTS: i64 = 20;
+    const TOTAL: i64 = ACCOUNTS * 1000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(testkit::test_db("cli_sql_equal")) else { return };
+    rt.block_on(async {
+        db.client()
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL);
+                 INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, {ACCOUNTS}) g;
+                 CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, tier int);
+                 INSERT INTO users SELECT g, 'user ' || g, g % 4 FROM generate_series(1, 40) g;
+                 CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint, qty int, note text);
+                 INSERT INTO orders SELECT g, 1 + g % 40, g % 7, CASE WHEN g % 5 = 0 THEN NULL ELSE 'n' || g END
+                 FROM generate_series(1, 400) g;"
+            ))
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    let mut toml = String::from(
+        "store = \"sqlite:mirror.db\"\n[origins.\"postgres:main\"]\nurl_env = \"CLI_SQL_EQUAL_PG_URL\"\n\
+         slot = \"cli_sql_equal_slot\"\npublication = \"cli_sql_equal_pub\"\n",
+    );
+    for table in ["accounts", "users", "orders"] {
+        toml.push_str(&format!(
+            "[[views]]\nname = \"{table}\"\npersistence = \"realtime\"\norigin = \"postgres:main\"\nupstream = \
+             \"public.{table}\"\n"
+        ));
+    }
+    std::fs::write(&config, toml).unwrap();
+    let c = &db.conninfo;
+    let url = format!(
+        "host={} port={} user={} dbname={} sslmode=disable{}",
+        c.host,
+        c.port,
+        c.user,
+        c.dbname,
+        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
+    );
+    let mut run = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("CLI_SQL_EQUAL_PG_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last.matches("running").count() != 3 {
+        let log = || std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for three running views; status:\n{last}\nrun:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let (_, out, err) = flashsync(&config, &["status"]);
+        last = format!("{out}{err}");
+    }
+    let query = |sql: &str| -> Vec<String> {
+        let (ok, out, err) = flashsync(&config, &["query", sql, "--json"]);
+        assert!(ok, "{sql}: {err}");
+        out.lines().map(str::to_owned).collect()
+    };
+
+    // Transfers upstream, reads of the sum from other processes meanwhile.
+    let writer = rt.spawn({
+        let client = rt.block_on(db.client());
+        async move {
+            for i in 0..300i64 {
+                let (from, to) = (1 + i % ACCOUNTS, 1 + (i * 7 + 3) % ACCOUNTS);
+                let sql = format!(
+                    "BEGIN; UPDATE accounts SET balance = balance - {n} WHERE id = {from};
+                     UPDATE accounts SET balance = balance + {n} WHERE id = {to}; COMMIT;",
+                    n = 1 + i % 50
+                );
+                client.batch_execute(&sql).await.unwrap();
+            }
+        }
+    });
+    let mut reads = 0;
+    while !writer.is_finished() || reads < 5 {
+        let sum = query(r#"SELECT sum(balance) AS total, count(*) AS n FROM "public.accounts""#);
+        assert_eq!(sum, [format!(r#"{{"total":{TOTAL},"n":{ACCOUNTS}}}"#)], "a read saw part of a transfer");
+        reads += 1;
+    }
+    rt.block_on(writer).unwrap();
+
+    // Caught up: the same questions, the same answers.
+    let balances = "SELECT id, balance FROM {accounts} ORDER BY id";
+    let upstream_balances: Vec<String> = rt.block_on(async {
+        let rows = db.client().await.query("SELECT id, balance FROM accounts ORDER BY id", &[]).await.unwrap();
+        rows.iter().map(|r| format!(r#"{{"id":{},"balance":{}}}"#, r.get::<_, i64>(0), r.get::<_, i64>(1))).collect()
+    });
+    wait("the last transfer in the mirror", Duration::from_secs(30), || {
+        query(&balances.replace("{accounts}", r#""public.accounts""#)) == upstream_balances
+    });
+    let cases = [
+        "SELECT u.id, u.name, count(o.id) AS orders, coalesce(sum(o.qty), 0) AS qty FROM {users} u \
+         LEFT JOIN {orders} o ON o.user_id = u.id WHERE u.tier IN (1, 3) GROUP BY u.id, u.name ORDER BY qty DESC, u.id",
+        "SELECT id, note FROM {orders} WHERE note IS NULL AND qty BETWEEN 2 AND 5 ORDER BY id DESC LIMIT 7",
+        "SELECT o.id FROM {orders} o JOIN {users} u ON u.id = o.user_id WHERE u.name LIKE 'user 1%' AND o.qty <> 0 \
+         ORDER BY o.id",
+        "SELECT tier, count(*) AS n FROM {users} GROUP BY tier HAVING count(*) > 5 ORDER BY tier",
+    ];
+    for case in cases {
+        let local = query(&case.replace("{users}", r#""public.users""#).replace("{orders}", r#""public.orders""#));
+        let pg = rt.block_on(async {
+            let sql = format!(
+                "SELECT coalesce(json_agg(q), '[]') :: text FROM ({}) q",
+                case.replace("{users}", "users").replace("{orders}", "orders")
+            );
+            let text: String = db.client().await.query_one(&sql, &[]).await.unwrap().get(0);
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+            rows.iter().map(|r| r.to_string()).collect::<Vec<_>>()
+        });
+        assert!(!pg.is_empty(), "{case}: the case selects something");
+        let local: Vec<serde_json::Value> = local.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let pg: Vec<serde_json::Value> = pg.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(local, pg, "{case}");
+    }
+    rustix_kill(run.id());
+    assert!(run.wait().unwrap().success());
+}

@@ -79,10 +79,39 @@ impl LocalStore {
     }
 }
 
+/// Like [`open_store`], for `flashsync run`: while another `flashsync`
+/// command holds the store for a moment (`status` or `dump` with no `run`
+/// serving, say), waits for it rather than failing — the command is about
+/// to let go, and a `run` started by a service manager must not lose that
+/// race. Gives up after `patience` with the same error.
+pub async fn open_store_patiently(config: &Config, patience: std::time::Duration) -> Result<LocalStore, CliError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut pause = std::time::Duration::from_millis(20);
+    let mut said = false;
+    loop {
+        match try_open(config) {
+            Err(e) if e.kind == StoreErrorKind::Locked && tokio::time::Instant::now() < deadline => {
+                if !said {
+                    tracing::info!("the store is busy (another flashsync command is reading it); waiting");
+                    said = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
+            other => return other.map_err(|e| open_error(config, e)),
+        }
+    }
+}
+
 pub fn open_store(config: &Config) -> Result<LocalStore, CliError> {
-    let opened = match config.store_kind {
+    try_open(config).map_err(|e| open_error(config, e))
+}
+
+fn try_open(config: &Config) -> Result<LocalStore, flashsync_core::StoreError> {
+    match config.store_kind {
         StoreKind::Fjall => {
-            private_dir(&config.store)?;
+            private_dir(&config.store)
+                .map_err(|e| flashsync_core::StoreError::new(StoreErrorKind::Io, "store directory", e.0))?;
             FjallStore::open(db_path(&config.store), Options::default()).map(LocalStore::Fjall)
         }
         StoreKind::Sqlite => {
@@ -90,14 +119,17 @@ pub fn open_store(config: &Config) -> Result<LocalStore, CliError> {
             // the file); the files the store creates are owner-only.
             SqliteStore::open(&config.store, SqliteOptions::default()).map(LocalStore::Sqlite)
         }
-    };
-    opened.map_err(|e| match e.kind {
+    }
+}
+
+fn open_error(config: &Config, e: flashsync_core::StoreError) -> CliError {
+    match e.kind {
         StoreErrorKind::Locked => CliError(format!(
             "the store at {} is held by another process (is `flashsync run` running without its admin endpoint?)",
             config.store.display()
         )),
         _ => CliError(format!("cannot open the store at {}: {e}", config.store.display())),
-    })
+    }
 }
 
 /// Creates the store directory owner-only (0700), or makes an existing one

@@ -13,7 +13,7 @@ use crate::{admin, local, output, CliError};
 
 pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError> {
     check_origins(config).await?;
-    let store = local::open_store(config)?;
+    let store = local::open_store_patiently(config, Duration::from_secs(10)).await?;
     let engine = local::engine(config, store, true).await?;
     let socket = admin::serve(engine.clone(), &config.admin_dir()).await.map_err(CliError)?;
     tracing::info!(store = %config.store.display(), admin = %socket.display(), views = config.views.len(), "flashsync running");
