@@ -81,7 +81,7 @@ pub use schema::{Column, Identity, RelationSchema, SourceRelId};
 pub use selector::{Pattern, Selector};
 pub use shape::{ViewShape, ViewShapeError};
 pub use snapshot::SnapshotPoint;
-pub use source::{FeedStart, Feedback, SlotReport, Source, Subscription};
+pub use source::{FeedStart, Feedback, ServerPosition, SlotReport, Source, Subscription};
 pub use store::{Generation, KeyRange, OriginProgress, RowSink, Store, StoredState, ViewRecord};
 pub use time::{Millis, Now, Timestamp};
 pub use typed::{TypedError, TypedErrorKind};

@@ -27,7 +27,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::change::StreamEvent;
-use crate::error::SourceError;
+use crate::error::{SourceError, SourceErrorKind};
 use crate::lsn::Lsn;
 use crate::schema::RelationSchema;
 use crate::shape::ViewShape;
@@ -66,6 +66,16 @@ pub struct SlotReport {
     pub slot_id: String,
     /// Whether, and from where, the feed can replay.
     pub start: FeedStart,
+}
+
+/// Where an origin's server is, for measuring how far behind the mirror is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerPosition {
+    /// The server's current end of WAL (Postgres `pg_current_wal_lsn()`).
+    pub current: Lsn,
+    /// Bytes of WAL the origin's feed holds back on the server (from the
+    /// slot's restart LSN), if the feed exists.
+    pub retained_bytes: Option<u64>,
 }
 
 /// Sends acknowledgements upstream for a live subscription.
@@ -134,4 +144,11 @@ pub trait Source: Send + Sync + 'static {
 
     /// Drops the origin's feed entirely (no realtime view of it remains).
     async fn drop_feed(&self) -> Result<(), SourceError>;
+
+    /// The server's current position and what the feed retains, for lag
+    /// reporting. Cheap enough to ask once a second. The default says the
+    /// source cannot tell (`Unsupported`).
+    async fn server_position(&self) -> Result<ServerPosition, SourceError> {
+        Err(SourceError::new(SourceErrorKind::Unsupported, "this source does not report its server position"))
+    }
 }

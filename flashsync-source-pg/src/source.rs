@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flashsync_core::{
-    FeedStart, Lsn, OriginId, RelationSchema, RowSink, SlotReport, SnapshotPoint, Source, SourceError, SourceErrorKind,
-    Subscription, UpstreamRelation, ViewShape,
+    FeedStart, Lsn, OriginId, RelationSchema, RowSink, ServerPosition, SlotReport, SnapshotPoint, Source, SourceError,
+    SourceErrorKind, Subscription, UpstreamRelation, ViewShape,
 };
 use tokio_postgres::Client;
 
@@ -300,5 +300,30 @@ impl Source for PgSource {
         .await?;
         self.shapes.clear();
         Ok(())
+    }
+
+    async fn server_position(&self) -> Result<ServerPosition, SourceError> {
+        let slot_name = self.config.slot_name.clone();
+        self.with_control(move |c| {
+            Box::pin(async move {
+                // Retained WAL counts from the restart LSN: what the server
+                // must keep for the slot (the disk an operator watches).
+                let row = c
+                    .query_one(
+                        "SELECT pg_catalog.pg_current_wal_lsn()::text, \
+                                (SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::bigint \
+                                 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
+                        &[&slot_name],
+                    )
+                    .await
+                    .map_err(|e| crate::error::pg("reading the server's WAL position", &e))?;
+                let current: String = row.get(0);
+                let current =
+                    current.parse::<Lsn>().map_err(|e| crate::error::protocol("reading pg_current_wal_lsn", e))?;
+                let retained: Option<i64> = row.get(1);
+                Ok(ServerPosition { current, retained_bytes: retained.map(|b| b.max(0) as u64) })
+            })
+        })
+        .await
     }
 }

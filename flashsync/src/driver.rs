@@ -71,6 +71,10 @@ pub(crate) enum Msg {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    /// Each origin's acknowledged (durable) position, for lag.
+    Progress {
+        reply: oneshot::Sender<HashMap<OriginId, Option<flashsync_core::Lsn>>>,
+    },
     /// Read views' rows between store steps (a change feed starting).
     ReadRows {
         views: Vec<RelationId>,
@@ -301,6 +305,16 @@ impl Driver {
             }
             Msg::Stats { reply } => {
                 let _ = reply.send(self.exec.machine().stats().clone());
+            }
+            Msg::Progress { reply } => {
+                let machine = self.exec.machine();
+                let progress = self
+                    .io
+                    .sources
+                    .keys()
+                    .map(|o| (o.clone(), machine.origin_progress(o).and_then(|(_, acked)| acked)))
+                    .collect();
+                let _ = reply.send(progress);
             }
             Msg::ReadRows { views, reply } => {
                 // Every step handed out from now on captures its changes;

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::changes::{read_rows, ChangeFeed, Published, ViewRows};
 use crate::driver::{now, ControlCall, Driver, Msg, Progress, SnapshotProgress};
 use crate::error::EngineError;
+use crate::lag::{LagTable, OriginLag};
 use crate::rows::Rows;
 use crate::selection::IntoSelector;
 
@@ -111,6 +112,7 @@ impl EngineBuilder {
         let (events, _) = broadcast::channel(4096);
         let (changes, _) = broadcast::channel(self.change_feed_capacity);
         let origins = self.sources.keys().cloned().collect();
+        let sources: Vec<_> = self.sources.iter().map(|(o, s)| (o.clone(), s.clone())).collect();
         let progress = Progress::default();
         let tx = Driver::spawn(
             machine,
@@ -123,7 +125,9 @@ impl EngineBuilder {
         );
         // Only the machine task holds the feed's sender: feeds end when it does.
         let changes = changes.downgrade();
-        Ok(Engine { inner: Arc::new(Inner { tx, store, events, changes, origins, progress }) })
+        let lag = LagTable::default();
+        tokio::spawn(crate::lag::track(sources, tx.downgrade(), lag.clone()));
+        Ok(Engine { inner: Arc::new(Inner { tx, store, events, changes, origins, progress, lag }) })
     }
 }
 
@@ -134,6 +138,7 @@ struct Inner {
     changes: broadcast::WeakSender<Arc<Published>>,
     origins: Vec<OriginId>,
     progress: Progress,
+    lag: LagTable,
 }
 
 impl Drop for Inner {
@@ -295,6 +300,16 @@ impl Engine {
         let mut v: Vec<_> = self.inner.progress.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         v.sort_by_key(|p| p.relation_id);
         v
+    }
+
+    /// How far each origin's mirror is behind its server (bytes, seconds,
+    /// the WAL its slot retains), measured once a second; empty until the
+    /// first measurement.
+    pub fn lag(&self) -> Vec<OriginLag> {
+        let table = self.inner.lag.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<OriginLag> = table.values().cloned().collect();
+        out.sort_by(|a, b| a.origin.cmp(&b.origin));
+        out
     }
 
     /// The configured origins.

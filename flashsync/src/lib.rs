@@ -52,6 +52,7 @@ pub mod changes;
 mod driver;
 mod engine;
 mod error;
+mod lag;
 pub mod rows;
 mod selection;
 
@@ -59,6 +60,7 @@ pub use changes::{ChangeFeed, Changes, FeedError, FeedItem, Position, ViewRowCha
 pub use driver::SnapshotProgress;
 pub use engine::{Engine, EngineBuilder, Forgotten};
 pub use error::EngineError;
+pub use lag::OriginLag;
 pub use flashsync_core::{
     Config, Event, EventKind, JobRecord, JobState, Key, KeyRange, Lsn, Persistence, RelationId, Row, RowChange,
     Selector, SyncSummary, Value, ViewDef, ViewName,

@@ -685,3 +685,132 @@ fn sqlite_mirror_reads_whole_transactions_and_answers_like_postgres() {
     rustix_kill(run.id());
     assert!(run.wait().unwrap().success());
 }
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Prometheus text: every sample line is `name{labels} value` with a
+/// number; returns the samples.
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number in {line:?}"));
+        let name_ok = series.chars().take_while(|c| *c != '{').all(|c| c.is_ascii_alphanumeric() || c == '_');
+        assert!(name_ok && (!series.contains('{') || series.ends_with('}')), "bad series {series:?}");
+        samples.push((series.to_owned(), value));
+    }
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+    samples
+}
+
+/// `[metrics]`: /readyz is 503 until every enabled view is synced or
+/// running, /healthz answers, /metrics parses as Prometheus text and shows
+/// the origin's lag growing while the realtime view is stopped (its feed
+/// closed, writes going on upstream) and back to zero after it resumes.
+#[test]
+fn metrics_health_readiness_and_lag() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(testkit::test_db("cli_metrics")) else { return };
+    rt.block_on(async {
+        db.client().await.batch_execute("CREATE TABLE events (id bigserial PRIMARY KEY, body text)").await.unwrap();
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"store = "data"
+[origins."postgres:main"]
+url_env = "CLI_METRICS_PG_URL"
+[[views]]
+name = "events_live"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.events"
+[[views]]
+name = "later"
+persistence = "materialized"
+origin = "postgres:main"
+upstream = "public.later"
+[metrics]
+listen = "127.0.0.1:{port}"
+"#
+        ),
+    )
+    .unwrap();
+    let c = &db.conninfo;
+    let url = format!(
+        "host={} port={} user={} dbname={} sslmode=disable{}",
+        c.host,
+        c.port,
+        c.user,
+        c.dbname,
+        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
+    );
+    let mut run = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("CLI_METRICS_PG_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait("the metrics endpoint", Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    wait("the realtime view to run", Duration::from_secs(30), || {
+        flashsync(&config, &["status"]).1.lines().any(|l| l.contains("events_live") && l.contains("running"))
+    });
+    // public.later does not exist: not ready, and /readyz says which view.
+    let (code, body) = http_get(port, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("public.later"), "{body}");
+    rt.block_on(async { db.client().await.batch_execute("CREATE TABLE later (id int PRIMARY KEY)").await.unwrap() });
+    let (ok, _, err) = flashsync(&config, &["sync", "--force"]);
+    assert!(ok, "{err}");
+    wait("/readyz to turn ready", Duration::from_secs(30), || http_get(port, "/readyz").0 == 200);
+
+    let sample = |name: &str| -> Option<f64> {
+        let (code, body) = http_get(port, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        parse_prometheus(&body).into_iter().find(|(s, _)| s == name).map(|(_, v)| v)
+    };
+    let lag = r#"flashsync_origin_lag_bytes{origin="postgres:main"}"#;
+    assert_eq!(sample(r#"flashsync_view_state{view="public.events_live",state="running"}"#), Some(1.0));
+    wait("a lag sample", Duration::from_secs(30), || sample(lag).is_some());
+
+    // Stop the realtime view (its feed closes) and write ~2 MB upstream.
+    let (ok, _, err) = flashsync(&config, &["stop", "public.events_live"]);
+    assert!(ok, "{err}");
+    rt.block_on(async {
+        db.client()
+            .await
+            .batch_execute("INSERT INTO events (body) SELECT repeat('x', 1000) FROM generate_series(1, 2000)")
+            .await
+            .unwrap()
+    });
+    wait("the lag to show the writes", Duration::from_secs(30), || sample(lag).is_some_and(|b| b > 1_000_000.0));
+    let (_, status, _) = flashsync(&config, &["status", "--json"]);
+    let records: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let live = records.as_array().unwrap().iter().find(|r| r["name"] == "events_live").unwrap().clone();
+    assert!(live["lag_bytes"].as_u64().is_some_and(|b| b > 1_000_000), "{live}");
+    assert!(live["lag_seconds"].as_f64().is_some(), "{live}");
+
+    let (ok, _, err) = flashsync(&config, &["resume", "public.events_live"]);
+    assert!(ok, "{err}");
+    wait("the lag to return to ~0", Duration::from_secs(60), || sample(lag).is_some_and(|b| b < 100_000.0));
+    rustix_kill(run.id());
+    assert!(run.wait().unwrap().success());
+}

@@ -224,6 +224,12 @@ impl Source for MemorySource {
         u.publication.clear();
         Ok(())
     }
+
+    async fn server_position(&self) -> Result<crate::source::ServerPosition, SourceError> {
+        let u = self.up.lock();
+        let retained = u.slot.as_ref().map(|s| u.lsn.0.saturating_sub(s.confirmed_flush.0));
+        Ok(crate::source::ServerPosition { current: u.lsn, retained_bytes: retained })
+    }
 }
 
 impl MemorySource {

@@ -51,6 +51,8 @@ pub enum Request {
     Watch {
         selector: String,
     },
+    /// Each origin's lag behind its server.
+    Lag,
 }
 
 pub fn socket_path(admin_dir: &Path) -> PathBuf {
@@ -140,6 +142,7 @@ pub async fn execute(engine: &Engine, request: Request) -> Result<Json, String> 
             let f = engine.forget(selector).await.map_err(|e| e.to_string())?;
             Ok(json!({"views": f.views, "warnings": f.warnings}))
         }
+        Request::Lag => Ok(crate::output::lag_json(&engine.lag())),
         Request::Dump { .. } | Request::Watch { .. } => Err("streamed requests are served by the connection".into()),
     }
 }

@@ -14,6 +14,16 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
     // Without `run`, a view stored as running is not being kept up to date
     // by anyone: status says so rather than let "running" mislead.
     let process = conn.is_some();
+    // The origins' lag, from the running process (none without one).
+    let lag = match (&request, process) {
+        (Request::Status { .. }, true) => match admin::connect(&config.admin_dir()).await {
+            Some(c) => {
+                admin::call(c, &Request::Lag).await.ok().and_then(|mut l| l.pop()).map(|mut l| l["result"].take())
+            }
+            None => None,
+        },
+        _ => None,
+    };
     let result = match conn {
         Some(conn) => admin::call(conn, &request).await.map_err(CliError)?.remove(0)["result"].take(),
         None => {
@@ -33,8 +43,19 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
                 let records: Vec<flashsync::JobRecord> =
                     serde_json::from_value(result).map_err(|e| CliError(e.to_string()))?;
                 let mut out = output::status_json(&records);
-                for r in out.as_array_mut().into_iter().flatten() {
+                for (r, record) in out.as_array_mut().into_iter().flatten().zip(&records) {
                     r["process_running"] = Json::Bool(process);
+                    // Each record carries its origin's lag (null when unknown).
+                    let origin = config
+                        .views
+                        .iter()
+                        .find(|v| v.name.namespace == record.namespace && v.name.name == record.name)
+                        .map(|v| v.origin.to_string());
+                    let of = lag.as_ref().and_then(|l| {
+                        l.as_array()?.iter().find(|o| origin.as_deref().is_some_and(|x| o["origin"] == x)).cloned()
+                    });
+                    r["lag_bytes"] = of.as_ref().map_or(Json::Null, |o| o["lag_bytes"].clone());
+                    r["lag_seconds"] = of.as_ref().map_or(Json::Null, |o| o["lag_seconds"].clone());
                 }
                 out
             }
@@ -51,6 +72,9 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
                 println!("(no `flashsync run` holds this store: states are as last stored, nothing is being synced)");
             }
             print!("{}", output::status_table(&records));
+            if let Some(lag) = &lag {
+                print!("{}", output::lag_lines(lag));
+            }
         }
         Request::Sync { .. } | Request::Resume { .. } => {
             let s: flashsync::SyncSummary = serde_json::from_value(result).map_err(|e| CliError(e.to_string()))?;
@@ -66,7 +90,7 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
                 eprintln!("warning: {}", w.as_str().unwrap_or_default());
             }
         }
-        Request::Dump { .. } | Request::Watch { .. } => {}
+        Request::Dump { .. } | Request::Watch { .. } | Request::Lag => {}
     }
     Ok(())
 }

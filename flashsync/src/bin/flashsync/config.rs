@@ -28,6 +28,9 @@
 //! upstream = "public.tickets"
 //! where = "tenant_id = 42 AND status <> 'archived'"
 //! columns = ["id", "title", "status"]  # must include the primary key
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9187"           # Prometheus /metrics, /healthz, /readyz (off without this)
 //! ```
 
 use std::collections::BTreeMap;
@@ -57,6 +60,13 @@ struct Raw {
     origins: BTreeMap<String, RawOrigin>,
     #[serde(default)]
     views: Vec<RawView>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +140,8 @@ pub struct Config {
     pub store_kind: StoreKind,
     pub origins: Vec<Origin>,
     pub views: Vec<ViewDef>,
+    /// Where `run` serves `/metrics`, `/healthz` and `/readyz`, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -204,7 +216,16 @@ impl Config {
             }
             views.push(def);
         }
-        Ok(Config { store, store_kind, origins, views })
+        let metrics_listen = match raw.metrics {
+            Some(m) => Some(m.listen.parse().map_err(|e| {
+                invalid(format!(
+                    "[metrics] listen = {:?}: {e} (want an address and port, e.g. 127.0.0.1:9187)",
+                    m.listen
+                ))
+            })?),
+            None => None,
+        };
+        Ok(Config { store, store_kind, origins, views, metrics_listen })
     }
 }
 

@@ -27,6 +27,7 @@ mod commands;
 mod config;
 mod demo;
 mod local;
+mod metrics;
 mod output;
 mod pg;
 mod query;

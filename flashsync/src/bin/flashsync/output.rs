@@ -114,6 +114,43 @@ pub fn status_json(records: &[JobRecord]) -> Json {
     out
 }
 
+/// Each origin's lag as JSON objects (LSNs as `X/Y`).
+pub fn lag_json(lags: &[flashsync::OriginLag]) -> Json {
+    Json::Array(
+        lags.iter()
+            .map(|l| {
+                json!({
+                    "origin": l.origin.to_string(),
+                    "server_lsn": l.server.map(|x| x.to_string()),
+                    "durable_lsn": l.durable.map(|x| x.to_string()),
+                    "lag_bytes": l.lag_bytes,
+                    "lag_seconds": l.lag_seconds,
+                    "retained_bytes": l.retained_bytes,
+                    "error": l.error,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// One line per origin for the status table: how far behind it is.
+pub fn lag_lines(lags: &Json) -> String {
+    let mut out = String::new();
+    for l in lags.as_array().into_iter().flatten() {
+        let origin = l["origin"].as_str().unwrap_or("?");
+        match (l["lag_bytes"].as_u64(), l["lag_seconds"].as_f64(), l["error"].as_str()) {
+            (_, _, Some(e)) => out.push_str(&format!("{origin}: lag unknown ({e})\n")),
+            (Some(b), Some(s), None) => {
+                let retained =
+                    l["retained_bytes"].as_u64().map(|r| format!(", slot retains {r} bytes")).unwrap_or_default();
+                out.push_str(&format!("{origin}: {b} bytes ({s:.1} s) behind the server{retained}\n"));
+            }
+            _ => out.push_str(&format!("{origin}: nothing streamed yet\n")),
+        }
+    }
+    out
+}
+
 /// A sync's outcome for people. `kept_running`: a process goes on
 /// following the realtime views (`run`); a one-shot command that exits
 /// right after must not call them running.

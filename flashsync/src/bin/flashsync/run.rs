@@ -13,9 +13,17 @@ use crate::{admin, local, output, CliError};
 
 pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError> {
     check_origins(config).await?;
+    let metrics = match config.metrics_listen {
+        Some(listen) => Some(crate::metrics::bind(listen).await?),
+        None => None,
+    };
     let store = local::open_store_patiently(config, Duration::from_secs(10)).await?;
     let engine = local::engine(config, store, true).await?;
     let socket = admin::serve(engine.clone(), &config.admin_dir()).await.map_err(CliError)?;
+    if let Some(listener) = metrics {
+        let bound = crate::metrics::serve(engine.clone(), listener)?;
+        tracing::info!("metrics on http://{bound}/metrics (also /healthz, /readyz)");
+    }
     tracing::info!(store = %config.store.display(), admin = %socket.display(), views = config.views.len(), "flashsync running");
     let progress = tokio::spawn(show_progress(engine.clone()));
 
