@@ -21,8 +21,6 @@ use serde_json::{json, Value as Json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::output;
-
 /// A request to a running `flashsync run`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -102,13 +100,17 @@ async fn handle(engine: Engine, conn: UnixStream) -> std::io::Result<()> {
     };
     match request {
         Request::Dump { view, limit } => {
-            let (columns, rows) = match output::dump(&engine, &view, limit).await {
+            // A row at a time, as read: memory stays flat for any size.
+            let mut rows = match crate::dump::Source::open(&engine, &view, limit).await {
                 Ok(x) => x,
                 Err(e) => return send(&mut write, &json!({"ok": false, "error": e})).await,
             };
-            send(&mut write, &json!({"ok": true, "columns": columns})).await?;
-            for row in rows {
-                send(&mut write, &row).await?;
+            send(&mut write, &json!({"ok": true, "columns": rows.columns})).await?;
+            while let Some(row) = rows.next().await {
+                match row {
+                    Ok(row) => send(&mut write, &row).await?,
+                    Err(e) => return send(&mut write, &json!({"ok": false, "error": e})).await,
+                }
             }
             send(&mut write, &json!({"end": true})).await
         }

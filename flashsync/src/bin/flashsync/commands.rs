@@ -5,6 +5,7 @@ use serde_json::Value as Json;
 
 use crate::admin::{self, Request};
 use crate::config::Config;
+use crate::dump::{Format, Printer, Source};
 use crate::output;
 use crate::{local, CliError};
 
@@ -111,36 +112,64 @@ fn print_names(verb: &str, names: &Json, selector: &str) -> Result<(), CliError>
     Ok(())
 }
 
-/// `flashsync dump VIEW`: the local copy's rows.
-pub async fn dump(config: &Config, view: &str, limit: Option<usize>, json: bool) -> Result<(), CliError> {
-    let (columns, rows): (Vec<String>, Vec<Json>) = match admin::connect(&config.admin_dir()).await {
+/// `flashsync dump VIEW`: the local copy's rows, streamed as they are read.
+pub async fn dump(config: &Config, view: &str, limit: Option<usize>, format: Format) -> Result<(), CliError> {
+    let written = match admin::connect(&config.admin_dir()).await {
         Some(conn) => {
-            let mut lines = admin::call(conn, &Request::Dump { view: view.into(), limit }).await.map_err(CliError)?;
-            let header = lines.remove(0);
-            lines.pop(); // end marker
-            let columns = header["columns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| c.as_str().unwrap_or("").to_owned())
-                .collect();
-            (columns, lines)
+            let mut printer: Option<Printer> = None;
+            let request = Request::Dump { view: view.into(), limit };
+            let streamed = admin::stream(conn, &request, |line| {
+                if line.get("ok").is_some() {
+                    let columns = line["columns"].as_array().into_iter().flatten();
+                    let columns = columns.map(|c| c.as_str().unwrap_or("").to_owned()).collect();
+                    printer = Some(Printer::new(format, columns)?);
+                    return Ok(());
+                }
+                match printer.as_mut() {
+                    Some(p) => p.row(&line),
+                    None => Err(std::io::Error::other("the running process sent rows before their columns")),
+                }
+            })
+            .await;
+            streamed?;
+            printer.map_or(Ok(()), Printer::finish)
         }
         None => {
             let store = local::open_store(config)?;
             let engine = local::engine(config, store, false).await?;
-            let r = output::dump(&engine, view, limit).await;
+            let r = dump_local(&engine, view, limit, format).await;
             engine.shutdown().await.map_err(|e| CliError(e.to_string()))?;
-            r.map_err(CliError)?
+            r?
         }
     };
-    match print_rows(&columns, rows, json) {
+    match written {
         Ok(()) => Ok(()),
         // The reader has gone (`flashsync dump … | head`): it has what it
         // wanted, so this is the end of the output, not a failure.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(CliError(format!("writing the rows: {e}"))),
     }
+}
+
+/// Dumps from an engine in this process. The outer error is a read failure;
+/// the inner one a write failure (a closed pipe is fine).
+async fn dump_local(
+    engine: &flashsync::Engine,
+    view: &str,
+    limit: Option<usize>,
+    format: Format,
+) -> Result<std::io::Result<()>, CliError> {
+    let mut rows = Source::open(engine, view, limit).await.map_err(CliError)?;
+    let mut printer = match Printer::new(format, rows.columns.clone()) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    while let Some(row) = rows.next().await {
+        if let Err(e) = printer.row(&row.map_err(CliError)?) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(printer.finish())
 }
 
 /// One value of a text dump, escaped as Postgres' `COPY … TO STDOUT` text
@@ -171,26 +200,6 @@ pub fn text_cell(s: &str) -> String {
         }
     }
     out
-}
-
-/// Writes a dump to stdout, as tab-separated lines or JSON objects.
-fn print_rows(columns: &[String], rows: Vec<Json>, json: bool) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if json {
-        for row in rows {
-            let obj: serde_json::Map<String, Json> =
-                columns.iter().cloned().zip(row.as_array().cloned().unwrap_or_default()).collect();
-            writeln!(out, "{}", Json::Object(obj))?;
-        }
-    } else {
-        let header: Vec<String> = columns.iter().map(|c| text_cell(c)).collect();
-        writeln!(out, "{}", header.join("\t"))?;
-        for row in rows {
-            writeln!(out, "{}", text_row(row.as_array().into_iter().flatten()))?;
-        }
-    }
-    out.flush()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! flashsync status [SELECTOR] [--json]
 //! flashsync sync [SELECTOR] [--force]
 //! flashsync stop|resume|forget SELECTOR
-//! flashsync dump VIEW [--json]
+//! flashsync dump VIEW [--format csv|text|json] [--limit N]
 //! flashsync query 'SQL' [--json]       # the SQLite mirror, read-only
 //! flashsync watch [SELECTOR] [--json]  # the change feed of a running `run`
 //! flashsync bench snapshot|stream|latency|fanout
@@ -26,6 +26,7 @@ mod bench;
 mod commands;
 mod config;
 mod demo;
+mod dump;
 mod local;
 mod metrics;
 mod output;
@@ -131,6 +132,11 @@ enum Command {
     /// Print a view's local rows (tab-separated, or JSON lines).
     Dump {
         view: String,
+        /// csv (Postgres's CSV: a header, NULL an unquoted empty field),
+        /// text (COPY text: tabs, \N for NULL) or json (an object per row).
+        #[arg(long, value_enum, default_value = "csv")]
+        format: dump::Format,
+        /// Short for --format json.
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -207,7 +213,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Stop { selector } => commands::control(&load()?, Request::Stop { selector }, false).await,
         Command::Resume { selector, json } => commands::control(&load()?, Request::Resume { selector }, json).await,
         Command::Forget { selector } => commands::control(&load()?, Request::Forget { selector }, false).await,
-        Command::Dump { view, json, limit } => commands::dump(&load()?, &view, limit, json).await,
+        Command::Dump { view, format, json, limit } => {
+            let format = if json { dump::Format::Json } else { format };
+            commands::dump(&load()?, &view, limit, format).await
+        }
         Command::Query { sql, json } => query::query(&load()?, &sql, json),
         Command::Watch { selector, json } => watch::watch(&load()?, &selector, json).await,
         Command::Demo { seconds } => demo::demo(Duration::from_secs(seconds)).await,

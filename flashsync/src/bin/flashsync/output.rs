@@ -1,16 +1,7 @@
 //! Rendering for people (tables, summaries) and for programs (JSON).
 
-use flashsync::{Engine, JobRecord, Row, SyncSummary, Value};
+use flashsync::{JobRecord, Row, SyncSummary, Value};
 use serde_json::{json, Value as Json};
-
-/// A view's columns, their rows (up to `limit`) as JSON arrays.
-pub async fn dump(engine: &Engine, view: &str, limit: Option<usize>) -> Result<(Vec<String>, Vec<Json>), String> {
-    let schema = engine.schema(view).await.map_err(|e| e.to_string())?;
-    let rows = engine.scan(view, &Default::default(), limit.unwrap_or(usize::MAX)).await.map_err(|e| e.to_string())?;
-    let types: Vec<&str> = schema.columns.iter().map(|c| c.type_name.as_str()).collect();
-    let rows = rows.iter().map(|r| row_json(r, &types)).collect();
-    Ok((schema.columns.into_iter().map(|c| c.name).collect(), rows))
-}
 
 /// A value as JSON; `type_name` is its column's upstream type.
 pub fn value_json(v: &Value, type_name: &str) -> Json {
