@@ -33,6 +33,7 @@ mod output;
 mod pg;
 mod query;
 mod run;
+mod service;
 mod watch;
 
 use std::path::PathBuf;
@@ -205,7 +206,7 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let load = || Config::load(&cli.config).map_err(|e| CliError(e.to_string()));
     match cli.command {
-        Command::Run { resync_secs } => run::run(&load()?, Duration::from_secs(resync_secs.max(1))).await,
+        Command::Run { resync_secs } => run::run(&cli.config, Duration::from_secs(resync_secs.max(1))).await,
         Command::Status { selector, json } => commands::control(&load()?, Request::Status { selector }, json).await,
         Command::Sync { selector, force, json } => {
             commands::control(&load()?, Request::Sync { selector, force }, json).await

@@ -11,7 +11,17 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::Config;
 use crate::{admin, local, output, CliError};
 
-pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError> {
+pub async fn run(path: &std::path::Path, resync_every: Duration) -> Result<(), CliError> {
+    let loaded = Config::load(path).map_err(|e| CliError(e.to_string()))?;
+    // Signals first: SIGINT or SIGTERM at any moment from here on (during a
+    // long first copy too) stop cleanly, keeping what is durable.
+    let watch = |kind: SignalKind, name: &str| signal(kind).map_err(|e| CliError(format!("cannot watch {name}: {e}")));
+    let (mut int, mut term, mut hup) = (
+        watch(SignalKind::interrupt(), "SIGINT")?,
+        watch(SignalKind::terminate(), "SIGTERM")?,
+        watch(SignalKind::hangup(), "SIGHUP")?,
+    );
+    let config = &loaded;
     check_origins(config).await?;
     let metrics = match config.metrics_listen {
         Some(listen) => Some(crate::metrics::bind(listen).await?),
@@ -27,36 +37,40 @@ pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError
     tracing::info!(store = %config.store.display(), admin = %socket.display(), views = config.views.len(), "flashsync running");
     let progress = tokio::spawn(show_progress(engine.clone()));
 
-    // Signals are watched before the first sync: Ctrl-C, SIGTERM or SIGHUP
-    // (the terminal went away) during a long first copy stop cleanly too,
-    // rather than killing the process with the store half-written and the
-    // admin socket left behind.
-    let watch = |kind: SignalKind, name: &str| signal(kind).map_err(|e| CliError(format!("cannot watch {name}: {e}")));
-    let (mut int, mut term, mut hup) = (
-        watch(SignalKind::interrupt(), "SIGINT")?,
-        watch(SignalKind::terminate(), "SIGTERM")?,
-        watch(SignalKind::hangup(), "SIGHUP")?,
-    );
+    // A SIGHUP during the first sync is kept for after it: the reload
+    // syncs anyway.
+    let mut reload_pending = false;
     let first = engine.sync("*");
     tokio::pin!(first);
-    let stopped = tokio::select! {
-        summary = &mut first => {
-            let summary = summary.map_err(|e| CliError(e.to_string()))?;
-            eprint!("{}", output::summary_text(&summary, true));
-            false
+    let stopped = loop {
+        tokio::select! {
+            summary = &mut first => {
+                let summary = summary.map_err(|e| CliError(e.to_string()))?;
+                eprint!("{}", output::summary_text(&summary, true));
+                break false;
+            }
+            _ = int.recv() => break true,
+            _ = term.recv() => break true,
+            _ = hup.recv() => reload_pending = true,
         }
-        _ = int.recv() => true,
-        _ = term.recv() => true,
-        _ = hup.recv() => true,
     };
     if !stopped {
+        crate::service::notify("READY=1");
+        let mut config = loaded;
+        if reload_pending {
+            config = crate::service::reload(&engine, config, path).await;
+        }
         let mut tick = tokio::time::interval(resync_every);
         tick.tick().await;
         loop {
             tokio::select! {
                 _ = int.recv() => break,
                 _ = term.recv() => break,
-                _ = hup.recv() => break,
+                _ = hup.recv() => {
+                    crate::service::notify("RELOADING=1");
+                    config = crate::service::reload(&engine, config, path).await;
+                    crate::service::notify("READY=1");
+                }
                 _ = tick.tick() => {
                     // sync() is idempotent: a periodic call is the safety net for
                     // anything that went quiet (it also retries failed views whose
@@ -68,6 +82,7 @@ pub async fn run(config: &Config, resync_every: Duration) -> Result<(), CliError
             }
         }
     }
+    crate::service::notify("STOPPING=1");
     eprintln!("shutting down...");
     progress.abort();
     engine.shutdown().await.map_err(|e| CliError(e.to_string()))?;
