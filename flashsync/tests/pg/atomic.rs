@@ -12,6 +12,8 @@ const ACCOUNTS: i64 = 500;
 const TOTAL: i64 = ACCOUNTS * 100;
 const FIXED: i64 = 250;
 
+on_every_store!(readers_never_see_half_a_transaction,);
+
 fn invariant(rows: &[Row]) -> (usize, i64) {
     let total = rows
         .iter()
@@ -23,8 +25,7 @@ fn invariant(rows: &[Row]) -> (usize, i64) {
     (rows.len(), total)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readers_never_see_half_a_transaction() {
+async fn readers_never_see_half_a_transaction(kind: StoreKind) {
     let Some(db) = testkit::test_db("atomic").await else { return };
     let c = db.client().await;
     c.batch_execute(&format!(
@@ -35,7 +36,7 @@ async fn readers_never_see_half_a_transaction() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     engine.define(view("public", "money_live", Persistence::Realtime, "public", "money")).await.unwrap();
     engine.define(view("public", "money_copy", Persistence::Materialized, "public", "money")).await.unwrap();
 

@@ -24,7 +24,7 @@ async fn setup(db: &TestDb, dir: &std::path::Path) -> (tokio_postgres::Client, E
     .await
     .unwrap();
     let probe = Probe::new(source_config(db));
-    let engine = open_engine_with(dir, probe.source(), small_batches()).await;
+    let engine = open_engine_with(StoreKind::Fjall, dir, probe.source(), small_batches()).await;
     engine.define(view("public", "big_live", Persistence::Realtime, "public", "big")).await.unwrap();
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
     (c, engine, probe)
@@ -131,7 +131,7 @@ async fn engine_stopped_in_the_middle_of_a_large_transaction() {
     let before = interrupt_mid_transaction(&c, &engine, &probe, 0, stop).await;
     drop(engine);
     let probe = Probe::new(source_config(&db));
-    let e = open_engine_with(dir.path(), probe.source(), small_batches()).await;
+    let e = open_engine_with(StoreKind::Fjall, dir.path(), probe.source(), small_batches()).await;
     // What the store kept: half of the transaction, in a copy marked as not
     // to be trusted.
     let kept = e.count("public.big_live").await.unwrap();

@@ -12,9 +12,15 @@ use flashsync_source_pg::testkit::{self, ClusterOptions, TestDb};
 
 const LIVE: [(&str, &str); 2] = [("public.acct_live", "acct"), ("public.bag_live", "bag")];
 
-async fn start_views(db: &TestDb, dir: &std::path::Path) -> (Engine, Arc<Probe>) {
+on_every_store!(
+    slot_dropped_while_the_engine_is_down,
+    slot_invalidated_while_the_engine_is_down,
+    slot_invalidated_under_a_stuck_engine,
+);
+
+async fn start_views(kind: StoreKind, db: &TestDb, dir: &std::path::Path) -> (Engine, Arc<Probe>) {
     let probe = Probe::new(source_config(db));
-    let engine = open_engine(dir, probe.source()).await;
+    let engine = open_engine(kind, dir, probe.source()).await;
     engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
     engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
     let summary = engine.sync("*").await.unwrap();
@@ -48,7 +54,7 @@ async fn walsender_killed_mid_stream() {
     let writers = Writers::default();
     start_load(&writers, &db, 21);
     let dir = tempfile::tempdir().unwrap();
-    let (engine, probe) = start_views(&db, dir.path()).await;
+    let (engine, probe) = start_views(StoreKind::Fjall, &db, dir.path()).await;
     let events = Events::collect(&engine);
     let snapshots = probe.snapshot_count();
     let slot = feed_name(&db);
@@ -95,7 +101,7 @@ async fn postgres_restarted_mid_stream() {
     let writers = Writers::default();
     start_load(&writers, &db, 31);
     let dir = tempfile::tempdir().unwrap();
-    let (engine, probe) = start_views(&db, dir.path()).await;
+    let (engine, probe) = start_views(StoreKind::Fjall, &db, dir.path()).await;
     let events = Events::collect(&engine);
     let snapshots = probe.snapshot_count();
     let slot = feed_name(&db);
@@ -125,10 +131,15 @@ async fn postgres_restarted_mid_stream() {
 /// Reopens the engine on `dir` with snapshots held at a gate, syncs, and
 /// checks that while the views re-bootstrap their status says why
 /// (`expect` in `last_error`); then lets the snapshots through.
-async fn reopen_and_rebootstrap(db: &TestDb, dir: &std::path::Path, expect: &str) -> (Engine, Arc<Probe>, Events) {
+async fn reopen_and_rebootstrap(
+    kind: StoreKind,
+    db: &TestDb,
+    dir: &std::path::Path,
+    expect: &str,
+) -> (Engine, Arc<Probe>, Events) {
     let probe = Probe::new(source_config(db));
     let gate = probe.close_gate();
-    let engine = open_engine(dir, probe.source()).await;
+    let engine = open_engine(kind, dir, probe.source()).await;
     let events = Events::collect(&engine);
     let sync = {
         let e = engine.clone();
@@ -159,15 +170,14 @@ async fn reopen_and_rebootstrap(db: &TestDb, dir: &std::path::Path, expect: &str
 
 /// The slot is dropped while the engine is down: the reopened engine notices
 /// (the slot had to be created), re-bootstraps its views and says why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slot_dropped_while_the_engine_is_down() {
+async fn slot_dropped_while_the_engine_is_down(kind: StoreKind) {
     let Some(db) = testkit::test_db("faults_slot_dropped").await else { return };
     let c = db.client().await;
     create_load_tables(&c, 5_000).await;
     let writers = Writers::default();
     start_load(&writers, &db, 41);
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _probe) = start_views(&db, dir.path()).await;
+    let (engine, _probe) = start_views(kind, &db, dir.path()).await;
     writers.wait_commits(300).await;
     engine.shutdown().await.unwrap();
     drop(engine);
@@ -176,9 +186,13 @@ async fn slot_dropped_while_the_engine_is_down() {
     c.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
     writers.wait_commits(300).await;
 
-    let (engine, probe, _events) =
-        reopen_and_rebootstrap(&db, dir.path(), &format!("replication slot {slot} did not exist and was created"))
-            .await;
+    let (engine, probe, _events) = reopen_and_rebootstrap(
+        kind,
+        &db,
+        dir.path(),
+        &format!("replication slot {slot} did not exist and was created"),
+    )
+    .await;
     assert!(matches!(probe.starts()[0], FeedStart::Created { .. }), "{:?}", probe.starts());
     writers.wait_commits(300).await;
     writers.stop().await;
@@ -190,8 +204,7 @@ async fn slot_dropped_while_the_engine_is_down() {
 /// The slot is invalidated (`max_slot_wal_keep_size` exceeded, WAL removed
 /// by a checkpoint) while the engine is down: the source re-creates it and
 /// says so, the views re-bootstrap, and converge.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slot_invalidated_while_the_engine_is_down() {
+async fn slot_invalidated_while_the_engine_is_down(kind: StoreKind) {
     let options = ClusterOptions::default().set("max_slot_wal_keep_size", "1MB");
     let Some(cluster) = testkit::dedicated("faults_slot_lost", options) else { return };
     let db = cluster.create_db("slot_lost").await.unwrap();
@@ -200,7 +213,7 @@ async fn slot_invalidated_while_the_engine_is_down() {
     let writers = Writers::default();
     start_load(&writers, &db, 51);
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _probe) = start_views(&db, dir.path()).await;
+    let (engine, _probe) = start_views(kind, &db, dir.path()).await;
     writers.wait_commits(300).await;
     engine.shutdown().await.unwrap();
     drop(engine);
@@ -208,7 +221,8 @@ async fn slot_invalidated_while_the_engine_is_down() {
     invalidate_slot(&c, &slot).await;
     writers.wait_commits(300).await;
 
-    let (engine, probe, _events) = reopen_and_rebootstrap(&db, dir.path(), "was invalidated (wal_status = lost)").await;
+    let (engine, probe, _events) =
+        reopen_and_rebootstrap(kind, &db, dir.path(), "was invalidated (wal_status = lost)").await;
     assert!(matches!(probe.starts()[0], FeedStart::Recreated { .. }), "{:?}", probe.starts());
     writers.wait_commits(300).await;
     writers.stop().await;
@@ -230,7 +244,7 @@ async fn walsender_killed_while_views_bootstrap() {
     start_load(&writers, &db, 61);
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), probe.source()).await;
     engine.define(view("public", "warm", Persistence::Realtime, "public", "warm")).await.unwrap();
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
     let events = Events::collect(&engine);
@@ -279,7 +293,7 @@ async fn postgres_crashed_mid_stream() {
     let writers = Writers::default();
     start_load(&writers, &db, 101);
     let dir = tempfile::tempdir().unwrap();
-    let (engine, probe) = start_views(&db, dir.path()).await;
+    let (engine, probe) = start_views(StoreKind::Fjall, &db, dir.path()).await;
     let snapshots = probe.snapshot_count();
     let slot = feed_name(&db);
     for round in 0..2 {
@@ -310,8 +324,7 @@ async fn postgres_crashed_mid_stream() {
 /// the slot falls behind by more than `max_slot_wal_keep_size`: a checkpoint
 /// invalidates it under the running engine. Once unstuck, the engine finds
 /// the slot lost, re-bootstraps its views, says why, and converges.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slot_invalidated_under_a_stuck_engine() {
+async fn slot_invalidated_under_a_stuck_engine(kind: StoreKind) {
     let options = ClusterOptions::default().set("max_slot_wal_keep_size", "1MB");
     let Some(cluster) = testkit::dedicated("faults_slot_lost_live", options) else { return };
     let db = cluster.create_db("slot_lost_live").await.unwrap();
@@ -320,7 +333,7 @@ async fn slot_invalidated_under_a_stuck_engine() {
     let writers = Writers::default();
     start_load(&writers, &db, 111);
     let dir = tempfile::tempdir().unwrap();
-    let (engine, probe) = start_views(&db, dir.path()).await;
+    let (engine, probe) = start_views(kind, &db, dir.path()).await;
     let events = Events::collect(&engine);
     writers.wait_commits(300).await;
     probe.pause_feed(true);

@@ -9,21 +9,22 @@ use crate::common::*;
 use flashsync::{JobState, Persistence};
 use flashsync_source_pg::testkit;
 
+on_every_store!(bootstrap_under_load_loses_and_doubles_nothing, views_started_at_different_moments_share_one_slot,);
+
 /// Two realtime views (a keyed table and a keyless `REPLICA IDENTITY FULL`
 /// one) bootstrap while writers commit thousands of transactions, some held
 /// open across the snapshot. One transaction began (and wrote elsewhere)
 /// before the tables entered the publication, writes to them after, and
 /// commits only after the snapshot: it is in the snapshot's `xip` and must
 /// come through the stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_under_load_loses_and_doubles_nothing() {
+async fn bootstrap_under_load_loses_and_doubles_nothing(kind: StoreKind) {
     let Some(db) = testkit::test_db("handoff_load").await else { return };
     let c = db.client().await;
     create_load_tables(&c, 10_000).await;
     c.batch_execute("CREATE TABLE warm (id int PRIMARY KEY)").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     // The feed is up first: creating a slot waits for every transaction
     // with an xid, the holder's included.
     engine.define(view("public", "warm", Persistence::Realtime, "public", "warm")).await.unwrap();
@@ -115,8 +116,7 @@ async fn bootstrap_under_load_loses_and_doubles_nothing() {
 
 /// Several views of one origin, defined and synced one after another while
 /// writers run: each bootstraps into a live feed; still one slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn views_started_at_different_moments_share_one_slot() {
+async fn views_started_at_different_moments_share_one_slot(kind: StoreKind) {
     let Some(db) = testkit::test_db("handoff_staggered").await else { return };
     let c = db.client().await;
     create_load_tables(&c, 8_000).await;
@@ -126,7 +126,7 @@ async fn views_started_at_different_moments_share_one_slot() {
 
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     let views = [
         ("acct_a", Persistence::Realtime, "acct"),
         ("bag_a", Persistence::Realtime, "bag"),

@@ -11,18 +11,23 @@ use flashsync::{Engine, Persistence};
 use flashsync_core::OriginId;
 use flashsync_source_pg::testkit::{self, TestDb};
 use flashsync_source_pg::PgSourceConfig;
-use flashsync_store_fjall::FjallStore;
 
 /// A source for the store in `dir` (its id names the slot), test pacing.
-fn store_source(db: &TestDb, store: &FjallStore) -> PgSourceConfig {
+fn store_source(db: &TestDb, store: &TestStore) -> PgSourceConfig {
     let origin = OriginId::new(ORIGIN).unwrap();
     PgSourceConfig::for_store(&origin, db.conninfo.clone(), store.store_id())
         .with_status_interval(Duration::from_millis(200))
         .with_relation_check_interval(Duration::from_millis(200))
 }
 
-async fn engine_on(store: FjallStore, probe: &Arc<Probe>) -> Engine {
-    Engine::builder().store(store).shared_origin(ORIGIN, probe.source()).config(fast_config()).open().await.unwrap()
+async fn engine_on(store: TestStore, probe: &Arc<Probe>) -> Engine {
+    Engine::builder()
+        .shared_store(store.shared())
+        .shared_origin(ORIGIN, probe.source())
+        .config(fast_config())
+        .open()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +41,9 @@ async fn two_stores_on_one_database_each_keep_their_own_slot() {
     .await
     .unwrap();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (store_a, store_b) = (open_store(dir_a.path()).await, open_store(dir_b.path()).await);
+    // One store of each kind: both name their slot after their own id.
+    let (store_a, store_b) =
+        (open_store(StoreKind::Fjall, dir_a.path()).await, open_store(StoreKind::Sqlite, dir_b.path()).await);
     let (config_a, config_b) = (store_source(&db, &store_a), store_source(&db, &store_b));
     assert_ne!(config_a.slot_name, config_b.slot_name, "one origin id, two stores: two slots");
     let (probe_a, probe_b) = (Probe::new(config_a.clone()), Probe::new(config_b.clone()));
@@ -75,7 +82,7 @@ async fn two_stores_on_one_database_each_keep_their_own_slot() {
     // A third store told to use the first one's slot and publication by
     // name is refused, naming the store that owns them.
     let dir_c = tempfile::tempdir().unwrap();
-    let store_c = open_store(dir_c.path()).await;
+    let store_c = open_store(StoreKind::Fjall, dir_c.path()).await;
     let mut config_c = store_source(&db, &store_c).with_feed_name(config_a.slot_name.clone());
     config_c.owner = store_c.store_id().map(str::to_owned);
     let probe_c = Probe::new(config_c);

@@ -5,6 +5,8 @@ use crate::common::*;
 use flashsync::{JobState, Persistence};
 use flashsync_source_pg::testkit;
 
+on_every_store!(restart_in_the_middle_of_a_bootstrap,);
+
 /// Columns added to and dropped from mirrored tables while writers run: the
 /// affected views copy again with the new shape and converge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +18,7 @@ async fn upstream_ddl_under_load() {
     start_load(&writers, &db, 71);
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), probe.source()).await;
     let events = Events::collect(&engine);
     engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
     engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
@@ -75,7 +77,7 @@ async fn stop_and_resume_under_load() {
     start_load(&writers, &db, 81);
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), probe.source()).await;
     engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
     engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 2);
@@ -112,8 +114,7 @@ async fn stop_and_resume_under_load() {
 
 /// The engine shuts down while realtime views are copying; the reopened
 /// engine copies them again and converges.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_in_the_middle_of_a_bootstrap() {
+async fn restart_in_the_middle_of_a_bootstrap(kind: StoreKind) {
     let Some(db) = testkit::test_db("life_boot_restart").await else { return };
     let c = db.client().await;
     create_load_tables(&c, 5_000).await;
@@ -122,7 +123,7 @@ async fn restart_in_the_middle_of_a_bootstrap() {
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
     let gate = probe.close_gate();
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
     engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
     let sync = {
@@ -143,7 +144,7 @@ async fn restart_in_the_middle_of_a_bootstrap() {
     writers.wait_commits(300).await;
 
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     for st in engine.status("*").await.unwrap() {
         assert_ne!(st.state, JobState::Running, "{st:?}");
     }
@@ -170,7 +171,7 @@ async fn dropped_upstream_table_fails_that_job_only() {
     create_load_tables(&c, 2_000).await;
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), probe.source()).await;
     let events = Events::collect(&engine);
     engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
     engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
@@ -218,7 +219,7 @@ async fn overlapping_syncs_coalesce_and_keep_force() {
     create_load_tables(&c, 2_000).await;
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), probe.source()).await;
     engine.define(view("public", "acct_copy", Persistence::Materialized, "public", "acct")).await.unwrap();
     assert_eq!(engine.sync("*").await.unwrap().materialized.len(), 1);
     let gate = probe.close_gate();

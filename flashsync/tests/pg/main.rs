@@ -10,6 +10,7 @@ mod common;
 
 mod atomic;
 mod bigtxn;
+mod changes;
 mod faults;
 mod handoff;
 mod instances;

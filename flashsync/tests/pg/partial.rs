@@ -6,56 +6,23 @@ use crate::common::*;
 use flashsync::{JobState, Persistence};
 use flashsync_source_pg::testkit;
 
-const T_SETUP: &str = "CREATE TABLE t (
-        id bigint PRIMARY KEY,
-        tenant int NOT NULL,
-        status text,
-        score numeric,
-        title text
-    );
-    INSERT INTO t SELECT g, g % 5, CASE WHEN g % 7 = 0 THEN 'archived' ELSE 'open' END,
-        (g * 37) % 100, 'title ' || g
-    FROM generate_series(1, 3000) g;";
-
-/// One writer transaction: updates that move rows in and out of every view
-/// (tenant, status, score), key changes, deletes and inserts.
-fn move_txn(rng: &mut Rng) -> (Txn, u64) {
-    let mut txn: Txn = Vec::new();
-    for _ in 0..1 + rng.below(4) {
-        let id = 1 + rng.below(3000) as i64;
-        let v = rng.below(100) as i64;
-        // Parameters are bigint: say so, or Postgres infers int4 or text.
-        let stmt = match rng.below(10) {
-            0..=2 => "UPDATE t SET tenant = ($2::bigint % 5)::int WHERE id = $1::bigint",
-            3 | 4 => {
-                "UPDATE t SET status = CASE $2::bigint % 3 WHEN 0 THEN 'archived' WHEN 1 THEN 'open' ELSE NULL END \
-                 WHERE id = $1::bigint"
-            }
-            5 | 6 => "UPDATE t SET score = $2::bigint, title = 'moved ' || $2::bigint WHERE id = $1::bigint",
-            7 => "UPDATE t SET id = id + 100000 WHERE id = $1::bigint AND $2::bigint >= 0",
-            8 => "DELETE FROM t WHERE id = $1::bigint AND $2::bigint >= 0",
-            _ => {
-                "INSERT INTO t VALUES ($1::bigint, ($2::bigint % 5)::int, 'open', $2::bigint, 'ins') \
-                 ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, score = excluded.score"
-            }
-        };
-        txn.push((stmt.to_owned(), vec![id, v]));
-    }
-    (txn, 0)
-}
+on_every_store!(
+    filtered_views_follow_rows_moving_in_and_out,
+    move_in_with_an_unchanged_toast_value_stores_the_real_value,
+    full_replica_identity_completes_toasted_move_ins_without_a_copy,
+);
 
 /// Three filtered views of one table (one with a column list) bootstrap
 /// while writers move rows in and out of them, and keep following; once the
 /// writers stop, each equals `SELECT <columns> FROM t WHERE <filter>`. All
 /// of it through one slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filtered_views_follow_rows_moving_in_and_out() {
+async fn filtered_views_follow_rows_moving_in_and_out(kind: StoreKind) {
     let Some(db) = testkit::test_db("partial_moves").await else { return };
     let c = db.client().await;
     c.batch_execute(T_SETUP).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     let views: [(&str, &str, Option<&[&str]>); 3] = [
         ("tenant_one", "tenant = 1", None),
         ("open_high", "status <> 'archived' AND score >= 50", Some(&["score", "id", "status"])),
@@ -114,14 +81,13 @@ async fn toasted_table(c: &tokio_postgres::Client, replica_identity: &str) {
 /// that keeps that column: pgoutput sends the value as "unchanged", the row
 /// is not local, and nothing may be guessed. The view ends exact, with the
 /// real value.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn move_in_with_an_unchanged_toast_value_stores_the_real_value() {
+async fn move_in_with_an_unchanged_toast_value_stores_the_real_value(kind: StoreKind) {
     let Some(db) = testkit::test_db("partial_toast").await else { return };
     let c = db.client().await;
     toasted_table(&c, "DEFAULT").await;
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     let filter = "tenant = 1";
     engine
         .define(view("app", "p_one", Persistence::Realtime, "public", "p").with_filter(filter).unwrap())
@@ -160,14 +126,13 @@ async fn move_in_with_an_unchanged_toast_value_stores_the_real_value() {
 /// Under `REPLICA IDENTITY FULL` every update carries the whole old row,
 /// TOASTed values included: a move-in whose body did not change takes it
 /// from there, and no view is copied again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_replica_identity_completes_toasted_move_ins_without_a_copy() {
+async fn full_replica_identity_completes_toasted_move_ins_without_a_copy(kind: StoreKind) {
     let Some(db) = testkit::test_db("partial_toast_full").await else { return };
     let c = db.client().await;
     toasted_table(&c, "FULL").await;
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     let filter = "tenant = 1";
     engine
         .define(view("app", "p_one", Persistence::Realtime, "public", "p").with_filter(filter).unwrap())
@@ -218,7 +183,7 @@ async fn hostile_filters_are_refused_or_run_safely() {
         assert!(e.is_err(), "{hostile:?} was accepted");
     }
     let dir = tempfile::tempdir().unwrap();
-    let engine = open_engine(dir.path(), Probe::new(source_config(&db)).source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), Probe::new(source_config(&db)).source()).await;
     let filters = [
         ("quotes", r#""Grüße ""x""" = 'hallo' AND note <> 'it''s; DROP TABLE h; --'"#),
         ("backslash", r"note = 'back\slash'"),
@@ -251,7 +216,7 @@ async fn definitions_that_do_not_fit_fail_naming_the_column() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let engine = open_engine(dir.path(), Probe::new(source_config(&db)).source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), Probe::new(source_config(&db)).source()).await;
     let m = |name: &str| view("app", name, Persistence::Realtime, "public", "m");
     engine.define(m("no_key").with_columns(["name"]).unwrap()).await.unwrap();
     engine.define(m("no_col").with_columns(["id", "nope"]).unwrap()).await.unwrap();
@@ -278,7 +243,7 @@ async fn redefining_a_filter_recopies_the_view() {
     let c = db.client().await;
     c.batch_execute(T_SETUP).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let engine = open_engine(dir.path(), Probe::new(source_config(&db)).source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), Probe::new(source_config(&db)).source()).await;
     let v = |f: &str| view("app", "re", Persistence::Realtime, "public", "t").with_filter(f).unwrap();
     engine.define(v("tenant = 1")).await.unwrap();
     engine.sync("*").await.unwrap();

@@ -25,7 +25,7 @@ async fn a_wrong_password_is_not_retried_until_a_minute_passes_or_a_forced_sync(
     config.conn.password = Some(Secret::new("not-the-password"));
     let probe = Probe::new(config);
     let dir = tempfile::tempdir().unwrap();
-    let engine = open_engine_with(dir.path(), probe.clone(), Config::default()).await;
+    let engine = open_engine_with(StoreKind::Fjall, dir.path(), probe.clone(), Config::default()).await;
     engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
 
     let summary = engine.sync("*").await.unwrap();
@@ -57,7 +57,7 @@ async fn a_missing_table_waits_for_a_forced_sync_once_it_exists() {
     let Some(db) = testkit::test_db("perm_missing").await else { return };
     let probe = Probe::new(source_config(&db));
     let dir = tempfile::tempdir().unwrap();
-    let engine = open_engine_with(dir.path(), probe.clone(), Config::default()).await;
+    let engine = open_engine_with(StoreKind::Fjall, dir.path(), probe.clone(), Config::default()).await;
     engine.define(view("public", "later_live", Persistence::Realtime, "public", "later")).await.unwrap();
 
     let summary = engine.sync("*").await.unwrap();

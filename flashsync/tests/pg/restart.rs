@@ -1,14 +1,20 @@
-//! Restart: an engine stopped mid-stream and reopened on the same fjall store
-//! sees its views, jobs and states, and resumes realtime jobs from the stored
-//! LSN by replaying the slot — no new snapshot — while writers keep going.
+//! Restart: an engine stopped mid-stream and reopened on the same store (the
+//! same fjall directory, the same SQLite file) sees its views, jobs and
+//! states, and resumes realtime jobs from the stored LSN by replaying the
+//! slot — no new snapshot — while writers keep going.
 
 use crate::common::*;
 use flashsync::{JobState, Persistence};
 use flashsync_core::FeedStart;
 use flashsync_source_pg::testkit;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reopened_engine_catches_up_by_replay_without_a_snapshot() {
+on_every_store!(
+    reopened_engine_catches_up_by_replay_without_a_snapshot,
+    reopened_after_an_outage_resumes_without_a_snapshot,
+    restart_before_the_feed_reaches_a_new_snapshot,
+);
+
+async fn reopened_engine_catches_up_by_replay_without_a_snapshot(kind: StoreKind) {
     let Some(db) = testkit::test_db("restart_replay").await else { return };
     let c = db.client().await;
     create_load_tables(&c, 5_000).await;
@@ -17,7 +23,7 @@ async fn reopened_engine_catches_up_by_replay_without_a_snapshot() {
 
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
     engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
     engine.define(view("public", "acct_copy", Persistence::Materialized, "public", "acct")).await.unwrap();
@@ -36,10 +42,11 @@ async fn reopened_engine_catches_up_by_replay_without_a_snapshot() {
         let before = e.status("public.acct_live").await.unwrap()[0].last_seen_commit;
         e.shutdown().await.unwrap();
         drop(e);
+        assert!(kind.path(dir.path()).exists(), "round {round}: the store is not where the engine kept it");
         writers.wait_commits(400).await;
 
         let probe = Probe::new(source_config(&db));
-        let e = open_engine(dir.path(), probe.source()).await;
+        let e = open_engine(kind, dir.path(), probe.source()).await;
         // The reopened engine knows its views, jobs and states before any sync.
         let st = e.status("*").await.unwrap();
         let seen: Vec<_> = st.iter().map(|s| (s.name.clone(), s.relation_id)).collect();
@@ -92,8 +99,7 @@ async fn reopened_engine_catches_up_by_replay_without_a_snapshot() {
 /// and the application shuts the engine down. When both come back, the
 /// reopened engine resumes from its stored position: the local copies were
 /// current through it, so nothing is copied again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reopened_after_an_outage_resumes_without_a_snapshot() {
+async fn reopened_after_an_outage_resumes_without_a_snapshot(kind: StoreKind) {
     use flashsync_source_pg::testkit::ClusterOptions;
     let Some(mut cluster) = testkit::dedicated("restart_outage", ClusterOptions::default()) else { return };
     let db = cluster.create_db("outage").await.unwrap();
@@ -102,7 +108,7 @@ async fn reopened_after_an_outage_resumes_without_a_snapshot() {
     start_load(&writers, &db, 13);
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
     engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 2);
@@ -119,7 +125,7 @@ async fn reopened_after_an_outage_resumes_without_a_snapshot() {
     writers.wait_commits(300).await;
 
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     let summary = engine.sync_forced("*").await.unwrap();
     assert_eq!(summary.realtime.len(), 2, "{summary:?}");
     writers.wait_commits(300).await;
@@ -141,15 +147,14 @@ async fn reopened_after_an_outage_resumes_without_a_snapshot() {
 /// position; the engine stops before the feed catches up. The transactions
 /// between the stored position and the snapshot are in the copy: the
 /// reopened engine must not apply them again when it replays the slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_before_the_feed_reaches_a_new_snapshot() {
+async fn restart_before_the_feed_reaches_a_new_snapshot(kind: StoreKind) {
     let Some(db) = testkit::test_db("restart_lagging_feed").await else { return };
     let c = db.client().await;
     create_load_tables(&c, 1_000).await;
     c.batch_execute("CREATE TABLE warm (id int PRIMARY KEY)").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     engine.define(view("public", "warm", Persistence::Realtime, "public", "warm")).await.unwrap();
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
 
@@ -172,7 +177,7 @@ async fn restart_before_the_feed_reaches_a_new_snapshot() {
     drop(engine);
 
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(kind, dir.path(), probe.source()).await;
     let events = Events::collect(&engine);
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 3);
     c.batch_execute("INSERT INTO bag VALUES (503, 4); INSERT INTO acct VALUES (700002, 2, 'after');").await.unwrap();

@@ -51,7 +51,7 @@ async fn hand_off_restart_and_slot_loss_across_the_xid_epoch_boundary() {
     let writers = load(&db, 71);
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), probe.source()).await;
     engine.define(view("public", "bag_live", Persistence::Realtime, "public", "bag")).await.unwrap();
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
     let old = std::sync::Arc::new(db.client().await);
@@ -92,7 +92,7 @@ async fn hand_off_restart_and_slot_loss_across_the_xid_epoch_boundary() {
     let writers = load(&db, 72);
     writers.wait_commits(200).await;
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), probe.source()).await;
     assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 2);
     writers.wait_commits(200).await;
     writers.stop().await;
@@ -109,7 +109,7 @@ async fn hand_off_restart_and_slot_loss_across_the_xid_epoch_boundary() {
     invalidate_slot(&c, &slot).await;
     let writers = load(&db, 73);
     let probe = Probe::new(source_config(&db));
-    let engine = open_engine(dir.path(), probe.source()).await;
+    let engine = open_engine(StoreKind::Fjall, dir.path(), probe.source()).await;
     let summary = engine.sync("*").await.unwrap();
     assert_eq!(summary.realtime.len() + summary.failed.len(), 2, "{summary:?}");
     writers.wait_commits(300).await;

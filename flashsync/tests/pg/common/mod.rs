@@ -1,5 +1,6 @@
 //! Shared setup for the engine-level acceptance tests on a real Postgres
-//! (the modules of `tests/pg/`): engines over the fjall store and the Postgres source, a
+//! (the modules of `tests/pg/`): engines over a store (fjall or SQLite, see
+//! [`StoreKind`] and [`on_every_store!`]) and the Postgres source, a
 //! recording source wrapper, upstream/local comparison, writers.
 //!
 //! Every test gets its own database (or dedicated cluster) and its own
@@ -10,13 +11,15 @@
 #![allow(unused_imports)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flashsync::sqlite::SqliteStore;
 use flashsync::{Config, Engine, Event, EventKind, JobRecord, Persistence, Row, Value, ViewDef};
+use flashsync_core::Store;
 use flashsync_core::{
     FeedStart, Lsn, Millis, OriginId, RelationSchema, RowSink, SnapshotPoint, Source, SourceError, StoreErrorKind,
     StreamEvent, Subscription, UpstreamRelation,
@@ -24,7 +27,7 @@ use flashsync_core::{
 use flashsync_source_pg::ident::qualified;
 use flashsync_source_pg::testkit::TestDb;
 use flashsync_source_pg::{PgSource, PgSourceConfig};
-use flashsync_store_fjall::{FjallStore, Options};
+use flashsync_store_fjall::FjallStore;
 use tokio::sync::Semaphore;
 
 /// The origin every test uses.
@@ -55,28 +58,137 @@ pub fn feed_name(db: &TestDb) -> String {
     db.name.clone()
 }
 
-/// Opens the fjall store in `dir`, waiting while an engine that was just
-/// shut down still releases it.
-pub async fn open_store(dir: &Path) -> FjallStore {
-    wait_for("the store to be released by the previous engine", Duration::from_secs(30), move || async move {
-        match FjallStore::open(dir, Options::default()) {
-            Ok(s) => Some(s),
-            Err(e) if e.kind == StoreErrorKind::Locked => None,
-            Err(e) => panic!("opening the store: {e}"),
+/// The store an engine test runs on. Tests of the engine's guarantees run on
+/// every store (see [`on_every_store!`]); the rest on fjall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `flashsync_store_fjall::FjallStore`, a directory.
+    Fjall,
+    /// `flashsync::sqlite::SqliteStore`, one database file.
+    Sqlite,
+}
+
+impl StoreKind {
+    /// Where a store of this kind lives in the test's directory `dir`: the
+    /// directory itself for fjall, a file in it for SQLite. Reopening `dir`
+    /// reopens the same store.
+    pub fn path(self, dir: &Path) -> PathBuf {
+        match self {
+            StoreKind::Fjall => dir.to_owned(),
+            StoreKind::Sqlite => dir.join("mirror.db"),
+        }
+    }
+
+    /// `fjall` when on fjall, `sqlite` when on SQLite: a smaller workload for
+    /// a long test's SQLite run (each use says why).
+    pub fn pick<T>(self, fjall: T, sqlite: T) -> T {
+        match self {
+            StoreKind::Fjall => fjall,
+            StoreKind::Sqlite => sqlite,
+        }
+    }
+}
+
+/// An opened store of either kind.
+pub enum TestStore {
+    Fjall(FjallStore),
+    Sqlite(SqliteStore),
+}
+
+impl TestStore {
+    /// The store's identity (names its replication slot by default).
+    pub fn store_id(&self) -> Option<&str> {
+        match self {
+            TestStore::Fjall(s) => s.store_id(),
+            TestStore::Sqlite(s) => s.store_id(),
+        }
+    }
+
+    /// As a store for the engine builder.
+    pub fn shared(self) -> Arc<dyn Store> {
+        match self {
+            TestStore::Fjall(s) => Arc::new(s),
+            TestStore::Sqlite(s) => Arc::new(s),
+        }
+    }
+}
+
+/// Opens the `kind` store in `dir` (see [`StoreKind::path`]), waiting while
+/// an engine that was just shut down still releases it.
+pub async fn open_store(kind: StoreKind, dir: &Path) -> TestStore {
+    let path = kind.path(dir);
+    wait_for("the store to be released by the previous engine", Duration::from_secs(30), move || {
+        let path = path.clone();
+        async move {
+            // Opening blocks (SQLite may recover its log): off the runtime.
+            let opened = tokio::task::spawn_blocking(move || match kind {
+                StoreKind::Fjall => {
+                    FjallStore::open(&path, flashsync_store_fjall::Options::default()).map(TestStore::Fjall)
+                }
+                StoreKind::Sqlite => {
+                    SqliteStore::open(&path, flashsync::sqlite::Options::default()).map(TestStore::Sqlite)
+                }
+            })
+            .await
+            .unwrap();
+            match opened {
+                Ok(s) => Some(s),
+                Err(e) if e.kind == StoreErrorKind::Locked => None,
+                Err(e) => panic!("opening the {kind:?} store in {}: {e}", dir.display()),
+            }
         }
     })
     .await
 }
 
-/// An engine over the store in `dir` and `source` for [`ORIGIN`].
-pub async fn open_engine(dir: &Path, source: Arc<dyn Source>) -> Engine {
-    open_engine_with(dir, source, fast_config()).await
+/// An engine over the `kind` store in `dir` and `source` for [`ORIGIN`].
+pub async fn open_engine(kind: StoreKind, dir: &Path, source: Arc<dyn Source>) -> Engine {
+    open_engine_with(kind, dir, source, fast_config()).await
 }
 
 /// Like [`open_engine`], with machine settings.
-pub async fn open_engine_with(dir: &Path, source: Arc<dyn Source>, config: Config) -> Engine {
-    let store = open_store(dir).await;
-    Engine::builder().store(store).shared_origin(ORIGIN, source).config(config).seed(0x5eed).open().await.unwrap()
+pub async fn open_engine_with(kind: StoreKind, dir: &Path, source: Arc<dyn Source>, config: Config) -> Engine {
+    let store = open_store(kind, dir).await.shared();
+    Engine::builder()
+        .shared_store(store)
+        .shared_origin(ORIGIN, source)
+        .config(config)
+        .seed(0x5eed)
+        .open()
+        .await
+        .unwrap()
+}
+
+/// Defines, for each `async fn case(kind: StoreKind)` named, a module of
+/// the same name with one test per store: `case::fjall` and `case::sqlite`
+/// (filter on `::sqlite` to run every SQLite variant). Each prints how long
+/// it took (shown with `--show-output`, or when it fails).
+macro_rules! on_every_store {
+    ($($case:ident),+ $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fjall() {
+                $crate::common::run_case(stringify!($case), $crate::common::StoreKind::Fjall, super::$case).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::common::run_case(stringify!($case), $crate::common::StoreKind::Sqlite, super::$case).await
+            }
+        }
+    )+};
+}
+pub(crate) use on_every_store;
+
+/// Runs one store's variant of a test case and reports its time.
+pub async fn run_case<F: std::future::Future<Output = ()>>(
+    name: &str,
+    kind: StoreKind,
+    case: impl FnOnce(StoreKind) -> F,
+) {
+    let start = std::time::Instant::now();
+    case(kind).await;
+    eprintln!("{name} on {kind:?}: {:.1} s", start.elapsed().as_secs_f64());
 }
 
 /// A view of `ORIGIN`'s `schema.table`.

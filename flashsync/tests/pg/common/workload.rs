@@ -1,4 +1,4 @@
-//! A write-heavy workload.
+//! Write-heavy workloads.
 
 use super::*;
 
@@ -75,4 +75,45 @@ pub fn start_load(writers: &Writers, db: &TestDb, seed: u64) {
             (vec![acct_op(rng), bag_op(rng), acct_op(rng)], hold)
         });
     }
+}
+
+/// `t (id, tenant, status, score, title)`: 3000 rows, keyed, the table the
+/// partial-view tests filter.
+pub const T_SETUP: &str = "CREATE TABLE t (
+        id bigint PRIMARY KEY,
+        tenant int NOT NULL,
+        status text,
+        score numeric,
+        title text
+    );
+    INSERT INTO t SELECT g, g % 5, CASE WHEN g % 7 = 0 THEN 'archived' ELSE 'open' END,
+        (g * 37) % 100, 'title ' || g
+    FROM generate_series(1, 3000) g;";
+
+/// One writer transaction on [`T_SETUP`]'s `t`: updates that move rows in
+/// and out of filtered views (tenant, status, score), key changes, deletes
+/// and inserts.
+pub fn move_txn(rng: &mut Rng) -> (Txn, u64) {
+    let mut txn: Txn = Vec::new();
+    for _ in 0..1 + rng.below(4) {
+        let id = 1 + rng.below(3000) as i64;
+        let v = rng.below(100) as i64;
+        // Parameters are bigint: say so, or Postgres infers int4 or text.
+        let stmt = match rng.below(10) {
+            0..=2 => "UPDATE t SET tenant = ($2::bigint % 5)::int WHERE id = $1::bigint",
+            3 | 4 => {
+                "UPDATE t SET status = CASE $2::bigint % 3 WHEN 0 THEN 'archived' WHEN 1 THEN 'open' ELSE NULL END \
+                 WHERE id = $1::bigint"
+            }
+            5 | 6 => "UPDATE t SET score = $2::bigint, title = 'moved ' || $2::bigint WHERE id = $1::bigint",
+            7 => "UPDATE t SET id = id + 100000 WHERE id = $1::bigint AND $2::bigint >= 0",
+            8 => "DELETE FROM t WHERE id = $1::bigint AND $2::bigint >= 0",
+            _ => {
+                "INSERT INTO t VALUES ($1::bigint, ($2::bigint % 5)::int, 'open', $2::bigint, 'ins') \
+                 ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, score = excluded.score"
+            }
+        };
+        txn.push((stmt.to_owned(), vec![id, v]));
+    }
+    (txn, 0)
 }
