@@ -3,16 +3,16 @@
 //! resident memory stays bounded: the machine applies such a transaction in
 //! partial batches, and the feed pauses while the store catches up.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashsync::{Persistence, ViewDef};
 use serde_json::{json, Value as Json};
 
-use super::common::{self, err, pg_err};
+use super::common::{self, err, pg_err, BenchStore};
 use crate::{pg, CliError};
 
-pub async fn run(rows: u64, url: Option<&str>) -> Result<Json, CliError> {
+/// Runs the big-transaction bench into `kind` and returns its JSON report.
+pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json, CliError> {
     let server = pg::start(url, pg::default_options(), "bench_bigtxn").await?;
     let conn = server.db.conninfo.clone();
     let client = server.db.client().await;
@@ -21,7 +21,7 @@ pub async fn run(rows: u64, url: Option<&str>) -> Result<Json, CliError> {
         .await
         .map_err(pg_err)?;
     let dir = tempfile::Builder::new().prefix("flashsync-bench-").tempdir().map_err(err)?;
-    let store: Arc<dyn flashsync_core::Store> = Arc::new(common::fjall(dir.path())?);
+    let store = kind.open(dir.path())?;
     let engine = common::engine_with(&conn, store, Duration::from_millis(100)).await?;
     let def = ViewDef::new("public", "big_live", Persistence::Realtime, common::ORIGIN, "public", "bench_big")
         .map_err(err)?;
@@ -52,11 +52,13 @@ pub async fn run(rows: u64, url: Option<&str>) -> Result<Json, CliError> {
     let peak = crate::output::peak_rss_bytes().unwrap_or(0);
     let mib = |b: u64| (b as f64 / 1048576.0 * 10.0).round() / 10.0;
     eprintln!(
-        "a {rows}-row transaction (committed in {committed:.2?}) mirrored {total:.2?} after it began; peak RSS {} MiB (target < 256 MiB)",
+        "a {rows}-row transaction (committed in {committed:.2?}) mirrored into {} {total:.2?} after it began; peak RSS {} MiB (target < 256 MiB)",
+        kind.name(),
         mib(peak)
     );
     Ok(json!({
         "bench": "bigtxn",
+        "store": kind.name(),
         "rows": rows,
         "commit_secs": committed.as_secs_f64(),
         "mirrored_secs": total.as_secs_f64(),

@@ -1,12 +1,13 @@
-//! Shared pieces of the benchmarks: engines over fjall in a temp dir, the
-//! feed names, `pg_recvlogical`.
+//! Shared pieces of the benchmarks: engines over a store (fjall or SQLite)
+//! in a temp dir, the feed names, `pg_recvlogical`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flashsync::fjall::{FjallStore, Options};
+use flashsync::fjall::{FjallStore, Options as FjallOptions};
 use flashsync::postgres::{ConnInfo, PgSource, PgSourceConfig};
+use flashsync::sqlite::{Options as SqliteOptions, SqliteStore};
 use flashsync::{Engine, JobState, Lsn};
 use flashsync_core::{OriginId, Store};
 
@@ -26,8 +27,8 @@ pub fn source_config(conn: &ConnInfo) -> Result<PgSourceConfig, CliError> {
     Ok(PgSourceConfig::new(&OriginId::new(ORIGIN).map_err(err)?, conn.clone()))
 }
 
-/// An engine over a fjall store at `dir` and the bench origin, with `store`
-/// optionally wrapped (for instrumentation).
+/// An engine over `store` (see [`BenchStore::open`], optionally wrapped for
+/// instrumentation) and the bench origin.
 pub async fn engine_with(
     conn: &ConnInfo,
     store: Arc<dyn Store>,
@@ -43,8 +44,41 @@ pub async fn engine_with(
         .map_err(err)
 }
 
-pub fn fjall(dir: &Path) -> Result<FjallStore, CliError> {
-    FjallStore::open(dir, Options::default()).map_err(err)
+/// Which store a benchmark measures (`--store`). Both are opened with their
+/// default options, as `flashsync run` opens them, so the figures are what a
+/// user of either store gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchStore {
+    /// The fjall store (a directory).
+    #[default]
+    Fjall,
+    /// The SQLite store (one database file, `bench.db`, in the directory).
+    Sqlite,
+}
+
+impl BenchStore {
+    /// The name printed in summaries and reports (the `--store` value).
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchStore::Fjall => "fjall",
+            BenchStore::Sqlite => "sqlite",
+        }
+    }
+
+    /// Opens (or reopens: the stream bench opens twice) this store in `dir`,
+    /// a temp dir the caller owns.
+    ///
+    /// SQLite's open blocks (it may recover the log); it runs inline, as
+    /// fjall's does, so both stores pay their open the same way wherever a
+    /// bench times it.
+    pub fn open(self, dir: &Path) -> Result<Arc<dyn Store>, CliError> {
+        Ok(match self {
+            BenchStore::Fjall => Arc::new(FjallStore::open(dir, FjallOptions::default()).map_err(err)?),
+            BenchStore::Sqlite => {
+                Arc::new(SqliteStore::open(dir.join("bench.db"), SqliteOptions::default()).map_err(err)?)
+            }
+        })
+    }
 }
 
 /// A libpq keyword string for command-line tools (password included: it

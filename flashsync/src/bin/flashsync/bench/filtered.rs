@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use flashsync::{Persistence, ViewDef};
 use serde_json::{json, Value as Json};
 
-use super::common::{self, err, pg_err};
+use super::common::{self, err, pg_err, BenchStore};
 use super::fanout::cpu_ticks;
 use crate::{pg, CliError};
 
@@ -63,10 +63,11 @@ struct Setup {
     txns: u64,
     on: FilterOn,
     identity: Identity,
+    store: BenchStore,
 }
 
 async fn measure(server: &pg::Server, setup: &Setup, views: usize, round: usize) -> Result<Replay, CliError> {
-    let Setup { txns, on, identity, .. } = *setup;
+    let Setup { txns, on, identity, store } = *setup;
     let filtered = views > 1;
     let db = server
         ._cluster
@@ -97,7 +98,7 @@ async fn measure(server: &pg::Server, setup: &Setup, views: usize, round: usize)
         .map_err(pg_err)?;
     let dir = tempfile::Builder::new().prefix("flashsync-bench-").tempdir().map_err(err)?;
     let open = || async {
-        let store = std::sync::Arc::new(common::fjall(dir.path())?);
+        let store = store.open(dir.path())?;
         common::engine_with(&db.conninfo, store, Duration::from_millis(100)).await
     };
     let engine = open().await?;
@@ -186,9 +187,16 @@ async fn measure(server: &pg::Server, setup: &Setup, views: usize, round: usize)
 /// Runs of each setup, alternated; the fastest counts.
 const ROUNDS: usize = 3;
 
-pub async fn run(views: usize, txns: u64, on: FilterOn, identity: Identity) -> Result<Json, CliError> {
+/// Runs the filtered-views bench on `store` and returns its JSON report.
+pub async fn run(
+    views: usize,
+    txns: u64,
+    on: FilterOn,
+    identity: Identity,
+    store: BenchStore,
+) -> Result<Json, CliError> {
     let views = views.max(2);
-    let setup = Setup { txns, on, identity };
+    let setup = Setup { txns, on, identity, store };
     let server = pg::start(None, pg::default_options(), "bench_filtered").await?;
     let fastest = |best: Option<Replay>, run: Replay| match best {
         Some(b) if b.apply_rate >= run.apply_rate => Some(b),
@@ -221,8 +229,9 @@ pub async fn run(views: usize, txns: u64, on: FilterOn, identity: Identity) -> R
         engine_ratio.map_or("n/a".into(), |r| format!("{r:.2}"))
     );
     eprintln!(
-        "replay: 1 view {:.0} txns/s, {views} filtered views {:.0} txns/s: ratio {ratio:.2} (target >= 0.9); \
+        "replay into {}: 1 view {:.0} txns/s, {views} filtered views {:.0} txns/s: ratio {ratio:.2} (target >= 0.9); \
          walsender CPU ticks {:?} vs {:?}: ratio {} (target <= 1.2)",
+        store.name(),
         rate(&one),
         rate(&many),
         one.cpu_ticks,
@@ -231,6 +240,7 @@ pub async fn run(views: usize, txns: u64, on: FilterOn, identity: Identity) -> R
     );
     Ok(super::with_rss(json!({
         "bench": "filtered",
+        "store": store.name(),
         "views": views,
         "filter_on": format!("{on:?}").to_lowercase(),
         "replica_identity": format!("{identity:?}").to_lowercase(),

@@ -17,7 +17,7 @@ use flashsync_core::{
 };
 use serde_json::{json, Value as Json};
 
-use super::common::{self, err, pg_err};
+use super::common::{self, err, pg_err, BenchStore};
 use crate::{pg, CliError};
 
 type Seen = Arc<Mutex<HashMap<i64, Instant>>>;
@@ -106,7 +106,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-pub async fn run(rate: u64, seconds: u64, persist_ms: u64, url: Option<&str>) -> Result<Json, CliError> {
+/// Runs the latency bench on `kind` and returns its JSON report.
+pub async fn run(
+    rate: u64,
+    seconds: u64,
+    persist_ms: u64,
+    kind: BenchStore,
+    url: Option<&str>,
+) -> Result<Json, CliError> {
     // Synchronous commit as Postgres ships it: with it off, the walsender only
     // sees WAL when the WAL writer flushes (every wal_writer_delay, 200 ms),
     // which would measure the server's configuration, not flashsync.
@@ -119,7 +126,7 @@ pub async fn run(rate: u64, seconds: u64, persist_ms: u64, url: Option<&str>) ->
         .map_err(pg_err)?;
     let dir = tempfile::Builder::new().prefix("flashsync-bench-").tempdir().map_err(err)?;
     let seen: Seen = Arc::default();
-    let store: Arc<dyn Store> = Arc::new(Timed { inner: Arc::new(common::fjall(dir.path())?), seen: seen.clone() });
+    let store: Arc<dyn Store> = Arc::new(Timed { inner: kind.open(dir.path())?, seen: seen.clone() });
     let engine = common::engine_with(&conn, store, Duration::from_millis(persist_ms)).await?;
     let def = ViewDef::new("public", "latency_live", Persistence::Realtime, common::ORIGIN, "public", "bench_latency")
         .map_err(err)?;
@@ -163,13 +170,15 @@ pub async fn run(rate: u64, seconds: u64, persist_ms: u64, url: Option<&str>) ->
     let (p50, p99, max) = (percentile(&lat, 0.50), percentile(&lat, 0.99), lat[lat.len() - 1]);
     let ms = |d: Duration| common::round3(d.as_secs_f64() * 1000.0);
     eprintln!(
-        "latency at {achieved:.0} commits/s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (target p99 <= 5 ms at 2000/s)",
+        "latency into {} at {achieved:.0} commits/s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (target p99 <= 5 ms at 2000/s)",
+        kind.name(),
         ms(p50),
         ms(p99),
         ms(max)
     );
     Ok(super::with_rss(json!({
         "bench": "latency",
+        "store": kind.name(),
         "commits": total,
         "target_rate": rate,
         "achieved_rate": achieved.round(),

@@ -15,14 +15,18 @@ use clap::Subcommand;
 use serde_json::Value as Json;
 
 use crate::CliError;
+use common::BenchStore;
 
 #[derive(Subcommand)]
 pub enum Which {
-    /// Materialize an N-row table (mixed types) into fjall vs draining
+    /// Materialize an N-row table (mixed types) into the store vs draining
     /// `COPY … TO STDOUT` of the same table in this process.
     Snapshot {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
+        /// The store to materialize into.
+        #[arg(long, value_enum, default_value_t)]
+        store: BenchStore,
         /// Use this server instead of a throwaway cluster.
         #[arg(long)]
         pg: Option<String>,
@@ -32,6 +36,9 @@ pub enum Which {
     Stream {
         #[arg(long, default_value_t = 80_000)]
         txns: u64,
+        /// The store to replay into.
+        #[arg(long, value_enum, default_value_t)]
+        store: BenchStore,
         #[arg(long)]
         pg: Option<String>,
     },
@@ -45,6 +52,9 @@ pub enum Which {
         /// The engine's persist interval (ms).
         #[arg(long, default_value_t = 100)]
         persist_ms: u64,
+        /// The store to make commits visible in.
+        #[arg(long, value_enum, default_value_t)]
+        store: BenchStore,
         #[arg(long)]
         pg: Option<String>,
     },
@@ -52,6 +62,9 @@ pub enum Which {
     Bigtxn {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
+        /// The store to stream into.
+        #[arg(long, value_enum, default_value_t)]
+        store: BenchStore,
         #[arg(long)]
         pg: Option<String>,
     },
@@ -70,6 +83,9 @@ pub enum Which {
         /// old rows, so a view decides a move-out without a lookup.
         #[arg(long, value_enum, default_value = "default")]
         identity: filtered::Identity,
+        /// The store to replay into (both setups).
+        #[arg(long, value_enum, default_value_t)]
+        store: BenchStore,
     },
     /// Server-side decoding cost of K realtime views of one origin vs one
     /// (walsender CPU time; needs the throwaway cluster).
@@ -83,14 +99,14 @@ pub enum Which {
 
 pub async fn run(which: Which) -> Result<(), CliError> {
     let report = match which {
-        Which::Snapshot { rows, pg } => snapshot::run(rows, pg.as_deref()).await?,
-        Which::Stream { txns, pg } => stream::run(txns, pg.as_deref()).await?,
-        Which::Latency { rate, seconds, persist_ms, pg } => {
-            latency::run(rate, seconds, persist_ms, pg.as_deref()).await?
+        Which::Snapshot { rows, store, pg } => snapshot::run(rows, store, pg.as_deref()).await?,
+        Which::Stream { txns, store, pg } => stream::run(txns, store, pg.as_deref()).await?,
+        Which::Latency { rate, seconds, persist_ms, store, pg } => {
+            latency::run(rate, seconds, persist_ms, store, pg.as_deref()).await?
         }
         Which::Fanout { views, commits } => fanout::run(views, commits).await?,
-        Which::Filtered { views, txns, on, identity } => filtered::run(views, txns, on, identity).await?,
-        Which::Bigtxn { rows, pg } => bigtxn::run(rows, pg.as_deref()).await?,
+        Which::Filtered { views, txns, on, identity, store } => filtered::run(views, txns, on, identity, store).await?,
+        Which::Bigtxn { rows, store, pg } => bigtxn::run(rows, store, pg.as_deref()).await?,
     };
     println!("{report}");
     Ok(())

@@ -1,17 +1,17 @@
 //! Stream throughput: applying N single-row update transactions already in
 //! the slot vs `pg_recvlogical` draining the same WAL from a twin slot.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashsync::{Persistence, ViewDef};
 use flashsync_core::Lsn;
 use serde_json::{json, Value as Json};
 
-use super::common::{self, err, pg_err};
+use super::common::{self, err, pg_err, BenchStore};
 use crate::{pg, CliError};
 
-pub async fn run(txns: u64, url: Option<&str>) -> Result<Json, CliError> {
+/// Runs the stream bench into `kind` and returns its JSON report.
+pub async fn run(txns: u64, kind: BenchStore, url: Option<&str>) -> Result<Json, CliError> {
     let server = pg::start(url, pg::default_options(), "bench_stream").await?;
     let conn = server.db.conninfo.clone();
     let client = server.db.client().await;
@@ -32,7 +32,7 @@ pub async fn run(txns: u64, url: Option<&str>) -> Result<Json, CliError> {
 
     // Bootstrap the realtime view, then stop the engine: the slot keeps its place.
     let dir = tempfile::Builder::new().prefix("flashsync-bench-").tempdir().map_err(err)?;
-    let store: Arc<dyn flashsync_core::Store> = Arc::new(common::fjall(dir.path())?);
+    let store = kind.open(dir.path())?;
     let engine = common::engine_with(&conn, store.clone(), Duration::from_millis(100)).await?;
     let def = ViewDef::new("public", "stream_live", Persistence::Realtime, common::ORIGIN, "public", "bench_stream")
         .map_err(err)?;
@@ -78,7 +78,7 @@ pub async fn run(txns: u64, url: Option<&str>) -> Result<Json, CliError> {
 
     // flashsync: reopen the store; sync() resumes the slot and replays.
     let t = Instant::now();
-    let store: Arc<dyn flashsync_core::Store> = Arc::new(common::fjall(dir.path())?);
+    let store = kind.open(dir.path())?;
     let engine = common::engine_with(&conn, store, Duration::from_millis(100)).await?;
     engine.sync("*").await.map_err(err)?;
     // The WAL write position read after the last commit may fall short of
@@ -104,12 +104,14 @@ pub async fn run(txns: u64, url: Option<&str>) -> Result<Json, CliError> {
     let rate = |d: Duration| txns as f64 / d.as_secs_f64();
     let ratio = baseline.as_secs_f64() / ours.as_secs_f64();
     eprintln!(
-        "flashsync: replayed {txns} transactions in {ours:.2?} ({:.0} txns/s) vs pg_recvlogical {:.0} txns/s: ratio {ratio:.2} (target >= 0.80)",
+        "flashsync: replayed {txns} transactions into {} in {ours:.2?} ({:.0} txns/s) vs pg_recvlogical {:.0} txns/s: ratio {ratio:.2} (target >= 0.80)",
+        kind.name(),
         rate(ours),
         rate(baseline)
     );
     Ok(super::with_rss(json!({
         "bench": "stream",
+        "store": kind.name(),
         "txns": txns,
         "baseline_secs": baseline.as_secs_f64(),
         "baseline_txns_per_s": rate(baseline).round(),
