@@ -365,6 +365,14 @@ impl SimStore {
         block_on(self.store()?.apply(batch))
     }
 
+    /// [`Store::apply_many`]: what the tokio driver calls for a run.
+    pub fn apply_many(&self, batches: Vec<ApplyBatch>) -> Vec<Result<ApplyReport, StoreError>> {
+        match self.store() {
+            Ok(store) => block_on(store.apply_many(batches)),
+            Err(e) => batches.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     /// [`Store::persist`].
     pub fn persist(&mut self) -> Result<Option<BatchSeq>, StoreError> {
         let before = self.before_sync();

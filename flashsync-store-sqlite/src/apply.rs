@@ -1,4 +1,5 @@
-//! `Store::apply`: one upstream batch as one SQLite transaction.
+//! `Store::apply`: one upstream batch as one SQLite transaction (a run of
+//! them, `apply_many`, as one transaction with a savepoint per batch).
 //!
 //! Row operations are interpreted by the core's
 //! [`apply_ops`](flashsync_core::rowops::apply_ops) through [`Access`],
@@ -26,17 +27,18 @@ use crate::layout::{self, encode_json, id_sql};
 use crate::table::Plan;
 use crate::writer::Writer;
 
-/// Applies `batch` (on the writer thread).
-pub(crate) fn apply(w: &mut Writer, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
-    let op = format!("apply batch {}", batch.seq.0);
-    w.check(&op)?;
-    if w.last_seq.is_some_and(|last| batch.seq <= last) {
-        return Err(StoreError::new(StoreErrorKind::Invalid, op, "batch sequence numbers must increase"));
-    }
-    // Refuse before touching anything: the batch is all or nothing.
+/// What a batch needs from the writer's state, checked before any write.
+struct Prepared {
+    plans: HashMap<RelationId, Arc<Plan>>,
+    jobs: Vec<(i64, String)>,
+}
+
+/// Refuses a batch that cannot apply (an unknown view) before it writes
+/// anything: the batch is all or nothing.
+fn prepare(w: &Writer, batch: &ApplyBatch, op: &str) -> Result<Prepared, StoreError> {
     let mut plans = HashMap::new();
     for v in &batch.views {
-        let plan = w.copies.get(&v.relation_id).ok_or_else(|| StoreError::no_view(&op, v.relation_id))?;
+        let plan = w.copies.get(&v.relation_id).ok_or_else(|| StoreError::no_view(op, v.relation_id))?;
         plans.insert(v.relation_id, Arc::clone(plan));
     }
     // Jobs of views no longer in the catalog (forgotten meanwhile) are
@@ -45,53 +47,132 @@ pub(crate) fn apply(w: &mut Writer, batch: ApplyBatch) -> Result<ApplyReport, St
     for job in batch.jobs.iter().filter(|j| w.catalog.contains_key(&j.relation_id)) {
         jobs.push((id_sql(job.relation_id), encode_json("job record", job)?));
     }
+    Ok(Prepared { plans, jobs })
+}
 
-    let report = w.transaction(&op, false, |conn| {
-        let mut access = Access { conn, plans: &plans, diverged: BTreeSet::new(), op: &op };
-        let report = apply_batch(&batch, &mut access)?;
-        let diverged = access.diverged;
-        let e = |e| sql(op.as_str(), e);
-        for (id, record) in &jobs {
-            conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_jobs (relation_id, record) VALUES (?1, ?2)")
-                .and_then(|mut s| s.execute(params![id, record]))
-                .map_err(e)?;
-        }
-        let origin = batch.origin.as_str();
-        match batch.progress {
-            Progress::Commit { end_lsn } => {
-                conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_origins (origin, applied_lsn) VALUES (?1, ?2)")
-                    .and_then(|mut s| s.execute(params![origin, layout::lsn_sql(end_lsn)]))
-                    .map_err(e)?;
-                // The transaction is complete: views it left half-applied are
-                // whole. Diverged markers (origin NULL) stay.
-                conn.prepare_cached("DELETE FROM _flashsync_dirty WHERE origin = ?1")
-                    .and_then(|mut s| s.execute([origin]))
-                    .map_err(e)?;
-            }
-            Progress::Partial => {
-                let views: BTreeSet<RelationId> = batch.views.iter().map(|v| v.relation_id).collect();
-                for view in views {
-                    // A diverged marker is never turned back into a partial one.
-                    conn.prepare_cached(
-                        "INSERT INTO _flashsync_dirty (relation_id, origin) VALUES (?1, ?2) \
-                         ON CONFLICT (relation_id) DO UPDATE SET origin = excluded.origin \
-                         WHERE _flashsync_dirty.origin IS NOT NULL",
-                    )
-                    .and_then(|mut s| s.execute(params![id_sql(view), origin]))
-                    .map_err(e)?;
-                }
-            }
-            Progress::Replay => {}
-        }
-        // Last, so no marker above overwrites it: NULL says diverged.
-        for view in &diverged {
-            conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_dirty (relation_id, origin) VALUES (?1, NULL)")
-                .and_then(|mut s| s.execute([id_sql(*view)]))
-                .map_err(e)?;
-        }
-        Ok(report)
-    })?;
+fn out_of_order(op: String) -> StoreError {
+    StoreError::new(StoreErrorKind::Invalid, op, "batch sequence numbers must increase")
+}
+
+/// Applies `batch` (on the writer thread), as one transaction.
+pub(crate) fn apply(w: &mut Writer, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
+    let op = format!("apply batch {}", batch.seq.0);
+    w.check(&op)?;
+    if w.last_seq.is_some_and(|last| batch.seq <= last) {
+        return Err(out_of_order(op));
+    }
+    let prepared = prepare(w, &batch, &op)?;
+    let report = w.transaction(&op, false, |conn| write(conn, &batch, &prepared, &op))?;
     w.last_seq = Some(batch.seq);
+    Ok(report)
+}
+
+/// Applies a run of batches (on the writer thread) in one transaction, each
+/// batch inside a savepoint: a batch that fails is rolled back alone, and
+/// those after it are refused, as `Store::apply_many` asks. One commit per
+/// run rather than per batch: a backlog of small upstream transactions
+/// costs one write-ahead-log commit (and its share of checkpoints) for the
+/// run, not one each. Readers still see whole upstream transactions — the
+/// run's, together.
+pub(crate) fn apply_run(w: &mut Writer, batches: Vec<ApplyBatch>) -> Vec<Result<ApplyReport, StoreError>> {
+    let Some(last_seq) = batches.last().map(|b| b.seq) else { return Vec::new() };
+    let op = format!("apply batches up to {}", last_seq.0);
+    if let Err(e) = w.check(&op) {
+        return batches.iter().map(|_| Err(e.clone())).collect();
+    }
+    // Checked against the writer before the transaction: the run's own
+    // order is checked as it goes.
+    let prepared: Vec<Result<Prepared, StoreError>> =
+        batches.iter().map(|b| prepare(w, b, &format!("apply batch {}", b.seq.0))).collect();
+    let mut last = w.last_seq;
+    let outcome = w.transaction(&op, false, |conn| {
+        let mut out = Vec::with_capacity(batches.len());
+        let mut failed = false;
+        for (batch, prepared) in batches.iter().zip(prepared) {
+            let op = format!("apply batch {}", batch.seq.0);
+            if failed {
+                out.push(Err(StoreError::new(StoreErrorKind::Invalid, op, "an earlier batch of the same run failed")));
+                continue;
+            }
+            let result = match prepared {
+                Err(e) => Err(e),
+                Ok(_) if last.is_some_and(|l| batch.seq <= l) => Err(out_of_order(op.clone())),
+                Ok(prepared) => {
+                    conn.execute_batch("SAVEPOINT flashsync_batch").map_err(|e| sql(op.as_str(), e))?;
+                    match write(conn, batch, &prepared, &op) {
+                        Ok(report) => {
+                            conn.execute_batch("RELEASE flashsync_batch").map_err(|e| sql(op.as_str(), e))?;
+                            last = Some(batch.seq);
+                            Ok(report)
+                        }
+                        Err(e) => {
+                            conn.execute_batch("ROLLBACK TO flashsync_batch; RELEASE flashsync_batch")
+                                .map_err(|e| sql(op.as_str(), e))?;
+                            Err(e)
+                        }
+                    }
+                }
+            };
+            failed = result.is_err();
+            out.push(result);
+        }
+        Ok(out)
+    });
+    match outcome {
+        Ok(results) => {
+            w.last_seq = last;
+            results
+        }
+        // The transaction itself failed (nothing of it landed): every
+        // batch fails with its error.
+        Err(e) => batches.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
+/// One batch's writes into the open transaction.
+fn write(conn: &Connection, batch: &ApplyBatch, prepared: &Prepared, op: &str) -> Result<ApplyReport, StoreError> {
+    let mut access = Access { conn, plans: &prepared.plans, diverged: BTreeSet::new(), op };
+    let report = apply_batch(batch, &mut access)?;
+    let diverged = access.diverged;
+    let e = |e| sql(op, e);
+    for (id, record) in &prepared.jobs {
+        conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_jobs (relation_id, record) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![id, record]))
+            .map_err(e)?;
+    }
+    let origin = batch.origin.as_str();
+    match batch.progress {
+        Progress::Commit { end_lsn } => {
+            conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_origins (origin, applied_lsn) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![origin, layout::lsn_sql(end_lsn)]))
+                .map_err(e)?;
+            // The transaction is complete: views it left half-applied are
+            // whole. Diverged markers (origin NULL) stay.
+            conn.prepare_cached("DELETE FROM _flashsync_dirty WHERE origin = ?1")
+                .and_then(|mut s| s.execute([origin]))
+                .map_err(e)?;
+        }
+        Progress::Partial => {
+            let views: BTreeSet<RelationId> = batch.views.iter().map(|v| v.relation_id).collect();
+            for view in views {
+                // A diverged marker is never turned back into a partial one.
+                conn.prepare_cached(
+                    "INSERT INTO _flashsync_dirty (relation_id, origin) VALUES (?1, ?2) \
+                     ON CONFLICT (relation_id) DO UPDATE SET origin = excluded.origin \
+                     WHERE _flashsync_dirty.origin IS NOT NULL",
+                )
+                .and_then(|mut s| s.execute(params![id_sql(view), origin]))
+                .map_err(e)?;
+            }
+        }
+        Progress::Replay => {}
+    }
+    // Last, so no marker above overwrites it: NULL says diverged.
+    for view in &diverged {
+        conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_dirty (relation_id, origin) VALUES (?1, NULL)")
+            .and_then(|mut s| s.execute([id_sql(*view)]))
+            .map_err(e)?;
+    }
     Ok(report)
 }
 

@@ -179,9 +179,9 @@ impl Store for SqliteStore {
         Ok(report)
     }
 
-    /// One writer-thread job for the whole run (each batch still its own
-    /// SQLite transaction), so a driver draining a backlog pays one thread
-    /// round trip per run instead of per batch.
+    /// One writer-thread job and one SQLite transaction for the whole run
+    /// (a savepoint per batch): a driver draining a backlog pays one thread
+    /// round trip and one commit per run instead of per batch.
     async fn apply_many(&self, batches: Vec<ApplyBatch>) -> Vec<Result<ApplyReport, StoreError>> {
         let Some(last) = batches.last().map(|b| b.seq) else {
             return Vec::new();
@@ -191,24 +191,7 @@ impl Store for SqliteStore {
         let results = self
             .inner
             .writer
-            .run(format!("apply batches up to {}", last.0), move |w| {
-                let mut out = Vec::with_capacity(count);
-                let mut failed = false;
-                for batch in batches {
-                    if failed {
-                        out.push(Err(StoreError::new(
-                            StoreErrorKind::Invalid,
-                            format!("apply batch {}", batch.seq.0),
-                            "an earlier batch of the same run failed",
-                        )));
-                        continue;
-                    }
-                    let result = apply::apply(w, batch);
-                    failed = result.is_err();
-                    out.push(result);
-                }
-                Ok(out)
-            })
+            .run(format!("apply batches up to {}", last.0), move |w| Ok(apply::apply_run(w, batches)))
             .await;
         match results {
             Ok(results) => {

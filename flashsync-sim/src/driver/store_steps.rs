@@ -85,25 +85,38 @@ impl World {
         self.check_running_views();
     }
 
-    /// Applies a run of batches the way a store's `apply_many` does (each
-    /// atomically, none after a failure), checking each copy afterwards.
+    /// Applies a run of batches through the store's `apply_many`, as the
+    /// tokio driver does (an injected failure fails the run's first batch
+    /// and refuses the rest), checking each copy afterwards.
     pub(super) fn apply_run(
         &mut self,
         batches: Vec<flashsync_core::ApplyBatch>,
     ) -> Vec<Result<ApplyReport, StoreError>> {
+        let mut answers: Vec<Result<ApplyReport, StoreError>> = if std::mem::take(&mut self.fail_next_apply) {
+            batches
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let why = if i == 0 { "injected failure" } else { "an earlier batch failed" };
+                    Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", b.seq.0), why))
+                })
+                .collect()
+        } else {
+            for batch in &batches {
+                self.follow(batch);
+            }
+            self.store.apply_many(batches.clone())
+        }
+        .into_iter()
+        .rev()
+        .collect();
         let mut results = Vec::with_capacity(batches.len());
-        let mut failed = false;
         let mut touched: BTreeSet<RelationId> = BTreeSet::new();
         for batch in batches {
             let seq = batch.seq;
-            let result = if failed {
-                Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "an earlier batch failed"))
-            } else if std::mem::take(&mut self.fail_next_apply) {
-                Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "injected failure"))
-            } else {
-                self.follow(&batch);
-                self.store.apply(batch.clone())
-            };
+            let result = answers.pop().unwrap_or_else(|| {
+                Err(StoreError::new(StoreErrorKind::Io, format!("apply batch {}", seq.0), "the store gave no answer"))
+            });
             match &result {
                 Ok(report) => {
                     if let Err(detail) = self.followed.apply(&report.changes) {
@@ -113,10 +126,7 @@ impl World {
                     touched.extend(self.checker.on_applied(&batch, &self.up));
                     self.checker.on_conflicts(report);
                 }
-                Err(_) => {
-                    failed = true;
-                    self.checker.on_apply_failed(&batch);
-                }
+                Err(_) => self.checker.on_apply_failed(&batch),
             }
             results.push(result);
         }
