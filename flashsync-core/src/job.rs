@@ -99,6 +99,12 @@ pub struct JobRecord {
     /// store back before the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<SnapshotPoint>,
+    /// Why and when the machine last decided to copy the view again (a lost
+    /// replication slot, a changed relation, a diverged copy, ...). History,
+    /// not state: a successful copy keeps it, and only a later re-copy's
+    /// reason replaces it. Records stored before it existed load without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recopy: Option<Recopy>,
     /// The view's row filter as written (`where`), when it keeps only some
     /// rows. Filled in by [`Machine::status`](crate::Machine::status) from
     /// the definition; not part of the stored job.
@@ -129,6 +135,7 @@ impl JobRecord {
             next_retry_at: None,
             last_success_at: None,
             handoff: None,
+            last_recopy: None,
             filter: None,
             columns: None,
         }
@@ -137,6 +144,122 @@ impl JobRecord {
     /// The view's qualified name.
     pub fn view_name(&self) -> ViewName {
         ViewName { namespace: self.namespace.clone(), name: self.name.clone() }
+    }
+
+    /// Whether the recorded re-copy has not succeeded yet: no success since
+    /// it was decided. (A restart that finds the copy marked incomplete then
+    /// knows the recorded reason is the one it still pays for.)
+    pub fn recopy_pending(&self) -> bool {
+        self.last_recopy.as_ref().is_some_and(|r| self.last_success_at.is_none_or(|s| s < r.at))
+    }
+}
+
+/// A decision to copy a view again: why, and when it was taken.
+///
+/// In JSON the reason's fields sit beside `at`:
+/// `{"reason": "slot_lost", "detail": "…", "at": 1735689600123}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recopy {
+    /// Why the copy had to be made again.
+    #[serde(flatten)]
+    pub reason: RecopyReason,
+    /// When the machine decided it (wall time).
+    pub at: Timestamp,
+}
+
+impl fmt::Display for Recopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}", self.reason, self.at)
+    }
+}
+
+/// Why a view's copy had to be made again. A forced refresh (`sync` with
+/// `force`) is not one: it is asked for, not decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum RecopyReason {
+    /// The origin's feed could not resume from the local position: its
+    /// replication slot was missing and created, re-created (lost,
+    /// invalidated), or found ahead of the local position. `detail` says which.
+    SlotLost {
+        /// What the source reported about the slot.
+        detail: String,
+    },
+    /// The origin's feed resumed (after a restart) while the view was not
+    /// syncing: the commits it passed are not in the stored copy.
+    MissedResume {
+        /// Which feed moved on.
+        detail: String,
+    },
+    /// The upstream relation changed shape (columns, types, key).
+    SchemaChanged {
+        /// What changed, as the source or the describe saw it.
+        detail: String,
+    },
+    /// The local copy diverged from upstream: the store could not apply a
+    /// change to it (a conflict), or a change could not be turned into row
+    /// operations for it.
+    Diverged {
+        /// The first conflict, or why the change did not fit.
+        detail: String,
+    },
+    /// A transaction too large for one batch was cut short after part of it
+    /// reached the copy (a crash, the feed breaking, the view leaving the
+    /// feed).
+    CutShort {
+        /// How it was cut short.
+        detail: String,
+    },
+    /// A store batch of the view's origin failed: the copy may have a hole.
+    StoreFailed {
+        /// The store's error.
+        detail: String,
+    },
+    /// The upstream relation left the origin's feed while the view was set up.
+    LeftFeed {
+        /// Which relation and feed.
+        detail: String,
+    },
+    /// The view's definition changed.
+    Redefined,
+}
+
+impl RecopyReason {
+    /// The short, fixed name of the reason, for people.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RecopyReason::SlotLost { .. } => "replication slot lost",
+            RecopyReason::MissedResume { .. } => "feed resumed without the view",
+            RecopyReason::SchemaChanged { .. } => "upstream relation changed",
+            RecopyReason::Diverged { .. } => "local copy diverged",
+            RecopyReason::CutShort { .. } => "large transaction cut short",
+            RecopyReason::StoreFailed { .. } => "store write failed",
+            RecopyReason::LeftFeed { .. } => "relation left the feed",
+            RecopyReason::Redefined => "view redefined",
+        }
+    }
+
+    /// The particulars, if the reason carries any.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            RecopyReason::SlotLost { detail }
+            | RecopyReason::MissedResume { detail }
+            | RecopyReason::SchemaChanged { detail }
+            | RecopyReason::Diverged { detail }
+            | RecopyReason::CutShort { detail }
+            | RecopyReason::StoreFailed { detail }
+            | RecopyReason::LeftFeed { detail } => Some(detail),
+            RecopyReason::Redefined => None,
+        }
+    }
+}
+
+impl fmt::Display for RecopyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.detail() {
+            Some(detail) => write!(f, "{} ({detail})", self.label()),
+            None => f.write_str(self.label()),
+        }
     }
 }
 
@@ -153,5 +276,28 @@ mod tests {
         assert!(JobState::is_legal(Realtime, Failed, Running));
         assert!(!JobState::is_legal(Realtime, Running, Synced));
         assert!(!JobState::is_legal(Realtime, Running, Running));
+    }
+
+    // The stores keep job records as JSON; the core has `serde_json` only
+    // with its `json` feature.
+    #[cfg(feature = "json")]
+    #[test]
+    fn a_recopy_reads_back_and_old_records_load_without_one() {
+        let name = ViewName::new("public", "t").unwrap();
+        let mut job = JobRecord::new(RelationId(3), &name, Persistence::Realtime, Timestamp(5));
+        let old = serde_json::to_string(&job).unwrap();
+        assert!(!old.contains("last_recopy"), "{old}");
+        assert_eq!(serde_json::from_str::<JobRecord>(&old).unwrap(), job);
+        for reason in [RecopyReason::SlotLost { detail: "slot s was re-created".into() }, RecopyReason::Redefined] {
+            job.last_recopy = Some(Recopy { reason, at: Timestamp(9) });
+            let text = serde_json::to_string(&job).unwrap();
+            assert_eq!(serde_json::from_str::<JobRecord>(&text).unwrap(), job, "{text}");
+        }
+        let json = serde_json::to_value(Recopy {
+            reason: RecopyReason::SchemaChanged { detail: "column added".into() },
+            at: Timestamp(9),
+        })
+        .unwrap();
+        assert_eq!(json, serde_json::json!({"reason": "schema_changed", "detail": "column added", "at": 9}));
     }
 }

@@ -71,7 +71,7 @@ pub use error::{
     ControlError, DefinitionError, SelectorError, SourceError, SourceErrorKind, StoreError, StoreErrorKind,
 };
 pub use event::{Event, EventKind, Phase, SyncSummary};
-pub use job::{JobRecord, JobState};
+pub use job::{JobRecord, JobState, Recopy, RecopyReason};
 pub use lsn::Lsn;
 pub use machine::{AuditRecord, Config, Input, Machine, OpId, Output, Reply, RequestId, SourceAction, StoreAction};
 pub use predicate::{BoundPredicate, Predicate, PredicateError};

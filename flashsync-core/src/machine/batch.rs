@@ -98,7 +98,8 @@ impl Machine {
                 }
             }
             (Flight::Replay { view }, Err(e)) if stale => {
-                self.mark_diverged(view, format!("could not apply the hand-off batch: {e}"));
+                let message = format!("could not apply the hand-off batch: {e}");
+                self.mark_diverged(view, RecopyReason::StoreFailed { detail: message.clone() }, message);
             }
             (_, Err(_)) if stale => {}
             // Batches queued behind it would land over the hole it leaves:
@@ -156,20 +157,22 @@ impl Machine {
                     )
             });
             if relevant {
-                self.mark_diverged(id, message.clone());
+                self.mark_diverged(id, RecopyReason::StoreFailed { detail: message.clone() }, message.clone());
             }
         }
     }
 
     fn report_conflicts(&mut self, report: ApplyReport) {
-        let mut diverged = BTreeSet::new();
+        // Per view, its first conflict: what status keeps as the reason.
+        let mut diverged = BTreeMap::new();
         for c in report.conflicts {
             let message = format!("{} (key {:?})", c.detail, c.key.0);
+            diverged.entry(c.relation_id).or_insert_with(|| message.clone());
             self.event(EventPhase::Apply, Some(c.relation_id), None, EventKind::Conflict { message });
-            diverged.insert(c.relation_id);
         }
-        for id in diverged {
-            self.mark_diverged(id, "local copy diverged from upstream; copying it again".into());
+        for (id, detail) in diverged {
+            let message = "local copy diverged from upstream; copying it again".to_owned();
+            self.mark_diverged(id, RecopyReason::Diverged { detail }, message);
         }
     }
 

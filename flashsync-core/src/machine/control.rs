@@ -22,12 +22,21 @@ impl Machine {
                     return;
                 }
                 redefined_from = Some(v.def.origin.clone());
+                // Only a copy made or under way is made again; a view never
+                // copied gets its first.
+                let recopy = (v.schema.is_some() || !matches!(v.phase, Phase::Idle))
+                    .then_some(Recopy { reason: RecopyReason::Redefined, at: self.now });
                 // A changed definition invalidates the copy: stop what runs,
                 // reset the job, copy again on the next sync.
                 self.cancel_work(id);
                 self.complete_item(id, Outcome::Failed("view was redefined during the pass".into()));
                 let persistence = def.persistence;
                 self.update_job(id, EventPhase::Define, |j| {
+                    // Stored with this reset job; it replaces a reason the
+                    // cancelled work may have noted.
+                    if recopy.is_some() {
+                        j.last_recopy = recopy;
+                    }
                     j.state = JobState::Idle;
                     j.persistence = persistence;
                     j.mode = persistence;
@@ -513,10 +522,9 @@ impl Machine {
                     .map(|v| v.id)
                     .collect();
                 for id in hit {
-                    self.mark_diverged(
-                        id,
-                        format!("{relation} left the feed of {origin} while this view was set up; copying it again"),
-                    );
+                    let detail = format!("{relation} left the feed of {origin} while this view was set up");
+                    let message = format!("{detail}; copying it again");
+                    self.mark_diverged(id, RecopyReason::LeftFeed { detail }, message);
                 }
             }
             self.finish_request_op(request, None, warning);

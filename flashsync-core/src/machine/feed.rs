@@ -88,17 +88,24 @@ impl Machine {
             if v.attachable && !matches!(v.phase, Phase::Live { .. }) {
                 v.attachable = false;
                 v.dirty = true;
-                if v.job.as_ref().is_some_and(|j| j.state == JobState::Running) {
+                // Recorded with the demotion below, or with the job record
+                // written next. A lost slot would have cost the copy anyway.
+                let reason = match &gap {
+                    Some(detail) => RecopyReason::SlotLost { detail: detail.clone() },
+                    None => RecopyReason::MissedResume {
+                        detail: format!("the feed of {origin} resumed while this view was not syncing"),
+                    },
+                };
+                self.note_recopy(id, reason);
+                if self.job(id).is_some_and(|j| j.state == JobState::Running) {
                     self.update_job(id, EventPhase::Stream, |j| j.state = JobState::Idle);
                     self.persist_job(id);
                 }
             }
         }
-        if let Some(reason) = gap {
-            self.rebootstrap_origin(
-                origin,
-                format!("feed of {origin} cannot resume: {reason}; copying its views again"),
-            );
+        if let Some(detail) = gap {
+            let message = format!("feed of {origin} cannot resume: {detail}; copying its views again");
+            self.rebootstrap_origin(origin, &RecopyReason::SlotLost { detail }, message);
         }
         if record_start {
             // Record where this feed starts, so a view stored as running is
@@ -166,17 +173,21 @@ impl Machine {
         let partial = o.feed.take_txn().map(|t| t.partial).unwrap_or_default();
         self.source(SourceAction::Unsubscribe { origin: origin.clone(), epoch });
         for id in partial {
-            self.mark_diverged(id, "the feed broke in the middle of a large transaction".into());
+            let message = "the feed broke in the middle of a large transaction".to_owned();
+            self.mark_diverged(id, RecopyReason::CutShort { detail: message.clone() }, message);
         }
         self.feed_failed(origin, format!("lost the feed of {origin}: {}", error.message), Retry::of(error.kind));
     }
 
-    /// A view's copy can no longer be trusted: copy it again.
-    pub(super) fn mark_diverged(&mut self, id: RelationId, reason: String) {
+    /// A view's copy can no longer be trusted: copy it again. `reason` is
+    /// kept in its job record (stored with the failure); `message` is the
+    /// failure's text.
+    pub(super) fn mark_diverged(&mut self, id: RelationId, reason: RecopyReason, message: String) {
         if let Some(v) = self.views.get_mut(&id) {
             v.dirty = true;
         }
-        self.fail_view(id, EventPhase::Apply, reason, Retry::Transient);
+        self.note_recopy(id, reason);
+        self.fail_view(id, EventPhase::Apply, message, Retry::Transient);
         // Retry at once: the copy is wrong, not the origin.
         let now = self.clock();
         if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
@@ -185,8 +196,8 @@ impl Machine {
     }
 
     /// The feed lost history: every realtime view of the origin copies again.
-    fn rebootstrap_origin(&mut self, origin: &OriginId, reason: String) {
-        self.error(EventPhase::Stream, None, Some(origin.clone()), reason.clone());
+    fn rebootstrap_origin(&mut self, origin: &OriginId, reason: &RecopyReason, message: String) {
+        self.error(EventPhase::Stream, None, Some(origin.clone()), message.clone());
         for id in self.origin_views(origin) {
             let Some(v) = self.views.get(&id) else {
                 continue;
@@ -197,7 +208,7 @@ impl Machine {
             match &v.phase {
                 Phase::Live { .. } | Phase::Copying { .. } | Phase::Publishing { .. } => {
                     let in_pass = self.passes.current.as_ref().is_some_and(|p| p.remaining.contains(&id));
-                    self.mark_diverged(id, reason.clone());
+                    self.mark_diverged(id, reason.clone(), message.clone());
                     if in_pass {
                         // The pass still wants this view: start over now.
                         if let Some(p) = self.passes.current.as_mut() {
@@ -377,7 +388,7 @@ impl Machine {
         }
         let flush = txn.apply_ops >= self.cfg.max_batch_ops;
         for (id, e) in broken {
-            self.mark_diverged(id, e);
+            self.mark_diverged(id, RecopyReason::Diverged { detail: e.clone() }, e);
         }
         if flush {
             self.flush_partial(origin);
@@ -603,7 +614,8 @@ impl Machine {
             .map(|e| e.id)
             .collect();
         for id in affected {
-            self.mark_diverged(id, format!("upstream relation changed shape ({detail}); copying it again"));
+            let message = format!("upstream relation changed shape ({detail}); copying it again");
+            self.mark_diverged(id, RecopyReason::SchemaChanged { detail: detail.clone() }, message);
         }
     }
 }

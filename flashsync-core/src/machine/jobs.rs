@@ -36,6 +36,19 @@ impl Machine {
         }
     }
 
+    /// Records why the view's copy is to be made again, and when: the
+    /// history `status` shows (see [`JobRecord::last_recopy`]). Only in
+    /// memory: it reaches the store with the job record the decision writes
+    /// anyway (the failure, the demotion, the reset of a redefinition, or at
+    /// the latest the publish of the new copy), never with a write of its own.
+    pub(super) fn note_recopy(&mut self, id: RelationId, reason: RecopyReason) {
+        self.ensure_job(id);
+        let at = self.now;
+        if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
+            j.last_recopy = Some(Recopy { reason, at });
+        }
+    }
+
     pub(super) fn job(&self, id: RelationId) -> Option<&JobRecord> {
         self.views.get(&id).and_then(|v| v.job.as_ref())
     }

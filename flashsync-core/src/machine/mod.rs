@@ -128,7 +128,7 @@ pub use view::ViewPhase;
 use crate::change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
 use crate::error::{ControlError, SourceError, StoreError};
 use crate::event::{Event, EventKind, Phase as EventPhase};
-use crate::job::{JobRecord, JobState};
+use crate::job::{JobRecord, JobState, Recopy, RecopyReason};
 use crate::lsn::Lsn;
 use crate::rng::Rng;
 use crate::rowops::ApplyReport;
@@ -312,12 +312,31 @@ impl Machine {
                 // A redefinition stores the reset job first, then the new
                 // definition; a crash in between leaves a job of another mode:
                 // reset it again, and copy the view afresh.
-                if j.persistence != rec.def.persistence || j.mode != rec.def.persistence {
+                let redefined = j.persistence != rec.def.persistence || j.mode != rec.def.persistence;
+                if redefined {
                     j.persistence = rec.def.persistence;
                     j.mode = rec.def.persistence;
                     j.state = JobState::Idle;
                     j.slot_id = None;
                     dirty = true;
+                }
+                // Why the copy is made again. A reason recorded before the
+                // restart and not yet paid for by a successful copy is the
+                // one that made the store's marker (a conflict is recorded
+                // beside it; the reset job of a redefinition carries it):
+                // kept. Otherwise the marker is a large transaction a crash
+                // cut short. Stored with the next job record written.
+                if dirty && !j.recopy_pending() {
+                    let reason = if redefined {
+                        RecopyReason::Redefined
+                    } else {
+                        RecopyReason::CutShort {
+                            detail: "the copy was found incomplete at startup: a transaction too large for one \
+                                     batch did not finish before the process stopped"
+                                .into(),
+                        }
+                    };
+                    j.last_recopy = Some(Recopy { reason, at: m.now });
                 }
             }
             let schema = schemas.get(&id).cloned().map(Arc::new);

@@ -81,8 +81,14 @@ impl Machine {
         let partial =
             self.origins.get(&v.def.origin).and_then(|o| o.feed.txn()).is_some_and(|t| t.partial.contains(&id));
         if partial {
-            if let Some(v) = self.views.get_mut(&id) {
-                v.dirty = true;
+            let Some(v) = self.views.get_mut(&id) else { return };
+            // A view already dirty keeps the reason that made it so (a
+            // divergence cancels its work through here too).
+            let fresh = !v.dirty;
+            v.dirty = true;
+            if fresh {
+                let detail = "the view left the feed in the middle of a transaction too large for one batch".into();
+                self.note_recopy(id, RecopyReason::CutShort { detail });
             }
         }
         let Some(v) = self.views.get(&id) else { return };

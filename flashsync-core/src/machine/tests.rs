@@ -9,6 +9,9 @@ struct H {
     m: Machine,
     now: u64,
     out: Vec<Output>,
+    /// The job records the store holds: the last one written per view (by
+    /// `settle_store` and `applied_batches`).
+    stored: BTreeMap<RelationId, JobRecord>,
 }
 
 fn schema() -> RelationSchema {
@@ -28,7 +31,14 @@ fn origin() -> OriginId {
 
 impl H {
     fn new() -> H {
-        H { m: Machine::new(Config::default(), 1, StoredState::default(), Timestamp(1000)), now: 1000, out: Vec::new() }
+        H::load(StoredState::default())
+    }
+
+    /// A machine started over what a store loaded; its first outputs are kept.
+    fn load(state: StoredState) -> H {
+        let mut m = Machine::new(Config::default(), 1, state, Timestamp(1000));
+        let out = std::iter::from_fn(|| m.poll_output()).collect();
+        H { m, now: 1000, out, stored: BTreeMap::new() }
     }
 
     fn input(&mut self, i: Input) {
@@ -46,10 +56,13 @@ impl H {
             let mut progressed = false;
             for o in pending {
                 match o {
-                    Output::Store(StoreAction::PutView { op, .. })
-                    | Output::Store(StoreAction::PutJob { op, .. })
-                    | Output::Store(StoreAction::Fence { op })
-                    | Output::Store(StoreAction::Publish { op, .. }) => {
+                    Output::Store(StoreAction::PutJob { op, job })
+                    | Output::Store(StoreAction::Publish { op, job }) => {
+                        progressed = true;
+                        self.stored.insert(job.relation_id, job);
+                        self.input(Input::StoreDone { op, result: Ok(()) });
+                    }
+                    Output::Store(StoreAction::PutView { op, .. }) | Output::Store(StoreAction::Fence { op }) => {
                         progressed = true;
                         self.input(Input::StoreDone { op, result: Ok(()) });
                     }
@@ -115,8 +128,81 @@ impl H {
             }
             _ => true,
         });
+        for b in &v {
+            self.stored.extend(b.jobs.iter().map(|j| (j.relation_id, j.clone())));
+        }
         v
     }
+
+    /// Bootstraps the realtime view `t` (snapshot at 150) and makes its
+    /// hand-off durable: it runs.
+    fn live(&mut self) {
+        let snap = self.bootstrap();
+        let point = SnapshotPoint { xmin: 10, xmax: 10, xip: vec![], lsn: Lsn(150), rows: 0 };
+        self.input(Input::Snapshotted { op: snap, result: Ok(point) });
+        self.settle_store();
+        self.durable_batches();
+        assert_eq!(self.status().state, JobState::Running);
+    }
+
+    /// Applies every batch out, makes them durable, and stores what that
+    /// writes.
+    fn durable_batches(&mut self) {
+        let batches = self.applied_batches();
+        for b in &batches {
+            self.input(Input::Applied { seq: b.seq, result: Ok(ApplyReport::default()) });
+        }
+        if let Some(last) = batches.last() {
+            self.input(Input::Durable { through: last.seq });
+        }
+        self.settle_store();
+    }
+
+    /// The only view's status.
+    fn status(&self) -> JobRecord {
+        let mut all = self.m.status(&Selector::All);
+        assert_eq!(all.len(), 1, "{all:?}");
+        all.remove(0)
+    }
+
+    /// Answers the prepare in flight with `schema()`.
+    fn prepared(&mut self) {
+        let op = self.take(|o| match o {
+            Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+            _ => None,
+        });
+        self.input(Input::Prepared { op, result: Ok(schema()) });
+    }
+
+    /// Answers the snapshot in flight with an empty one at `lsn`, and
+    /// publishes it.
+    fn snapshotted(&mut self, lsn: u64) {
+        let op = self.take(|o| match o {
+            Output::Source(SourceAction::Snapshot { op, .. }) => Some(*op),
+            _ => None,
+        });
+        let point = SnapshotPoint { xmin: 10, xmax: 10, xip: vec![], lsn: Lsn(lsn), rows: 0 };
+        self.input(Input::Snapshotted { op, result: Ok(point) });
+        self.settle_store();
+    }
+
+    /// What a store holding what this machine wrote would load (the rows
+    /// aside): its job records, the view `def`, its schema, `origin()` at
+    /// `applied`.
+    fn restart_state(&self, def: &ViewDef, applied: Lsn) -> StoredState {
+        let id = *self.stored.keys().next().expect("a stored job");
+        StoredState {
+            views: vec![ViewRecord { relation_id: id, def: def.clone() }],
+            jobs: self.stored.values().cloned().collect(),
+            origins: vec![crate::store::OriginProgress { origin: origin(), applied }],
+            schemas: vec![(id, schema())],
+            ..StoredState::default()
+        }
+    }
+}
+
+fn realtime_t() -> ViewDef {
+    ViewDef::new("public", "t", Persistence::Realtime, "postgres:main", "public", "t").unwrap()
 }
 
 fn ins(id: i64, v: &str) -> Change {
@@ -395,4 +481,189 @@ fn retries_follow_the_monotonic_clock_whatever_the_wall_clock_does() {
     // Records carry wall time (the latest seen: it never goes backwards).
     let job = m.status(&Selector::All).remove(0);
     assert!(job.updated_at.0 >= wall.0, "{job:?}");
+}
+
+/// A feed that cannot resume where the copy stopped — its slot was missing
+/// and created, re-created (invalidated), or is ahead of the local position —
+/// re-copies the view, and its status keeps saying so: stored with the
+/// failure, still there once the new copy runs (the success does not clear
+/// it), and after a restart.
+#[test]
+fn a_lost_slot_stays_the_last_recopy_reason_through_the_new_copy_and_a_restart() {
+    let starts = [
+        (
+            FeedStart::Recreated { consistent_point: Lsn(900), reason: "slot s was invalidated (wal_removed)".into() },
+            "wal_removed",
+        ),
+        (FeedStart::Created { consistent_point: Lsn(900) }, "did not exist and was created"),
+        (FeedStart::Existing { confirmed_flush: Lsn(900) }, "beyond the local position 0/D0"),
+    ];
+    for (start, expect) in starts {
+        let mut h = H::new();
+        h.live();
+        h.commit(20, 200, ins(1, "a"));
+        h.durable_batches();
+        h.input(Input::FeedLost { origin: origin(), epoch: Epoch(1), error: SourceError::connection("cut") });
+        assert_eq!(h.status().last_recopy, None, "a lost connection alone copies nothing again");
+        h.input(Input::Sync { request: RequestId(9), selector: Selector::All, force: true });
+        h.settle_store();
+        let epoch = h.take(|o| match o {
+            Output::Source(SourceAction::Subscribe { epoch, .. }) => Some(*epoch),
+            _ => None,
+        });
+        h.input(Input::Subscribed { origin: origin(), epoch, result: Ok(SlotReport { slot_id: "s".into(), start }) });
+        let decided = Timestamp(h.now);
+        let recopy = h.status().last_recopy.expect("the reason is recorded");
+        assert!(
+            matches!(&recopy.reason, RecopyReason::SlotLost { detail } if detail.contains(expect)),
+            "{recopy:?} does not say {expect:?}"
+        );
+        assert_eq!(recopy.at, decided);
+        h.settle_store();
+        let id = h.m.relation_id(&realtime_t().name).unwrap();
+        assert_eq!(h.stored[&id].last_recopy.as_ref(), Some(&recopy), "stored with the failure");
+        assert_eq!(h.stored[&id].state, JobState::Failed);
+
+        // The copy is made again and the view runs: the reason stays, in
+        // memory and in the store.
+        h.prepared();
+        h.snapshotted(950);
+        h.durable_batches();
+        let st = h.status();
+        assert_eq!((st.state, st.last_error.as_deref()), (JobState::Running, None), "{st:?}");
+        assert_eq!(st.last_recopy.as_ref(), Some(&recopy));
+        assert_eq!(h.stored[&id].state, JobState::Running);
+        assert_eq!(h.stored[&id].last_recopy.as_ref(), Some(&recopy));
+
+        // A restart reads it back and keeps it (the view re-attaches).
+        let restarted = H::load(h.restart_state(&realtime_t(), Lsn(958)));
+        assert_eq!(restarted.status().last_recopy, Some(recopy));
+    }
+}
+
+#[test]
+fn a_schema_change_upstream_is_recorded_as_the_recopy_reason() {
+    let mut h = H::new();
+    h.live();
+    h.feed(StreamEvent::SchemaChanged { rel: SourceRelId(7), detail: "column w was added".into() });
+    let st = h.status();
+    assert_eq!(st.state, JobState::Failed);
+    assert!(st.last_error.as_deref().is_some_and(|e| e.contains("changed shape")), "{st:?}");
+    let recopy = st.last_recopy.expect("the reason is recorded");
+    assert_eq!(recopy.reason, RecopyReason::SchemaChanged { detail: "column w was added".into() });
+    assert_eq!(recopy.at, Timestamp(h.now));
+    h.settle_store();
+    assert_eq!(h.stored.values().next().and_then(|j| j.last_recopy.clone()), Some(recopy));
+}
+
+/// A restart that finds the relation changed since the copy was made (the
+/// view cannot re-attach) records that too, and stores it with the new copy.
+#[test]
+fn a_relation_changed_across_a_restart_is_recorded_as_the_recopy_reason() {
+    let mut h = H::new();
+    h.live();
+    let mut h = H::load(h.restart_state(&realtime_t(), Lsn(150)));
+    h.input(Input::Sync { request: RequestId(1), selector: Selector::All, force: false });
+    h.settle_store();
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+        _ => None,
+    });
+    let mut wider = schema();
+    wider.columns.push(crate::schema::Column { name: "w".into(), type_name: "text".into() });
+    h.input(Input::Prepared { op, result: Ok(wider) });
+    let recopy = h.status().last_recopy.expect("the reason is recorded");
+    assert!(
+        matches!(&recopy.reason, RecopyReason::SchemaChanged { detail } if detail.contains("public.t")),
+        "{recopy:?}"
+    );
+    let epoch = h.take(|o| match o {
+        Output::Source(SourceAction::Subscribe { epoch, .. }) => Some(*epoch),
+        _ => None,
+    });
+    let report = SlotReport { slot_id: "s".into(), start: FeedStart::Existing { confirmed_flush: Lsn(150) } };
+    h.input(Input::Subscribed { origin: origin(), epoch, result: Ok(report) });
+    h.snapshotted(200);
+    let id = h.m.relation_id(&realtime_t().name).unwrap();
+    assert_eq!(h.stored[&id].last_recopy.as_ref(), Some(&recopy), "stored with the new copy");
+}
+
+/// A redefinition of a copied view re-copies it: recorded with the reset
+/// job, kept by the new copy's publish. A forced refresh is asked for, not
+/// decided, and records nothing; nor does redefining a view never copied.
+#[test]
+fn a_redefinition_is_recorded_as_the_recopy_reason() {
+    let def = |table: &str| ViewDef::new("public", "m", Persistence::Materialized, "postgres:main", "public", table);
+    let mut h = H::new();
+    h.input(Input::Define { request: RequestId(1), def: def("t").unwrap() });
+    h.input(Input::Define { request: RequestId(2), def: def("t0").unwrap() });
+    h.settle_store();
+    assert_eq!(h.status().last_recopy, None, "never copied: nothing is copied again");
+    let sync = |h: &mut H, request: u64, force: bool| {
+        h.input(Input::Sync { request: RequestId(request), selector: Selector::All, force });
+        h.settle_store();
+        h.prepared();
+        h.snapshotted(100 * request);
+        assert_eq!(h.status().state, JobState::Synced);
+    };
+    sync(&mut h, 3, false);
+    sync(&mut h, 4, true);
+    assert_eq!(h.status().last_recopy, None, "a forced refresh is no re-copy");
+
+    h.input(Input::Define { request: RequestId(5), def: def("t").unwrap() });
+    let recopy = h.status().last_recopy.expect("the reason is recorded");
+    assert_eq!(recopy, Recopy { reason: RecopyReason::Redefined, at: Timestamp(h.now) });
+    h.settle_store();
+    let id = h.m.relation_id(&def("t").unwrap().name).unwrap();
+    assert_eq!(h.stored[&id].last_recopy.as_ref(), Some(&recopy), "stored with the reset job");
+    sync(&mut h, 6, false);
+    assert_eq!(h.stored[&id].state, JobState::Synced);
+    assert_eq!(h.stored[&id].last_recopy.as_ref(), Some(&recopy), "kept by the new copy's publish");
+    assert_eq!(h.status().last_recopy, Some(recopy));
+}
+
+#[test]
+fn a_conflict_is_recorded_as_the_recopy_reason_with_the_row_that_did_not_fit() {
+    let mut h = H::new();
+    h.live();
+    h.commit(20, 200, ins(1, "a"));
+    let seq = h.applied_batches().last().unwrap().seq;
+    let id = h.m.relation_id(&realtime_t().name).unwrap();
+    let conflict =
+        crate::rowops::Conflict { relation_id: id, key: key![1], detail: "insert of a key already held".into() };
+    h.input(Input::Applied { seq, result: Ok(ApplyReport { conflicts: vec![conflict], changes: Vec::new() }) });
+    let recopy = h.status().last_recopy.expect("the reason is recorded");
+    assert!(
+        matches!(&recopy.reason, RecopyReason::Diverged { detail } if detail.contains("already held")),
+        "{recopy:?}"
+    );
+}
+
+/// The store's marker of an incomplete copy, found at startup: a large
+/// transaction a crash cut short — unless a reason recorded before the
+/// restart still waits for its copy (a conflict, say), which is kept.
+#[test]
+fn a_copy_found_incomplete_at_startup_records_why_once() {
+    let mut h = H::new();
+    h.live();
+    let id = h.m.relation_id(&realtime_t().name).unwrap();
+    let mut state = h.restart_state(&realtime_t(), Lsn(150));
+    state.dirty = vec![id];
+    let mut h = H::load(state.clone());
+    let stored = h.take(|o| match o {
+        Output::Store(StoreAction::PutJob { job, .. }) => Some(job.clone()),
+        _ => None,
+    });
+    let recopy = stored.last_recopy.expect("stored with the demotion");
+    assert!(matches!(recopy.reason, RecopyReason::CutShort { .. }), "{recopy:?}");
+    assert_eq!(h.status().last_recopy, Some(recopy));
+
+    let diverged = Recopy { reason: RecopyReason::Diverged { detail: "x".into() }, at: Timestamp(900) };
+    for (success, kept) in [(Some(Timestamp(800)), true), (None, true), (Some(Timestamp(950)), false)] {
+        let mut state = state.clone();
+        state.jobs[0].last_recopy = Some(diverged.clone());
+        state.jobs[0].last_success_at = success;
+        let recorded = H::load(state).status().last_recopy.unwrap();
+        assert_eq!(recorded == diverged, kept, "last success {success:?}: {recorded:?}");
+    }
 }

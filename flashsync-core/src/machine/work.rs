@@ -126,11 +126,10 @@ impl Machine {
             }
             Goal::Attach | Goal::Bootstrap => {
                 if goal == Goal::Attach {
-                    let detail = format!(
-                        "upstream relation {} changed since the local copy was made; copying it again",
-                        v.def.upstream
-                    );
-                    self.error(EventPhase::Prepare, Some(id), None, detail);
+                    let detail = format!("upstream relation {} changed since the local copy was made", v.def.upstream);
+                    self.error(EventPhase::Prepare, Some(id), None, format!("{detail}; copying it again"));
+                    // Stored with the new copy's job record at its publish.
+                    self.note_recopy(id, RecopyReason::SchemaChanged { detail });
                 }
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;

@@ -70,8 +70,14 @@ pub fn status_table(records: &[JobRecord]) -> String {
             r.last_seen_commit.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
             r.retry_count,
             // The whole error, on this line: its end is often the fix it
-            // suggests (e.g. `ALTER TABLE … REPLICA IDENTITY FULL`).
-            r.last_error.as_deref().map(|e| e.replace(['\n', '\r'], " ")).unwrap_or_default(),
+            // suggests (e.g. `ALTER TABLE … REPLICA IDENTITY FULL`). Without
+            // one, why the view was last copied again, if it ever was (the
+            // error usually says so while it is being copied).
+            match (&r.last_error, &r.last_recopy) {
+                (Some(e), _) => e.replace(['\n', '\r'], " "),
+                (None, Some(recopy)) => format!("last re-copy: {recopy}").replace(['\n', '\r'], " "),
+                (None, None) => String::new(),
+            },
         ));
     }
     out
@@ -100,6 +106,9 @@ pub fn status_json(records: &[JobRecord]) -> Json {
         }
         for field in ["updated_at", "next_retry_at", "last_success_at"] {
             time(&mut r[field]);
+        }
+        if r["last_recopy"].is_object() {
+            time(&mut r["last_recopy"]["at"]);
         }
     }
     out
@@ -209,5 +218,37 @@ mod tests {
         assert_eq!(j[0]["last_seen_commit"], "16/B374D848");
         assert_eq!(j[0]["updated_at"], "2025-01-01T00:00:00.123Z");
         assert_eq!(j[0]["next_retry_at"], Json::Null);
+        assert!(j[0].get("last_recopy").is_none(), "{j}");
+    }
+
+    #[test]
+    fn status_shows_why_a_view_was_last_copied_again() {
+        use flashsync_core::job::{Recopy, RecopyReason};
+        let name = ViewName::new("public", "t").expect("name");
+        let mut r = JobRecord::new(flashsync::RelationId(1), &name, Persistence::Realtime, Default::default());
+        r.last_recopy = Some(Recopy {
+            reason: RecopyReason::SlotLost { detail: "replication slot s was re-created".into() },
+            at: flashsync_core::Timestamp(1_735_689_600_123),
+        });
+        let j = status_json(std::slice::from_ref(&r));
+        assert_eq!(
+            j[0]["last_recopy"],
+            json!({
+                "reason": "slot_lost",
+                "detail": "replication slot s was re-created",
+                "at": "2025-01-01T00:00:00.123Z",
+            })
+        );
+        let table = status_table(std::slice::from_ref(&r));
+        assert!(
+            table.contains(
+                "last re-copy: replication slot lost (replication slot s was re-created) at 2025-01-01T00:00:00.123Z"
+            ),
+            "{table}"
+        );
+        // An error says more about now than the history does.
+        r.last_error = Some("lost the feed".into());
+        let table = status_table(&[r]);
+        assert!(table.contains("lost the feed") && !table.contains("re-copy"), "{table}");
     }
 }
