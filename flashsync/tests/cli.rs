@@ -962,3 +962,94 @@ upstream = "public.big"
     rustix_kill(run.id());
     assert!(run.wait().unwrap().success());
 }
+
+/// SIGTERM in the middle of a large first copy: `run` exits 0 within 5 s,
+/// and a restart copies the view again and converges.
+#[test]
+fn sigterm_during_a_large_first_copy_stops_within_five_seconds() {
+    const ROWS: i64 = 1_000_000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(testkit::test_db("cli_sigterm_copy")) else { return };
+    rt.block_on(async {
+        db.client()
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE big (id bigint PRIMARY KEY, body text);
+                 INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g;"
+            ))
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    std::fs::write(
+        &config,
+        r#"store = "data"
+[origins."postgres:main"]
+url_env = "CLI_SIGTERM_PG_URL"
+[[views]]
+name = "big_live"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.big"
+"#,
+    )
+    .unwrap();
+    let c = &db.conninfo;
+    let url = format!(
+        "host={} port={} user={} dbname={} sslmode=disable{}",
+        c.host,
+        c.port,
+        c.user,
+        c.dbname,
+        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
+    );
+    let start = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("CLI_SIGTERM_PG_URL", &url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let copying = || {
+        rt.block_on(async {
+            let n: i64 = db
+                .client()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%big%' AND state = 'active'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n > 0
+        })
+    };
+    let mut run = start();
+    wait("the copy to be under way", Duration::from_secs(60), copying);
+    let asked = Instant::now();
+    rustix_kill(run.id());
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(5), "run still going 5 s after SIGTERM mid-copy");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    // A restart copies again and ends exact (running, every row).
+    let mut run = start();
+    wait("the view to run after the restart", Duration::from_secs(120), || {
+        flashsync(&config, &["status"]).1.lines().any(|l| l.contains("big_live") && l.contains("running"))
+    });
+    let (ok, out, err) = flashsync(&config, &["dump", "public.big_live", "--format", "text"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count() as i64, ROWS + 1);
+    rustix_kill(run.id());
+    assert!(run.wait().unwrap().success());
+}
