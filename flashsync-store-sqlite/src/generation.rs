@@ -212,6 +212,10 @@ fn publish(w: &mut Writer, view: RelationId, plan: &Plan, job: &JobRecord, op: &
         conn.execute(&format!("DROP TABLE IF EXISTS {}", quote(&published.table)), []).map_err(e)?;
         conn.execute(&format!("ALTER TABLE {} RENAME TO {}", quote(&plan.table), quote(&published.table)), [])
             .map_err(e)?;
+        // Added now, not while filling: see `table`.
+        for add in &published.add_helpers {
+            conn.execute(add, []).map_err(e)?;
+        }
         conn.execute(
             "INSERT OR REPLACE INTO _flashsync_copies (relation_id, table_name, schema) VALUES (?1, ?2, ?3)",
             params![id_sql(view), published.table, schema],

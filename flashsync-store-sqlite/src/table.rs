@@ -4,9 +4,7 @@
 //! table with, in order:
 //!
 //! - one column per upstream column, under the upstream name and with the
-//!   SQL type of its [`Kind`] — each followed, for `numeric` and
-//!   `timestamptz`, by a generated (virtual: computed when read, never
-//!   stored) helper column, `<name>_real` or `<name>_utc`;
+//!   SQL type of its [`Kind`];
 //! - `_flashsync_key` BLOB, the primary key: the core's order-preserving
 //!   [`encode_key`](flashsync_core::codec::encode_key) bytes of the row's
 //!   key. SQLite compares BLOBs with `memcmp`, so `ORDER BY _flashsync_key`
@@ -17,7 +15,14 @@
 //! - `_flashsync_exact` BLOB, NULL unless a value of the row does not read
 //!   back exactly from its column (see [`types`](crate::types)); then it
 //!   holds the row's [`encode_row`](flashsync_core::codec::encode_row)
-//!   bytes, which reads use instead of the columns.
+//!   bytes, which reads use instead of the columns;
+//! - for each `numeric` and `timestamptz` column, a generated (virtual:
+//!   computed when read, never stored) helper column, `<name>_real` or
+//!   `<name>_utc`. A generation is filled without them and they are added
+//!   when it is published (`ALTER TABLE … ADD COLUMN`, which for a virtual
+//!   column touches no row): SQLite evaluates every generated column of a
+//!   row it inserts, and the helpers' `strftime` cost a bulk copy of a
+//!   table with timestamps nearly 40% of its time.
 //!
 //! SQLite column names are case-insensitive (ASCII) while Postgres' are not,
 //! and an upstream column could be called `_flashsync_key`: a name already
@@ -64,8 +69,10 @@ pub(crate) struct Plan {
     pub schema: RelationSchema,
     /// One per schema column.
     pub columns: Vec<SqlColumn>,
-    /// `CREATE TABLE`.
+    /// `CREATE TABLE`, without the helper columns.
     pub create: String,
+    /// `ALTER TABLE … ADD COLUMN` for each helper column.
+    pub add_helpers: Vec<String>,
     /// Writes one row, replacing any row under its key.
     pub upsert: String,
     /// Writes one snapshot row: like `upsert` for keyed views; for full-row
@@ -114,12 +121,17 @@ impl Plan {
         let t = quote(table);
         let (key, copies, exact) = (quote(COL_KEY), quote(COL_COPIES), quote(COL_EXACT));
         let mut defs = Vec::new();
+        let mut add_helpers = Vec::new();
         for c in &columns {
             defs.push(format!("{} {}", quote(&c.name), c.kind.sql_type()));
             if let (Some(name), Some(helper), Some(expr)) =
                 (&c.helper, c.kind.helper(), c.kind.helper_expr(&quote(&c.name)))
             {
-                defs.push(format!("{} {} GENERATED ALWAYS AS ({expr}) VIRTUAL", quote(name), helper.sql_type));
+                add_helpers.push(format!(
+                    "ALTER TABLE {t} ADD COLUMN {} {} GENERATED ALWAYS AS ({expr}) VIRTUAL",
+                    quote(name),
+                    helper.sql_type
+                ));
             }
         }
         defs.push(format!("{key} BLOB NOT NULL PRIMARY KEY"));
@@ -181,6 +193,7 @@ impl Plan {
             table: table.to_owned(),
             schema: schema.clone(),
             create,
+            add_helpers,
             upsert,
             add,
             delete_one: format!("DELETE FROM {t} WHERE {key} = ?1"),
@@ -315,6 +328,9 @@ mod tests {
         assert_eq!(plan.columns[2].helper.as_deref(), Some("price_real_2"));
         let conn = rusqlite::Connection::open_in_memory().expect("sqlite");
         conn.execute_batch(&plan.create).expect("the table can be created");
+        for sql in &plan.add_helpers {
+            conn.execute_batch(sql).expect("the helpers can be added");
+        }
         for start in [false, true] {
             for end in [false, true] {
                 conn.prepare(plan.scan(start, end)).expect("scan statement");

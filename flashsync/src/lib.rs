@@ -60,11 +60,11 @@ pub use changes::{ChangeFeed, Changes, FeedError, FeedItem, Position, ViewRowCha
 pub use driver::SnapshotProgress;
 pub use engine::{Engine, EngineBuilder, Forgotten};
 pub use error::EngineError;
-pub use lag::OriginLag;
 pub use flashsync_core::{
     Config, Event, EventKind, JobRecord, JobState, Key, KeyRange, Lsn, Persistence, RelationId, Row, RowChange,
     Selector, SyncSummary, Value, ViewDef, ViewName,
 };
+pub use lag::OriginLag;
 pub use rows::Rows;
 pub use selection::IntoSelector;
 
