@@ -180,21 +180,23 @@ async fn missing_upstream_fails_with_backoff_while_others_succeed() {
     assert_eq!(st.state, JobState::Failed);
     assert!(st.last_error.as_deref().is_some_and(|e| e.contains("no_such_table")));
     assert_eq!(st.retry_count, 1);
-    let first_retry = st.next_retry_at.expect("a retry is scheduled");
+    assert!(st.next_retry_at.is_some(), "a retry is scheduled");
 
     // A plain sync during back-off leaves it alone.
     engine.sync("*").await.unwrap();
     assert_eq!(engine.status("public.ghost").await.unwrap()[0].retry_count, 1);
 
-    // Forced syncs retry at once; each attempt counts and backs off further.
-    let mut last = first_retry;
+    // Forced syncs retry at once; each attempt counts, and a missing
+    // relation is a permanent failure: the next automatic retry is at least
+    // `retry_permanent` (60 s by default) away. (Not "later than the last
+    // one": jitter of up to a quarter of that floor may put it earlier.)
     for attempt in 2..=4 {
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         engine.sync_forced("public.ghost").await.unwrap();
         let st = engine.status("public.ghost").await.unwrap().remove(0);
         assert_eq!(st.retry_count, attempt);
         let next = st.next_retry_at.unwrap();
-        assert!(next > last, "next_retry_at grows: {next:?} after {last:?}");
-        last = next;
+        assert!(next.0 >= before + 60_000, "attempt {attempt}: next retry {next:?} is less than 60 s after {before}");
     }
 
     // Once the relation exists, a forced sync succeeds and clears the error.

@@ -53,17 +53,22 @@ async fn two_stores_on_one_database_each_keep_their_own_slot() {
         let s = e.sync("*").await.unwrap();
         assert_eq!(s.realtime.len(), 1, "{s:?}");
     }
-    // Writes while both follow, with reconnects in between: the moments two
-    // consumers of one slot would trade it.
-    for round in 0..20 {
-        c.batch_execute(&format!("UPDATE t SET n = n + 1 WHERE id % 20 = {round}")).await.unwrap();
-        if round % 5 == 4 {
+    // A minute of writes while both follow, with reconnects every few
+    // seconds: the moments two consumers of one slot would trade it.
+    let started = std::time::Instant::now();
+    let mut round = 0u64;
+    while started.elapsed() < Duration::from_secs(60) {
+        c.batch_execute(&format!("UPDATE t SET n = n + 1 WHERE id % 20 = {}", round % 20)).await.unwrap();
+        if round % 100 == 99 {
             if let Some(pid) = walsender_pid(&c, &config_a.slot_name).await {
                 c.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
             }
         }
+        round += 1;
+        // Paces the writes (about 20 a second), not a wait for a condition.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(round > 500, "only {round} write rounds in a minute");
     for e in [&a, &b] {
         assert_converges(e, "public.t_live", &c, "public", "t", WAIT).await;
     }
