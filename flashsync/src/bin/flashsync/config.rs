@@ -105,6 +105,15 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// Whether `other` reaches the same server the same way (connection
+    /// settings compared whole, password included).
+    pub fn same_as(&self, other: &Origin) -> bool {
+        self.id == other.id
+            && self.slot == other.slot
+            && self.publication == other.publication
+            && self.conn == other.conn
+    }
+
     /// The Postgres source for this origin, syncing into the store with id
     /// `store_id` (its slot and publication are named after the store unless
     /// the config names them); fails only when the connection settings are

@@ -2,6 +2,7 @@
 //! admin endpoint, stop cleanly on Ctrl-C, SIGTERM or SIGHUP — also during
 //! the first sync.
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use flashsync::Engine;
@@ -37,8 +38,10 @@ pub async fn run(path: &std::path::Path, resync_every: Duration) -> Result<(), C
     tracing::info!(store = %config.store.display(), admin = %socket.display(), views = config.views.len(), "flashsync running");
     let progress = tokio::spawn(show_progress(engine.clone()));
 
-    // A SIGHUP during the first sync is kept for after it: the reload
-    // syncs anyway.
+    // SIGHUP: a terminal that went away (an interactive run) stops, as it
+    // always did; under a service manager, or with stderr not a terminal,
+    // it reloads the config. One during the first sync is kept for after it.
+    let hup_reloads = std::env::var_os("NOTIFY_SOCKET").is_some() || !std::io::stderr().is_terminal();
     let mut reload_pending = false;
     let first = engine.sync("*");
     tokio::pin!(first);
@@ -46,19 +49,30 @@ pub async fn run(path: &std::path::Path, resync_every: Duration) -> Result<(), C
         tokio::select! {
             summary = &mut first => {
                 let summary = summary.map_err(|e| CliError(e.to_string()))?;
-                eprint!("{}", output::summary_text(&summary, true));
+                say(&output::summary_text(&summary, true));
                 break false;
             }
             _ = int.recv() => break true,
             _ = term.recv() => break true,
-            _ = hup.recv() => reload_pending = true,
+            _ = hup.recv() => {
+                if !hup_reloads {
+                    break true;
+                }
+                reload_pending = true;
+            }
         }
     };
     if !stopped {
         crate::service::notify("READY=1");
         let mut config = loaded;
+        // Syncs run beside this loop, never in it: one that copies a large
+        // view takes as long as the copy, and Ctrl-C/SIGTERM must still be
+        // heard at once. At most one at a time.
+        let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
         if reload_pending {
-            config = crate::service::reload(&engine, config, path).await;
+            let resume;
+            (config, resume) = crate::service::reload(&engine, config, path).await;
+            syncing = Some(background_sync(&engine, resume, "sync after the reload"));
         }
         let mut tick = tokio::time::interval(resync_every);
         tick.tick().await;
@@ -67,28 +81,58 @@ pub async fn run(path: &std::path::Path, resync_every: Duration) -> Result<(), C
                 _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => {
+                    if !hup_reloads {
+                        break;
+                    }
                     crate::service::notify("RELOADING=1");
-                    config = crate::service::reload(&engine, config, path).await;
+                    let resume;
+                    (config, resume) = crate::service::reload(&engine, config, path).await;
                     crate::service::notify("READY=1");
+                    syncing = Some(background_sync(&engine, resume, "sync after the reload"));
                 }
                 _ = tick.tick() => {
                     // sync() is idempotent: a periodic call is the safety net for
                     // anything that went quiet (it also retries failed views whose
                     // back-off has passed).
-                    if let Err(e) = engine.sync("*").await {
-                        tracing::warn!("periodic sync: {e}");
+                    if syncing.as_ref().is_none_or(|s| s.is_finished()) {
+                        syncing = Some(background_sync(&engine, Vec::new(), "periodic sync"));
                     }
                 }
             }
         }
     }
     crate::service::notify("STOPPING=1");
-    eprintln!("shutting down...");
+    say("shutting down...\n");
     progress.abort();
     engine.shutdown().await.map_err(|e| CliError(e.to_string()))?;
     let _ = std::fs::remove_file(&socket);
-    eprintln!("stopped cleanly; everything applied is durable");
+    say("stopped cleanly; everything applied is durable\n");
     Ok(())
+}
+
+/// Resumes `resume` (views a reload put back), then `sync("*")`, in a task
+/// of their own; failures are logged (a shutdown ending them is not one).
+fn background_sync(engine: &Engine, resume: Vec<String>, what: &'static str) -> tokio::task::JoinHandle<()> {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        for view in resume {
+            match engine.resume(view.as_str()).await {
+                Ok(_) | Err(flashsync::EngineError::ShutDown) => {}
+                Err(e) => tracing::warn!("{what}: resuming {view}: {e}"),
+            }
+        }
+        match engine.sync("*").await {
+            Ok(_) | Err(flashsync::EngineError::ShutDown) => {}
+            Err(e) => tracing::warn!("{what}: {e}"),
+        }
+    })
+}
+
+/// Writes to stderr, ignoring failure: a terminal that went away must not
+/// turn a clean shutdown into a panic.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 /// Fails `run` at once when no origin can work: settings that cannot be

@@ -31,19 +31,25 @@ pub fn notify(state: &str) {
 }
 
 /// Applies a changed config file to a running engine: views new in it are
-/// defined, changed ones redefined (which copies them again), removed ones
-/// stopped (their rows stay until `flashsync forget`); then everything
-/// syncs. The store and origins are read at start: a change to them is
-/// reported and needs a restart. Returns the config now in force.
-pub async fn reload(engine: &Engine, old: Config, path: &Path) -> Config {
+/// defined (and resumed, should an earlier reload have stopped them),
+/// changed ones redefined (which copies them again), removed ones stopped
+/// (their rows stay until `flashsync forget`). The caller resumes the views
+/// returned (new ones, which an earlier reload may have stopped) and syncs,
+/// beside its signal loop. The store and origins are read at start: a
+/// change to them is reported and needs a restart. Returns the config now
+/// in force.
+pub async fn reload(engine: &Engine, old: Config, path: &Path) -> (Config, Vec<String>) {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("SIGHUP: the config did not load, keeping the one running: {e}");
-            return old;
+            return (old, Vec::new());
         }
     };
-    if new.store != old.store || new.origins.iter().map(|o| &o.id).ne(old.origins.iter().map(|o| &o.id)) {
+    let mut resume = Vec::new();
+    let same_origins =
+        new.origins.len() == old.origins.len() && new.origins.iter().zip(&old.origins).all(|(a, b)| a.same_as(b));
+    if new.store != old.store || !same_origins {
         tracing::warn!("SIGHUP: the store and origins are read at start; restart to change them");
     }
     for def in &new.views {
@@ -53,7 +59,12 @@ pub async fn reload(engine: &Engine, old: Config, path: &Path) -> Config {
         }
         match engine.define(def.clone()).await {
             Ok(_) if before.is_some() => tracing::info!("SIGHUP: view {} redefined (it is copied again)", def.name),
-            Ok(_) => tracing::info!("SIGHUP: view {} defined", def.name),
+            Ok(_) => {
+                // Perhaps back in the config after a reload stopped it: the
+                // caller resumes it (which syncs, so not here).
+                resume.push(def.name.to_string());
+                tracing::info!("SIGHUP: view {} defined", def.name)
+            }
             Err(e) => tracing::warn!("SIGHUP: view {}: {e}", def.name),
         }
     }
@@ -67,10 +78,7 @@ pub async fn reload(engine: &Engine, old: Config, path: &Path) -> Config {
             Err(e) => tracing::warn!("SIGHUP: stopping view {}: {e}", def.name),
         }
     }
-    if let Err(e) = engine.sync("*").await {
-        tracing::warn!("SIGHUP: sync after the reload: {e}");
-    }
-    new
+    (new, resume)
 }
 
 #[cfg(test)]
