@@ -151,10 +151,26 @@ pub(crate) enum Happened {
     },
 }
 
+/// Which views a read between store steps reads.
+pub(crate) enum ReadTarget {
+    /// These (a replaced view's re-read).
+    Ids(Vec<RelationId>),
+    /// Those the selector matches when the machine task takes the read, so
+    /// the views and their rows are of one moment (a feed's start).
+    Selector(Selector),
+}
+
+/// One view's rows as read between two store steps.
+pub(crate) struct ReadView {
+    /// Its name, when the read resolved a selector.
+    pub name: Option<ViewName>,
+    /// Its rows (empty without a copy), or why they could not be read.
+    pub rows: Result<Vec<Row>, StoreError>,
+}
+
 /// A read of views' rows between two store steps.
 pub(crate) struct RowsRead {
-    /// The views and their rows (or why they could not be read).
-    pub rows: Vec<(RelationId, Result<Vec<Row>, StoreError>)>,
+    pub views: Vec<ReadView>,
     /// The number of the last store step the rows reflect.
     pub through: u64,
 }
@@ -162,7 +178,7 @@ pub(crate) struct RowsRead {
 /// Asks the machine task to read views' rows between store steps.
 pub(crate) fn read_rows(
     tx: &mpsc::UnboundedSender<Msg>,
-    views: Vec<RelationId>,
+    views: ReadTarget,
 ) -> Result<oneshot::Receiver<RowsRead>, EngineError> {
     let (reply, rx) = oneshot::channel();
     tx.send(Msg::ReadRows { views, reply }).map_err(|_| EngineError::ShutDown)?;
@@ -207,9 +223,19 @@ pub struct ChangeFeed {
     read_at: HashMap<ViewName, u64>,
     /// Items of one step not handed out yet (an apply run has several).
     ready: VecDeque<FeedItem>,
-    /// A replaced view's rows being read: kept here, not in a future, so
-    /// that dropping a `next()` (in a `select!`) loses nothing.
-    reading: Option<(ViewName, oneshot::Receiver<RowsRead>)>,
+    state: FeedState,
+}
+
+/// Where a feed is.
+enum FeedState {
+    /// Taking items as they come.
+    Live,
+    /// Reading a replaced view's rows: kept here, not in a future, so that
+    /// dropping a `next()` (in a `select!`) loses nothing.
+    Reading { view: ViewName, rx: oneshot::Receiver<RowsRead> },
+    /// It missed items (or could not read a new copy): it can no longer
+    /// be exact, and says so on every call. Start a new feed.
+    Broken(FeedError),
 }
 
 impl std::fmt::Debug for ChangeFeed {
@@ -225,42 +251,52 @@ impl ChangeFeed {
         selector: Selector,
         start: u64,
     ) -> Self {
-        ChangeFeed { rx, tx, selector, start, read_at: HashMap::new(), ready: VecDeque::new(), reading: None }
+        ChangeFeed { rx, tx, selector, start, read_at: HashMap::new(), ready: VecDeque::new(), state: FeedState::Live }
     }
 
     /// The next item; `None` once the engine has shut down and every item
     /// before that was handed out. Cancel-safe: a `next()` dropped before it
-    /// finished (in a `tokio::select!`, say) loses no item.
+    /// finished (in a `tokio::select!`, say) loses no item. After an error
+    /// the feed stays broken (every call returns it): start a new one.
     pub async fn next(&mut self) -> Option<Result<FeedItem, FeedError>> {
         loop {
-            if let Some((view, rx)) = self.reading.as_mut() {
-                let read = rx.await;
-                let view = view.clone();
-                self.reading = None;
-                let Ok(mut read) = read else { return Some(Err(FeedError::ShutDown)) };
-                let rows = match read.rows.pop() {
-                    Some((_, Ok(rows))) => rows,
-                    Some((_, Err(error))) => return Some(Err(FeedError::Read { view, error })),
-                    None => Vec::new(),
-                };
-                self.read_at.insert(view.clone(), read.through);
-                return Some(Ok(FeedItem::Replaced { view, rows }));
+            match &mut self.state {
+                FeedState::Broken(e) => return Some(Err(e.clone())),
+                FeedState::Reading { view, rx } => {
+                    let read = rx.await;
+                    let view = view.clone();
+                    self.state = FeedState::Live;
+                    let Ok(mut read) = read else { return self.broken(FeedError::ShutDown) };
+                    let rows = match read.views.pop().map(|v| v.rows) {
+                        Some(Ok(rows)) => rows,
+                        Some(Err(error)) => return self.broken(FeedError::Read { view, error }),
+                        None => Vec::new(),
+                    };
+                    self.read_at.insert(view.clone(), read.through);
+                    return Some(Ok(FeedItem::Replaced { view, rows }));
+                }
+                FeedState::Live => {}
             }
             if let Some(item) = self.ready.pop_front() {
                 return Some(Ok(item));
             }
             let published = match self.rx.recv().await {
                 Ok(p) => p,
-                Err(broadcast::error::RecvError::Lagged(missed)) => return Some(Err(FeedError::Lagged { missed })),
+                Err(broadcast::error::RecvError::Lagged(missed)) => return self.broken(FeedError::Lagged { missed }),
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
             if published.step <= self.start {
                 continue;
             }
             if let Err(e) = self.take(&published) {
-                return Some(Err(e));
+                return self.broken(e);
             }
         }
+    }
+
+    fn broken(&mut self, e: FeedError) -> Option<Result<FeedItem, FeedError>> {
+        self.state = FeedState::Broken(e.clone());
+        Some(Err(e))
     }
 
     fn wants(&self, view: &ViewName, step: u64) -> bool {
@@ -285,8 +321,8 @@ impl ChangeFeed {
             Happened::Replaced { id, view } if self.wants(view, published.step) => {
                 // Read between store steps; changes up to that step are in
                 // the rows read, and `read_at` drops them.
-                let rx = read_rows(&self.tx, vec![*id]).map_err(|_| FeedError::ShutDown)?;
-                self.reading = Some((view.clone(), rx));
+                let rx = read_rows(&self.tx, ReadTarget::Ids(vec![*id])).map_err(|_| FeedError::ShutDown)?;
+                self.state = FeedState::Reading { view: view.clone(), rx };
             }
             Happened::Forgotten { view } if self.selector.matches(view) => {
                 self.read_at.remove(view);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flashsync_core::exec::{Call, Executor, FeedCommand, SourceAnswer, SourceCall, StoreAnswer, StoreStep, Work};
 use flashsync_core::KeyRange;
 
-use crate::changes::{Changes, Happened, Position, Published, RowsRead, ViewRowChanges};
+use crate::changes::{Changes, Happened, Position, Published, ReadTarget, ReadView, RowsRead, ViewRowChanges};
 use flashsync_core::machine::{Epoch, Stats};
 use flashsync_core::{
     BatchSeq, Event, Feedback, Generation, JobRecord, Machine, Millis, Now, OpId, OriginId, RelationId, Reply,
@@ -60,10 +60,6 @@ pub(crate) enum Msg {
         name: ViewName,
         reply: oneshot::Sender<Option<RelationId>>,
     },
-    Definitions {
-        selector: Selector,
-        reply: oneshot::Sender<Vec<flashsync_core::ViewRecord>>,
-    },
     Schema {
         id: RelationId,
         reply: oneshot::Sender<Option<flashsync_core::RelationSchema>>,
@@ -77,7 +73,7 @@ pub(crate) enum Msg {
     },
     /// Read views' rows between store steps (a change feed starting).
     ReadRows {
-        views: Vec<RelationId>,
+        views: ReadTarget,
         reply: oneshot::Sender<RowsRead>,
     },
     StoreDone(StoreAnswer),
@@ -184,7 +180,7 @@ enum WorkerJob {
     /// A store step of the executor's.
     Step(StoreStep<Box<dyn Generation>>),
     /// Read views' rows now, between two steps.
-    Read { views: Vec<RelationId>, reply: oneshot::Sender<RowsRead> },
+    Read { views: Vec<(RelationId, Option<ViewName>)>, reply: oneshot::Sender<RowsRead> },
 }
 
 /// What a step handed to the store worker means for change feeds, kept
@@ -233,6 +229,10 @@ impl Driver {
         let (persist_tx, persist_rx) = mpsc::unbounded_channel();
         tokio::spawn(store_worker(io.clone(), store_rx));
         tokio::spawn(persister(io.clone(), persist_rx, persist_interval));
+        let mut changes = ChangeHub::new(changes);
+        for record in machine.definitions(&Selector::All) {
+            changes.names.insert(record.relation_id, record.def.name);
+        }
         let driver = Driver {
             exec: Executor::new(machine, clock()),
             rx,
@@ -241,7 +241,7 @@ impl Driver {
             persist_tx,
             feeds: HashMap::new(),
             events,
-            changes: ChangeHub::new(changes),
+            changes,
         };
         tokio::spawn(driver.run());
         tx
@@ -297,9 +297,6 @@ impl Driver {
             Msg::Lookup { name, reply } => {
                 let _ = reply.send(self.exec.machine().relation_id(&name));
             }
-            Msg::Definitions { selector, reply } => {
-                let _ = reply.send(self.exec.machine().definitions(&selector));
-            }
             Msg::Schema { id, reply } => {
                 let _ = reply.send(self.exec.machine().schema(id).cloned());
             }
@@ -320,6 +317,16 @@ impl Driver {
                 // Every step handed out from now on captures its changes;
                 // those handed out before run before this read.
                 self.exec.set_capture(true);
+                let views = match views {
+                    ReadTarget::Ids(ids) => ids.into_iter().map(|id| (id, None)).collect(),
+                    ReadTarget::Selector(selector) => self
+                        .exec
+                        .machine()
+                        .definitions(&selector)
+                        .into_iter()
+                        .map(|r| (r.relation_id, Some(r.def.name)))
+                        .collect(),
+                };
                 let _ = self.store_tx.send(WorkerJob::Read { views, reply });
             }
             Msg::StoreDone(mut answer) => {
@@ -345,6 +352,11 @@ impl Driver {
         while let Some(work) = self.exec.poll_work() {
             match work {
                 Work::Store(step) => {
+                    if let StoreStep::PutView(record) = &step {
+                        // Remembered now: by the time a Forget step answers,
+                        // the machine has let go of the definition.
+                        self.changes.names.insert(record.relation_id, record.def.name.clone());
+                    }
                     self.changes.sent.push_back(StepMeta::of(&step));
                     let _ = self.store_tx.send(WorkerJob::Step(step));
                 }
@@ -646,15 +658,15 @@ async fn store_worker(io: Io, mut rx: mpsc::UnboundedReceiver<WorkerJob>) {
         let step = match job {
             WorkerJob::Step(step) => step,
             WorkerJob::Read { views, reply } => {
-                let mut rows = Vec::with_capacity(views.len());
-                for id in views {
-                    let read = match io.store.scan(id, &KeyRange::default(), usize::MAX).await {
+                let mut read = Vec::with_capacity(views.len());
+                for (id, name) in views {
+                    let rows = match io.store.scan(id, &KeyRange::default(), usize::MAX).await {
                         Err(e) if e.kind == flashsync_core::StoreErrorKind::NotFound => Ok(Vec::new()),
                         other => other,
                     };
-                    rows.push((id, read));
+                    read.push(ReadView { name, rows });
                 }
-                let _ = reply.send(RowsRead { rows, through: done });
+                let _ = reply.send(RowsRead { views: read, through: done });
                 continue;
             }
         };

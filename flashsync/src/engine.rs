@@ -11,7 +11,7 @@ use flashsync_core::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::changes::{read_rows, ChangeFeed, Published, ViewRows};
+use crate::changes::{read_rows, ChangeFeed, Published, ReadTarget, ViewRows};
 use crate::driver::{now, ControlCall, Driver, Msg, Progress, SnapshotProgress};
 use crate::error::EngineError;
 use crate::lag::{LagTable, OriginLag};
@@ -371,7 +371,7 @@ impl Engine {
     pub async fn changes(&self, selector: impl IntoSelector) -> Result<ChangeFeed, EngineError> {
         let selector = selector.into_selector()?;
         let rx = self.inner.changes.upgrade().ok_or(EngineError::ShutDown)?.subscribe();
-        let read = read_rows(&self.inner.tx, Vec::new())?.await.map_err(|_| EngineError::ShutDown)?;
+        let read = read_rows(&self.inner.tx, ReadTarget::Ids(Vec::new()))?.await.map_err(|_| EngineError::ShutDown)?;
         Ok(ChangeFeed::new(rx, self.inner.tx.clone(), selector, read.through))
     }
 
@@ -385,18 +385,16 @@ impl Engine {
         selector: impl IntoSelector,
     ) -> Result<(Vec<ViewRows>, ChangeFeed), EngineError> {
         let selector = selector.into_selector()?;
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Msg::Definitions { selector: selector.clone(), reply })
-            .map_err(|_| EngineError::ShutDown)?;
-        let views = rx.await.map_err(|_| EngineError::ShutDown)?;
         let feed_rx = self.inner.changes.upgrade().ok_or(EngineError::ShutDown)?.subscribe();
-        let ids = views.iter().map(|v| v.relation_id).collect();
-        let read = read_rows(&self.inner.tx, ids)?.await.map_err(|_| EngineError::ShutDown)?;
-        let mut start = Vec::with_capacity(views.len());
-        for (record, (_, rows)) in views.into_iter().zip(read.rows) {
-            start.push(ViewRows { view: record.def.name, rows: rows.map_err(EngineError::Store)? });
+        // The machine task resolves the selector when it takes the read:
+        // the views and their rows are of one moment.
+        let read = read_rows(&self.inner.tx, ReadTarget::Selector(selector.clone()))?
+            .await
+            .map_err(|_| EngineError::ShutDown)?;
+        let mut start = Vec::with_capacity(read.views.len());
+        for v in read.views {
+            let Some(view) = v.name else { continue };
+            start.push(ViewRows { view, rows: v.rows.map_err(EngineError::Store)? });
         }
         Ok((start, ChangeFeed::new(feed_rx, self.inner.tx.clone(), selector, read.through)))
     }

@@ -5,7 +5,10 @@
 //! reads `page` rows per store scan and resumes after the last key, so a
 //! view of any size is read in bounded memory. Each page is consistent (one
 //! scan); the whole is not one snapshot — rows changed by sync between two
-//! pages appear as they are when their page is read. For a consistent start
+//! pages appear as they are when their page is read. (A full-row view keeps
+//! identical rows as copies under one key; a page that ends among them is
+//! resumed by reading those copies again, so a row with very many copies
+//! costs one scan of them per page.) For a consistent start
 //! that stays exact afterwards, use
 //! [`Engine::changes_with_rows`](crate::Engine::changes_with_rows).
 

@@ -78,7 +78,16 @@ pub async fn serve(engine: Engine, dir: &Path) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
     tokio::spawn(async move {
         loop {
-            let Ok((conn, _)) = listener.accept().await else { continue };
+            let conn = match listener.accept().await {
+                Ok((conn, _)) => conn,
+                Err(e) => {
+                    // Out of file descriptors, say: a retry at full speed
+                    // would spin; the next connection can wait a moment.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let engine = engine.clone();
             tokio::spawn(async move {
                 if let Err(e) = handle(engine, conn).await {
@@ -114,7 +123,12 @@ async fn handle(engine: Engine, conn: UnixStream) -> std::io::Result<()> {
             }
             send(&mut write, &json!({"end": true})).await
         }
-        Request::Watch { selector } => crate::watch::serve(&engine, &selector, &mut write).await,
+        Request::Watch { selector } => {
+            // The client sends nothing more: a read that ends is it hanging
+            // up, noticed even while the selected views are quiet.
+            let gone = async move { while let Ok(Some(_)) = lines.next_line().await {} };
+            crate::watch::serve(&engine, &selector, &mut write, gone).await
+        }
         other => {
             let reply = match execute(&engine, other).await {
                 Ok(result) => json!({"ok": true, "result": result}),

@@ -65,6 +65,10 @@ impl Renderer {
 
     /// One feed item as a JSON line's value.
     pub async fn render(&mut self, item: &FeedItem) -> Json {
+        if let FeedItem::Replaced { view, .. } | FeedItem::Forgotten { view } = item {
+            // A new copy may have other columns (a redefinition).
+            self.shapes.remove(view);
+        }
         match item {
             FeedItem::Changes(c) => {
                 let mut views = Vec::new();
@@ -102,8 +106,16 @@ impl Renderer {
 }
 
 /// Serves a `watch` request: the feed's items as JSON lines on `out`, until
-/// writing fails (the client went) or the feed ends.
-pub async fn serve(engine: &Engine, selector: &str, out: &mut (impl AsyncWriteExt + Unpin)) -> std::io::Result<()> {
+/// the client goes (`gone` resolves, or a write fails) or the feed ends.
+/// Until then the engine captures changes for it, so a client that left
+/// must not linger.
+pub async fn serve(
+    engine: &Engine,
+    selector: &str,
+    out: &mut (impl AsyncWriteExt + Unpin),
+    gone: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(gone);
     let mut feed: ChangeFeed = match engine.changes(selector).await {
         Ok(f) => f,
         Err(e) => return admin::send(out, &json!({"ok": false, "error": e.to_string()})).await,
@@ -111,7 +123,12 @@ pub async fn serve(engine: &Engine, selector: &str, out: &mut (impl AsyncWriteEx
     admin::send(out, &json!({"ok": true})).await?;
     let mut renderer = Renderer::new(engine.clone());
     loop {
-        let line = match feed.next().await {
+        // `next` is cancel-safe: losing the race to `gone` loses nothing.
+        let next = tokio::select! {
+            () = &mut gone => return Ok(()),
+            next = feed.next() => next,
+        };
+        let line = match next {
             Some(Ok(item)) => renderer.render(&item).await,
             Some(Err(e)) => return admin::send(out, &json!({"ok": false, "error": e.to_string()})).await,
             None => return admin::send(out, &json!({"end": true})).await,
