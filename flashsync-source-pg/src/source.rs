@@ -317,10 +317,11 @@ impl Source for PgSource {
                     )
                     .await
                     .map_err(|e| crate::error::pg("reading the server's WAL position", &e))?;
-                let current: String = row.get(0);
+                let bad = |e: tokio_postgres::Error| crate::error::protocol("reading the server's WAL position", e);
+                let current: String = row.try_get(0).map_err(bad)?;
                 let current =
                     current.parse::<Lsn>().map_err(|e| crate::error::protocol("reading pg_current_wal_lsn", e))?;
-                let retained: Option<i64> = row.get(1);
+                let retained: Option<i64> = row.try_get(1).map_err(bad)?;
                 Ok(ServerPosition { current, retained_bytes: retained.map(|b| b.max(0) as u64) })
             })
         })

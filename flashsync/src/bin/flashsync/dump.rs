@@ -112,9 +112,10 @@ fn csv_cell(v: &Json) -> String {
 }
 
 /// A non-NULL CSV field: quoted (quotes doubled) when empty — an unquoted
-/// empty field is NULL — or when it holds a comma, a quote or a line break.
+/// empty field is NULL — or when it holds a comma, a quote or a line break,
+/// or is `\.` (which would end a `COPY FROM STDIN` early), as Postgres does.
 fn csv_text(s: &str) -> String {
-    if s.is_empty() || s.contains([',', '"', '\n', '\r']) {
+    if s.is_empty() || s == "\\." || s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_owned()
@@ -135,5 +136,6 @@ mod tests {
         assert_eq!(csv_cell(&json!("NULL")), "NULL");
         assert_eq!(csv_cell(&json!(1.5)), "1.5");
         assert_eq!(csv_cell(&json!("tab\there")), "tab\there");
+        assert_eq!(csv_cell(&json!("\\.")), "\"\\.\"");
     }
 }

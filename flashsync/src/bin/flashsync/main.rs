@@ -130,7 +130,8 @@ enum Command {
     /// Remove the selected views: definition, job, local rows and the upstream
     /// resources only they held.
     Forget { selector: String },
-    /// Print a view's local rows (tab-separated, or JSON lines).
+    /// Print a view's local rows, streamed: CSV (the default), COPY text or
+    /// JSON lines.
     Dump {
         view: String,
         /// csv (Postgres's CSV: a header, NULL an unquoted empty field),

@@ -3,8 +3,9 @@
 //!
 //! - `GET /metrics`: Prometheus text format — per origin the lag behind the
 //!   server in bytes and seconds and the WAL its slot retains; per view its
-//!   state, whether it is enabled, its retries and the rows of a copy in
-//!   progress; engine counters (commits applied, batches, snapshots, acks).
+//!   state, whether it is enabled and its retries; per upstream relation
+//!   being copied, the rows copied so far; engine counters (commits
+//!   applied, batches, snapshots, acks).
 //! - `GET /healthz`: 200 while the engine answers (the process is live).
 //! - `GET /readyz`: 200 once every enabled view is `synced` (materialized)
 //!   or `running` (realtime); 503 with the views that are not, otherwise.
@@ -37,6 +38,11 @@ struct ViewLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RelationLabel {
+    relation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ViewStateLabel {
     view: String,
     state: String,
@@ -56,7 +62,16 @@ pub fn serve(engine: Engine, listener: tokio::net::TcpListener) -> Result<Socket
     let bound = listener.local_addr().map_err(|e| CliError(format!("[metrics] {e}")))?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: a retry at full speed
+                    // would spin; the next connection can wait a moment.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let engine = engine.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| answer(engine.clone(), req));
@@ -159,10 +174,10 @@ async fn metrics(engine: &Engine) -> Result<String, String> {
     registry.register("view_enabled", "1 if the view is enabled (not stopped)", enabled);
     registry.register("view_retries", "Consecutive failed attempts of the view's job", retries);
 
-    let copying = Family::<ViewLabel, Gauge>::default();
+    let copying = Family::<RelationLabel, Gauge>::default();
     for p in engine.snapshots() {
         copying
-            .get_or_create(&ViewLabel { view: p.relation.to_string() })
+            .get_or_create(&RelationLabel { relation: p.relation.to_string() })
             .set(i64::try_from(p.rows).unwrap_or(i64::MAX));
     }
     registry.register("snapshot_rows", "Rows copied so far by snapshots in progress (by upstream table)", copying);
