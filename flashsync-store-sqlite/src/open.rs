@@ -44,6 +44,13 @@ pub(crate) fn open(path: &Path, options: &Options) -> Result<Opened, StoreError>
     // Checked before anything is written: someone else's database is left
     // exactly as it was found.
     let fresh = check_format(&conn, &op)?;
+    if fresh {
+        // Set before the first write fixes it: 16 KiB pages (SQLite's
+        // default is 4 KiB) mean shallower B-trees and fewer page splits when
+        // a copy loads a table — `bench snapshot --store sqlite` 0.26-0.30 ->
+        // 0.31-0.35 — for a little more I/O per single-row read.
+        conn.pragma_update(None, "page_size", PAGE_SIZE).map_err(|e| sql(&op, e))?;
+    }
     wal(&conn, &op)?;
     if fresh {
         create(&conn, &op)?;
@@ -75,6 +82,9 @@ pub(crate) fn open(path: &Path, options: &Options) -> Result<Opened, StoreError>
         (0..options.reader_threads.max(1)).map(|_| open_reader(path, options, &op)).collect::<Result<_, _>>()?;
     Ok(Opened { writer, readers, lock, store_id })
 }
+
+/// The page size of a new store's database.
+const PAGE_SIZE: i64 = 16 * 1024;
 
 /// Refuses paths that cannot hold a store, with a message that says why,
 /// before anything is written next to them: a directory, a path below a
