@@ -105,3 +105,11 @@ fn a_view_defined_again_keeps_its_table_in_the_feed() {
 fn passes_always_finish() {
     must_pass(&[1277, 5014323, 6003591]);
 }
+
+/// The checker's own hole: a definition a shut-down (draining) machine
+/// refused was taken as the view's new one, so the old definition's last
+/// events looked illegal. Only definitions the machine holds count now.
+#[test]
+fn a_refused_definition_does_not_change_what_the_checker_expects() {
+    must_pass(&[20087191]);
+}

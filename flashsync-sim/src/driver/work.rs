@@ -208,8 +208,12 @@ impl World {
         // the definition they replace.
         self.after_input();
         if let Some(def) = define {
-            if let Some(id) = self.machine().relation_id(&def.name) {
-                self.checker.on_define(id, def);
+            // Only a definition the machine took: one refused (a machine
+            // shut down and draining refuses every call) changes nothing,
+            // and the events still to come are of the old one.
+            let held = self.machine().definitions(&Selector::view(&def.name)).into_iter().next();
+            if let Some(record) = held.filter(|r| r.def == def) {
+                self.checker.on_define(record.relation_id, def);
             }
         }
     }
