@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub(crate) fn open(path: &Path, options: &Options) -> Result<Opened, StoreError>
     let op = format!("open {}", path.display());
     check_path(path, &op)?;
     let lock = take_lock(path, &op)?;
+    owner_only(path, &op)?;
     let conn = connect(path, options, &op)?;
     // Checked before anything is written: someone else's database is left
     // exactly as it was found.
@@ -110,6 +112,36 @@ fn check_path(path: &Path, op: &str) -> Result<(), StoreError> {
     }
 }
 
+/// Creates a new database file owner-only (0600) before SQLite opens it:
+/// the mirror holds upstream rows, and SQLite gives its `-wal` and `-shm`
+/// files the database file's mode, so they are owner-only too. An existing
+/// file that others can read is left as it is (the user may share it on
+/// purpose — other processes read the mirror with SQL), with a warning.
+fn owner_only(path: &Path, op: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} is readable by other users (mode {mode:o}); `chmod 600` it unless that is meant",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(drop)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })
+            .map_err(|e| io(op, format!("cannot create {}: {e}", path.display()))),
+        Err(e) => Err(io(op, format!("cannot inspect {}: {e}", path.display()))),
+    }
+}
+
 /// One store per file: an exclusive OS lock on a file beside the database,
 /// held for the store's life (the OS releases it when the process dies,
 /// `kill -9` included). A separate file, because SQLite's own POSIX locks on
@@ -123,6 +155,7 @@ fn take_lock(path: &Path, op: &str) -> Result<File, StoreError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|e| io(op, format!("cannot open the lock file {}: {e}", lock_path.display())))?;
     lock.try_lock().map_err(|e| match e {

@@ -134,6 +134,29 @@ fn a_store_open_twice_is_locked_not_corrupted() {
     drop(open(&path).expect("reopens after the first handle is gone"));
 }
 
+/// The mirror holds upstream rows: a new store's files — the database, its
+/// write-ahead log and shared memory, the lock — are owner-only.
+#[test]
+fn a_new_store_s_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.db");
+    let store = open(&path).expect("open");
+    let v = view(1, "public", "v");
+    futures::executor::block_on(async {
+        store.put_view(&v).await.expect("put view");
+        publish(&store, &v, vec![row![1, "a"]]).await.expect("publish");
+    });
+    let files = names(dir.path());
+    for suffix in ["", "-wal", "-shm", "-flashsync-lock"] {
+        let name = format!("store.db{suffix}");
+        assert!(files.contains(&name), "{name} exists: {files:?}");
+        let mode = std::fs::metadata(dir.path().join(&name)).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+    }
+    drop(store);
+}
+
 fn schema() -> RelationSchema {
     let columns = [("id", "int8"), ("name", "text")].map(|(n, t)| Column { name: n.into(), type_name: t.into() });
     RelationSchema::keyed(SourceRelId(7), columns.to_vec(), vec![0])
