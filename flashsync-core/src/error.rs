@@ -140,6 +140,16 @@ impl StoreError {
     pub fn no_view(op: impl Into<String>, id: RelationId) -> Self {
         StoreError::new(StoreErrorKind::NotFound, op, format!("no view with relation id {id}"))
     }
+
+    /// The refusal of batch `seq` in an apply run after an earlier batch of
+    /// the run failed ([`Store::apply_many`](crate::Store::apply_many)).
+    pub fn earlier_batch_failed(seq: crate::change::BatchSeq) -> Self {
+        StoreError::new(
+            StoreErrorKind::Invalid,
+            format!("apply batch {}", seq.0),
+            "an earlier batch of the same run failed",
+        )
+    }
 }
 
 /// What a source failure was about; the machine decides what to do by kind.

@@ -171,11 +171,7 @@ pub trait Store: Send + Sync + 'static {
         let mut failed = false;
         for batch in batches {
             if failed {
-                out.push(Err(StoreError::new(
-                    crate::error::StoreErrorKind::Invalid,
-                    format!("apply batch {}", batch.seq.0),
-                    "an earlier batch of the same run failed",
-                )));
+                out.push(Err(StoreError::earlier_batch_failed(batch.seq)));
                 continue;
             }
             let r = self.apply(batch).await;

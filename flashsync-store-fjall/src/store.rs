@@ -301,11 +301,7 @@ impl Store for FjallStore {
                 let mut failed = false;
                 for batch in batches {
                     if failed {
-                        out.push(Err(StoreError::new(
-                            StoreErrorKind::Invalid,
-                            format!("apply batch {}", batch.seq.0),
-                            "an earlier batch of the same run failed",
-                        )));
+                        out.push(Err(StoreError::earlier_batch_failed(batch.seq)));
                         continue;
                     }
                     let result = apply::apply(&shared, batch);

@@ -91,7 +91,7 @@ pub(crate) fn apply_run(w: &mut Writer, batches: Vec<ApplyBatch>) -> Vec<Result<
         for (batch, prepared) in batches.iter().zip(prepared) {
             let op = format!("apply batch {}", batch.seq.0);
             if failed {
-                out.push(Err(StoreError::new(StoreErrorKind::Invalid, op, "an earlier batch of the same run failed")));
+                out.push(Err(StoreError::earlier_batch_failed(batch.seq)));
                 continue;
             }
             let result = match prepared {
