@@ -65,12 +65,15 @@
 //! A *generation* is one copy of a view's rows; the published one is the one
 //! the view's pointer names. Materializing writes a new generation and
 //! switches the pointer; a truncate switches to a fresh empty generation
-//! inside its batch. The replaced generation is marked *garbage* in the same
-//! atomic batch, and its rows are deleted later, a bounded step (4096 rows) per
-//! [`persist`](flashsync_core::Store::persist) — never on the apply path, and
-//! only once the switch is durable. [`FjallStore::reclaim`] deletes all
-//! garbage at once. Generations being filled carry a marker; one left by a
-//! crash becomes garbage when the store is next opened.
+//! inside its batch. The replaced (or forgotten) generation is marked
+//! *garbage* in the same atomic batch and reclaimed later — never on the
+//! apply path, and only once the switch is durable: first the tables that
+//! hold nothing but its rows (what a copy's bulk ingestion wrote) are
+//! dropped whole, which gives their disk space back at once; the rows left
+//! in shared tables are then deleted a bounded step (4096 rows) per
+//! [`persist`](flashsync_core::Store::persist). [`FjallStore::reclaim`]
+//! reclaims all garbage at once. Generations being filled carry a marker;
+//! one left by a crash becomes garbage when the store is next opened.
 //!
 //! Why not a keyspace per generation, which would make dropping a generation
 //! O(1)? fjall 3.1's keyspace creation and deletion are not crash-safe:

@@ -58,7 +58,15 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
         ),
         None => None,
     };
-    Ok(Shared { db, ks, state: RwLock::new(state), options, path: path.to_owned(), store_id })
+    Ok(Shared {
+        db,
+        ks,
+        state: RwLock::new(state),
+        options,
+        path: path.to_owned(),
+        store_id,
+        table_drops: RwLock::new(()),
+    })
 }
 
 /// Memtable size for keyspaces opened before the options are known (format

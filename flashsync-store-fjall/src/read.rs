@@ -4,6 +4,7 @@
 //! iterator reads from a snapshot.
 
 use std::ops::Bound;
+use std::sync::RwLockReadGuard;
 
 use fjall::Readable;
 use flashsync_core::codec::{decode_stored_row, encode_key};
@@ -11,28 +12,40 @@ use flashsync_core::{
     JobRecord, Key, KeyRange, OriginId, OriginProgress, RelationId, Row, StoreError, StoredState, ViewRecord,
 };
 
-use crate::error::{corrupt, engine};
+use crate::error::{corrupt, engine, poisoned};
 use crate::layout::{self, CopyRecord, GenKey};
 use crate::shared::Shared;
 
-/// The generation of `id`'s published copy, and a snapshot of the database
-/// taken under the same lock: the writer thread commits a batch and updates
+/// A published copy to read: its generation, a snapshot of the database
+/// taken under the same lock — the writer thread commits a batch and updates
 /// the generation pointers while holding the state lock, so the pair always
-/// agrees (a reader never sees a new pointer over old rows, or half a batch).
-fn published(shared: &Shared, op: &str, id: RelationId) -> Result<(GenKey, fjall::Snapshot), StoreError> {
+/// agrees (a reader never sees a new pointer over old rows, or half a
+/// batch) — and a guard that keeps reclamation from dropping the
+/// generation's tables until the read is over.
+struct Published<'a> {
+    gen: GenKey,
+    snap: fjall::Snapshot,
+    _tables_kept: RwLockReadGuard<'a, ()>,
+}
+
+fn published<'a>(shared: &'a Shared, op: &str, id: RelationId) -> Result<Published<'a>, StoreError> {
     let state = shared.read(op)?;
     let gen = state
         .copies
         .get(&id)
         .map(|copy| GenKey { view: id, generation: copy.generation })
         .ok_or_else(|| StoreError::no_view(op, id))?;
-    Ok((gen, shared.db.snapshot()))
+    // Taken while the state lock is held (the lock order reclamation
+    // follows too), so no table drop can fall between pointer and guard.
+    let tables_kept =
+        shared.table_drops.read().map_err(|_| poisoned(op, "a thread panicked while reclaiming space"))?;
+    Ok(Published { gen, snap: shared.db.snapshot(), _tables_kept: tables_kept })
 }
 
 /// One row by key.
 pub(crate) fn get(shared: &Shared, id: RelationId, key: &Key) -> Result<Option<Row>, StoreError> {
     let op = format!("get from view {id}");
-    let (gen, snap) = published(shared, &op, id)?;
+    let Published { gen, snap, _tables_kept } = published(shared, &op, id)?;
     match snap.get(&shared.ks.rows, gen.row_key(&encode_key(key))).map_err(|e| engine(op.as_str(), e))? {
         Some(bytes) => Ok(Some(decode_stored_row(&bytes).map_err(|e| corrupt(op, e))?.0)),
         None => Ok(None),
@@ -42,7 +55,7 @@ pub(crate) fn get(shared: &Shared, id: RelationId, key: &Key) -> Result<Option<R
 /// Up to `limit` rows in key order, copies repeated.
 pub(crate) fn scan(shared: &Shared, id: RelationId, range: &KeyRange, limit: usize) -> Result<Vec<Row>, StoreError> {
     let op = format!("scan view {id}");
-    let (gen, snap) = published(shared, &op, id)?;
+    let Published { gen, snap, _tables_kept } = published(shared, &op, id)?;
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -79,7 +92,7 @@ pub(crate) fn scan(shared: &Shared, id: RelationId, range: &KeyRange, limit: usi
 /// Number of rows, copies counted.
 pub(crate) fn count(shared: &Shared, id: RelationId) -> Result<u64, StoreError> {
     let op = format!("count view {id}");
-    let (gen, snap) = published(shared, &op, id)?;
+    let Published { gen, snap, _tables_kept } = published(shared, &op, id)?;
     let mut total = 0u64;
     for item in snap.prefix(&shared.ks.rows, gen.prefix()) {
         let value = item.value().map_err(|e| engine(op.as_str(), e))?;

@@ -110,6 +110,15 @@ pub(crate) struct Shared {
     pub path: PathBuf,
     /// Created with the store; `None` for stores created before ids were.
     pub store_id: Option<String>,
+    /// Readers hold it shared from taking their snapshot until they finish
+    /// iterating; reclamation holds it exclusively while it drops whole
+    /// tables. Why: a snapshot pins *sequence numbers*, not tables — an
+    /// iterator is built from the tables present when it starts, so a table
+    /// dropped between a reader's snapshot and its iterator would silently
+    /// take rows out of what that reader sees. Deleting key by key needs no
+    /// gate (tombstones newer than the snapshot are invisible to it).
+    /// Lock order: the state lock first, then this one.
+    pub table_drops: RwLock<()>,
 }
 
 /// Keys deleted per reclamation step: bounds the work (and the journal lock
@@ -165,20 +174,32 @@ impl Shared {
     }
 
     /// Deletes rows of garbage generations, about `budget` keys at most (at
-    /// least one step). Returns whether garbage remains. Each step is one
-    /// non-durable batch: if a crash loses it, the garbage marker is still
-    /// there and the step is redone.
+    /// least one step). Returns whether garbage remains.
+    ///
+    /// A generation's reclamation starts by dropping every table that holds
+    /// only its keys — the tables a copy's bulk ingestion wrote, which are
+    /// most of a copied view's bytes. That gives the disk space back at once:
+    /// deleting those rows key by key only adds tombstones, and fjall's
+    /// compaction keeps both for a long time (a forgotten 80 MB view still
+    /// took 84 MB after a major compaction). What is left — rows written by
+    /// ordinary batches, which share tables with other views — is deleted
+    /// key by key, one non-durable batch per step: if a crash loses a step,
+    /// the garbage marker is still there and the step is redone.
     pub fn reclaim(&self, state: &mut State, budget: usize, op: &str) -> Result<bool, StoreError> {
         let mut spent = 0;
+        let mut dropped = false;
         while let Some(&gen) = state.garbage.front() {
             if spent >= budget {
-                return Ok(true);
+                break;
             }
+            let end = gen.prefix_end().map_or(Bound::Unbounded, Bound::Excluded);
             let start = match state.reclaim_cursor.take() {
                 Some(last) => Bound::Excluded(last),
-                None => Bound::Included(gen.prefix().to_vec()),
+                None => {
+                    dropped |= self.drop_tables_of(&gen, end.clone(), op)?;
+                    Bound::Included(gen.prefix().to_vec())
+                }
             };
-            let end = gen.prefix_end().map_or(Bound::Unbounded, Bound::Excluded);
             let mut batch = self.db.batch().durability(None);
             let mut keys = 0;
             let mut last = None;
@@ -203,6 +224,47 @@ impl Shared {
                 state.reclaim_cursor = last;
             }
         }
-        Ok(false)
+        if dropped {
+            self.release_dropped_tables(state, op)?;
+        }
+        Ok(!state.garbage.is_empty())
+    }
+
+    /// Dropped tables stay on disk while an older version of the tree still
+    /// lists them, and fjall retires old versions only when a memtable is
+    /// sealed. So seal one: the garbage keyspace's, which just received the
+    /// removal of a marker and so is never empty. Everything is made durable
+    /// first, so the sealed marker removal can never reach disk before the
+    /// row deletions it stands for (that order would strand rows).
+    fn release_dropped_tables(&self, state: &mut State, op: &str) -> Result<(), StoreError> {
+        if let Err(e) = self.db.persist(fjall::PersistMode::SyncData) {
+            let e = engine(op, e);
+            state.poison(&e);
+            return Err(e);
+        }
+        self.ks.garbage.rotate_memtable().map_err(|e| engine(op, e))?;
+        Ok(())
+    }
+
+    /// Drops the tables whose keys all lie in garbage generation `gen`.
+    /// Safe against crashes: nothing reads those keys any more (the marker
+    /// was written after the pointer moved away and only leaves once the
+    /// range is empty), and a table drop is one atomic version change in
+    /// fjall's manifest.
+    /// Returns whether any table was dropped.
+    fn drop_tables_of(&self, gen: &GenKey, end: Bound<Vec<u8>>, op: &str) -> Result<bool, StoreError> {
+        use fjall::AbstractTree;
+        let _readers_out =
+            self.table_drops.write().map_err(|_| poisoned(op, "a thread panicked while reading the store"))?;
+        // `tree` is fjall's hidden handle on the keyspace's LSM tree; fjall
+        // 3.1 has no public range drop on `Keyspace`, and the version is
+        // pinned in the workspace.
+        let before = self.ks.rows.table_count();
+        self.ks
+            .rows
+            .tree
+            .drop_range((Bound::Included(gen.prefix().to_vec()), end))
+            .map_err(|e| engine(op, fjall::Error::from(e)))?;
+        Ok(self.ks.rows.table_count() < before)
     }
 }
