@@ -236,7 +236,20 @@ impl Store for FjallStore {
                 }
             },
         )
-        .await
+        .await?;
+        // The forget is durable, so the copy's space can come back now
+        // rather than at the next persist, which an idle engine may not
+        // reach for a long time (one bounded step: a copy's own tables are
+        // dropped whole, the rest follows with later persists).
+        let shared = self.shared();
+        self.inner
+            .worker
+            .run(format!("reclaim forgotten view {id}"), move || {
+                let mut state = shared.write("reclaim")?;
+                shared.reclaim(&mut state, RECLAIM_STEP, "reclaim after forget")?;
+                Ok(())
+            })
+            .await
     }
 
     async fn forget_origin(&self, origin: &OriginId) -> Result<(), StoreError> {
