@@ -76,6 +76,11 @@ pub struct ServerPosition {
     /// Bytes of WAL the origin's feed holds back on the server (from the
     /// slot's restart LSN), if the feed exists.
     pub retained_bytes: Option<u64>,
+    /// The last position the server knows to be durable downstream (the
+    /// slot's confirmed flush LSN), if the feed exists. What a process that
+    /// cannot be asked (stopped, hung) has acknowledged, from the server's
+    /// side.
+    pub confirmed: Option<Lsn>,
 }
 
 /// Sends acknowledgements upstream for a live subscription.

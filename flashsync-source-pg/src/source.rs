@@ -311,8 +311,10 @@ impl Source for PgSource {
                 let row = c
                     .query_one(
                         "SELECT pg_catalog.pg_current_wal_lsn()::text, \
-                                (SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::bigint \
-                                 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
+                                (pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::bigint, \
+                                s.confirmed_flush_lsn::text \
+                         FROM (SELECT 1) one \
+                         LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1",
                         &[&slot_name],
                     )
                     .await
@@ -322,7 +324,12 @@ impl Source for PgSource {
                 let current =
                     current.parse::<Lsn>().map_err(|e| crate::error::protocol("reading pg_current_wal_lsn", e))?;
                 let retained: Option<i64> = row.try_get(1).map_err(bad)?;
-                Ok(ServerPosition { current, retained_bytes: retained.map(|b| b.max(0) as u64) })
+                let confirmed: Option<String> = row.try_get(2).map_err(bad)?;
+                let confirmed = confirmed
+                    .map(|c| c.parse::<Lsn>())
+                    .transpose()
+                    .map_err(|e| crate::error::protocol("reading the slot's confirmed_flush_lsn", e))?;
+                Ok(ServerPosition { current, retained_bytes: retained.map(|b| b.max(0) as u64), confirmed })
             })
         })
         .await

@@ -13,7 +13,11 @@ use flashsync_source_pg::testkit;
 const BIN: &str = env!("CARGO_BIN_EXE_flashsync");
 
 fn flashsync(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).arg("--config").arg(config).args(args).output().unwrap();
+    flashsync_env(config, args, &[])
+}
+
+fn flashsync_env(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BIN).arg("--config").arg(config).args(args).envs(env.iter().copied()).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -812,26 +816,60 @@ listen = "127.0.0.1:{port}"
     assert_eq!(sample(r#"flashsync_view_state{view="public.events_live",state="running"}"#), Some(1.0));
     wait("a lag sample", Duration::from_secs(30), || sample(lag).is_some());
 
-    // Stop the realtime view (its feed closes) and write ~2 MB upstream.
-    let (ok, _, err) = flashsync(&config, &["stop", "public.events_live"]);
-    assert!(ok, "{err}");
+    // Pause the whole process (SIGSTOP) and write ~55 MB of WAL upstream.
+    signal(run.id(), "-STOP");
     rt.block_on(async {
-        db.client()
-            .await
-            .batch_execute("INSERT INTO events (body) SELECT repeat('x', 1000) FROM generate_series(1, 2000)")
-            .await
-            .unwrap()
+        let client = db.client().await;
+        for _ in 0..50 {
+            client
+                .batch_execute(
+                    "INSERT INTO events (body) SELECT (SELECT string_agg(md5(random()::text || g || h), '') \
+                     FROM generate_series(1, 32) h) FROM generate_series(1, 1000) g",
+                )
+                .await
+                .unwrap();
+        }
     });
-    wait("the lag to show the writes", Duration::from_secs(30), || sample(lag).is_some_and(|b| b > 1_000_000.0));
+    let written = rt.block_on(async {
+        let row = db
+            .client()
+            .await
+            .query_one("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots", &[])
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    });
+    assert!(written > 50_000_000, "the writes made {written} bytes of WAL");
+    // The stopped process cannot answer: status says so within seconds and
+    // shows the lag as the server sees it (what the process acknowledged).
+    let started = Instant::now();
+    let env = [("CLI_METRICS_PG_URL", url.as_str())];
+    let (ok, status, err) = flashsync_env(&config, &["status", "--json"], &env);
+    assert!(ok, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "status took {:?}", started.elapsed());
+    let records: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let live = records.as_array().unwrap().iter().find(|r| r["name"] == "events_live").unwrap().clone();
+    assert_eq!(live["process_responding"], false, "{live}");
+    assert!(live["lag_bytes"].as_u64().is_some_and(|b| b > 50_000_000), "{live}");
+    let (ok, table, err) = flashsync_env(&config, &["status"], &env);
+    assert!(ok, "{err}");
+    assert!(table.contains("did not answer") && table.contains("bytes acknowledged behind"), "{table}");
+
+    // Resumed, the process shows the lag on /metrics and in status while it
+    // catches up, then returns to ~0.
+    signal(run.id(), "-CONT");
+    let mut seen = 0.0f64;
+    wait("/metrics to show the lag, then catch up", Duration::from_secs(120), || {
+        let now = sample(lag).unwrap_or(f64::MAX);
+        seen = seen.max(if now == f64::MAX { 0.0 } else { now });
+        seen > 25_000_000.0 && now < 100_000.0
+    });
     let (_, status, _) = flashsync(&config, &["status", "--json"]);
     let records: serde_json::Value = serde_json::from_str(&status).unwrap();
     let live = records.as_array().unwrap().iter().find(|r| r["name"] == "events_live").unwrap().clone();
-    assert!(live["lag_bytes"].as_u64().is_some_and(|b| b > 1_000_000), "{live}");
+    assert_eq!(live["process_responding"], true, "{live}");
+    assert!(live["lag_bytes"].as_u64().is_some_and(|b| b < 100_000), "{live}");
     assert!(live["lag_seconds"].as_f64().is_some(), "{live}");
-
-    let (ok, _, err) = flashsync(&config, &["resume", "public.events_live"]);
-    assert!(ok, "{err}");
-    wait("the lag to return to ~0", Duration::from_secs(60), || sample(lag).is_some_and(|b| b < 100_000.0));
     rustix_kill(run.id());
     assert!(run.wait().unwrap().success());
 }

@@ -228,7 +228,11 @@ impl Source for MemorySource {
     async fn server_position(&self) -> Result<crate::source::ServerPosition, SourceError> {
         let u = self.up.lock();
         let retained = u.slot.as_ref().map(|s| u.lsn.0.saturating_sub(s.confirmed_flush.0));
-        Ok(crate::source::ServerPosition { current: u.lsn, retained_bytes: retained })
+        Ok(crate::source::ServerPosition {
+            current: u.lsn,
+            retained_bytes: retained,
+            confirmed: u.slot.as_ref().map(|s| s.confirmed_flush),
+        })
     }
 }
 

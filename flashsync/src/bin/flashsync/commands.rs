@@ -7,7 +7,7 @@ use crate::admin::{self, Request};
 use crate::config::Config;
 use crate::dump::{Format, Printer, Source};
 use crate::output;
-use crate::{local, CliError};
+use crate::{local, unanswered, CliError};
 
 /// Runs a control request and prints its result.
 pub async fn control(config: &Config, request: Request, json: bool) -> Result<(), CliError> {
@@ -15,12 +15,15 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
     // Without `run`, a view stored as running is not being kept up to date
     // by anyone: status says so rather than let "running" mislead.
     let process = conn.is_some();
-    // The origins' lag, from the running process (none without one).
+    // The origins' lag, from the running process (none without one). A
+    // process that does not answer status (stopped, wedged) must not hang
+    // the command: status then reports what the config and servers say.
     let lag = match (&request, process) {
-        (Request::Status { .. }, true) => match admin::connect(&config.admin_dir()).await {
-            Some(c) => {
-                admin::call(c, &Request::Lag).await.ok().and_then(|mut l| l.pop()).map(|mut l| l["result"].take())
-            }
+        (Request::Status { selector }, true) => match admin::connect(&config.admin_dir()).await {
+            Some(c) => match tokio::time::timeout(unanswered::ANSWER_TIMEOUT, admin::call(c, &Request::Lag)).await {
+                Err(_) => return unanswered::status(config, selector, json).await,
+                Ok(answer) => answer.ok().and_then(|mut l| l.pop()).map(|mut l| l["result"].take()),
+            },
             None => None,
         },
         _ => None,
@@ -46,6 +49,7 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
                 let mut out = output::status_json(&records);
                 for (r, record) in out.as_array_mut().into_iter().flatten().zip(&records) {
                     r["process_running"] = Json::Bool(process);
+                    r["process_responding"] = Json::Bool(process);
                     // Each record carries its origin's lag (null when unknown).
                     let origin = config
                         .views

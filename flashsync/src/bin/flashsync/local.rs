@@ -63,7 +63,7 @@ pub enum LocalStore {
 
 impl LocalStore {
     /// The id sources name their slot and publication after.
-    fn store_id(&self) -> Option<String> {
+    pub fn store_id(&self) -> Option<String> {
         match self {
             LocalStore::Fjall(s) => s.store_id(),
             LocalStore::Sqlite(s) => s.store_id(),

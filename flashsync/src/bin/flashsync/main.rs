@@ -34,6 +34,7 @@ mod pg;
 mod query;
 mod run;
 mod service;
+mod unanswered;
 mod watch;
 
 use std::path::PathBuf;

@@ -29,8 +29,12 @@ pub async fn run(path: &std::path::Path, resync_every: Duration) -> Result<(), C
         None => None,
     };
     let store = local::open_store_patiently(config, Duration::from_secs(10)).await?;
+    let info = crate::unanswered::RunInfo { pid: std::process::id(), store_id: store.store_id() };
     let engine = local::engine(config, store, true).await?;
-    let socket = admin::serve(engine.clone(), &config.admin_dir()).await.map_err(CliError)?;
+    let admin_dir = config.admin_dir();
+    let socket = admin::serve(engine.clone(), &admin_dir).await.map_err(CliError)?;
+    // For `status` when this process cannot answer (stopped, wedged).
+    info.write(&admin_dir)?;
     if let Some(listener) = metrics {
         let bound = crate::metrics::serve(engine.clone(), listener)?;
         tracing::info!("metrics on http://{bound}/metrics (also /healthz, /readyz)");
@@ -106,6 +110,7 @@ pub async fn run(path: &std::path::Path, resync_every: Duration) -> Result<(), C
     progress.abort();
     engine.shutdown().await.map_err(|e| CliError(e.to_string()))?;
     let _ = std::fs::remove_file(&socket);
+    crate::unanswered::RunInfo::remove(&admin_dir);
     say("stopped cleanly; everything applied is durable\n");
     Ok(())
 }
