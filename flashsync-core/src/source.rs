@@ -156,4 +156,13 @@ pub trait Source: Send + Sync + 'static {
     async fn server_position(&self) -> Result<ServerPosition, SourceError> {
         Err(SourceError::new(SourceErrorKind::Unsupported, "this source does not report its server position"))
     }
+
+    /// About how many rows `relation` holds, from the server's statistics,
+    /// for progress reports (an estimate: it may be stale, and a filtered
+    /// view copies fewer). `None` when the source cannot tell cheaply; the
+    /// default.
+    async fn estimate_rows(&self, relation: &UpstreamRelation) -> Option<u64> {
+        let _ = relation;
+        None
+    }
 }

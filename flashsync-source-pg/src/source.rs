@@ -302,6 +302,30 @@ impl Source for PgSource {
         Ok(())
     }
 
+    async fn estimate_rows(&self, relation: &UpstreamRelation) -> Option<u64> {
+        let name = crate::ident::qualified(&relation.schema, &relation.table);
+        let estimate = self
+            .with_control(move |c| {
+                Box::pin(async move {
+                    // reltuples is -1 for a table never vacuumed or analyzed
+                    // (Postgres 14+): no estimate rather than a wrong one.
+                    let row = c
+                        .query_opt(
+                            "SELECT reltuples::float8 FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)",
+                            &[&name],
+                        )
+                        .await
+                        .map_err(|e| crate::error::pg("estimating a table's rows", &e))?;
+                    Ok(row.and_then(|r| r.try_get::<_, f64>(0).ok()))
+                })
+            })
+            .await;
+        match estimate {
+            Ok(Some(n)) if n >= 0.0 && n.is_finite() => Some(n as u64),
+            _ => None,
+        }
+    }
+
     async fn server_position(&self) -> Result<ServerPosition, SourceError> {
         let slot_name = self.config.slot_name.clone();
         self.with_control(move |c| {

@@ -112,8 +112,30 @@ pub struct SnapshotProgress {
     pub relation: flashsync_core::UpstreamRelation,
     /// Rows written so far.
     pub rows: u64,
+    /// About how many rows the copy will write, from the server's
+    /// statistics (`None` until known, or if the source cannot tell). May
+    /// be stale; a filtered view copies fewer.
+    pub estimated_rows: Option<u64>,
     /// When the copy started.
     pub started: std::time::Instant,
+}
+
+impl SnapshotProgress {
+    /// Rows per second so far.
+    pub fn rate(&self) -> f64 {
+        self.rows as f64 / self.started.elapsed().as_secs_f64().max(0.001)
+    }
+
+    /// Time left at the rate so far, if the total is estimated and rows
+    /// have arrived (zero once the estimate is passed).
+    pub fn eta(&self) -> Option<std::time::Duration> {
+        let total = self.estimated_rows?;
+        let rate = self.rate();
+        if self.rows == 0 || rate <= 0.0 {
+            return None;
+        }
+        Some(std::time::Duration::from_secs_f64(total.saturating_sub(self.rows) as f64 / rate))
+    }
 }
 
 pub(crate) type Progress = Arc<Mutex<HashMap<OpId, SnapshotProgress>>>;
@@ -566,13 +588,30 @@ impl Io {
     ) -> Result<(flashsync_core::SnapshotPoint, Box<dyn Generation>), SourceError> {
         let source = self.source(origin)?;
         let generation = self.store.begin_generation(id, shape.local()).await?;
-        let entry = SnapshotProgress { relation_id: id, relation: relation.clone(), rows: 0, started: Instant::now() };
+        let entry = SnapshotProgress {
+            relation_id: id,
+            relation: relation.clone(),
+            rows: 0,
+            estimated_rows: None,
+            started: Instant::now(),
+        };
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(op, entry);
+        // The estimate comes beside the copy, never in front of it.
+        let estimate = {
+            let (source, relation, progress) = (source.clone(), relation.clone(), self.progress.clone());
+            tokio::spawn(async move {
+                let estimate = source.estimate_rows(&relation).await;
+                if let Some(p) = progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&op) {
+                    p.estimated_rows = estimate;
+                }
+            })
+        };
         let mut generation = generation;
         let result = {
             let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
             source.snapshot(relation, shape, &mut sink).await
         };
+        estimate.abort();
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
         match result {
             Ok(point) => Ok((point, generation)),

@@ -270,3 +270,38 @@ async fn overlapping_syncs_coalesce_and_keep_force() {
     assert_converges(&engine, "public.acct_copy", &c, "public", "acct", WAIT).await;
     engine.shutdown().await.unwrap();
 }
+
+/// A copy in progress reports its rows, the server's estimate of the total
+/// (taken beside the copy, not in front of it) and, once rows arrive, the
+/// time left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_in_progress_report_an_estimated_total() {
+    let Some(db) = testkit::test_db("life_estimate").await else { return };
+    let c = db.client().await;
+    create_load_tables(&c, 20_000).await;
+    c.batch_execute("ANALYZE acct").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let engine = open_engine(StoreKind::Fjall, dir.path(), probe.source()).await;
+    let gate = probe.close_gate();
+    engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
+    let first = {
+        let e = engine.clone();
+        tokio::spawn(async move { e.sync("public.acct_live").await })
+    };
+    let e = engine.clone();
+    let progress = wait_for("the copy to report an estimate", WAIT, move || {
+        let e = e.clone();
+        async move { e.snapshots().into_iter().find(|p| p.estimated_rows.is_some()) }
+    })
+    .await;
+    let estimate = progress.estimated_rows.unwrap();
+    assert!((18_000..=22_000).contains(&estimate), "estimated {estimate} rows of 20,000");
+    assert_eq!(progress.rows, 0, "the copy waits at the gate");
+    assert_eq!(progress.eta(), None, "no rate yet, so no time left to give");
+    gate.add_permits(1000);
+    let summary = tokio::time::timeout(WAIT, first).await.unwrap().unwrap().unwrap();
+    assert_eq!(summary.realtime.len(), 1, "{summary:?}");
+    assert!(engine.snapshots().is_empty());
+    engine.shutdown().await.unwrap();
+}

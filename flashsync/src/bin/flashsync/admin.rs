@@ -51,6 +51,8 @@ pub enum Request {
     },
     /// Each origin's lag behind its server.
     Lag,
+    /// The copies in progress: rows so far, estimated total, time left.
+    Copies,
 }
 
 pub fn socket_path(admin_dir: &Path) -> PathBuf {
@@ -159,6 +161,7 @@ pub async fn execute(engine: &Engine, request: Request) -> Result<Json, String> 
             Ok(json!({"views": f.views, "warnings": f.warnings}))
         }
         Request::Lag => Ok(crate::output::lag_json(&engine.lag())),
+        Request::Copies => Ok(crate::output::copies_json(&engine.snapshots())),
         Request::Dump { .. } | Request::Watch { .. } => Err("streamed requests are served by the connection".into()),
     }
 }

@@ -28,6 +28,18 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
         },
         _ => None,
     };
+    let copies = match (&request, process) {
+        (Request::Status { .. }, true) => match admin::connect(&config.admin_dir()).await {
+            Some(c) => tokio::time::timeout(unanswered::ANSWER_TIMEOUT, admin::call(c, &Request::Copies))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|mut l| l.pop())
+                .map(|mut l| l["result"].take()),
+            None => None,
+        },
+        _ => None,
+    };
     let result = match conn {
         Some(conn) => admin::call(conn, &request).await.map_err(CliError)?.remove(0)["result"].take(),
         None => {
@@ -61,6 +73,11 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
                     });
                     r["lag_bytes"] = of.as_ref().map_or(Json::Null, |o| o["lag_bytes"].clone());
                     r["lag_seconds"] = of.as_ref().map_or(Json::Null, |o| o["lag_seconds"].clone());
+                    // A copy in progress for this view: rows, estimate, ETA.
+                    r["copy"] = copies
+                        .as_ref()
+                        .and_then(|c| c.as_array()?.iter().find(|c| c["relation_id"] == record.relation_id.0).cloned())
+                        .unwrap_or(Json::Null);
                 }
                 out
             }
@@ -80,6 +97,9 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
             if let Some(lag) = &lag {
                 print!("{}", output::lag_lines(lag));
             }
+            if let Some(copies) = &copies {
+                print!("{}", output::copies_lines(copies));
+            }
         }
         Request::Sync { .. } | Request::Resume { .. } => {
             let s: flashsync::SyncSummary = serde_json::from_value(result).map_err(|e| CliError(e.to_string()))?;
@@ -95,7 +115,7 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
                 eprintln!("warning: {}", w.as_str().unwrap_or_default());
             }
         }
-        Request::Dump { .. } | Request::Watch { .. } | Request::Lag => {}
+        Request::Dump { .. } | Request::Watch { .. } | Request::Lag | Request::Copies => {}
     }
     Ok(())
 }

@@ -175,12 +175,25 @@ async fn metrics(engine: &Engine) -> Result<String, String> {
     registry.register("view_retries", "Consecutive failed attempts of the view's job", retries);
 
     let copying = Family::<RelationLabel, Gauge>::default();
+    let estimated = Family::<RelationLabel, Gauge>::default();
+    let eta = Family::<RelationLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for p in engine.snapshots() {
-        copying
-            .get_or_create(&RelationLabel { relation: p.relation.to_string() })
-            .set(i64::try_from(p.rows).unwrap_or(i64::MAX));
+        let label = RelationLabel { relation: p.relation.to_string() };
+        copying.get_or_create(&label).set(i64::try_from(p.rows).unwrap_or(i64::MAX));
+        if let Some(total) = p.estimated_rows {
+            estimated.get_or_create(&label).set(i64::try_from(total).unwrap_or(i64::MAX));
+        }
+        if let Some(left) = p.eta() {
+            eta.get_or_create(&label).set(left.as_secs_f64());
+        }
     }
     registry.register("snapshot_rows", "Rows copied so far by snapshots in progress (by upstream table)", copying);
+    registry.register(
+        "snapshot_rows_estimated",
+        "About how many rows snapshots in progress will copy, from the server's statistics",
+        estimated,
+    );
+    registry.register("snapshot_eta_seconds", "Time left for snapshots in progress at their rate so far", eta);
 
     let stats = engine.stats().await.map_err(|e| e.to_string())?;
     for (name, help, value) in [

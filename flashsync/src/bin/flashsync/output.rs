@@ -114,6 +114,60 @@ pub fn status_json(records: &[JobRecord]) -> Json {
     out
 }
 
+/// Copies in progress as JSON objects.
+pub fn copies_json(copies: &[flashsync::SnapshotProgress]) -> Json {
+    Json::Array(
+        copies
+            .iter()
+            .map(|p| {
+                json!({
+                    "relation_id": p.relation_id.0,
+                    "upstream": p.relation.to_string(),
+                    "rows": p.rows,
+                    "estimated_rows": p.estimated_rows,
+                    "rows_per_second": p.rate().round(),
+                    "eta_seconds": p.eta().map(|d| d.as_secs()),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// One copy's progress for people: rows so far, of about how many, rate,
+/// time left.
+pub fn copy_progress(p: &flashsync::SnapshotProgress) -> String {
+    copy_progress_line(p.rows, p.estimated_rows, p.rate(), p.eta().map(|d| d.as_secs()))
+}
+
+fn copy_progress_line(rows: u64, estimated: Option<u64>, rate: f64, eta: Option<u64>) -> String {
+    let mut out = match estimated {
+        Some(total) if total > 0 => {
+            format!("{rows} of ~{total} rows ({}%)", (rows.saturating_mul(100) / total).min(100))
+        }
+        _ => format!("{rows} rows"),
+    };
+    out.push_str(&format!("  {rate:.0} rows/s"));
+    if let Some(eta) = eta {
+        out.push_str(&format!("  ETA {eta} s"));
+    }
+    out
+}
+
+/// Copies in progress, from [`copies_json`], one line each.
+pub fn copies_lines(copies: &Json) -> String {
+    let mut out = String::new();
+    for c in copies.as_array().into_iter().flatten() {
+        let line = copy_progress_line(
+            c["rows"].as_u64().unwrap_or(0),
+            c["estimated_rows"].as_u64(),
+            c["rows_per_second"].as_f64().unwrap_or(0.0),
+            c["eta_seconds"].as_u64(),
+        );
+        out.push_str(&format!("copying {}: {line}\n", c["upstream"].as_str().unwrap_or("?")));
+    }
+    out
+}
+
 /// Each origin's lag as JSON objects (LSNs as `X/Y`).
 pub fn lag_json(lags: &[flashsync::OriginLag]) -> Json {
     Json::Array(
@@ -203,6 +257,19 @@ mod tests {
         let table = status_table(&[job]);
         assert!(table.contains(fix), "{table}");
         assert_eq!(table.lines().count(), 2, "{table}");
+    }
+
+    #[test]
+    fn copy_progress_gives_a_share_and_time_left_only_when_known() {
+        assert_eq!(copy_progress_line(250, Some(1000), 50.0, Some(15)), "250 of ~1000 rows (25%)  50 rows/s  ETA 15 s");
+        assert_eq!(copy_progress_line(250, None, 50.0, None), "250 rows  50 rows/s");
+        // A stale estimate the copy has passed reads 100%, never more.
+        assert_eq!(
+            copy_progress_line(1500, Some(1000), 50.0, Some(0)),
+            "1500 of ~1000 rows (100%)  50 rows/s  ETA 0 s"
+        );
+        // An empty table's estimate of 0 gives no share.
+        assert_eq!(copy_progress_line(3, Some(0), 1.0, Some(0)), "3 rows  1 rows/s  ETA 0 s");
     }
 
     #[test]

@@ -194,8 +194,7 @@ pub async fn show_progress(engine: Engine) {
             keep
         });
         for p in &running {
-            let secs = p.started.elapsed().as_secs_f64().max(0.001);
-            let msg = format!("{} rows  {:.0} rows/s", p.rows, p.rows as f64 / secs);
+            let msg = output::copy_progress(p);
             let name = names.get(&p.relation_id).cloned().unwrap_or_else(|| p.relation.to_string());
             if tty {
                 let bar = bars.entry(p.relation_id).or_insert_with(|| {

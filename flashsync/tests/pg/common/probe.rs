@@ -186,4 +186,12 @@ impl Source for Probe {
     async fn drop_feed(&self) -> Result<(), SourceError> {
         self.inner.drop_feed().await
     }
+
+    async fn estimate_rows(&self, relation: &UpstreamRelation) -> Option<u64> {
+        self.inner.estimate_rows(relation).await
+    }
+
+    async fn server_position(&self) -> Result<flashsync_core::ServerPosition, SourceError> {
+        self.inner.server_position().await
+    }
 }
