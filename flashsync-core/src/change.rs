@@ -211,16 +211,24 @@ pub struct BatchSeq(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Progress {
     /// The batch completes the transaction ending at `end_lsn`: the origin's
-    /// applied LSN becomes `end_lsn`, and any partial-transaction marker is
-    /// cleared.
+    /// applied LSN becomes `end_lsn`. Each view it names gets its staged
+    /// operations (from `Stage` batches of the origin) applied first, in the
+    /// same atomic batch; the origin's other staged operations are dropped.
     Commit {
         /// The transaction's end LSN.
         end_lsn: Lsn,
     },
-    /// The batch is one part of a transaction too large for one batch. The
-    /// store marks the batch's views as partially applied until the `Commit`
-    /// batch lands; after a crash, views so marked are re-bootstrapped.
-    Partial,
+    /// The batch is one part of a transaction too large for one batch: the
+    /// store *stages* its row operations — applies none, shows none to
+    /// readers, keeps none across a reopen — until the `Commit` batch of
+    /// the transaction claims them (see [`crate::staging`]). Readers never
+    /// see part of a transaction, and a crash in the middle of one leaves
+    /// every copy as it was (the feed sends the transaction again).
+    Stage {
+        /// The transaction's first part: whatever an earlier attempt staged
+        /// and never committed (the feed broke) is dropped first.
+        first: bool,
+    },
     /// A held-back transaction replayed into a view that just bootstrapped;
     /// the origin's applied LSN is already past it and stays as it is.
     Replay,

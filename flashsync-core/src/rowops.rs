@@ -7,6 +7,7 @@
 //! — and, when the batch asks, records what it did to each view's rows
 //! ([`crate::rowchange`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,16 @@ pub trait RowAccess {
     /// store lists the view as dirty on every later load, so a restart
     /// copies it again even if the machine never got to say so.
     fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError>;
+
+    /// Whether [`read`](Self::read) sees the writes made through this
+    /// access (a store writing into an open transaction, say), not only the
+    /// state before the batch. Such a store applies a commit's staged parts
+    /// one at a time, each with a fresh overlay, so memory stays bounded by
+    /// a part however large the transaction ([`apply_staged`]). The default
+    /// says no: every write of the batch is kept for reading back.
+    fn reads_own_writes(&self) -> bool {
+        false
+    }
 }
 
 /// Why an operation did not fit the local copy. A conflict means the mirror
@@ -59,6 +70,21 @@ pub struct ApplyReport {
     /// asked for it ([`ApplyBatch::capture`]); empty otherwise.
     #[serde(default)]
     pub changes: Vec<ViewChanges>,
+}
+
+impl ApplyReport {
+    /// Adds what a later part of the same batch noticed: conflicts after
+    /// these, and each view's changes after its earlier ones (for stores
+    /// that write a batch in parts).
+    pub fn merge(&mut self, later: ApplyReport) {
+        self.conflicts.extend(later.conflicts);
+        for vc in later.changes {
+            match self.changes.iter_mut().find(|c| c.relation_id == vc.relation_id) {
+                Some(c) => c.changes.extend(vc.changes),
+                None => self.changes.push(vc),
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -165,17 +191,58 @@ fn corrupt(view: RelationId, e: impl std::fmt::Display) -> StoreError {
 /// Applies every view's operations through `access`, in order, capturing
 /// nothing.
 pub fn apply_ops(views: &[ViewOps], access: &mut impl RowAccess) -> Result<ApplyReport, StoreError> {
-    apply_captured(views, Capture::Off, access)
+    apply_captured(views.iter().map(|v| Ok(Cow::Borrowed(v))), Capture::Off, access)
 }
 
 /// Applies a batch's row operations through `access`, in order, and
 /// captures what they did when the batch asks ([`ApplyBatch::capture`]):
 /// what a store's `apply` should call.
 pub fn apply_batch(batch: &ApplyBatch, access: &mut impl RowAccess) -> Result<ApplyReport, StoreError> {
-    apply_captured(&batch.views, batch.capture, access)
+    apply_captured(batch.views.iter().map(|v| Ok(Cow::Borrowed(v))), batch.capture, access)
 }
 
-fn apply_captured(views: &[ViewOps], capture: Capture, access: &mut impl RowAccess) -> Result<ApplyReport, StoreError> {
+/// [`apply_batch`] for a batch a [`Staging`](crate::staging::Staging) has
+/// absorbed: each view's claimed parts go first, decoded one at a time (and
+/// dropped once applied), then the batch's own operations — all in the
+/// same overlays, so the store writes them as one batch. What a store's
+/// `apply` should call.
+pub fn apply_staged(
+    batch: &ApplyBatch,
+    mut claimed: crate::staging::Claimed,
+    access: &mut impl RowAccess,
+) -> Result<ApplyReport, StoreError> {
+    if claimed.is_empty() {
+        return apply_batch(batch, access);
+    }
+    if access.reads_own_writes() {
+        // Part by part, each in an overlay of its own: the store's reads see
+        // the earlier parts' writes, and nothing here grows with the
+        // transaction.
+        let mut report = ApplyReport::default();
+        for v in &batch.views {
+            let (id, identity) = (v.relation_id, v.identity);
+            for ops in claimed.take(id) {
+                let part = ViewOps { relation_id: id, identity, ops: ops? };
+                report.merge(apply_captured(std::iter::once(Ok(Cow::Owned(part))), batch.capture, access)?);
+            }
+            report.merge(apply_captured(std::iter::once(Ok(Cow::Borrowed(v))), batch.capture, access)?);
+        }
+        return Ok(report);
+    }
+    let views = batch.views.iter().flat_map(move |v| {
+        let (id, identity) = (v.relation_id, v.identity);
+        let parts =
+            claimed.take(id).map(move |ops| ops.map(|ops| Cow::Owned(ViewOps { relation_id: id, identity, ops })));
+        parts.chain(std::iter::once(Ok(Cow::Borrowed(v))))
+    });
+    apply_captured(views, batch.capture, access)
+}
+
+fn apply_captured<'a>(
+    views: impl Iterator<Item = Result<Cow<'a, ViewOps>, StoreError>>,
+    capture: Capture,
+    access: &mut impl RowAccess,
+) -> Result<ApplyReport, StoreError> {
     let mut report = ApplyReport::default();
     // One overlay per view for the whole batch: a view may appear in several
     // `ViewOps`, and later ones must see the earlier ones' writes.
@@ -183,6 +250,7 @@ fn apply_captured(views: &[ViewOps], capture: Capture, access: &mut impl RowAcce
     // Views in the order they first appear, for the captured changes.
     let mut order: Vec<RelationId> = Vec::new();
     for v in views {
+        let v = v?;
         let id = v.relation_id;
         let overlay = overlays.entry(id).or_insert_with(|| {
             order.push(id);

@@ -23,9 +23,15 @@
 //!    [`ApplyReport`]) is marked diverged in the same batch, and listed in
 //!    [`StoredState::dirty`] until it is published again or forgotten: a
 //!    crash before the machine reacts must still bring a copy of it.
-//! 5. **Key order.** Scans return rows in the order of their keys'
+//! 5. **Whole transactions.** A [`Progress::Stage`](crate::Progress::Stage)
+//!    batch changes no row: its operations are staged (hand them to a
+//!    [`Staging`](crate::staging::Staging)), invisible to readers and gone
+//!    after a reopen; the origin's next `Commit` batch applies the staged
+//!    operations of the views it names before its own, atomically, and
+//!    drops the rest; a `first` part drops an unfinished attempt's parts.
+//! 6. **Key order.** Scans return rows in the order of their keys'
 //!    [`encode_key`](crate::codec::encode_key) bytes.
-//! 6. **Errors, not panics**, for every failure, including corrupt bytes on disk.
+//! 7. **Errors, not panics**, for every failure, including corrupt bytes on disk.
 //!
 //! The [`conformance`](crate::conformance) suite checks all of this against
 //! any implementation.
@@ -73,9 +79,9 @@ pub struct StoredState {
     pub origins: Vec<OriginProgress>,
     /// Schemas of the published copies, by view.
     pub schemas: Vec<(RelationId, RelationSchema)>,
-    /// Views left partially updated by a large transaction that did not
-    /// finish before a crash, or whose copy an applied batch did not fit
-    /// (diverged); they must be re-bootstrapped.
+    /// Views whose copy an applied batch did not fit (diverged), or that a
+    /// store written by an earlier version left partly updated by a large
+    /// transaction; they must be re-bootstrapped.
     pub dirty: Vec<RelationId>,
     /// The last batch this store object applied, if any: a machine started
     /// on it numbers its batches after it (sequence numbers only increase

@@ -31,8 +31,11 @@ mod mutants {
     enum Defect {
         /// Scans come out in reverse key order.
         ReversedScans,
-        /// Batches never record progress or dirty markers.
+        /// Batches never record progress, and stage nothing.
         IgnoresProgress,
+        /// Staged parts of a transaction are applied at once (readers see
+        /// half a transaction).
+        AppliesStagedParts,
         /// Truncates are dropped.
         IgnoresTruncate,
         /// `forget` leaves the job behind.
@@ -79,6 +82,9 @@ mod mutants {
         async fn apply(&self, mut batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
             match self.defect {
                 Defect::IgnoresProgress => batch.progress = Progress::Replay,
+                Defect::AppliesStagedParts if matches!(batch.progress, Progress::Stage { .. }) => {
+                    batch.progress = Progress::Replay;
+                }
                 Defect::IgnoresTruncate => {
                     for v in &mut batch.views {
                         v.ops.retain(|op| !matches!(op, RowOp::Truncate));
@@ -123,7 +129,8 @@ mod mutants {
     fn the_suite_catches_broken_stores() {
         for (defect, check) in [
             (Defect::ReversedScans, "scan_order_and_ranges"),
-            (Defect::IgnoresProgress, "dirty_markers"),
+            (Defect::IgnoresProgress, "staged_transactions"),
+            (Defect::AppliesStagedParts, "staged_transactions"),
             (Defect::IgnoresProgress, "catalog_round_trip"),
             (Defect::IgnoresTruncate, "truncate_then_insert"),
             (Defect::ForgetKeepsJob, "forget_removes_everything"),

@@ -407,7 +407,8 @@ mod tests {
         c.on_stop(&[id]);
         let key = Key(vec![Value::Int(1)]);
         let ops = vec![RowOp::Insert { key, row: Row(vec![Value::Int(1)]) }];
-        let b = batch(1, Progress::Partial, vec![ViewOps { relation_id: id, identity: Identity::Key, ops }]);
+        let b =
+            batch(1, Progress::Stage { first: true }, vec![ViewOps { relation_id: id, identity: Identity::Key, ops }]);
         c.on_batch(&b);
         c.on_applied(&b, &up);
         assert_eq!(c.violation.as_ref().map(|v| v.invariant), Some("a disabled job never applies a commit"));

@@ -155,6 +155,15 @@ fn apply_while_disabled_is_caught() {
     assert!(seed.is_some(), "apply_while_disabled went unnoticed in 1000 seeds");
 }
 
+/// A commit that does not claim the staged parts of its large transaction
+/// loses them: the copies miss those changes.
+#[test]
+fn dropped_staged_parts_are_caught() {
+    let bugs = InjectedBugs { drop_staged_parts: true, ..Default::default() };
+    let seed = find(bugs, "mirror exact", 1000);
+    assert!(seed.is_some(), "drop_staged_parts went unnoticed in 1000 seeds");
+}
+
 #[test]
 fn skipped_move_outs_are_caught() {
     let bugs = InjectedBugs { skip_move_outs: true, ..Default::default() };

@@ -17,7 +17,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use flashsync_core::rowops::{apply_batch, ApplyReport, RowAccess};
-use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind};
+use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind, ViewOps};
 
 use crate::error::engine;
 use crate::layout::{self, CopyRecord, GenKey};
@@ -30,15 +30,44 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
     if state.last_seq.is_some_and(|last| batch.seq <= last) {
         return Err(StoreError::new(StoreErrorKind::Invalid, op, "batch sequence numbers must increase"));
     }
+    // A staged part changes no row; a commit applies its views' parts.
+    let (batch, mut claimed) = state.staging.absorb(batch)?;
     // Refuse before touching anything: the batch is all or nothing.
     for v in &batch.views {
         if !state.copies.contains_key(&v.relation_id) {
             return Err(StoreError::no_view(op, v.relation_id));
         }
     }
+    // A commit's staged parts land one fjall batch each, before the commit's
+    // own: one fjall batch for the whole transaction would hold all of it in
+    // memory several times over (buffered writes, the write batch, the
+    // memtable). The state lock is held throughout, so no reader sees a
+    // part alone; each part marks its views as partly updated until the
+    // commit clears the mark, so a crash in between copies them again.
+    let mut report = ApplyReport::default();
+    for v in &batch.views {
+        for ops in claimed.take(v.relation_id) {
+            let part = ApplyBatch {
+                seq: batch.seq,
+                origin: batch.origin.clone(),
+                progress: Progress::Stage { first: false },
+                views: vec![ViewOps { relation_id: v.relation_id, identity: v.identity, ops: ops? }],
+                jobs: Vec::new(),
+                chain: batch.chain,
+                commit_time: None,
+                capture: batch.capture,
+            };
+            report.merge(apply_one(shared, &mut state, &part, &op)?);
+        }
+    }
+    report.merge(apply_one(shared, &mut state, &batch, &op)?);
+    Ok(report)
+}
 
-    let mut access = BatchAccess { shared, state: &mut state, views: HashMap::new(), diverged: BTreeSet::new() };
-    let report = apply_batch(&batch, &mut access)?;
+/// Writes one batch's rows, jobs, progress and markers as one fjall batch.
+fn apply_one(shared: &Shared, state: &mut State, batch: &ApplyBatch, op: &str) -> Result<ApplyReport, StoreError> {
+    let mut access = BatchAccess { shared, state, views: HashMap::new(), diverged: BTreeSet::new() };
+    let report = apply_batch(batch, &mut access)?;
     let (views, diverged) = (access.views, access.diverged);
 
     let mut wb = shared.db.batch().durability(shared.apply_durability());
@@ -79,14 +108,16 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
     match batch.progress {
         Progress::Commit { end_lsn } => {
             wb.insert(&ks.origins, batch.origin.as_str(), layout::encode_lsn(end_lsn));
-            // The transaction is complete: views it left half-applied are whole.
+            // Markers an earlier version left for a transaction it applied in
+            // parts: the origin's next commit completes it.
             for (view, origin) in &state.dirty {
                 if *origin == batch.origin && !is_diverged(view) {
                     wb.remove(&ks.dirty, layout::view_key(*view));
                 }
             }
         }
-        Progress::Partial => {
+        // A part of a commit's staged transaction, applied ahead of it.
+        Progress::Stage { .. } => {
             for v in batch.views.iter().filter(|v| !is_diverged(&v.relation_id)) {
                 wb.insert(&ks.dirty, layout::view_key(v.relation_id), batch.origin.as_str());
             }
@@ -97,7 +128,7 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
     for view in &diverged {
         wb.insert(&ks.dirty, layout::view_key(*view), []);
     }
-    shared.commit(&mut state, wb, &op)?;
+    shared.commit(state, wb, op)?;
 
     // The batch is committed (visible); mirror it in memory.
     for (view, generation, old) in switched {
@@ -108,7 +139,7 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
     }
     match batch.progress {
         Progress::Commit { .. } => state.dirty.retain(|_, origin| *origin != batch.origin),
-        Progress::Partial => {
+        Progress::Stage { .. } => {
             for v in &batch.views {
                 state.dirty.insert(v.relation_id, batch.origin.clone());
             }
@@ -161,6 +192,11 @@ impl BatchAccess<'_> {
 }
 
 impl RowAccess for BatchAccess<'_> {
+    /// Reads check the batch's buffered writes first.
+    fn reads_own_writes(&self) -> bool {
+        true
+    }
+
     fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError> {
         self.diverged.insert(view);
         Ok(())

@@ -104,6 +104,13 @@
 //!
 //! ## Atomicity and durability
 //!
+//! - A transaction too large for one batch arrives as staged parts
+//!   ([`flashsync_core::staging`]): their bytes wait in an owner-only file
+//!   beside the store (emptied at open: nothing staged outlives the
+//!   process), and the commit writes them one fjall batch per part, then
+//!   its own batch, all under the state lock, so readers see the whole
+//!   transaction or none of it. Each part marks its views until the commit
+//!   clears the marks: a crash inside that window copies them again.
 //! - [`apply`](flashsync_core::Store::apply) interprets the batch with
 //!   [`apply_ops`](flashsync_core::rowops::apply_ops), buffering every write,
 //!   then commits rows, job records, the origin's applied LSN (for
@@ -151,6 +158,7 @@ mod open;
 mod options;
 mod read;
 mod shared;
+mod spill;
 mod store;
 mod worker;
 

@@ -17,7 +17,7 @@ use crate::shared::{Copy, Keyspaces, Shared, State};
 /// Files fjall itself creates at the top of a database directory. A directory
 /// holding only these (and no `version` marker yet) is a database whose
 /// creation was interrupted; anything else there is someone else's data.
-const FJALL_ENTRIES: [&str; 3] = [LOCK_FILE, "keyspaces", VERSION_MARKER];
+const FJALL_ENTRIES: [&str; 4] = [LOCK_FILE, "keyspaces", VERSION_MARKER, crate::spill::STAGING_FILE];
 /// fjall's lock file.
 const LOCK_FILE: &str = "lock";
 /// fjall's format marker, written last when it creates a database.
@@ -47,7 +47,8 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
         filling: fixed(&db, layout::KS_FILLING, &op, options.memtable_size)?,
         garbage: fixed(&db, layout::KS_GARBAGE, &op, options.memtable_size)?,
     };
-    let state = guard(&op, || recover(&db, &ks, &op))?;
+    let mut state = guard(&op, || recover(&db, &ks, &op))?;
+    state.staging = flashsync_core::Staging::with_spill(crate::spill::FileSpill::create(path)?);
     let store_id = match ks.meta.get(META_STORE_ID).map_err(|e| engine(&op, e))? {
         Some(bytes) => Some(
             std::str::from_utf8(&bytes)
@@ -305,6 +306,7 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
         reclaim_cursor: None,
         garbage_after_sync: Vec::new(),
         last_seq: None,
+        staging: Default::default(),
         next_generation: stored_next.max(highest + 1),
         poisoned: None,
     })

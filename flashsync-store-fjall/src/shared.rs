@@ -44,7 +44,9 @@ pub(crate) struct State {
     pub catalog: BTreeSet<RelationId>,
     /// Published copies.
     pub copies: HashMap<RelationId, Copy>,
-    /// Views left partially updated, with the origin whose transaction did it.
+    /// Views a store written by an earlier version left partially updated
+    /// by a large transaction, with its origin (that version applied parts
+    /// of a transaction at once; now they are staged).
     pub dirty: BTreeMap<RelationId, OriginId>,
     /// Views whose copy an applied batch could not fit (a conflict). Their
     /// dirty marker has an empty value: no commit clears it, only a publish
@@ -64,6 +66,9 @@ pub(crate) struct State {
     /// The last batch applied since this store was opened. Sequence numbers
     /// belong to one process run: the driver starts over after a restart.
     pub last_seq: Option<BatchSeq>,
+    /// Staged parts of large transactions ([`flashsync_core::staging`]):
+    /// in memory, as they are never visible and must not survive a reopen.
+    pub staging: flashsync_core::Staging,
     /// Next generation number to hand out (also stored in `meta`).
     pub next_generation: u64,
     /// Set when a write failed after possibly reaching the journal.

@@ -5,7 +5,7 @@
 //! inserts row `n`, bumps a counter row (keeping an unchanged cell), deletes
 //! and moves random rows, adds a copy to a full-row view (so a doubled commit
 //! shows as an extra copy), sometimes truncates, and every 11th commit is too
-//! large for one batch and goes in as `Partial` + `Commit`. It persists at
+//! large for one batch and goes in as `Stage` + `Commit`. It persists at
 //! random, re-materializes a third view every 10 commits, and on start-up
 //! resumes from the stored LSN, re-bootstrapping any view marked dirty — the
 //! restart path of the real driver.
@@ -144,7 +144,7 @@ impl Commit {
         n.is_multiple_of(SPLIT_EVERY)
     }
 
-    /// The R operations of the `Partial` batch of a split commit.
+    /// The R operations of the `Stage` batch of a split commit.
     fn partial(&self) -> &[RowOp] {
         &self.r_ops[..self.r_ops.len() / 2]
     }
@@ -333,7 +333,7 @@ async fn child(dir: &Path, seed: u64) {
         let batches = if Commit::split(n) {
             let mid = c.partial().len();
             vec![
-                batch(Progress::Partial, vec![ops(R, Identity::Key, c.partial())]),
+                batch(Progress::Stage { first: true }, vec![ops(R, Identity::Key, c.partial())]),
                 batch(end, vec![ops(R, Identity::Key, &c.r_ops[mid..]), ops(F, Identity::FullRow, &c.f_ops)]),
             ]
         } else {
@@ -344,7 +344,7 @@ async fn child(dir: &Path, seed: u64) {
             let report = store.apply(b).await.expect("apply");
             assert!(report.conflicts.is_empty(), "commit {n} conflicted: {:?}", report.conflicts);
             // A driver may persist between the batches of a large
-            // transaction; a crash after that leaves R marked dirty.
+            // transaction; a staged half is not kept by a crash.
             if split && i == 0 && rng.chance(0.5) {
                 store.persist().await.expect("persist");
                 println!("durable {}", (n - 1) * 10);
@@ -472,8 +472,9 @@ impl Checker {
             if published(R) {
                 let mut want = self.model_at(k).clone();
                 if state.dirty.contains(&R) {
-                    // Killed between the Partial and the Commit batch of a
-                    // split commit: its first half is there, marked dirty.
+                    // Killed while the store wrote a split commit (its
+                    // staged half first, then the rest, one fjall batch
+                    // each): the first half is there, marked dirty.
                     let next = k + 1;
                     assert!(Commit::split(next), "{context}: R is dirty but commit {next} was not split");
                     want.apply(commit(seed, next, &want).partial(), &[]);

@@ -18,7 +18,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use flashsync_core::codec::{decode_stored_row, encode_stored_row};
-use flashsync_core::rowops::{apply_batch, ApplyReport, RowAccess};
+use flashsync_core::rowops::{apply_staged, ApplyReport, RowAccess};
+use flashsync_core::staging::Claimed;
 use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -61,8 +62,10 @@ pub(crate) fn apply(w: &mut Writer, batch: ApplyBatch) -> Result<ApplyReport, St
     if w.last_seq.is_some_and(|last| batch.seq <= last) {
         return Err(out_of_order(op));
     }
+    // A staged part changes no row; a commit applies its views' parts.
+    let (batch, claimed) = w.staging.absorb(batch)?;
     let prepared = prepare(w, &batch, &op)?;
-    let report = w.transaction(&op, false, |conn| write(conn, &batch, &prepared, &op))?;
+    let report = w.transaction(&op, false, |conn| write(conn, &batch, claimed, &prepared, &op))?;
     w.last_seq = Some(batch.seq);
     Ok(report)
 }
@@ -85,10 +88,15 @@ pub(crate) fn apply_run(w: &mut Writer, batches: Vec<ApplyBatch>) -> Vec<Result<
     let prepared: Vec<Result<Prepared, StoreError>> =
         batches.iter().map(|b| prepare(w, b, &format!("apply batch {}", b.seq.0))).collect();
     let mut last = w.last_seq;
+    // Staging goes with the transaction, absorbing each batch just before
+    // it is written: a commit's claimed parts are applied before a later
+    // batch of the run may start a new transaction's staging.
+    let mut staging = std::mem::take(&mut w.staging);
+    let count = batches.len();
     let outcome = w.transaction(&op, false, |conn| {
-        let mut out = Vec::with_capacity(batches.len());
+        let mut out = Vec::with_capacity(count);
         let mut failed = false;
-        for (batch, prepared) in batches.iter().zip(prepared) {
+        for (batch, prepared) in batches.into_iter().zip(prepared) {
             let op = format!("apply batch {}", batch.seq.0);
             if failed {
                 out.push(Err(StoreError::earlier_batch_failed(batch.seq)));
@@ -98,11 +106,14 @@ pub(crate) fn apply_run(w: &mut Writer, batches: Vec<ApplyBatch>) -> Vec<Result<
                 Err(e) => Err(e),
                 Ok(_) if last.is_some_and(|l| batch.seq <= l) => Err(out_of_order(op.clone())),
                 Ok(prepared) => {
+                    let seq = batch.seq;
+                    let (batch, claimed) = staging.absorb(batch)?;
+                    let batch = &batch;
                     conn.execute_batch("SAVEPOINT flashsync_batch").map_err(|e| sql(op.as_str(), e))?;
-                    match write(conn, batch, &prepared, &op) {
+                    match write(conn, batch, claimed, &prepared, &op) {
                         Ok(report) => {
                             conn.execute_batch("RELEASE flashsync_batch").map_err(|e| sql(op.as_str(), e))?;
-                            last = Some(batch.seq);
+                            last = Some(seq);
                             Ok(report)
                         }
                         Err(e) => {
@@ -118,6 +129,7 @@ pub(crate) fn apply_run(w: &mut Writer, batches: Vec<ApplyBatch>) -> Vec<Result<
         }
         Ok(out)
     });
+    w.staging = staging;
     match outcome {
         Ok(results) => {
             w.last_seq = last;
@@ -125,14 +137,20 @@ pub(crate) fn apply_run(w: &mut Writer, batches: Vec<ApplyBatch>) -> Vec<Result<
         }
         // The transaction itself failed (nothing of it landed): every
         // batch fails with its error.
-        Err(e) => batches.iter().map(|_| Err(e.clone())).collect(),
+        Err(e) => (0..count).map(|_| Err(e.clone())).collect(),
     }
 }
 
 /// One batch's writes into the open transaction.
-fn write(conn: &Connection, batch: &ApplyBatch, prepared: &Prepared, op: &str) -> Result<ApplyReport, StoreError> {
+fn write(
+    conn: &Connection,
+    batch: &ApplyBatch,
+    claimed: Claimed,
+    prepared: &Prepared,
+    op: &str,
+) -> Result<ApplyReport, StoreError> {
     let mut access = Access { conn, plans: &prepared.plans, diverged: BTreeSet::new(), op };
-    let report = apply_batch(batch, &mut access)?;
+    let report = apply_staged(batch, claimed, &mut access)?;
     let diverged = access.diverged;
     let e = |e| sql(op, e);
     for (id, record) in &prepared.jobs {
@@ -146,26 +164,14 @@ fn write(conn: &Connection, batch: &ApplyBatch, prepared: &Prepared, op: &str) -
             conn.prepare_cached("INSERT OR REPLACE INTO _flashsync_origins (origin, applied_lsn) VALUES (?1, ?2)")
                 .and_then(|mut s| s.execute(params![origin, layout::lsn_sql(end_lsn)]))
                 .map_err(e)?;
-            // The transaction is complete: views it left half-applied are
-            // whole. Diverged markers (origin NULL) stay.
+            // Markers an earlier version left for a transaction it applied
+            // in parts: the commit completes it. Diverged markers (origin
+            // NULL) stay.
             conn.prepare_cached("DELETE FROM _flashsync_dirty WHERE origin = ?1")
                 .and_then(|mut s| s.execute([origin]))
                 .map_err(e)?;
         }
-        Progress::Partial => {
-            let views: BTreeSet<RelationId> = batch.views.iter().map(|v| v.relation_id).collect();
-            for view in views {
-                // A diverged marker is never turned back into a partial one.
-                conn.prepare_cached(
-                    "INSERT INTO _flashsync_dirty (relation_id, origin) VALUES (?1, ?2) \
-                     ON CONFLICT (relation_id) DO UPDATE SET origin = excluded.origin \
-                     WHERE _flashsync_dirty.origin IS NOT NULL",
-                )
-                .and_then(|mut s| s.execute(params![id_sql(view), origin]))
-                .map_err(e)?;
-            }
-        }
-        Progress::Replay => {}
+        Progress::Stage { .. } | Progress::Replay => {}
     }
     // Last, so no marker above overwrites it: NULL says diverged.
     for view in &diverged {
@@ -238,6 +244,11 @@ impl RowAccess for Access<'_> {
         let plan = self.plan(view)?;
         self.conn.execute(&plan.clear, []).map_err(|e| sql(self.op, e))?;
         Ok(())
+    }
+
+    /// Writes go into the open transaction, where reads see them.
+    fn reads_own_writes(&self) -> bool {
+        true
     }
 
     fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError> {

@@ -75,6 +75,7 @@ pub(crate) fn open(path: &Path, options: &Options) -> Result<Opened, StoreError>
         catalog: BTreeMap::new(),
         copies: HashMap::new(),
         last_seq: None,
+        staging: Default::default(),
         unsynced: false,
         next_generation: 1,
         poisoned: None,

@@ -25,6 +25,9 @@ pub(crate) struct Writer {
     /// The last batch applied since this store was opened. Sequence numbers
     /// belong to one process run: the driver starts over after a restart.
     pub last_seq: Option<BatchSeq>,
+    /// Staged parts of large transactions ([`flashsync_core::staging`]):
+    /// in memory, as they are never visible and must not survive a reopen.
+    pub staging: flashsync_core::Staging,
     /// Whether a commit since the last fsync of the log was not synced.
     pub unsynced: bool,
     /// Next generation number (generation tables left by an earlier run are

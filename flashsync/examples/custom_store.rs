@@ -1,7 +1,8 @@
 //! Writing your own `Store`, and proving it right with the conformance suite.
 //!
 //! A store holds four kinds of records (views, jobs, origin positions, dirty
-//! markers) and the rows of each view's published copy. Everything subtle
+//! markers) and the rows of each view's published copy, and hands the parts
+//! of very large transactions to a `Staging` until their commit. Everything subtle
 //! about rows — keyed maps vs full-row multisets, unchanged TOAST cells, key
 //! moves, truncates — lives in `flashsync_core::rowops::apply_ops`: a store
 //! only says how to read and buffer writes ([`RowAccess`]). What remains is
@@ -18,10 +19,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use flashsync_core::codec::{decode_stored_row, encode_key, encode_stored_row};
-use flashsync_core::rowops::{apply_batch, ApplyReport, RowAccess};
+use flashsync_core::rowops::{apply_staged, ApplyReport, RowAccess};
 use flashsync_core::{
     ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, OriginProgress, Progress, RelationId,
-    RelationSchema, Row, RowSink, Store, StoreError, StoreErrorKind, StoredState, ViewRecord,
+    RelationSchema, Row, RowSink, Staging, Store, StoreError, StoreErrorKind, StoredState, ViewRecord,
 };
 
 type Rows = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -32,15 +33,16 @@ struct State {
     jobs: BTreeMap<RelationId, JobRecord>,
     origins: BTreeMap<OriginId, flashsync_core::Lsn>,
     copies: BTreeMap<RelationId, (RelationSchema, Rows)>,
-    dirty: BTreeMap<RelationId, OriginId>,
     /// Views an applied batch could not fit: dirty until published again.
     diverged: BTreeSet<RelationId>,
     last_seq: Option<BatchSeq>,
 }
 
-/// A store on a `BTreeMap`: small enough to read in one sitting.
+/// A store on a `BTreeMap`: small enough to read in one sitting. Staged
+/// parts of large transactions live beside the state, not in it: the state
+/// is copied for every batch, and staging is never durable anyway.
 #[derive(Clone, Default)]
-pub struct BTreeStore(Arc<Mutex<State>>);
+pub struct BTreeStore(Arc<Mutex<State>>, Arc<Mutex<Staging>>);
 
 impl BTreeStore {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -66,6 +68,11 @@ impl RowAccess for Access<'_> {
             None => rows.remove(&key),
         };
         Ok(())
+    }
+    // Writes go straight into the batch's copy of the state, where reads
+    // see them: a large transaction's staged parts are applied one by one.
+    fn reads_own_writes(&self) -> bool {
+        true
     }
     fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError> {
         self.0.diverged.insert(view);
@@ -116,7 +123,6 @@ impl Generation for NewCopy {
         // One step: rows, schema and job together.
         s.copies.insert(self.id, (self.schema.clone(), self.rows.clone()));
         s.jobs.insert(self.id, job.clone());
-        s.dirty.remove(&self.id);
         s.diverged.remove(&self.id);
         Ok(())
     }
@@ -134,7 +140,7 @@ impl Store for BTreeStore {
             jobs: s.jobs.values().cloned().collect(),
             origins: s.origins.iter().map(|(o, l)| OriginProgress { origin: o.clone(), applied: *l }).collect(),
             schemas: s.copies.iter().map(|(id, (schema, _))| (*id, schema.clone())).collect(),
-            dirty: s.dirty.keys().chain(&s.diverged).copied().collect::<BTreeSet<_>>().into_iter().collect(),
+            dirty: s.diverged.iter().copied().collect(),
             last_batch: s.last_seq,
         })
     }
@@ -151,7 +157,6 @@ impl Store for BTreeStore {
         s.views.remove(&id);
         s.jobs.remove(&id);
         s.copies.remove(&id);
-        s.dirty.remove(&id);
         s.diverged.remove(&id);
         Ok(())
     }
@@ -178,6 +183,8 @@ impl Store for BTreeStore {
         if s.last_seq.is_some_and(|last| batch.seq <= last) {
             return Err(err(StoreErrorKind::Invalid, &op, "batch sequence numbers must increase"));
         }
+        // A staged part changes no row; a commit applies its views' parts.
+        let (batch, claimed) = self.1.lock().unwrap_or_else(|e| e.into_inner()).absorb(batch)?;
         // All or nothing: work on a copy, swap it in at the end.
         let mut next = s.clone();
         for v in &batch.views {
@@ -185,17 +192,15 @@ impl Store for BTreeStore {
                 return Err(StoreError::no_view(op, v.relation_id));
             }
         }
-        let report = apply_batch(&batch, &mut Access(&mut next))?;
+        let report = apply_staged(&batch, claimed, &mut Access(&mut next))?;
         for job in &batch.jobs {
             next.jobs.insert(job.relation_id, job.clone());
         }
         match batch.progress {
             Progress::Commit { end_lsn } => {
                 next.origins.insert(batch.origin.clone(), end_lsn);
-                next.dirty.retain(|_, o| *o != batch.origin);
             }
-            Progress::Partial => next.dirty.extend(batch.views.iter().map(|v| (v.relation_id, batch.origin.clone()))),
-            Progress::Replay => {}
+            Progress::Stage { .. } | Progress::Replay => {}
         }
         next.last_seq = Some(batch.seq);
         *s = next;

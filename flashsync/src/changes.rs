@@ -37,16 +37,14 @@ use crate::error::EngineError;
 /// Where a group of changes sits in the upstream history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Position {
-    /// A whole upstream transaction.
+    /// A whole upstream transaction (however large: a store applies one
+    /// too large for one batch whole, at its commit).
     Commit {
         /// The end of its commit record (what `status` calls a position).
         lsn: Lsn,
         /// When it committed upstream.
         time: Option<Timestamp>,
     },
-    /// Part of a transaction too large for one store batch: the rest, and
-    /// then its `Commit`, follow.
-    Partial,
     /// Transactions held back while a realtime view was being copied,
     /// applied to it when its copy took over from the snapshot.
     Replay,

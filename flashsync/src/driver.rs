@@ -521,7 +521,9 @@ impl Driver {
                     }
                     let position = match progress {
                         flashsync_core::Progress::Commit { end_lsn } => Position::Commit { lsn: end_lsn, time },
-                        flashsync_core::Progress::Partial => Position::Partial,
+                        // Staged parts change no row: their changes come
+                        // with the commit that applies them.
+                        flashsync_core::Progress::Stage { .. } => continue,
                         flashsync_core::Progress::Replay => Position::Replay,
                     };
                     groups.push(Changes { origin, position, views });

@@ -25,6 +25,33 @@ fn flashsync_env(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) 
     )
 }
 
+/// The test database's connection settings as a `url_env` value.
+fn pg_url(db: &testkit::TestDb) -> String {
+    let c = &db.conninfo;
+    format!(
+        "host={} port={} user={} dbname={} sslmode=disable{}",
+        c.host,
+        c.port,
+        c.user,
+        c.dbname,
+        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
+    )
+}
+
+/// Starts `flashsync run` with the database URL in `env`, its log in `log`.
+fn start_run(config: &std::path::Path, env: (&str, &str), log: &std::path::Path) -> std::process::Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env(env.0, env.1)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -67,15 +94,7 @@ upstream = "public.users"
 "#,
     )
     .unwrap();
-    let c = &db.conninfo;
-    let url = format!(
-        "host={} port={} user={} dbname={} sslmode=disable{}",
-        c.host,
-        c.port,
-        c.user,
-        c.dbname,
-        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
-    );
+    let url = pg_url(&db);
     // Before the first run, status already lists the configured views.
     let (ok, out, err) = flashsync(&config, &["status"]);
     assert!(ok && out.contains("public.users_live") && out.contains("public.users_copy"), "{out} {err}");
@@ -290,27 +309,8 @@ columns = ["id", "tenant"]
 "#,
     )
     .unwrap();
-    let c = &db.conninfo;
-    let url = format!(
-        "host={} port={} user={} dbname={} sslmode=disable{}",
-        c.host,
-        c.port,
-        c.user,
-        c.dbname,
-        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
-    );
-    let start = |log: &str| {
-        let log = std::fs::File::create(dir.path().join(log)).unwrap();
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .env("CLI_TEST_PG_URL", &url)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    };
+    let url = pg_url(&db);
+    let start = |log: &str| start_run(&config, ("CLI_TEST_PG_URL", &url), &dir.path().join(log));
     let running = || {
         let (ok, out, _) = flashsync(&config, &["status", "--json"]);
         ok && out.contains("\"running\"")
@@ -456,15 +456,7 @@ upstream = "public.users"
 "#,
     )
     .unwrap();
-    let c = &db.conninfo;
-    let url = format!(
-        "host={} port={} user={} dbname={} sslmode=disable{}",
-        c.host,
-        c.port,
-        c.user,
-        c.dbname,
-        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
-    );
+    let url = pg_url(&db);
     let (ok, _, err) = flashsync(&config, &["query", "SELECT 1"]);
     assert!(!ok && err.contains("no store at"), "{err}");
     let mut run = Command::new(BIN)
@@ -614,15 +606,7 @@ fn sqlite_mirror_reads_whole_transactions_and_answers_like_postgres() {
         ));
     }
     std::fs::write(&config, toml).unwrap();
-    let c = &db.conninfo;
-    let url = format!(
-        "host={} port={} user={} dbname={} sslmode=disable{}",
-        c.host,
-        c.port,
-        c.user,
-        c.dbname,
-        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
-    );
+    let url = pg_url(&db);
     let mut run = Command::new(BIN)
         .arg("--config")
         .arg(&config)
@@ -775,15 +759,7 @@ listen = "127.0.0.1:{port}"
         ),
     )
     .unwrap();
-    let c = &db.conninfo;
-    let url = format!(
-        "host={} port={} user={} dbname={} sslmode=disable{}",
-        c.host,
-        c.port,
-        c.user,
-        c.dbname,
-        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
-    );
+    let url = pg_url(&db);
     let mut run = Command::new(BIN)
         .arg("--config")
         .arg(&config)
@@ -834,7 +810,11 @@ listen = "127.0.0.1:{port}"
         let row = db
             .client()
             .await
-            .query_one("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots", &[])
+            .query_one(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots \
+                 WHERE database = current_database()",
+                &[],
+            )
             .await
             .unwrap();
         row.get::<_, i64>(0)
@@ -941,15 +921,7 @@ upstream = "public.big"
 "#,
     )
     .unwrap();
-    let c = &db.conninfo;
-    let url = format!(
-        "host={} port={} user={} dbname={} sslmode=disable{}",
-        c.host,
-        c.port,
-        c.user,
-        c.dbname,
-        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
-    );
+    let url = pg_url(&db);
     let mut run = Command::new(BIN)
         .arg("--config")
         .arg(&config)
@@ -1033,15 +1005,7 @@ upstream = "public.big"
 "#,
     )
     .unwrap();
-    let c = &db.conninfo;
-    let url = format!(
-        "host={} port={} user={} dbname={} sslmode=disable{}",
-        c.host,
-        c.port,
-        c.user,
-        c.dbname,
-        c.password.as_ref().map(|p| format!(" password={}", p.expose())).unwrap_or_default()
-    );
+    let url = pg_url(&db);
     let start = || {
         Command::new(BIN)
             .arg("--config")
@@ -1089,5 +1053,122 @@ upstream = "public.big"
     assert!(ok, "{err}");
     assert_eq!(out.lines().count() as i64, ROWS + 1);
     rustix_kill(run.id());
+    assert!(run.wait().unwrap().success());
+}
+
+/// A 600,000-row upstream transaction: processes reading the mirror with
+/// SQL throughout see none of it or all of it, never a part; a `kill -9`
+/// while `run` is in the middle of receiving the next one leaves the mirror
+/// as it was, and the restart completes it without copying the view again.
+#[test]
+fn a_600k_row_transaction_is_seen_whole_and_survives_kill_9() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const ROWS: i64 = 600_000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(testkit::test_db("cli_bigtxn")) else { return };
+    rt.block_on(async {
+        db.client().await.batch_execute("CREATE TABLE big (id bigint PRIMARY KEY, v text)").await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        &config,
+        format!(
+            r#"store = "sqlite:mirror.db"
+[origins."postgres:main"]
+url_env = "CLI_BIGTXN_PG_URL"
+slot = "cli_bigtxn"
+publication = "cli_bigtxn"
+[[views]]
+name = "big_live"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.big"
+[metrics]
+listen = "127.0.0.1:{port}"
+"#
+        ),
+    )
+    .unwrap();
+    // Store batches written so far: a large transaction is staged in parts
+    // of 50,000 row changes, one batch each, before its commit.
+    let batches = || -> Option<f64> {
+        let (code, body) = http_get(port, "/metrics");
+        (code == 200)
+            .then(|| parse_prometheus(&body).into_iter().find(|(s, _)| s == "flashsync_batches_total"))??
+            .1
+            .into()
+    };
+    let url = pg_url(&db);
+    let start = |log: &str| start_run(&config, ("CLI_BIGTXN_PG_URL", &url), &dir.path().join(log));
+    let count = || -> Option<i64> {
+        let (ok, out, _) = flashsync(&config, &["query", r#"SELECT count(*) AS n FROM "public.big_live""#]);
+        if !ok {
+            return None;
+        }
+        out.lines().nth(1)?.trim().parse().ok()
+    };
+    let insert = |from: i64| {
+        rt.block_on(async {
+            db.client()
+                .await
+                .execute(
+                    "INSERT INTO big SELECT g, md5(g::text) FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) g",
+                    &[&from, &ROWS],
+                )
+                .await
+                .unwrap()
+        })
+    };
+    let socket = dir.path().join("mirror.db-admin/flashsync.sock");
+    let mut run = start("run1.log");
+    wait("the admin socket", Duration::from_secs(60), || socket.exists());
+    wait("the view to run", Duration::from_secs(60), || flashsync(&config, &["status"]).1.contains("running"));
+
+    // Other processes count the rows with SQL while the transaction lands.
+    let (stop, seen) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(std::collections::BTreeSet::new())));
+    let reader = {
+        let (stop, seen, config) = (stop.clone(), seen.clone(), config.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let (ok, out, _) = flashsync(&config, &["query", r#"SELECT count(*) AS n FROM "public.big_live""#]);
+                if let Some(n) = ok.then(|| out.lines().nth(1).and_then(|l| l.trim().parse::<i64>().ok())).flatten() {
+                    seen.lock().unwrap().insert(n);
+                }
+            }
+        })
+    };
+    insert(1);
+    wait("the transaction to be mirrored", Duration::from_secs(180), || count() == Some(ROWS));
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    let seen: Vec<i64> = seen.lock().unwrap().iter().copied().collect();
+    assert!(seen.iter().all(|n| *n == 0 || *n == ROWS), "readers saw part of the transaction: {seen:?}");
+    assert!(seen.len() >= 2, "the readers saw the mirror before and after it: {seen:?}");
+
+    // The next one: killed once half of it is staged (6 of its 12 parts).
+    let base = batches().expect("batches on /metrics");
+    insert(ROWS + 1);
+    wait("half of the second transaction to be staged", Duration::from_secs(180), || {
+        batches().is_some_and(|b| b >= base + 6.0)
+    });
+    signal(run.id(), "-KILL");
+    run.wait().unwrap();
+    assert_eq!(count(), Some(ROWS), "the mirror holds none of the transaction the kill cut into");
+    let _ = std::fs::remove_file(&socket);
+    let mut run = start("run2.log");
+    wait("the second transaction after the restart", Duration::from_secs(180), || count() == Some(2 * ROWS));
+    let (ok, out, err) = flashsync(&config, &["query", r#"SELECT sum(id) AS s FROM "public.big_live""#]);
+    assert!(ok, "{err}");
+    let n = 2 * ROWS;
+    assert_eq!(out.lines().nth(1).map(str::trim), Some((n * (n + 1) / 2).to_string().as_str()), "ids 1..=1.2M");
+    let log = std::fs::read_to_string(dir.path().join("run2.log")).unwrap();
+    assert!(!log.contains("copied public.big"), "the restart copied the view again:\n{log}");
+    let first = std::fs::read_to_string(dir.path().join("run1.log")).unwrap();
+    assert!(first.contains("copied public.big"), "the first run's copy is logged (so the check can fail):\n{first}");
+    signal(run.id(), "-TERM");
     assert!(run.wait().unwrap().success());
 }

@@ -1,10 +1,8 @@
-//! Batch checks: atomicity, increasing sequence numbers, dirty markers of
-//! `Partial` batches, `Replay` progress, and `apply_many` stopping at a
+//! Batch checks: atomicity, increasing sequence numbers, staged parts of
+//! `Stage` batches, `Replay` progress, and `apply_many` stopping at a
 //! failure.
 
-use super::fixtures::{
-    apply_clean, define, ins, job, keyed3, load, materialize, ops, progress, published, rows, Ctx, ORIGIN,
-};
+use super::fixtures::{apply_clean, define, ins, job, keyed3, load, ops, progress, published, rows, Ctx, ORIGIN};
 use super::Failure;
 use crate::change::{Progress, RowOp, ViewOps};
 use crate::error::StoreErrorKind;
@@ -74,49 +72,64 @@ pub async fn sequence_numbers_increase<S: Store>(store: &S) -> Result<(), Failur
     cx.eq("origins", load(&cx, store).await?.origins, vec![progress(&cx.origin(ORIGIN)?, 10)])
 }
 
-/// `Partial` batches mark their views dirty without moving progress; the
-/// origin's `Commit` clears the marks; so do `publish` and `forget` for their
-/// view; `Replay` leaves marks alone.
-pub async fn dirty_markers<S: Store>(store: &S) -> Result<(), Failure> {
+/// `Stage` batches change no row and no progress, and nothing of them is
+/// visible; the origin's `Commit` applies the staged operations of the views
+/// it names first, atomically with its own, and drops the rest; a `first`
+/// part drops what an unfinished attempt staged; `Replay` batches apply at
+/// once and leave staging alone; no view is ever marked dirty by staging.
+pub async fn staged_transactions<S: Store>(store: &S) -> Result<(), Failure> {
     use crate::row;
-    let cx = Ctx::new("dirty_markers");
+    let cx = Ctx::new("staged_transactions");
     let a = published(&cx, store, 1, &keyed3(), vec![]).await?;
     let b = published(&cx, store, 2, &keyed3(), vec![]).await?;
     let (ia, ib) = (a.relation_id, b.relation_id);
     apply_clean(&cx, store, cx.commit(10, vec![])?).await?;
+    let stage = |first| Progress::Stage { first };
 
-    let batch = cx.batch(ORIGIN, Progress::Partial, vec![ops(&a, Identity::Key, vec![ins(row![1, "a", "x"])])])?;
+    let batch = cx.batch(ORIGIN, stage(true), vec![ops(&a, Identity::Key, vec![ins(row![1, "a", "x"])])])?;
     apply_clean(&cx, store, batch).await?;
-    let batch = cx.batch(ORIGIN, Progress::Partial, vec![ops(&b, Identity::Key, vec![ins(row![1, "b", "x"])])])?;
+    let batch = cx.batch(ORIGIN, stage(false), vec![ops(&b, Identity::Key, vec![ins(row![1, "b", "x"])])])?;
+    apply_clean(&cx, store, batch).await?;
+    let batch = cx.batch(ORIGIN, stage(false), vec![ops(&a, Identity::Key, vec![ins(row![2, "a", "x"])])])?;
     apply_clean(&cx, store, batch).await?;
     let state = load(&cx, store).await?;
-    cx.eq("dirty after two partial batches", state.dirty, vec![ia, ib])?;
-    cx.eq("origins after partial batches", state.origins, vec![progress(&cx.origin(ORIGIN)?, 10)])?;
-    cx.eq("partial rows are visible", rows(&cx, store, ia).await?, vec![row![1, "a", "x"]])?;
+    cx.eq("dirty after staged parts", state.dirty, vec![])?;
+    cx.eq("origins after staged parts", state.origins, vec![progress(&cx.origin(ORIGIN)?, 10)])?;
+    cx.eq("staged rows are invisible (a)", rows(&cx, store, ia).await?, vec![])?;
+    cx.eq("staged rows are invisible (b)", rows(&cx, store, ib).await?, vec![])?;
+    cx.eq("count sees no staged row", cx.ok("count", store.count(ia).await)?, 0)?;
 
-    let batch = cx.batch(ORIGIN, Progress::Replay, vec![ops(&a, Identity::Key, vec![ins(row![2, "a", "y"])])])?;
+    let batch = cx.batch(ORIGIN, Progress::Replay, vec![ops(&a, Identity::Key, vec![ins(row![7, "a", "r"])])])?;
     apply_clean(&cx, store, batch).await?;
-    cx.eq("dirty after a replay", load(&cx, store).await?.dirty, vec![ia, ib])?;
+    cx.eq("a replay applies at once", rows(&cx, store, ia).await?, vec![row![7, "a", "r"]])?;
 
+    // The commit names a (with an operation of its own) but not b.
     let batch = cx.commit(20, vec![ops(&a, Identity::Key, vec![ins(row![3, "a", "z"])])])?;
     apply_clean(&cx, store, batch).await?;
+    let want = vec![row![1, "a", "x"], row![2, "a", "x"], row![3, "a", "z"], row![7, "a", "r"]];
+    cx.eq("the commit applied a's staged parts with its own", rows(&cx, store, ia).await?, want.clone())?;
+    cx.eq("b was not named: its part was dropped", rows(&cx, store, ib).await?, vec![])?;
     let state = load(&cx, store).await?;
-    cx.eq("dirty after the commit", state.dirty, vec![])?;
     cx.eq("origins after the commit", state.origins, vec![progress(&cx.origin(ORIGIN)?, 20)])?;
-
-    let batch = cx.batch(
-        ORIGIN,
-        Progress::Partial,
-        vec![
-            ops(&a, Identity::Key, vec![ins(row![4, "a", "x"])]),
-            ops(&b, Identity::Key, vec![ins(row![4, "b", "x"])]),
-        ],
-    )?;
+    cx.eq("dirty after the commit", state.dirty, vec![])?;
+    let batch = cx.commit(30, vec![ops(&b, Identity::Key, vec![ins(row![5, "b", "y"])])])?;
     apply_clean(&cx, store, batch).await?;
-    materialize(&cx, store, &a, &keyed3(), vec![row![1, "fresh", "x"]], &job(&a, JobState::Running, 2)).await?;
-    cx.eq("dirty after republishing a", load(&cx, store).await?.dirty, vec![ib])?;
-    cx.ok("forget", store.forget(ib).await)?;
-    cx.eq("dirty after forgetting b", load(&cx, store).await?.dirty, vec![])
+    cx.eq("a dropped part does not come back", rows(&cx, store, ib).await?, vec![row![5, "b", "y"]])?;
+
+    // An attempt the feed cut short, then the transaction again: only the
+    // second attempt's parts apply. A view named with no operations of its
+    // own claims its part.
+    let batch = cx.batch(ORIGIN, stage(true), vec![ops(&b, Identity::Key, vec![ins(row![8, "b", "lost"])])])?;
+    apply_clean(&cx, store, batch).await?;
+    let batch = cx.batch(ORIGIN, stage(true), vec![ops(&b, Identity::Key, vec![ins(row![9, "b", "kept"])])])?;
+    apply_clean(&cx, store, batch).await?;
+    apply_clean(&cx, store, cx.commit(40, vec![ops(&b, Identity::Key, vec![])])?).await?;
+    cx.eq(
+        "only the last attempt's part applies",
+        rows(&cx, store, ib).await?,
+        vec![row![5, "b", "y"], row![9, "b", "kept"]],
+    )?;
+    cx.eq("a is untouched", rows(&cx, store, ia).await?, want)
 }
 
 /// `Replay` batches change rows but never the origin's applied LSN.

@@ -72,7 +72,8 @@ pub async fn forget_removes_everything<S: Store>(store: &S) -> Result<(), Failur
     let cx = Ctx::new("forget_removes_everything");
     let a = published(&cx, store, 1, &keyed3(), vec![row![1, "a", "x"]]).await?;
     let b = published(&cx, store, 2, &keyed3(), vec![row![1, "b", "x"]]).await?;
-    let batch = cx.batch(ORIGIN, Progress::Partial, vec![ops(&a, Identity::Key, vec![ins(row![2, "a", "y"])])])?;
+    let batch =
+        cx.batch(ORIGIN, Progress::Stage { first: true }, vec![ops(&a, Identity::Key, vec![ins(row![2, "a", "y"])])])?;
     apply_clean(&cx, store, batch).await?;
     let before = load(&cx, store).await?;
 

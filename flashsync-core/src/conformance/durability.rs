@@ -29,8 +29,9 @@ pub async fn persist_reports_last_batch<S: Store>(store: &S) -> Result<(), Failu
 // Crash checks.
 
 /// Persisted batches survive a crash; unpersisted ones survive whole or not
-/// at all (rows and progress together); a persisted partial transaction
-/// leaves its view marked dirty; the store works normally afterwards.
+/// at all (rows and progress together); a staged part of a transaction does
+/// not survive a crash, even persisted, and marks nothing dirty; the store
+/// works normally afterwards.
 pub async fn crash_keeps_persisted_batches<S: Store>(store: S, crash: &mut impl FnMut(S) -> S) -> Result<(), Failure> {
     use crate::row;
     let cx = Ctx::new("crash_keeps_persisted_batches");
@@ -61,13 +62,21 @@ pub async fn crash_keeps_persisted_batches<S: Store>(store: S, crash: &mut impl 
     };
     cx.eq("rows after the crash (must match the surviving LSN)", rows(&cx, &store, id).await?, want)?;
 
-    // A persisted partial transaction is flagged for re-bootstrap.
-    let batch = cx.batch(ORIGIN, Progress::Partial, vec![ops(&v, Identity::Key, vec![ins(row![4, "d", "w"])])])?;
+    // A staged part of a transaction, persisted, does not survive a crash:
+    // the copy is as it was before the transaction, nothing is dirty, and
+    // the next commit has nothing to claim.
+    let before = rows(&cx, &store, id).await?;
+    let batch =
+        cx.batch(ORIGIN, Progress::Stage { first: true }, vec![ops(&v, Identity::Key, vec![ins(row![4, "d", "w"])])])?;
     apply_clean(&cx, &store, batch).await?;
     cx.ok("persist", store.persist().await)?;
     let store = crash(store);
     let state = load(&cx, &store).await?;
-    cx.eq("dirty after a crash in a partial transaction", state.dirty, vec![id])?;
+    cx.eq("dirty after a crash in a staged transaction", state.dirty, vec![])?;
+    cx.eq("rows after a crash in a staged transaction", rows(&cx, &store, id).await?, before.clone())?;
+    cx.skip_to(cx.next_seq.load(Ordering::Relaxed) + 100);
+    apply_clean(&cx, &store, cx.commit(35, vec![ops(&v, Identity::Key, vec![])])?).await?;
+    cx.eq("a commit after the crash claims nothing", rows(&cx, &store, id).await?, before)?;
     cx.ensure(state.origins.len() == 1 && state.origins.iter().all(|p| p.origin == origin), || {
         format!("origins after the second crash: {:?}", state.origins)
     })?;

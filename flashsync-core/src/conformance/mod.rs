@@ -15,8 +15,9 @@
 //!   view never held);
 //! - batches are atomic (a failing batch changes nothing), sequence
 //!   numbers must increase, and `apply_many` stops at the first failure;
-//! - `Partial` batches mark their views dirty and the `Commit` clears them;
-//!   `Replay` never moves an origin's progress;
+//! - `Stage` batches are invisible until the origin's `Commit` applies the
+//!   parts of the views it names (dropping the rest), a first part drops an
+//!   unfinished attempt, and `Replay` never moves an origin's progress;
 //! - generations are invisible until published, publish switches rows,
 //!   schema and job together, and discarded or abandoned generations leave no
 //!   trace; rows written pre-encoded read back as the same rows written
@@ -25,8 +26,8 @@
 //!   composite keys, honouring ranges and limits, and `count` counts copies;
 //! - `forget` removes everything, and unknown views are `NotFound` errors;
 //! - with a crash hook ([`run_all_with_crash`]): persisted batches and every
-//!   other mutation survive a crash, and a crash loses at most a whole suffix
-//!   of unpersisted batches.
+//!   other mutation survive a crash, a crash loses at most a whole suffix
+//!   of unpersisted batches, and staged parts never survive one.
 //!
 //! The checks are plain async functions with no runtime of their own: drive
 //! them with any executor. Each takes a fresh, empty store.
@@ -72,7 +73,8 @@ use std::fmt;
 use crate::store::Store;
 
 pub use batches::{
-    apply_many_stops_at_a_failure, batches_are_atomic, dirty_markers, replay_keeps_progress, sequence_numbers_increase,
+    apply_many_stops_at_a_failure, batches_are_atomic, replay_keeps_progress, sequence_numbers_increase,
+    staged_transactions,
 };
 pub use capture::captured_changes;
 pub use catalog::{catalog_round_trip, forget_removes_everything, unknown_views_are_errors};
@@ -144,7 +146,7 @@ pub async fn run_all<S: Store>(mut make: impl FnMut() -> S) -> Result<(), Failur
         captured_changes,
         batches_are_atomic,
         sequence_numbers_increase,
-        dirty_markers,
+        staged_transactions,
         replay_keeps_progress,
         generation_publish_is_atomic,
         generation_discard_and_abandon,

@@ -53,6 +53,9 @@ pub struct InjectedBugs {
     pub skip_move_ins: bool,
     /// Keep an origin's feed open after its last realtime view stopped.
     pub keep_idle_feeds: bool,
+    /// Commit a large transaction without claiming its staged parts: the
+    /// store drops them, and the copies miss those changes.
+    pub drop_staged_parts: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.
@@ -72,8 +75,9 @@ pub struct Config {
     /// Bytes of held-back changes (for views still bootstrapping) per origin
     /// before the machine pauses the feed until snapshots land.
     pub holdback_limit_bytes: usize,
-    /// Row operations per store batch; larger transactions are applied in
-    /// several batches (see [`Progress::Partial`](crate::Progress)).
+    /// Row operations per store batch; a larger transaction is staged in the
+    /// store in parts and applied whole by its commit batch (see
+    /// [`Progress::Stage`](crate::Progress::Stage)).
     pub max_batch_ops: usize,
     /// Commit xids remembered per origin for the hand-off race check.
     pub recent_commits: usize,

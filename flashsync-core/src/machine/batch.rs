@@ -18,8 +18,9 @@ pub(super) enum Flight {
     /// Completes a transaction (or records a keepalive position) at
     /// `end_lsn`; `views` move their `last_seen_commit` to it once applied.
     Commit { end_lsn: Lsn, time: Option<Timestamp>, views: Vec<RelationId> },
-    /// One part of a transaction too large for one batch.
-    Partial,
+    /// One part of a transaction too large for one batch, staged by the
+    /// store until the commit; `first` begins the transaction.
+    Stage { first: bool },
     /// `view`'s hand-off: the transactions held back while it copied. Its
     /// pass waits for it.
     Replay { view: RelationId },
@@ -29,7 +30,7 @@ impl Flight {
     pub fn progress(&self) -> Progress {
         match self {
             Flight::Commit { end_lsn, .. } => Progress::Commit { end_lsn: *end_lsn },
-            Flight::Partial => Progress::Partial,
+            Flight::Stage { first } => Progress::Stage { first: *first },
             Flight::Replay { .. } => Progress::Replay,
         }
     }
@@ -51,7 +52,7 @@ impl Machine {
         let progress = flight.progress();
         let commit_time = match flight {
             Flight::Commit { time, .. } => time,
-            Flight::Partial | Flight::Replay { .. } => None,
+            Flight::Stage { .. } | Flight::Replay { .. } => None,
         };
         self.batches.insert(seq, InFlight { origin: origin.clone(), chain, flight });
         if let Progress::Commit { end_lsn } = progress {
@@ -107,7 +108,7 @@ impl Machine {
             (Flight::Replay { .. }, Err(e)) => {
                 self.store_failed(&origin, format!("could not apply the hand-off batch of {origin}: {e}"));
             }
-            (Flight::Commit { .. } | Flight::Partial, Err(e)) => {
+            (Flight::Commit { .. } | Flight::Stage { .. }, Err(e)) => {
                 self.store_failed(&origin, format!("could not apply changes from {origin}: {e}"));
             }
             (Flight::Commit { end_lsn, views, .. }, Ok(report)) => {
@@ -123,7 +124,9 @@ impl Machine {
                 }
                 self.report_conflicts(report);
             }
-            (Flight::Partial, Ok(report)) => self.report_conflicts(report),
+            // Staged parts apply with the commit: a stage batch reports
+            // nothing of its own.
+            (Flight::Stage { .. }, Ok(report)) => self.report_conflicts(report),
         }
     }
 

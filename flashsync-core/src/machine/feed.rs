@@ -170,12 +170,11 @@ impl Machine {
         if o.feed.epoch() != Some(epoch) {
             return;
         }
-        let partial = o.feed.take_txn().map(|t| t.partial).unwrap_or_default();
+        // A transaction cut short left its staged parts in the store, never
+        // in a copy: the feed sends it again, and its first part (or the
+        // next commit) drops them.
+        o.feed.take_txn();
         self.source(SourceAction::Unsubscribe { origin: origin.clone(), epoch });
-        for id in partial {
-            let message = "the feed broke in the middle of a large transaction".to_owned();
-            self.mark_diverged(id, RecopyReason::CutShort { detail: message.clone() }, message);
-        }
         self.feed_failed(origin, format!("lost the feed of {origin}: {}", error.message), Retry::of(error.kind));
     }
 
@@ -396,17 +395,20 @@ impl Machine {
         self.check_flow(origin);
     }
 
-    /// Writes the open transaction's changes so far as a partial batch, to
-    /// bound memory for very large transactions.
+    /// Hands the open transaction's changes so far to the store to stage,
+    /// so a very large transaction is not held here; the commit applies
+    /// them. The first part also drops whatever an earlier, unfinished
+    /// attempt at a transaction staged.
     fn flush_partial(&mut self, origin: &OriginId) {
         let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
             return;
         };
         let apply = std::mem::take(&mut txn.apply);
         txn.apply_ops = 0;
+        let first = txn.partial.is_empty();
         txn.partial.extend(apply.keys().copied());
         let views = self.view_ops(apply);
-        self.emit_batch(origin, Flight::Partial, views, Vec::new());
+        self.emit_batch(origin, Flight::Stage { first }, views, Vec::new());
     }
 
     fn view_ops(&self, ops: BTreeMap<RelationId, Vec<RowOp>>) -> Vec<ViewOps> {
@@ -475,7 +477,17 @@ impl Machine {
         routed.extend(txn.partial.iter().copied());
         routed.sort_unstable();
         routed.dedup();
-        let views = self.view_ops(apply);
+        let mut views = self.view_ops(apply);
+        // Views with staged parts claim them by being named, with no
+        // operations of their own if need be. Only live ones: a view that
+        // left the feed since was taken out of `partial`.
+        let claims = txn.partial.iter().filter_map(|&id| {
+            let v = self.views.get(&id).filter(|v| matches!(v.phase, Phase::Live { .. }))?;
+            let identity = v.schema.as_ref()?.identity;
+            Some(ViewOps { relation_id: id, identity, ops: Vec::new() })
+        });
+        let claims: Vec<ViewOps> = if self.bugs().drop_staged_parts { Vec::new() } else { claims.collect() };
+        crate::staging::claim(&mut views, claims);
         // The stored job records say the batch's views reflect this commit;
         // the in-memory ones say so once the store has applied it.
         let mut jobs = Vec::new();
@@ -484,7 +496,8 @@ impl Machine {
             // of what many filtered views of one table receive: rewriting
             // each one's job record for them would cost more than the rows.
             // (Its last commit seen still moves in memory.)
-            if vo.ops.iter().all(|op| matches!(op, RowOp::Evict { .. })) {
+            let staged = txn.partial.contains(&vo.relation_id);
+            if !staged && vo.ops.iter().all(|op| matches!(op, RowOp::Evict { .. })) {
                 continue;
             }
             if let Some(mut j) = self.stored_job(vo.relation_id) {
@@ -498,7 +511,8 @@ impl Machine {
             }
         }
         // Views this transaction reached in full: those still live now (a view
-        // that left mid-transaction was marked for a new copy).
+        // that left mid-transaction lost its staged part, and its copy never
+        // saw any of the transaction).
         let mut touched = routed;
         touched.retain(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })));
         // Only checkers read the audit: no copy of the list otherwise.

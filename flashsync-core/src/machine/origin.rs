@@ -118,15 +118,18 @@ pub(super) struct Txn {
     /// most): recorded per relation, not per view, as one table may have
     /// many views.
     pub changed: BTreeSet<SourceRelId>,
-    /// Operations to apply, per view, since the last partial batch.
+    /// Operations to apply, per view, since the last staged part.
     pub apply: BTreeMap<RelationId, Vec<RowOp>>,
     pub apply_ops: usize,
     /// Operations to hold, per view.
     pub hold: BTreeMap<RelationId, Vec<RowOp>>,
     /// Bytes held per view in `hold`.
     pub hold_bytes: BTreeMap<RelationId, usize>,
-    /// Views that already received part of this transaction in a
-    /// [`Progress::Partial`](crate::Progress::Partial) batch.
+    /// Views with part of this transaction staged in the store
+    /// ([`Progress::Stage`](crate::Progress::Stage) batches): the commit
+    /// claims their parts by naming them. A view that leaves the feed
+    /// before the commit is taken out, and its part is dropped with the
+    /// origin's staging — its copy was never touched.
     pub partial: BTreeSet<RelationId>,
 }
 

@@ -76,20 +76,12 @@ impl Machine {
     /// Drops whatever a view had in flight; the view ends `Idle`.
     pub(super) fn cancel_work(&mut self, id: RelationId) {
         let Some(v) = self.views.get(&id) else { return };
-        // A view that already received part of a large transaction (partial
-        // batches) and now leaves the feed keeps half of it: copy it again.
-        let partial =
-            self.origins.get(&v.def.origin).and_then(|o| o.feed.txn()).is_some_and(|t| t.partial.contains(&id));
-        if partial {
-            let Some(v) = self.views.get_mut(&id) else { return };
-            // A view already dirty keeps the reason that made it so (a
-            // divergence cancels its work through here too).
-            let fresh = !v.dirty;
-            v.dirty = true;
-            if fresh {
-                let detail = "the view left the feed in the middle of a transaction too large for one batch".into();
-                self.note_recopy(id, RecopyReason::CutShort { detail });
-            }
+        // A view with part of a large transaction staged that now leaves the
+        // feed gives the part up: the commit will not claim it, so the store
+        // drops it, and the copy never saw any of the transaction.
+        let origin = v.def.origin.clone();
+        if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) {
+            txn.partial.remove(&id);
         }
         let Some(v) = self.views.get(&id) else { return };
         // Re-tag an op only while it is still outstanding: when its own

@@ -13,8 +13,9 @@ use crate::change::{ApplyBatch, BatchSeq, Progress};
 use crate::codec::{decode_stored_row, encode_key};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::job::JobRecord;
-use crate::rowops::{apply_batch, ApplyReport, RowAccess};
+use crate::rowops::{apply_staged, ApplyReport, RowAccess};
 use crate::schema::RelationSchema;
+use crate::staging::Staging;
 use crate::store::{Generation, KeyRange, OriginProgress, RowSink, Store, StoredState, ViewRecord};
 use crate::value::{Key, Row};
 use crate::view::{OriginId, RelationId};
@@ -28,9 +29,6 @@ struct State {
     origins: BTreeMap<OriginId, crate::lsn::Lsn>,
     /// Published copy per view: schema and rows (key bytes -> stored row bytes).
     copies: BTreeMap<RelationId, (RelationSchema, Rows)>,
-    /// Views left partially updated by an unfinished transaction, with the
-    /// origin whose transaction it is (its next commit clears them).
-    dirty: BTreeMap<RelationId, OriginId>,
     /// Views whose copy an applied batch could not fit (a conflict): dirty
     /// until published again or forgotten, whatever commits follow.
     diverged: BTreeSet<RelationId>,
@@ -43,6 +41,9 @@ struct Inner {
     /// What survives a crash: the state as of the last persist.
     durable: State,
     next_generation: u64,
+    /// Staged parts of large transactions: outside both states, as they are
+    /// never visible and never survive a crash.
+    staging: Staging,
     /// Test hook: when set, the next `apply` fails with this error.
     fail_next_apply: Option<StoreError>,
 }
@@ -79,6 +80,7 @@ impl MemoryStore {
         let mut inner = self.lock();
         inner.live = inner.durable.clone();
         inner.live.last_seq = None;
+        inner.staging.clear();
     }
 
     /// Makes the next `apply` fail with `error` (for failure-path tests).
@@ -131,6 +133,11 @@ impl RowAccess for Access<'_> {
         let (_, rows) = self.state.copies.get_mut(&view).ok_or_else(|| StoreError::no_view("apply", view))?;
         rows.clear();
         Ok(())
+    }
+
+    /// Writes go straight into the batch's copy of the state.
+    fn reads_own_writes(&self) -> bool {
+        true
     }
 
     fn mark_diverged(&mut self, view: RelationId) -> Result<(), StoreError> {
@@ -189,7 +196,6 @@ impl Generation for MemoryGeneration {
             if state.views.contains_key(&self.id) {
                 state.copies.insert(self.id, (self.schema.clone(), self.rows.clone()));
                 state.jobs.insert(self.id, job.clone());
-                state.dirty.remove(&self.id);
                 state.diverged.remove(&self.id);
             }
         }
@@ -211,7 +217,7 @@ impl Store for MemoryStore {
             jobs: s.jobs.values().cloned().collect(),
             origins: s.origins.iter().map(|(o, l)| OriginProgress { origin: o.clone(), applied: *l }).collect(),
             schemas: s.copies.iter().map(|(id, (schema, _))| (*id, schema.clone())).collect(),
-            dirty: s.dirty.keys().chain(&s.diverged).copied().collect::<BTreeSet<_>>().into_iter().collect(),
+            dirty: s.diverged.iter().copied().collect(),
             last_batch: s.last_seq,
         })
     }
@@ -243,7 +249,6 @@ impl Store for MemoryStore {
             state.views.remove(&id);
             state.jobs.remove(&id);
             state.copies.remove(&id);
-            state.dirty.remove(&id);
             state.diverged.remove(&id);
         }
         Ok(())
@@ -290,6 +295,7 @@ impl Store for MemoryStore {
                 "batch sequence numbers must increase",
             ));
         }
+        let (batch, claimed) = inner.staging.absorb(batch)?;
         // All or nothing: work on a copy of the touched state, swap it in at the end.
         let mut next = inner.live.clone();
         for v in &batch.views {
@@ -297,7 +303,7 @@ impl Store for MemoryStore {
                 return Err(StoreError::no_view(format!("apply batch {}", batch.seq.0), v.relation_id));
             }
         }
-        let report = apply_batch(&batch, &mut Access { state: &mut next })?;
+        let report = apply_staged(&batch, claimed, &mut Access { state: &mut next })?;
         for job in &batch.jobs {
             if next.views.contains_key(&job.relation_id) {
                 next.jobs.insert(job.relation_id, job.clone());
@@ -306,10 +312,8 @@ impl Store for MemoryStore {
         match batch.progress {
             Progress::Commit { end_lsn } => {
                 next.origins.insert(batch.origin.clone(), end_lsn);
-                next.dirty.retain(|_, origin| *origin != batch.origin);
             }
-            Progress::Partial => next.dirty.extend(batch.views.iter().map(|v| (v.relation_id, batch.origin.clone()))),
-            Progress::Replay => {}
+            Progress::Stage { .. } | Progress::Replay => {}
         }
         next.last_seq = Some(batch.seq);
         inner.live = next;

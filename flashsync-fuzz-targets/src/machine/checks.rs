@@ -51,7 +51,7 @@ impl Harness {
                         Progress::Replay if !batch.views.is_empty() => {
                             self.seen.insert("replay");
                         }
-                        Progress::Partial => {
+                        Progress::Stage { .. } => {
                             self.seen.insert("partial");
                         }
                         _ => {}

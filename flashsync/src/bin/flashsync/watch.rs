@@ -92,7 +92,6 @@ impl Renderer {
                     Position::Commit { lsn, time } => {
                         ("commit", Json::from(lsn.to_string()), time.map_or(Json::Null, |t| json!(t.to_string())))
                     }
-                    Position::Partial => ("partial", Json::Null, Json::Null),
                     Position::Replay => ("replay", Json::Null, Json::Null),
                 };
                 json!({"kind": kind, "origin": c.origin.to_string(), "lsn": lsn, "commit_time": time, "views": views})

@@ -1,7 +1,8 @@
 //! Memory while streaming one very large transaction: a realtime view is
 //! running, then one transaction inserts N rows upstream. The process's peak
-//! resident memory stays bounded: the machine applies such a transaction in
-//! partial batches, and the feed pauses while the store catches up.
+//! resident memory stays bounded: the machine hands such a transaction to
+//! the store in staged parts (which the fjall store spills to a file), and
+//! the feed pauses while the store catches up.
 
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,7 @@ pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json,
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let total = t.elapsed();
-    engine.shutdown().await.map_err(err)?;
+    common::finish(engine, kind, dir.path()).await?;
     let peak = crate::output::peak_rss_bytes().unwrap_or(0);
     let mib = |b: u64| (b as f64 / 1048576.0 * 10.0).round() / 10.0;
     eprintln!(

@@ -81,6 +81,29 @@ impl BenchStore {
     }
 }
 
+/// Shuts `engine` down and waits (bounded) until its store is closed: the
+/// store's background threads stop with it, and the bench's temp dir must
+/// outlive them, or they find their files gone and log errors after the
+/// bench's result.
+pub async fn finish(engine: Engine, kind: BenchStore, dir: &Path) -> Result<(), CliError> {
+    engine.shutdown().await.map_err(err)?;
+    drop(engine);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let opened = match kind {
+            BenchStore::Fjall => FjallStore::open(dir, FjallOptions::default()).map(drop),
+            BenchStore::Sqlite => SqliteStore::open(dir.join("bench.db"), SqliteOptions::default()).map(drop),
+        };
+        match opened {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind == flashsync_core::StoreErrorKind::Locked && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(CliError(format!("the bench's store did not close: {e}"))),
+        }
+    }
+}
+
 /// A libpq keyword string for command-line tools (password included: it
 /// goes to a child process's argv only on throwaway clusters).
 pub fn keywords(c: &ConnInfo) -> String {
