@@ -80,7 +80,8 @@ pub struct Args {
     pub burst: Option<usize>,
     /// Switch on a deliberate bug (to see the checkers catch it): in the
     /// machine ack_before_durable, skip_xid_filter, apply_while_disabled or
-    /// skip_move_outs, skip_move_ins, keep_idle_feeds, drop_staged_parts;
+    /// skip_move_outs, skip_move_ins, keep_idle_feeds, drop_staged_parts,
+    /// keep_abandoned_parts;
     /// in the executor reorder_store, durable_before_persist or
     /// drop_captured_removals.
     #[arg(long, hide = true)]
@@ -96,7 +97,7 @@ pub enum CliError {
     /// An unknown `--inject-bug`.
     #[error(
         "unknown bug {0:?} (ack_before_durable, skip_xid_filter, apply_while_disabled, skip_move_outs, skip_move_ins, \
-         keep_idle_feeds, drop_staged_parts, reorder_store, drop_captured_removals, \
+         keep_idle_feeds, drop_staged_parts, keep_abandoned_parts, reorder_store, drop_captured_removals, \
          durable_before_persist)"
     )]
     Bug(String),
@@ -137,6 +138,7 @@ fn parse_bugs(names: &[String]) -> Result<(InjectedBugs, PlantedBugs), CliError>
             "skip_move_ins" => bugs.skip_move_ins = true,
             "keep_idle_feeds" => bugs.keep_idle_feeds = true,
             "drop_staged_parts" => bugs.drop_staged_parts = true,
+            "keep_abandoned_parts" => bugs.keep_abandoned_parts = true,
             other => return Err(CliError::Bug(other.chars().take(64).collect())),
         }
     }

@@ -56,6 +56,9 @@ pub struct InjectedBugs {
     /// Commit a large transaction without claiming its staged parts: the
     /// store drops them, and the copies miss those changes.
     pub drop_staged_parts: bool,
+    /// Leave an abandoned transaction's staged parts in the store: a later
+    /// commit naming the same views claims them, and applies them twice.
+    pub keep_abandoned_parts: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.

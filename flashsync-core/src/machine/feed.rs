@@ -250,6 +250,11 @@ impl Machine {
             self.protocol_error(origin, "feed began a transaction inside another");
             return;
         }
+        // Parts an abandoned transaction staged go first: this transaction's
+        // commit must claim only its own.
+        if self.origins.get(origin).is_some_and(|o| o.staged_parts) {
+            self.drop_staged_parts(origin);
+        }
         let applied = self.origins.get(origin).and_then(|o| o.applied);
         let duplicate = applied.is_some_and(|a| final_lsn < a);
         let routes = if duplicate {
@@ -408,7 +413,21 @@ impl Machine {
         let first = txn.partial.is_empty();
         txn.partial.extend(apply.keys().copied());
         let views = self.view_ops(apply);
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.staged_parts = true;
+        }
         self.emit_batch(origin, Flight::Stage { first }, views, Vec::new());
+    }
+
+    /// Tells the store to drop every part staged for `origin`'s feed (an
+    /// empty first part does exactly that).
+    fn drop_staged_parts(&mut self, origin: &OriginId) {
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.staged_parts = false;
+        }
+        if !self.bugs().keep_abandoned_parts {
+            self.emit_batch(origin, Flight::Stage { first: true }, Vec::new(), Vec::new());
+        }
     }
 
     fn view_ops(&self, ops: BTreeMap<RelationId, Vec<RowOp>>) -> Vec<ViewOps> {
@@ -517,6 +536,10 @@ impl Machine {
         touched.retain(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })));
         // Only checkers read the audit: no copy of the list otherwise.
         let audited = if self.cfg.audit { touched.clone() } else { Vec::new() };
+        // The commit drops whatever else the origin had staged.
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.staged_parts = false;
+        }
         let seq = self.emit_batch(
             origin,
             Flight::Commit { end_lsn, time: Some(txn.commit_time), views: touched },

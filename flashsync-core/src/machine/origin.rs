@@ -157,6 +157,12 @@ pub(super) struct Origin {
     /// emitted, or one was loaded). A realtime job is stored as `running`
     /// only then: after a restart it resumes from that position.
     pub stored: bool,
+    /// The store may hold staged parts of a transaction that no commit
+    /// batch has claimed yet. A transaction abandoned after staging (the
+    /// feed broke, the store failed) leaves them there, and a later commit
+    /// naming the same views would claim them: the next transaction begins
+    /// by dropping them.
+    pub staged_parts: bool,
     /// The feed has been up in this process: no view attaches any more.
     pub started: bool,
     /// The position of the last commit-progress batch the store reported
@@ -183,6 +189,7 @@ impl Origin {
             acked: None,
             last_error: None,
             stored: applied.is_some(),
+            staged_parts: false,
             started: false,
             store_applied: applied,
             chain: 0,
