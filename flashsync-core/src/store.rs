@@ -29,6 +29,10 @@
 //!    after a reopen; the origin's next `Commit` batch applies the staged
 //!    operations of the views it names before its own, atomically, and
 //!    drops the rest; a `first` part drops an unfinished attempt's parts.
+//!    A store that writes a large commit in several steps keeps readers out
+//!    until the last, marks the views it touched (listed in
+//!    [`StoredState::dirty`] if a crash comes between), and refuses service
+//!    if a step fails after an earlier one landed.
 //! 6. **Key order.** Scans return rows in the order of their keys'
 //!    [`encode_key`](crate::codec::encode_key) bytes.
 //! 7. **Errors, not panics**, for every failure, including corrupt bytes on disk.

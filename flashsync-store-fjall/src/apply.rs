@@ -45,23 +45,40 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
     // part alone; each part marks its views as partly updated until the
     // commit clears the mark, so a crash in between copies them again.
     let mut report = ApplyReport::default();
-    for v in &batch.views {
-        for ops in claimed.take(v.relation_id) {
-            let part = ApplyBatch {
-                seq: batch.seq,
-                origin: batch.origin.clone(),
-                progress: Progress::Stage { first: false },
-                views: vec![ViewOps { relation_id: v.relation_id, identity: v.identity, ops: ops? }],
-                jobs: Vec::new(),
-                chain: batch.chain,
-                commit_time: None,
-                capture: batch.capture,
-            };
-            report.merge(apply_one(shared, &mut state, &part, &op)?);
+    let mut parts_written = false;
+    let mut whole = || -> Result<(), StoreError> {
+        for v in &batch.views {
+            for ops in claimed.take(v.relation_id) {
+                let part = ApplyBatch {
+                    seq: batch.seq,
+                    origin: batch.origin.clone(),
+                    progress: Progress::Stage { first: false },
+                    views: vec![ViewOps { relation_id: v.relation_id, identity: v.identity, ops: ops? }],
+                    jobs: Vec::new(),
+                    chain: batch.chain,
+                    commit_time: None,
+                    capture: batch.capture,
+                };
+                report.merge(apply_one(shared, &mut state, &part, &op)?);
+                parts_written = true;
+            }
+        }
+        report.merge(apply_one(shared, &mut state, &batch, &op)?);
+        Ok(())
+    };
+    match whole() {
+        Ok(()) => Ok(report),
+        Err(e) => {
+            // Part of the transaction is in the rows: readers must not get
+            // to see it. Refusing everything until the store is reopened
+            // (where the parts' marks make the views copy again) is what a
+            // failed write does anyway.
+            if parts_written {
+                state.poison(&e);
+            }
+            Err(e)
         }
     }
-    report.merge(apply_one(shared, &mut state, &batch, &op)?);
-    Ok(report)
 }
 
 /// Writes one batch's rows, jobs, progress and markers as one fjall batch.

@@ -142,11 +142,17 @@ impl Staging {
                     self.origins.remove(&batch.origin);
                     // Every part written so far has been applied or dropped
                     // (a commit's claim is applied before the next batch).
-                    if self.origins.is_empty() {
+                    if self.origins.values().all(|s| s.views.is_empty()) {
                         if let Some(spill) = &self.spill {
                             spill.lock().map_err(|_| spill_error("the spill's lock is poisoned"))?.reset()?;
                         }
                     }
+                }
+                if batch.views.iter().all(|v| v.ops.is_empty()) {
+                    // Nothing to keep (the machine's way of dropping an
+                    // abandoned transaction's parts).
+                    batch.views.clear();
+                    return Ok((batch, claimed));
                 }
                 let staged = self.origins.entry(batch.origin.clone()).or_default();
                 for v in std::mem::take(&mut batch.views) {
@@ -279,5 +285,45 @@ mod tests {
         s.absorb_ok(batch(Progress::Stage { first: true }, &[(1, 2)]));
         let mut commit = s.absorb_ok(batch(Progress::Commit { end_lsn: Lsn(9) }, &[(1, 3)]));
         assert_eq!(keys(&mut commit, 1), vec![2, 3]);
+    }
+
+    /// A spill in memory that counts how often it was emptied.
+    struct Counting(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Spill for Counting {
+        fn write(&mut self, bytes: &[u8]) -> Result<SpillRef, StoreError> {
+            let at = SpillRef { offset: self.0.len() as u64, len: bytes.len() as u64 };
+            self.0.extend_from_slice(bytes);
+            Ok(at)
+        }
+        fn read(&mut self, at: SpillRef) -> Result<Vec<u8>, StoreError> {
+            Ok(self.0[at.offset as usize..(at.offset + at.len) as usize].to_vec())
+        }
+        fn reset(&mut self) -> Result<(), StoreError> {
+            self.0.clear();
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn spilled_parts_come_back_and_the_spill_empties_when_nothing_is_staged() {
+        let resets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut s = Staging::with_spill(Counting(Vec::new(), resets.clone()));
+        s.absorb_ok(batch(Progress::Stage { first: true }, &[(1, 1)]));
+        s.absorb_ok(batch(Progress::Stage { first: false }, &[(1, 2)]));
+        let mut commit = s.absorb_ok(batch(Progress::Commit { end_lsn: Lsn(9) }, &[(1, 3)]));
+        assert_eq!(keys(&mut commit, 1), vec![1, 2, 3], "parts read back from the spill");
+        let emptied = resets.load(std::sync::atomic::Ordering::SeqCst);
+        // The machine's way of dropping abandoned parts (an empty first
+        // part) leaves nothing staged, so the next transaction empties the
+        // spill.
+        let (b, claimed) = s.absorb_ok(batch(Progress::Stage { first: true }, &[]));
+        assert!(b.views.is_empty() && claimed.is_empty());
+        // Another origin's next transaction.
+        let mut other = batch(Progress::Stage { first: true }, &[(2, 5)]);
+        other.origin = OriginId::new("postgres:other").expect("origin");
+        s.absorb_ok(other);
+        assert!(resets.load(std::sync::atomic::Ordering::SeqCst) > emptied, "the spill was never emptied");
     }
 }

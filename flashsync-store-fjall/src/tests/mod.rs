@@ -5,6 +5,7 @@ mod corruption;
 mod ingest;
 mod open_errors;
 mod reclaim;
+mod staging;
 
 use flashsync_core::{
     Column, JobRecord, Persistence, RelationId, RelationSchema, Row, SourceRelId, Store, StoreError, StoreErrorKind,
