@@ -15,30 +15,22 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
     // Without `run`, a view stored as running is not being kept up to date
     // by anyone: status says so rather than let "running" mislead.
     let process = conn.is_some();
-    // The origins' lag, from the running process (none without one). A
-    // process that does not answer status (stopped, wedged) must not hang
-    // the command: status then reports what the config and servers say.
-    let lag = match (&request, process) {
-        (Request::Status { selector }, true) => match admin::connect(&config.admin_dir()).await {
-            Some(c) => match tokio::time::timeout(unanswered::ANSWER_TIMEOUT, admin::call(c, &Request::Lag)).await {
-                Err(_) => return unanswered::status(config, selector, json).await,
-                Ok(answer) => answer.ok().and_then(|mut l| l.pop()).map(|mut l| l["result"].take()),
-            },
-            None => None,
-        },
-        _ => None,
-    };
-    let copies = match (&request, process) {
-        (Request::Status { .. }, true) => match admin::connect(&config.admin_dir()).await {
-            Some(c) => tokio::time::timeout(unanswered::ANSWER_TIMEOUT, admin::call(c, &Request::Copies))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .and_then(|mut l| l.pop())
-                .map(|mut l| l["result"].take()),
-            None => None,
-        },
-        _ => None,
+    // The origins' lag and the copies in progress, from the running
+    // process (none without one). A process that does not answer status
+    // (stopped, wedged) must not hang the command: status then reports
+    // what the config and servers say.
+    let (lag, copies) = match (&request, process) {
+        (Request::Status { selector }, true) => {
+            let answers = match ask(config, &Request::Lag).await {
+                Ok(lag) => ask(config, &Request::Copies).await.map(|copies| (lag, copies)),
+                Err(e) => Err(e),
+            };
+            match answers {
+                Ok(answers) => answers,
+                Err(Unanswered) => return unanswered::status(config, selector, json).await,
+            }
+        }
+        _ => (None, None),
     };
     let result = match conn {
         Some(conn) => admin::call(conn, &request).await.map_err(CliError)?.remove(0)["result"].take(),
@@ -118,6 +110,20 @@ pub async fn control(config: &Config, request: Request, json: bool) -> Result<()
         Request::Dump { .. } | Request::Watch { .. } | Request::Lag | Request::Copies => {}
     }
     Ok(())
+}
+
+/// The running process did not answer in time.
+struct Unanswered;
+
+/// One request to the running `run`, answered within
+/// [`unanswered::ANSWER_TIMEOUT`]; `Ok(None)` if no process serves the
+/// store or it refused the request.
+async fn ask(config: &Config, request: &Request) -> Result<Option<Json>, Unanswered> {
+    let Some(conn) = admin::connect(&config.admin_dir()).await else { return Ok(None) };
+    match tokio::time::timeout(unanswered::ANSWER_TIMEOUT, admin::call(conn, request)).await {
+        Err(_) => Err(Unanswered),
+        Ok(answer) => Ok(answer.ok().and_then(|mut l| l.pop()).map(|mut l| l["result"].take())),
+    }
 }
 
 /// Prints the views a `stop` or `forget` acted on; a selector that matched
