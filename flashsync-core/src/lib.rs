@@ -45,6 +45,7 @@ pub mod encoded;
 pub mod error;
 pub mod event;
 pub mod exec;
+pub mod handoff;
 pub mod invariants;
 pub mod job;
 pub mod lsn;
@@ -72,6 +73,7 @@ pub use error::{
     ControlError, DefinitionError, SelectorError, SourceError, SourceErrorKind, StoreError, StoreErrorKind,
 };
 pub use event::{Event, EventKind, Phase, SyncSummary};
+pub use handoff::{Handoff, Segment, Verdict};
 pub use job::{JobRecord, JobState, Recopy, RecopyReason};
 pub use lsn::Lsn;
 pub use machine::{AuditRecord, Config, Input, Machine, OpId, Output, Reply, RequestId, SourceAction, StoreAction};
@@ -82,7 +84,7 @@ pub use schema::{Column, Identity, RelationSchema, SourceRelId};
 pub use selector::{Pattern, Selector};
 pub use shape::{ViewShape, ViewShapeError};
 pub use snapshot::SnapshotPoint;
-pub use source::{FeedStart, Feedback, ServerPosition, SlotReport, Source, Subscription};
+pub use source::{ChunkEnd, CopiedChunk, FeedStart, Feedback, ServerPosition, SlotReport, Source, Subscription};
 pub use staging::Staging;
 pub use store::{Generation, KeyRange, OriginProgress, RowSink, Store, StoredState, ViewRecord};
 pub use time::{Millis, Now, Timestamp};

@@ -33,6 +33,7 @@ use crate::schema::RelationSchema;
 use crate::shape::ViewShape;
 use crate::snapshot::SnapshotPoint;
 use crate::store::RowSink;
+use crate::value::Key;
 use crate::view::UpstreamRelation;
 
 /// Where a feed (re)starts, as found when subscribing.
@@ -81,6 +82,24 @@ pub struct ServerPosition {
     /// cannot be asked (stopped, hung) has acknowledged, from the server's
     /// side.
     pub confirmed: Option<Lsn>,
+}
+
+/// Where a chunk of a copy ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkEnd {
+    /// The chunk copied every row above its start: the copy is complete.
+    Done,
+    /// The chunk stopped after the row with this key; rows above it remain.
+    After(Key),
+}
+
+/// What one chunk of a copy produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedChunk {
+    /// The chunk's own snapshot.
+    pub point: SnapshotPoint,
+    /// Where it ended.
+    pub end: ChunkEnd,
 }
 
 /// Sends acknowledgements upstream for a live subscription.
@@ -139,6 +158,40 @@ pub trait Source: Send + Sync + 'static {
         shape: &ViewShape,
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError>;
+
+    /// Copies one chunk of the rows the view keeps into `sink`, from a
+    /// snapshot of its own: the rows whose key is above `after` (all rows
+    /// when `None`), in key order, stopping once at least `rows` rows are
+    /// copied — at a key boundary, and reporting the last key — or at the
+    /// end of the relation ([`ChunkEnd::Done`]).
+    ///
+    /// Keys are ordered by their [`encode_key`](crate::codec::encode_key)
+    /// bytes: the machine decides by that order which chunk a feed change
+    /// belongs to, so a source must split exactly by it. Everything else is
+    /// as [`snapshot`](Self::snapshot) (the shape, the point, the rule on
+    /// `xip`).
+    ///
+    /// The default copies the relation whole as one chunk, which is always
+    /// correct: a source that cannot split by that order (or a relation
+    /// whose key it cannot) does just that.
+    async fn copy_chunk(
+        &self,
+        relation: &UpstreamRelation,
+        shape: &ViewShape,
+        after: Option<&Key>,
+        rows: u64,
+        sink: &mut dyn RowSink,
+    ) -> Result<CopiedChunk, SourceError> {
+        let _ = rows;
+        if after.is_some() {
+            return Err(SourceError::new(
+                SourceErrorKind::Unsupported,
+                format!("this source copies {relation} whole; it cannot resume a copy after a key"),
+            ));
+        }
+        let point = self.snapshot(relation, shape, sink).await?;
+        Ok(CopiedChunk { point, end: ChunkEnd::Done })
+    }
 
     /// Opens the feed, resuming after `resume` (the origin's durable applied
     /// LSN) when given. Creates the feed if it does not exist.

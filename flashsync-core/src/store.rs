@@ -43,7 +43,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::change::{ApplyBatch, BatchSeq};
+use crate::change::{ApplyBatch, BatchSeq, ViewOps};
 use crate::encoded::EncodedRows;
 use crate::error::{StoreError, StoreErrorKind};
 use crate::job::JobRecord;
@@ -139,6 +139,21 @@ pub trait Generation: RowSink {
 
     /// Drops the rows written so far; the view keeps its current copy.
     async fn discard(self: Box<Self>) -> Result<(), StoreError>;
+
+    /// Applies row operations to the rows written so far, with the
+    /// semantics of [`apply_ops`](crate::rowops::apply_ops) — the feed's
+    /// changes to the part of a chunked copy already made. Rows written
+    /// later (by the next chunk) have keys above every key `ops` touches.
+    /// Invisible until `publish`, like the rows. Only called when the store
+    /// says it can ([`Store::amends_generations`]); the default refuses.
+    async fn amend(&mut self, ops: ViewOps) -> Result<ApplyReport, StoreError> {
+        let _ = ops;
+        Err(StoreError::new(
+            StoreErrorKind::Invalid,
+            "amend a generation",
+            "this store cannot apply changes to an unpublished copy",
+        ))
+    }
 }
 
 /// The durable home of a flashsync instance: catalog, jobs, progress, rows.
@@ -166,6 +181,13 @@ pub trait Store: Send + Sync + 'static {
         id: RelationId,
         schema: &RelationSchema,
     ) -> Result<Box<dyn Generation>, StoreError>;
+
+    /// Whether its generations take [`Generation::amend`], so a view can
+    /// be copied in chunks while its feed flows (otherwise it is copied in
+    /// one piece). The default says no.
+    fn amends_generations(&self) -> bool {
+        false
+    }
 
     /// Applies one batch atomically (not necessarily durably).
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError>;

@@ -8,14 +8,15 @@ use futures::StreamExt;
 use super::faults::FailPoint;
 use super::upstream::{LogEntry, MemoryUpstream, Slot, TableIdentity};
 use crate::change::StreamEvent;
+use crate::codec::encode_key;
 use crate::error::{SourceError, SourceErrorKind};
 use crate::lsn::Lsn;
 use crate::schema::RelationSchema;
 use crate::shape::ViewShape;
 use crate::snapshot::SnapshotPoint;
-use crate::source::{FeedStart, Feedback, SlotReport, Source, Subscription};
+use crate::source::{ChunkEnd, CopiedChunk, FeedStart, Feedback, SlotReport, Source, Subscription};
 use crate::store::RowSink;
-use crate::value::Row;
+use crate::value::{Key, Row};
 use crate::view::UpstreamRelation;
 
 pub(super) struct ActiveFeed {
@@ -74,6 +75,93 @@ impl Feedback for MemoryFeedback {
     }
 }
 
+impl MemorySource {
+    /// Copies the rows `shape` keeps, all of them or (`chunk`) those whose
+    /// encoded key is above the given one, in key order, stopping at the
+    /// first key boundary after the given number of rows.
+    async fn copy(
+        &self,
+        relation: &UpstreamRelation,
+        shape: &ViewShape,
+        chunk: Option<(Option<Vec<u8>>, u64)>,
+        sink: &mut dyn RowSink,
+    ) -> Result<CopiedChunk, SourceError> {
+        let schema = shape.upstream();
+        let (rows, point, end, batch) = {
+            let mut u = self.up.lock();
+            u.take_fail(FailPoint::Snapshot)?;
+            let k = (relation.schema.clone(), relation.table.clone());
+            let t = u.tables.get(&k).ok_or_else(|| SourceError::relation_missing(relation))?;
+            if t.id != schema.source_id || !t.schema().same_shape(schema) {
+                return Err(SourceError::new(
+                    // Describing it again fixes this (as with Postgres).
+                    SourceErrorKind::Other,
+                    format!("{relation} changed shape since it was described"),
+                ));
+            }
+            let visible = u.visible_rows(&k).unwrap_or_default();
+            let mut keyed: Vec<(Vec<u8>, Key, Row, u64)> = Vec::new();
+            for (r, n) in visible.values() {
+                let Some(row) = shape.admit(r.clone()) else { continue };
+                let key = shape.local().key_of(&row).map_err(|e| {
+                    SourceError::new(SourceErrorKind::Other, format!("row of {relation} does not fit its key: {e}"))
+                })?;
+                keyed.push((encode_key(&key), key, row, *n));
+            }
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut end = ChunkEnd::Done;
+            if let Some((after, limit)) = &chunk {
+                if let Some(after) = after {
+                    keyed.retain(|(k, ..)| k > after);
+                }
+                // Stop at the first key boundary after `limit` rows.
+                let mut taken = 0u64;
+                let mut cut = keyed.len();
+                for (i, (_, key, _, n)) in keyed.iter().enumerate() {
+                    if taken >= *limit {
+                        cut = i;
+                        break;
+                    }
+                    taken += n;
+                    end = ChunkEnd::After(key.clone());
+                }
+                if cut == keyed.len() {
+                    end = ChunkEnd::Done;
+                }
+                keyed.truncate(cut);
+            }
+            let rows: Vec<Row> =
+                keyed.into_iter().flat_map(|(_, _, r, n)| std::iter::repeat_n(r, n as usize)).collect();
+            let (xmin, xmax, xip) = u.snapshot_point();
+            // What the Postgres source checks with pg_xact_status(): a
+            // transaction the snapshot lists as in progress whose commit is
+            // already logged (so the feed may have delivered it) would be in
+            // neither the copy nor the stream after it (see the contract).
+            if xip.iter().any(|x| u.invisible.contains_key(x)) {
+                return Err(SourceError::new(
+                    SourceErrorKind::Other,
+                    format!(
+                        "could not take a consistent snapshot of {relation}: transactions listed as in progress \
+                         had already committed"
+                    ),
+                ));
+            }
+            let point = SnapshotPoint { xmin, xmax, xip, lsn: u.lsn, rows: rows.len() as u64 };
+            *u.stats.snapshots.entry(relation.to_string()).or_default() += 1;
+            if chunk.is_some() {
+                u.stats.chunks += 1;
+            }
+            (rows, point, end, u.snapshot_batch)
+        };
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Row> = rows.by_ref().take(batch).collect();
+            sink.write(chunk).await?;
+        }
+        Ok(CopiedChunk { point, end })
+    }
+}
+
 #[async_trait]
 impl Source for MemorySource {
     async fn prepare(&self, relation: &UpstreamRelation, feed: bool) -> Result<RelationSchema, SourceError> {
@@ -101,49 +189,19 @@ impl Source for MemorySource {
         shape: &ViewShape,
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError> {
-        let schema = shape.upstream();
-        let (rows, point, batch) = {
-            let mut u = self.up.lock();
-            u.take_fail(FailPoint::Snapshot)?;
-            let k = (relation.schema.clone(), relation.table.clone());
-            let t = u.tables.get(&k).ok_or_else(|| SourceError::relation_missing(relation))?;
-            if t.id != schema.source_id || !t.schema().same_shape(schema) {
-                return Err(SourceError::new(
-                    // Describing it again fixes this (as with Postgres).
-                    SourceErrorKind::Other,
-                    format!("{relation} changed shape since it was described"),
-                ));
-            }
-            let visible = u.visible_rows(&k).unwrap_or_default();
-            let rows: Vec<Row> = visible
-                .values()
-                .filter_map(|(r, n)| Some((shape.admit(r.clone())?, n)))
-                .flat_map(|(r, n)| std::iter::repeat_n(r, *n as usize))
-                .collect();
-            let (xmin, xmax, xip) = u.snapshot_point();
-            // What the Postgres source checks with pg_xact_status(): a
-            // transaction the snapshot lists as in progress whose commit is
-            // already logged (so the feed may have delivered it) would be in
-            // neither the copy nor the stream after it (see the contract).
-            if xip.iter().any(|x| u.invisible.contains_key(x)) {
-                return Err(SourceError::new(
-                    SourceErrorKind::Other,
-                    format!(
-                        "could not take a consistent snapshot of {relation}: transactions listed as in progress \
-                         had already committed"
-                    ),
-                ));
-            }
-            let point = SnapshotPoint { xmin, xmax, xip, lsn: u.lsn, rows: rows.len() as u64 };
-            *u.stats.snapshots.entry(relation.to_string()).or_default() += 1;
-            (rows, point, u.snapshot_batch)
-        };
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<Row> = rows.by_ref().take(batch).collect();
-            sink.write(chunk).await?;
-        }
-        Ok(point)
+        Ok(self.copy(relation, shape, None, sink).await?.point)
+    }
+
+    async fn copy_chunk(
+        &self,
+        relation: &UpstreamRelation,
+        shape: &ViewShape,
+        after: Option<&Key>,
+        rows: u64,
+        sink: &mut dyn RowSink,
+    ) -> Result<CopiedChunk, SourceError> {
+        let after = after.map(encode_key);
+        self.copy(relation, shape, Some((after, rows.max(1))), sink).await
     }
 
     async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {

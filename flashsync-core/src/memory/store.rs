@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::change::{ApplyBatch, BatchSeq, Progress};
+use crate::change::{ApplyBatch, BatchSeq, Progress, ViewOps};
 use crate::codec::{decode_stored_row, encode_key};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::job::JobRecord;
-use crate::rowops::{apply_staged, ApplyReport, RowAccess};
+use crate::rowops::{apply_ops, apply_staged, ApplyReport, RowAccess};
 use crate::schema::RelationSchema;
 use crate::staging::Staging;
 use crate::store::{Generation, KeyRange, OriginProgress, RowSink, Store, StoredState, ViewRecord};
@@ -205,6 +205,50 @@ impl Generation for MemoryGeneration {
     async fn discard(self: Box<Self>) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn amend(&mut self, ops: ViewOps) -> Result<ApplyReport, StoreError> {
+        if ops.relation_id != self.id {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                "amend",
+                format!("operations of view {} given for a copy of view {}", ops.relation_id, self.id),
+            ));
+        }
+        apply_ops(std::slice::from_ref(&ops), &mut GenerationAccess { rows: &mut self.rows })
+    }
+}
+
+/// [`RowAccess`] over an unpublished generation's rows (one view).
+struct GenerationAccess<'a> {
+    rows: &'a mut Rows,
+}
+
+impl RowAccess for GenerationAccess<'_> {
+    fn read(&mut self, _view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.rows.get(key).cloned())
+    }
+
+    fn write(&mut self, _view: RelationId, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.rows.insert(key, v),
+            None => self.rows.remove(&key),
+        };
+        Ok(())
+    }
+
+    fn clear(&mut self, _view: RelationId) -> Result<(), StoreError> {
+        self.rows.clear();
+        Ok(())
+    }
+
+    fn reads_own_writes(&self) -> bool {
+        true
+    }
+
+    /// The conflict is in the report; the machine copies the view again.
+    fn mark_diverged(&mut self, _view: RelationId) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -261,6 +305,10 @@ impl Store for MemoryStore {
             state.origins.remove(origin);
         }
         Ok(())
+    }
+
+    fn amends_generations(&self) -> bool {
+        true
     }
 
     async fn begin_generation(

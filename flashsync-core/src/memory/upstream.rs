@@ -122,8 +122,11 @@ pub(super) struct Slot {
 pub struct SourceStats {
     /// `prepare` calls that succeeded.
     pub prepares: u64,
-    /// Snapshots taken, per `schema.table`.
+    /// Snapshots taken, per `schema.table` (each chunk of a chunked copy
+    /// counts as one).
     pub snapshots: BTreeMap<String, u64>,
+    /// Chunks copied by `copy_chunk` (also counted in `snapshots`).
+    pub chunks: u64,
     /// Successful `subscribe` calls.
     pub subscribes: u64,
     /// Feeds open right now.
