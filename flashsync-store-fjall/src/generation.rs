@@ -10,6 +10,16 @@
 //! A generation that is discarded, dropped without publishing, or left behind
 //! by a crash becomes garbage too; garbage rows are deleted a bounded step at
 //! a time by later `persist` calls.
+//!
+//! A copy made in chunks is amended between them
+//! ([`Generation::amend`]): the feed's changes to the rows written so far.
+//! The loader is finished first — an ingestion still open would register
+//! its rows *after* the amendment, with newer sequence numbers, and an
+//! ingested row would shadow the amendment's change to it — and the
+//! changes then go in as one ordinary (unsynced) batch on the writer
+//! thread, reading the ingested rows back. The next write starts a new
+//! loader above them. A truncate switches the generation to a fresh
+//! prefix, as `apply` does for a published copy.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +27,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fjall::{PersistMode, Slice};
 use flashsync_core::codec::{decode_stored_row, encode_row, restore_copies};
+use flashsync_core::rowops::{apply_ops, ApplyReport, RowAccess};
 use flashsync_core::{
     EncodedRows, Generation, Identity, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError, StoreErrorKind,
+    ViewOps,
 };
 
 use crate::error::{corrupt, engine, invalid};
@@ -40,6 +52,9 @@ pub(crate) struct FjallGeneration {
     /// write or by publish, so decoding the next batch overlaps writing this
     /// one.
     pub(crate) in_flight: Option<Reply>,
+    /// Why the generation can take no more rows: its loader failed to
+    /// finish before an amendment, so rows it held may be missing.
+    pub(crate) failed: Option<StoreError>,
 }
 
 impl FjallGeneration {
@@ -48,10 +63,12 @@ impl FjallGeneration {
     }
 
     fn check_live(&self, op: &str) -> Result<(), StoreError> {
-        if self.live {
-            Ok(())
-        } else {
-            Err(StoreError::new(StoreErrorKind::Closed, op, "generation already finished"))
+        if !self.live {
+            return Err(StoreError::new(StoreErrorKind::Closed, op, "generation already finished"));
+        }
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
         }
     }
 
@@ -217,6 +234,133 @@ impl Generation for FjallGeneration {
         self.in_flight = None;
         let job = self.abandon_job();
         self.worker().run(op, job).await
+    }
+
+    /// Finishes the loader (its ingestion registered), then applies `ops`
+    /// on the writer thread as one ordinary batch: see the module docs for
+    /// why in that order.
+    async fn amend(&mut self, ops: ViewOps) -> Result<ApplyReport, StoreError> {
+        let op = self.op("amend");
+        self.check_live(&op)?;
+        if ops.relation_id != self.gen.view {
+            return Err(invalid(&op, format!("operations of view {} given for this copy", ops.relation_id)));
+        }
+        self.settle(&op).await?;
+        if let Some(loader) = self.loader.take() {
+            if let Err(e) = loader.finish().await {
+                // The loader is gone with rows it may not have written: no
+                // later write may pretend the copy is whole.
+                self.failed = Some(e.clone());
+                return Err(e);
+            }
+        }
+        let shared = Arc::clone(&self.inner.shared);
+        let gen = self.gen;
+        let worker_op = op.clone();
+        let (report, gen) = self.worker().run(op, move || amend(&shared, gen, &ops, &worker_op)).await?;
+        self.gen = gen;
+        Ok(report)
+    }
+}
+
+/// Applies `ops` to the rows of generation `gen`, whose loader has
+/// finished (on the writer thread), as one batch. Returns what
+/// [`apply_ops`] noticed and the generation now holding the rows: `gen`,
+/// or a fresh one after a truncate.
+fn amend(shared: &Shared, gen: GenKey, ops: &ViewOps, op: &str) -> Result<(ApplyReport, GenKey), StoreError> {
+    let mut state = shared.write(op)?;
+    if !state.filling.contains(&gen) {
+        return Err(StoreError::new(StoreErrorKind::Closed, op, "the generation is no longer being filled"));
+    }
+    let mut access = GenAccess { shared, gen, fresh: false, writes: HashMap::new(), op };
+    let report = apply_ops(std::slice::from_ref(ops), &mut access)?;
+    let GenAccess { fresh, writes, .. } = access;
+    if !fresh && writes.is_empty() {
+        return Ok((report, gen));
+    }
+    let ks = &shared.ks;
+    let (mut wb, target) = if fresh {
+        // The rows so far are dropped whole: the generation moves to a fresh
+        // prefix, and the old one becomes garbage. Synced, like `begin`:
+        // the next loader ingests into the new prefix bypassing the
+        // journal, so its marker and number must be on disk first.
+        let mut wb = shared.db.batch().durability(Some(PersistMode::SyncAll));
+        let target = GenKey { view: gen.view, generation: state.allocate_generation(ks, &mut wb) };
+        wb.remove(&ks.filling, gen.prefix());
+        wb.insert(&ks.garbage, gen.prefix(), []);
+        wb.insert(&ks.filling, target.prefix(), []);
+        (wb, target)
+    } else {
+        // Unsynced like the copy's other batches: publish's fsync makes them
+        // durable, and a crash before it discards the whole generation.
+        (shared.db.batch().durability(None), gen)
+    };
+    for (key, value) in writes {
+        let key = target.row_key(&key);
+        match value {
+            Some(value) => wb.insert(&ks.rows, key, value),
+            // A fresh prefix starts empty: nothing to delete there.
+            None if fresh => {}
+            None => wb.remove(&ks.rows, key),
+        }
+    }
+    shared.commit(&mut state, wb, op)?;
+    if fresh {
+        state.filling.remove(&gen);
+        state.filling.insert(target);
+        // The fsync made everything committed before it durable too.
+        state.synced();
+        // Nothing points at the old rows and its loader has stopped: they
+        // can go at once.
+        state.garbage.push_back(gen);
+    }
+    Ok((report, target))
+}
+
+/// [`RowAccess`] over an unpublished generation's rows plus the amendment's
+/// buffered writes.
+struct GenAccess<'a> {
+    shared: &'a Shared,
+    gen: GenKey,
+    /// Whether the amendment truncated the rows written before it.
+    fresh: bool,
+    /// Buffered writes (`None` deletes), by encoded key.
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    op: &'a str,
+}
+
+impl RowAccess for GenAccess<'_> {
+    /// Reads check the amendment's buffered writes first.
+    fn reads_own_writes(&self) -> bool {
+        true
+    }
+
+    /// The conflict is in the report; the machine copies the view again.
+    fn mark_diverged(&mut self, _view: RelationId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn read(&mut self, _view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.writes.get(key) {
+            return Ok(value.clone());
+        }
+        if self.fresh {
+            return Ok(None);
+        }
+        // The loader has finished, so its ingested tables are registered
+        // and visible here like every batch written before.
+        self.shared.ks.rows.get(self.gen.row_key(key)).map(|v| v.map(|v| v.to_vec())).map_err(|e| engine(self.op, e))
+    }
+
+    fn write(&mut self, _view: RelationId, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        self.writes.insert(key, value);
+        Ok(())
+    }
+
+    fn clear(&mut self, _view: RelationId) -> Result<(), StoreError> {
+        self.fresh = true;
+        self.writes.clear();
+        Ok(())
     }
 }
 

@@ -16,6 +16,14 @@
 //! batches, which are newer still — so a later row for a key always wins, and
 //! full-row copy counts read the ingested rows back, exactly as before.
 //!
+//! A generation amended before all its rows are in
+//! ([`Generation::amend`](flashsync_core::Generation::amend), a copy made in
+//! chunks) has its loader finished first, so the amendment's ordinary
+//! batches are newer than every ingested row they change; the next write
+//! starts a new loader, whose ingestion begins above the rows the
+//! generation already holds (a row at or below them goes through ordinary
+//! batches instead, as above).
+//!
 //! Each generation has its own thread because an ingestion borrows its
 //! keyspace for as long as it runs; the thread owns both. Batches are
 //! pipelined: the caller hands over a batch and goes back to decoding the
@@ -139,12 +147,21 @@ fn run(shared: &Shared, prefix: [u8; 16], identity: Identity, op: &str, rx: &mps
     let rows_ks = shared.ks.rows.clone();
     // `None` once rows go through ordinary batches.
     let mut ingestion = rows_ks.start_ingestion().ok();
-    // The last key ingested, and the sorted rows held back.
-    let mut last_key: Option<Slice> = None;
-    let mut pending: KeyedRows = Vec::new();
-    let mut scratch: Vec<u8> = Vec::new();
     // After a failure the generation is doomed: every later call reports it.
     let mut failed: Option<StoreError> = None;
+    // The last key ingested (or already in the generation: a loader started
+    // after an amendment continues above the rows written before it, so
+    // its ingested tables, newer than everything, shadow none of them),
+    // and the sorted rows held back.
+    let mut last_key: Option<Slice> = match guard(op, || last_key_under(shared, prefix, op)) {
+        Ok(key) => key,
+        Err(e) => {
+            failed = Some(e);
+            None
+        }
+    };
+    let mut pending: KeyedRows = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Rows(batch, reply) => {
@@ -221,6 +238,14 @@ fn run(shared: &Shared, prefix: [u8; 16], identity: Identity, op: &str, rx: &mps
     }
     // The channel closed without `Finish`: the generation was abandoned, and
     // its unfinished ingestion is dropped unregistered.
+}
+
+/// The highest key the generation under `prefix` holds, if any.
+fn last_key_under(shared: &Shared, prefix: [u8; 16], op: &str) -> Result<Option<Slice>, StoreError> {
+    match shared.ks.rows.prefix(prefix).next_back() {
+        Some(item) => Ok(Some(item.key().map_err(|e| engine(op, e))?)),
+        None => Ok(None),
+    }
 }
 
 /// Ingests sorted rows (all above `last_key`), merging rows of one key the

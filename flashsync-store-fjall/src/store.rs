@@ -284,7 +284,14 @@ impl Store for FjallStore {
             live: true,
             loader: None,
             in_flight: None,
+            failed: None,
         }))
+    }
+
+    /// A generation finishes its bulk ingestion before it is amended, so
+    /// ingested rows never shadow the amendment (see `generation`).
+    fn amends_generations(&self) -> bool {
+        true
     }
 
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {

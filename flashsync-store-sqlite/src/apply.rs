@@ -13,14 +13,18 @@
 //! A `Truncate` is `DELETE FROM` the view's table (SQLite's truncate
 //! optimization drops the table's pages without visiting rows), inside the
 //! same transaction.
+//!
+//! [`amend`] applies the feed's changes to an unpublished generation's
+//! table the same way, through the same [`Access`] mapping the view to
+//! that table instead of its published one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use flashsync_core::codec::{decode_stored_row, encode_stored_row};
-use flashsync_core::rowops::{apply_staged, ApplyReport, RowAccess};
+use flashsync_core::rowops::{apply_ops, apply_staged, ApplyReport, RowAccess};
 use flashsync_core::staging::Claimed;
-use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind};
+use flashsync_core::{ApplyBatch, Progress, RelationId, StoreError, StoreErrorKind, ViewOps};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{corrupt, invalid, sql};
@@ -139,6 +143,19 @@ pub(crate) fn apply_run(w: &mut Writer, batches: Vec<ApplyBatch>) -> Vec<Result<
         // batch fails with its error.
         Err(e) => (0..count).map(|_| Err(e.clone())).collect(),
     }
+}
+
+/// Applies `ops` to the rows of an unpublished generation, whose table
+/// `plan` describes (on the writer thread), as one transaction: unsynced,
+/// like the generation's writes, which publish makes durable.
+pub(crate) fn amend(w: &mut Writer, plan: &Arc<Plan>, ops: &ViewOps, op: &str) -> Result<ApplyReport, StoreError> {
+    let plans = HashMap::from([(ops.relation_id, Arc::clone(plan))]);
+    w.transaction(op, false, |conn| {
+        // Conflicts are in the report, and the machine copies the view
+        // again: nothing is marked diverged (the published copy is intact).
+        let mut access = Access { conn, plans: &plans, diverged: BTreeSet::new(), op };
+        apply_ops(std::slice::from_ref(ops), &mut access)
+    })
 }
 
 /// One batch's writes into the open transaction.

@@ -12,13 +12,18 @@
 //! crash left behind is dropped when the store is next opened (every
 //! `_flashsync_gen_*` table is unpublished by construction). Dropped pages go
 //! to SQLite's free list and are reused by later writes.
+//!
+//! A copy made in chunks is amended between them ([`Generation::amend`]):
+//! the feed's changes go into the generation's table in one transaction,
+//! as `apply` writes them into a published one.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use flashsync_core::codec::decode_row;
+use flashsync_core::rowops::ApplyReport;
 use flashsync_core::{
-    EncodedRows, Generation, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError, StoreErrorKind,
+    EncodedRows, Generation, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError, StoreErrorKind, ViewOps,
 };
 use rusqlite::params;
 
@@ -134,6 +139,17 @@ impl Generation for SqliteGeneration {
         let table = self.plan.table.clone();
         let worker_op = op.clone();
         self.inner.writer.run(op, move |w| drop_table(w, &table, &worker_op)).await
+    }
+
+    async fn amend(&mut self, ops: ViewOps) -> Result<ApplyReport, StoreError> {
+        let op = self.op("amend");
+        self.check_live(&op)?;
+        if ops.relation_id != self.view {
+            return Err(invalid(&op, format!("operations of view {} given for this copy", ops.relation_id)));
+        }
+        let plan = Arc::clone(&self.plan);
+        let worker_op = op.clone();
+        self.inner.writer.run(op, move |w| crate::apply::amend(w, &plan, &ops, &worker_op)).await
     }
 }
 

@@ -172,6 +172,12 @@ impl Store for SqliteStore {
         Ok(Box::new(SqliteGeneration { inner: Arc::clone(&self.inner), view: id, plan: Arc::new(plan), live: true }))
     }
 
+    /// A generation is a table like a published copy: amendments write
+    /// into it as `apply` writes into those.
+    fn amends_generations(&self) -> bool {
+        true
+    }
+
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
         let seq = batch.seq;
         let report = self.inner.writer.run(format!("apply batch {}", seq.0), move |w| apply::apply(w, batch)).await?;

@@ -22,6 +22,11 @@
 //!   schema and job together, and discarded or abandoned generations leave no
 //!   trace; rows written pre-encoded read back as the same rows written
 //!   plainly, and a batch encoded for another width is refused;
+//! - for stores that amend generations ([`Store::amends_generations`]): the
+//!   feed's changes applied to a copy being made in chunks reach the rows
+//!   written so far (keyed and full-row, plain and pre-encoded), stay
+//!   invisible until publish, report conflicts rather than fail, and leave
+//!   no trace when the copy is discarded;
 //! - scans come out in key order for integer (negative too), text, float and
 //!   composite keys, honouring ranges and limits, and `count` counts copies;
 //! - `forget` removes everything, and unknown views are `NotFound` errors;
@@ -59,6 +64,7 @@
 //! [`RowOp`]: crate::change::RowOp
 //! [`Cell::Unchanged`]: crate::change::Cell::Unchanged
 
+mod amend;
 mod batches;
 mod capture;
 mod catalog;
@@ -72,6 +78,7 @@ use std::fmt;
 
 use crate::store::Store;
 
+pub use amend::{generation_amend_conflicts, generation_amends};
 pub use batches::{
     apply_many_stops_at_a_failure, batches_are_atomic, replay_keeps_progress, sequence_numbers_increase,
     staged_transactions,
@@ -152,6 +159,8 @@ pub async fn run_all<S: Store>(mut make: impl FnMut() -> S) -> Result<(), Failur
         generation_discard_and_abandon,
         generation_errors,
         generation_encoded_rows,
+        generation_amends,
+        generation_amend_conflicts,
         scan_order_and_ranges,
         count_rows,
         forget_removes_everything,

@@ -1,6 +1,7 @@
 //! Tests that need the store's internals: opening failures, damaged bytes,
 //! locking across processes, and space reclamation.
 
+mod amend;
 mod corruption;
 mod ingest;
 mod open_errors;
