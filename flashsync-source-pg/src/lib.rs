@@ -49,6 +49,11 @@
 //!   one statement of a `REPEATABLE READ` transaction, retakes the snapshot
 //!   if an "in progress" transaction had in fact already committed, and
 //!   streams `COPY` text in bounded batches.
+//! - `copy_chunk` copies a key range the same way, in a snapshot of its own:
+//!   the rows above a key, ordered by it and limited. It splits only keys
+//!   whose Postgres order is the order of encoded keys (`int2`, `int4`,
+//!   `int8`, `bytea`, and `text`/`varchar` compared `COLLATE "C"` in a UTF-8
+//!   database, alone or together); any other relation is one chunk.
 //! - Values map the same way on both paths ([`values`]), under pinned
 //!   session settings ([`session`]).
 //! - The feed (`subscribe`) reports the slot truthfully (`Created`,

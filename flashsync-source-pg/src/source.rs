@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flashsync_core::{
-    FeedStart, Lsn, OriginId, RelationSchema, RowSink, ServerPosition, SlotReport, SnapshotPoint, Source, SourceError,
-    SourceErrorKind, Subscription, UpstreamRelation, ViewShape,
+    CopiedChunk, FeedStart, Key, Lsn, OriginId, RelationSchema, RowSink, ServerPosition, SlotReport, SnapshotPoint,
+    Source, SourceError, SourceErrorKind, Subscription, UpstreamRelation, ViewShape,
 };
 use tokio_postgres::Client;
 
@@ -18,7 +18,7 @@ use crate::replication::transport::WireConn;
 use crate::replication::{spawn_feed, FeedParams, RelationWatch};
 use crate::shape::Shapes;
 use crate::slot;
-use crate::snapshot::{self, SnapshotLimits};
+use crate::snapshot::{self, ChunkRequest, SnapshotLimits};
 
 /// How a [`PgSource`] connects and names and paces its resources.
 #[derive(Clone, Debug)]
@@ -175,6 +175,15 @@ impl PgSource {
         &self.config
     }
 
+    /// What every snapshot and chunk runs with, from the configuration.
+    fn snapshot_limits(&self) -> SnapshotLimits {
+        SnapshotLimits {
+            batch_rows: self.config.snapshot_batch_rows.max(1),
+            batch_bytes: self.config.snapshot_batch_bytes.max(1),
+            retries: self.config.snapshot_retries,
+        }
+    }
+
     async fn connect(&self) -> Result<Client, SourceError> {
         self.control.connect_new().await
     }
@@ -228,12 +237,28 @@ impl Source for PgSource {
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError> {
         let mut client = self.connect().await?;
-        let limits = SnapshotLimits {
-            batch_rows: self.config.snapshot_batch_rows.max(1),
-            batch_bytes: self.config.snapshot_batch_bytes.max(1),
-            retries: self.config.snapshot_retries,
-        };
-        snapshot::take(&mut client, relation, shape, sink, &limits).await
+        snapshot::take(&mut client, relation, shape, sink, &self.snapshot_limits()).await
+    }
+
+    /// Splits by the key when its Postgres order is provably the order of
+    /// encoded keys: keys of `int2`, `int4`, `int8`, `bytea`, `text` and
+    /// `varchar` columns (text compared `COLLATE "C"`, in a UTF-8
+    /// database), one or several. Each chunk is a `COPY` of the rows above
+    /// `after`, ordered by the key and limited, in a transaction of its own
+    /// taken exactly as [`snapshot`](Source::snapshot) takes it. Any other
+    /// key, or none (`REPLICA IDENTITY FULL`), is copied whole as one
+    /// chunk, and cannot resume after a key (`Unsupported`).
+    async fn copy_chunk(
+        &self,
+        relation: &UpstreamRelation,
+        shape: &ViewShape,
+        after: Option<&Key>,
+        rows: u64,
+        sink: &mut dyn RowSink,
+    ) -> Result<CopiedChunk, SourceError> {
+        let mut client = self.connect().await?;
+        let chunk = ChunkRequest { after, rows };
+        snapshot::take_chunk(&mut client, relation, shape, chunk, sink, &self.snapshot_limits()).await
     }
 
     async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {

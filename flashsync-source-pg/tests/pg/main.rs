@@ -4,6 +4,7 @@
 
 mod common;
 
+mod chunks;
 mod feed;
 mod identifiers;
 mod prepare;
