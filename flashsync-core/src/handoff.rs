@@ -9,7 +9,7 @@
 //! (as [`Segment`]s, in key order) with their snapshot points; a copy made
 //! in one piece is the one-segment case.
 //!
-//! Keys are compared in their [`encode_key`](crate::codec::encode_key)
+//! Keys are compared in their [`crate::codec::encode_key`]
 //! bytes — the order a chunked source must split by (a source that cannot
 //! copies the relation as one chunk).
 
@@ -41,6 +41,16 @@ pub enum Verdict {
     /// The operation touches keys of two segments that disagree (a key
     /// change across them, or a truncate): no single answer.
     Mixed,
+}
+
+/// An operation sifted by a [`Handoff`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sifted {
+    /// Apply this (the operation, or the half of a move that concerns a
+    /// range lacking the transaction).
+    Apply(RowOp),
+    /// Nothing: the copy holds the transaction wherever it matters.
+    Skip,
 }
 
 /// Which feed transactions each key range of a copy already holds.
@@ -90,6 +100,14 @@ impl Handoff {
         Handoff { segments }
     }
 
+    /// The key ranges a chunked copy has copied so far (`done`, in
+    /// ascending bound order, each bounded): keys above the last bound are
+    /// judged [`Verdict::Skip`] — the chunk that copies them is taken after
+    /// everything delivered so far, and holds it.
+    pub fn so_far(done: Vec<Segment>) -> Self {
+        Handoff { segments: done }
+    }
+
     /// The segments, in key order.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
@@ -114,10 +132,21 @@ impl Handoff {
 
     /// What the transaction means at `key` (encoded).
     pub fn at_key(&self, key: &[u8], xid: u32, final_lsn: Lsn) -> Verdict {
-        match self.segment_of(key).and_then(|s| s.point.as_ref()) {
-            Some(p) if p.contains(xid, final_lsn) => Verdict::Skip,
-            _ => Verdict::Apply,
+        match self.segment_of(key) {
+            // Not copied yet (see `so_far`).
+            None => Verdict::Skip,
+            Some(Segment { point: Some(p), .. }) if p.contains(xid, final_lsn) => Verdict::Skip,
+            Some(_) => Verdict::Apply,
         }
+    }
+
+    /// Forgets every point: each range applies whatever the feed delivers.
+    /// Only for planting a bug (`skip_chunk_filter`).
+    pub fn without_points(mut self) -> Self {
+        for s in &mut self.segments {
+            s.point = None;
+        }
+        self
     }
 
     /// What the transaction means for `op`: the verdict at each key it
@@ -140,6 +169,55 @@ impl Handoff {
         match old.map(|o| self.at_key(&encode_key(o), xid, final_lsn)) {
             Some(before) if before != at => Verdict::Mixed,
             _ => at,
+        }
+    }
+
+    /// What to do with `op` for the transaction: the operation as it is,
+    /// nothing, or (for a row moving between ranges that disagree) the half
+    /// of it that concerns the range lacking the transaction — the old key
+    /// removed, or the row inserted at its new key when the change carries
+    /// every value. `None` when no operation is right (a truncate some
+    /// ranges hold, a row moving into a range that lacks the transaction
+    /// from one that holds it, without all its values).
+    pub fn sift(&self, op: RowOp, xid: u32, final_lsn: Lsn) -> Option<Sifted> {
+        let moved = match &op {
+            RowOp::Update { old_key: Some(old), key, .. } | RowOp::UpdateIf { old_key: Some(old), key, .. } => {
+                Some((self.at_key(&encode_key(old), xid, final_lsn), self.at_key(&encode_key(key), xid, final_lsn)))
+            }
+            _ => None,
+        };
+        let Some((from, to)) = moved else {
+            return match self.for_op(&op, xid, final_lsn) {
+                Verdict::Apply => Some(Sifted::Apply(op)),
+                Verdict::Skip => Some(Sifted::Skip),
+                Verdict::Mixed => None,
+            };
+        };
+        match (from, to, op) {
+            (Verdict::Apply, Verdict::Apply, op) => Some(Sifted::Apply(op)),
+            (Verdict::Skip, Verdict::Skip, _) => Some(Sifted::Skip),
+            // The range of the old key lacks the move: the row leaves it.
+            // The new key's range already has the row there.
+            (Verdict::Apply, _, RowOp::Update { old_key: Some(old), .. }) => {
+                Some(Sifted::Apply(RowOp::Delete { key: old }))
+            }
+            (Verdict::Apply, _, RowOp::UpdateIf { old_key: Some(old), .. }) => {
+                Some(Sifted::Apply(RowOp::Evict { key: old }))
+            }
+            // The row arrives in a range that lacks the move, from one that
+            // already reflects it: only a change carrying every value can
+            // put it there.
+            (_, Verdict::Apply, RowOp::Update { key, new, .. }) => {
+                let values: Option<Vec<_>> = new
+                    .into_iter()
+                    .map(|c| match c {
+                        crate::change::Cell::Set(v) => Some(v),
+                        crate::change::Cell::Unchanged => None,
+                    })
+                    .collect();
+                values.map(|v| Sifted::Apply(RowOp::Insert { key, row: crate::value::Row(v) }))
+            }
+            _ => None,
         }
     }
 
@@ -202,6 +280,23 @@ mod tests {
         assert_eq!(h.for_op(&moved, 50, Lsn(500)), Verdict::Skip);
         assert_eq!(h.for_op(&RowOp::Truncate, 150, Lsn(1500)), Verdict::Mixed);
         assert_eq!(h.for_op(&RowOp::Truncate, 250, Lsn(2500)), Verdict::Apply);
+    }
+
+    #[test]
+    fn a_row_moving_between_disagreeing_ranges_keeps_the_half_that_matters() {
+        let h = two();
+        let cells = |i: i64| vec![crate::change::Cell::Set(Value::Int(i))];
+        // Keys up to 10 lack transaction 150, keys above hold it.
+        let out = RowOp::Update { old_key: Some(k(3)), key: k(30), new: cells(30) };
+        assert_eq!(h.sift(out, 150, Lsn(1500)), Some(Sifted::Apply(RowOp::Delete { key: k(3) })));
+        let back = RowOp::Update { old_key: Some(k(30)), key: k(3), new: cells(3) };
+        let row = crate::value::Row(vec![Value::Int(3)]);
+        assert_eq!(h.sift(back, 150, Lsn(1500)), Some(Sifted::Apply(RowOp::Insert { key: k(3), row })));
+        let partial = RowOp::Update { old_key: Some(k(30)), key: k(3), new: vec![crate::change::Cell::Unchanged] };
+        assert_eq!(h.sift(partial, 150, Lsn(1500)), None);
+        let both = RowOp::Update { old_key: Some(k(30)), key: k(31), new: cells(31) };
+        assert_eq!(h.sift(both, 150, Lsn(1500)), Some(Sifted::Skip));
+        assert_eq!(h.sift(RowOp::Truncate, 150, Lsn(1500)), None);
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::handoff::Handoff;
 use crate::lsn::Lsn;
-use crate::snapshot::SnapshotPoint;
 use crate::time::Timestamp;
 use crate::view::{Persistence, RelationId, ViewName};
 
@@ -98,7 +98,7 @@ pub struct JobRecord {
     /// holds are skipped, also after a restart or a crash that took the
     /// store back before the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handoff: Option<SnapshotPoint>,
+    pub handoff: Option<Handoff>,
     /// Why and when the machine last decided to copy the view again (a lost
     /// replication slot, a changed relation, a diverged copy, ...). History,
     /// not state: a successful copy keeps it, and only a later re-copy's

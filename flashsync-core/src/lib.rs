@@ -73,7 +73,7 @@ pub use error::{
     ControlError, DefinitionError, SelectorError, SourceError, SourceErrorKind, StoreError, StoreErrorKind,
 };
 pub use event::{Event, EventKind, Phase, SyncSummary};
-pub use handoff::{Handoff, Segment, Verdict};
+pub use handoff::{Handoff, Segment, Sifted, Verdict};
 pub use job::{JobRecord, JobState, Recopy, RecopyReason};
 pub use lsn::Lsn;
 pub use machine::{AuditRecord, Config, Input, Machine, OpId, Output, Reply, RequestId, SourceAction, StoreAction};

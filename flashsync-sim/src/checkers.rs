@@ -52,6 +52,7 @@ use flashsync_core::{
 
 use crate::upstream::{TableKind, TableState, Visibility};
 
+mod chunks;
 mod copies;
 mod feed;
 
@@ -108,6 +109,10 @@ struct Mirror {
     broken: bool,
     /// Commits of the table verified present (an index into its history).
     verified: usize,
+    /// A copy made in chunks: each key range (through an inclusive bound,
+    /// encoded) with what its snapshot could see; `vis` is then the last
+    /// range's. A transaction applies only where its range lacks it.
+    segments: Option<Vec<(Option<Vec<u8>>, Visibility)>>,
 }
 
 /// One applied-transaction claim waiting for its batch to reach the store.
@@ -118,6 +123,8 @@ struct Claim {
     end_lsn: Lsn,
     /// The caller had stopped the view when the machine made the claim.
     stopped: bool,
+    /// Applied only at these keys (encoded), for a copy made in chunks.
+    keys: Option<Vec<Vec<u8>>>,
 }
 
 /// A burst of `sync()` calls that arrived together.
@@ -161,6 +168,13 @@ pub struct Checker {
     pub burst_calls: u64,
     /// Transactions applied to views (claims that reached the store).
     pub applied_claims: u64,
+    /// Copies being made in chunks, by operation (a copy the machine gave
+    /// up may still be published, by a step already handed out).
+    chunking: BTreeMap<OpId, chunks::Chunking>,
+    /// Each view's latest copy in chunks: the one the machine amends.
+    chunking_now: BTreeMap<RelationId, OpId>,
+    /// Changes that went into copies being made in chunks.
+    pub amended: u64,
 }
 
 /// The origin every simulated view reads from.
@@ -279,11 +293,14 @@ impl Checker {
     pub fn on_audit(&mut self, records: Vec<AuditRecord>) {
         for r in records {
             match r {
-                AuditRecord::Applied { seq, view, xid, end_lsn, .. } => {
+                AuditRecord::Applied { seq, view, xid, end_lsn, keys, .. } => {
                     let stopped = self.disabled.contains(&view);
-                    self.claims.entry(seq).or_default().push(Claim { view, xid, end_lsn, stopped });
+                    self.claims.entry(seq).or_default().push(Claim { view, xid, end_lsn, stopped, keys });
                 }
                 AuditRecord::Published { .. } => {}
+                AuditRecord::Amended { view, xid, end_lsn, keys, truncated } => {
+                    self.on_amended(view, xid, end_lsn, keys, truncated)
+                }
             }
         }
     }

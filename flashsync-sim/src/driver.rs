@@ -61,11 +61,29 @@ pub const ANY_INCARNATION: u64 = u64::MAX;
 /// A source call waiting for its (random) completion time.
 #[derive(Debug)]
 pub(crate) enum SourceCall {
-    Prepare { op: OpId, relation: UpstreamRelation, feed: bool },
-    Snapshot { op: OpId, view: RelationId, relation: UpstreamRelation, shape: Arc<ViewShape> },
-    Subscribe { epoch: Epoch, resume: Option<flashsync_core::Lsn> },
-    Release { op: OpId, relation: UpstreamRelation },
-    DropFeed { op: OpId },
+    Prepare {
+        op: OpId,
+        relation: UpstreamRelation,
+        feed: bool,
+    },
+    Snapshot {
+        op: OpId,
+        view: RelationId,
+        relation: UpstreamRelation,
+        shape: Arc<ViewShape>,
+        chunk: Option<flashsync_core::machine::ChunkRequest>,
+    },
+    Subscribe {
+        epoch: Epoch,
+        resume: Option<flashsync_core::Lsn>,
+    },
+    Release {
+        op: OpId,
+        relation: UpstreamRelation,
+    },
+    DropFeed {
+        op: OpId,
+    },
 }
 
 /// Something scheduled to happen.
@@ -102,6 +120,11 @@ pub(crate) enum Ev {
         inc: u64,
         op: OpId,
         result: Result<SnapshotPoint, SourceError>,
+    },
+    ChunkDone {
+        inc: u64,
+        op: OpId,
+        result: Result<flashsync_core::CopiedChunk, SourceError>,
     },
     Pump {
         inc: u64,
@@ -254,6 +277,7 @@ fn summary<G>(step: &StoreStep<G>) -> String {
         StoreStep::ForgetOrigin(o) => format!("forget origin {o}"),
         StoreStep::Publish { op, generation, .. } => format!("publish {} (kept: {})", op.0, generation.is_some()),
         StoreStep::Discard { op, .. } => format!("discard {}", op.0),
+        StoreStep::Amend { op, ops, .. } => format!("amend {} ({} ops)", op.0, ops.ops.len()),
         StoreStep::Fence(op) => format!("fence {}", op.0),
         StoreStep::Apply(run) => {
             let seqs: Vec<u64> = run.iter().map(|b| b.seq.0).collect();
@@ -406,6 +430,22 @@ impl World {
                 self.trace.add("snapshotted", &(op, result.as_ref().map(|(p, _)| p)));
                 let at = self.at();
                 self.exec.source_done(SourceAnswer::Snapshotted { op, result }, at);
+                self.after_input();
+            }
+            Ev::ChunkDone { inc, op, result } if inc == self.inc && !self.down => {
+                let result = match result {
+                    Ok(chunk) => match self.snap_generations.remove(&op) {
+                        Some(g) => Ok((chunk, g)),
+                        None => Err(SourceError::new(
+                            flashsync_core::SourceErrorKind::Sink,
+                            "the chunk's generation went missing",
+                        )),
+                    },
+                    Err(e) => Err(e),
+                };
+                self.trace.add("chunk copied", &(op, result.as_ref().map(|(c, _)| c)));
+                let at = self.at();
+                self.exec.source_done(SourceAnswer::ChunkCopied { op, result }, at);
                 self.after_input();
             }
             Ev::Pump { inc, epoch } if inc == self.inc => self.pump(epoch),

@@ -198,7 +198,11 @@ impl Plan {
         // back-pressure are exercised.
         let apply_run = if rng.chance(0.5) { 1 + rng.below(8) as usize } else { 4096 };
         let max_ops_in_flight = if rng.chance(0.3) { 1 + rng.below(60) as usize } else { 50_000 };
-        let config = Config { apply_run, max_ops_in_flight, ..config };
+        // Half the seeds copy realtime views in chunks of a few rows, so a
+        // copy has many chunks, and writers hit chunks copied, in flight
+        // and still to come. Drawn last: every earlier draw keeps its value.
+        let snapshot_chunk_rows = if rng.chance(0.5) { 1 + rng.below(6) } else { 0 };
+        let config = Config { apply_run, max_ops_in_flight, snapshot_chunk_rows, ..config };
         Plan { rates, replay_from_confirmed, first_xid, timing, config, exec_bugs: Default::default(), capture: false }
     }
 
@@ -222,7 +226,7 @@ impl fmt::Display for Plan {
         write!(
             f,
             "faults: {}; replay_from_confirmed={}; first_xid={:#x}; snapshots<={}; holdback={}B; batch_ops={}; \
-             retry {}..{}ms; apply_run={}; ops_in_flight<={}",
+             retry {}..{}ms; apply_run={}; ops_in_flight<={}; chunk_rows={}",
             on.join(" "),
             self.replay_from_confirmed,
             self.first_xid,
@@ -232,7 +236,8 @@ impl fmt::Display for Plan {
             self.config.retry_base.0,
             self.config.retry_max.0,
             self.config.apply_run,
-            self.config.max_ops_in_flight
+            self.config.max_ops_in_flight,
+            self.config.snapshot_chunk_rows
         )
     }
 }

@@ -58,7 +58,7 @@ use flashsync_core::memory::MemoryStore;
 use flashsync_core::rowops::ApplyReport;
 use flashsync_core::{
     ApplyBatch, BatchSeq, Generation, JobRecord, KeyRange, OriginId, RelationId, RelationSchema, Row, Store,
-    StoreError, StoreErrorKind, StoredState, ViewRecord,
+    StoreError, StoreErrorKind, StoredState, ViewOps, ViewRecord,
 };
 use flashsync_store_fjall::{FjallStore, Options};
 use flashsync_store_sqlite::SqliteStore;
@@ -353,6 +353,11 @@ impl SimStore {
         let r = block_on(generation.publish(job));
         let d = self.durable_after(r.is_ok(), before, Durable::View(job.relation_id));
         (r, d)
+    }
+
+    /// [`Generation::amend`].
+    pub fn amend(&self, generation: &mut Box<dyn Generation>, ops: ViewOps) -> Result<ApplyReport, StoreError> {
+        block_on(generation.amend(ops))
     }
 
     /// [`Generation::discard`].

@@ -148,6 +148,16 @@ fn skip_xid_filter_is_caught() {
     assert!(seed.is_some(), "skip_xid_filter went unnoticed in 1000 seeds");
 }
 
+/// A change to a key of a chunk already copied, applied to it although
+/// that chunk's snapshot holds it (the planted bug for copies made
+/// in chunks).
+#[test]
+fn skip_chunk_filter_is_caught() {
+    let bugs = InjectedBugs { skip_chunk_filter: true, ..Default::default() };
+    let seed = find(bugs, "no commit applied twice", 1000);
+    assert!(seed.is_some(), "skip_chunk_filter went unnoticed in 1000 seeds");
+}
+
 #[test]
 fn apply_while_disabled_is_caught() {
     let bugs = InjectedBugs { apply_while_disabled: true, ..Default::default() };

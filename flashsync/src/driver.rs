@@ -76,7 +76,7 @@ pub(crate) enum Msg {
         views: ReadTarget,
         reply: oneshot::Sender<RowsRead>,
     },
-    StoreDone(StoreAnswer),
+    StoreDone(StoreAnswer<Box<dyn Generation>>),
     Persisted(Result<Option<BatchSeq>, StoreError>),
     Source(SourceAnswer<Box<dyn Generation>>),
     Subscribed {
@@ -116,6 +116,9 @@ pub struct SnapshotProgress {
     /// statistics (`None` until known, or if the source cannot tell). May
     /// be stale; a filtered view copies fewer.
     pub estimated_rows: Option<u64>,
+    /// Chunks copied so far, for a copy made in chunks (0 otherwise, and
+    /// while the first is copied).
+    pub chunks: u32,
     /// When the copy started.
     pub started: std::time::Instant,
 }
@@ -379,13 +382,34 @@ impl Driver {
                         // the machine has let go of the definition.
                         self.changes.names.insert(record.relation_id, record.def.name.clone());
                     }
+                    if let StoreStep::Publish { op, .. } | StoreStep::Discard { op, .. } = &step {
+                        // A copy in chunks keeps its progress entry between
+                        // chunks; it ends here.
+                        self.io.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(op);
+                    }
                     self.changes.sent.push_back(StepMeta::of(&step));
                     let _ = self.store_tx.send(WorkerJob::Step(step));
                 }
                 Work::Persist => {
                     let _ = self.persist_tx.send(());
                 }
-                Work::Source(call) => self.source_call(call),
+                Work::Source(call) => self.source_call(call, None),
+                Work::Chunk { call, generation } => match generation {
+                    Some(g) => self.source_call(call, Some(g)),
+                    None => {
+                        // Cannot happen: the executor keeps every copy's
+                        // generation until its publish or discard. Answered
+                        // through the machine task's channel all the same.
+                        if let SourceCall::Snapshot { op, .. } = call {
+                            let e = SourceError::new(
+                                SourceErrorKind::Other,
+                                "the copy's generation was lost between two chunks",
+                            );
+                            let answer = SourceAnswer::ChunkCopied { op, result: Err(e) };
+                            let _ = self.io.to_machine.send(Msg::Source(answer));
+                        }
+                    }
+                },
                 Work::Feed(command) => self.feed_command(command),
                 Work::Ack { origin, epoch, lsn } => {
                     if let Some(feedback) = self.exec.feedback(&origin, epoch) {
@@ -403,7 +427,7 @@ impl Driver {
         }
     }
 
-    fn source_call(&mut self, call: SourceCall) {
+    fn source_call(&mut self, call: SourceCall, kept: Option<Box<dyn Generation>>) {
         let io = self.io.clone();
         tokio::spawn(async move {
             let t = Instant::now();
@@ -416,7 +440,31 @@ impl Driver {
                     tracing::debug!(%relation, ok = result.is_ok(), "prepare took {:?}", t.elapsed());
                     SourceAnswer::Prepared { op, result }
                 }
-                SourceCall::Snapshot { op, origin, relation_id, relation, shape } => {
+                SourceCall::Snapshot { op, origin, relation_id, relation, shape, chunk: Some(chunk) } => {
+                    let result = io.copy_chunk(op, &origin, relation_id, &relation, &shape, &chunk, kept).await;
+                    match &result {
+                        // The whole copy is worth a line, as a copy in one
+                        // piece is; each chunk only at debug level.
+                        Ok((c, _)) if c.end == flashsync_core::ChunkEnd::Done => {
+                            let (rows, chunks, took) = io.copy_totals(op).unwrap_or((c.point.rows, 1, t.elapsed()));
+                            tracing::info!(
+                                %relation,
+                                rows,
+                                chunks,
+                                "copied {relation} in {chunks} chunk(s) in {took:?}"
+                            )
+                        }
+                        Ok((c, _)) => tracing::debug!(
+                            %relation,
+                            rows = c.point.rows,
+                            "copied a chunk of {relation} in {:?}",
+                            t.elapsed()
+                        ),
+                        Err(e) => tracing::debug!(%relation, "chunk failed after {:?}: {e}", t.elapsed()),
+                    }
+                    SourceAnswer::ChunkCopied { op, result }
+                }
+                SourceCall::Snapshot { op, origin, relation_id, relation, shape, chunk: None } => {
                     let result = io.snapshot(op, &origin, relation_id, &relation, &shape).await;
                     match &result {
                         // Every copy is worth a line: a copy that happens when
@@ -497,7 +545,7 @@ impl Driver {
     /// Numbers a store step's answer and publishes what it did to views'
     /// rows to the change feeds (taking the changes out of the answer: the
     /// machine has no use for them).
-    fn publish_changes(&mut self, answer: &mut StoreAnswer) {
+    fn publish_changes(&mut self, answer: &mut StoreAnswer<Box<dyn Generation>>) {
         let hub = &mut self.changes;
         hub.done += 1;
         let step = hub.done;
@@ -590,34 +638,99 @@ impl Io {
     ) -> Result<(flashsync_core::SnapshotPoint, Box<dyn Generation>), SourceError> {
         let source = self.source(origin)?;
         let generation = self.store.begin_generation(id, shape.local()).await?;
-        let entry = SnapshotProgress {
-            relation_id: id,
-            relation: relation.clone(),
-            rows: 0,
-            estimated_rows: None,
-            started: Instant::now(),
-        };
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(op, entry);
-        // The estimate comes beside the copy, never in front of it.
-        let estimate = {
-            let (source, relation, progress) = (source.clone(), relation.clone(), self.progress.clone());
-            tokio::spawn(async move {
-                let estimate = source.estimate_rows(&relation).await;
-                if let Some(p) = progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&op) {
-                    p.estimated_rows = estimate;
-                }
-            })
-        };
+        let estimate = self.track(op, id, relation, &source);
         let mut generation = generation;
         let result = {
             let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
             source.snapshot(relation, shape, &mut sink).await
         };
-        estimate.abort();
+        if let Some(estimate) = estimate {
+            estimate.abort();
+        }
         self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
         match result {
             Ok(point) => Ok((point, generation)),
             Err(e) => {
+                let _ = generation.discard().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the progress entry of copy `op` unless it has one (a later
+    /// chunk), and asks for the row estimate beside the copy — never in
+    /// front of it; the task, when one was started.
+    fn track(
+        &self,
+        op: OpId,
+        id: RelationId,
+        relation: &flashsync_core::UpstreamRelation,
+        source: &Arc<dyn Source>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        {
+            let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            if progress.contains_key(&op) {
+                return None;
+            }
+            let entry = SnapshotProgress {
+                relation_id: id,
+                relation: relation.clone(),
+                rows: 0,
+                estimated_rows: None,
+                chunks: 0,
+                started: Instant::now(),
+            };
+            progress.insert(op, entry);
+        }
+        let (source, relation, progress) = (source.clone(), relation.clone(), self.progress.clone());
+        Some(tokio::spawn(async move {
+            let estimate = source.estimate_rows(&relation).await;
+            if let Some(p) = progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&op) {
+                p.estimated_rows = estimate;
+            }
+        }))
+    }
+
+    /// Rows, chunks and time so far of the copy `op` (in chunks).
+    fn copy_totals(&self, op: OpId) -> Option<(u64, u32, std::time::Duration)> {
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.get(&op).map(|p| (p.rows, p.chunks, p.started.elapsed()))
+    }
+
+    /// One chunk of a copy in chunks: the first begins the generation,
+    /// later ones write into the one they are given. Progress adds up over
+    /// the chunks (the entry is dropped at the copy's publish or discard).
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_chunk(
+        &self,
+        op: OpId,
+        origin: &OriginId,
+        id: RelationId,
+        relation: &flashsync_core::UpstreamRelation,
+        shape: &flashsync_core::ViewShape,
+        chunk: &flashsync_core::machine::ChunkRequest,
+        kept: Option<Box<dyn Generation>>,
+    ) -> Result<(flashsync_core::CopiedChunk, Box<dyn Generation>), SourceError> {
+        let source = self.source(origin)?;
+        let mut generation = match kept {
+            Some(g) => g,
+            None => self.store.begin_generation(id, shape.local()).await?,
+        };
+        // The estimate outlives the chunk: it serves the whole copy.
+        drop(self.track(op, id, relation, &source));
+        let result = {
+            let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
+            source.copy_chunk(relation, shape, chunk.after.as_ref(), chunk.rows, &mut sink).await
+        };
+        match result {
+            Ok(c) => {
+                if let Some(p) = self.progress.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&op) {
+                    p.chunks = p.chunks.saturating_add(1);
+                }
+                Ok((c, generation))
+            }
+            Err(e) => {
+                self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
                 let _ = generation.discard().await;
                 Err(e)
             }

@@ -108,7 +108,12 @@ impl EngineBuilder {
         let store = self.store.unwrap_or_else(|| Arc::new(flashsync_core::memory::MemoryStore::new()));
         let state = store.load().await?;
         let seed = self.seed.unwrap_or_else(|| now().0 ^ (u64::from(std::process::id()) << 32));
-        let machine = Machine::new(self.config, seed, state, crate::driver::clock());
+        let mut config = self.config;
+        if !store.amends_generations() {
+            // Chunks need the feed's changes to go into the copy being made.
+            config.snapshot_chunk_rows = 0;
+        }
+        let machine = Machine::new(config, seed, state, crate::driver::clock());
         let (events, _) = broadcast::channel(4096);
         let (changes, _) = broadcast::channel(self.change_feed_capacity);
         let origins = self.sources.keys().cloned().collect();

@@ -114,7 +114,9 @@ pub struct Harness {
     emitted: VecDeque<StoreAction>,
     store_step: Option<StoreStep<Box<dyn Generation>>>,
     persist: bool,
-    sources: Vec<SourceCall>,
+    /// Source calls handed out, with the generation a later chunk of a
+    /// copy goes into.
+    sources: Vec<(SourceCall, Option<Box<dyn Generation>>)>,
     conn: Option<Conn>,
     acks: Vec<(Epoch, Lsn)>,
     /// The shared ack rule ([`Acks`]), fed with batches and persists.
@@ -242,7 +244,11 @@ impl Harness {
                     assert!(!self.persist, "a second persist before the first was answered");
                     self.persist = true;
                 }
-                Work::Source(call) => self.sources.push(call),
+                Work::Source(call) => self.sources.push((call, None)),
+                Work::Chunk { call, generation } => match generation {
+                    Some(g) => self.sources.push((call, Some(g))),
+                    None => panic!("a later chunk of a copy was handed out without its generation: {call:?}"),
+                },
                 Work::Feed(command) => {
                     match &command {
                         FeedCommand::Open { epoch, resume, .. } => {
@@ -332,7 +338,7 @@ impl Harness {
         if self.sources.is_empty() {
             return;
         }
-        let call = self.sources.remove(i % self.sources.len());
+        let (call, kept) = self.sources.remove(i % self.sources.len());
         let (source, store) = (&self.source, &*self.store);
         let answer = ready(async {
             match call {
@@ -343,7 +349,27 @@ impl Harness {
                     SourceAnswer::Released { op, result: source.release(&relation).await }
                 }
                 SourceCall::DropFeed { op, .. } => SourceAnswer::Released { op, result: source.drop_feed().await },
-                SourceCall::Snapshot { op, relation_id, relation, shape, .. } => {
+                SourceCall::Snapshot { op, relation_id, relation, shape, chunk: Some(chunk), .. } => {
+                    let generation = match kept {
+                        Some(g) => Ok(g),
+                        None => store.begin_generation(relation_id, shape.local()).await,
+                    };
+                    let result = match generation {
+                        Ok(mut g) => {
+                            match source.copy_chunk(&relation, &shape, chunk.after.as_ref(), chunk.rows, &mut *g).await
+                            {
+                                Ok(c) => Ok((c, g)),
+                                Err(e) => {
+                                    let _ = g.discard().await;
+                                    Err(e)
+                                }
+                            }
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    SourceAnswer::ChunkCopied { op, result }
+                }
+                SourceCall::Snapshot { op, relation_id, relation, shape, chunk: None, .. } => {
                     let result = match store.begin_generation(relation_id, shape.local()).await {
                         Ok(mut g) => match source.snapshot(&relation, &shape, &mut *g).await {
                             Ok(point) => Ok((point, g)),

@@ -85,6 +85,14 @@ pub enum SourceAnswer<G> {
         /// The relation's description.
         result: Result<RelationSchema, SourceError>,
     },
+    /// A chunk of a copy in chunks ([`SourceCall::Snapshot`] with a chunk,
+    /// or [`Work::Chunk`]) finished; on success the generation comes along.
+    ChunkCopied {
+        /// The call.
+        op: OpId,
+        /// The chunk and the generation.
+        result: Result<(crate::source::CopiedChunk, G), SourceError>,
+    },
     /// [`SourceCall::Snapshot`] finished; on success the generation holding
     /// the rows comes along.
     Snapshotted {
@@ -235,7 +243,7 @@ impl<W, G, F> Executor<W, G, F> {
     }
 
     /// The answer to a [`Work::Store`] step.
-    pub fn store_done(&mut self, answer: StoreAnswer, now: impl Into<Now>) {
+    pub fn store_done(&mut self, answer: StoreAnswer<G>, now: impl Into<Now>) {
         let now = now.into();
         let answered = self.store.done(answer);
         self.answered(answered, now);
@@ -275,6 +283,13 @@ impl<W, G, F> Executor<W, G, F> {
                     point
                 });
                 Input::Snapshotted { op, result }
+            }
+            SourceAnswer::ChunkCopied { op, result } => {
+                let result = result.map(|(chunk, generation)| {
+                    self.store.keep_generation(op, generation);
+                    chunk
+                });
+                Input::ChunkCopied { op, result }
             }
         };
         self.input(input, now);
@@ -463,8 +478,15 @@ impl<W, G, F> Executor<W, G, F> {
     fn source_action(&mut self, action: SourceAction) {
         let call = match action {
             SourceAction::Prepare { op, origin, relation, feed } => SourceCall::Prepare { op, origin, relation, feed },
-            SourceAction::Snapshot { op, origin, relation_id, relation, shape } => {
-                SourceCall::Snapshot { op, origin, relation_id, relation, shape }
+            SourceAction::Snapshot { op, origin, relation_id, relation, shape, chunk } => {
+                let continues = chunk.as_ref().is_some_and(|c| c.after.is_some());
+                let call = SourceCall::Snapshot { op, origin, relation_id, relation, shape, chunk };
+                if continues {
+                    let generation = self.store.take_generation(op);
+                    self.work.push_back(Work::Chunk { call, generation });
+                    return;
+                }
+                call
             }
             SourceAction::Release { op, origin, relation } => SourceCall::Release { op, origin, relation },
             SourceAction::DropFeed { op, origin } => {

@@ -96,6 +96,11 @@ impl<G> StoreQueue<G> {
         self.queue.push_back(action);
     }
 
+    /// The generation kept for `op`, taken out (for its next chunk).
+    pub fn take_generation(&mut self, op: OpId) -> Option<G> {
+        self.generations.remove(&op)
+    }
+
     pub fn keep_generation(&mut self, op: OpId, generation: G) {
         self.generations.insert(op, generation);
     }
@@ -139,6 +144,9 @@ impl<G> StoreQueue<G> {
             StoreAction::Publish { op, job } => {
                 let generation = self.generations.remove(&op);
                 (StoreStep::Publish { op, generation, job }, InStep::Op(op))
+            }
+            StoreAction::Amend { op, ops } => {
+                (StoreStep::Amend { op, generation: self.generations.remove(&op), ops }, InStep::Op(op))
             }
             StoreAction::Discard { op } => {
                 (StoreStep::Discard { op, generation: self.generations.remove(&op) }, InStep::Discard)
@@ -184,7 +192,7 @@ impl<G> StoreQueue<G> {
     }
 
     /// The driver finished the step it was given.
-    pub fn done(&mut self, answer: StoreAnswer) -> Answered {
+    pub fn done(&mut self, answer: StoreAnswer<G>) -> Answered {
         let in_step = match std::mem::replace(&mut self.worker, Worker::Idle) {
             Worker::Busy(s) => s,
             Worker::Idle => return Answered { inputs: Vec::new(), applied: false, applied_through: None },
@@ -194,6 +202,12 @@ impl<G> StoreQueue<G> {
                 Answered { inputs: vec![Input::StoreDone { op, result }], applied: false, applied_through: None }
             }
             (InStep::Discard, _) => Answered { inputs: Vec::new(), applied: false, applied_through: None },
+            (InStep::Op(op), StoreAnswer::Amended { result, generation }) => {
+                if let Some(g) = generation {
+                    self.generations.insert(op, g);
+                }
+                Answered { inputs: vec![Input::Amended { op, result }], applied: false, applied_through: None }
+            }
             (InStep::Run(entries), StoreAnswer::Applied(results)) => self.finish_run(entries, results),
             (InStep::Op(op), other) => Answered {
                 inputs: vec![Input::StoreDone { op, result: Err(mismatch(&other)) }],
@@ -246,6 +260,12 @@ pub(crate) enum Next<G> {
     Refused(Answered),
 }
 
-fn mismatch(answer: &StoreAnswer) -> StoreError {
-    StoreError::new(StoreErrorKind::Invalid, "store step", format!("the driver answered with {answer:?}"))
+fn mismatch<G>(answer: &StoreAnswer<G>) -> StoreError {
+    let what = match answer {
+        StoreAnswer::Done(_) => "done",
+        StoreAnswer::Applied(_) => "applied",
+        StoreAnswer::Discarded(_) => "discarded",
+        StoreAnswer::Amended { .. } => "amended",
+    };
+    StoreError::new(StoreErrorKind::Invalid, "store step", format!("the driver answered the wrong step ({what})"))
 }

@@ -64,6 +64,19 @@ pub enum Work<W, G> {
     Persist,
     /// Call the source; answer with [`Executor::source_done`](super::Executor::source_done).
     Source(SourceCall),
+    /// A chunk after the first of a copy in chunks: run
+    /// [`Source::copy_chunk`](crate::Source::copy_chunk) for `call` (a
+    /// [`SourceCall::Snapshot`] with a chunk) into `generation` — the one the
+    /// first chunk began — and answer with
+    /// [`SourceAnswer::ChunkCopied`](super::SourceAnswer::ChunkCopied),
+    /// handing it back. `None` if no generation was kept (answer with an
+    /// error).
+    Chunk {
+        /// The call.
+        call: SourceCall,
+        /// The copy's generation.
+        generation: Option<G>,
+    },
     /// Open, close, pause or resume a feed connection.
     Feed(FeedCommand),
     /// Acknowledge `lsn` through the feedback of the feed of `epoch`
@@ -112,6 +125,17 @@ pub enum StoreStep<G> {
         /// Its generation, if one was kept.
         generation: Option<G>,
     },
+    /// [`Generation::amend`](crate::Generation::amend) the generation of
+    /// copy `op` with `ops`; answer with [`StoreAnswer::Amended`], handing
+    /// the generation back.
+    Amend {
+        /// The copy's operation.
+        op: OpId,
+        /// Its generation, if one was kept.
+        generation: Option<G>,
+        /// The changes.
+        ops: crate::change::ViewOps,
+    },
     /// Nothing: every step before it has finished. Answer with
     /// `StoreAnswer::Done(Ok(()))` (a pass starts behind it).
     Fence(OpId),
@@ -120,9 +144,9 @@ pub enum StoreStep<G> {
     Apply(Vec<ApplyBatch>),
 }
 
-/// The outcome of a [`StoreStep`].
+/// The outcome of a [`StoreStep`]; `G` is the driver's store generation.
 #[derive(Debug)]
-pub enum StoreAnswer {
+pub enum StoreAnswer<G> {
     /// Any step but `Apply` and `Discard`.
     Done(Result<(), StoreError>),
     /// `Apply`: one result per batch, in order.
@@ -130,12 +154,20 @@ pub enum StoreAnswer {
     /// `Discard`, with whether it worked (the executor does not care: a
     /// failure is the driver's to log).
     Discarded(Result<(), StoreError>),
+    /// `Amend`: its outcome, and the generation back (kept for the next
+    /// chunk, the publish or the discard).
+    Amended {
+        /// What the changes did (conflicts included).
+        result: Result<ApplyReport, StoreError>,
+        /// The generation the step was given.
+        generation: Option<G>,
+    },
 }
 
 impl StoreStep<Box<dyn Generation>> {
     /// Runs the step against `store`: what every driver whose store is a
     /// plain [`Store`] does with [`Work::Store`].
-    pub async fn run(self, store: &dyn Store) -> StoreAnswer {
+    pub async fn run(self, store: &dyn Store) -> StoreAnswer<Box<dyn Generation>> {
         match self {
             StoreStep::PutView(view) => StoreAnswer::Done(store.put_view(&view).await),
             StoreStep::PutJob(job) => StoreAnswer::Done(store.put_job(&job).await),
@@ -152,6 +184,17 @@ impl StoreStep<Box<dyn Generation>> {
             StoreStep::Discard { generation, .. } => match generation {
                 Some(g) => StoreAnswer::Discarded(g.discard().await),
                 None => StoreAnswer::Discarded(Ok(())),
+            },
+            StoreStep::Amend { op, generation, ops } => match generation {
+                Some(mut g) => StoreAnswer::Amended { result: g.amend(ops).await, generation: Some(g) },
+                None => StoreAnswer::Amended {
+                    result: Err(StoreError::new(
+                        StoreErrorKind::NotFound,
+                        "amend",
+                        format!("no generation for operation {}", op.0),
+                    )),
+                    generation: None,
+                },
             },
             StoreStep::Fence(_) => StoreAnswer::Done(Ok(())),
             StoreStep::Apply(batches) => StoreAnswer::Applied(store.apply_many(batches).await),
@@ -188,6 +231,11 @@ pub enum SourceCall {
         relation: UpstreamRelation,
         /// What to copy: the generation takes its local schema.
         shape: std::sync::Arc<crate::shape::ViewShape>,
+        /// One chunk ([`Source::copy_chunk`](crate::Source::copy_chunk)),
+        /// answered with [`SourceAnswer::ChunkCopied`](super::SourceAnswer::ChunkCopied).
+        /// The first begins the generation; later ones come as
+        /// [`Work::Chunk`] with it.
+        chunk: Option<crate::machine::ChunkRequest>,
     },
     /// [`Source::release`](crate::Source::release); answer with [`SourceAnswer::Released`](super::SourceAnswer::Released).
     Release {

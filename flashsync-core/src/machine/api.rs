@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::change::{ApplyBatch, BatchSeq, StreamEvent};
 use crate::error::{ControlError, SourceError, StoreError};
 use crate::event::{Event, SyncSummary};
+use crate::handoff::Handoff;
 use crate::job::JobRecord;
 use crate::lsn::Lsn;
 use crate::rowops::ApplyReport;
@@ -14,9 +15,10 @@ use crate::schema::RelationSchema;
 use crate::selector::Selector;
 use crate::shape::ViewShape;
 use crate::snapshot::SnapshotPoint;
-use crate::source::SlotReport;
+use crate::source::{CopiedChunk, SlotReport};
 use crate::store::ViewRecord;
 use crate::time::Millis;
+use crate::value::Key;
 use crate::view::{OriginId, RelationId, UpstreamRelation, ViewDef, ViewName};
 
 /// Identifies a caller's control request; the reply carries it back.
@@ -59,6 +61,10 @@ pub struct InjectedBugs {
     /// Leave an abandoned transaction's staged parts in the store: a later
     /// commit naming the same views claims them, and applies them twice.
     pub keep_abandoned_parts: bool,
+    /// Apply the feed's changes to the chunks of a chunked copy without
+    /// their snapshots' filter: a change a chunk's snapshot already holds is
+    /// applied to it again.
+    pub skip_chunk_filter: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.
@@ -86,6 +92,15 @@ pub struct Config {
     pub recent_commits: usize,
     /// Times a bootstrap retries a snapshot that raced a commit before failing.
     pub max_snapshot_races: u32,
+    /// Rows per chunk of a realtime view's copy: a keyed view is copied a
+    /// key range at a time, each at its own snapshot, while its feed keeps
+    /// flowing, and its hold-back only ever holds one chunk's worth of
+    /// changes. 0 copies in one piece. Needs a store whose generations take
+    /// changes ([`Store::amends_generations`](crate::Store::amends_generations));
+    /// drivers set 0 otherwise. Default 100,000: large enough that a
+    /// chunk's snapshot and round trip cost little beside its rows, small
+    /// enough that what is held back while one chunk copies stays small.
+    pub snapshot_chunk_rows: u64,
     /// Record an [`AuditRecord`] for every transaction applied to a view and
     /// every copy published, drained with
     /// [`Machine::drain_audit`](crate::Machine::drain_audit). For simulators
@@ -123,13 +138,32 @@ pub enum AuditRecord {
         end_lsn: Lsn,
         /// Replayed from the hold-back after a snapshot.
         replay: bool,
+        /// Applied only at these keys (encoded), where the copy's chunks
+        /// lacked it; `None`: wherever it changed the view. A truncate is
+        /// only ever applied everywhere.
+        keys: Option<Vec<Vec<u8>>>,
     },
-    /// `view`'s copy was replaced by a snapshot taken at `point`.
+    /// `view`'s copy was replaced by a snapshot taken at `point` — for a
+    /// copy in chunks, by one snapshot per key range.
     Published {
         /// The view.
         view: crate::view::RelationId,
-        /// The snapshot's visibility point.
-        point: SnapshotPoint,
+        /// The snapshots' visibility points, by key range.
+        handoff: Handoff,
+    },
+    /// The changes of transaction `xid` at `keys` (encoded) went into the
+    /// generation a copy in chunks is filling, between two chunks.
+    Amended {
+        /// The view.
+        view: crate::view::RelationId,
+        /// Wire xid of the transaction.
+        xid: u32,
+        /// Its end LSN.
+        end_lsn: Lsn,
+        /// The keys its applied operations touch.
+        keys: Vec<Vec<u8>>,
+        /// A truncate was among them (it empties the chunks copied so far).
+        truncated: bool,
     },
 }
 
@@ -144,6 +178,7 @@ impl Default for Config {
             max_batch_ops: 50_000,
             recent_commits: 4096,
             max_snapshot_races: 8,
+            snapshot_chunk_rows: 100_000,
             audit: false,
             max_ops_in_flight: 50_000,
             apply_run: 4096,
@@ -233,6 +268,21 @@ pub enum Input {
         /// The snapshot's visibility point.
         result: Result<SnapshotPoint, SourceError>,
     },
+    /// A [`SourceAction::Snapshot`] with a [`ChunkRequest`] finished: the
+    /// chunk's rows are in the generation (on success).
+    ChunkCopied {
+        /// The action.
+        op: OpId,
+        /// The chunk's snapshot and where it ended.
+        result: Result<CopiedChunk, SourceError>,
+    },
+    /// A [`StoreAction::Amend`] finished.
+    Amended {
+        /// The action.
+        op: OpId,
+        /// Its outcome (conflicts included).
+        result: Result<ApplyReport, StoreError>,
+    },
     /// A [`SourceAction::Subscribe`] finished.
     Subscribed {
         /// The origin.
@@ -309,6 +359,15 @@ pub enum StoreAction {
         /// The job record to write with the switch.
         job: JobRecord,
     },
+    /// Apply `ops` to the generation snapshot `op` is filling, between two
+    /// of its chunks ([`Generation::amend`](crate::Generation::amend));
+    /// answer with [`Input::Amended`].
+    Amend {
+        /// The snapshot's op (also the result tag).
+        op: OpId,
+        /// The feed's changes to the chunks copied so far.
+        ops: crate::change::ViewOps,
+    },
     /// Discard the generation filled by snapshot `op`. No result input.
     Discard {
         /// The snapshot's op.
@@ -324,6 +383,16 @@ pub enum StoreAction {
     /// [`Store::apply`](crate::Store::apply); answer with [`Input::Applied`].
     /// Batches must be applied in the order emitted.
     Apply(ApplyBatch),
+}
+
+/// Which chunk of a copy to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkRequest {
+    /// Rows above this key (all rows when `None`: the first chunk, which
+    /// begins the generation).
+    pub after: Option<Key>,
+    /// Stop at the first key boundary once this many rows are copied.
+    pub rows: u64,
 }
 
 /// Source work for the driver.
@@ -357,6 +426,11 @@ pub enum SourceAction {
         /// The view laid over the relation: what to copy, and how the copy
         /// is keyed.
         shape: Arc<ViewShape>,
+        /// Copy one chunk ([`Source::copy_chunk`](crate::Source::copy_chunk))
+        /// and answer with [`Input::ChunkCopied`]; a chunk after the first
+        /// goes into the generation the first began. `None`: the whole
+        /// relation, answered with [`Input::Snapshotted`].
+        chunk: Option<ChunkRequest>,
     },
     /// [`Source::subscribe`](crate::Source::subscribe); answer with
     /// [`Input::Subscribed`], then forward events as [`Input::Feed`] until

@@ -209,7 +209,7 @@ impl Machine {
                 // filter is no longer needed.
                 if filter.is_none() {
                     if let (Some(j), Some(durable)) = (v.job.as_mut(), durable) {
-                        if j.handoff.as_ref().is_some_and(|f| f.lsn <= durable) {
+                        if j.handoff.as_ref().is_some_and(|f| f.lsn() <= durable) {
                             j.handoff = None;
                         }
                     }

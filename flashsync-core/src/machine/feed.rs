@@ -266,7 +266,7 @@ impl Machine {
                 let mut routes = RelRoutes::new();
                 for e in &table.entries {
                     if let Some(f) = &e.filter {
-                        if !self.bugs().skip_xid_filter && f.contains(xid, final_lsn) {
+                        if !self.bugs().skip_xid_filter && f.contains_everywhere(xid, final_lsn) {
                             self.stats.filtered += 1;
                             continue;
                         }
@@ -291,6 +291,7 @@ impl Machine {
                 hold: BTreeMap::new(),
                 hold_bytes: BTreeMap::new(),
                 partial: BTreeSet::new(),
+                partly: BTreeMap::new(),
             });
         }
     }
@@ -408,8 +409,15 @@ impl Machine {
         let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
             return;
         };
-        let apply = std::mem::take(&mut txn.apply);
+        let mut apply = std::mem::take(&mut txn.apply);
         txn.apply_ops = 0;
+        let (xid, final_lsn) = (txn.xid, txn.final_lsn);
+        let mut partly = std::mem::take(&mut txn.partly);
+        let mixed = self.sift(xid, final_lsn, &mut apply, &mut partly);
+        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
+            return;
+        };
+        txn.partly = partly;
         let first = txn.partial.is_empty();
         txn.partial.extend(apply.keys().copied());
         let views = self.view_ops(apply);
@@ -417,6 +425,52 @@ impl Machine {
             o.staged_parts = true;
         }
         self.emit_batch(origin, Flight::Stage { first }, views, Vec::new());
+        self.diverge_mixed(mixed);
+    }
+
+    /// A view live on a copy made in chunks takes a transaction only at the
+    /// keys whose chunk's snapshot lacks it, until the feed is past every
+    /// chunk's snapshot: sifts `ops` so. Returns the views an operation of
+    /// which spans chunks that disagree (they must be copied again).
+    fn sift(
+        &mut self,
+        xid: u32,
+        final_lsn: Lsn,
+        ops: &mut BTreeMap<RelationId, Vec<RowOp>>,
+        partly: &mut BTreeMap<RelationId, Vec<Vec<u8>>>,
+    ) -> Vec<RelationId> {
+        let mut mixed = Vec::new();
+        for (id, list) in ops.iter_mut() {
+            let Some(Phase::Live { filter: Some(h), .. }) = self.views.get(id).map(|v| &v.phase) else { continue };
+            if h.contains_nowhere(xid, final_lsn) {
+                continue;
+            }
+            let mut kept = Vec::with_capacity(list.len());
+            for op in list.drain(..) {
+                match h.sift(op, xid, final_lsn) {
+                    Some(Sifted::Apply(op)) => kept.push(op),
+                    Some(Sifted::Skip) => {}
+                    None => mixed.push(*id),
+                }
+            }
+            if self.cfg.audit {
+                partly.entry(*id).or_default().extend(kept.iter().flat_map(op_keys));
+            }
+            *list = kept;
+        }
+        for id in &mixed {
+            ops.remove(id);
+        }
+        mixed.dedup();
+        mixed
+    }
+
+    /// Views [`sift`](Self::sift) found a spanning change for: copied again.
+    fn diverge_mixed(&mut self, mixed: Vec<RelationId>) {
+        for id in mixed {
+            let detail = "a change spanned chunks of the copy made at different snapshots".to_owned();
+            self.mark_diverged(id, RecopyReason::Diverged { detail: detail.clone() }, detail);
+        }
     }
 
     /// Tells the store to drop every part staged for `origin`'s feed (an
@@ -468,7 +522,7 @@ impl Machine {
         for (id, ops) in txn.hold {
             match self.views.get(&id).map(|v| &v.phase) {
                 Some(Phase::Live { filter, .. }) => {
-                    let in_snapshot = filter.as_ref().is_some_and(|f| f.contains(txn.xid, txn.final_lsn));
+                    let in_snapshot = filter.as_ref().is_some_and(|f| f.contains_everywhere(txn.xid, txn.final_lsn));
                     if in_snapshot && !self.bugs().skip_xid_filter {
                         self.stats.filtered += 1;
                     } else {
@@ -477,6 +531,21 @@ impl Machine {
                 }
                 _ => {
                     hold.insert(id, ops);
+                }
+            }
+        }
+        let mut partly = txn.partly;
+        let mixed = self.sift(txn.xid, txn.final_lsn, &mut apply, &mut partly);
+        self.diverge_mixed(mixed);
+        if self.cfg.audit {
+            // A view on a copy made in chunks that the transaction reaches
+            // only in part says at which keys — possibly none (decided
+            // before this commit's position expires the hand-off below).
+            for id in self.origin_views(origin) {
+                if let Some(Phase::Live { filter: Some(h), .. }) = self.views.get(&id).map(|v| &v.phase) {
+                    if !h.contains_nowhere(txn.xid, txn.final_lsn) {
+                        partly.entry(id).or_default();
+                    }
                 }
             }
         }
@@ -547,7 +616,8 @@ impl Machine {
             jobs,
         );
         for view in audited {
-            self.audit.push(AuditRecord::Applied { seq, view, xid: txn.xid, end_lsn, replay: false });
+            let keys = partly.get(&view).cloned();
+            self.audit.push(AuditRecord::Applied { seq, view, xid: txn.xid, end_lsn, replay: false, keys });
         }
         // Hold back the bootstrapping views' share.
         let mut added = 0;
@@ -630,7 +700,7 @@ impl Machine {
         for id in self.origin_views(origin) {
             let Some(v) = self.views.get_mut(&id) else { continue };
             if let Phase::Live { filter, .. } = &mut v.phase {
-                if filter.as_ref().is_some_and(|f| f.lsn <= position) {
+                if filter.as_mut().is_some_and(|f| f.expire(position)) {
                     *filter = None;
                     dropped.push(id);
                 }

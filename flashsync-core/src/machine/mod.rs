@@ -120,23 +120,26 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 pub use api::{
-    AuditRecord, Config, Epoch, InjectedBugs, Input, OpId, Output, Reply, RequestId, SourceAction, StoreAction,
+    AuditRecord, ChunkRequest, Config, Epoch, InjectedBugs, Input, OpId, Output, Reply, RequestId, SourceAction,
+    StoreAction,
 };
 pub use gate::BatchGate;
 pub use view::ViewPhase;
 
 use crate::change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
+use crate::codec::encode_key;
 use crate::error::{ControlError, SourceError, StoreError};
 use crate::event::{Event, EventKind, Phase as EventPhase};
+use crate::handoff::{Handoff, Segment, Sifted};
 use crate::job::{JobRecord, JobState, Recopy, RecopyReason};
 use crate::lsn::Lsn;
 use crate::rng::Rng;
 use crate::rowops::ApplyReport;
-use crate::schema::{RelationSchema, SourceRelId};
+use crate::schema::{Identity, RelationSchema, SourceRelId};
 use crate::selector::Selector;
 use crate::shape::ViewShape;
 use crate::snapshot::{widen_xid, SnapshotPoint};
-use crate::source::{FeedStart, SlotReport};
+use crate::source::{ChunkEnd, CopiedChunk, FeedStart, SlotReport};
 use crate::store::{StoredState, ViewRecord};
 use crate::time::{Millis, Now, Timestamp};
 use crate::value::Key;
@@ -147,7 +150,7 @@ use batch::{Flight, InFlight};
 use origin::{Feed, Origin, Route, Txn};
 use pass::{Outcome, Pass, Passes, Queued, Stage, Waiter, WaiterKind};
 use route::{RelRoutes, RouteTable};
-use view::{CopyKind, Goal, HeldTxn, HoldBack, Phase, View};
+use view::{op_keys, ChunkStep, Chunks, CopyKind, Goal, HeldTxn, HoldBack, Phase, View};
 
 /// Counters, for tests, the simulator and benchmarks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -193,6 +196,9 @@ enum Op {
     Prepare(RelationId),
     Snapshot(RelationId),
     Publish(RelationId),
+    /// Changes going into a chunked copy's generation between two chunks
+    /// (the op of the copy itself).
+    Amend(RelationId),
     /// A snapshot nobody wants any more: discard its generation when it ends.
     AbandonedSnapshot,
     /// A publish nobody waits for; the view's copy still changes.
@@ -399,6 +405,8 @@ impl Machine {
             Input::Durable { through } => self.on_durable(through),
             Input::Prepared { op, result } => self.on_prepared(op, result),
             Input::Snapshotted { op, result } => self.on_snapshotted(op, result),
+            Input::ChunkCopied { op, result } => self.on_chunk_copied(op, result),
+            Input::Amended { op, result } => self.on_amended(op, result),
             Input::Subscribed { origin, epoch, result } => self.on_subscribed(&origin, epoch, result),
             Input::Feed { origin, epoch, event } => self.on_feed(&origin, epoch, event),
             Input::FeedLost { origin, epoch, error } => self.on_feed_lost(&origin, epoch, &error),

@@ -131,6 +131,10 @@ pub(super) struct Txn {
     /// before the commit is taken out, and its part is dropped with the
     /// origin's staging — its copy was never touched.
     pub partial: BTreeSet<RelationId>,
+    /// For the audit: views live on a copy made in chunks that took this
+    /// transaction only at some keys (where their chunk lacked it), and
+    /// those keys.
+    pub partly: BTreeMap<RelationId, Vec<Vec<u8>>>,
 }
 
 /// An origin and its feed.

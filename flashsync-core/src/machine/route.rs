@@ -9,7 +9,7 @@ pub(super) struct RouteEntry {
     pub id: RelationId,
     pub shape: Arc<ViewShape>,
     pub route: Route,
-    pub filter: Option<SnapshotPoint>,
+    pub filter: Option<Handoff>,
 }
 
 /// Per relation, the views its changes go to and how.
@@ -132,8 +132,8 @@ impl Machine {
                         filter: filter.clone(),
                     });
                 }
-                Phase::Copying { shape, copy: CopyKind::Bootstrap(_), .. }
-                | Phase::Publishing { shape, copy: CopyKind::Bootstrap(_), .. } => {
+                Phase::Copying { shape, copy: CopyKind::Bootstrap(..), .. }
+                | Phase::Publishing { shape, copy: CopyKind::Bootstrap(..), .. } => {
                     entries.push(RouteEntry { id: v.id, shape: shape.clone(), route: Route::Hold, filter: None });
                 }
                 Phase::Idle if self.bugs().apply_while_disabled && !enabled => {

@@ -5,9 +5,10 @@ use crate::job::JobRecord;
 use crate::lsn::Lsn;
 use std::sync::Arc;
 
+use crate::handoff::{Handoff, Segment};
 use crate::schema::RelationSchema;
 use crate::shape::ViewShape;
-use crate::snapshot::SnapshotPoint;
+use crate::value::Key;
 use crate::view::{RelationId, ViewDef};
 
 use super::OpId;
@@ -44,14 +45,47 @@ pub(super) struct HoldBack {
     pub bytes: usize,
 }
 
+/// Where a chunked copy is between its chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ChunkStep {
+    /// A chunk is being copied (or, for a copy in one piece, the copy).
+    Copying,
+    /// The feed's changes to the chunks copied so far are going into the
+    /// generation; the next chunk starts when they are in.
+    Amending,
+}
+
+/// How a realtime bootstrap is copied: in one piece (`rows == 0`), or a key
+/// range at a time, each range at its own snapshot (DESIGN §10).
+#[derive(Clone, Debug)]
+pub(super) struct Chunks {
+    /// Rows asked of each chunk; 0 copies the relation in one piece.
+    pub rows: u64,
+    /// The key ranges copied so far, in key order, each with its snapshot.
+    pub done: Vec<Segment>,
+    /// The last key copied: the next chunk starts above it.
+    pub after: Option<Key>,
+    /// Rows copied by the chunks so far.
+    pub copied: u64,
+    pub step: ChunkStep,
+}
+
+impl Chunks {
+    /// A copy in chunks of `rows` rows (0: in one piece).
+    pub fn new(rows: u64) -> Self {
+        Chunks { rows, done: Vec::new(), after: None, copied: 0, step: ChunkStep::Copying }
+    }
+}
+
 /// What a copy is for.
 #[derive(Clone, Debug)]
 pub(super) enum CopyKind {
     /// A materialized view's refresh: the copy replaces the old one.
     Materialize,
     /// A realtime view's bootstrap: its share of the feed is held back
-    /// meanwhile, and replayed (less what the snapshot holds) once it lands.
-    Bootstrap(HoldBack),
+    /// meanwhile, and replayed (less what the snapshot holds) once it lands
+    /// — for a chunked copy, once each chunk lands.
+    Bootstrap(HoldBack, Chunks),
 }
 
 /// Where a view is. Each variant holds exactly what that step needs.
@@ -69,8 +103,9 @@ pub(super) enum Phase {
     /// Copying rows into a new generation. Realtime views hold back their
     /// share of the feed meanwhile.
     Copying { op: OpId, shape: Arc<ViewShape>, copy: CopyKind, races: u32 },
-    /// Switching to the new generation.
-    Publishing { op: OpId, shape: Arc<ViewShape>, point: SnapshotPoint, copy: CopyKind, job: JobRecord },
+    /// Switching to the new generation. `handoff` says which feed
+    /// transactions each key range of the copy holds.
+    Publishing { op: OpId, shape: Arc<ViewShape>, handoff: Handoff, copy: CopyKind, job: JobRecord },
     /// Realtime: mirroring the feed. Until the feed passes `filter.lsn`,
     /// transactions the snapshot already holds are skipped. Until the
     /// hand-off batch `replay` (the held-back transactions) is durable, the
@@ -79,7 +114,7 @@ pub(super) enum Phase {
     /// batch must not leave a job that resumes without it.
     /// `shape` is the view laid over the relation as described when it went
     /// live: what routes each change.
-    Live { shape: Arc<ViewShape>, filter: Option<SnapshotPoint>, replay: Option<crate::change::BatchSeq> },
+    Live { shape: Arc<ViewShape>, filter: Option<Handoff>, replay: Option<crate::change::BatchSeq> },
 }
 
 /// Where a view is in its life cycle, as [`Machine::phase`](super::Machine::phase)
@@ -121,6 +156,18 @@ impl std::fmt::Display for ViewPhase {
     }
 }
 
+/// The keys (encoded) an operation touches, for the audit.
+pub(super) fn op_keys(op: &RowOp) -> Vec<Vec<u8>> {
+    use crate::codec::encode_key;
+    match op {
+        RowOp::Insert { key, .. } | RowOp::Evict { key } | RowOp::Delete { key } => vec![encode_key(key)],
+        RowOp::Update { old_key, key, .. } | RowOp::UpdateIf { old_key, key, .. } => {
+            old_key.iter().chain(std::iter::once(key)).map(encode_key).collect()
+        }
+        RowOp::Truncate => Vec::new(),
+    }
+}
+
 impl Phase {
     /// The public name of this phase.
     pub fn public(&self) -> ViewPhase {
@@ -137,17 +184,30 @@ impl Phase {
     /// The held-back transactions, if this phase holds any.
     pub fn hold(&self) -> Option<&HoldBack> {
         match self {
-            Phase::Copying { copy: CopyKind::Bootstrap(hold), .. }
-            | Phase::Publishing { copy: CopyKind::Bootstrap(hold), .. } => Some(hold),
+            Phase::Copying { copy: CopyKind::Bootstrap(hold, _), .. }
+            | Phase::Publishing { copy: CopyKind::Bootstrap(hold, _), .. } => Some(hold),
             _ => None,
         }
     }
 
     pub fn hold_mut(&mut self) -> Option<&mut HoldBack> {
         match self {
-            Phase::Copying { copy: CopyKind::Bootstrap(hold), .. }
-            | Phase::Publishing { copy: CopyKind::Bootstrap(hold), .. } => Some(hold),
+            Phase::Copying { copy: CopyKind::Bootstrap(hold, _), .. }
+            | Phase::Publishing { copy: CopyKind::Bootstrap(hold, _), .. } => Some(hold),
             _ => None,
+        }
+    }
+}
+
+impl View {
+    /// How the copy being made is keyed, once the view is described.
+    pub fn schema_identity(&self) -> Option<crate::schema::Identity> {
+        match &self.phase {
+            Phase::Queued { shape, .. }
+            | Phase::Copying { shape, .. }
+            | Phase::Publishing { shape, .. }
+            | Phase::Live { shape, .. } => Some(shape.local().identity),
+            Phase::Idle | Phase::Preparing { .. } => None,
         }
     }
 }

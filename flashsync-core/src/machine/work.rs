@@ -160,8 +160,8 @@ impl Machine {
                 continue;
             };
             let (shape, races) = (shape.clone(), *races);
-            let copy = match v.def.persistence {
-                Persistence::Materialized => CopyKind::Materialize,
+            let (copy, chunk) = match v.def.persistence {
+                Persistence::Materialized => (CopyKind::Materialize, None),
                 Persistence::Realtime => {
                     let Some(o) = self.origins.get(&v.def.origin) else {
                         continue;
@@ -169,28 +169,69 @@ impl Machine {
                     if o.feed.up().is_none() || o.feed.txn().is_some() {
                         continue;
                     }
-                    CopyKind::Bootstrap(HoldBack { since: o.commits_seen, txns: Vec::new(), bytes: 0 })
+                    // Only keyed views split: a chunk is a key range, and a
+                    // full-row view's changes name no key to place them by.
+                    let rows = match shape.local().identity {
+                        Identity::Key => self.cfg.snapshot_chunk_rows,
+                        Identity::FullRow => 0,
+                    };
+                    let hold = HoldBack { since: o.commits_seen, txns: Vec::new(), bytes: 0 };
+                    (
+                        CopyKind::Bootstrap(hold, Chunks::new(rows)),
+                        (rows > 0).then_some(ChunkRequest { after: None, rows }),
+                    )
                 }
             };
             let (origin, relation) = (v.def.origin.clone(), v.def.upstream.clone());
             let op = self.op(Op::Snapshot(id));
             self.stats.snapshots += 1;
             self.set_phase(id, Phase::Copying { op, shape: shape.clone(), copy, races });
-            self.source(SourceAction::Snapshot { op, origin, relation_id: id, relation, shape });
+            self.source(SourceAction::Snapshot { op, origin, relation_id: id, relation, shape, chunk });
         }
     }
 
     pub(super) fn on_snapshotted(&mut self, op: OpId, result: Result<SnapshotPoint, SourceError>) {
-        let kind = self.take_op(op, |k| matches!(k, Op::Snapshot(_) | Op::AbandonedSnapshot));
-        let id = match kind {
-            Some(Op::Snapshot(id)) => id,
+        let Some(id) = self.copy_answered(op) else { return };
+        let Some(point) = self.checked_point(op, id, result) else { return };
+        self.copy_complete(op, id, point);
+    }
+
+    /// The answer to a chunk of a copy in chunks.
+    pub(super) fn on_chunk_copied(&mut self, op: OpId, result: Result<CopiedChunk, SourceError>) {
+        let Some(id) = self.copy_answered(op) else { return };
+        let (result, end) = match result {
+            Ok(c) => (Ok(c.point), Some(c.end)),
+            Err(e) => (Err(e), None),
+        };
+        let Some(point) = self.checked_point(op, id, result) else { return };
+        match end {
+            Some(ChunkEnd::After(last)) => self.chunk_landed(op, id, point, last),
+            _ => self.copy_complete(op, id, point),
+        }
+    }
+
+    /// Takes the copy `op` out of the ops; the view it is for, unless
+    /// nobody wants it any more (its generation is then discarded).
+    fn copy_answered(&mut self, op: OpId) -> Option<RelationId> {
+        match self.take_op(op, |k| matches!(k, Op::Snapshot(_) | Op::AbandonedSnapshot)) {
+            Some(Op::Snapshot(id)) => Some(id),
             Some(Op::AbandonedSnapshot) => {
                 self.store(StoreAction::Discard { op });
                 self.try_start_snapshots();
-                return;
+                None
             }
-            _ => return,
-        };
+            _ => None,
+        }
+    }
+
+    /// A copy's (or chunk's) snapshot point, if it is sound; otherwise the
+    /// copy is given up (the view fails, or takes its snapshot again).
+    fn checked_point(
+        &mut self,
+        op: OpId,
+        id: RelationId,
+        result: Result<SnapshotPoint, SourceError>,
+    ) -> Option<SnapshotPoint> {
         let point = match result {
             Ok(p) if p.is_well_formed() => p,
             Ok(_) => {
@@ -202,48 +243,186 @@ impl Machine {
                     Retry::Transient,
                 );
                 self.try_start_snapshots();
-                return;
+                return None;
             }
             Err(e) => {
                 self.store(StoreAction::Discard { op });
                 self.fail_view(id, EventPhase::Snapshot, e.message, Retry::of(e.kind));
                 self.try_start_snapshots();
-                return;
+                return None;
             }
         };
-        let Some(v) = self.views.get(&id) else { return };
-        let Phase::Copying { shape, copy, races, .. } = &v.phase else {
+        let v = self.views.get(&id)?;
+        let Phase::Copying { copy, .. } = &v.phase else {
+            return None;
+        };
+        if let CopyKind::Bootstrap(h, _) = copy {
+            // The hand-off is sound only if every transaction the snapshot
+            // reports in progress commits after the hold-back began. A commit
+            // delivered before that but invisible to the snapshot would be in
+            // neither: take the snapshot again.
+            if self.raced(&v.def.origin, h.since, &point) {
+                self.restart_copy(op, id, "snapshot raced concurrent commits");
+                return None;
+            }
+        }
+        Some(point)
+    }
+
+    /// Gives up the copy `op` of view `id` and queues it again (a race or a
+    /// change the chunks cannot place); after too many, the view fails.
+    fn restart_copy(&mut self, op: OpId, id: RelationId, why: &str) {
+        self.stats.snapshot_races += 1;
+        self.store(StoreAction::Discard { op });
+        let Some(Phase::Copying { shape, races, .. }) = self.views.get(&id).map(|v| &v.phase) else {
             return;
         };
-        let (shape, copy, races) = (shape.clone(), copy.clone(), *races);
+        let (shape, races) = (shape.clone(), *races);
+        if races + 1 > self.cfg.max_snapshot_races {
+            self.fail_view(id, EventPhase::Snapshot, format!("{why} {} times", races + 1), Retry::Transient);
+        } else {
+            self.set_phase(id, Phase::Queued { shape, races: races + 1 });
+        }
+        self.try_start_snapshots();
+    }
+
+    /// A chunk of a copy in chunks landed, ending after key `last`: the
+    /// changes held meanwhile go into the generation where the chunks
+    /// copied so far lack them, the rest is dropped (the chunks still to
+    /// copy are taken later, and hold it), and the next chunk starts once
+    /// they are in.
+    fn chunk_landed(&mut self, op: OpId, id: RelationId, point: SnapshotPoint, last: Key) {
+        let Some(v) = self.views.get(&id) else { return };
         let origin = v.def.origin.clone();
+        let (since, position) = self.origins.get(&origin).map_or((0, None), |o| (o.commits_seen, o.applied));
+        let skip_filter = self.bugs().skip_chunk_filter;
+        let audit = self.cfg.audit;
+        let Some(v) = self.views.get_mut(&id) else { return };
+        let identity = v.schema_identity();
+        let Phase::Copying { copy: CopyKind::Bootstrap(hold, chunks), .. } = &mut v.phase else {
+            return;
+        };
+        let through = encode_key(&last);
+        chunks.copied += point.rows;
+        chunks.done.push(Segment { through: Some(through.clone()), point: Some(point) });
+        chunks.after = Some(last);
+        // The next chunk's hold begins now: every commit counted so far was
+        // delivered before it is asked for.
+        let held = std::mem::take(&mut hold.txns);
+        let released = std::mem::replace(&mut hold.bytes, 0);
+        hold.since = since;
+        let mut handoff = Handoff::so_far(chunks.done.clone());
+        if let Some(position) = position {
+            // Transactions committing before a point the feed is past were
+            // all delivered — the held ones included, which are judged
+            // below with the points as they are: for later ones the point
+            // decides nothing any more.
+            let mut expired = handoff.clone();
+            expired.expire(position);
+            chunks.done = expired.segments().to_vec();
+        }
+        if skip_filter {
+            handoff = handoff.without_points();
+        }
+        let mut ops = Vec::new();
+        let mut mixed = false;
+        let mut amended = Vec::new();
+        for t in held {
+            let before = ops.len();
+            for op in t.ops {
+                match handoff.sift(op, t.xid, t.final_lsn) {
+                    Some(Sifted::Apply(op)) => ops.push(op),
+                    Some(Sifted::Skip) => self.stats.filtered += 1,
+                    None => mixed = true,
+                }
+            }
+            if audit && ops.len() > before {
+                let applied = ops.get(before..).unwrap_or_default();
+                let keys = applied.iter().flat_map(op_keys).collect();
+                let truncated = applied.iter().any(|op| matches!(op, RowOp::Truncate));
+                amended.push(AuditRecord::Amended { view: id, xid: t.xid, end_lsn: t.end_lsn, keys, truncated });
+            }
+        }
+        let h = self.held_bytes.entry(origin.clone()).or_default();
+        *h = h.saturating_sub(released);
+        self.check_flow(&origin);
+        if mixed {
+            // A row moved between ranges copied at different snapshots (or
+            // a truncate reached some of them): no change to the copy is
+            // right for both sides. Rare; start over.
+            self.restart_copy(op, id, "a change spanned chunks copied at different snapshots; copy restarted");
+            return;
+        }
+        self.audit.extend(amended);
+        if ops.is_empty() {
+            self.next_chunk(op, id);
+            return;
+        }
+        let Some(identity) = identity else { return };
+        if let Some(Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. }) =
+            self.views.get_mut(&id).map(|v| &mut v.phase)
+        {
+            chunks.step = ChunkStep::Amending;
+        }
+        self.ops.insert(op, Op::Amend(id));
+        self.store(StoreAction::Amend { op, ops: ViewOps { relation_id: id, identity, ops } });
+    }
+
+    /// The held changes are in the generation: copy the next chunk.
+    pub(super) fn on_amended(&mut self, op: OpId, result: Result<ApplyReport, StoreError>) {
+        let id = match self.take_op(op, |k| matches!(k, Op::Amend(_) | Op::AbandonedSnapshot)) {
+            Some(Op::Amend(id)) => id,
+            Some(Op::AbandonedSnapshot) => {
+                self.store(StoreAction::Discard { op });
+                self.try_start_snapshots();
+                return;
+            }
+            _ => return,
+        };
+        match result {
+            Err(e) => {
+                self.store(StoreAction::Discard { op });
+                self.fail_view(id, EventPhase::Snapshot, e.to_string(), Retry::Transient);
+                self.try_start_snapshots();
+            }
+            Ok(report) if !report.conflicts.is_empty() => {
+                // The chunks and the feed disagree about a row: the copy
+                // cannot be trusted.
+                self.restart_copy(op, id, "the feed's changes did not fit the chunks copied so far");
+            }
+            Ok(_) => self.next_chunk(op, id),
+        }
+    }
+
+    /// Asks for the chunk after the last one copied, into the same
+    /// generation (the same op).
+    fn next_chunk(&mut self, op: OpId, id: RelationId) {
+        let Some(v) = self.views.get_mut(&id) else { return };
+        let Phase::Copying { shape, copy: CopyKind::Bootstrap(_, chunks), .. } = &mut v.phase else {
+            return;
+        };
+        chunks.step = ChunkStep::Copying;
+        let chunk = ChunkRequest { after: chunks.after.clone(), rows: chunks.rows };
+        let shape = shape.clone();
+        let (origin, relation) = (v.def.origin.clone(), v.def.upstream.clone());
+        self.ops.insert(op, Op::Snapshot(id));
+        self.stats.snapshots += 1;
+        self.source(SourceAction::Snapshot { op, origin, relation_id: id, relation, shape, chunk: Some(chunk) });
+    }
+
+    /// The copy (its last chunk, for a copy in chunks) landed: publish it.
+    fn copy_complete(&mut self, op: OpId, id: RelationId, point: SnapshotPoint) {
+        let Some(v) = self.views.get(&id) else { return };
+        let Phase::Copying { shape, copy, .. } = &v.phase else {
+            return;
+        };
+        let (shape, copy) = (shape.clone(), copy.clone());
         let now = self.now;
         let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(id, &v.def.name, v.def.persistence, now));
         job.last_seen_commit = Some(point.lsn);
         // The old copy's hand-off point means nothing for the new one.
         job.handoff = None;
-        if let CopyKind::Bootstrap(h) = &copy {
-            // The hand-off is sound only if every transaction the snapshot
-            // reports in progress commits after the hold-back began. A commit
-            // delivered before that but invisible to the snapshot would be in
-            // neither: take the snapshot again.
-            if self.raced(&origin, h.since, &point) {
-                self.stats.snapshot_races += 1;
-                self.store(StoreAction::Discard { op });
-                if races + 1 > self.cfg.max_snapshot_races {
-                    self.fail_view(
-                        id,
-                        EventPhase::Snapshot,
-                        format!("snapshot raced concurrent commits {} times", races + 1),
-                        Retry::Transient,
-                    );
-                } else {
-                    self.set_phase(id, Phase::Queued { shape, races: races + 1 });
-                }
-                self.try_start_snapshots();
-                return;
-            }
-        } else {
+        if let CopyKind::Materialize = copy {
             job.state = JobState::Synced;
             job.retry_count = 0;
             job.last_error = None;
@@ -261,8 +440,14 @@ impl Machine {
                 other => other,
             };
         }
+        let handoff = match &copy {
+            CopyKind::Bootstrap(_, chunks) if !chunks.done.is_empty() => {
+                Handoff::from_chunks(chunks.done.clone(), point)
+            }
+            _ => Handoff::whole(point),
+        };
         self.ops.insert(op, Op::Publish(id));
-        self.set_phase(id, Phase::Publishing { op, shape, point, copy, job: job.clone() });
+        self.set_phase(id, Phase::Publishing { op, shape, handoff, copy, job: job.clone() });
         self.store(StoreAction::Publish { op, job });
         self.try_start_snapshots();
     }
@@ -278,10 +463,10 @@ impl Machine {
 
     pub(super) fn on_published(&mut self, id: RelationId, result: Result<(), StoreError>) {
         let Some(v) = self.views.get(&id) else { return };
-        let Phase::Publishing { shape, point, copy, job, .. } = &v.phase else {
+        let Phase::Publishing { shape, handoff, copy, job, .. } = &v.phase else {
             return;
         };
-        let (shape, point, copy, job) = (shape.clone(), point.clone(), copy.clone(), job.clone());
+        let (shape, handoff, copy, job) = (shape.clone(), handoff.clone(), copy.clone(), job.clone());
         let schema = Arc::new(shape.local().clone());
         if let Err(e) = result {
             self.fail_view(id, EventPhase::Publish, e.to_string(), Retry::Transient);
@@ -296,7 +481,7 @@ impl Machine {
         match persistence {
             Persistence::Materialized => {
                 if self.cfg.audit {
-                    self.audit.push(AuditRecord::Published { view: id, point: point.clone() });
+                    self.audit.push(AuditRecord::Published { view: id, handoff: handoff.clone() });
                 }
                 let before = self.job(id).map_or(JobState::Idle, |j| j.state);
                 if let Some(v) = self.views.get_mut(&id) {
@@ -314,24 +499,47 @@ impl Machine {
                 self.complete_item(id, Outcome::Materialized);
             }
             Persistence::Realtime => {
-                let hold = match copy {
-                    CopyKind::Bootstrap(hold) => hold,
-                    CopyKind::Materialize => HoldBack::default(),
+                let (hold, chunked) = match copy {
+                    CopyKind::Bootstrap(hold, chunks) => (hold, !chunks.done.is_empty()),
+                    CopyKind::Materialize => (HoldBack::default(), false),
                 };
                 // Replay what the feed delivered while the snapshot ran,
-                // skipping what the snapshot already holds.
+                // skipping what the snapshot already holds — for a copy in
+                // chunks, key by key, by the snapshot of the key's chunk.
                 let mut ops = Vec::new();
                 let mut replayed = Vec::new();
+                let mut mixed = false;
+                let skip_filter = self.bugs().skip_xid_filter || (chunked && self.bugs().skip_chunk_filter);
                 for t in hold.txns {
-                    if !self.bugs().skip_xid_filter && point.contains(t.xid, t.final_lsn) {
+                    if !skip_filter && handoff.contains_everywhere(t.xid, t.final_lsn) {
                         self.stats.filtered += 1;
                         continue;
                     }
-                    replayed.push((t.xid, t.end_lsn));
-                    ops.extend(t.ops);
+                    if skip_filter || handoff.contains_nowhere(t.xid, t.final_lsn) {
+                        replayed.push((t.xid, t.end_lsn, None));
+                        ops.extend(t.ops);
+                        continue;
+                    }
+                    let before = ops.len();
+                    for op in t.ops {
+                        match handoff.sift(op, t.xid, t.final_lsn) {
+                            Some(Sifted::Apply(op)) => ops.push(op),
+                            Some(Sifted::Skip) => {}
+                            None => mixed = true,
+                        }
+                    }
+                    let keys = ops.get(before..).unwrap_or_default().iter().flat_map(op_keys).collect();
+                    replayed.push((t.xid, t.end_lsn, Some(keys)));
+                }
+                if mixed {
+                    // A held change spans key ranges copied at different
+                    // snapshots: no operation fits both. Nothing of the
+                    // hold-back is applied, and the view is copied again.
+                    ops.clear();
+                    replayed.clear();
                 }
                 if self.cfg.audit {
-                    self.audit.push(AuditRecord::Published { view: id, point: point.clone() });
+                    self.audit.push(AuditRecord::Published { view: id, handoff: handoff.clone() });
                 }
                 // Adopt what the publish stored, but keep the state the machine
                 // has reported: the stored form may be masked.
@@ -343,7 +551,8 @@ impl Machine {
                     v.job = Some(job);
                 }
                 let feed_up = self.origins.get(&origin).is_some_and(|o| o.feed.up().is_some());
-                let caught_up = self.origins.get(&origin).and_then(|o| o.applied).unwrap_or(point.lsn).max(point.lsn);
+                let caught_up =
+                    self.origins.get(&origin).and_then(|o| o.applied).unwrap_or(handoff.lsn()).max(handoff.lsn());
                 let slot = self.origins.get(&origin).and_then(|o| o.slot_id.clone());
                 let feed_error = self.origins.get(&origin).and_then(|o| o.last_error.clone());
                 let now = self.now;
@@ -363,8 +572,8 @@ impl Machine {
                 });
                 // If the feed is already past the snapshot, nothing it delivers
                 // can be in the copy: the hand-off is complete at once.
-                let past = self.origins.get(&origin).and_then(|o| o.durable).is_some_and(|d| d >= point.lsn);
-                let filter = if past { None } else { Some(point) };
+                let past = self.origins.get(&origin).and_then(|o| o.durable).is_some_and(|d| d >= handoff.lsn());
+                let filter = if past { None } else { Some(handoff) };
                 if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
                     j.handoff = filter.clone();
                 }
@@ -379,9 +588,15 @@ impl Machine {
                     *replay = Some(seq);
                 }
                 if self.cfg.audit {
-                    for (xid, end_lsn) in replayed {
-                        self.audit.push(AuditRecord::Applied { seq, view: id, xid, end_lsn, replay: true });
+                    for (xid, end_lsn, keys) in replayed {
+                        self.audit.push(AuditRecord::Applied { seq, view: id, xid, end_lsn, replay: true, keys });
                     }
+                }
+                if mixed {
+                    // A held change spans key ranges copied at different
+                    // snapshots: no operation fits both; copy again.
+                    let detail = "a change spanned chunks copied at different snapshots".to_owned();
+                    self.mark_diverged(id, RecopyReason::Diverged { detail: detail.clone() }, detail);
                 }
             }
         }

@@ -7,7 +7,7 @@ use flashsync_core::{ApplyBatch, BatchSeq, Lsn, Persistence, Progress, RelationI
 
 use super::{Checker, Mirror, SnapRecord};
 use crate::store::Durable;
-use crate::upstream::{state_of, TableKind, TableState, Upstream};
+use crate::upstream::{state_of, TableState, Upstream};
 
 impl Checker {
     /// A batch failed to apply: nothing of it is in the store. Its position
@@ -91,6 +91,18 @@ impl Checker {
                 );
                 continue;
             };
+            if m.segments.is_some() {
+                if let Some(d) = commit.deltas.get(m.table) {
+                    if let Some(problem) = super::chunks::apply_in_segments(m, d, commit.idx, c.keys.as_deref()) {
+                        problems.push(("no commit applied twice", format!("{problem} (batch {})", batch.seq.0)));
+                    }
+                }
+                m.applied.insert(commit.idx);
+                if !matches!(batch.progress, Progress::Stage { .. }) && !m.broken {
+                    m.partial = false;
+                }
+                continue;
+            }
             if m.vis.sees(commit.idx) {
                 problems.push((
                     "no commit applied twice",
@@ -144,33 +156,13 @@ impl Checker {
     }
 
     /// A snapshot's copy was published (the store switched to it).
-    pub fn on_published(&mut self, snap: &SnapRecord, mode: Persistence, up: &Upstream) {
-        let kind = up.kind(snap.table).unwrap_or(TableKind::Keyed);
-        let mut rows = TableState::new();
-        for &i in up.commits_on(snap.table) {
-            if snap.vis.sees(i) {
-                if let Some(d) = up.history().get(i).and_then(|c| c.deltas.get(snap.table)) {
-                    d.apply(&mut rows);
-                }
-            }
+    pub fn on_published(&mut self, op: flashsync_core::OpId, snap: &SnapRecord, mode: Persistence, up: &Upstream) {
+        if self.chunking.contains_key(&op) {
+            self.publish_chunked(op, snap, mode, up);
+            return;
         }
-        self.mirrors.insert(
-            snap.view,
-            Mirror {
-                table: snap.table,
-                shape: snap.shape.clone(),
-                kind,
-                mode,
-                vis: snap.vis.clone(),
-                lsn: snap.point.lsn,
-                applied: BTreeSet::new(),
-                rows,
-                partial: false,
-                lost: false,
-                broken: false,
-                verified: 0,
-            },
-        );
+        let rows = super::chunks::seen(up, snap.table, &snap.vis);
+        self.mirrors.insert(snap.view, Mirror::published(snap, mode, up, rows, None));
     }
 
     /// The model's snapshot rows must be what its visible commits add up to.
@@ -244,6 +236,10 @@ impl Checker {
         }
         self.claims.clear();
         self.disabled_ops.clear();
+        // Copies being made die with the process (and a restarted
+        // machine numbers its operations afresh).
+        self.chunking.clear();
+        self.chunking_now.clear();
         self.acks.crashed();
         self.fences_open.clear();
         self.fences = 0;
@@ -378,7 +374,11 @@ impl Checker {
             if c.end_lsn > at {
                 break;
             }
-            if !(m.vis.sees(i) || m.applied.contains(&i)) {
+            let seen = match &m.segments {
+                Some(segments) => segments.iter().any(|(_, vis)| vis.sees(i)),
+                None => m.vis.sees(i),
+            };
+            if !(seen || m.applied.contains(&i)) {
                 let detail = format!(
                     "live view {id} on {} is at {at} but lacks commit of xid {} (end {}): a gap",
                     m.table, c.xid, c.end_lsn
@@ -400,7 +400,7 @@ impl Checker {
 /// Rows with their number of copies.
 type Multiset = BTreeMap<Row, u64>;
 
-fn multiset(rows: &[Row]) -> Multiset {
+pub(super) fn multiset(rows: &[Row]) -> Multiset {
     let mut out = Multiset::new();
     for row in rows {
         *out.entry(row.clone()).or_default() += 1;
@@ -409,7 +409,7 @@ fn multiset(rows: &[Row]) -> Multiset {
 }
 
 /// What a view of `shape` holds of a table in `state`.
-fn admitted(shape: &ViewShape, state: &TableState) -> Multiset {
+pub(super) fn admitted(shape: &ViewShape, state: &TableState) -> Multiset {
     let mut out = Multiset::new();
     for (row, n) in state.values() {
         if let Some(local) = shape.admit(row.clone()) {

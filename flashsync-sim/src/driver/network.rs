@@ -23,7 +23,12 @@ impl World {
             SourceCall::Prepare { op, relation, feed } => {
                 SourceAnswer::Prepared { op, result: block_on(self.source.prepare(&relation, feed)) }
             }
-            SourceCall::Snapshot { op, view, relation, shape } => return self.snapshot(op, view, relation, shape),
+            SourceCall::Snapshot { op, view, relation, shape, chunk: None } => {
+                return self.snapshot(op, view, relation, shape)
+            }
+            SourceCall::Snapshot { op, view, relation, shape, chunk: Some(chunk) } => {
+                return self.copy_chunk(op, view, relation, shape, chunk)
+            }
             SourceCall::Subscribe { epoch, resume } => return self.subscribe(epoch, resume),
             SourceCall::Release { op, relation } => {
                 SourceAnswer::Released { op, result: block_on(self.source.release(&relation)) }
@@ -101,6 +106,62 @@ impl World {
                     self.checker.report("store works", format!("discarding a failed snapshot's generation: {de}"));
                 }
                 self.schedule(d, Ev::SnapshotDone { inc, op, result: Err(e) });
+            }
+        }
+    }
+
+    /// One chunk of a copy in chunks: the first begins the generation, the
+    /// others go into the one the executor handed over. Each chunk's
+    /// visibility is recorded for the checker, with the range it covers.
+    pub(super) fn copy_chunk(
+        &mut self,
+        op: OpId,
+        view: RelationId,
+        relation: UpstreamRelation,
+        shape: Arc<ViewShape>,
+        chunk: flashsync_core::machine::ChunkRequest,
+    ) {
+        let inc = self.inc;
+        let first = chunk.after.is_none();
+        let generation = match self.snap_generations.remove(&op) {
+            Some(g) if !first => Ok(g),
+            _ => self.store.begin_generation(view, shape.local()),
+        };
+        let mut generation = match generation {
+            Ok(g) => g,
+            Err(e) => {
+                let d = self.jitter(self.plan.timing.snapshot_ms);
+                self.schedule(d, Ev::ChunkDone { inc, op, result: Err(e.into()) });
+                return;
+            }
+        };
+        let vis = self.up.visibility();
+        let mut tee = Tee { inner: &mut *generation, rows: Vec::new() };
+        let result = block_on(self.source.copy_chunk(&relation, &shape, chunk.after.as_ref(), chunk.rows, &mut tee));
+        let rows = std::mem::take(&mut tee.rows);
+        let d = self.jitter(self.plan.timing.snapshot_ms);
+        match result {
+            Ok(copied) => {
+                self.counters.snapshots += 1;
+                let table =
+                    crate::upstream::TABLES.iter().map(|(t, _)| *t).find(|t| *t == relation.table).unwrap_or("unknown");
+                let after = chunk.after.as_ref().map(flashsync_core::codec::encode_key);
+                let through = match &copied.end {
+                    flashsync_core::ChunkEnd::After(k) => Some(flashsync_core::codec::encode_key(k)),
+                    flashsync_core::ChunkEnd::Done => None,
+                };
+                let rec = SnapRecord { view, table, point: copied.point.clone(), vis, shape };
+                self.checker.check_chunk_rows(&rec, rows, after.as_deref(), through.as_deref(), &self.up);
+                self.checker.on_chunk(op, &rec, first, through, &self.up);
+                self.snaps.insert(op, rec);
+                self.snap_generations.insert(op, generation);
+                self.schedule(d, Ev::ChunkDone { inc, op, result: Ok(copied) });
+            }
+            Err(e) => {
+                if let Err(de) = self.store.discard(generation) {
+                    self.checker.report("store works", format!("discarding a failed chunk's generation: {de}"));
+                }
+                self.schedule(d, Ev::ChunkDone { inc, op, result: Err(e) });
             }
         }
     }

@@ -48,7 +48,7 @@ impl World {
                     self.followed.stop(job.relation_id);
                     if r.is_ok() {
                         if let Some(snap) = self.snaps.remove(&op) {
-                            self.checker.on_published(&snap, job.persistence, &self.up);
+                            self.checker.on_published(op, &snap, job.persistence, &self.up);
                         }
                     }
                     self.checker.on_durable(d);
@@ -73,6 +73,20 @@ impl World {
                 }
                 StoreAnswer::Discarded(Ok(()))
             }
+            StoreStep::Amend { op, generation, ops } => match generation {
+                Some(mut g) => {
+                    let result = self.store.amend(&mut g, ops);
+                    StoreAnswer::Amended { result, generation: Some(g) }
+                }
+                None => StoreAnswer::Amended {
+                    result: Err(StoreError::new(
+                        StoreErrorKind::NotFound,
+                        "amend",
+                        format!("no generation for operation {}", op.0),
+                    )),
+                    generation: None,
+                },
+            },
             StoreStep::Fence(op) => {
                 self.checker.on_store_done(op);
                 StoreAnswer::Done(Ok(()))

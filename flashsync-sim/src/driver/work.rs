@@ -72,6 +72,23 @@ impl World {
                 let d = self.jitter(self.plan.timing.store_ms);
                 self.schedule(d, Ev::StoreStep { inc });
             }
+            Work::Chunk { call, generation } => {
+                if let flashsync_core::exec::SourceCall::Snapshot { op, relation_id, relation, shape, chunk, .. } = call
+                {
+                    match generation {
+                        Some(g) => {
+                            self.snap_generations.insert(op, g);
+                        }
+                        None => self.checker.report(
+                            "one generation per copy",
+                            format!("a later chunk of copy {} came without its generation", op.0),
+                        ),
+                    }
+                    let call = SourceCall::Snapshot { op, view: relation_id, relation, shape, chunk };
+                    let d = self.jitter(lat);
+                    self.schedule(d, Ev::Source { inc, call });
+                }
+            }
             Work::Persist => {
                 let d = self.jitter(self.plan.timing.persist_ms);
                 self.schedule(d, Ev::Persist { inc });
@@ -81,8 +98,8 @@ impl World {
                     flashsync_core::exec::SourceCall::Prepare { op, relation, feed, .. } => {
                         SourceCall::Prepare { op, relation, feed }
                     }
-                    flashsync_core::exec::SourceCall::Snapshot { op, relation_id, relation, shape, .. } => {
-                        SourceCall::Snapshot { op, view: relation_id, relation, shape }
+                    flashsync_core::exec::SourceCall::Snapshot { op, relation_id, relation, shape, chunk, .. } => {
+                        SourceCall::Snapshot { op, view: relation_id, relation, shape, chunk }
                     }
                     flashsync_core::exec::SourceCall::Release { op, relation, .. } => {
                         SourceCall::Release { op, relation }

@@ -11,6 +11,7 @@ mod common;
 mod atomic;
 mod bigtxn;
 mod changes;
+mod chunks;
 mod faults;
 mod handoff;
 mod instances;

@@ -33,6 +33,9 @@ impl Harness {
             StoreStep::Discard { op, .. } => {
                 expect(&|a| matches!(a, StoreAction::Discard { op: o } if o == op), "discard")
             }
+            StoreStep::Amend { op, .. } => {
+                expect(&|a| matches!(a, StoreAction::Amend { op: o, .. } if o == op), "amend")
+            }
             StoreStep::Fence(op) => expect(&|a| matches!(a, StoreAction::Fence { op: o } if o == op), "fence"),
             StoreStep::Apply(run) => {
                 for b in run {

@@ -125,6 +125,7 @@ pub fn copies_json(copies: &[flashsync::SnapshotProgress]) -> Json {
                     "upstream": p.relation.to_string(),
                     "rows": p.rows,
                     "estimated_rows": p.estimated_rows,
+                    "chunks": p.chunks,
                     "rows_per_second": p.rate().round(),
                     "eta_seconds": p.eta().map(|d| d.as_secs()),
                 })
@@ -136,16 +137,19 @@ pub fn copies_json(copies: &[flashsync::SnapshotProgress]) -> Json {
 /// One copy's progress for people: rows so far, of about how many, rate,
 /// time left.
 pub fn copy_progress(p: &flashsync::SnapshotProgress) -> String {
-    copy_progress_line(p.rows, p.estimated_rows, p.rate(), p.eta().map(|d| d.as_secs()))
+    copy_progress_line(p.rows, p.estimated_rows, p.chunks, p.rate(), p.eta().map(|d| d.as_secs()))
 }
 
-fn copy_progress_line(rows: u64, estimated: Option<u64>, rate: f64, eta: Option<u64>) -> String {
+fn copy_progress_line(rows: u64, estimated: Option<u64>, chunks: u32, rate: f64, eta: Option<u64>) -> String {
     let mut out = match estimated {
         Some(total) if total > 0 => {
             format!("{rows} of ~{total} rows ({}%)", (rows.saturating_mul(100) / total).min(100))
         }
         _ => format!("{rows} rows"),
     };
+    if chunks > 0 {
+        out.push_str(&format!(" in {chunks} chunk{}", if chunks == 1 { "" } else { "s" }));
+    }
     out.push_str(&format!("  {rate:.0} rows/s"));
     if let Some(eta) = eta {
         out.push_str(&format!("  ETA {eta} s"));
@@ -160,6 +164,7 @@ pub fn copies_lines(copies: &Json) -> String {
         let line = copy_progress_line(
             c["rows"].as_u64().unwrap_or(0),
             c["estimated_rows"].as_u64(),
+            c["chunks"].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
             c["rows_per_second"].as_f64().unwrap_or(0.0),
             c["eta_seconds"].as_u64(),
         );
@@ -261,15 +266,22 @@ mod tests {
 
     #[test]
     fn copy_progress_gives_a_share_and_time_left_only_when_known() {
-        assert_eq!(copy_progress_line(250, Some(1000), 50.0, Some(15)), "250 of ~1000 rows (25%)  50 rows/s  ETA 15 s");
-        assert_eq!(copy_progress_line(250, None, 50.0, None), "250 rows  50 rows/s");
+        assert_eq!(
+            copy_progress_line(250, Some(1000), 0, 50.0, Some(15)),
+            "250 of ~1000 rows (25%)  50 rows/s  ETA 15 s"
+        );
+        assert_eq!(copy_progress_line(250, None, 0, 50.0, None), "250 rows  50 rows/s");
         // A stale estimate the copy has passed reads 100%, never more.
         assert_eq!(
-            copy_progress_line(1500, Some(1000), 50.0, Some(0)),
+            copy_progress_line(1500, Some(1000), 0, 50.0, Some(0)),
             "1500 of ~1000 rows (100%)  50 rows/s  ETA 0 s"
         );
         // An empty table's estimate of 0 gives no share.
-        assert_eq!(copy_progress_line(3, Some(0), 1.0, Some(0)), "3 rows  1 rows/s  ETA 0 s");
+        assert_eq!(copy_progress_line(3, Some(0), 0, 1.0, Some(0)), "3 rows  1 rows/s  ETA 0 s");
+        assert_eq!(
+            copy_progress_line(4000, Some(10000), 2, 100.0, Some(60)),
+            "4000 of ~10000 rows (40%) in 2 chunks  100 rows/s  ETA 60 s"
+        );
     }
 
     #[test]

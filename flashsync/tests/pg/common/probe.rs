@@ -29,6 +29,27 @@ pub struct Probe {
 pub type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl Probe {
+    /// Before a snapshot or chunk: the gate, then the hook.
+    async fn before_copy(&self) {
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(g) = gate {
+            g.acquire().await.unwrap().forget();
+        }
+        let hook = self.before_snapshot.lock().unwrap().take();
+        if let Some(h) = hook {
+            h().await;
+        }
+    }
+
+    /// After one: record its point, then the hook.
+    async fn after_copy(&self, relation: &UpstreamRelation, point: &SnapshotPoint) {
+        self.snapshots.lock().unwrap().push((relation.clone(), point.clone()));
+        let hook = self.after_snapshot.lock().unwrap().take();
+        if let Some(h) = hook {
+            h().await;
+        }
+    }
+
     /// A probe over a new source with `config`.
     pub fn new(config: PgSourceConfig) -> Arc<Probe> {
         Arc::new(Probe {
@@ -127,21 +148,25 @@ impl Source for Probe {
         shape: &flashsync_core::ViewShape,
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError> {
-        let gate = self.gate.lock().unwrap().clone();
-        if let Some(g) = gate {
-            g.acquire().await.unwrap().forget();
-        }
-        let hook = self.before_snapshot.lock().unwrap().take();
-        if let Some(h) = hook {
-            h().await;
-        }
+        self.before_copy().await;
         let point = self.inner.snapshot(relation, shape, sink).await?;
-        self.snapshots.lock().unwrap().push((relation.clone(), point.clone()));
-        let hook = self.after_snapshot.lock().unwrap().take();
-        if let Some(h) = hook {
-            h().await;
-        }
+        self.after_copy(relation, &point).await;
         Ok(point)
+    }
+
+    /// Each chunk passes the gate and the hooks as a snapshot does.
+    async fn copy_chunk(
+        &self,
+        relation: &UpstreamRelation,
+        shape: &flashsync_core::ViewShape,
+        after: Option<&flashsync::Key>,
+        rows: u64,
+        sink: &mut dyn RowSink,
+    ) -> Result<flashsync_core::CopiedChunk, SourceError> {
+        self.before_copy().await;
+        let chunk = self.inner.copy_chunk(relation, shape, after, rows, sink).await?;
+        self.after_copy(relation, &chunk.point).await;
+        Ok(chunk)
     }
 
     async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {

@@ -62,6 +62,9 @@ impl Store for Timed {
     async fn forget_origin(&self, origin: &OriginId) -> Result<(), StoreError> {
         self.inner.forget_origin(origin).await
     }
+    fn amends_generations(&self) -> bool {
+        self.inner.amends_generations()
+    }
     async fn begin_generation(
         &self,
         id: RelationId,

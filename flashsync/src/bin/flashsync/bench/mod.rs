@@ -30,6 +30,13 @@ pub enum Which {
         /// Use this server instead of a throwaway cluster.
         #[arg(long)]
         pg: Option<String>,
+        /// Bootstrap a realtime view (copied in chunks, with the feed up)
+        /// instead of materializing.
+        #[arg(long)]
+        realtime: bool,
+        /// Rows per chunk of a realtime copy (0: in one piece).
+        #[arg(long, default_value_t = flashsync::Config::default().snapshot_chunk_rows)]
+        chunk_rows: u64,
     },
     /// Apply N single-row update transactions already in the slot vs
     /// `pg_recvlogical` draining the same WAL from a twin slot.
@@ -99,7 +106,10 @@ pub enum Which {
 
 pub async fn run(which: Which) -> Result<(), CliError> {
     let report = match which {
-        Which::Snapshot { rows, store, pg } => snapshot::run(rows, store, pg.as_deref()).await?,
+        Which::Snapshot { rows, store, pg, realtime, chunk_rows } => {
+            let mode = if realtime { snapshot::Mode::Realtime { chunk_rows } } else { snapshot::Mode::Materialized };
+            snapshot::run(rows, store, pg.as_deref(), mode).await?
+        }
         Which::Stream { txns, store, pg } => stream::run(txns, store, pg.as_deref()).await?,
         Which::Latency { rate, seconds, persist_ms, store, pg } => {
             latency::run(rate, seconds, persist_ms, store, pg.as_deref()).await?

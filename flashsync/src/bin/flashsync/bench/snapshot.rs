@@ -17,8 +17,21 @@ fn err(e: impl std::error::Error) -> CliError {
     CliError(crate::chain(&e))
 }
 
+/// What the bench copies into.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    /// A materialized view (one snapshot, no feed).
+    Materialized,
+    /// A realtime view's first copy, with its origin's feed up, in chunks
+    /// of this many rows (0: in one piece).
+    Realtime {
+        /// Rows per chunk.
+        chunk_rows: u64,
+    },
+}
+
 /// Runs the snapshot bench into `kind` and returns its JSON report.
-pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json, CliError> {
+pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>, mode: Mode) -> Result<Json, CliError> {
     let server = pg::start(url, pg::default_options(), "bench_snapshot").await?;
     let client = server.db.client().await;
     eprintln!("loading {rows} rows...");
@@ -56,24 +69,42 @@ pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json,
     let store = kind.open(dir.path())?;
     let origin = OriginId::new("postgres:bench").map_err(err)?;
     let source = PgSource::new(PgSourceConfig::new(&origin, server.db.conninfo.clone())).map_err(err)?;
-    let engine = Engine::builder().shared_store(store).origin("postgres:bench", source).open().await.map_err(err)?;
-    engine
-        .define(
-            ViewDef::new("public", "bench_copy", Persistence::Materialized, "postgres:bench", "public", "bench")
-                .map_err(|e| CliError(e.to_string()))?,
-        )
+    let (persistence, config) = match mode {
+        Mode::Materialized => (Persistence::Materialized, flashsync::Config::default()),
+        Mode::Realtime { chunk_rows } => {
+            (Persistence::Realtime, flashsync::Config { snapshot_chunk_rows: chunk_rows, ..Default::default() })
+        }
+    };
+    let engine = Engine::builder()
+        .shared_store(store)
+        .origin("postgres:bench", source)
+        .config(config)
+        .open()
         .await
+        .map_err(err)?;
+    let def = ViewDef::new("public", "bench_copy", persistence, "postgres:bench", "public", "bench")
         .map_err(|e| CliError(e.to_string()))?;
     let mut ours = Duration::MAX;
     for i in 0..2 {
+        if i == 0 || matches!(mode, Mode::Realtime { .. }) {
+            // A realtime view copies once: forget it and define it again.
+            if i > 0 {
+                engine.forget("*").await.map_err(|e| CliError(e.to_string()))?;
+            }
+            engine.define(def.clone()).await.map_err(|e| CliError(e.to_string()))?;
+        }
         let t = Instant::now();
-        let s = if i == 0 { engine.sync("*").await } else { engine.sync_forced("*").await }
-            .map_err(|e| CliError(e.to_string()))?;
+        let s = if i == 0 || matches!(mode, Mode::Realtime { .. }) {
+            engine.sync("*").await
+        } else {
+            engine.sync_forced("*").await
+        }
+        .map_err(|e| CliError(e.to_string()))?;
         if !s.failed.is_empty() {
-            return Err(CliError(format!("materialize failed: {:?}", s.failed)));
+            return Err(CliError(format!("copy failed: {:?}", s.failed)));
         }
         let took = t.elapsed();
-        eprintln!("run {}: materialized in {took:.2?}", i + 1);
+        eprintln!("run {}: copied in {took:.2?}", i + 1);
         ours = ours.min(took);
     }
     let local = engine.count("public.bench_copy").await.map_err(err)?;
@@ -90,7 +121,7 @@ pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json,
         BenchStore::Sqlite => 0.30,
     };
     eprintln!(
-        "flashsync: materialized {rows} rows into {} in {:.2?} ({:.0} rows/s) vs COPY drain {:.0} rows/s: ratio {ratio:.2} (target >= {target:.2})",
+        "flashsync: copied {rows} rows ({mode:?}) into {} in {:.2?} ({:.0} rows/s) vs COPY drain {:.0} rows/s: ratio {ratio:.2} (target >= {target:.2})",
         kind.name(),
         ours,
         rate(ours),
@@ -99,6 +130,7 @@ pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json,
     Ok(super::with_rss(json!({
         "bench": "snapshot",
         "store": kind.name(),
+        "mode": format!("{mode:?}"),
         "rows": rows,
         "copy_bytes": bytes,
         "baseline_secs": baseline.as_secs_f64(),

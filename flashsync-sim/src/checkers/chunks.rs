@@ -1,0 +1,246 @@
+//! The checks on copies made in chunks: each chunk's rows are what its own
+//! snapshot saw in its key range; a transaction goes into a chunk already
+//! copied only if that chunk's snapshot did not see it (planted bug
+//! `skip_chunk_filter`); and the published copy is the chunks plus exactly
+//! those changes — after which the mirror follows it range by range.
+
+use std::collections::BTreeSet;
+
+use flashsync_core::codec::encode_key;
+use flashsync_core::{Lsn, OpId, Persistence, RelationId, Row};
+
+use super::copies::{admitted, multiset};
+use super::{Checker, Mirror, SnapRecord};
+use crate::upstream::{Delta, TableKind, TableState, Upstream, Visibility};
+
+/// A copy being made in chunks, as the checker knows it.
+#[derive(Clone, Debug)]
+pub(crate) struct Chunking {
+    /// Key ranges copied so far, each with its snapshot's visibility.
+    segments: Vec<(Option<Vec<u8>>, Visibility)>,
+    /// What the generation must hold: upstream rows (the view's shape
+    /// admits them when compared).
+    rows: TableState,
+    /// Changes the machine said it put into the generation, not yet
+    /// checked: (xid, end LSN, keys, whether a truncate was among them).
+    amends: Vec<(u32, Lsn, Vec<Vec<u8>>, bool)>,
+}
+
+/// Whether `key` lies in the range ending at `through` and above `after`.
+fn in_range(key: &[u8], after: Option<&[u8]>, through: Option<&[u8]>) -> bool {
+    after.is_none_or(|a| key > a) && through.is_none_or(|t| key <= t)
+}
+
+/// The segment `key` falls in: the first whose bound is at or above it.
+fn segment_of<'a>(segments: &'a [(Option<Vec<u8>>, Visibility)], key: &[u8]) -> Option<&'a Visibility> {
+    segments.iter().find(|(through, _)| through.as_deref().is_none_or(|t| key <= t)).map(|(_, vis)| vis)
+}
+
+/// Upstream's rows of `table` as a snapshot with `vis` saw them.
+pub(super) fn seen(up: &Upstream, table: &'static str, vis: &Visibility) -> TableState {
+    let mut rows = TableState::new();
+    for &i in up.commits_on(table) {
+        if vis.sees(i) {
+            if let Some(d) = up.history().get(i).and_then(|c| c.deltas.get(table)) {
+                d.apply(&mut rows);
+            }
+        }
+    }
+    rows
+}
+
+/// Applies the part of `delta` at `keys` (all of it when `None`) to `rows`.
+/// A table replaced wholesale (a truncate) is replaced within `upto`
+/// (inclusive) when given, everywhere when `keys` is `None`, and not at all
+/// otherwise: the machine applies a truncate only where no chunk's snapshot
+/// holds it, which it then says.
+fn apply_at(delta: &Delta, keys: Option<&[Vec<u8>]>, upto: Option<Option<&[u8]>>, rows: &mut TableState) {
+    match delta {
+        Delta::Set(set) => {
+            let wanted: Option<BTreeSet<&[u8]>> = keys.map(|k| k.iter().map(Vec::as_slice).collect());
+            for (k, v) in set {
+                if wanted.as_ref().is_some_and(|w| !w.contains(encode_key(k).as_slice())) {
+                    continue;
+                }
+                match v {
+                    Some(v) => {
+                        rows.insert(k.clone(), v.clone());
+                    }
+                    None => {
+                        rows.remove(k);
+                    }
+                }
+            }
+        }
+        Delta::Replace(_) if keys.is_some() && upto.is_none() => {}
+        Delta::Replace(all) => match upto {
+            Some(upto) => {
+                rows.retain(|k, _| !in_range(&encode_key(k), None, upto));
+                for (k, v) in all {
+                    if in_range(&encode_key(k), None, upto) {
+                        rows.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            None => *rows = all.clone(),
+        },
+    }
+}
+
+/// The keys (encoded) a delta touches.
+fn delta_keys(delta: &Delta) -> Vec<Vec<u8>> {
+    match delta {
+        Delta::Set(set) => set.keys().map(encode_key).collect(),
+        Delta::Replace(_) => Vec::new(),
+    }
+}
+
+/// A transaction applied to a view live on a copy made in chunks: applied
+/// at `keys` (everywhere it changed the view when `None`), each of which
+/// must lie in a range whose snapshot did not see it. Returns what was
+/// wrong, if anything.
+pub(super) fn apply_in_segments(m: &mut Mirror, delta: &Delta, idx: usize, keys: Option<&[Vec<u8>]>) -> Option<String> {
+    let segments = m.segments.as_ref()?;
+    let touched = keys.map_or_else(|| delta_keys(delta), <[Vec<u8>]>::to_vec);
+    let mut problem = None;
+    for key in &touched {
+        if segment_of(segments, key).is_some_and(|vis| vis.sees(idx)) {
+            problem = Some(format!(
+                "commit {idx} applied at key {key:?} of a view copied in chunks, whose chunk's snapshot already \
+                 holds it"
+            ));
+            break;
+        }
+    }
+    apply_at(delta, keys, None, &mut m.rows);
+    problem
+}
+
+impl Checker {
+    /// A chunk's rows must be what its snapshot saw in its key range.
+    pub fn check_chunk_rows(
+        &mut self,
+        snap: &SnapRecord,
+        rows: Vec<Row>,
+        after: Option<&[u8]>,
+        through: Option<&[u8]>,
+        up: &Upstream,
+    ) {
+        let mut want = seen(up, snap.table, &snap.vis);
+        want.retain(|k, _| in_range(&encode_key(k), after, through));
+        let (got, want) = (multiset(&rows), admitted(&snap.shape, &want));
+        if got != want {
+            self.fail(
+                "upstream model: snapshot content",
+                format!(
+                    "chunk of {} for view {} after {after:?} through {through:?} returned {got:?}, its snapshot saw \
+                     {want:?}",
+                    snap.table, snap.view
+                ),
+            );
+        }
+    }
+
+    /// A chunk was copied into the generation of copy `op` (the first one
+    /// of a copy when `first`), through key `through` (to the end: `None`).
+    pub fn on_chunk(&mut self, op: OpId, snap: &SnapRecord, first: bool, through: Option<Vec<u8>>, up: &Upstream) {
+        if first {
+            self.chunking.insert(op, Chunking { segments: Vec::new(), rows: TableState::new(), amends: Vec::new() });
+            self.chunking_now.insert(snap.view, op);
+        }
+        self.settle_amends(op, snap.view, snap.table, up);
+        let Some(c) = self.chunking.get_mut(&op) else { return };
+        let after = c.segments.last().and_then(|(t, _)| t.clone());
+        let mut rows = seen(up, snap.table, &snap.vis);
+        rows.retain(|k, _| in_range(&encode_key(k), after.as_deref(), through.as_deref()));
+        c.rows.extend(rows);
+        c.segments.push((through, snap.vis.clone()));
+    }
+
+    /// The machine put a transaction's changes at `keys` into a copy being
+    /// made in chunks (checked once the upstream model is at hand).
+    pub(super) fn on_amended(&mut self, view: RelationId, xid: u32, end_lsn: Lsn, keys: Vec<Vec<u8>>, truncated: bool) {
+        self.amended += 1;
+        match self.chunking_now.get(&view).and_then(|op| self.chunking.get_mut(op)) {
+            Some(c) => c.amends.push((xid, end_lsn, keys, truncated)),
+            None => self.fail(
+                "no commit applied twice",
+                format!("transaction {xid} (end {end_lsn}) went into a copy of view {view} that is not being made"),
+            ),
+        }
+    }
+
+    /// Checks and applies the changes the machine put into view `view`'s
+    /// chunks so far: each key in a range copied already, whose snapshot
+    /// did not see the transaction.
+    fn settle_amends(&mut self, op: OpId, view: RelationId, table: &'static str, up: &Upstream) {
+        let Some(c) = self.chunking.get_mut(&op) else { return };
+        let amends = std::mem::take(&mut c.amends);
+        let mut problems = Vec::new();
+        for (xid, end_lsn, keys, truncated) in amends {
+            let Some(commit) = up.commit_at(end_lsn) else {
+                problems.push(format!("transaction {xid} went into view {view}'s copy; upstream never committed it"));
+                continue;
+            };
+            for key in &keys {
+                match segment_of(&c.segments, key) {
+                    None => problems.push(format!(
+                        "transaction {xid} (end {end_lsn}) went into view {view}'s copy at key {key:?}, which no \
+                         chunk had copied"
+                    )),
+                    Some(vis) if vis.sees(commit.idx) => problems.push(format!(
+                        "transaction {xid} (end {end_lsn}) went into view {view}'s copy at key {key:?}, although \
+                         that chunk's snapshot already holds it"
+                    )),
+                    Some(_) => {}
+                }
+            }
+            if let Some(d) = commit.deltas.get(table) {
+                // A truncate empties every chunk copied so far.
+                let upto = if truncated { c.segments.last().map(|(t, _)| t.as_deref()) } else { None };
+                apply_at(d, Some(&keys), upto, &mut c.rows);
+            }
+        }
+        for p in problems {
+            self.fail("no commit applied twice", p);
+        }
+    }
+
+    /// A copy made in chunks was published.
+    pub(super) fn publish_chunked(&mut self, op: OpId, snap: &SnapRecord, mode: Persistence, up: &Upstream) {
+        self.settle_amends(op, snap.view, snap.table, up);
+        let Some(c) = self.chunking.remove(&op) else { return };
+        if self.chunking_now.get(&snap.view) == Some(&op) {
+            self.chunking_now.remove(&snap.view);
+        }
+        self.mirrors.insert(snap.view, Mirror::published(snap, mode, up, c.rows, Some(c.segments)));
+    }
+}
+
+impl Mirror {
+    /// The mirror of a copy just published: `rows` as the snapshot (or the
+    /// chunks, with their `segments`) made it.
+    pub(super) fn published(
+        snap: &SnapRecord,
+        mode: Persistence,
+        up: &Upstream,
+        rows: TableState,
+        segments: Option<Vec<(Option<Vec<u8>>, Visibility)>>,
+    ) -> Mirror {
+        Mirror {
+            table: snap.table,
+            shape: snap.shape.clone(),
+            kind: up.kind(snap.table).unwrap_or(TableKind::Keyed),
+            mode,
+            vis: snap.vis.clone(),
+            lsn: snap.point.lsn,
+            applied: BTreeSet::new(),
+            rows,
+            partial: false,
+            lost: false,
+            broken: false,
+            verified: 0,
+            segments,
+        }
+    }
+}
