@@ -73,6 +73,7 @@ impl SimOptions {
             (self.bugs.drop_staged_parts, "drop_staged_parts"),
             (self.bugs.keep_abandoned_parts, "keep_abandoned_parts"),
             (self.bugs.skip_chunk_filter, "skip_chunk_filter"),
+            (self.bugs.drop_chunk_changes, "drop_chunk_changes"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
             (self.exec_bugs.drop_captured_removals, "drop_captured_removals"),

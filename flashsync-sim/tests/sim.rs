@@ -158,6 +158,16 @@ fn skip_chunk_filter_is_caught() {
     assert!(seed.is_some(), "skip_chunk_filter went unnoticed in 1000 seeds");
 }
 
+/// The opposite mistake: changes to chunks already copied dropped as if
+/// their snapshots held them. The checker follows the truth, not the
+/// machine's account, so the copy's missing rows show.
+#[test]
+fn dropped_chunk_changes_are_caught() {
+    let bugs = InjectedBugs { drop_chunk_changes: true, ..Default::default() };
+    let seed = find(bugs, "mirror exact", 1000);
+    assert!(seed.is_some(), "drop_chunk_changes went unnoticed in 1000 seeds");
+}
+
 #[test]
 fn apply_while_disabled_is_caught() {
     let bugs = InjectedBugs { apply_while_disabled: true, ..Default::default() };

@@ -45,6 +45,9 @@ enum InStep {
     Discard,
     /// An apply run.
     Run(Vec<RunEntry>),
+    /// Changes into a copy being made (`op`), this many operations:
+    /// answered by `Input::Amended`, whatever the driver says.
+    Amend(OpId, usize),
 }
 
 /// What the driver's store is doing.
@@ -90,8 +93,11 @@ impl<G> StoreQueue<G> {
     }
 
     pub fn push(&mut self, action: StoreAction) {
-        if let StoreAction::Apply(b) = &action {
-            self.ops_in_flight += batch_ops(b);
+        match &action {
+            StoreAction::Apply(b) => self.ops_in_flight += batch_ops(b),
+            // Held back until now, and as much in flight as a batch.
+            StoreAction::Amend { ops, .. } => self.ops_in_flight += ops.ops.len().max(1),
+            _ => {}
         }
         self.queue.push_back(action);
     }
@@ -146,7 +152,8 @@ impl<G> StoreQueue<G> {
                 (StoreStep::Publish { op, generation, job }, InStep::Op(op))
             }
             StoreAction::Amend { op, ops } => {
-                (StoreStep::Amend { op, generation: self.generations.remove(&op), ops }, InStep::Op(op))
+                let n = ops.ops.len().max(1);
+                (StoreStep::Amend { op, generation: self.generations.remove(&op), ops }, InStep::Amend(op, n))
             }
             StoreAction::Discard { op } => {
                 (StoreStep::Discard { op, generation: self.generations.remove(&op) }, InStep::Discard)
@@ -202,10 +209,17 @@ impl<G> StoreQueue<G> {
                 Answered { inputs: vec![Input::StoreDone { op, result }], applied: false, applied_through: None }
             }
             (InStep::Discard, _) => Answered { inputs: Vec::new(), applied: false, applied_through: None },
-            (InStep::Op(op), StoreAnswer::Amended { result, generation }) => {
-                if let Some(g) = generation {
-                    self.generations.insert(op, g);
-                }
+            (InStep::Amend(op, n), answer) => {
+                self.ops_in_flight = self.ops_in_flight.saturating_sub(n);
+                let result = match answer {
+                    StoreAnswer::Amended { result, generation } => {
+                        if let Some(g) = generation {
+                            self.generations.insert(op, g);
+                        }
+                        result
+                    }
+                    other => Err(mismatch(&other)),
+                };
                 Answered { inputs: vec![Input::Amended { op, result }], applied: false, applied_through: None }
             }
             (InStep::Run(entries), StoreAnswer::Applied(results)) => self.finish_run(entries, results),

@@ -65,6 +65,9 @@ pub struct InjectedBugs {
     /// their snapshots' filter: a change a chunk's snapshot already holds is
     /// applied to it again.
     pub skip_chunk_filter: bool,
+    /// Drop the feed's changes to the chunks already copied when a chunk
+    /// lands, as if every chunk's snapshot held them: the copy misses them.
+    pub drop_chunk_changes: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.

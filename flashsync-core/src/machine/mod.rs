@@ -128,7 +128,7 @@ pub use view::ViewPhase;
 
 use crate::change::{ApplyBatch, BatchSeq, Cell, Change, Progress, RowOp, StreamEvent, ViewOps};
 use crate::codec::encode_key;
-use crate::error::{ControlError, SourceError, StoreError};
+use crate::error::{ControlError, SourceError, StoreError, StoreErrorKind};
 use crate::event::{Event, EventKind, Phase as EventPhase};
 use crate::handoff::{Handoff, Segment, Sifted};
 use crate::job::{JobRecord, JobState, Recopy, RecopyReason};
@@ -264,6 +264,8 @@ pub struct Machine {
     out: VecDeque<Output>,
     audit: Vec<AuditRecord>,
     shut_down: bool,
+    /// The store refused to amend a generation: copies go in one piece.
+    chunks_refused: bool,
     stats: Stats,
 }
 
@@ -295,6 +297,7 @@ impl Machine {
             out: VecDeque::new(),
             audit: Vec::new(),
             shut_down: false,
+            chunks_refused: false,
             stats: Stats::default(),
         };
         m.next_batch = state.last_batch.map_or(1, |b| b.0 + 1);

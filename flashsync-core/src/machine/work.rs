@@ -172,8 +172,8 @@ impl Machine {
                     // Only keyed views split: a chunk is a key range, and a
                     // full-row view's changes name no key to place them by.
                     let rows = match shape.local().identity {
-                        Identity::Key => self.cfg.snapshot_chunk_rows,
-                        Identity::FullRow => 0,
+                        Identity::Key if !self.chunks_refused => self.cfg.snapshot_chunk_rows,
+                        Identity::Key | Identity::FullRow => 0,
                     };
                     let hold = HoldBack { since: o.commits_seen, txns: Vec::new(), bytes: 0 };
                     (
@@ -205,7 +205,23 @@ impl Machine {
         };
         let Some(point) = self.checked_point(op, id, result) else { return };
         match end {
-            Some(ChunkEnd::After(last)) => self.chunk_landed(op, id, point, last),
+            Some(ChunkEnd::After(last)) => {
+                // A source that ends a chunk at or below where the one
+                // before ended would put ranges out of order (and could
+                // copy the same keys for ever): refuse it.
+                let after = self.views.get(&id).and_then(|v| match &v.phase {
+                    Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. } => chunks.after.clone(),
+                    _ => None,
+                });
+                if after.is_some_and(|a| encode_key(&last) <= encode_key(&a)) {
+                    self.store(StoreAction::Discard { op });
+                    let msg = "source ended a chunk at or below the key the chunk started after".to_owned();
+                    self.fail_view(id, EventPhase::Snapshot, msg, Retry::Transient);
+                    self.try_start_snapshots();
+                    return;
+                }
+                self.chunk_landed(op, id, point, last)
+            }
             _ => self.copy_complete(op, id, point),
         }
     }
@@ -294,8 +310,8 @@ impl Machine {
     fn chunk_landed(&mut self, op: OpId, id: RelationId, point: SnapshotPoint, last: Key) {
         let Some(v) = self.views.get(&id) else { return };
         let origin = v.def.origin.clone();
-        let (since, position) = self.origins.get(&origin).map_or((0, None), |o| (o.commits_seen, o.applied));
-        let skip_filter = self.bugs().skip_chunk_filter;
+        let since = self.origins.get(&origin).map_or(0, |o| o.commits_seen);
+        let (skip_filter, drop_changes) = (self.bugs().skip_chunk_filter, self.bugs().drop_chunk_changes);
         let audit = self.cfg.audit;
         let Some(v) = self.views.get_mut(&id) else { return };
         let identity = v.schema_identity();
@@ -311,16 +327,9 @@ impl Machine {
         let held = std::mem::take(&mut hold.txns);
         let released = std::mem::replace(&mut hold.bytes, 0);
         hold.since = since;
+        // Points are kept until the copy is live: the job record stores them
+        // for a restart, and only a durable position may retire them.
         let mut handoff = Handoff::so_far(chunks.done.clone());
-        if let Some(position) = position {
-            // Transactions committing before a point the feed is past were
-            // all delivered — the held ones included, which are judged
-            // below with the points as they are: for later ones the point
-            // decides nothing any more.
-            let mut expired = handoff.clone();
-            expired.expire(position);
-            chunks.done = expired.segments().to_vec();
-        }
         if skip_filter {
             handoff = handoff.without_points();
         }
@@ -331,12 +340,15 @@ impl Machine {
             let before = ops.len();
             for op in t.ops {
                 match handoff.sift(op, t.xid, t.final_lsn) {
+                    Some(Sifted::Apply(_)) if drop_changes => self.stats.filtered += 1,
                     Some(Sifted::Apply(op)) => ops.push(op),
                     Some(Sifted::Skip) => self.stats.filtered += 1,
                     None => mixed = true,
                 }
             }
-            if audit && ops.len() > before {
+            // Every held transaction is accounted for, the ones that went
+            // in nowhere too (a checker holds the machine to the truth).
+            if audit {
                 let applied = ops.get(before..).unwrap_or_default();
                 let keys = applied.iter().flat_map(op_keys).collect();
                 let truncated = applied.iter().any(|op| matches!(op, RowOp::Truncate));
@@ -380,6 +392,19 @@ impl Machine {
             _ => return,
         };
         match result {
+            Err(e) if e.kind == StoreErrorKind::Invalid && !self.chunks_refused => {
+                // The store cannot take changes into a copy being made (a
+                // store that says so is never asked): copy in one piece
+                // from now on.
+                self.chunks_refused = true;
+                self.error(
+                    EventPhase::Snapshot,
+                    Some(id),
+                    None,
+                    format!("the store refused changes into a copy being made ({e}); copying in one piece"),
+                );
+                self.restart_copy(op, id, "the store refused changes into a copy being made");
+            }
             Err(e) => {
                 self.store(StoreAction::Discard { op });
                 self.fail_view(id, EventPhase::Snapshot, e.to_string(), Retry::Transient);
@@ -533,10 +558,12 @@ impl Machine {
                 }
                 if mixed {
                     // A held change spans key ranges copied at different
-                    // snapshots: no operation fits both. Nothing of the
-                    // hold-back is applied, and the view is copied again.
-                    ops.clear();
-                    replayed.clear();
+                    // snapshots: no operation fits both. The view never goes
+                    // live on this copy (its job was stored as not running
+                    // with the publish) and is copied again.
+                    let detail = "a change spanned chunks copied at different snapshots".to_owned();
+                    self.mark_diverged(id, RecopyReason::Diverged { detail: detail.clone() }, detail);
+                    return;
                 }
                 if self.cfg.audit {
                     self.audit.push(AuditRecord::Published { view: id, handoff: handoff.clone() });
@@ -591,12 +618,6 @@ impl Machine {
                     for (xid, end_lsn, keys) in replayed {
                         self.audit.push(AuditRecord::Applied { seq, view: id, xid, end_lsn, replay: true, keys });
                     }
-                }
-                if mixed {
-                    // A held change spans key ranges copied at different
-                    // snapshots: no operation fits both; copy again.
-                    let detail = "a change spanned chunks copied at different snapshots".to_owned();
-                    self.mark_diverged(id, RecopyReason::Diverged { detail: detail.clone() }, detail);
                 }
             }
         }

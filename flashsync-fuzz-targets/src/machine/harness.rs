@@ -87,6 +87,8 @@ impl Harness {
             max_batch_ops: usize::from(setup.batch_ops % 5),
             recent_commits: usize::from(setup.recent % 16),
             max_snapshot_races: u32::from(setup.races % 4),
+            // Copies in one piece: the simulator covers copies in chunks.
+            snapshot_chunk_rows: 0,
             audit: true,
             ..Config::default()
         };

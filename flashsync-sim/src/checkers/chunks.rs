@@ -112,7 +112,29 @@ pub(super) fn apply_in_segments(m: &mut Mirror, delta: &Delta, idx: usize, keys:
             break;
         }
     }
-    apply_at(delta, keys, None, &mut m.rows);
+    // The mirror follows the truth, not the machine's account: the commit
+    // belongs wherever its key's range lacks it, so a change the machine
+    // dropped shows as a difference with the copy.
+    match delta {
+        Delta::Set(_) => {
+            let lacking: Vec<Vec<u8>> = delta_keys(delta)
+                .into_iter()
+                .filter(|k| !segment_of(segments, k).is_some_and(|vis| vis.sees(idx)))
+                .collect();
+            apply_at(delta, Some(&lacking), None, &mut m.rows);
+        }
+        Delta::Replace(_) => {
+            let seeing = segments.iter().filter(|(_, vis)| vis.sees(idx)).count();
+            if seeing == 0 {
+                apply_at(delta, None, None, &mut m.rows);
+            } else if seeing < segments.len() {
+                problem = Some(format!(
+                    "commit {idx} truncating a view copied in chunks was applied although some chunks' snapshots \
+                     hold it and others do not"
+                ));
+            }
+        }
+    }
     problem
 }
 
@@ -146,7 +168,11 @@ impl Checker {
     pub fn on_chunk(&mut self, op: OpId, snap: &SnapRecord, first: bool, through: Option<Vec<u8>>, up: &Upstream) {
         if first {
             self.chunking.insert(op, Chunking { segments: Vec::new(), rows: TableState::new(), amends: Vec::new() });
-            self.chunking_now.insert(snap.view, op);
+            // The machine's copy is its newest (operations are numbered in
+            // order within a run): a first chunk of an abandoned, older
+            // copy may still run after a newer copy began.
+            let now = self.chunking_now.entry(snap.view).or_insert(op);
+            *now = (*now).max(op);
         }
         self.settle_amends(op, snap.view, snap.table, up);
         let Some(c) = self.chunking.get_mut(&op) else { return };
@@ -195,10 +221,37 @@ impl Checker {
                     Some(_) => {}
                 }
             }
-            if let Some(d) = commit.deltas.get(table) {
-                // A truncate empties every chunk copied so far.
-                let upto = if truncated { c.segments.last().map(|(t, _)| t.as_deref()) } else { None };
-                apply_at(d, Some(&keys), upto, &mut c.rows);
+            let Some(d) = commit.deltas.get(table) else { continue };
+            let upto = c.segments.last().map(|(t, _)| t.as_deref());
+            match d {
+                // The truth, not the machine's account: the transaction
+                // belongs at every key copied so far whose range lacks it.
+                Delta::Set(_) => {
+                    let lacking: Vec<Vec<u8>> = delta_keys(d)
+                        .into_iter()
+                        .filter(|k| segment_of(&c.segments, k).is_some_and(|vis| !vis.sees(commit.idx)))
+                        .collect();
+                    apply_at(d, Some(&lacking), None, &mut c.rows);
+                }
+                // A truncate goes in only where no chunk copied so far holds
+                // it (otherwise the copy starts over, with no record).
+                Delta::Replace(_) => {
+                    let seen = c.segments.iter().any(|(_, vis)| vis.sees(commit.idx));
+                    if seen && truncated {
+                        problems.push(format!(
+                            "transaction {xid} (end {end_lsn}) truncated view {view}'s copy, although a chunk's \
+                             snapshot already holds it"
+                        ));
+                    } else if !seen {
+                        if !truncated && !commit.ddl {
+                            problems.push(format!(
+                                "transaction {xid} (end {end_lsn}) truncated {table}, but its truncate never reached \
+                                 view {view}'s copy"
+                            ));
+                        }
+                        apply_at(d, Some(&keys), Some(upto.flatten()), &mut c.rows);
+                    }
+                }
             }
         }
         for p in problems {

@@ -101,8 +101,10 @@ pub fn status_json(records: &[JobRecord]) -> Json {
     let mut out = serde_json::to_value(records).unwrap_or(Json::Null);
     for r in out.as_array_mut().into_iter().flatten() {
         lsn(&mut r["last_seen_commit"]);
-        if r["handoff"].is_object() {
-            lsn(&mut r["handoff"]["lsn"]);
+        for segment in r["handoff"]["segments"].as_array_mut().into_iter().flatten() {
+            if segment["point"].is_object() {
+                lsn(&mut segment["point"]["lsn"]);
+            }
         }
         for field in ["updated_at", "next_retry_at", "last_success_at"] {
             time(&mut r[field]);
