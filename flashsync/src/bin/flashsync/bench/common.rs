@@ -34,11 +34,22 @@ pub async fn engine_with(
     store: Arc<dyn Store>,
     persist_interval: Duration,
 ) -> Result<Engine, CliError> {
+    engine_configured(conn, store, persist_interval, flashsync::Config::default()).await
+}
+
+/// [`engine_with`] with machine settings.
+pub async fn engine_configured(
+    conn: &ConnInfo,
+    store: Arc<dyn Store>,
+    persist_interval: Duration,
+    config: flashsync::Config,
+) -> Result<Engine, CliError> {
     let source = PgSource::new(source_config(conn)?).map_err(err)?;
     Engine::builder()
         .shared_store(store)
         .origin(ORIGIN, source)
         .persist_interval(persist_interval)
+        .config(config)
         .open()
         .await
         .map_err(err)

@@ -64,6 +64,14 @@ pub enum Which {
         store: BenchStore,
         #[arg(long)]
         pg: Option<String>,
+        /// Meanwhile, copy a realtime view of a table of this many rows (in
+        /// chunks, the default) while writers update random keys of it, and
+        /// report the latency during the copy apart.
+        #[arg(long)]
+        during_copy: Option<u64>,
+        /// Rows per chunk of that copy (0: in one piece).
+        #[arg(long, default_value_t = flashsync::Config::default().snapshot_chunk_rows)]
+        chunk_rows: u64,
     },
     /// Peak memory while streaming one transaction of N rows.
     Bigtxn {
@@ -111,8 +119,9 @@ pub async fn run(which: Which) -> Result<(), CliError> {
             snapshot::run(rows, store, pg.as_deref(), mode).await?
         }
         Which::Stream { txns, store, pg } => stream::run(txns, store, pg.as_deref()).await?,
-        Which::Latency { rate, seconds, persist_ms, store, pg } => {
-            latency::run(rate, seconds, persist_ms, store, pg.as_deref()).await?
+        Which::Latency { rate, seconds, persist_ms, store, pg, during_copy, chunk_rows } => {
+            let copy = during_copy.map(|rows| latency::DuringCopy { rows, chunk_rows });
+            latency::run(rate, seconds, persist_ms, store, pg.as_deref(), copy).await?
         }
         Which::Fanout { views, commits } => fanout::run(views, commits).await?,
         Which::Filtered { views, txns, on, identity, store } => filtered::run(views, txns, on, identity, store).await?,
