@@ -131,6 +131,11 @@ pub struct PgSource {
     /// Shared connection for catalog and slot/publication management.
     control: SharedControl,
     shapes: Shapes,
+    /// A snapshot connection kept after a copy that ended well, for the
+    /// next one: a copy in chunks takes one snapshot per chunk, and a
+    /// connection (TCP, TLS, authentication, session settings) per chunk
+    /// cost more than the snapshot itself.
+    spare: std::sync::Mutex<Option<Client>>,
 }
 
 impl std::fmt::Debug for PgSource {
@@ -159,7 +164,7 @@ impl PgSource {
             return Err(SourceError::new(SourceErrorKind::Refused, "publication name must be 1 to 63 bytes"));
         }
         let control = SharedControl::new(config.conn.clone(), config.application_name.clone());
-        Ok(PgSource { config, control, shapes: Shapes::default() })
+        Ok(PgSource { config, control, shapes: Shapes::default(), spare: std::sync::Mutex::new(None) })
     }
 
     /// Connects once and disconnects: for a process to find out at start
@@ -186,6 +191,26 @@ impl PgSource {
 
     async fn connect(&self) -> Result<Client, SourceError> {
         self.control.connect_new().await
+    }
+
+    /// A connection for a snapshot: the spare one if it is still open, a
+    /// new one otherwise.
+    async fn snapshot_client(&self) -> Result<Client, SourceError> {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match spare {
+            Some(c) if !c.is_closed() => Ok(c),
+            _ => self.connect().await,
+        }
+    }
+
+    /// Keeps a connection whose copy ended well (its transaction is over)
+    /// for the next snapshot. One is enough: copies in chunks run one
+    /// chunk at a time; concurrent copies of other views connect anew.
+    fn keep_spare(&self, client: Client) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.is_none() {
+            *spare = Some(client);
+        }
     }
 
     /// Runs `f` with the shared control connection, reconnecting if needed.
@@ -236,8 +261,10 @@ impl Source for PgSource {
         shape: &ViewShape,
         sink: &mut dyn RowSink,
     ) -> Result<SnapshotPoint, SourceError> {
-        let mut client = self.connect().await?;
-        snapshot::take(&mut client, relation, shape, sink, &self.snapshot_limits()).await
+        let mut client = self.snapshot_client().await?;
+        let point = snapshot::take(&mut client, relation, shape, sink, &self.snapshot_limits()).await?;
+        self.keep_spare(client);
+        Ok(point)
     }
 
     /// Splits by the key when its Postgres order is provably the order of
@@ -256,9 +283,11 @@ impl Source for PgSource {
         rows: u64,
         sink: &mut dyn RowSink,
     ) -> Result<CopiedChunk, SourceError> {
-        let mut client = self.connect().await?;
+        let mut client = self.snapshot_client().await?;
         let chunk = ChunkRequest { after, rows };
-        snapshot::take_chunk(&mut client, relation, shape, chunk, sink, &self.snapshot_limits()).await
+        let copied = snapshot::take_chunk(&mut client, relation, shape, chunk, sink, &self.snapshot_limits()).await?;
+        self.keep_spare(client);
+        Ok(copied)
     }
 
     async fn subscribe(&self, resume: Option<Lsn>) -> Result<Subscription, SourceError> {

@@ -102,11 +102,10 @@ pub struct Config {
     /// changes ([`Store::amends_generations`](crate::Store::amends_generations));
     /// drivers set 0 otherwise. Default 250,000, by measurement (`flashsync
     /// bench snapshot --realtime --chunk-rows N`, 1M rows into fjall: ratio
-    /// to the `COPY` drain 0.68–0.75 at 250,000, 0.61–0.62 at 100,000, 0.43
-    /// at 25,000 — each chunk costs a connection, a snapshot and an index
-    /// range scan — and 0.63–0.66 in one piece); a chunk of that size
-    /// copies in about a fifth of a second, so what is held back meanwhile
-    /// stays small.
+    /// to the `COPY` drain 0.73–0.74 at 250,000, 0.65–0.70 at 100,000, 0.60
+    /// at 25,000 — each chunk costs a snapshot and an index range scan —
+    /// and 0.63–0.66 in one piece); a chunk of that size copies in about a
+    /// fifth of a second, so what is held back meanwhile stays small.
     pub snapshot_chunk_rows: u64,
     /// Record an [`AuditRecord`] for every transaction applied to a view and
     /// every copy published, drained with
