@@ -11,11 +11,12 @@
 //!    lose a suffix of non-persisted batches — never a prefix, never part of
 //!    one. Every other mutating call (`put_view`, `put_job`, `forget`,
 //!    [`Generation::publish`], ...) is durable when it returns.
-//! 3. **Atomic replacement.** Rows written through a [`Generation`] are
-//!    invisible until `publish`, which switches the view to them in one step
-//!    (together with the job record); readers and crashes see the old copy or
-//!    the new one, never a mix. A discarded or abandoned generation leaves no
-//!    visible trace and its space is reclaimed.
+//! 3. **Atomic replacement.** Rows written through a [`Generation`] (and
+//!    the changes [`Generation::amend`] makes to them, for a copy made in
+//!    chunks) are invisible until `publish`, which switches the view to them
+//!    in one step (together with the job record); readers and crashes see
+//!    the old copy or the new one, never a mix. A discarded or abandoned
+//!    generation leaves no visible trace and its space is reclaimed.
 //! 4. **Row semantics** follow [`apply_ops`](crate::rowops::apply_ops):
 //!    keyed views are maps, full-row views are multisets, `Update` keeps
 //!    unchanged cells. Stores should implement `apply` with that helper.
