@@ -239,6 +239,60 @@ fn hand_off_skips_exactly_what_the_snapshot_holds() {
     assert_eq!(h.m.status(&Selector::All)[0].state, JobState::Running);
 }
 
+/// A copy in chunks (DESIGN §10), by hand: each held change is judged by
+/// the range its key is in, when that range's chunk lands — and, once the
+/// copy is live, until the feed passes every chunk's snapshot.
+#[test]
+fn a_copy_in_chunks_takes_each_change_where_its_range_lacks_it() {
+    let mut h = H::load_with(StoredState::default(), Config { snapshot_chunk_rows: 2, ..Config::default() });
+    let op = h.bootstrap();
+    // While the first chunk (keys up to 2) is copied: xid 50 is visible to
+    // its snapshot, xid 70 is not, and xid 71 changes a key above the chunk.
+    h.commit(50, 200, ins(1, "seen by chunk 1"));
+    h.commit(70, 400, ins(2, "after chunk 1"));
+    h.commit(71, 500, ins(9, "above chunk 1"));
+    let p1 = SnapshotPoint { xmin: 60, xmax: 60, xip: vec![], lsn: Lsn(350), rows: 2 };
+    let end = crate::source::ChunkEnd::After(key![2]);
+    h.input(Input::ChunkCopied { op, result: Ok(crate::source::CopiedChunk { point: p1, end }) });
+    // Only xid 70's change goes into the copy being made; nothing shows.
+    let amended = h.take(|o| match o {
+        Output::Store(StoreAction::Amend { op: o2, ops }) if *o2 == op => Some(ops.ops.clone()),
+        _ => None,
+    });
+    assert_eq!(amended, vec![RowOp::Insert { key: key![2], row: row![2, "after chunk 1"] }]);
+    assert!(h.applied_batches().iter().all(|b| b.views.is_empty()), "nothing is visible before the copy is whole");
+    h.input(Input::Amended { op, result: Ok(ApplyReport::default()) });
+    // The next chunk starts above key 2, into the same generation.
+    let next = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op: o2, chunk: Some(c), .. }) if *o2 == op => Some(c.clone()),
+        _ => None,
+    });
+    assert_eq!(next.after, Some(key![2]));
+    // While the second (last) chunk is copied: xid 72 changes key 1 (the
+    // first chunk lacks it), xid 73 key 9 (the second chunk's snapshot
+    // holds it).
+    h.commit(72, 600, ins(1, "after chunk 1 too"));
+    h.commit(73, 700, ins(9, "seen by chunk 2"));
+    let p2 = SnapshotPoint { xmin: 80, xmax: 80, xip: vec![], lsn: Lsn(750), rows: 1 };
+    let end = crate::source::ChunkEnd::Done;
+    h.input(Input::ChunkCopied { op, result: Ok(crate::source::CopiedChunk { point: p2, end }) });
+    h.settle_store();
+    let batches = h.applied_batches();
+    let replay = batches.iter().find(|b| b.progress == Progress::Replay).expect("a replay batch");
+    assert_eq!(replay.views[0].ops, vec![RowOp::Insert { key: key![1], row: row![1, "after chunk 1 too"] }]);
+    // Live, before the feed passes the second chunk's snapshot: a
+    // transaction the second chunk holds but the first lacks applies at
+    // the first chunk's keys only.
+    h.feed(StreamEvent::Begin { xid: 74, final_lsn: Lsn(720), commit_time: Timestamp(0) });
+    h.feed(StreamEvent::Change(ins(1, "late")));
+    h.feed(StreamEvent::Change(ins(9, "late")));
+    h.feed(StreamEvent::Commit { end_lsn: Lsn(728) });
+    let batches = h.applied_batches();
+    let commit = batches.iter().find(|b| matches!(b.progress, Progress::Commit { .. })).expect("a commit batch");
+    assert_eq!(commit.views[0].ops, vec![RowOp::Insert { key: key![1], row: row![1, "late"] }]);
+    assert_eq!(h.m.status(&Selector::All)[0].state, JobState::Running);
+}
+
 #[test]
 fn a_snapshot_that_raced_a_delivered_commit_is_taken_again() {
     let mut h = H::new();
