@@ -139,7 +139,8 @@ pub(super) fn apply_in_segments(m: &mut Mirror, delta: &Delta, idx: usize, keys:
 }
 
 impl Checker {
-    /// A chunk's rows must be what its snapshot saw in its key range.
+    /// A chunk's rows must be what its snapshot saw in its key range (a
+    /// whole copy is the chunk with neither bound).
     pub fn check_chunk_rows(
         &mut self,
         snap: &SnapRecord,

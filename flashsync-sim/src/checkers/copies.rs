@@ -165,28 +165,6 @@ impl Checker {
         self.mirrors.insert(snap.view, Mirror::published(snap, mode, up, rows, None));
     }
 
-    /// The model's snapshot rows must be what its visible commits add up to.
-    pub fn check_snapshot_rows(&mut self, snap: &SnapRecord, rows: Vec<Row>, up: &Upstream) {
-        let mut want = TableState::new();
-        for &i in up.commits_on(snap.table) {
-            if snap.vis.sees(i) {
-                if let Some(d) = up.history().get(i).and_then(|c| c.deltas.get(snap.table)) {
-                    d.apply(&mut want);
-                }
-            }
-        }
-        let (got, want) = (multiset(&rows), admitted(&snap.shape, &want));
-        if got != want {
-            self.fail(
-                "upstream model: snapshot content",
-                format!(
-                    "snapshot of {} for view {} returned {got:?}, its visible commits add up to {want:?}",
-                    snap.table, snap.view
-                ),
-            );
-        }
-    }
-
     /// A view was forgotten in the store.
     pub fn on_forgotten(&mut self, id: RelationId) {
         self.mirrors.remove(&id);

@@ -93,10 +93,8 @@ impl World {
         match result {
             Ok(point) => {
                 self.counters.snapshots += 1;
-                let table =
-                    crate::upstream::TABLES.iter().map(|(t, _)| *t).find(|t| *t == relation.table).unwrap_or("unknown");
-                let rec = SnapRecord { view, table, point: point.clone(), vis, shape };
-                self.checker.check_snapshot_rows(&rec, rows, &self.up);
+                let rec = SnapRecord { view, table: table_of(&relation), point: point.clone(), vis, shape };
+                self.checker.check_chunk_rows(&rec, rows, None, None, &self.up);
                 self.snaps.insert(op, rec);
                 self.snap_generations.insert(op, generation);
                 self.schedule(d, Ev::SnapshotDone { inc, op, result: Ok(point) });
@@ -143,8 +141,7 @@ impl World {
         match result {
             Ok(copied) => {
                 self.counters.snapshots += 1;
-                let table =
-                    crate::upstream::TABLES.iter().map(|(t, _)| *t).find(|t| *t == relation.table).unwrap_or("unknown");
+                let table = table_of(&relation);
                 let after = chunk.after.as_ref().map(flashsync_core::codec::encode_key);
                 let through = match &copied.end {
                     flashsync_core::ChunkEnd::After(k) => Some(flashsync_core::codec::encode_key(k)),
@@ -253,4 +250,9 @@ impl World {
             self.kick();
         }
     }
+}
+
+/// The model's name for the table `relation` copies.
+fn table_of(relation: &UpstreamRelation) -> &'static str {
+    crate::upstream::TABLES.iter().map(|(t, _)| *t).find(|t| *t == relation.table).unwrap_or("unknown")
 }
