@@ -4,9 +4,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::handoff::Handoff;
+use crate::handoff::{Handoff, Segment};
 use crate::lsn::Lsn;
 use crate::time::Timestamp;
+use crate::value::Key;
 use crate::view::{Persistence, RelationId, ViewName};
 
 /// A job's state, as the spec names them.
@@ -105,6 +106,11 @@ pub struct JobRecord {
     /// reason replaces it. Records stored before it existed load without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_recopy: Option<Recopy>,
+    /// While a copy in chunks is being made: how far it got, stored with
+    /// its rows ([`Generation::checkpoint`](crate::Generation::checkpoint))
+    /// so that a restart continues it instead of starting over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyCheckpoint>,
     /// The view's row filter as written (`where`), when it keeps only some
     /// rows. Filled in by [`Machine::status`](crate::Machine::status) from
     /// the definition; not part of the stored job.
@@ -136,6 +142,7 @@ impl JobRecord {
             last_success_at: None,
             handoff: None,
             last_recopy: None,
+            copy: None,
             filter: None,
             columns: None,
         }
@@ -152,6 +159,28 @@ impl JobRecord {
     pub fn recopy_pending(&self) -> bool {
         self.last_recopy.as_ref().is_some_and(|r| self.last_success_at.is_none_or(|s| s < r.at))
     }
+}
+
+/// How far a copy in chunks got, as of its last checkpoint: enough to
+/// continue it after a restart (DESIGN §10).
+///
+/// The copy's generation holds the rows of `segments` (every key up to
+/// `after`) and, at those keys, every feed transaction committed before
+/// `through` that their segment's snapshot lacks. The feed is never
+/// acknowledged past `through` while the copy is unfinished, so a restart
+/// receives every transaction from there on again, and sifts it as the
+/// running copy would have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyCheckpoint {
+    /// The key ranges copied so far, in key order, each with its snapshot.
+    pub segments: Vec<Segment>,
+    /// The last key copied: the copy continues above it.
+    pub after: Key,
+    /// Rows the chunks so far copied (for progress).
+    pub rows: u64,
+    /// Feed position: every transaction whose commit starts before it has
+    /// been taken into the copy (or found to be in it already).
+    pub through: Lsn,
 }
 
 /// A decision to copy a view again: why, and when it was taken.

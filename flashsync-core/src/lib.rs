@@ -74,7 +74,7 @@ pub use error::{
 };
 pub use event::{Event, EventKind, Phase, SyncSummary};
 pub use handoff::{Handoff, Segment, Sifted, Verdict};
-pub use job::{JobRecord, JobState, Recopy, RecopyReason};
+pub use job::{CopyCheckpoint, JobRecord, JobState, Recopy, RecopyReason};
 pub use lsn::Lsn;
 pub use machine::{AuditRecord, Config, Input, Machine, OpId, Output, Reply, RequestId, SourceAction, StoreAction};
 pub use predicate::{BoundPredicate, Predicate, PredicateError};

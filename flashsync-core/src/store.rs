@@ -37,6 +37,14 @@
 //! 6. **Key order.** Scans return rows in the order of their keys'
 //!    [`encode_key`](crate::codec::encode_key) bytes.
 //! 7. **Errors, not panics**, for every failure, including corrupt bytes on disk.
+//! 8. **Resumable copies** (stores that [`Store::resumes_generations`]):
+//!    [`Generation::checkpoint`] makes the generation's rows and its
+//!    changes so far durable together with a job record, in one step. Such
+//!    a generation survives a crash or a reopen, invisible and unreclaimed,
+//!    and [`Store::resume_generation`] hands it back holding the rows as of
+//!    its last checkpoint (rows written after it, all keyed above the
+//!    checkpoint's last key, are dropped). It ends with its `publish`, its
+//!    `discard`, a `begin_generation` for the same view, or `forget`.
 //!
 //! The [`conformance`](crate::conformance) suite checks all of this against
 //! any implementation.
@@ -155,6 +163,22 @@ pub trait Generation: RowSink {
             "this store cannot apply changes to an unpublished copy",
         ))
     }
+
+    /// [`amend`](Self::amend)s with `ops`, then makes the generation — its
+    /// rows and every change so far — durable together with `job` (whose
+    /// [`copy`](JobRecord::copy) says how far the copy got), in one step:
+    /// after a crash the store holds either the previous checkpoint and
+    /// job record or both of these (guarantee 8). Only called when the
+    /// store says it can ([`Store::resumes_generations`]), and then instead
+    /// of `amend`; the default refuses.
+    async fn checkpoint(&mut self, ops: ViewOps, job: &JobRecord) -> Result<ApplyReport, StoreError> {
+        let _ = (ops, job);
+        Err(StoreError::new(
+            StoreErrorKind::Invalid,
+            "checkpoint a generation",
+            "this store cannot keep an unpublished copy across restarts",
+        ))
+    }
 }
 
 /// The durable home of a flashsync instance: catalog, jobs, progress, rows.
@@ -188,6 +212,29 @@ pub trait Store: Send + Sync + 'static {
     /// one piece). The default says no.
     fn amends_generations(&self) -> bool {
         false
+    }
+
+    /// Whether its generations take [`Generation::checkpoint`] and survive
+    /// restarts (guarantee 8), so a copy in chunks continues where it was
+    /// after a crash. Implies [`amends_generations`](Self::amends_generations).
+    /// The default says no.
+    fn resumes_generations(&self) -> bool {
+        false
+    }
+
+    /// The unfinished copy of view `id` its last checkpoint left, to go on
+    /// filling: rows keyed above `after` (written after the checkpoint) are
+    /// dropped first. `None` when there is none, or when it was made with
+    /// another schema than `schema` (it is then dropped). The default has
+    /// none.
+    async fn resume_generation(
+        &self,
+        id: RelationId,
+        schema: &RelationSchema,
+        after: &Key,
+    ) -> Result<Option<Box<dyn Generation>>, StoreError> {
+        let _ = (id, schema, after);
+        Ok(None)
     }
 
     /// Applies one batch atomically (not necessarily durably).

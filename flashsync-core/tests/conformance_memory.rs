@@ -24,7 +24,7 @@ mod mutants {
     use flashsync_core::rowops::ApplyReport;
     use flashsync_core::{
         ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, Progress, RelationId, RelationSchema,
-        Row, RowOp, Store, StoreError, StoredState, ViewRecord,
+        Row, RowOp, RowSink, Store, StoreError, StoredState, ViewOps, ViewRecord,
     };
 
     #[derive(Clone, Copy, PartialEq)]
@@ -42,6 +42,8 @@ mod mutants {
         ForgetKeepsJob,
         /// `count` counts distinct rows, not copies.
         CountsDistinctRows,
+        /// A checkpoint only amends: nothing of it is kept.
+        CheckpointNotKept,
     }
 
     #[derive(Clone)]
@@ -77,7 +79,22 @@ mod mutants {
             id: RelationId,
             schema: &RelationSchema,
         ) -> Result<Box<dyn Generation>, StoreError> {
-            self.inner.begin_generation(id, schema).await
+            let inner = self.inner.begin_generation(id, schema).await?;
+            Ok(match self.defect {
+                Defect::CheckpointNotKept => Box::new(Forgetful(inner)),
+                _ => inner,
+            })
+        }
+        fn resumes_generations(&self) -> bool {
+            self.inner.resumes_generations()
+        }
+        async fn resume_generation(
+            &self,
+            id: RelationId,
+            schema: &RelationSchema,
+            after: &Key,
+        ) -> Result<Option<Box<dyn Generation>>, StoreError> {
+            self.inner.resume_generation(id, schema, after).await
         }
         async fn apply(&self, mut batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
             match self.defect {
@@ -117,6 +134,32 @@ mod mutants {
         }
     }
 
+    /// A generation whose checkpoints keep nothing.
+    struct Forgetful(Box<dyn Generation>);
+
+    #[async_trait]
+    impl RowSink for Forgetful {
+        async fn write(&mut self, rows: Vec<Row>) -> Result<(), StoreError> {
+            self.0.write(rows).await
+        }
+    }
+
+    #[async_trait]
+    impl Generation for Forgetful {
+        async fn publish(self: Box<Self>, job: &JobRecord) -> Result<(), StoreError> {
+            self.0.publish(job).await
+        }
+        async fn discard(self: Box<Self>) -> Result<(), StoreError> {
+            self.0.discard().await
+        }
+        async fn amend(&mut self, ops: ViewOps) -> Result<ApplyReport, StoreError> {
+            self.0.amend(ops).await
+        }
+        async fn checkpoint(&mut self, ops: ViewOps, _job: &JobRecord) -> Result<ApplyReport, StoreError> {
+            self.0.amend(ops).await
+        }
+    }
+
     fn failing_checks(defect: Defect) -> Vec<&'static str> {
         let result = futures::executor::block_on(conformance::run_all(|| Broken { inner: MemoryStore::new(), defect }));
         match result {
@@ -153,6 +196,25 @@ mod mutants {
             Ok(()) => Vec::new(),
             Err(Failures(failures)) => failures.into_iter().map(|f| f.check).collect(),
         };
-        assert_eq!(failing, ["crash_keeps_persisted_batches", "crash_keeps_durable_mutations"]);
+        assert_eq!(
+            failing,
+            ["crash_keeps_persisted_batches", "crash_keeps_durable_mutations", "checkpoints_survive_a_crash"]
+        );
+    }
+
+    #[test]
+    fn the_crash_checks_catch_a_checkpoint_that_keeps_nothing() {
+        let result = futures::executor::block_on(conformance::run_all_with_crash(
+            || Broken { inner: MemoryStore::new(), defect: Defect::CheckpointNotKept },
+            |store: Broken| {
+                store.inner.crash();
+                store
+            },
+        ));
+        let failing: Vec<_> = match result {
+            Ok(()) => Vec::new(),
+            Err(Failures(failures)) => failures.into_iter().map(|f| f.check).collect(),
+        };
+        assert_eq!(failing, ["checkpoints_survive_a_crash"]);
     }
 }

@@ -6,7 +6,8 @@ use super::fixtures::{full2, ins, ins_full, job, keyed3, load, ops, published, r
 use super::Failure;
 use crate::change::{Cell, RowOp, ViewOps};
 use crate::encoded::EncodedRows;
-use crate::job::JobState;
+use crate::job::{CopyCheckpoint, JobState};
+use crate::lsn::Lsn;
 use crate::schema::{Identity, RelationSchema};
 use crate::store::{Generation, Store};
 use crate::value::Row;
@@ -236,4 +237,88 @@ pub async fn generation_amend_conflicts<S: Store>(store: &S) -> Result<(), Failu
     cx.eq("keyed rows after discards", rows(&cx, store, keyed.relation_id).await?, vec![row![1, "old", "x"]])?;
     cx.eq("full rows after discards", rows(&cx, store, full.relation_id).await?, vec![row![1, "old"]])?;
     cx.eq("stored state after discards", load(&cx, store).await?, before)
+}
+
+/// A checkpointed generation (guarantee 8) survives a crash with its job
+/// record, invisible; resumed, it holds exactly the rows and changes as of
+/// its checkpoint (rows written after it dropped) and goes on to publish.
+/// Resuming with another schema, or after the copy was discarded or
+/// replaced by a new one, finds nothing. Skipped by stores that do not
+/// resume generations.
+pub async fn checkpoints_survive_a_crash<S: Store>(store: S, crash: &mut impl FnMut(S) -> S) -> Result<(), Failure> {
+    use crate::{key, row};
+    let cx = Ctx::new("checkpoints_survive_a_crash");
+    if !store.resumes_generations() {
+        return Ok(());
+    }
+    let old = vec![row![1, "old", "x"]];
+    let v = published(&cx, &store, 1, &keyed3(), old.clone()).await?;
+    let id = v.relation_id;
+    let mut generation = cx.ok("begin_generation", store.begin_generation(id, &keyed3()).await)?;
+    cx.ok(
+        "generation write",
+        generation.write(vec![row![1, "a", "n1"], row![2, "b", "n2"], row![3, "c", "n3"]]).await,
+    )?;
+    let mut checkpointed = job(&v, JobState::Idle, 9);
+    checkpointed.copy = Some(CopyCheckpoint { segments: Vec::new(), after: key![3], rows: 3, through: Lsn(40) });
+    let changes = vec![
+        RowOp::Update {
+            old_key: None,
+            key: key![2],
+            new: vec![Cell::Set(2.into()), Cell::Set("B".into()), Cell::Unchanged],
+        },
+        RowOp::Delete { key: key![1] },
+    ];
+    let report = cx.ok("checkpoint", generation.checkpoint(ops(&v, Identity::Key, changes), &checkpointed).await)?;
+    cx.ensure(report.conflicts.is_empty(), || format!("checkpoint reported conflicts: {:?}", report.conflicts))?;
+    // The next chunk's rows, written but never checkpointed.
+    cx.ok("generation write", generation.write(vec![row![4, "lost", "n4"], row![5, "lost", "n5"]]).await)?;
+    drop(generation);
+
+    let store = crash(store);
+    let state = load(&cx, &store).await?;
+    cx.eq("job after the crash", state.jobs, vec![checkpointed.clone()])?;
+    cx.eq("rows after the crash", rows(&cx, &store, id).await?, old.clone())?;
+    let other = RelationSchema::keyed(keyed3().source_id, super::fixtures::columns(&["id", "name"]), vec![0]);
+    // Resumed with the schema it was made with: the checkpoint's rows.
+    let mut generation = match cx.ok("resume_generation", store.resume_generation(id, &keyed3(), &key![3]).await)? {
+        Some(g) => g,
+        None => return Err(cx.fail("resume_generation found no copy after a checkpoint and a crash")),
+    };
+    cx.ok("generation write", generation.write(vec![row![4, "d", "n4"], row![6, "f", "n6"]]).await)?;
+    let mut done = checkpointed.clone();
+    done.copy = None;
+    cx.ok("publish", generation.publish(&done).await)?;
+    let want = vec![row![2, "B", "n2"], row![3, "c", "n3"], row![4, "d", "n4"], row![6, "f", "n6"]];
+    cx.eq("rows after the resumed copy's publish", rows(&cx, &store, id).await?, want)?;
+    let again = cx.ok("resume_generation", store.resume_generation(id, &keyed3(), &key![3]).await)?;
+    cx.ensure(again.is_none(), || "a published copy was resumed again".into())?;
+
+    // Another schema finds nothing, and drops the copy.
+    let mut generation = cx.ok("begin_generation", store.begin_generation(id, &keyed3()).await)?;
+    cx.ok("generation write", generation.write(vec![row![7, "g", "n7"]]).await)?;
+    cx.ok("checkpoint", generation.checkpoint(ops(&v, Identity::Key, Vec::new()), &checkpointed).await)?;
+    drop(generation);
+    let store = crash(store);
+    let other_schema = cx.ok("resume_generation", store.resume_generation(id, &other, &key![7]).await)?;
+    cx.ensure(other_schema.is_none(), || "a copy was resumed with another schema than it was made with".into())?;
+    let gone = cx.ok("resume_generation", store.resume_generation(id, &keyed3(), &key![7]).await)?;
+    cx.ensure(gone.is_none(), || "a copy refused for its schema was resumed later".into())?;
+
+    // A new copy of the view replaces a checkpointed one; so does a discard.
+    let mut generation = cx.ok("begin_generation", store.begin_generation(id, &keyed3()).await)?;
+    cx.ok("checkpoint", generation.checkpoint(ops(&v, Identity::Key, Vec::new()), &checkpointed).await)?;
+    drop(generation);
+    let newer = cx.ok("begin_generation", store.begin_generation(id, &keyed3()).await)?;
+    cx.ok("discard", newer.discard().await)?;
+    let replaced = cx.ok("resume_generation", store.resume_generation(id, &keyed3(), &key![7]).await)?;
+    cx.ensure(replaced.is_none(), || "a copy replaced by a newer one was resumed".into())?;
+    let mut generation = cx.ok("begin_generation", store.begin_generation(id, &keyed3()).await)?;
+    cx.ok("checkpoint", generation.checkpoint(ops(&v, Identity::Key, Vec::new()), &checkpointed).await)?;
+    cx.ok("discard", generation.discard().await)?;
+    let store = crash(store);
+    let discarded = cx.ok("resume_generation", store.resume_generation(id, &keyed3(), &key![7]).await)?;
+    cx.ensure(discarded.is_none(), || "a discarded copy was resumed".into())?;
+    cx.eq("rows at the end", rows(&cx, &store, id).await?.len(), 4)?;
+    Ok(())
 }

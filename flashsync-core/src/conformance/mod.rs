@@ -78,7 +78,7 @@ use std::fmt;
 
 use crate::store::Store;
 
-pub use amend::{generation_amend_conflicts, generation_amends};
+pub use amend::{checkpoints_survive_a_crash, generation_amend_conflicts, generation_amends};
 pub use batches::{
     apply_many_stops_at_a_failure, batches_are_atomic, replay_keeps_progress, sequence_numbers_increase,
     staged_transactions,
@@ -191,6 +191,9 @@ pub async fn run_all_with_crash<S: Store>(
         failures.push(failure);
     }
     if let Err(failure) = crash_keeps_durable_mutations(make(), &mut crash).await {
+        failures.push(failure);
+    }
+    if let Err(failure) = checkpoints_survive_a_crash(make(), &mut crash).await {
         failures.push(failure);
     }
     if failures.is_empty() {

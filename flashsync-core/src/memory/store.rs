@@ -32,6 +32,9 @@ struct State {
     /// Views whose copy an applied batch could not fit (a conflict): dirty
     /// until published again or forgotten, whatever commits follow.
     diverged: BTreeSet<RelationId>,
+    /// Unfinished copies kept by a checkpoint, per view: the generation's
+    /// number, schema and rows as of the checkpoint.
+    checkpoints: BTreeMap<RelationId, (u64, RelationSchema, Rows)>,
     last_seq: Option<BatchSeq>,
 }
 
@@ -149,6 +152,8 @@ impl RowAccess for Access<'_> {
 struct MemoryGeneration {
     store: MemoryStore,
     id: RelationId,
+    /// Tells this generation's checkpoint from a later copy's.
+    number: u64,
     schema: RelationSchema,
     rows: Rows,
 }
@@ -197,13 +202,43 @@ impl Generation for MemoryGeneration {
                 state.copies.insert(self.id, (self.schema.clone(), self.rows.clone()));
                 state.jobs.insert(self.id, job.clone());
                 state.diverged.remove(&self.id);
+                state.checkpoints.remove(&self.id);
             }
         }
         Ok(())
     }
 
     async fn discard(self: Box<Self>) -> Result<(), StoreError> {
+        let mut inner = self.store.lock();
+        let inner = &mut *inner;
+        for state in [&mut inner.live, &mut inner.durable] {
+            if state.checkpoints.get(&self.id).is_some_and(|(n, _, _)| *n == self.number) {
+                state.checkpoints.remove(&self.id);
+            }
+        }
         Ok(())
+    }
+
+    async fn checkpoint(&mut self, ops: ViewOps, job: &JobRecord) -> Result<ApplyReport, StoreError> {
+        if job.relation_id != self.id {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                "checkpoint",
+                format!("job record of view {} given for a copy of view {}", job.relation_id, self.id),
+            ));
+        }
+        let report = self.amend(ops).await?;
+        let mut inner = self.store.lock();
+        if !inner.live.views.contains_key(&self.id) {
+            return Err(StoreError::no_view("checkpoint", self.id));
+        }
+        // Durable on return: both states get the same copy of the rows.
+        let inner = &mut *inner;
+        for state in [&mut inner.live, &mut inner.durable] {
+            state.checkpoints.insert(self.id, (self.number, self.schema.clone(), self.rows.clone()));
+            state.jobs.insert(self.id, job.clone());
+        }
+        Ok(report)
     }
 
     async fn amend(&mut self, ops: ViewOps) -> Result<ApplyReport, StoreError> {
@@ -294,6 +329,7 @@ impl Store for MemoryStore {
             state.jobs.remove(&id);
             state.copies.remove(&id);
             state.diverged.remove(&id);
+            state.checkpoints.remove(&id);
         }
         Ok(())
     }
@@ -309,6 +345,32 @@ impl Store for MemoryStore {
 
     fn amends_generations(&self) -> bool {
         true
+    }
+
+    fn resumes_generations(&self) -> bool {
+        true
+    }
+
+    async fn resume_generation(
+        &self,
+        id: RelationId,
+        schema: &RelationSchema,
+        after: &Key,
+    ) -> Result<Option<Box<dyn Generation>>, StoreError> {
+        let mut inner = self.lock();
+        let Some((number, kept, rows)) = inner.live.checkpoints.get(&id).cloned() else {
+            return Ok(None);
+        };
+        if kept != *schema {
+            let inner = &mut *inner;
+            for state in [&mut inner.live, &mut inner.durable] {
+                state.checkpoints.remove(&id);
+            }
+            return Ok(None);
+        }
+        let bound = encode_key(after);
+        let rows = rows.into_iter().filter(|(k, _)| *k <= bound).collect();
+        Ok(Some(Box::new(MemoryGeneration { store: self.clone(), id, number, schema: kept, rows })))
     }
 
     async fn begin_generation(
@@ -328,7 +390,13 @@ impl Store for MemoryStore {
             ));
         }
         inner.next_generation += 1;
-        Ok(Box::new(MemoryGeneration { store: self.clone(), id, schema: schema.clone(), rows: Rows::new() }))
+        let number = inner.next_generation;
+        // A new copy replaces whatever unfinished one a checkpoint kept.
+        let inner = &mut *inner;
+        for state in [&mut inner.live, &mut inner.durable] {
+            state.checkpoints.remove(&id);
+        }
+        Ok(Box::new(MemoryGeneration { store: self.clone(), id, number, schema: schema.clone(), rows: Rows::new() }))
     }
 
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {
