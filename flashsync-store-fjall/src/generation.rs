@@ -19,7 +19,16 @@
 //! changes then go in as one ordinary (unsynced) batch on the writer
 //! thread, reading the ingested rows back. The next write starts a new
 //! loader above them. A truncate switches the generation to a fresh
-//! prefix, as `apply` does for a published copy.
+//! prefix, as `apply` does for a published copy. The amendment itself runs
+//! in [`crate::amend`].
+//!
+//! A [checkpoint](Generation::checkpoint) is an amendment written together
+//! with the job record and the generation's checkpoint marker, synced
+//! ([`crate::checkpoint`]). A checkpointed generation whose handle is
+//! dropped without publish or discard is kept for
+//! [`resume_generation`](flashsync_core::Store::resume_generation), which
+//! makes a new handle on the same prefix; publish, discard, a new copy of
+//! the view and forget end the checkpoint.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,12 +36,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fjall::{PersistMode, Slice};
 use flashsync_core::codec::{decode_stored_row, encode_row, restore_copies};
-use flashsync_core::rowops::{apply_ops, ApplyReport, RowAccess};
+use flashsync_core::rowops::ApplyReport;
 use flashsync_core::{
     EncodedRows, Generation, Identity, JobRecord, RelationId, RelationSchema, Row, RowSink, StoreError, StoreErrorKind,
     ViewOps,
 };
 
+use crate::amend::{amend, Checkpoint};
+use crate::checkpoint;
 use crate::error::{corrupt, engine, invalid};
 use crate::layout::{self, CopyRecord, GenKey};
 use crate::loader::{Batch, KeyedRows, Loader, Reply};
@@ -89,7 +100,13 @@ impl FjallGeneration {
     /// Hands the loader (if any) and the generation to the writer thread,
     /// which waits for the loader to stop and then abandons the generation:
     /// its prefix is deleted only after the last row written to it.
-    fn abandon_job(&mut self) -> impl FnOnce() -> Result<(), StoreError> + Send + 'static {
+    ///
+    /// With `keep_checkpoint` (a handle dropped, not discarded), a
+    /// checkpointed generation is kept instead, for `resume_generation`:
+    /// only the handle ends. Rows it took after its checkpoint stay until
+    /// the resume deletes them; an ingestion the loader had not finished
+    /// never reaches the database.
+    fn abandon_job(&mut self, keep_checkpoint: bool) -> impl FnOnce() -> Result<(), StoreError> + Send + 'static {
         let shared = Arc::clone(&self.inner.shared);
         let gen = self.gen;
         let loader = self.loader.take();
@@ -97,8 +114,46 @@ impl FjallGeneration {
         move || {
             drop(loader);
             let mut state = shared.write(&op)?;
+            if keep_checkpoint && state.is_checkpoint(gen) {
+                state.filling.remove(&gen);
+                return Ok(());
+            }
             shared.abandon(&mut state, gen, &op)
         }
+    }
+
+    /// Finishes the loader (its ingestion registered), then applies `ops`
+    /// on the writer thread as one batch, with `checkpoint`'s writes if
+    /// given: see the module docs for why in that order.
+    async fn amend_with(
+        &mut self,
+        ops: ViewOps,
+        checkpoint: Option<Checkpoint>,
+        op: String,
+    ) -> Result<ApplyReport, StoreError> {
+        self.check_live(&op)?;
+        if ops.relation_id != self.gen.view {
+            return Err(invalid(&op, format!("operations of view {} given for this copy", ops.relation_id)));
+        }
+        self.settle(&op).await?;
+        if let Some(loader) = self.loader.take() {
+            // For a checkpoint this also makes the ingested rows durable:
+            // fjall fsyncs an ingestion's tables and the tree version
+            // listing them before `finish` returns, so they are on disk
+            // before the checkpoint marker claims them.
+            if let Err(e) = loader.finish().await {
+                // The loader is gone with rows it may not have written: no
+                // later write may pretend the copy is whole.
+                self.failed = Some(e.clone());
+                return Err(e);
+            }
+        }
+        let shared = Arc::clone(&self.inner.shared);
+        let gen = self.gen;
+        let worker_op = op.clone();
+        let (report, gen) = self.worker().run(op, move || amend(&shared, gen, &ops, checkpoint, &worker_op)).await?;
+        self.gen = gen;
+        Ok(report)
     }
 
     /// Hands encoded rows to the loader (starting it on the first batch)
@@ -232,135 +287,30 @@ impl Generation for FjallGeneration {
         }
         self.live = false;
         self.in_flight = None;
-        let job = self.abandon_job();
+        let job = self.abandon_job(false);
         self.worker().run(op, job).await
     }
 
-    /// Finishes the loader (its ingestion registered), then applies `ops`
-    /// on the writer thread as one ordinary batch: see the module docs for
-    /// why in that order.
+    /// One ordinary batch, unsynced unless it moves the generation to a
+    /// fresh prefix or ends its checkpoint (see [`crate::amend`]).
     async fn amend(&mut self, ops: ViewOps) -> Result<ApplyReport, StoreError> {
         let op = self.op("amend");
-        self.check_live(&op)?;
-        if ops.relation_id != self.gen.view {
-            return Err(invalid(&op, format!("operations of view {} given for this copy", ops.relation_id)));
+        self.amend_with(ops, None, op).await
+    }
+
+    /// The amendment, the job record and the checkpoint marker in one
+    /// synced batch (see [`crate::checkpoint`]).
+    async fn checkpoint(&mut self, ops: ViewOps, job: &JobRecord) -> Result<ApplyReport, StoreError> {
+        let op = self.op("checkpoint");
+        if job.relation_id != self.gen.view {
+            return Err(invalid(&op, format!("job record of view {} given for this copy", job.relation_id)));
         }
-        self.settle(&op).await?;
-        if let Some(loader) = self.loader.take() {
-            if let Err(e) = loader.finish().await {
-                // The loader is gone with rows it may not have written: no
-                // later write may pretend the copy is whole.
-                self.failed = Some(e.clone());
-                return Err(e);
-            }
-        }
-        let shared = Arc::clone(&self.inner.shared);
-        let gen = self.gen;
-        let worker_op = op.clone();
-        let (report, gen) = self.worker().run(op, move || amend(&shared, gen, &ops, &worker_op)).await?;
-        self.gen = gen;
-        Ok(report)
-    }
-}
-
-/// Applies `ops` to the rows of generation `gen`, whose loader has
-/// finished (on the writer thread), as one batch. Returns what
-/// [`apply_ops`] noticed and the generation now holding the rows: `gen`,
-/// or a fresh one after a truncate.
-fn amend(shared: &Shared, gen: GenKey, ops: &ViewOps, op: &str) -> Result<(ApplyReport, GenKey), StoreError> {
-    let mut state = shared.write(op)?;
-    if !state.filling.contains(&gen) {
-        return Err(StoreError::new(StoreErrorKind::Closed, op, "the generation is no longer being filled"));
-    }
-    let mut access = GenAccess { shared, gen, fresh: false, writes: HashMap::new(), op };
-    let report = apply_ops(std::slice::from_ref(ops), &mut access)?;
-    let GenAccess { fresh, writes, .. } = access;
-    if !fresh && writes.is_empty() {
-        return Ok((report, gen));
-    }
-    let ks = &shared.ks;
-    let (mut wb, target) = if fresh {
-        // The rows so far are dropped whole: the generation moves to a fresh
-        // prefix, and the old one becomes garbage. Synced, like `begin`:
-        // the next loader ingests into the new prefix bypassing the
-        // journal, so its marker and number must be on disk first.
-        let mut wb = shared.db.batch().durability(Some(PersistMode::SyncAll));
-        let target = GenKey { view: gen.view, generation: state.allocate_generation(ks, &mut wb) };
-        wb.remove(&ks.filling, gen.prefix());
-        wb.insert(&ks.garbage, gen.prefix(), []);
-        wb.insert(&ks.filling, target.prefix(), []);
-        (wb, target)
-    } else {
-        // Unsynced like the copy's other batches: publish's fsync makes them
-        // durable, and a crash before it discards the whole generation.
-        (shared.db.batch().durability(None), gen)
-    };
-    for (key, value) in writes {
-        let key = target.row_key(&key);
-        match value {
-            Some(value) => wb.insert(&ks.rows, key, value),
-            // A fresh prefix starts empty: nothing to delete there.
-            None if fresh => {}
-            None => wb.remove(&ks.rows, key),
-        }
-    }
-    shared.commit(&mut state, wb, op)?;
-    if fresh {
-        state.filling.remove(&gen);
-        state.filling.insert(target);
-        // The fsync made everything committed before it durable too.
-        state.synced();
-        // Nothing points at the old rows and its loader has stopped: they
-        // can go at once.
-        state.garbage.push_back(gen);
-    }
-    Ok((report, target))
-}
-
-/// [`RowAccess`] over an unpublished generation's rows plus the amendment's
-/// buffered writes.
-struct GenAccess<'a> {
-    shared: &'a Shared,
-    gen: GenKey,
-    /// Whether the amendment truncated the rows written before it.
-    fresh: bool,
-    /// Buffered writes (`None` deletes), by encoded key.
-    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    op: &'a str,
-}
-
-impl RowAccess for GenAccess<'_> {
-    /// Reads check the amendment's buffered writes first.
-    fn reads_own_writes(&self) -> bool {
-        true
-    }
-
-    /// The conflict is in the report; the machine copies the view again.
-    fn mark_diverged(&mut self, _view: RelationId) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn read(&mut self, _view: RelationId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(value) = self.writes.get(key) {
-            return Ok(value.clone());
-        }
-        if self.fresh {
-            return Ok(None);
-        }
-        // The loader has finished, so its ingested tables are registered
-        // and visible here like every batch written before.
-        self.shared.ks.rows.get(self.gen.row_key(key)).map(|v| v.map(|v| v.to_vec())).map_err(|e| engine(self.op, e))
-    }
-
-    fn write(&mut self, _view: RelationId, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
-        self.writes.insert(key, value);
-        Ok(())
-    }
-
-    fn clear(&mut self, _view: RelationId) -> Result<(), StoreError> {
-        self.fresh = true;
-        self.writes.clear();
-        Ok(())
+        let checkpoint = Checkpoint {
+            job: layout::encode_json("job record", job)?,
+            marker: checkpoint::encode_marker(&self.schema)?,
+            schema: self.schema.clone(),
+        };
+        self.amend_with(ops, Some(checkpoint), op).await
     }
 }
 
@@ -384,10 +334,19 @@ fn publish(shared: &Shared, gen: GenKey, schema: RelationSchema, job: &JobRecord
     if let Some(old) = old {
         wb.insert(&ks.garbage, old.prefix(), []);
     }
+    // The published copy supersedes any unfinished one: this generation's
+    // checkpoint went with its marker above; another's ends here.
+    let ended = checkpoint::end(ks, &state, view, Some(gen), &mut wb);
     shared.commit(&mut state, wb, op)?;
     state.dirty.remove(&view);
     state.diverged.remove(&view);
     state.filling.remove(&gen);
+    if state.is_checkpoint(gen) {
+        state.checkpoints.remove(&view);
+    }
+    if let Some(ended) = ended {
+        ended.finish(&mut state);
+    }
     state.copies.insert(view, Copy { generation: gen.generation, schema });
     // The switch is durable, and with it everything committed before it.
     state.synced();
@@ -402,7 +361,8 @@ fn publish(shared: &Shared, gen: GenKey, schema: RelationSchema, job: &JobRecord
 /// ingested rows bypass the journal, so without the fsync a crash could keep
 /// rows and lose the marker (leaking them), or hand the same number out again
 /// (mixing them into a later generation). The next open turns a marked
-/// generation into garbage.
+/// generation into garbage. A new copy replaces the view's checkpointed one,
+/// in the same batch.
 pub(crate) fn begin(shared: &Shared, view: RelationId, op: &str) -> Result<GenKey, StoreError> {
     let mut state = shared.write(op)?;
     if !state.catalog.contains(&view) {
@@ -412,18 +372,22 @@ pub(crate) fn begin(shared: &Shared, view: RelationId, op: &str) -> Result<GenKe
     let generation = state.allocate_generation(&shared.ks, &mut wb);
     let gen = GenKey { view, generation };
     wb.insert(&shared.ks.filling, gen.prefix(), []);
+    let ended = checkpoint::end(&shared.ks, &state, view, None, &mut wb);
     shared.commit(&mut state, wb, op)?;
     state.filling.insert(gen);
+    if let Some(ended) = ended {
+        ended.finish(&mut state);
+    }
     Ok(gen)
 }
 
 impl Drop for FjallGeneration {
     fn drop(&mut self) {
         // Abandoned without publish or discard: turn it into garbage now
-        // rather than at the next open.
+        // rather than at the next open — unless a checkpoint keeps it.
         if self.live {
             self.in_flight = None;
-            let job = self.abandon_job();
+            let job = self.abandon_job(true);
             let _ = self.inner.worker.spawn("drop abandoned generation", move || {
                 let _ = job();
             });

@@ -10,7 +10,7 @@
 //! | `flashsync.copies` | relation id, `u64` BE | [`CopyRecord`] (published generation + schema), JSON |
 //! | `flashsync.dirty` | relation id, `u64` BE | origin id of the unfinished transaction, UTF-8 |
 //! | `flashsync.rows` | relation id ‖ generation (`u64` BE each) ‖ [`encode_key`](flashsync_core::codec::encode_key) bytes | [`encode_stored_row`](flashsync_core::codec::encode_stored_row) bytes |
-//! | `flashsync.filling` | relation id ‖ generation | empty: a generation being written |
+//! | `flashsync.filling` | relation id ‖ generation | empty: a generation being written; a [checkpoint](crate::checkpoint) marker (its schema, JSON): a checkpointed one, kept across restarts |
 //! | `flashsync.garbage` | relation id ‖ generation | empty: a generation whose rows are to be deleted |
 //!
 //! Every generation of every view lives in the one rows keyspace, under its

@@ -73,7 +73,12 @@
 //! in shared tables are then deleted a bounded step (4096 rows) per
 //! [`persist`](flashsync_core::Store::persist). [`FjallStore::reclaim`]
 //! reclaims all garbage at once. Generations being filled carry a marker;
-//! one left by a crash becomes garbage when the store is next opened.
+//! one left by a crash becomes garbage when the store is next opened —
+//! unless a [checkpoint](flashsync_core::Generation::checkpoint) gave the
+//! marker a value: that generation is kept, invisible, until
+//! [`resume_generation`](flashsync_core::Store::resume_generation) hands it
+//! back (rows written after the checkpoint deleted) or a publish, discard,
+//! new copy or forget ends it.
 //!
 //! Why not a keyspace per generation, which would make dropping a generation
 //! O(1)? fjall 3.1's keyspace creation and deletion are not crash-safe:
@@ -122,9 +127,13 @@
 //!   fsyncs the journal and returns the last applied batch. A crash loses a
 //!   suffix of unpersisted batches, never a prefix or part of one.
 //!   [`Durability::Batch`] fsyncs every apply instead.
-//! - `put_view`, `put_job`, `forget`, `forget_origin` and
-//!   [`Generation::publish`](flashsync_core::Generation::publish) fsync before
-//!   returning. Publishing switches the view's pointer, schema and job record
+//! - `put_view`, `put_job`, `forget`, `forget_origin`,
+//!   [`Generation::publish`](flashsync_core::Generation::publish) and
+//!   [`Generation::checkpoint`](flashsync_core::Generation::checkpoint) fsync
+//!   before returning. A checkpoint writes its amendment, the job record and
+//!   the generation's marker in one batch, after the generation's bulk
+//!   ingestion is finished (fjall fsyncs ingested tables when it registers
+//!   them), so a crash leaves the previous checkpoint or this one. Publishing switches the view's pointer, schema and job record
 //!   in one batch, so readers and crashes see the old copy or the new one.
 //! - The store writes a format version when it creates a directory and
 //!   refuses to open any other version.
@@ -149,7 +158,9 @@
 
 #![forbid(unsafe_code)]
 
+mod amend;
 mod apply;
+mod checkpoint;
 mod error;
 mod generation;
 mod layout;

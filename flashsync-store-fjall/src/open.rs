@@ -7,8 +7,9 @@ use std::path::Path;
 use std::sync::RwLock;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use flashsync_core::{OriginId, StoreError, StoreErrorKind};
+use flashsync_core::{OriginId, RelationId, StoreError, StoreErrorKind};
 
+use crate::checkpoint::{self, Checkpointed};
 use crate::error::{corrupt, engine, guard};
 use crate::layout::{self, CopyRecord, GenKey, FORMAT_VERSION, META_FORMAT_VERSION, META_STORE_ID};
 use crate::options::{Options, MIN_JOURNAL_SIZE_LIMIT};
@@ -240,7 +241,9 @@ fn is_store_id(id: &str) -> bool {
 
 /// Rebuilds the in-memory state from disk. Generations that were being
 /// written when the process stopped can never be published now: they become
-/// garbage, reclaimed with the rest by later `persist` calls.
+/// garbage, reclaimed with the rest by later `persist` calls — except each
+/// view's checkpointed one, whose marker has a value
+/// ([`crate::checkpoint`]): it is kept for `resume_generation`.
 fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError> {
     let mut catalog = BTreeSet::new();
     for item in ks.catalog.iter() {
@@ -281,16 +284,32 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
         highest = highest.max(gen.generation);
         garbage.push_back(gen);
     }
-    let mut orphans = db.batch().durability(None);
+    let mut checkpoints: BTreeMap<RelationId, Checkpointed> = BTreeMap::new();
+    let mut orphans = Vec::new();
     for item in ks.filling.iter() {
-        let key = item.key().map_err(|e| engine(op, e))?;
+        let (key, value) = item.into_inner().map_err(|e| engine(op, e))?;
         let gen = GenKey::decode("generation marker", &key)?;
         highest = highest.max(gen.generation);
-        orphans.remove(&ks.filling, gen.prefix());
-        orphans.insert(&ks.garbage, gen.prefix(), []);
+        let Some(schema) = checkpoint::decode_marker(&value)? else {
+            orphans.push(gen);
+            continue;
+        };
+        // Each batch writing a marker ends the view's other one, so there is
+        // one per view; should there be more, the newest stands (markers
+        // come in key order: generation order within a view).
+        if let Some(older) = checkpoints.insert(gen.view, Checkpointed { gen, schema }) {
+            orphans.push(older.gen);
+        }
+    }
+    // Not synced: if a crash loses this batch, the markers are still there
+    // and the next open does the same again.
+    let mut batch = db.batch().durability(None);
+    for gen in orphans {
+        batch.remove(&ks.filling, gen.prefix());
+        batch.insert(&ks.garbage, gen.prefix(), []);
         garbage.push_back(gen);
     }
-    orphans.commit().map_err(|e| engine(op, e))?;
+    batch.commit().map_err(|e| engine(op, e))?;
 
     let stored_next = match ks.meta.get(layout::META_NEXT_GENERATION).map_err(|e| engine(op, e))? {
         Some(bytes) => layout::decode_u64("next generation", &bytes)?,
@@ -302,6 +321,7 @@ fn recover(db: &Database, ks: &Keyspaces, op: &str) -> Result<State, StoreError>
         dirty,
         diverged,
         filling: BTreeSet::new(),
+        checkpoints,
         garbage,
         reclaim_cursor: None,
         garbage_after_sync: Vec::new(),

@@ -10,6 +10,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use fjall::{Database, Keyspace, OwnedWriteBatch};
 use flashsync_core::{BatchSeq, OriginId, RelationId, RelationSchema, StoreError};
 
+use crate::checkpoint::Checkpointed;
 use crate::error::{engine, poisoned};
 use crate::layout::{self, GenKey};
 use crate::options::Options;
@@ -54,6 +55,11 @@ pub(crate) struct State {
     pub diverged: BTreeSet<RelationId>,
     /// Generations being written by a live [`Generation`](flashsync_core::Generation).
     pub filling: BTreeSet<GenKey>,
+    /// Each view's checkpointed generation ([`crate::checkpoint`]), kept
+    /// across restarts: in `filling` too while a live handle writes it.
+    /// Mirrors the non-empty `filling` markers, which only synced batches
+    /// write or remove, so it is always what a crash would leave.
+    pub checkpoints: BTreeMap<RelationId, Checkpointed>,
     /// Garbage generations whose rows may be deleted now.
     pub garbage: VecDeque<GenKey>,
     /// The last row key deleted from the front garbage generation, so the
@@ -89,6 +95,11 @@ impl State {
         if self.poisoned.is_none() {
             self.poisoned = Some(error.to_string());
         }
+    }
+
+    /// Whether `gen` is its view's checkpointed generation.
+    pub fn is_checkpoint(&self, gen: GenKey) -> bool {
+        self.checkpoints.get(&gen.view).is_some_and(|kept| kept.gen == gen)
     }
 
     /// Everything committed so far is durable: replaced generations may go.
@@ -168,12 +179,23 @@ impl Shared {
 
     /// Moves a generation that will never be published to the garbage, in
     /// one batch; its rows can go at once (nothing points at them).
+    ///
+    /// Not synced for a plain generation: if a crash loses the batch, its
+    /// marker is back and the next open makes it garbage anyway. A
+    /// checkpointed one's marker would bring it back as resumable, over rows
+    /// reclamation may have dropped already: that batch is synced.
     pub fn abandon(&self, state: &mut State, gen: GenKey, op: &str) -> Result<(), StoreError> {
-        let mut batch = self.db.batch().durability(None);
+        let checkpointed = state.is_checkpoint(gen);
+        let mut batch = self.db.batch().durability(checkpointed.then_some(fjall::PersistMode::SyncAll));
         batch.remove(&self.ks.filling, gen.prefix());
         batch.insert(&self.ks.garbage, gen.prefix(), []);
         self.commit(state, batch, op)?;
         state.filling.remove(&gen);
+        if checkpointed {
+            state.checkpoints.remove(&gen.view);
+            // The fsync made everything committed before it durable too.
+            state.synced();
+        }
         state.garbage.push_back(gen);
         Ok(())
     }
@@ -201,8 +223,9 @@ impl Shared {
             let start = match state.reclaim_cursor.take() {
                 Some(last) => Bound::Excluded(last),
                 None => {
-                    dropped |= self.drop_tables_of(&gen, end.clone(), op)?;
-                    Bound::Included(gen.prefix().to_vec())
+                    let whole = Bound::Included(gen.prefix().to_vec());
+                    dropped |= self.drop_tables_in((whole.clone(), end.clone()), op)?;
+                    whole
                 }
             };
             let mut batch = self.db.batch().durability(None);
@@ -251,13 +274,15 @@ impl Shared {
         Ok(())
     }
 
-    /// Drops the tables whose keys all lie in garbage generation `gen`.
-    /// Safe against crashes: nothing reads those keys any more (the marker
-    /// was written after the pointer moved away and only leaves once the
-    /// range is empty), and a table drop is one atomic version change in
+    /// Drops the tables whose keys all lie in `range` of the rows keyspace:
+    /// a garbage generation, or the rows a checkpointed one took after its
+    /// checkpoint. Safe against crashes: nothing reads those keys any more
+    /// (a garbage marker was written after the pointer moved away and only
+    /// leaves once the range is empty; a checkpoint's marker claims no row
+    /// above its last key), and a table drop is one atomic version change in
     /// fjall's manifest.
     /// Returns whether any table was dropped.
-    fn drop_tables_of(&self, gen: &GenKey, end: Bound<Vec<u8>>, op: &str) -> Result<bool, StoreError> {
+    pub fn drop_tables_in(&self, range: (Bound<Vec<u8>>, Bound<Vec<u8>>), op: &str) -> Result<bool, StoreError> {
         use fjall::AbstractTree;
         let _readers_out =
             self.table_drops.write().map_err(|_| poisoned(op, "a thread panicked while reading the store"))?;
@@ -265,11 +290,7 @@ impl Shared {
         // 3.1 has no public range drop on `Keyspace`, and the version is
         // pinned in the workspace.
         let before = self.ks.rows.table_count();
-        self.ks
-            .rows
-            .tree
-            .drop_range((Bound::Included(gen.prefix().to_vec()), end))
-            .map_err(|e| engine(op, fjall::Error::from(e)))?;
+        self.ks.rows.tree.drop_range(range).map_err(|e| engine(op, fjall::Error::from(e)))?;
         Ok(self.ks.rows.table_count() < before)
     }
 }

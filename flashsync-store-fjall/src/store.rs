@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fjall::PersistMode;
+use flashsync_core::codec::encode_key;
 use flashsync_core::rowops::ApplyReport;
 use flashsync_core::{
     ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, RelationId, RelationSchema, Row, Store,
     StoreError, StoreErrorKind, StoredState, ViewRecord,
 };
 
+use crate::checkpoint;
 use crate::error::{engine, guard};
 use crate::generation::{self, FjallGeneration};
 use crate::layout::{self, GenKey};
@@ -74,6 +76,7 @@ impl FjallStore {
     /// A generation a crash left half-written becomes garbage on open; its
     /// rows, like those of replaced generations, are deleted by later
     /// [`persist`](Store::persist) calls (or at once by [`reclaim`](Self::reclaim)).
+    /// A checkpointed one is kept for [`resume_generation`](Store::resume_generation).
     /// A directory left by a crash in the middle of creating the store is
     /// cleared and created afresh.
     ///
@@ -107,13 +110,15 @@ impl FjallStore {
     }
 
     /// Number of row generations in the store: one per published copy, plus
-    /// generations being filled and replaced ones whose rows are not deleted
-    /// yet. For monitoring and tests (a leak shows as a number that keeps
-    /// growing).
+    /// generations being filled, checkpointed ones kept for a resume, and
+    /// replaced ones whose rows are not deleted yet. For monitoring and tests
+    /// (a leak shows as a number that keeps growing).
     pub fn generation_count(&self) -> usize {
         match self.inner.shared.read("generation count") {
             Ok(state) => {
-                state.copies.len() + state.filling.len() + state.garbage.len() + state.garbage_after_sync.len()
+                // A checkpointed generation a live handle writes is in both.
+                let kept = state.checkpoints.values().filter(|kept| !state.filling.contains(&kept.gen)).count();
+                state.copies.len() + state.filling.len() + kept + state.garbage.len() + state.garbage_after_sync.len()
             }
             Err(_) => 0,
         }
@@ -150,12 +155,12 @@ impl FjallStore {
 
     /// Runs a durable single-batch mutation on the writer thread: `fill`
     /// adds the writes, the batch commits with an fsync, then `after` updates
-    /// the in-memory state.
-    async fn durable(
+    /// the in-memory state, given what `fill` returned.
+    async fn durable<T>(
         &self,
         op: String,
-        fill: impl FnOnce(&Shared, &State, &mut fjall::OwnedWriteBatch) -> Result<(), StoreError> + Send + 'static,
-        after: impl FnOnce(&Shared, &mut State) + Send + 'static,
+        fill: impl FnOnce(&Shared, &State, &mut fjall::OwnedWriteBatch) -> Result<T, StoreError> + Send + 'static,
+        after: impl FnOnce(&Shared, &mut State, T) + Send + 'static,
     ) -> Result<(), StoreError> {
         let shared = self.shared();
         let worker_op = op.clone();
@@ -165,9 +170,9 @@ impl FjallStore {
                 let op = worker_op;
                 let mut state = shared.write(&op)?;
                 let mut wb = shared.db.batch().durability(Some(PersistMode::SyncAll));
-                fill(&shared, &state, &mut wb)?;
+                let filled = fill(&shared, &state, &mut wb)?;
                 shared.commit(&mut state, wb, &op)?;
-                after(&shared, &mut state);
+                after(&shared, &mut state, filled);
                 // The fsync made everything before it durable too.
                 state.synced();
                 Ok(())
@@ -192,7 +197,7 @@ impl Store for FjallStore {
                 wb.insert(&shared.ks.catalog, layout::view_key(id), record);
                 Ok(())
             },
-            move |_, state| {
+            move |_, state, ()| {
                 state.catalog.insert(id);
             },
         )
@@ -208,7 +213,7 @@ impl Store for FjallStore {
                 wb.insert(&shared.ks.jobs, layout::view_key(id), record);
                 Ok(())
             },
-            |_, _| {},
+            |_, _, ()| {},
         )
         .await
     }
@@ -225,14 +230,18 @@ impl Store for FjallStore {
                 if let Some(copy) = state.copies.get(&id) {
                     wb.insert(&ks.garbage, GenKey { view: id, generation: copy.generation }.prefix(), []);
                 }
-                Ok(())
+                // Every generation of rows goes: a checkpointed one too.
+                Ok(checkpoint::end(ks, state, id, None, wb))
             },
-            move |_, state| {
+            move |_, state, ended| {
                 state.catalog.remove(&id);
                 state.dirty.remove(&id);
                 state.diverged.remove(&id);
                 if let Some(copy) = state.copies.remove(&id) {
                     state.garbage.push_back(GenKey { view: id, generation: copy.generation });
+                }
+                if let Some(ended) = ended {
+                    ended.finish(state);
                 }
             },
         )
@@ -260,7 +269,7 @@ impl Store for FjallStore {
                 wb.remove(&shared.ks.origins, origin.as_str());
                 Ok(())
             },
-            |_, _| {},
+            |_, _, ()| {},
         )
         .await
     }
@@ -292,6 +301,38 @@ impl Store for FjallStore {
     /// ingested rows never shadow the amendment (see `generation`).
     fn amends_generations(&self) -> bool {
         true
+    }
+
+    /// A checkpoint marks the generation so that the next open keeps it
+    /// (see `checkpoint`).
+    fn resumes_generations(&self) -> bool {
+        true
+    }
+
+    async fn resume_generation(
+        &self,
+        id: RelationId,
+        schema: &RelationSchema,
+        after: &Key,
+    ) -> Result<Option<Box<dyn Generation>>, StoreError> {
+        let op = format!("resume generation of view {id}");
+        let shared = self.shared();
+        let (kept, after) = (schema.clone(), encode_key(after));
+        let worker_op = op.clone();
+        let gen = self.inner.worker.run(op, move || checkpoint::resume(&shared, id, &kept, &after, &worker_op)).await?;
+        Ok(gen.map(|gen| {
+            // A fresh handle: its first write starts a loader above the
+            // rows the checkpoint kept.
+            Box::new(FjallGeneration {
+                inner: Arc::clone(&self.inner),
+                gen,
+                schema: schema.clone(),
+                live: true,
+                loader: None,
+                in_flight: None,
+                failed: None,
+            }) as Box<dyn Generation>
+        }))
     }
 
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {

@@ -6,6 +6,7 @@ mod corruption;
 mod ingest;
 mod open_errors;
 mod reclaim;
+mod resume;
 mod staging;
 
 use flashsync_core::{
