@@ -149,13 +149,21 @@ pub(crate) fn apply_run(w: &mut Writer, batches: Vec<ApplyBatch>) -> Vec<Result<
 /// `plan` describes (on the writer thread), as one transaction: unsynced,
 /// like the generation's writes, which publish makes durable.
 pub(crate) fn amend(w: &mut Writer, plan: &Arc<Plan>, ops: &ViewOps, op: &str) -> Result<ApplyReport, StoreError> {
+    w.transaction(op, false, |conn| amend_in(conn, plan, ops, op))
+}
+
+/// [`amend`]'s writes, into the open transaction (a checkpoint's too).
+pub(crate) fn amend_in(
+    conn: &Connection,
+    plan: &Arc<Plan>,
+    ops: &ViewOps,
+    op: &str,
+) -> Result<ApplyReport, StoreError> {
     let plans = HashMap::from([(ops.relation_id, Arc::clone(plan))]);
-    w.transaction(op, false, |conn| {
-        // Conflicts are in the report, and the machine copies the view
-        // again: nothing is marked diverged (the published copy is intact).
-        let mut access = Access { conn, plans: &plans, diverged: BTreeSet::new(), op };
-        apply_ops(std::slice::from_ref(ops), &mut access)
-    })
+    // Conflicts are in the report, and the machine copies the view again:
+    // nothing is marked diverged (the published copy is intact).
+    let mut access = Access { conn, plans: &plans, diverged: BTreeSet::new(), op };
+    apply_ops(std::slice::from_ref(ops), &mut access)
 }
 
 /// One batch's writes into the open transaction.

@@ -9,6 +9,7 @@ use flashsync_core::{
 };
 use rusqlite::{params, Connection};
 
+use crate::checkpoint;
 use crate::error::{corrupt, invalid, sql};
 use crate::layout::{self, decode_json, encode_json, id_from_sql, id_sql, quote};
 use crate::writer::Writer;
@@ -143,24 +144,34 @@ pub(crate) fn put_job(w: &mut Writer, job: JobRecord) -> Result<(), StoreError> 
     })
 }
 
-/// Removes a view entirely: catalog entry, job, dirty marker, published
-/// table. Generations being filled are dropped by their own handles (their
-/// publish fails: the view is gone).
+/// Removes a view entirely: catalog entry, job, dirty marker, checkpoint,
+/// published table, and the table of a checkpointed generation. Generations
+/// being filled are dropped by their own handles (their publish fails: the
+/// view is gone).
 pub(crate) fn forget(w: &mut Writer, id: RelationId) -> Result<(), StoreError> {
     let op = format!("forget view {id}");
     let table = w.copies.get(&id).map(|plan| plan.table.clone());
+    let checkpointed = checkpoint::orphaned_table(w, id);
     w.transaction(&op, true, |conn| {
         let e = |e| sql(op.as_str(), e);
-        for t in [layout::T_VIEWS, layout::T_JOBS, layout::T_COPIES, layout::T_COLUMNS, layout::T_DIRTY] {
+        for t in [
+            layout::T_VIEWS,
+            layout::T_JOBS,
+            layout::T_COPIES,
+            layout::T_COLUMNS,
+            layout::T_DIRTY,
+            layout::T_CHECKPOINTS,
+        ] {
             conn.execute(&format!("DELETE FROM {t} WHERE relation_id = ?1"), [id_sql(id)]).map_err(e)?;
         }
-        if let Some(table) = &table {
+        for table in [&table, &checkpointed].into_iter().flatten() {
             conn.execute(&format!("DROP TABLE IF EXISTS {}", quote(table)), []).map_err(e)?;
         }
         Ok(())
     })?;
     w.catalog.remove(&id);
     w.copies.remove(&id);
+    w.checkpoints.remove(&id);
     Ok(())
 }
 

@@ -15,7 +15,10 @@
 //!
 //! A copy made in chunks is amended between them ([`Generation::amend`]):
 //! the feed's changes go into the generation's table in one transaction,
-//! as `apply` writes them into a published one.
+//! as `apply` writes them into a published one. Or it is checkpointed
+//! ([`Generation::checkpoint`]): then its table outlives its handle and
+//! restarts until it is published or discarded, or a new copy of the view
+//! begins (see [`checkpoint`](crate::checkpoint)).
 
 use std::sync::Arc;
 
@@ -28,6 +31,7 @@ use flashsync_core::{
 use rusqlite::params;
 
 use crate::catalog::check_table_free;
+use crate::checkpoint;
 use crate::error::{invalid, sql};
 use crate::layout::{self, encode_json, id_sql, quote};
 use crate::store::Inner;
@@ -40,6 +44,8 @@ pub(crate) struct SqliteGeneration {
     pub(crate) view: RelationId,
     /// The generation's table.
     pub(crate) plan: Arc<Plan>,
+    /// Its number, which names its table (recorded by a checkpoint).
+    pub(crate) number: u64,
     /// Cleared once published or discarded.
     pub(crate) live: bool,
 }
@@ -136,9 +142,9 @@ impl Generation for SqliteGeneration {
             return Ok(());
         }
         self.live = false;
-        let table = self.plan.table.clone();
+        let (view, table) = (self.view, self.plan.table.clone());
         let worker_op = op.clone();
-        self.inner.writer.run(op, move |w| drop_table(w, &table, &worker_op)).await
+        self.inner.writer.run(op, move |w| checkpoint::end(w, view, &table, &worker_op)).await
     }
 
     async fn amend(&mut self, ops: ViewOps) -> Result<ApplyReport, StoreError> {
@@ -151,24 +157,49 @@ impl Generation for SqliteGeneration {
         let worker_op = op.clone();
         self.inner.writer.run(op, move |w| crate::apply::amend(w, &plan, &ops, &worker_op)).await
     }
+
+    /// The amendment, the job record and the checkpoint row in one durable
+    /// transaction (see [`checkpoint`](crate::checkpoint)).
+    async fn checkpoint(&mut self, ops: ViewOps, job: &JobRecord) -> Result<ApplyReport, StoreError> {
+        let op = self.op("checkpoint");
+        self.check_live(&op)?;
+        if ops.relation_id != self.view {
+            return Err(invalid(&op, format!("operations of view {} given for this copy", ops.relation_id)));
+        }
+        if job.relation_id != self.view {
+            return Err(invalid(&op, format!("job record is for view {}", job.relation_id)));
+        }
+        let (view, plan, number, job) = (self.view, Arc::clone(&self.plan), self.number, job.clone());
+        let worker_op = op.clone();
+        self.inner.writer.run(op, move |w| checkpoint::checkpoint(w, view, &plan, number, &ops, &job, &worker_op)).await
+    }
 }
 
 impl Drop for SqliteGeneration {
     fn drop(&mut self) {
         // Abandoned without publish or discard: drop its table now rather
-        // than at the next open.
+        // than at the next open — unless a checkpoint keeps it.
         if self.live {
-            let table = self.plan.table.clone();
+            let (view, table) = (self.view, self.plan.table.clone());
             let op = self.op("abandon");
             let _ = self.inner.writer.spawn(&op.clone(), move |w| {
-                let _ = drop_table(w, &table, &op);
+                let _ = checkpoint::release(w, view, &table, &op);
             });
         }
     }
 }
 
 /// Starts a generation of `view` (on the writer thread): creates its table.
-pub(crate) fn begin(w: &mut Writer, view: RelationId, schema: &RelationSchema, op: &str) -> Result<Plan, StoreError> {
+/// A new copy replaces the view's checkpointed one: its checkpoint ends in
+/// the same transaction (durable then), and its table is dropped unless a
+/// live handle still fills it. Returns the table and the generation's
+/// number.
+pub(crate) fn begin(
+    w: &mut Writer,
+    view: RelationId,
+    schema: &RelationSchema,
+    op: &str,
+) -> Result<(Plan, u64), StoreError> {
     let name = w.catalog.get(&view).ok_or_else(|| StoreError::no_view(op, view))?;
     // Refused now rather than at publish: the view could never get a table.
     let target = layout::view_table(op, name)?;
@@ -176,8 +207,21 @@ pub(crate) fn begin(w: &mut Writer, view: RelationId, schema: &RelationSchema, o
     let number = w.next_generation;
     w.next_generation += 1;
     let plan = Plan::new(&layout::generation_table(view, number), schema).map_err(|e| invalid(op, e))?;
-    w.transaction(op, false, |conn| conn.execute_batch(&plan.create).map_err(|e| sql(op, e)))?;
-    Ok(plan)
+    let replaces = w.checkpoints.contains_key(&view);
+    let orphaned = checkpoint::orphaned_table(w, view);
+    w.transaction(op, replaces, |conn| {
+        let e = |e| sql(op, e);
+        if replaces {
+            checkpoint::delete_row(conn, view, None).map_err(e)?;
+        }
+        if let Some(old) = &orphaned {
+            checkpoint::drop_in(conn, old).map_err(e)?;
+        }
+        conn.execute_batch(&plan.create).map_err(e)
+    })?;
+    w.checkpoints.remove(&view);
+    w.held.insert(plan.table.clone());
+    Ok((plan, number))
 }
 
 /// Writes snapshot rows in one transaction. Keyed views keep the last row
@@ -199,7 +243,7 @@ fn publish(w: &mut Writer, view: RelationId, plan: &Plan, job: &JobRecord, op: &
     w.check(op)?;
     let Some(name) = w.catalog.get(&view) else {
         // Forgotten meanwhile: nothing may be resurrected.
-        let _ = drop_table(w, &plan.table, op);
+        let _ = checkpoint::end(w, view, &plan.table, op);
         return Err(StoreError::no_view(op, view));
     };
     let prepared = (|| {
@@ -211,10 +255,14 @@ fn publish(w: &mut Writer, view: RelationId, plan: &Plan, job: &JobRecord, op: &
     let published = match prepared {
         Ok(published) => published,
         Err(e) => {
-            let _ = drop_table(w, &plan.table, op);
+            let _ = checkpoint::end(w, view, &plan.table, op);
             return Err(e);
         }
     };
+    // The handle is gone whatever happens below (its table is renamed, or
+    // dropped with any checkpoint of it).
+    w.held.remove(&plan.table);
+    let checkpointed = checkpoint::names(w, view, &plan.table);
     let old = w.copies.get(&view).map(|p| p.table.clone());
     let schema = encode_json("published schema", &plan.schema)?;
     let record = encode_json("job record", job)?;
@@ -267,26 +315,24 @@ fn publish(w: &mut Writer, view: RelationId, plan: &Plan, job: &JobRecord, op: &
         .map_err(e)?;
         // A freshly published copy is whole, whatever happened before.
         conn.execute("DELETE FROM _flashsync_dirty WHERE relation_id = ?1", [id_sql(view)]).map_err(e)?;
+        // The copy is finished: its checkpoint (not a newer copy's) ends.
+        if checkpointed {
+            checkpoint::delete_row(conn, view, Some(&plan.table)).map_err(e)?;
+        }
         Ok(())
     });
     match result {
         Ok(()) => {
             w.copies.insert(view, Arc::new(published));
+            if checkpointed {
+                w.checkpoints.remove(&view);
+            }
             Ok(())
         }
         Err(e) => {
             // The generation can never be published now.
-            let _ = drop_table(w, &plan.table, op);
+            let _ = checkpoint::end(w, view, &plan.table, op);
             Err(e)
         }
     }
-}
-
-/// Drops a generation's table (not durably: a crash before the next sync
-/// brings it back, and the next open drops it).
-fn drop_table(w: &mut Writer, table: &str, op: &str) -> Result<(), StoreError> {
-    w.transaction(op, false, |conn| {
-        conn.execute(&format!("DROP TABLE IF EXISTS {}", quote(table)), []).map_err(|e| sql(op, e))?;
-        Ok(())
-    })
 }

@@ -11,6 +11,7 @@
 //! | `_flashsync_copies` | `relation_id`, `table_name`, `schema` (JSON) | published copies: the table holding a view's rows and their [`RelationSchema`](flashsync_core::RelationSchema) |
 //! | `_flashsync_columns` | `relation_id`, `position`, `name`, `sql_name`, `type_name`, `sql_type`, `helper`, `key_position` | the published copies' columns, for SQL readers: upstream name and type, SQL name and type, generated helper column |
 //! | `_flashsync_dirty` | `relation_id`, `origin` | views left half-applied by the origin's unfinished transaction; `origin` NULL: diverged (no commit clears it) |
+//! | `_flashsync_checkpoints` | `relation_id`, `table_name`, `generation`, `schema` (JSON) | unpublished generations kept across restarts by a [`checkpoint`](flashsync_core::Generation::checkpoint) (format version 2): the table, its number and its [`RelationSchema`](flashsync_core::RelationSchema); see [`checkpoint`](crate::checkpoint) |
 //!
 //! Relation ids and LSNs are `u64`s stored as the `i64` with the same bits
 //! (SQLite integers are signed); ids and LSNs below 2^63 read as themselves.
@@ -18,7 +19,9 @@
 //!
 //! The application id in the database header (`PRAGMA application_id`) marks
 //! the file as a flashsync store and `PRAGMA user_version` holds the format
-//! version; [`open`](crate::SqliteStore::open) refuses any other.
+//! version. [`open`](crate::SqliteStore::open) migrates a store of an older
+//! version in place (one durable transaction, see [`MIGRATIONS`]) and
+//! refuses a newer one.
 
 use flashsync_core::{Lsn, RelationId, StoreError, ViewName};
 use serde::{de::DeserializeOwned, Serialize};
@@ -26,8 +29,16 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::error::{corrupt, invalid};
 
 /// The on-disk format this build writes and reads (`PRAGMA user_version`).
-/// Bump it on any change a previous build could misread.
-pub(crate) const FORMAT_VERSION: i64 = 1;
+/// Bump it on any change a previous build could misread, with a migration
+/// from the version before (see [`MIGRATIONS`]).
+///
+/// - 1: the first format.
+/// - 2: `_flashsync_checkpoints`. A build of version 1 would drop the
+///   tables it names when opening the store (every generation table was
+///   unpublished garbage then), and a later build would then find a
+///   checkpoint whose table was recreated under the same name with other
+///   rows: such builds must refuse the file.
+pub(crate) const FORMAT_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a flashsync store: "FSQL".
 pub(crate) const APPLICATION_ID: i64 = 0x4653_514C;
@@ -39,12 +50,32 @@ pub(crate) const T_ORIGINS: &str = "_flashsync_origins";
 pub(crate) const T_COPIES: &str = "_flashsync_copies";
 pub(crate) const T_COLUMNS: &str = "_flashsync_columns";
 pub(crate) const T_DIRTY: &str = "_flashsync_dirty";
+pub(crate) const T_CHECKPOINTS: &str = "_flashsync_checkpoints";
 
 /// Prefix of generation tables: `_flashsync_gen_<relation id>_<number>`.
 pub(crate) const GEN_PREFIX: &str = "_flashsync_gen_";
 
-/// The bookkeeping tables, created with the store in one transaction.
-pub(crate) const SCHEMA_DDL: &str = "
+/// The DDL of `_flashsync_checkpoints` (format version 2): shared by a new
+/// store's [`SCHEMA_DDL`] and the migration from version 1, which `concat!`
+/// both need as a literal. `table_name` is always the generation table of
+/// `relation_id` numbered `generation` (checked at open: the store drops
+/// that table, so a damaged row must never name another).
+macro_rules! checkpoints_ddl {
+    () => {
+        "
+CREATE TABLE _flashsync_checkpoints (
+    relation_id INTEGER PRIMARY KEY,
+    table_name TEXT NOT NULL UNIQUE,
+    generation INTEGER NOT NULL,
+    schema TEXT NOT NULL
+);"
+    };
+}
+
+/// The bookkeeping tables of a new store (the current format version),
+/// created with the store in one transaction.
+pub(crate) const SCHEMA_DDL: &str = concat!(
+    "
 CREATE TABLE _flashsync_meta (
     key TEXT PRIMARY KEY NOT NULL,
     value INTEGER NOT NULL
@@ -82,12 +113,21 @@ CREATE TABLE _flashsync_columns (
 CREATE TABLE _flashsync_dirty (
     relation_id INTEGER PRIMARY KEY,
     origin TEXT
+);",
+    checkpoints_ddl!(),
+    "
+INSERT INTO _flashsync_meta (key, value) VALUES ('format_version', 2), ('syncs', 0);
+"
 );
-INSERT INTO _flashsync_meta (key, value) VALUES ('format_version', 1), ('syncs', 0);
-";
+
+/// `MIGRATIONS[i]` takes a store of format version `i + 1` to `i + 2`. Run
+/// at open inside the transaction that also sets `user_version`, so a crash
+/// leaves the old version or the new one.
+pub(crate) const MIGRATIONS: [&str; 1] =
+    [concat!(checkpoints_ddl!(), "\nUPDATE _flashsync_meta SET value = 2 WHERE key = 'format_version';")];
 
 /// Every bookkeeping table.
-pub(crate) const TABLES: [&str; 7] = [T_META, T_VIEWS, T_JOBS, T_ORIGINS, T_COPIES, T_COLUMNS, T_DIRTY];
+pub(crate) const TABLES: [&str; 8] = [T_META, T_VIEWS, T_JOBS, T_ORIGINS, T_COPIES, T_COLUMNS, T_DIRTY, T_CHECKPOINTS];
 
 /// `ident` as one SQL identifier (double quotes, inner quotes doubled).
 pub(crate) fn quote(ident: &str) -> String {
@@ -166,5 +206,34 @@ mod tests {
             assert_eq!(lsn_from_sql(lsn_sql(Lsn(big))), Lsn(big));
         }
         assert!(decode_json::<flashsync_core::ViewRecord>("catalog entry", "{nope").is_err());
+    }
+
+    #[test]
+    fn new_and_migrated_stores_record_the_current_format_version() {
+        let version = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row("SELECT value FROM _flashsync_meta WHERE key = 'format_version'", [], |r| r.get(0))
+                .expect("format version")
+        };
+        let fresh = rusqlite::Connection::open_in_memory().expect("sqlite");
+        fresh.execute_batch(SCHEMA_DDL).expect("create");
+        assert_eq!(version(&fresh), FORMAT_VERSION);
+        assert_eq!(MIGRATIONS.len() as i64, FORMAT_VERSION - 1, "one migration per version");
+        // A version-1 store: the new store without what version 2 added.
+        let old = rusqlite::Connection::open_in_memory().expect("sqlite");
+        old.execute_batch(SCHEMA_DDL).expect("create");
+        old.execute_batch(
+            "DROP TABLE _flashsync_checkpoints; UPDATE _flashsync_meta SET value = 1 WHERE key = 'format_version'",
+        )
+        .expect("downgrade");
+        for migration in MIGRATIONS {
+            old.execute_batch(migration).expect("migrate");
+        }
+        assert_eq!(version(&old), FORMAT_VERSION);
+        // Indexes SQLite makes for constraints have no SQL text.
+        let tables = |conn: &rusqlite::Connection| -> Vec<(String, Option<String>)> {
+            let mut stmt = conn.prepare("SELECT name, sql FROM sqlite_schema ORDER BY name").expect("schema");
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).and_then(|rows| rows.collect()).expect("schema")
+        };
+        assert_eq!(tables(&old), tables(&fresh), "a migrated store has the tables of a new one");
     }
 }

@@ -86,11 +86,14 @@
 //! `_flashsync_jobs`, `_flashsync_origins` (applied LSN per origin),
 //! `_flashsync_copies` (which table holds each view's copy, and its
 //! schema), `_flashsync_columns` (each copy's columns: upstream name and
-//! type, SQL name and type, helper column), `_flashsync_dirty` and
-//! `_flashsync_meta`. Records are JSON (`json_extract(record, '$.state')`
+//! type, SQL name and type, helper column), `_flashsync_dirty`,
+//! `_flashsync_checkpoints` (unpublished copies kept for resuming: see
+//! below) and `_flashsync_meta`. Records are JSON (`json_extract(record, '$.state')`
 //! works on jobs). The header's application id marks the file as a flashsync
-//! store and `user_version` holds the format version; other files are
-//! refused.
+//! store and `user_version` holds the format version: a store of an older
+//! version is migrated when opened (in one durable transaction; version 2
+//! added `_flashsync_checkpoints`), after which older builds refuse it, as
+//! they refuse other files.
 //!
 //! ## Type mapping
 //!
@@ -139,9 +142,10 @@
 //!   batch. An OS crash or power loss may lose a suffix of unpersisted
 //!   batches, never a prefix or part of one: WAL mode replays only whole
 //!   transactions. [`Durability::Batch`] syncs every commit instead.
-//! - `put_view`, `put_job`, `forget`, `forget_origin` and
-//!   [`Generation::publish`](flashsync_core::Generation::publish) commit
-//!   with `synchronous = FULL`: durable when they return.
+//! - `put_view`, `put_job`, `forget`, `forget_origin`,
+//!   [`Generation::publish`](flashsync_core::Generation::publish) and
+//!   [`Generation::checkpoint`](flashsync_core::Generation::checkpoint)
+//!   commit with `synchronous = FULL`: durable when they return.
 //!
 //! ## Generations: atomic replacement
 //!
@@ -152,10 +156,29 @@
 //! transactional, so readers — this store's and other processes' — see the
 //! old copy or the new one, never half of either, and so does a crash. A
 //! discarded or abandoned generation's table is dropped; one a crash left
-//! behind is dropped when the store is next opened. A truncate is a
-//! `DELETE` inside its batch's transaction. Freed pages go to SQLite's free
-//! list and are reused by later writes (the file does not shrink; `VACUUM`
-//! it with the store closed to compact it).
+//! behind is dropped when the store is next opened (but see below). A
+//! truncate is a `DELETE` inside its batch's transaction. Freed pages go to
+//! SQLite's free list and are reused by later writes (the file does not
+//! shrink; `VACUUM` it with the store closed to compact it).
+//!
+//! ## Resumable copies
+//!
+//! A copy made in chunks can be
+//! [checkpointed](flashsync_core::Generation::checkpoint): one durable
+//! transaction applies the feed's changes to the generation's table, writes
+//! the view's job record (whose `copy` says how far the copy got) and
+//! records the table, its number and its schema in `_flashsync_checkpoints`.
+//! The rows written before it are in the table already (each write is a
+//! commit of the writer thread, and the checkpoint's synced commit makes
+//! them durable with it). Such a table outlives its handle, a crash and a
+//! reopen: opening keeps the tables checkpoints name and drops only other
+//! generation tables. [`resume_generation`](flashsync_core::Store::resume_generation)
+//! hands it back (if made with the same schema; otherwise it is dropped)
+//! after deleting its rows keyed above the checkpoint's last key — those
+//! written after the checkpoint: a range delete on `_flashsync_key`. The
+//! checkpoint, and its table, end with the generation's publish or discard,
+//! a new copy of the view (`begin_generation`), or `forget`; each removes
+//! the checkpoint's row in its own transaction, durably.
 //!
 //! ## Reading the database from SQL
 //!
@@ -193,6 +216,7 @@
 
 mod apply;
 mod catalog;
+mod checkpoint;
 mod error;
 mod generation;
 mod layout;

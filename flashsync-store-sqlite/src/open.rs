@@ -1,8 +1,9 @@
 //! Opening a store: checking the path and the file, taking the store's lock,
-//! creating a new store or checking an existing one's format, and
-//! recovering — which drops generation tables a crash left behind.
+//! creating a new store or checking an existing one's format (migrating an
+//! older one), and recovering — which drops generation tables a crash left
+//! behind, but for those a checkpoint keeps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,9 @@ use flashsync_core::{RelationSchema, StoreError, StoreErrorKind, ViewRecord};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::catalog::text_records;
+use crate::checkpoint;
 use crate::error::{corrupt, io, sql};
-use crate::layout::{self, decode_json, quote, APPLICATION_ID, FORMAT_VERSION};
+use crate::layout::{self, decode_json, quote, APPLICATION_ID, FORMAT_VERSION, MIGRATIONS};
 use crate::options::{Durability, Options};
 use crate::read::{open_reader, Reader};
 use crate::table::Plan;
@@ -45,7 +47,8 @@ pub(crate) fn open(path: &Path, options: &Options) -> Result<Opened, StoreError>
     let conn = connect(path, options, &op)?;
     // Checked before anything is written: someone else's database is left
     // exactly as it was found.
-    let fresh = check_format(&conn, &op)?;
+    let found = check_format(&conn, &op)?;
+    let fresh = found.is_none();
     if fresh {
         // Set before the first write fixes it: 16 KiB pages (SQLite's
         // default is 4 KiB) mean shallower B-trees and fewer page splits when
@@ -54,8 +57,10 @@ pub(crate) fn open(path: &Path, options: &Options) -> Result<Opened, StoreError>
         conn.pragma_update(None, "page_size", PAGE_SIZE).map_err(|e| sql(&op, e))?;
     }
     wal(&conn, &op)?;
-    if fresh {
-        create(&conn, &op)?;
+    match found {
+        None => create(&conn, &op)?,
+        Some(version) if version < FORMAT_VERSION => migrate(&conn, version, &op)?,
+        Some(_) => {}
     }
     let store_id: Option<i64> = conn
         .query_row("SELECT value FROM _flashsync_meta WHERE key = 'store_id'", [], |r| r.get(0))
@@ -74,6 +79,8 @@ pub(crate) fn open(path: &Path, options: &Options) -> Result<Opened, StoreError>
         durability: options.durability,
         catalog: BTreeMap::new(),
         copies: HashMap::new(),
+        checkpoints: HashMap::new(),
+        held: HashSet::new(),
         last_seq: None,
         staging: Default::default(),
         unsynced: false,
@@ -198,9 +205,11 @@ fn wal(conn: &Connection, op: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks the application id and format version. Returns whether the
-/// database is empty (a new store, to be created).
-fn check_format(conn: &Connection, op: &str) -> Result<bool, StoreError> {
+/// Checks the application id and format version. Returns the format
+/// version of the store in the file (this build's or an older one, to be
+/// migrated), or `None` if the database is empty (a new store, to be
+/// created).
+fn check_format(conn: &Connection, op: &str) -> Result<Option<i64>, StoreError> {
     let incompatible = |message: String| StoreError::new(StoreErrorKind::Incompatible, op, message);
     let pragma = |name: &str| -> Result<i64, StoreError> {
         conn.pragma_query_value(None, name, |r| r.get(0)).map_err(|e| sql(op, e))
@@ -208,13 +217,13 @@ fn check_format(conn: &Connection, op: &str) -> Result<bool, StoreError> {
     let application_id = pragma("application_id")?;
     let version = pragma("user_version")?;
     if application_id == APPLICATION_ID {
-        if version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(incompatible(format!(
                 "the store was written in format version {version}; this build of flashsync-store-sqlite reads \
-                 version {FORMAT_VERSION}"
+                 versions 1 to {FORMAT_VERSION}"
             )));
         }
-        return Ok(false);
+        return Ok(Some(version));
     }
     let objects: i64 =
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(|e| sql(op, e))?;
@@ -223,7 +232,7 @@ fn check_format(conn: &Connection, op: &str) -> Result<bool, StoreError> {
             "the database is not a flashsync store (application id {application_id:#x}, {objects} schema objects)"
         )));
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// Creates the store's tables in one synchronous transaction: a crash
@@ -247,6 +256,26 @@ fn create(conn: &Connection, op: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Brings a store of format version `from` (older than this build's) to
+/// the current version in one synchronous transaction that also sets
+/// `user_version`: a crash leaves the old version (migrated again on the
+/// next open) or the new one, never a half-migrated store.
+fn migrate(conn: &Connection, from: i64, op: &str) -> Result<(), StoreError> {
+    let steps = usize::try_from(from - 1).ok().and_then(|first| MIGRATIONS.get(first..)).ok_or_else(|| {
+        StoreError::new(StoreErrorKind::Incompatible, op, format!("no migration from format version {from}"))
+    })?;
+    let ddl = format!("BEGIN IMMEDIATE; {} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;", steps.join("\n"));
+    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| sql(op, e))?;
+    if let Err(e) = conn.execute_batch(&ddl) {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        return Err(sql(op, e));
+    }
+    tracing::info!("migrated the store from format version {from} to {FORMAT_VERSION}");
+    Ok(())
+}
+
 /// A fresh store id: 48 bits from std's OS-seeded `RandomState` keys mixed
 /// with the time and the process id (see `SqliteStore::store_id`).
 fn new_store_id() -> i64 {
@@ -260,7 +289,7 @@ fn new_store_id() -> i64 {
 
 /// Rebuilds the writer's mirror from disk and drops the generation tables a
 /// previous run left unpublished (every `_flashsync_gen_*` table is: publish
-/// renames it).
+/// renames it) — all but those a checkpoint keeps for `resume_generation`.
 fn recover(w: &mut Writer, op: &str) -> Result<(), StoreError> {
     let e = |e| sql(op, e);
     let tables: Vec<String> = {
@@ -273,19 +302,25 @@ fn recover(w: &mut Writer, op: &str) -> Result<(), StoreError> {
             return Err(corrupt(op, format!("the bookkeeping table {t} is missing")));
         }
     }
-    let leftovers: Vec<&String> = tables.iter().filter(|t| t.starts_with(layout::GEN_PREFIX)).collect();
-    if !leftovers.is_empty() {
+    for (id, record) in text_records(&w.conn, "SELECT relation_id, record FROM _flashsync_views").map_err(e)? {
+        let view: ViewRecord = decode_json("catalog entry", &record)?;
+        w.catalog.insert(id, view.def.name);
+    }
+    // After the catalog: a checkpoint of a view no longer in it is stale.
+    let stale = checkpoint::recover(w, &tables, op)?;
+    let kept: HashSet<String> = w.checkpoints.values().map(|c| c.plan.table.clone()).collect();
+    let leftovers: Vec<&String> =
+        tables.iter().filter(|t| t.starts_with(layout::GEN_PREFIX) && !kept.contains(*t)).collect();
+    if !leftovers.is_empty() || !stale.is_empty() {
         w.transaction(op, false, |conn| {
             for t in &leftovers {
                 conn.execute(&format!("DROP TABLE {}", quote(t)), []).map_err(|e| sql(op, e))?;
             }
+            for view in &stale {
+                checkpoint::delete_row(conn, *view, None).map_err(|e| sql(op, e))?;
+            }
             Ok(())
         })?;
-    }
-
-    for (id, record) in text_records(&w.conn, "SELECT relation_id, record FROM _flashsync_views").map_err(e)? {
-        let view: ViewRecord = decode_json("catalog entry", &record)?;
-        w.catalog.insert(id, view.def.name);
     }
     let copies: Vec<(flashsync_core::RelationId, String, String)> = {
         let mut stmt = w.conn.prepare("SELECT relation_id, table_name, schema FROM _flashsync_copies").map_err(e)?;

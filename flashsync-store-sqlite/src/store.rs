@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use flashsync_core::codec::encode_key;
 use flashsync_core::rowops::ApplyReport;
 use flashsync_core::{
     ApplyBatch, BatchSeq, Generation, JobRecord, Key, KeyRange, OriginId, RelationId, RelationSchema, Row, Store,
@@ -16,7 +17,7 @@ use crate::options::Options;
 use crate::read::Reader;
 use crate::worker::Worker;
 use crate::writer::Writer;
-use crate::{apply, catalog, open};
+use crate::{apply, catalog, checkpoint, open};
 
 /// A [`Store`] in one SQLite database file. See the [crate docs](crate).
 ///
@@ -77,7 +78,10 @@ impl SqliteStore {
     ///
     /// Beside the database SQLite keeps `<file>-wal` and `<file>-shm` while
     /// it is open, and the store keeps `<file>-flashsync-lock`. Generation
-    /// tables a crash left unpublished are dropped on open.
+    /// tables a crash left unpublished are dropped on open, but for those a
+    /// [checkpoint](flashsync_core::Generation::checkpoint) keeps. A store
+    /// of an older format version is migrated (durably, in one
+    /// transaction); a build of that older version then refuses it.
     ///
     /// Opening blocks (it may recover the write-ahead log); async callers
     /// should run it where blocking is acceptable.
@@ -168,14 +172,45 @@ impl Store for SqliteStore {
         }
         let schema = schema.clone();
         let worker_op = op.clone();
-        let plan = self.inner.writer.run(op, move |w| generation::begin(w, id, &schema, &worker_op)).await?;
-        Ok(Box::new(SqliteGeneration { inner: Arc::clone(&self.inner), view: id, plan: Arc::new(plan), live: true }))
+        let (plan, number) = self.inner.writer.run(op, move |w| generation::begin(w, id, &schema, &worker_op)).await?;
+        Ok(Box::new(SqliteGeneration {
+            inner: Arc::clone(&self.inner),
+            view: id,
+            plan: Arc::new(plan),
+            number,
+            live: true,
+        }))
     }
 
     /// A generation is a table like a published copy: amendments write
     /// into it as `apply` writes into those.
     fn amends_generations(&self) -> bool {
         true
+    }
+
+    /// A checkpoint records the generation's table in
+    /// `_flashsync_checkpoints`, and opening the store keeps the tables it
+    /// names (see [the crate docs](crate#resumable-copies)).
+    fn resumes_generations(&self) -> bool {
+        true
+    }
+
+    async fn resume_generation(
+        &self,
+        id: RelationId,
+        schema: &RelationSchema,
+        after: &Key,
+    ) -> Result<Option<Box<dyn Generation>>, StoreError> {
+        let op = format!("resume generation of view {id}");
+        // Compared with the table's keys as bytes: see `checkpoint`.
+        let (schema, after) = (schema.clone(), encode_key(after));
+        let worker_op = op.clone();
+        let resumed =
+            self.inner.writer.run(op, move |w| checkpoint::resume(w, id, &schema, &after, &worker_op)).await?;
+        Ok(resumed.map(|(plan, number)| {
+            Box::new(SqliteGeneration { inner: Arc::clone(&self.inner), view: id, plan, number, live: true })
+                as Box<dyn Generation>
+        }))
     }
 
     async fn apply(&self, batch: ApplyBatch) -> Result<ApplyReport, StoreError> {

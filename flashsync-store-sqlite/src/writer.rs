@@ -1,14 +1,16 @@
 //! The writer thread's state: the read-write connection, and an in-memory
 //! mirror of the small records the hot path needs (which views exist, which
-//! table holds each published copy). Only the writer thread changes the
-//! database, so the mirror is exact: it is updated after each commit.
+//! table holds each published copy, which generations a checkpoint keeps).
+//! Only the writer thread changes the database, so the mirror is exact: it
+//! is updated after each commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use flashsync_core::{BatchSeq, RelationId, StoreError, ViewName};
 use rusqlite::Connection;
 
+use crate::checkpoint::Checkpointed;
 use crate::error::{poisoned, sql};
 use crate::options::Durability;
 use crate::table::Plan;
@@ -22,6 +24,14 @@ pub(crate) struct Writer {
     pub catalog: BTreeMap<RelationId, ViewName>,
     /// Published copies.
     pub copies: HashMap<RelationId, Arc<Plan>>,
+    /// Unpublished generations a checkpoint keeps, by view (mirrors
+    /// `_flashsync_checkpoints`).
+    pub checkpoints: HashMap<RelationId, Checkpointed>,
+    /// Generation tables a live [`Generation`](flashsync_core::Generation)
+    /// handle fills: never dropped but by that handle (see
+    /// [`checkpoint`](crate::checkpoint)). In memory: handles die with the
+    /// process.
+    pub held: HashSet<String>,
     /// The last batch applied since this store was opened. Sequence numbers
     /// belong to one process run: the driver starts over after a restart.
     pub last_seq: Option<BatchSeq>,
@@ -31,7 +41,8 @@ pub(crate) struct Writer {
     /// Whether a commit since the last fsync of the log was not synced.
     pub unsynced: bool,
     /// Next generation number (generation tables left by an earlier run are
-    /// dropped when the store opens, so numbering restarts safely).
+    /// dropped when the store opens, but for those a checkpoint keeps, which
+    /// numbering continues after).
     pub next_generation: u64,
     /// Set when a commit failed after possibly reaching the log.
     pub poisoned: Option<String>,
