@@ -205,7 +205,7 @@ impl AppliedOrder {
             }
             // Into a copy not yet published: its transactions may come
             // again after the publish, at other keys.
-            AuditRecord::Amended { .. } => Ok(()),
+            AuditRecord::Amended { .. } | AuditRecord::Checkpointed { .. } | AuditRecord::Resumed { .. } => Ok(()),
         }
     }
 

@@ -108,9 +108,10 @@ pub struct JobRecord {
     pub last_recopy: Option<Recopy>,
     /// While a copy in chunks is being made: how far it got, stored with
     /// its rows ([`Generation::checkpoint`](crate::Generation::checkpoint))
-    /// so that a restart continues it instead of starting over.
+    /// so that a restart continues it instead of starting over. (Boxed:
+    /// job records travel in every store action, and are rarely copying.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copy: Option<CopyCheckpoint>,
+    pub copy: Option<Box<CopyCheckpoint>>,
     /// The view's row filter as written (`where`), when it keeps only some
     /// rows. Filled in by [`Machine::status`](crate::Machine::status) from
     /// the definition; not part of the stored job.

@@ -173,8 +173,15 @@ pub struct Checker {
     chunking: BTreeMap<OpId, chunks::Chunking>,
     /// Each view's latest copy in chunks: the one the machine amends.
     chunking_now: BTreeMap<RelationId, OpId>,
+    /// Per view, the copy in chunks as its last checkpoint left it in the
+    /// store: what a restart continues from.
+    checkpoints: BTreeMap<RelationId, chunks::Chunking>,
     /// Changes that went into copies being made in chunks.
     pub amended: u64,
+    /// Checkpoints of copies in chunks the store kept.
+    pub checkpointed: u64,
+    /// Copies continued from a checkpoint after a restart.
+    pub resumed: u64,
 }
 
 /// The origin every simulated view reads from.
@@ -301,6 +308,9 @@ impl Checker {
                 AuditRecord::Amended { view, xid, end_lsn, keys, truncated } => {
                     self.on_amended(view, xid, end_lsn, keys, truncated)
                 }
+                // What the store keeps is recorded when it keeps it.
+                AuditRecord::Checkpointed { .. } => {}
+                AuditRecord::Resumed { view, op } => self.on_resumed(view, op),
             }
         }
     }

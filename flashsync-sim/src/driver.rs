@@ -277,7 +277,11 @@ fn summary<G>(step: &StoreStep<G>) -> String {
         StoreStep::ForgetOrigin(o) => format!("forget origin {o}"),
         StoreStep::Publish { op, generation, .. } => format!("publish {} (kept: {})", op.0, generation.is_some()),
         StoreStep::Discard { op, .. } => format!("discard {}", op.0),
-        StoreStep::Amend { op, ops, .. } => format!("amend {} ({} ops)", op.0, ops.ops.len()),
+        StoreStep::Amend { op, ops, checkpoint, .. } => {
+            let what = if checkpoint.is_some() { "checkpoint" } else { "amend" };
+            format!("{what} {} ({} ops)", op.0, ops.ops.len())
+        }
+        StoreStep::Resume { id, .. } => format!("resume {id}"),
         StoreStep::Fence(op) => format!("fence {}", op.0),
         StoreStep::Apply(run) => {
             let seqs: Vec<u64> = run.iter().map(|b| b.seq.0).collect();

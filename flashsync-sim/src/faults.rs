@@ -202,7 +202,10 @@ impl Plan {
         // copy has many chunks, and writers hit chunks copied, in flight
         // and still to come. Drawn last: every earlier draw keeps its value.
         let snapshot_chunk_rows = if rng.chance(0.5) { 1 + rng.below(6) } else { 0 };
-        let config = Config { apply_run, max_ops_in_flight, snapshot_chunk_rows, ..config };
+        // Most copies in chunks are checkpointed (so crashes continue
+        // them); the rest start over, as with a store that cannot keep them.
+        let checkpoint_copies = rng.chance(0.75);
+        let config = Config { apply_run, max_ops_in_flight, snapshot_chunk_rows, checkpoint_copies, ..config };
         Plan { rates, replay_from_confirmed, first_xid, timing, config, exec_bugs: Default::default(), capture: false }
     }
 
@@ -226,7 +229,7 @@ impl fmt::Display for Plan {
         write!(
             f,
             "faults: {}; replay_from_confirmed={}; first_xid={:#x}; snapshots<={}; holdback={}B; batch_ops={}; \
-             retry {}..{}ms; apply_run={}; ops_in_flight<={}; chunk_rows={}",
+             retry {}..{}ms; apply_run={}; ops_in_flight<={}; chunk_rows={}; checkpoints={}",
             on.join(" "),
             self.replay_from_confirmed,
             self.first_xid,
@@ -237,7 +240,8 @@ impl fmt::Display for Plan {
             self.config.retry_max.0,
             self.config.apply_run,
             self.config.max_ops_in_flight,
-            self.config.snapshot_chunk_rows
+            self.config.snapshot_chunk_rows,
+            self.config.checkpoint_copies
         )
     }
 }

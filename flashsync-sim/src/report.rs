@@ -62,6 +62,10 @@ pub struct Report {
     pub crashes: u64,
     /// Snapshots taken.
     pub snapshots: u64,
+    /// Checkpoints of copies in chunks the store kept.
+    pub copy_checkpoints: u64,
+    /// Copies in chunks continued from a checkpoint after a restart.
+    pub copies_resumed: u64,
     /// Views defined at the end.
     pub views: usize,
     /// Number of violations (0 or 1: a run stops at the first).

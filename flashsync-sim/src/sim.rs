@@ -74,6 +74,7 @@ impl SimOptions {
             (self.bugs.keep_abandoned_parts, "keep_abandoned_parts"),
             (self.bugs.skip_chunk_filter, "skip_chunk_filter"),
             (self.bugs.drop_chunk_changes, "drop_chunk_changes"),
+            (self.bugs.resume_past_gap, "resume_past_gap"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
             (self.exec_bugs.drop_captured_removals, "drop_captured_removals"),
@@ -116,10 +117,13 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     // Three seeds in four run with a change feed listening; the rest keep
     // the path where nobody does (a sub-seed: other draws do not move).
     plan.capture = !fork(opts.seed, 6).is_multiple_of(4) || opts.exec_bugs.drop_captured_removals;
-    let plan_text = plan.to_string();
     let up = Upstream::new(plan.first_xid, 6 + (fork(opts.seed, 2) % 10) as i64);
     up.send_whole_old_rows(fork(opts.seed, 5));
     let store = SimStore::open(opts.store).map_err(|e| SimError::Store(opts.store, e))?;
+    // As the engine does: only a store that keeps copies across restarts
+    // is asked to checkpoint them.
+    plan.config.checkpoint_copies &= store.resumes_generations();
+    let plan_text = plan.to_string();
     let mut w =
         World::new(opts.seed, plan, store, up, fork(opts.seed, 3)).map_err(|e| SimError::Store(opts.store, e))?;
     w.rng = Rng::new(fork(opts.seed, 4));
@@ -243,6 +247,8 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
         passes,
         commits_applied,
         view_commits_checked: w.checker.applied_claims,
+        copy_checkpoints: w.checker.checkpointed,
+        copies_resumed: w.checker.resumed,
         upstream_commits,
         faults_injected,
         faults: w.counters.faults.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),

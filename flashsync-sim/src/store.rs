@@ -360,6 +360,34 @@ impl SimStore {
         block_on(generation.amend(ops))
     }
 
+    /// [`Generation::checkpoint`].
+    pub fn checkpoint(
+        &mut self,
+        generation: &mut Box<dyn Generation>,
+        ops: ViewOps,
+        job: &JobRecord,
+    ) -> (Result<ApplyReport, StoreError>, Durable) {
+        let before = self.before_sync();
+        let r = block_on(generation.checkpoint(ops, job));
+        let d = self.durable_after(r.is_ok(), before, Durable::Nothing);
+        (r, d)
+    }
+
+    /// [`Store::resume_generation`].
+    pub fn resume_generation(
+        &self,
+        id: RelationId,
+        schema: &RelationSchema,
+        after: &flashsync_core::Key,
+    ) -> Result<Option<Box<dyn Generation>>, StoreError> {
+        block_on(self.store()?.resume_generation(id, schema, after))
+    }
+
+    /// [`Store::resumes_generations`].
+    pub fn resumes_generations(&self) -> bool {
+        self.store().is_ok_and(|s| s.resumes_generations())
+    }
+
     /// [`Generation::discard`].
     pub fn discard(&self, generation: Box<dyn Generation>) -> Result<(), StoreError> {
         block_on(generation.discard())

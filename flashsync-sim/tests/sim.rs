@@ -168,6 +168,16 @@ fn dropped_chunk_changes_are_caught() {
     assert!(seed.is_some(), "drop_chunk_changes went unnoticed in 1000 seeds");
 }
 
+/// A copy continued after a restart although the feed had already passed
+/// its checkpoint: the transactions in between are in neither the copy nor
+/// the feed any more.
+#[test]
+fn resume_past_gap_is_caught() {
+    let bugs = InjectedBugs { resume_past_gap: true, ..Default::default() };
+    let seed = find(bugs, "mirror exact", 1000);
+    assert!(seed.is_some(), "resume_past_gap went unnoticed in 1000 seeds");
+}
+
 #[test]
 fn apply_while_disabled_is_caught() {
     let bugs = InjectedBugs { apply_while_disabled: true, ..Default::default() };

@@ -113,6 +113,8 @@ impl EngineBuilder {
             // Chunks need the feed's changes to go into the copy being made.
             config.snapshot_chunk_rows = 0;
         }
+        // Checkpoints need a store that keeps a copy across restarts.
+        config.checkpoint_copies &= store.resumes_generations();
         let machine = Machine::new(config, seed, state, crate::driver::clock());
         let (events, _) = broadcast::channel(4096);
         let (changes, _) = broadcast::channel(self.change_feed_capacity);

@@ -260,7 +260,8 @@ pub async fn checkpoints_survive_a_crash<S: Store>(store: S, crash: &mut impl Fn
         generation.write(vec![row![1, "a", "n1"], row![2, "b", "n2"], row![3, "c", "n3"]]).await,
     )?;
     let mut checkpointed = job(&v, JobState::Idle, 9);
-    checkpointed.copy = Some(CopyCheckpoint { segments: Vec::new(), after: key![3], rows: 3, through: Lsn(40) });
+    checkpointed.copy =
+        Some(Box::new(CopyCheckpoint { segments: Vec::new(), after: key![3], rows: 3, through: Lsn(40) }));
     let changes = vec![
         RowOp::Update {
             old_key: None,

@@ -48,6 +48,8 @@ enum InStep {
     /// Changes into a copy being made (`op`), this many operations:
     /// answered by `Input::Amended`, whatever the driver says.
     Amend(OpId, usize),
+    /// A checkpointed copy (`op`) coming back: answered by `Input::Resumed`.
+    Resume(OpId),
 }
 
 /// What the driver's store is doing.
@@ -151,9 +153,13 @@ impl<G> StoreQueue<G> {
                 let generation = self.generations.remove(&op);
                 (StoreStep::Publish { op, generation, job }, InStep::Op(op))
             }
-            StoreAction::Amend { op, ops } => {
+            StoreAction::Amend { op, ops, checkpoint } => {
                 let n = ops.ops.len().max(1);
-                (StoreStep::Amend { op, generation: self.generations.remove(&op), ops }, InStep::Amend(op, n))
+                let generation = self.generations.remove(&op);
+                (StoreStep::Amend { op, generation, ops, checkpoint }, InStep::Amend(op, n))
+            }
+            StoreAction::Resume { op, id, schema, after } => {
+                (StoreStep::Resume { id, schema, after }, InStep::Resume(op))
             }
             StoreAction::Discard { op } => {
                 (StoreStep::Discard { op, generation: self.generations.remove(&op) }, InStep::Discard)
@@ -222,6 +228,18 @@ impl<G> StoreQueue<G> {
                 };
                 Answered { inputs: vec![Input::Amended { op, result }], applied: false, applied_through: None }
             }
+            (InStep::Resume(op), answer) => {
+                let result = match answer {
+                    StoreAnswer::Resumed(Ok(Some(g))) => {
+                        self.generations.insert(op, g);
+                        Ok(true)
+                    }
+                    StoreAnswer::Resumed(Ok(None)) => Ok(false),
+                    StoreAnswer::Resumed(Err(e)) => Err(e),
+                    other => Err(mismatch(&other)),
+                };
+                Answered { inputs: vec![Input::Resumed { op, result }], applied: false, applied_through: None }
+            }
             (InStep::Run(entries), StoreAnswer::Applied(results)) => self.finish_run(entries, results),
             (InStep::Op(op), other) => Answered {
                 inputs: vec![Input::StoreDone { op, result: Err(mismatch(&other)) }],
@@ -280,6 +298,7 @@ fn mismatch<G>(answer: &StoreAnswer<G>) -> StoreError {
         StoreAnswer::Applied(_) => "applied",
         StoreAnswer::Discarded(_) => "discarded",
         StoreAnswer::Amended { .. } => "amended",
+        StoreAnswer::Resumed(_) => "resumed",
     };
     StoreError::new(StoreErrorKind::Invalid, "store step", format!("the driver answered the wrong step ({what})"))
 }

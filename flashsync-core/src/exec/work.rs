@@ -126,8 +126,10 @@ pub enum StoreStep<G> {
         generation: Option<G>,
     },
     /// [`Generation::amend`](crate::Generation::amend) the generation of
-    /// copy `op` with `ops`; answer with [`StoreAnswer::Amended`], handing
-    /// the generation back.
+    /// copy `op` with `ops` — or, given a job record,
+    /// [`Generation::checkpoint`](crate::Generation::checkpoint) it with
+    /// both; answer with [`StoreAnswer::Amended`], handing the generation
+    /// back.
     Amend {
         /// The copy's operation.
         op: OpId,
@@ -135,6 +137,18 @@ pub enum StoreStep<G> {
         generation: Option<G>,
         /// The changes.
         ops: crate::change::ViewOps,
+        /// The job record to checkpoint with.
+        checkpoint: Option<JobRecord>,
+    },
+    /// [`Store::resume_generation`](crate::Store::resume_generation);
+    /// answer with [`StoreAnswer::Resumed`].
+    Resume {
+        /// The view.
+        id: RelationId,
+        /// The schema its copy is made with.
+        schema: crate::schema::RelationSchema,
+        /// The checkpoint's last key.
+        after: crate::value::Key,
     },
     /// Nothing: every step before it has finished. Answer with
     /// `StoreAnswer::Done(Ok(()))` (a pass starts behind it).
@@ -162,6 +176,8 @@ pub enum StoreAnswer<G> {
         /// The generation the step was given.
         generation: Option<G>,
     },
+    /// `Resume`: the generation the store kept, if any.
+    Resumed(Result<Option<G>, StoreError>),
 }
 
 impl StoreStep<Box<dyn Generation>> {
@@ -185,8 +201,14 @@ impl StoreStep<Box<dyn Generation>> {
                 Some(g) => StoreAnswer::Discarded(g.discard().await),
                 None => StoreAnswer::Discarded(Ok(())),
             },
-            StoreStep::Amend { op, generation, ops } => match generation {
-                Some(mut g) => StoreAnswer::Amended { result: g.amend(ops).await, generation: Some(g) },
+            StoreStep::Amend { op, generation, ops, checkpoint } => match generation {
+                Some(mut g) => {
+                    let result = match checkpoint {
+                        Some(job) => g.checkpoint(ops, &job).await,
+                        None => g.amend(ops).await,
+                    };
+                    StoreAnswer::Amended { result, generation: Some(g) }
+                }
                 None => StoreAnswer::Amended {
                     result: Err(StoreError::new(
                         StoreErrorKind::NotFound,
@@ -196,6 +218,9 @@ impl StoreStep<Box<dyn Generation>> {
                     generation: None,
                 },
             },
+            StoreStep::Resume { id, schema, after } => {
+                StoreAnswer::Resumed(store.resume_generation(id, &schema, &after).await)
+            }
             StoreStep::Fence(_) => StoreAnswer::Done(Ok(())),
             StoreStep::Apply(batches) => StoreAnswer::Applied(store.apply_many(batches).await),
         }

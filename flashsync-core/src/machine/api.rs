@@ -68,6 +68,10 @@ pub struct InjectedBugs {
     /// Drop the feed's changes to the chunks already copied when a chunk
     /// lands, as if every chunk's snapshot held them: the copy misses them.
     pub drop_chunk_changes: bool,
+    /// Continue a checkpointed copy after a restart without checking that
+    /// the feed delivers every transaction since the checkpoint: the copy
+    /// misses those the feed passed before it continued.
+    pub resume_past_gap: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.
@@ -107,6 +111,11 @@ pub struct Config {
     /// and 0.63–0.66 in one piece); a chunk of that size copies in about a
     /// fifth of a second, so what is held back meanwhile stays small.
     pub snapshot_chunk_rows: u64,
+    /// Checkpoint a copy in chunks after each chunk, so that a restart
+    /// continues it (DESIGN §10). Needs a store that keeps generations
+    /// across restarts ([`Store::resumes_generations`](crate::Store::resumes_generations));
+    /// drivers turn it off for other stores. Default `true`.
+    pub checkpoint_copies: bool,
     /// Record an [`AuditRecord`] for every transaction applied to a view and
     /// every copy published, drained with
     /// [`Machine::drain_audit`](crate::Machine::drain_audit). For simulators
@@ -171,6 +180,20 @@ pub enum AuditRecord {
         /// A truncate was among them (it empties the chunks copied so far).
         truncated: bool,
     },
+    /// The generation of `view`'s copy in chunks was checkpointed: a crash
+    /// from now on takes it back to this point, not to nothing.
+    Checkpointed {
+        /// The view.
+        view: crate::view::RelationId,
+    },
+    /// After a restart, `view`'s copy continues from its last checkpoint,
+    /// as copy `op`.
+    Resumed {
+        /// The view.
+        view: crate::view::RelationId,
+        /// The copy's op from now on.
+        op: OpId,
+    },
 }
 
 impl Default for Config {
@@ -185,6 +208,7 @@ impl Default for Config {
             recent_commits: 4096,
             max_snapshot_races: 8,
             snapshot_chunk_rows: 250_000,
+            checkpoint_copies: true,
             audit: false,
             max_ops_in_flight: 50_000,
             apply_run: 4096,
@@ -289,6 +313,14 @@ pub enum Input {
         /// Its outcome (conflicts included).
         result: Result<ApplyReport, StoreError>,
     },
+    /// A [`StoreAction::Resume`] finished: whether the store handed the
+    /// generation back (it is kept for the copy's next chunk).
+    Resumed {
+        /// The action.
+        op: OpId,
+        /// `Ok(false)`: the store kept no such copy.
+        result: Result<bool, StoreError>,
+    },
     /// A [`SourceAction::Subscribe`] finished.
     Subscribed {
         /// The origin.
@@ -373,6 +405,23 @@ pub enum StoreAction {
         op: OpId,
         /// The feed's changes to the chunks copied so far.
         ops: crate::change::ViewOps,
+        /// With a job record: checkpoint the generation with it
+        /// ([`Generation::checkpoint`](crate::Generation::checkpoint)) rather
+        /// than only amend it.
+        checkpoint: Option<JobRecord>,
+    },
+    /// Reopen the generation a checkpoint kept for view `id` before a
+    /// restart ([`Store::resume_generation`](crate::Store::resume_generation)),
+    /// and keep it for copy `op`; answer with [`Input::Resumed`].
+    Resume {
+        /// The copy's op (also the result tag).
+        op: OpId,
+        /// The view.
+        id: RelationId,
+        /// The schema the copy is made with.
+        schema: RelationSchema,
+        /// The checkpoint's last key.
+        after: Key,
     },
     /// Discard the generation filled by snapshot `op`. No result input.
     Discard {

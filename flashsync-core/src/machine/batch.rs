@@ -226,7 +226,18 @@ impl Machine {
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
-        let (Some(epoch), Some(durable)) = (o.feed.up(), o.durable) else {
+        let (Some(epoch), Some(mut durable)) = (o.feed.up(), o.durable) else {
+            return;
+        };
+        // A copy checkpointed in chunks needs every transaction since its
+        // checkpoint again after a crash: the slot must keep them.
+        {
+            let kept = self.views.values().filter(|v| &v.def.origin == origin).filter_map(|v| v.phase.chunks()?.kept);
+            if let Some(k) = kept.min() {
+                durable = durable.min(k);
+            }
+        }
+        let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
         if o.acked.is_some_and(|a| a >= durable) {

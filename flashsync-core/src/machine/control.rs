@@ -428,7 +428,7 @@ impl Machine {
             }
             Op::Release { request, .. } => self.finish_request_op(request, result.err().map(ControlError::Store), None),
             Op::Forgetting(request) => self.forgotten(request, result),
-            Op::Prepare(_) | Op::Snapshot(_) | Op::Amend(_) | Op::AbandonedSnapshot => {}
+            Op::Prepare(_) | Op::Snapshot(_) | Op::Amend(_) | Op::Resume(_) | Op::AbandonedSnapshot => {}
         }
     }
 

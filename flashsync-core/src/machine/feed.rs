@@ -8,14 +8,26 @@ impl Machine {
     pub(super) fn subscribe(&mut self, origin: &OriginId) {
         let epoch = Epoch(self.next_epoch);
         self.next_epoch += 1;
+        if !self.origins.get(origin).is_some_and(|o| o.feed.is_down()) {
+            return;
+        }
+        // A copy that a checkpoint kept before a restart continues only if
+        // the feed delivers every transaction since its checkpoint again:
+        // ask for them (the slot was never acknowledged past it).
+        let kept = self
+            .views
+            .values()
+            .filter(|v| &v.def.origin == origin)
+            .filter_map(|v| v.job.as_ref()?.copy.as_ref().map(|c| c.through))
+            .min();
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
-        if !o.feed.is_down() {
-            return;
-        }
-        o.feed = Feed::Subscribing { epoch, attempt: o.feed.attempt() };
-        let resume = o.applied;
+        let resume = match (o.applied, kept) {
+            (Some(a), Some(k)) => Some(a.min(k)),
+            (a, _) => a,
+        };
+        o.feed = Feed::Subscribing { epoch, attempt: o.feed.attempt(), from: resume };
         self.stats.subscribes += 1;
         self.source(SourceAction::Subscribe { origin: origin.clone(), epoch, resume });
     }
@@ -28,6 +40,10 @@ impl Machine {
             // A repeated answer for the feed that is already up.
             return;
         }
+        let requested = match o.feed {
+            Feed::Subscribing { epoch: e, from, .. } if e == epoch => from,
+            _ => None,
+        };
         if !matches!(o.feed, Feed::Subscribing { epoch: e, .. } if e == epoch) {
             // A subscription nobody wants any more (e.g. after shutdown or forget).
             if result.is_ok() {
@@ -46,7 +62,16 @@ impl Machine {
                 return;
             }
         };
-        o.feed = Feed::Up { epoch, paused: false, txn: None };
+        // Where this connection's transactions start: a new slot's
+        // consistent point, or where it was asked to resume, unless the slot
+        // was confirmed past that (the server starts there then).
+        let from = match &report.start {
+            FeedStart::Created { consistent_point } | FeedStart::Recreated { consistent_point, .. } => {
+                *consistent_point
+            }
+            FeedStart::Existing { confirmed_flush } => requested.map_or(*confirmed_flush, |r| r.max(*confirmed_flush)),
+        };
+        o.feed = Feed::Up { epoch, paused: false, txn: None, from, began: None };
         o.slot_id = Some(report.slot_id.clone());
         o.last_error = None;
         let (start, gap) = match (&report.start, o.applied) {
@@ -257,14 +282,27 @@ impl Machine {
         }
         let applied = self.origins.get(origin).and_then(|o| o.applied);
         let duplicate = applied.is_some_and(|a| final_lsn < a);
-        let routes = if duplicate {
+        if let Some(Feed::Up { began, .. }) = self.origins.get_mut(origin).map(|o| &mut o.feed) {
+            *began = Some(began.map_or(final_lsn, |b| b.max(final_lsn)));
+        }
+        let table = self.route_table(origin);
+        if duplicate {
             self.stats.duplicates_skipped += 1;
+        }
+        let routes = if duplicate && !table.floors {
             Arc::new(RelRoutes::new())
         } else {
-            let table = self.route_table(origin);
-            if table.filtered {
+            if table.filtered || table.floors {
                 let mut routes = RelRoutes::new();
                 for e in &table.entries {
+                    match e.floor {
+                        // A resumed copy holds what committed before its
+                        // checkpoint already, whatever live views have.
+                        Some(floor) if final_lsn < floor => continue,
+                        Some(_) => {}
+                        None if duplicate => continue,
+                        None => {}
+                    }
                     if let Some(f) = &e.filter {
                         if !self.bugs().skip_xid_filter && f.contains_everywhere(xid, final_lsn) {
                             self.stats.filtered += 1;
@@ -303,7 +341,7 @@ impl Machine {
             self.protocol_error(origin, "feed sent a change outside a transaction");
             return;
         };
-        if txn.duplicate {
+        if txn.routes.is_empty() {
             return;
         }
         let rels: &[SourceRelId] = match &change {
@@ -509,6 +547,11 @@ impl Machine {
             if !txn.duplicate {
                 self.stats.duplicates_skipped += 1;
             }
+            // Copies resumed from a checkpoint older than this commit still
+            // take it: the store's position ran ahead of theirs.
+            let mut hold = txn.hold;
+            hold.retain(|id, _| self.views.get(id).and_then(|v| v.phase.floor()).is_some_and(|f| txn.final_lsn >= f));
+            self.hold_back(origin, txn.xid, txn.final_lsn, end_lsn, hold);
             // Still a transaction boundary: queued bootstraps may start.
             self.try_start_snapshots();
             return;
@@ -619,18 +662,7 @@ impl Machine {
             let keys = partly.get(&view).cloned();
             self.audit.push(AuditRecord::Applied { seq, view, xid: txn.xid, end_lsn, replay: false, keys });
         }
-        // Hold back the bootstrapping views' share.
-        let mut added = 0;
-        for (id, ops) in hold {
-            let Some(h) = self.views.get_mut(&id).and_then(|v| v.phase.hold_mut()) else {
-                continue;
-            };
-            let bytes: usize = ops.iter().map(op_size).sum();
-            h.bytes += bytes;
-            h.txns.push(HeldTxn { xid: txn.xid, final_lsn: txn.final_lsn, end_lsn, ops });
-            added += bytes;
-        }
-        *self.held_bytes.entry(origin.clone()).or_default() += added;
+        self.hold_back(origin, txn.xid, txn.final_lsn, end_lsn, hold);
         let cap = self.cfg.recent_commits.max(1);
         if let Some(o) = self.origins.get_mut(origin) {
             o.applied = Some(end_lsn);
@@ -642,6 +674,28 @@ impl Machine {
         }
         self.check_flow(origin);
         self.try_start_snapshots();
+    }
+
+    /// Holds back the bootstrapping views' share of a transaction.
+    fn hold_back(
+        &mut self,
+        origin: &OriginId,
+        xid: u32,
+        final_lsn: Lsn,
+        end_lsn: Lsn,
+        hold: BTreeMap<RelationId, Vec<RowOp>>,
+    ) {
+        let mut added = 0;
+        for (id, ops) in hold {
+            let Some(h) = self.views.get_mut(&id).and_then(|v| v.phase.hold_mut()) else {
+                continue;
+            };
+            let bytes: usize = ops.iter().map(op_size).sum();
+            h.bytes += bytes;
+            h.txns.push(HeldTxn { xid, final_lsn, end_lsn, ops });
+            added += bytes;
+        }
+        *self.held_bytes.entry(origin.clone()).or_default() += added;
     }
 
     fn on_keepalive(&mut self, origin: &OriginId, wal_end: Lsn) {

@@ -93,10 +93,16 @@ impl Machine {
         if !o.feed.is_down() || !self.wants_feed(origin) {
             return;
         }
-        let attaching = self
-            .views
-            .values()
-            .any(|v| &v.def.origin == origin && matches!(v.phase, Phase::Preparing { goal: Goal::Attach, .. }));
+        // A copy a checkpoint kept continues only if the feed has not moved
+        // past its checkpoint: wait for it to be described as well.
+        let waiting = |v: &View| match v.phase {
+            Phase::Preparing { goal: Goal::Attach, .. } => true,
+            Phase::Preparing { goal: Goal::Bootstrap, .. } => {
+                self.cfg.checkpoint_copies && v.job.as_ref().is_some_and(|j| j.copy.is_some())
+            }
+            _ => false,
+        };
+        let attaching = self.views.values().any(|v| &v.def.origin == origin && waiting(v));
         if !attaching {
             self.subscribe(origin);
         }

@@ -131,7 +131,7 @@ use crate::codec::encode_key;
 use crate::error::{ControlError, SourceError, StoreError, StoreErrorKind};
 use crate::event::{Event, EventKind, Phase as EventPhase};
 use crate::handoff::{Handoff, Segment, Sifted};
-use crate::job::{JobRecord, JobState, Recopy, RecopyReason};
+use crate::job::{CopyCheckpoint, JobRecord, JobState, Recopy, RecopyReason};
 use crate::lsn::Lsn;
 use crate::rng::Rng;
 use crate::rowops::ApplyReport;
@@ -199,6 +199,9 @@ enum Op {
     /// Changes going into a chunked copy's generation between two chunks
     /// (the op of the copy itself).
     Amend(RelationId),
+    /// A copy's generation coming back from a checkpoint (the op of the
+    /// copy itself).
+    Resume(RelationId),
     /// A snapshot nobody wants any more: discard its generation when it ends.
     AbandonedSnapshot,
     /// A publish nobody waits for; the view's copy still changes.
@@ -410,6 +413,7 @@ impl Machine {
             Input::Snapshotted { op, result } => self.on_snapshotted(op, result),
             Input::ChunkCopied { op, result } => self.on_chunk_copied(op, result),
             Input::Amended { op, result } => self.on_amended(op, result),
+            Input::Resumed { op, result } => self.on_resumed(op, result),
             Input::Subscribed { origin, epoch, result } => self.on_subscribed(&origin, epoch, result),
             Input::Feed { origin, epoch, event } => self.on_feed(&origin, epoch, event),
             Input::FeedLost { origin, epoch, error } => self.on_feed_lost(&origin, epoch, &error),

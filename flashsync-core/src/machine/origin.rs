@@ -22,12 +22,16 @@ pub(super) enum Feed {
     /// Not connected. `attempt` consecutive subscriptions failed; the next
     /// waits until `retry_at` (if set) unless forced.
     Down { attempt: u32, retry_at: Option<Timestamp> },
-    /// A subscription for `epoch` was requested; `attempt` failed before it.
-    Subscribing { epoch: Epoch, attempt: u32 },
+    /// A subscription for `epoch` was requested, to resume at `from`;
+    /// `attempt` failed before it.
+    Subscribing { epoch: Epoch, attempt: u32, from: Option<Lsn> },
     /// Connected. `paused`: reading is paused (held-back changes at their
     /// limit). `txn`: the transaction being received, between its `Begin`
-    /// and its `Commit`.
-    Up { epoch: Epoch, paused: bool, txn: Option<Txn> },
+    /// and its `Commit`. `from`: the first transactions this connection
+    /// delivers commit at or after it; `began`: the highest commit position
+    /// of a transaction it began — together they say whether it delivers
+    /// everything a checkpointed copy lacks.
+    Up { epoch: Epoch, paused: bool, txn: Option<Txn>, from: Lsn, began: Option<Lsn> },
 }
 
 impl Feed {
@@ -82,6 +86,17 @@ impl Feed {
         match self {
             Feed::Up { txn, .. } => txn.as_mut(),
             _ => None,
+        }
+    }
+
+    /// Whether this connection delivers, or is yet to deliver, every
+    /// transaction that commits at or after `through` (a checkpointed copy
+    /// can continue on it): it started there or before, and has begun none
+    /// since.
+    pub fn delivers_from(&self, through: Lsn) -> bool {
+        match self {
+            Feed::Up { from, began, txn: None, .. } => *from <= through && began.is_none_or(|b| b < through),
+            _ => false,
         }
     }
 

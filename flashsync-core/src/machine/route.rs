@@ -10,6 +10,9 @@ pub(super) struct RouteEntry {
     pub shape: Arc<ViewShape>,
     pub route: Route,
     pub filter: Option<Handoff>,
+    /// A copy resumed from a checkpoint: transactions committing before
+    /// this are in it already (see [`Chunks::floor`](super::view::Chunks::floor)).
+    pub floor: Option<Lsn>,
 }
 
 /// Per relation, the views its changes go to and how.
@@ -26,6 +29,9 @@ pub(super) struct RouteTable {
     /// Whether some view is in a hand-off (its filter decides, per
     /// transaction, whether it takes part).
     pub filtered: bool,
+    /// Whether some view's copy was resumed from a checkpoint (its floor
+    /// decides, per transaction, whether it takes part).
+    pub floors: bool,
 }
 
 impl RouteTable {
@@ -130,11 +136,18 @@ impl Machine {
                         shape: shape.clone(),
                         route: Route::Apply,
                         filter: filter.clone(),
+                        floor: None,
                     });
                 }
-                Phase::Copying { shape, copy: CopyKind::Bootstrap(..), .. }
-                | Phase::Publishing { shape, copy: CopyKind::Bootstrap(..), .. } => {
-                    entries.push(RouteEntry { id: v.id, shape: shape.clone(), route: Route::Hold, filter: None });
+                Phase::Copying { shape, copy: CopyKind::Bootstrap(_, chunks), .. }
+                | Phase::Publishing { shape, copy: CopyKind::Bootstrap(_, chunks), .. } => {
+                    entries.push(RouteEntry {
+                        id: v.id,
+                        shape: shape.clone(),
+                        route: Route::Hold,
+                        filter: None,
+                        floor: chunks.floor,
+                    });
                 }
                 Phase::Idle if self.bugs().apply_while_disabled && !enabled => {
                     if let Some(schema) = &v.schema {
@@ -143,6 +156,7 @@ impl Machine {
                             shape: Arc::new(ViewShape::whole((**schema).clone())),
                             route: Route::Apply,
                             filter: None,
+                            floor: None,
                         });
                     }
                 }
@@ -156,7 +170,8 @@ impl Machine {
             by_rel.entry(e.shape.upstream().source_id).or_default().push((e.id, e.route));
         }
         let filtered = entries.iter().any(|e| e.filter.is_some());
-        let t = Arc::new(RouteTable { entries, by_rel: Arc::new(by_rel), filtered });
+        let floors = entries.iter().any(|e| e.floor.is_some());
+        let t = Arc::new(RouteTable { entries, by_rel: Arc::new(by_rel), filtered, floors });
         self.routes.insert(origin.clone(), Some(t.clone()));
         t
     }

@@ -256,7 +256,7 @@ fn a_copy_in_chunks_takes_each_change_where_its_range_lacks_it() {
     h.input(Input::ChunkCopied { op, result: Ok(crate::source::CopiedChunk { point: p1, end }) });
     // Only xid 70's change goes into the copy being made; nothing shows.
     let amended = h.take(|o| match o {
-        Output::Store(StoreAction::Amend { op: o2, ops }) if *o2 == op => Some(ops.ops.clone()),
+        Output::Store(StoreAction::Amend { op: o2, ops, .. }) if *o2 == op => Some(ops.ops.clone()),
         _ => None,
     });
     assert_eq!(amended, vec![RowOp::Insert { key: key![2], row: row![2, "after chunk 1"] }]);
@@ -291,6 +291,98 @@ fn a_copy_in_chunks_takes_each_change_where_its_range_lacks_it() {
     let commit = batches.iter().find(|b| matches!(b.progress, Progress::Commit { .. })).expect("a commit batch");
     assert_eq!(commit.views[0].ops, vec![RowOp::Insert { key: key![1], row: row![1, "late"] }]);
     assert_eq!(h.m.status(&Selector::All)[0].state, JobState::Running);
+}
+
+/// A copy in chunks checkpointed after its first chunk, by hand: the feed
+/// is not acknowledged past the checkpoint; after a restart the feed is
+/// asked for everything since, the copy continues from the store (no new
+/// first chunk), and a transaction the store's position already covers —
+/// a duplicate for every live view — still goes into it.
+#[test]
+fn a_checkpointed_copy_continues_after_a_restart() {
+    let cfg = Config { snapshot_chunk_rows: 2, ..Config::default() };
+    let mut h = H::load_with(StoredState::default(), cfg.clone());
+    let op = h.bootstrap();
+    h.commit(70, 400, ins(2, "after chunk 1"));
+    let p1 = SnapshotPoint { xmin: 60, xmax: 60, xip: vec![], lsn: Lsn(350), rows: 2 };
+    let end = crate::source::ChunkEnd::After(key![2]);
+    h.input(Input::ChunkCopied { op, result: Ok(crate::source::CopiedChunk { point: p1, end }) });
+    let job = h.take(|o| match o {
+        Output::Store(StoreAction::Amend { op: o2, checkpoint: Some(job), .. }) if *o2 == op => Some(job.clone()),
+        _ => None,
+    });
+    let checkpoint = job.copy.clone().expect("the checkpoint's job record says how far the copy got");
+    assert_eq!((checkpoint.after.clone(), checkpoint.through, checkpoint.rows), (key![2], Lsn(408), 2));
+    h.input(Input::Amended { op, result: Ok(ApplyReport::default()) });
+    // A commit after the checkpoint, durable in the store: the feed is
+    // acknowledged only up to the checkpoint.
+    h.commit(80, 500, ins(1, "after the checkpoint"));
+    let batches = h.applied_batches();
+    for b in &batches {
+        h.input(Input::Applied { seq: b.seq, result: Ok(ApplyReport::default()) });
+    }
+    let last = batches.iter().map(|b| b.seq).max().expect("batches");
+    h.input(Input::Durable { through: last });
+    let acks: Vec<Lsn> = h
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Source(SourceAction::Ack { lsn, .. }) => Some(*lsn),
+            _ => None,
+        })
+        .collect();
+    assert!(acks.iter().all(|a| *a <= Lsn(408)), "acknowledged past the checkpoint: {acks:?}");
+
+    // The process dies; the store kept the checkpoint and the position 508.
+    let state = StoredState {
+        views: vec![ViewRecord { relation_id: job.relation_id, def: realtime_t() }],
+        jobs: vec![job.clone()],
+        origins: vec![crate::store::OriginProgress { origin: origin(), applied: Lsn(508) }],
+        ..StoredState::default()
+    };
+    let mut h = H::load_with(state, cfg);
+    h.input(Input::Sync { request: RequestId(1), selector: Selector::All, force: false });
+    h.settle_store();
+    let prep = h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+        _ => None,
+    });
+    h.input(Input::Prepared { op: prep, result: Ok(schema()) });
+    let (epoch, resume) = h.take(|o| match o {
+        Output::Source(SourceAction::Subscribe { epoch, resume, .. }) => Some((*epoch, *resume)),
+        _ => None,
+    });
+    assert_eq!(resume, Some(Lsn(408)), "the feed is asked to replay from the checkpoint");
+    let report = SlotReport { slot_id: "s".into(), start: FeedStart::Existing { confirmed_flush: Lsn(408) } };
+    h.input(Input::Subscribed { origin: origin(), epoch, result: Ok(report) });
+    let (op, after) = h.take(|o| match o {
+        Output::Store(StoreAction::Resume { op, after, .. }) => Some((*op, after.clone())),
+        _ => None,
+    });
+    assert_eq!(after, key![2]);
+    assert!(!h.out.iter().any(|o| matches!(o, Output::Source(SourceAction::Snapshot { .. }))), "no new copy");
+    h.input(Input::Resumed { op, result: Ok(true) });
+    let next = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op: o2, chunk: Some(c), .. }) if *o2 == op => Some(c.clone()),
+        _ => None,
+    });
+    assert_eq!(next.after, Some(key![2]));
+    // The replay: commit 80 is below the store's position (a duplicate for
+    // live views) but after the checkpoint; the last chunk's snapshot lacks it.
+    h.feed(StreamEvent::Begin { xid: 80, final_lsn: Lsn(500), commit_time: Timestamp(0) });
+    h.feed(StreamEvent::Change(ins(1, "after the checkpoint")));
+    h.feed(StreamEvent::Commit { end_lsn: Lsn(508) });
+    let p2 = SnapshotPoint { xmin: 75, xmax: 75, xip: vec![], lsn: Lsn(450), rows: 1 };
+    let end = crate::source::ChunkEnd::Done;
+    h.input(Input::ChunkCopied { op, result: Ok(crate::source::CopiedChunk { point: p2, end }) });
+    let published = h.take(|o| match o {
+        Output::Store(StoreAction::Publish { job, .. }) => Some(job.clone()),
+        _ => None,
+    });
+    assert!(published.copy.is_none(), "a published copy has nothing left to continue");
+    h.input(Input::StoreDone { op, result: Ok(()) });
+    let replay = h.applied_batches().into_iter().find(|b| b.progress == Progress::Replay).expect("a replay batch");
+    assert_eq!(replay.views[0].ops, vec![RowOp::Insert { key: key![1], row: row![1, "after the checkpoint"] }]);
 }
 
 #[test]

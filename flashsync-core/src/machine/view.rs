@@ -51,8 +51,12 @@ pub(super) enum ChunkStep {
     /// A chunk is being copied (or, for a copy in one piece, the copy).
     Copying,
     /// The feed's changes to the chunks copied so far are going into the
-    /// generation; the next chunk starts when they are in.
+    /// generation (with a checkpoint, when the store keeps one); the next
+    /// chunk starts when they are in.
     Amending,
+    /// The store is handing back the generation a checkpoint kept before a
+    /// restart; the next chunk starts when it is back.
+    Resuming,
 }
 
 /// How a realtime bootstrap is copied: in one piece (`rows == 0`), or a key
@@ -68,12 +72,35 @@ pub(super) struct Chunks {
     /// Rows copied by the chunks so far.
     pub copied: u64,
     pub step: ChunkStep,
+    /// The feed position of the copy's last durable checkpoint
+    /// ([`CopyCheckpoint::through`](crate::CopyCheckpoint::through)): the
+    /// origin is not acknowledged past it, so a restart receives every
+    /// transaction the checkpointed copy lacks again. `None` before the
+    /// first (a crash then starts the copy over, needing nothing).
+    pub kept: Option<Lsn>,
+    /// For a copy resumed from a checkpoint: its position. Transactions
+    /// that commit before it are in the copy already and are not held,
+    /// even those the feed replays as duplicates of what live views have.
+    pub floor: Option<Lsn>,
 }
 
 impl Chunks {
     /// A copy in chunks of `rows` rows (0: in one piece).
     pub fn new(rows: u64) -> Self {
-        Chunks { rows, done: Vec::new(), after: None, copied: 0, step: ChunkStep::Copying }
+        Chunks { rows, done: Vec::new(), after: None, copied: 0, step: ChunkStep::Copying, kept: None, floor: None }
+    }
+
+    /// A copy continued from `checkpoint`, `rows` rows a chunk.
+    pub fn resumed(rows: u64, checkpoint: &crate::job::CopyCheckpoint) -> Self {
+        Chunks {
+            rows,
+            done: checkpoint.segments.clone(),
+            after: Some(checkpoint.after.clone()),
+            copied: checkpoint.rows,
+            step: ChunkStep::Resuming,
+            kept: Some(checkpoint.through),
+            floor: Some(checkpoint.through),
+        }
     }
 }
 
@@ -196,6 +223,20 @@ impl Phase {
             | Phase::Publishing { copy: CopyKind::Bootstrap(hold, _), .. } => Some(hold),
             _ => None,
         }
+    }
+
+    /// The chunks of a realtime bootstrap being made or published.
+    pub fn chunks(&self) -> Option<&Chunks> {
+        match self {
+            Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. }
+            | Phase::Publishing { copy: CopyKind::Bootstrap(_, chunks), .. } => Some(chunks),
+            _ => None,
+        }
+    }
+
+    /// See [`Chunks::floor`].
+    pub fn floor(&self) -> Option<Lsn> {
+        self.chunks().and_then(|c| c.floor)
     }
 }
 

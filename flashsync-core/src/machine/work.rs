@@ -160,6 +160,7 @@ impl Machine {
                 continue;
             };
             let (shape, races) = (shape.clone(), *races);
+            let mut resume = None;
             let (copy, chunk) = match v.def.persistence {
                 Persistence::Materialized => (CopyKind::Materialize, None),
                 Persistence::Realtime => {
@@ -176,17 +177,90 @@ impl Machine {
                         Identity::Key | Identity::FullRow => 0,
                     };
                     let hold = HoldBack { since: o.commits_seen, txns: Vec::new(), bytes: 0 };
-                    (
-                        CopyKind::Bootstrap(hold, Chunks::new(rows)),
-                        (rows > 0).then_some(ChunkRequest { after: None, rows }),
-                    )
+                    // A copy a checkpoint kept before a restart continues
+                    // where it was, if this feed delivers every transaction
+                    // since the checkpoint; otherwise it starts over.
+                    let kept = v.job.as_ref().and_then(|j| j.copy.as_ref());
+                    let gap = |c: &CopyCheckpoint| !o.feed.delivers_from(c.through) && !self.bugs().resume_past_gap;
+                    match kept.filter(|c| rows > 0 && self.cfg.checkpoint_copies && !gap(c)) {
+                        Some(c) => {
+                            resume = Some(c.after.clone());
+                            (CopyKind::Bootstrap(hold, Chunks::resumed(rows, c)), None)
+                        }
+                        None => (
+                            CopyKind::Bootstrap(hold, Chunks::new(rows)),
+                            (rows > 0).then_some(ChunkRequest { after: None, rows }),
+                        ),
+                    }
                 }
             };
             let (origin, relation) = (v.def.origin.clone(), v.def.upstream.clone());
+            if let Some(after) = resume {
+                let op = self.op(Op::Resume(id));
+                let schema = shape.local().clone();
+                self.set_phase(id, Phase::Copying { op, shape, copy, races });
+                self.store(StoreAction::Resume { op, id, schema, after });
+                continue;
+            }
+            // A checkpoint that cannot be continued is dropped with the
+            // generation the new copy begins.
+            if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
+                j.copy = None;
+            }
             let op = self.op(Op::Snapshot(id));
             self.stats.snapshots += 1;
             self.set_phase(id, Phase::Copying { op, shape: shape.clone(), copy, races });
             self.source(SourceAction::Snapshot { op, origin, relation_id: id, relation, shape, chunk });
+        }
+    }
+
+    /// The store answered whether it kept the generation of copy `op`
+    /// across the restart: continue with the next chunk, or start over.
+    pub(super) fn on_resumed(&mut self, op: OpId, result: Result<bool, StoreError>) {
+        let id = match self.take_op(op, |k| matches!(k, Op::Resume(_) | Op::AbandonedSnapshot)) {
+            Some(Op::Resume(id)) => id,
+            Some(Op::AbandonedSnapshot) => {
+                self.abandon_generation(op);
+                self.try_start_snapshots();
+                return;
+            }
+            _ => return,
+        };
+        let Some(v) = self.views.get_mut(&id) else { return };
+        let Phase::Copying { shape, races, copy: CopyKind::Bootstrap(..), .. } = &v.phase else {
+            return;
+        };
+        match result {
+            Ok(true) => {
+                if self.cfg.audit {
+                    self.audit.push(AuditRecord::Resumed { view: id, op });
+                }
+                self.next_chunk(op, id);
+            }
+            Ok(false) | Err(_) => {
+                // Nothing to continue (the store dropped it, or cannot
+                // read it): the copy starts over, from a new generation.
+                let (shape, races) = (shape.clone(), *races);
+                if let Some(j) = v.job.as_mut() {
+                    j.copy = None;
+                }
+                if let Err(e) = result {
+                    let msg = format!("could not continue the copy where it was ({e}); copying it again");
+                    self.error(EventPhase::Snapshot, Some(id), None, msg);
+                }
+                self.set_phase(id, Phase::Queued { shape, races });
+                self.try_start_snapshots();
+            }
+        }
+    }
+
+    /// A copy nobody wants any more ended: its generation goes, unless the
+    /// machine is shutting down — a copy checkpointed so far then stays for
+    /// the next start to continue (one never checkpointed is reclaimed by
+    /// the store when it opens).
+    pub(super) fn abandon_generation(&mut self, op: OpId) {
+        if !self.shut_down {
+            self.store(StoreAction::Discard { op });
         }
     }
 
@@ -232,7 +306,7 @@ impl Machine {
         match self.take_op(op, |k| matches!(k, Op::Snapshot(_) | Op::AbandonedSnapshot)) {
             Some(Op::Snapshot(id)) => Some(id),
             Some(Op::AbandonedSnapshot) => {
-                self.store(StoreAction::Discard { op });
+                self.abandon_generation(op);
                 self.try_start_snapshots();
                 None
             }
@@ -294,6 +368,10 @@ impl Machine {
             return;
         };
         let (shape, races) = (shape.clone(), *races);
+        // The generation (and the checkpoint the store kept of it) is gone.
+        if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
+            j.copy = None;
+        }
         if races + 1 > self.cfg.max_snapshot_races {
             self.fail_view(id, EventPhase::Snapshot, format!("{why} {} times", races + 1), Retry::Transient);
         } else {
@@ -366,7 +444,8 @@ impl Machine {
             return;
         }
         self.audit.extend(amended);
-        if ops.is_empty() {
+        let checkpoint = self.checkpoint_job(id);
+        if ops.is_empty() && checkpoint.is_none() {
             self.next_chunk(op, id);
             return;
         }
@@ -377,7 +456,40 @@ impl Machine {
             chunks.step = ChunkStep::Amending;
         }
         self.ops.insert(op, Op::Amend(id));
-        self.store(StoreAction::Amend { op, ops: ViewOps { relation_id: id, identity, ops } });
+        self.store(StoreAction::Amend { op, ops: ViewOps { relation_id: id, identity, ops }, checkpoint });
+    }
+
+    /// The job record to checkpoint view `id`'s copy in chunks with, now
+    /// that a chunk and the changes held meanwhile are in (when the store
+    /// keeps copies across restarts). The feed position it records is the
+    /// origin's: every transaction committed before it has been received,
+    /// and was held for the copy (and is in it now) if it concerned it.
+    fn checkpoint_job(&mut self, id: RelationId) -> Option<JobRecord> {
+        if !self.cfg.checkpoint_copies {
+            return None;
+        }
+        let v = self.views.get(&id)?;
+        let through = self.origins.get(&v.def.origin)?.applied?;
+        let chunks = v.phase.chunks()?;
+        let checkpoint = CopyCheckpoint {
+            segments: chunks.done.clone(),
+            after: chunks.after.clone()?,
+            rows: chunks.copied,
+            through,
+        };
+        let now = self.now;
+        let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(id, &v.def.name, v.def.persistence, now));
+        // The old copy (if any) is no longer current, whatever the job
+        // said: never stored as running beside an unfinished copy.
+        if job.state == JobState::Running {
+            job.state = JobState::Idle;
+        }
+        job.copy = Some(Box::new(checkpoint.clone()));
+        // Job records written from now on carry it too: they land after it.
+        if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
+            j.copy = Some(Box::new(checkpoint));
+        }
+        Some(job)
     }
 
     /// The held changes are in the generation: copy the next chunk.
@@ -385,7 +497,7 @@ impl Machine {
         let id = match self.take_op(op, |k| matches!(k, Op::Amend(_) | Op::AbandonedSnapshot)) {
             Some(Op::Amend(id)) => id,
             Some(Op::AbandonedSnapshot) => {
-                self.store(StoreAction::Discard { op });
+                self.abandon_generation(op);
                 self.try_start_snapshots();
                 return;
             }
@@ -415,7 +527,25 @@ impl Machine {
                 // cannot be trusted.
                 self.restart_copy(op, id, "the feed's changes did not fit the chunks copied so far");
             }
-            Ok(_) => self.next_chunk(op, id),
+            Ok(_) => {
+                // A checkpoint went with the changes: the feed may be
+                // acknowledged up to it now.
+                let Some(v) = self.views.get_mut(&id) else { return };
+                let through = v.job.as_ref().and_then(|j| j.copy.as_ref()).map(|c| c.through);
+                let origin = v.def.origin.clone();
+                if let (Some(through), Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. }) =
+                    (through, &mut v.phase)
+                {
+                    if self.cfg.checkpoint_copies {
+                        chunks.kept = Some(through);
+                        if self.cfg.audit {
+                            self.audit.push(AuditRecord::Checkpointed { view: id });
+                        }
+                        self.send_ack(&origin);
+                    }
+                }
+                self.next_chunk(op, id)
+            }
         }
     }
 
@@ -445,8 +575,10 @@ impl Machine {
         let now = self.now;
         let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(id, &v.def.name, v.def.persistence, now));
         job.last_seen_commit = Some(point.lsn);
-        // The old copy's hand-off point means nothing for the new one.
+        // The old copy's hand-off point means nothing for the new one, and
+        // the copy is finished: nothing to continue after a restart.
         job.handoff = None;
+        job.copy = None;
         if let CopyKind::Materialize = copy {
             job.state = JobState::Synced;
             job.retry_count = 0;

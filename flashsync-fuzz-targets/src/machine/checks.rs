@@ -44,6 +44,7 @@ impl Harness {
                 // (`Config::snapshot_chunk_rows` 0); the simulator covers
                 // copies in chunks.
                 StoreAction::Amend { op, .. } => panic!("amend {op:?} emitted, but no copy is made in chunks here"),
+                StoreAction::Resume { op, .. } => panic!("resume {op:?} emitted, but no copy is made in chunks here"),
                 StoreAction::Apply(batch) => {
                     assert!(!self.shut_down, "batch {:?} emitted after shutdown", batch.seq);
                     if let Some(last) = self.batches.last() {

@@ -16,6 +16,9 @@ use crate::upstream::{Delta, TableKind, TableState, Upstream, Visibility};
 /// A copy being made in chunks, as the checker knows it.
 #[derive(Clone, Debug)]
 pub(crate) struct Chunking {
+    /// The view, and the upstream table it is a copy of.
+    view: RelationId,
+    table: &'static str,
     /// Key ranges copied so far, each with its snapshot's visibility.
     segments: Vec<(Option<Vec<u8>>, Visibility)>,
     /// What the generation must hold: upstream rows (the view's shape
@@ -168,7 +171,16 @@ impl Checker {
     /// of a copy when `first`), through key `through` (to the end: `None`).
     pub fn on_chunk(&mut self, op: OpId, snap: &SnapRecord, first: bool, through: Option<Vec<u8>>, up: &Upstream) {
         if first {
-            self.chunking.insert(op, Chunking { segments: Vec::new(), rows: TableState::new(), amends: Vec::new() });
+            let fresh = Chunking {
+                view: snap.view,
+                table: snap.table,
+                segments: Vec::new(),
+                rows: TableState::new(),
+                amends: Vec::new(),
+            };
+            self.chunking.insert(op, fresh);
+            // A new copy's generation replaces whatever a checkpoint kept.
+            self.checkpoints.remove(&snap.view);
             // The machine's copy is its newest (operations are numbered in
             // order within a run): a first chunk of an abandoned, older
             // copy may still run after a newer copy began.
@@ -260,9 +272,38 @@ impl Checker {
         }
     }
 
+    /// The store checkpointed copy `op` (durably): a crash from now on
+    /// takes it back to exactly this — its chunks, and the changes that
+    /// went into them so far.
+    pub fn on_checkpoint(&mut self, op: OpId, up: &Upstream) {
+        let Some((view, table)) = self.chunking.get(&op).map(|c| (c.view, c.table)) else { return };
+        self.settle_amends(op, view, table, up);
+        if let Some(c) = self.chunking.get(&op) {
+            self.checkpoints.insert(view, c.clone());
+            self.checkpointed += 1;
+        }
+    }
+
+    /// After a restart, the machine continues view `view`'s copy as `op`
+    /// from its last checkpoint: the copy is what the checkpoint kept.
+    pub(super) fn on_resumed(&mut self, view: RelationId, op: OpId) {
+        match self.checkpoints.get(&view) {
+            Some(c) => {
+                self.chunking.insert(op, c.clone());
+                self.chunking_now.insert(view, op);
+                self.resumed += 1;
+            }
+            None => self.fail(
+                "copies resume from a checkpoint",
+                format!("the copy of view {view} continued after a restart, but no checkpoint of it was kept"),
+            ),
+        }
+    }
+
     /// A copy made in chunks was published.
     pub(super) fn publish_chunked(&mut self, op: OpId, snap: &SnapRecord, mode: Persistence, up: &Upstream) {
         self.settle_amends(op, snap.view, snap.table, up);
+        self.checkpoints.remove(&snap.view);
         let Some(c) = self.chunking.remove(&op) else { return };
         if self.chunking_now.get(&snap.view) == Some(&op) {
             self.chunking_now.remove(&snap.view);

@@ -168,6 +168,7 @@ impl Checker {
     /// A view was forgotten in the store.
     pub fn on_forgotten(&mut self, id: RelationId) {
         self.mirrors.remove(&id);
+        self.checkpoints.remove(&id);
     }
 
     /// The origin's progress was removed from the store (its feed dropped):

@@ -73,9 +73,19 @@ impl World {
                 }
                 StoreAnswer::Discarded(Ok(()))
             }
-            StoreStep::Amend { op, generation, ops } => match generation {
+            StoreStep::Amend { op, generation, ops, checkpoint } => match generation {
                 Some(mut g) => {
-                    let result = self.store.amend(&mut g, ops);
+                    let result = match checkpoint {
+                        Some(job) => {
+                            let (r, d) = self.store.checkpoint(&mut g, ops, &job);
+                            self.checker.on_durable(d);
+                            if r.as_ref().is_ok_and(|report| report.conflicts.is_empty()) {
+                                self.checker.on_checkpoint(op, &self.up);
+                            }
+                            r
+                        }
+                        None => self.store.amend(&mut g, ops),
+                    };
                     StoreAnswer::Amended { result, generation: Some(g) }
                 }
                 None => StoreAnswer::Amended {
@@ -87,6 +97,9 @@ impl World {
                     generation: None,
                 },
             },
+            StoreStep::Resume { id, schema, after } => {
+                StoreAnswer::Resumed(self.store.resume_generation(id, &schema, &after))
+            }
             StoreStep::Fence(op) => {
                 self.checker.on_store_done(op);
                 StoreAnswer::Done(Ok(()))

@@ -36,6 +36,9 @@ impl Harness {
             StoreStep::Amend { op, .. } => {
                 expect(&|a| matches!(a, StoreAction::Amend { op: o, .. } if o == op), "amend")
             }
+            StoreStep::Resume { id, .. } => {
+                expect(&|a| matches!(a, StoreAction::Resume { id: i, .. } if i == id), "resume")
+            }
             StoreStep::Fence(op) => expect(&|a| matches!(a, StoreAction::Fence { op: o } if o == op), "fence"),
             StoreStep::Apply(run) => {
                 for b in run {
