@@ -301,7 +301,17 @@ pub(crate) fn unconverged(w: &World) -> Option<String> {
         return Some("the process is down".into());
     }
     if w.exec.waiting() > 0 {
-        return Some(format!("{} control calls unanswered", w.exec.waiting()));
+        let busy: Vec<String> = w
+            .machine()
+            .status(&Selector::All)
+            .iter()
+            .filter_map(|j| {
+                let phase = w.machine().phase(j.relation_id)?;
+                (!matches!(phase, flashsync_core::machine::ViewPhase::Idle | flashsync_core::machine::ViewPhase::Live))
+                    .then(|| format!("{}: {phase:?}", j.view_name()))
+            })
+            .collect();
+        return Some(format!("{} control calls unanswered (views at work: {busy:?})", w.exec.waiting()));
     }
     if !w.store_idle() {
         return Some("store actions pending".into());

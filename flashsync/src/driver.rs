@@ -712,10 +712,16 @@ impl Io {
         kept: Option<Box<dyn Generation>>,
     ) -> Result<(flashsync_core::CopiedChunk, Box<dyn Generation>), SourceError> {
         let source = self.source(origin)?;
+        let resumed = kept.is_some() && !self.progress.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&op);
         let mut generation = match kept {
             Some(g) => g,
             None => self.store.begin_generation(id, shape.local()).await?,
         };
+        if resumed {
+            // A later chunk with no progress in this process: the copy
+            // continues from a checkpoint an earlier process left.
+            tracing::info!(%relation, "continuing the copy of {relation} from its last checkpoint");
+        }
         // The estimate outlives the chunk: it serves the whole copy.
         drop(self.track(op, id, relation, &source));
         let result = {
@@ -731,7 +737,9 @@ impl Io {
             }
             Err(e) => {
                 self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&op);
-                let _ = generation.discard().await;
+                // Dropped, not discarded: a store keeps a checkpointed copy
+                // for a later start to continue (and reclaims any other).
+                drop(generation);
                 Err(e)
             }
         }

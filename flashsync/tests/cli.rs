@@ -697,15 +697,20 @@ fn sqlite_mirror_reads_whole_transactions_and_answers_like_postgres() {
 
 /// A plain HTTP/1.1 GET: (status, body).
 fn http_get(port: u16, path: &str) -> (u16, String) {
+    try_http_get(port, path).unwrap()
+}
+
+/// [`http_get`], or the I/O error (nothing listening yet, say).
+fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    s.read_to_string(&mut text)?;
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// Prometheus text: every sample line is `name{labels} value` with a
@@ -1169,6 +1174,151 @@ listen = "127.0.0.1:{port}"
     assert!(!log.contains("copied public.big"), "the restart copied the view again:\n{log}");
     let first = std::fs::read_to_string(dir.path().join("run1.log")).unwrap();
     assert!(first.contains("copied public.big"), "the first run's copy is logged (so the check can fail):\n{first}");
+    signal(run.id(), "-TERM");
+    assert!(run.wait().unwrap().success());
+}
+
+/// The issue's resumable copy: a `kill -9` of `run` once three quarters of
+/// a 1M-row table's copy in chunks is in, with writers updating random rows
+/// throughout; the restart continues the copy from its last checkpoint (in
+/// all, at most 1.25x the table is copied) and the mirror ends exact.
+#[test]
+fn a_copy_killed_at_three_quarters_continues_from_its_checkpoint() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    const ROWS: i64 = 1_000_000;
+    const CHUNK: i64 = 25_000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(testkit::test_db("cli_resume_copy")) else { return };
+    rt.block_on(async {
+        db.client()
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE big (id bigint PRIMARY KEY, v text);
+                 INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g;
+                 ANALYZE big;"
+            ))
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        &config,
+        format!(
+            r#"store = "data"
+[origins."postgres:main"]
+url_env = "CLI_RESUME_PG_URL"
+[[views]]
+name = "big_live"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.big"
+[metrics]
+listen = "127.0.0.1:{port}"
+[copy]
+chunk_rows = {CHUNK}
+"#
+        ),
+    )
+    .unwrap();
+    let url = pg_url(&db);
+    let start = |log: &str| start_run(&config, ("CLI_RESUME_PG_URL", &url), &dir.path().join(log));
+    // Rows the copy in progress has written, from /metrics.
+    let copied = || -> Option<f64> {
+        let (code, body) = try_http_get(port, "/metrics").ok()?;
+        (code == 200).then_some(())?;
+        parse_prometheus(&body).into_iter().find(|(s, _)| s.starts_with("flashsync_snapshot_rows{")).map(|(_, v)| v)
+    };
+
+    // Writers update random rows (each a transaction) until told to stop.
+    let (stop, writes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let writer = {
+        let (stop, writes) = (stop.clone(), writes.clone());
+        let client = rt.block_on(db.client());
+        rt.spawn(async move {
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            while !stop.load(Ordering::SeqCst) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let id = (x % ROWS as u64) as i64 + 1;
+                let n = writes.fetch_add(1, Ordering::SeqCst) as i64;
+                client.execute("UPDATE big SET v = $2 WHERE id = $1", &[&id, &format!("w{n}")]).await.unwrap();
+            }
+        })
+    };
+
+    let mut run = start("run1.log");
+    let (mut at_kill, mut seen) = (0.0, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while at_kill < 0.75 * ROWS as f64 {
+        assert!(Instant::now() < deadline, "timed out waiting for three quarters of the copy; seen {seen:?}");
+        if let Some(n) = copied() {
+            at_kill = n;
+            if seen.last() != Some(&n) {
+                seen.push(n);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(run.id(), "-KILL");
+    run.wait().unwrap();
+    assert!(at_kill < ROWS as f64, "the copy finished before the kill ({at_kill} rows): nothing to continue");
+    let socket = dir.path().join("data/admin/flashsync.sock");
+    let _ = std::fs::remove_file(&socket);
+    let mut run = start("run2.log");
+    // Asked only once `run` serves it: a status that opened the store
+    // itself would hold it while `run` starts.
+    wait("the admin socket", Duration::from_secs(60), || socket.exists());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !flashsync(&config, &["status"]).1.contains("running") {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.path().join("run2.log")).unwrap_or_default();
+            panic!(
+                "timed out waiting for the view to run again; status: {}\nlog:\n{log}",
+                flashsync(&config, &["status"]).1
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    rt.block_on(writer).unwrap();
+    assert!(writes.load(Ordering::SeqCst) > 100, "the writers wrote throughout");
+
+    // Exact: the mirror equals the table, row for row.
+    let upstream: Vec<String> = rt.block_on(async {
+        let rows = db.client().await.query("SELECT id, v FROM big ORDER BY id", &[]).await.unwrap();
+        rows.iter().map(|r| format!("{},{}", r.get::<_, i64>(0), r.get::<_, String>(1))).collect()
+    });
+    let mut last = Vec::new();
+    let exact = (0..120).any(|_| {
+        let (ok, out, _) = flashsync(&config, &["dump", "public.big_live"]);
+        last = out.lines().skip_while(|l| l.starts_with("id")).map(str::to_owned).collect();
+        if ok && last == upstream {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        false
+    });
+    let differ = last.iter().zip(&upstream).find(|(a, b)| a != b);
+    assert!(exact, "mirror differs: {} rows vs {}; first difference {differ:?}", last.len(), upstream.len());
+
+    // Continued, not started over: the second run copied only what the
+    // checkpoint lacked.
+    let log = std::fs::read_to_string(dir.path().join("run2.log")).unwrap();
+    assert!(log.contains("continuing the copy of public.big"), "the restart did not continue the copy:\n{log}");
+    let line = log.lines().find(|l| l.contains("copied public.big in")).unwrap_or_else(|| panic!("no copy:\n{log}"));
+    let after: f64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rows="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row count in {line:?}"));
+    let total = at_kill + after;
+    eprintln!("copied {at_kill} rows before the kill, {after} after: {:.3}x the table", total / ROWS as f64);
+    assert!(total <= 1.25 * ROWS as f64, "copied {total} rows in all for a {ROWS}-row table");
     signal(run.id(), "-TERM");
     assert!(run.wait().unwrap().success());
 }

@@ -352,6 +352,7 @@ impl Machine {
             return;
         }
         let now = self.clock();
+        self.retry_due_chunks(now);
         let due_feeds: Vec<OriginId> = self
             .origins
             .values()

@@ -71,7 +71,7 @@ impl Machine {
             }
             FeedStart::Existing { confirmed_flush } => requested.map_or(*confirmed_flush, |r| r.max(*confirmed_flush)),
         };
-        o.feed = Feed::Up { epoch, paused: false, txn: None, from, began: None };
+        o.feed = Feed::Up { epoch, paused: false, txn: None, from, began: None, reached: None };
         o.slot_id = Some(report.slot_id.clone());
         o.last_error = None;
         let (start, gap) = match (&report.start, o.applied) {
@@ -543,6 +543,9 @@ impl Machine {
             return;
         };
         let applied = self.origins.get(origin).and_then(|o| o.applied);
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.feed.reach(end_lsn);
+        }
         if txn.duplicate || applied.is_some_and(|a| end_lsn <= a) {
             if !txn.duplicate {
                 self.stats.duplicates_skipped += 1;
@@ -552,6 +555,7 @@ impl Machine {
             let mut hold = txn.hold;
             hold.retain(|id, _| self.views.get(id).and_then(|v| v.phase.floor()).is_some_and(|f| txn.final_lsn >= f));
             self.hold_back(origin, txn.xid, txn.final_lsn, end_lsn, hold);
+            self.publish_drained(origin);
             // Still a transaction boundary: queued bootstraps may start.
             self.try_start_snapshots();
             return;
@@ -663,6 +667,7 @@ impl Machine {
             self.audit.push(AuditRecord::Applied { seq, view, xid: txn.xid, end_lsn, replay: false, keys });
         }
         self.hold_back(origin, txn.xid, txn.final_lsn, end_lsn, hold);
+        self.publish_drained(origin);
         let cap = self.cfg.recent_commits.max(1);
         if let Some(o) = self.origins.get_mut(origin) {
             o.applied = Some(end_lsn);
@@ -705,6 +710,13 @@ impl Machine {
         if o.feed.txn().is_some() {
             return;
         }
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.feed.reach(wal_end);
+        }
+        self.publish_drained(origin);
+        let Some(o) = self.origins.get(origin) else {
+            return;
+        };
         if o.applied.is_none_or(|a| wal_end > a) {
             // Nothing we care about happened up to `wal_end`: record the
             // position like a commit, so it can be acknowledged once durable

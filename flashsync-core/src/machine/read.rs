@@ -24,7 +24,7 @@ impl Machine {
                 .flatten()
         });
         let feeds = self.origins.values().filter(|o| self.wants_feed(&o.id)).filter_map(|o| o.feed.retry_at());
-        views.chain(feeds).min().map(|t| self.to_mono(t))
+        views.chain(feeds).chain(self.next_chunk_retry()).min().map(|t| self.to_mono(t))
     }
 
     /// Status records of the selected views, ordered by name. Views that have

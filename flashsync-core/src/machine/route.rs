@@ -11,7 +11,7 @@ pub(super) struct RouteEntry {
     pub route: Route,
     pub filter: Option<Handoff>,
     /// A copy resumed from a checkpoint: transactions committing before
-    /// this are in it already (see [`Chunks::floor`](super::view::Chunks::floor)).
+    /// this are in it already (see [`Resumed`](super::view::Resumed)).
     pub floor: Option<Lsn>,
 }
 
@@ -96,13 +96,24 @@ impl Machine {
         let origin = v.def.origin.clone();
         let mut attaching = false;
         match &v.phase {
-            Phase::Preparing { op, goal } => {
-                attaching = *goal == Goal::Attach;
+            Phase::Preparing { op, .. } => {
+                // An attaching view, or one with a checkpointed copy, may
+                // hold the feed back (`maybe_subscribe`).
+                attaching = true;
                 self.ops.remove(op);
             }
-            Phase::Copying { op, .. } => {
-                if let Some(kind) = self.ops.get_mut(op) {
+            Phase::Copying { op, copy, .. } => {
+                let op = *op;
+                // Between two steps (a chunk to retry, a feed to drain)
+                // nothing will answer for the copy: give it up now.
+                let waiting = matches!(
+                    copy,
+                    CopyKind::Bootstrap(_, c) if matches!(c.step, ChunkStep::Retrying { .. } | ChunkStep::Draining { .. })
+                );
+                if let Some(kind) = self.ops.get_mut(&op) {
                     *kind = Op::AbandonedSnapshot;
+                } else if waiting {
+                    self.abandon_generation(op);
                 }
             }
             Phase::Publishing { op, shape, .. } => {
@@ -116,8 +127,9 @@ impl Machine {
         self.set_phase(id, Phase::Idle);
         if attaching {
             // The feed may have been waiting for this view to decide
-            // whether it re-attaches: it no longer does, so the views that
-            // wait for the feed must not wait for ever.
+            // whether it re-attaches (or continues its copy): it no longer
+            // does, so the views that wait for the feed must not wait for
+            // ever.
             self.maybe_subscribe(&origin);
         }
     }
@@ -146,7 +158,7 @@ impl Machine {
                         shape: shape.clone(),
                         route: Route::Hold,
                         filter: None,
-                        floor: chunks.floor,
+                        floor: chunks.resumed.map(|r| r.from),
                     });
                 }
                 Phase::Idle if self.bugs().apply_while_disabled && !enabled => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::handoff::{Handoff, Segment};
 use crate::schema::RelationSchema;
 use crate::shape::ViewShape;
+use crate::snapshot::SnapshotPoint;
 use crate::value::Key;
 use crate::view::{RelationId, ViewDef};
 
@@ -46,7 +47,7 @@ pub(super) struct HoldBack {
 }
 
 /// Where a chunked copy is between its chunks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum ChunkStep {
     /// A chunk is being copied (or, for a copy in one piece, the copy).
     Copying,
@@ -54,9 +55,17 @@ pub(super) enum ChunkStep {
     /// generation (with a checkpoint, when the store keeps one); the next
     /// chunk starts when they are in.
     Amending,
-    /// The store is handing back the generation a checkpoint kept before a
-    /// restart; the next chunk starts when it is back.
+    /// The store is handing back the generation a checkpoint kept (before
+    /// a restart, or before a chunk failed); the next chunk starts when it
+    /// is back.
     Resuming,
+    /// A chunk failed (a lost connection, say): the copy goes on from its
+    /// last checkpoint at `at`, its hold-back still holding.
+    Retrying { at: crate::time::Timestamp },
+    /// A resumed copy's last chunk (ending at `point`) is in, but the feed
+    /// has not yet delivered everything live views already have
+    /// ([`Resumed::to`]): it is published once it has.
+    Draining { point: SnapshotPoint },
 }
 
 /// How a realtime bootstrap is copied: in one piece (`rows == 0`), or a key
@@ -78,20 +87,31 @@ pub(super) struct Chunks {
     /// transaction the checkpointed copy lacks again. `None` before the
     /// first (a crash then starts the copy over, needing nothing).
     pub kept: Option<Lsn>,
-    /// For a copy resumed from a checkpoint: its position. Transactions
-    /// that commit before it are in the copy already and are not held,
-    /// even those the feed replays as duplicates of what live views have.
-    pub floor: Option<Lsn>,
+    /// For a copy resumed from a checkpoint, the span of the feed it must
+    /// take that live views already have.
+    pub resumed: Option<Resumed>,
+    /// Chunks that failed in a row (each retried from the checkpoint).
+    pub failed: u32,
 }
 
 impl Chunks {
     /// A copy in chunks of `rows` rows (0: in one piece).
     pub fn new(rows: u64) -> Self {
-        Chunks { rows, done: Vec::new(), after: None, copied: 0, step: ChunkStep::Copying, kept: None, floor: None }
+        Chunks {
+            rows,
+            done: Vec::new(),
+            after: None,
+            copied: 0,
+            step: ChunkStep::Copying,
+            kept: None,
+            resumed: None,
+            failed: 0,
+        }
     }
 
-    /// A copy continued from `checkpoint`, `rows` rows a chunk.
-    pub fn resumed(rows: u64, checkpoint: &crate::job::CopyCheckpoint) -> Self {
+    /// A copy continued from `checkpoint`, `rows` rows a chunk, on a feed
+    /// whose live views have everything before `applied`.
+    pub fn resumed(rows: u64, checkpoint: &crate::job::CopyCheckpoint, applied: Option<Lsn>) -> Self {
         Chunks {
             rows,
             done: checkpoint.segments.clone(),
@@ -99,12 +119,34 @@ impl Chunks {
             copied: checkpoint.rows,
             step: ChunkStep::Resuming,
             kept: Some(checkpoint.through),
-            floor: Some(checkpoint.through),
+            resumed: Some(Resumed {
+                from: checkpoint.through,
+                to: applied.map_or(checkpoint.through, |a| a.max(checkpoint.through)),
+            }),
+            failed: 0,
         }
     }
 }
 
+/// The feed a copy resumed from a checkpoint needs beyond what live views
+/// take. The feed replays from the checkpoint; what commits before `to`
+/// live views have already (duplicates, to them), while the copy lacks
+/// whatever commits at or after `from`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Resumed {
+    /// The checkpoint's position: transactions that commit before it are
+    /// in the copy already and are not held.
+    pub from: Lsn,
+    /// The origin's position when the copy resumed: the copy is published
+    /// only once the feed has delivered everything before it — after the
+    /// publish, live views' duplicates are dropped, and the copy would miss
+    /// them.
+    pub to: Lsn,
+}
+
 /// What a copy is for.
+// One per view being copied, moved rarely: variant size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(super) enum CopyKind {
     /// A materialized view's refresh: the copy replaces the old one.
@@ -234,9 +276,9 @@ impl Phase {
         }
     }
 
-    /// See [`Chunks::floor`].
+    /// See [`Resumed::from`].
     pub fn floor(&self) -> Option<Lsn> {
-        self.chunks().and_then(|c| c.floor)
+        self.chunks().and_then(|c| c.resumed).map(|r| r.from)
     }
 }
 

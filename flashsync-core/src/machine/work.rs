@@ -185,7 +185,7 @@ impl Machine {
                     match kept.filter(|c| rows > 0 && self.cfg.checkpoint_copies && !gap(c)) {
                         Some(c) => {
                             resume = Some(c.after.clone());
-                            (CopyKind::Bootstrap(hold, Chunks::resumed(rows, c)), None)
+                            (CopyKind::Bootstrap(hold, Chunks::resumed(rows, c, o.applied)), None)
                         }
                         None => (
                             CopyKind::Bootstrap(hold, Chunks::new(rows)),
@@ -273,6 +273,11 @@ impl Machine {
     /// The answer to a chunk of a copy in chunks.
     pub(super) fn on_chunk_copied(&mut self, op: OpId, result: Result<CopiedChunk, SourceError>) {
         let Some(id) = self.copy_answered(op) else { return };
+        if let Err(e) = &result {
+            if self.retry_chunk(id, e) {
+                return;
+            }
+        }
         let (result, end) = match result {
             Ok(c) => (Ok(c.point), Some(c.end)),
             Err(e) => (Err(e), None),
@@ -296,8 +301,112 @@ impl Machine {
                 }
                 self.chunk_landed(op, id, point, last)
             }
-            _ => self.copy_complete(op, id, point),
+            _ => self.last_chunk_landed(op, id, point),
         }
+    }
+
+    /// The last chunk of a copy in chunks landed. A copy resumed from a
+    /// checkpoint first waits for the feed to deliver what live views
+    /// already have (they drop it as duplicates once it is live).
+    fn last_chunk_landed(&mut self, op: OpId, id: RelationId, point: SnapshotPoint) {
+        let Some(v) = self.views.get_mut(&id) else { return };
+        let origin = v.def.origin.clone();
+        let to = v.phase.chunks().and_then(|c| c.resumed).map(|r| r.to);
+        let drained = to.is_none_or(|to| self.origins.get(&origin).is_some_and(|o| o.feed.has_reached(to)));
+        if drained {
+            self.copy_complete(op, id, point);
+            return;
+        }
+        if let Some(Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. }) =
+            self.views.get_mut(&id).map(|v| &mut v.phase)
+        {
+            chunks.step = ChunkStep::Draining { point };
+        }
+    }
+
+    /// Publishes the copies of `origin` that waited for the feed to
+    /// deliver what live views already had, now that it has.
+    pub(super) fn publish_drained(&mut self, origin: &OriginId) {
+        let Some(o) = self.origins.get(origin) else { return };
+        let ready: Vec<(RelationId, OpId, SnapshotPoint)> = self
+            .views
+            .values()
+            .filter(|v| &v.def.origin == origin)
+            .filter_map(|v| match &v.phase {
+                Phase::Copying { op, copy: CopyKind::Bootstrap(_, c), .. } => match (&c.step, c.resumed) {
+                    (ChunkStep::Draining { point }, Some(r)) if o.feed.has_reached(r.to) => {
+                        Some((v.id, *op, point.clone()))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        for (id, op, point) in ready {
+            self.copy_complete(op, id, point);
+        }
+    }
+
+    /// A chunk of view `id`'s copy failed with `e`: if it may pass by itself and
+    /// the copy has a checkpoint, the copy goes on from there after a
+    /// back-off — its hold-back keeps holding meanwhile, so nothing the
+    /// feed delivers is lost — instead of starting over. Returns whether it
+    /// will.
+    fn retry_chunk(&mut self, id: RelationId, e: &SourceError) -> bool {
+        let now = self.clock();
+        let Some(v) = self.views.get_mut(&id) else { return false };
+        let Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. } = &mut v.phase else {
+            return false;
+        };
+        if chunks.kept.is_none()
+            || Retry::of(e.kind) != Retry::Transient
+            || chunks.failed >= self.cfg.max_snapshot_races
+        {
+            return false;
+        }
+        chunks.failed += 1;
+        let at = now + backoff::delay(&self.cfg, chunks.failed, Retry::Transient, &mut self.rng);
+        chunks.step = ChunkStep::Retrying { at };
+        let message = format!("a chunk of the copy failed ({}); continuing from its last checkpoint", e.message);
+        self.error(EventPhase::Snapshot, Some(id), None, message);
+        true
+    }
+
+    /// Copies whose chunk failed and whose back-off is over go on from
+    /// their checkpoint: the store hands the generation back first.
+    pub(super) fn retry_due_chunks(&mut self, now: Timestamp) {
+        let due: Vec<(RelationId, OpId)> = self
+            .views
+            .values()
+            .filter_map(|v| match &v.phase {
+                Phase::Copying { op, copy: CopyKind::Bootstrap(_, c), .. }
+                    if matches!(c.step, ChunkStep::Retrying { at } if at <= now) =>
+                {
+                    Some((v.id, *op))
+                }
+                _ => None,
+            })
+            .collect();
+        for (id, op) in due {
+            let Some(v) = self.views.get_mut(&id) else { continue };
+            let Phase::Copying { shape, copy: CopyKind::Bootstrap(_, chunks), .. } = &mut v.phase else { continue };
+            let Some(after) = chunks.after.clone() else { continue };
+            chunks.step = ChunkStep::Resuming;
+            let schema = shape.local().clone();
+            self.ops.insert(op, Op::Resume(id));
+            self.store(StoreAction::Resume { op, id, schema, after });
+        }
+    }
+
+    /// When the earliest failed chunk is retried.
+    pub(super) fn next_chunk_retry(&self) -> Option<Timestamp> {
+        self.views
+            .values()
+            .filter_map(|v| match v.phase.chunks()?.step {
+                ChunkStep::Retrying { at } => Some(at),
+                _ => None,
+            })
+            .min()
     }
 
     /// Takes the copy `op` out of the ops; the view it is for, unless
@@ -397,6 +506,7 @@ impl Machine {
             return;
         };
         let through = encode_key(&last);
+        chunks.failed = 0;
         chunks.copied += point.rows;
         chunks.done.push(Segment { through: Some(through.clone()), point: Some(point) });
         chunks.after = Some(last);

@@ -31,6 +31,9 @@
 //!
 //! [metrics]
 //! listen = "127.0.0.1:9187"           # Prometheus /metrics, /healthz, /readyz (off without this)
+//!
+//! [copy]
+//! chunk_rows = 250000                 # rows per chunk of a realtime copy (0: in one piece)
 //! ```
 
 use std::collections::BTreeMap;
@@ -61,6 +64,13 @@ struct Raw {
     #[serde(default)]
     views: Vec<RawView>,
     metrics: Option<RawMetrics>,
+    copy: Option<RawCopy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCopy {
+    chunk_rows: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +161,9 @@ pub struct Config {
     pub views: Vec<ViewDef>,
     /// Where `run` serves `/metrics`, `/healthz` and `/readyz`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Rows per chunk of a realtime view's copy (`[copy] chunk_rows`), if
+    /// not the engine's default.
+    pub chunk_rows: Option<u64>,
 }
 
 impl Config {
@@ -234,7 +247,8 @@ impl Config {
             })?),
             None => None,
         };
-        Ok(Config { store, store_kind, origins, views, metrics_listen })
+        let chunk_rows = raw.copy.and_then(|c| c.chunk_rows);
+        Ok(Config { store, store_kind, origins, views, metrics_listen, chunk_rows })
     }
 }
 

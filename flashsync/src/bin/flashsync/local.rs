@@ -151,6 +151,9 @@ fn private_dir(dir: &std::path::Path) -> Result<(), CliError> {
 pub async fn engine(config: &Config, store: LocalStore, define: bool) -> Result<Engine, CliError> {
     let store_id = store.store_id();
     let mut builder = Engine::builder().shared_store(store.into_shared());
+    if let Some(rows) = config.chunk_rows {
+        builder = builder.config(flashsync::Config { snapshot_chunk_rows: rows, ..Default::default() });
+    }
     for origin in &config.origins {
         let source: Arc<dyn Source> = match origin.source(store_id.as_deref()) {
             Ok(s) => Arc::new(s),
