@@ -1178,12 +1178,13 @@ listen = "127.0.0.1:{port}"
     assert!(run.wait().unwrap().success());
 }
 
-/// The resumable copy: a `kill -9` of `run` once three quarters of
-/// a 1M-row table's copy in chunks is in, with writers updating random rows
-/// throughout; the restart continues the copy from its last checkpoint (in
-/// all, at most 1.25x the table is copied) and the mirror ends exact.
+/// The resumable copy, with writers updating random rows of a
+/// 1M-row table throughout its copy in chunks: Ctrl-C (SIGTERM) at about
+/// 40%, then `kill -9` once three quarters are in; each restart continues
+/// the copy from its last checkpoint (in all, at most 1.25x the table is
+/// copied) and the mirror ends exact.
 #[test]
-fn a_copy_killed_at_three_quarters_continues_from_its_checkpoint() {
+fn a_copy_stopped_then_killed_continues_from_its_checkpoint() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
 
@@ -1251,32 +1252,48 @@ chunk_rows = {CHUNK}
         })
     };
 
-    let mut run = start("run1.log");
-    let (mut at_kill, mut seen) = (0.0, Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while at_kill < 0.75 * ROWS as f64 {
-        assert!(Instant::now() < deadline, "timed out waiting for three quarters of the copy; seen {seen:?}");
-        if let Some(n) = copied() {
-            at_kill = n;
-            if seen.last() != Some(&n) {
-                seen.push(n);
+    let socket = dir.path().join("data/admin/flashsync.sock");
+    // Rows the copy has written in this run (the progress a restart starts
+    // afresh), polled until at least `want`; returns the last seen.
+    let copied_until = |want: f64| -> f64 {
+        let (mut last, mut seen) = (0.0, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while last < want {
+            assert!(Instant::now() < deadline, "timed out waiting for {want} rows copied; seen {seen:?}");
+            if let Some(n) = copied() {
+                last = n;
+                if seen.last() != Some(&n) {
+                    seen.push(n);
+                }
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        last
+    };
+    // A restart: waits for its admin socket (a status that opened the
+    // store itself would hold it while `run` starts).
+    let restart = |log: &str| {
+        let _ = std::fs::remove_file(&socket);
+        let run = start(log);
+        wait("the admin socket", Duration::from_secs(60), || socket.exists());
+        run
+    };
+
+    // Ctrl-C at about 40%: a clean stop keeps the copy's checkpoint.
+    let mut run = start("run1.log");
+    let first = copied_until(0.4 * ROWS as f64);
+    signal(run.id(), "-TERM");
+    assert!(run.wait().unwrap().success(), "run stops cleanly on SIGTERM");
+    // kill -9 once three quarters of the table are in.
+    let mut run = restart("run2.log");
+    let before_kill = copied_until(0.35 * ROWS as f64);
     signal(run.id(), "-KILL");
     run.wait().unwrap();
-    assert!(at_kill < ROWS as f64, "the copy finished before the kill ({at_kill} rows): nothing to continue");
-    let socket = dir.path().join("data/admin/flashsync.sock");
-    let _ = std::fs::remove_file(&socket);
-    let mut run = start("run2.log");
-    // Asked only once `run` serves it: a status that opened the store
-    // itself would hold it while `run` starts.
-    wait("the admin socket", Duration::from_secs(60), || socket.exists());
+    let mut run = restart("run3.log");
     let deadline = Instant::now() + Duration::from_secs(180);
     while !flashsync(&config, &["status"]).1.contains("running") {
         if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.path().join("run2.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(dir.path().join("run3.log")).unwrap_or_default();
             panic!(
                 "timed out waiting for the view to run again; status: {}\nlog:\n{log}",
                 flashsync(&config, &["status"]).1
@@ -1306,18 +1323,25 @@ chunk_rows = {CHUNK}
     let differ = last.iter().zip(&upstream).find(|(a, b)| a != b);
     assert!(exact, "mirror differs: {} rows vs {}; first difference {differ:?}", last.len(), upstream.len());
 
-    // Continued, not started over: the second run copied only what the
+    // Continued, not started over: each restart copied only what the last
     // checkpoint lacked.
-    let log = std::fs::read_to_string(dir.path().join("run2.log")).unwrap();
-    assert!(log.contains("continuing the copy of public.big"), "the restart did not continue the copy:\n{log}");
-    let line = log.lines().find(|l| l.contains("copied public.big in")).unwrap_or_else(|| panic!("no copy:\n{log}"));
-    let after: f64 = line
+    let log = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    for name in ["run2.log", "run3.log"] {
+        let text = log(name);
+        assert!(text.contains("continuing the copy of public.big"), "{name}: the copy did not continue:\n{text}");
+    }
+    let text = log("run3.log");
+    let line = text.lines().find(|l| l.contains("copied public.big in")).unwrap_or_else(|| panic!("no copy:\n{text}"));
+    let last: f64 = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("rows="))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no row count in {line:?}"));
-    let total = at_kill + after;
-    eprintln!("copied {at_kill} rows before the kill, {after} after: {:.3}x the table", total / ROWS as f64);
+    let total = first + before_kill + last;
+    eprintln!(
+        "copied {first} rows before SIGTERM, {before_kill} more before kill -9, {last} after: {:.3}x the table",
+        total / ROWS as f64
+    );
     assert!(total <= 1.25 * ROWS as f64, "copied {total} rows in all for a {ROWS}-row table");
     signal(run.id(), "-TERM");
     assert!(run.wait().unwrap().success());
