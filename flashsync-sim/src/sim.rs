@@ -357,7 +357,12 @@ pub(crate) fn unconverged(w: &World) -> Option<String> {
             return Some(format!("{name}: its definition does not fit {table}"));
         };
         if !w.checker.equals_upstream(&shape, &rows, truth) {
-            return Some(format!("{name}: {} local rows, upstream {table} has {}", rows.len(), truth.len()));
+            let (extra, missing) = w.checker.upstream_difference(&shape, &rows, truth);
+            return Some(format!(
+                "{name}: {} local rows, upstream {table} has {}; only local: {extra:?}; only upstream: {missing:?}",
+                rows.len(),
+                truth.len()
+            ));
         }
     }
     None

@@ -71,7 +71,7 @@ impl Machine {
             }
             FeedStart::Existing { confirmed_flush } => requested.map_or(*confirmed_flush, |r| r.max(*confirmed_flush)),
         };
-        o.feed = Feed::Up { epoch, paused: false, txn: None, from, began: None, reached: None };
+        o.feed = Feed::Up { epoch, paused: false, txn: None, from, began: None };
         o.slot_id = Some(report.slot_id.clone());
         o.last_error = None;
         let (start, gap) = match (&report.start, o.applied) {
@@ -295,7 +295,11 @@ impl Machine {
             if table.filtered || table.floors {
                 let mut routes = RelRoutes::new();
                 for e in &table.entries {
-                    match e.floor {
+                    // Looked up now: a resumed copy's floor rises with
+                    // every transaction it receives.
+                    let floor =
+                        if e.floor.is_some() { self.views.get(&e.id).and_then(|v| v.phase.floor()) } else { None };
+                    match floor {
                         // A resumed copy holds what committed before its
                         // checkpoint already, whatever live views have.
                         Some(floor) if final_lsn < floor => continue,
@@ -543,9 +547,6 @@ impl Machine {
             return;
         };
         let applied = self.origins.get(origin).and_then(|o| o.applied);
-        if let Some(o) = self.origins.get_mut(origin) {
-            o.feed.reach(end_lsn);
-        }
         if txn.duplicate || applied.is_some_and(|a| end_lsn <= a) {
             if !txn.duplicate {
                 self.stats.duplicates_skipped += 1;
@@ -555,7 +556,7 @@ impl Machine {
             let mut hold = txn.hold;
             hold.retain(|id, _| self.views.get(id).and_then(|v| v.phase.floor()).is_some_and(|f| txn.final_lsn >= f));
             self.hold_back(origin, txn.xid, txn.final_lsn, end_lsn, hold);
-            self.publish_drained(origin);
+            self.resumed_copies_reach(origin, end_lsn);
             // Still a transaction boundary: queued bootstraps may start.
             self.try_start_snapshots();
             return;
@@ -667,7 +668,7 @@ impl Machine {
             self.audit.push(AuditRecord::Applied { seq, view, xid: txn.xid, end_lsn, replay: false, keys });
         }
         self.hold_back(origin, txn.xid, txn.final_lsn, end_lsn, hold);
-        self.publish_drained(origin);
+        self.resumed_copies_reach(origin, end_lsn);
         let cap = self.cfg.recent_commits.max(1);
         if let Some(o) = self.origins.get_mut(origin) {
             o.applied = Some(end_lsn);
@@ -710,10 +711,7 @@ impl Machine {
         if o.feed.txn().is_some() {
             return;
         }
-        if let Some(o) = self.origins.get_mut(origin) {
-            o.feed.reach(wal_end);
-        }
-        self.publish_drained(origin);
+        self.resumed_copies_reach(origin, wal_end);
         let Some(o) = self.origins.get(origin) else {
             return;
         };

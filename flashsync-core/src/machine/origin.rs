@@ -32,9 +32,8 @@ pub(super) enum Feed {
     /// and its `Commit`. `from`: the first transactions this connection
     /// delivers commit at or after it; `began`: the highest commit position
     /// of a transaction it began — together they say whether it delivers
-    /// everything a checkpointed copy lacks. `reached`: how far it has
-    /// delivered (commits' ends, keepalives).
-    Up { epoch: Epoch, paused: bool, txn: Option<Txn>, from: Lsn, began: Option<Lsn>, reached: Option<Lsn> },
+    /// everything a checkpointed copy lacks.
+    Up { epoch: Epoch, paused: bool, txn: Option<Txn>, from: Lsn, began: Option<Lsn> },
 }
 
 impl Feed {
@@ -100,21 +99,6 @@ impl Feed {
         match self {
             Feed::Up { from, began, txn: None, .. } => *from <= through && began.is_none_or(|b| b < through),
             _ => false,
-        }
-    }
-
-    /// Whether this connection has delivered everything before `lsn`.
-    pub fn has_reached(&self, lsn: Lsn) -> bool {
-        match self {
-            Feed::Up { reached, from, .. } => reached.is_some_and(|r| r >= lsn) || *from >= lsn,
-            _ => false,
-        }
-    }
-
-    /// Records that this connection delivered everything through `lsn`.
-    pub fn reach(&mut self, lsn: Lsn) {
-        if let Feed::Up { reached, .. } = self {
-            *reached = Some(reached.map_or(lsn, |r| r.max(lsn)));
         }
     }
 

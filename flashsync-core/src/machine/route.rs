@@ -95,6 +95,7 @@ impl Machine {
         // putting it back would leave it waiting for an answer forever.
         let origin = v.def.origin.clone();
         let mut attaching = false;
+        let mut freed = false;
         match &v.phase {
             Phase::Preparing { op, .. } => {
                 // An attaching view, or one with a checkpointed copy, may
@@ -114,6 +115,7 @@ impl Machine {
                     *kind = Op::AbandonedSnapshot;
                 } else if waiting {
                     self.abandon_generation(op);
+                    freed = true;
                 }
             }
             Phase::Publishing { op, shape, .. } => {
@@ -125,6 +127,11 @@ impl Machine {
             Phase::Idle | Phase::Queued { .. } | Phase::Live { .. } => {}
         }
         self.set_phase(id, Phase::Idle);
+        if freed {
+            // No answer will come to start the next queued copy in its
+            // slot: start it now.
+            self.try_start_snapshots();
+        }
         if attaching {
             // The feed may have been waiting for this view to decide
             // whether it re-attaches (or continues its copy): it no longer

@@ -128,20 +128,32 @@ impl Chunks {
     }
 }
 
-/// The feed a copy resumed from a checkpoint needs beyond what live views
-/// take. The feed replays from the checkpoint; what commits before `to`
-/// live views have already (duplicates, to them), while the copy lacks
-/// whatever commits at or after `from`.
+/// A copy resumed from a checkpoint, until the feed has caught up with
+/// it. The feed replays from the checkpoint: what commits before `to` live
+/// views have already (duplicates, to them), while the copy lacks whatever
+/// commits at or after `from`. Once the feed has delivered past `to`, the
+/// copy holds everything a copy never interrupted would, and this goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Resumed {
-    /// The checkpoint's position: transactions that commit before it are
-    /// in the copy already and are not held.
+    /// Transactions that commit before it are in the copy or held for it:
+    /// the checkpoint's position at first, then how far the feed has
+    /// delivered (a reconnected feed replays some again). What a
+    /// checkpoint records.
     pub from: Lsn,
-    /// The origin's position when the copy resumed: the copy is published
-    /// only once the feed has delivered everything before it — after the
-    /// publish, live views' duplicates are dropped, and the copy would miss
-    /// them.
+    /// The origin's position (or the checkpoint's, if later) when the copy
+    /// resumed. The copy is published only once the feed has delivered past
+    /// it: after the publish, live views' duplicates are dropped, and the
+    /// copy would miss them.
     pub to: Lsn,
+}
+
+impl Resumed {
+    /// The feed delivered everything before `position`; returns whether
+    /// that catches the copy up.
+    pub fn delivered(&mut self, position: Lsn) -> bool {
+        self.from = self.from.max(position);
+        position >= self.to
+    }
 }
 
 /// What a copy is for.

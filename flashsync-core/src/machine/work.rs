@@ -306,44 +306,44 @@ impl Machine {
     }
 
     /// The last chunk of a copy in chunks landed. A copy resumed from a
-    /// checkpoint first waits for the feed to deliver what live views
-    /// already have (they drop it as duplicates once it is live).
+    /// checkpoint first waits for the feed to catch it up (what live views
+    /// already have, they drop as duplicates once it is live).
     fn last_chunk_landed(&mut self, op: OpId, id: RelationId, point: SnapshotPoint) {
-        let Some(v) = self.views.get_mut(&id) else { return };
-        let origin = v.def.origin.clone();
-        let to = v.phase.chunks().and_then(|c| c.resumed).map(|r| r.to);
-        let drained = to.is_none_or(|to| self.origins.get(&origin).is_some_and(|o| o.feed.has_reached(to)));
-        if drained {
-            self.copy_complete(op, id, point);
-            return;
-        }
-        if let Some(Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. }) =
-            self.views.get_mut(&id).map(|v| &mut v.phase)
-        {
-            chunks.step = ChunkStep::Draining { point };
+        match self.views.get_mut(&id).map(|v| &mut v.phase) {
+            Some(Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. }) if chunks.resumed.is_some() => {
+                chunks.step = ChunkStep::Draining { point };
+            }
+            _ => self.copy_complete(op, id, point),
         }
     }
 
-    /// Publishes the copies of `origin` that waited for the feed to
-    /// deliver what live views already had, now that it has.
-    pub(super) fn publish_drained(&mut self, origin: &OriginId) {
-        let Some(o) = self.origins.get(origin) else { return };
-        let ready: Vec<(RelationId, OpId, SnapshotPoint)> = self
-            .views
-            .values()
-            .filter(|v| &v.def.origin == origin)
-            .filter_map(|v| match &v.phase {
-                Phase::Copying { op, copy: CopyKind::Bootstrap(_, c), .. } => match (&c.step, c.resumed) {
-                    (ChunkStep::Draining { point }, Some(r)) if o.feed.has_reached(r.to) => {
-                        Some((v.id, *op, point.clone()))
-                    }
+    /// The feed of `origin` delivered everything before `position`: the
+    /// copies resumed from a checkpoint have (or hold) it all; those it
+    /// catches up become like any other copy, and are published if their
+    /// last chunk is in.
+    pub(super) fn resumed_copies_reach(&mut self, origin: &OriginId, position: Lsn) {
+        let mut caught_up = Vec::new();
+        for v in self.views.values_mut().filter(|v| &v.def.origin == origin) {
+            let Phase::Copying { op, copy: CopyKind::Bootstrap(_, chunks), .. } = &mut v.phase else { continue };
+            let Some(r) = chunks.resumed.as_mut() else { continue };
+            if r.delivered(position) {
+                chunks.resumed = None;
+                let point = match &chunks.step {
+                    ChunkStep::Draining { point } => Some(point.clone()),
                     _ => None,
-                },
-                _ => None,
-            })
-            .collect();
-        for (id, op, point) in ready {
-            self.copy_complete(op, id, point);
+                };
+                caught_up.push((v.id, *op, point));
+            }
+        }
+        if caught_up.is_empty() {
+            return;
+        }
+        // Their floors are gone from the routes.
+        self.routes.insert(origin.clone(), None);
+        for (id, op, point) in caught_up {
+            if let Some(point) = point {
+                self.copy_complete(op, id, point);
+            }
         }
     }
 
@@ -571,16 +571,21 @@ impl Machine {
 
     /// The job record to checkpoint view `id`'s copy in chunks with, now
     /// that a chunk and the changes held meanwhile are in (when the store
-    /// keeps copies across restarts). The feed position it records is the
-    /// origin's: every transaction committed before it has been received,
-    /// and was held for the copy (and is in it now) if it concerned it.
+    /// keeps copies across restarts). The feed position it records is one
+    /// before which every transaction has been received, and was held for
+    /// the copy (and is in it now) if it concerned it.
     fn checkpoint_job(&mut self, id: RelationId) -> Option<JobRecord> {
         if !self.cfg.checkpoint_copies {
             return None;
         }
         let v = self.views.get(&id)?;
-        let through = self.origins.get(&v.def.origin)?.applied?;
         let chunks = v.phase.chunks()?;
+        // A resumed copy that the feed has not caught up yet has only what
+        // the feed delivered since; any other, all the origin received.
+        let through = match chunks.resumed {
+            Some(r) => r.from,
+            None => self.origins.get(&v.def.origin)?.applied?,
+        };
         let checkpoint = CopyCheckpoint {
             segments: chunks.done.clone(),
             after: chunks.after.clone()?,

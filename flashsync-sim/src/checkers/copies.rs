@@ -374,6 +374,20 @@ impl Checker {
     pub fn equals_upstream(&self, shape: &ViewShape, store_rows: &[Row], truth: &TableState) -> bool {
         multiset(store_rows) == admitted(shape, truth)
     }
+
+    /// What differs between a copy and upstream: (only in the copy, only
+    /// upstream).
+    pub fn upstream_difference(
+        &self,
+        shape: &ViewShape,
+        store_rows: &[Row],
+        truth: &TableState,
+    ) -> (Vec<Row>, Vec<Row>) {
+        let (got, want) = (multiset(store_rows), admitted(shape, truth));
+        let extra = got.keys().filter(|r| got.get(*r) != want.get(*r)).cloned().collect();
+        let missing = want.keys().filter(|r| got.get(*r) != want.get(*r)).cloned().collect();
+        (extra, missing)
+    }
 }
 
 /// Rows with their number of copies.
