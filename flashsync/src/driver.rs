@@ -110,8 +110,12 @@ pub struct SnapshotProgress {
     pub relation_id: RelationId,
     /// The upstream relation.
     pub relation: flashsync_core::UpstreamRelation,
-    /// Rows written so far.
+    /// Rows written so far by this process.
     pub rows: u64,
+    /// Rows the copy already held when this process continued it from a
+    /// checkpoint an earlier one left (not in `rows`); 0 for a copy begun
+    /// here.
+    pub resumed_rows: u64,
     /// About how many rows the copy will write, from the server's
     /// statistics (`None` until known, or if the source cannot tell). May
     /// be stale; a filtered view copies fewer.
@@ -137,7 +141,12 @@ impl SnapshotProgress {
         if self.rows == 0 || rate <= 0.0 {
             return None;
         }
-        Some(std::time::Duration::from_secs_f64(total.saturating_sub(self.rows) as f64 / rate))
+        Some(std::time::Duration::from_secs_f64(total.saturating_sub(self.done()) as f64 / rate))
+    }
+
+    /// Rows the copy holds in all: this process's and what it continued from.
+    pub fn done(&self) -> u64 {
+        self.rows.saturating_add(self.resumed_rows)
     }
 }
 
@@ -638,7 +647,7 @@ impl Io {
     ) -> Result<(flashsync_core::SnapshotPoint, Box<dyn Generation>), SourceError> {
         let source = self.source(origin)?;
         let generation = self.store.begin_generation(id, shape.local()).await?;
-        let estimate = self.track(op, id, relation, &source);
+        let estimate = self.track(op, id, relation, &source, 0);
         let mut generation = generation;
         let result = {
             let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
@@ -666,6 +675,7 @@ impl Io {
         id: RelationId,
         relation: &flashsync_core::UpstreamRelation,
         source: &Arc<dyn Source>,
+        resumed_rows: u64,
     ) -> Option<tokio::task::JoinHandle<()>> {
         {
             let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
@@ -676,6 +686,7 @@ impl Io {
                 relation_id: id,
                 relation: relation.clone(),
                 rows: 0,
+                resumed_rows,
                 estimated_rows: None,
                 chunks: 0,
                 started: Instant::now(),
@@ -720,10 +731,15 @@ impl Io {
         if resumed {
             // A later chunk with no progress in this process: the copy
             // continues from a checkpoint an earlier process left.
-            tracing::info!(%relation, "continuing the copy of {relation} from its last checkpoint");
+            tracing::info!(
+                %relation,
+                rows = chunk.copied,
+                "continuing the copy of {relation} from its last checkpoint ({} rows)",
+                chunk.copied
+            );
         }
         // The estimate outlives the chunk: it serves the whole copy.
-        drop(self.track(op, id, relation, &source));
+        drop(self.track(op, id, relation, &source, if resumed { chunk.copied } else { 0 }));
         let result = {
             let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
             source.copy_chunk(relation, shape, chunk.after.as_ref(), chunk.rows, &mut sink).await

@@ -1287,6 +1287,13 @@ chunk_rows = {CHUNK}
     // kill -9 once three quarters of the table are in.
     let mut run = restart("run2.log");
     let before_kill = copied_until(0.35 * ROWS as f64);
+    // Progress counts what the checkpoint held, apart from this run's rows.
+    let (_, body) = http_get(port, "/metrics");
+    let resumed = parse_prometheus(&body)
+        .into_iter()
+        .find(|(s, _)| s.starts_with("flashsync_snapshot_rows_resumed{"))
+        .map_or(0.0, |(_, v)| v);
+    assert!(resumed > 0.0 && resumed <= first, "rows continued from: {resumed} (copied before SIGTERM: {first})");
     signal(run.id(), "-KILL");
     run.wait().unwrap();
     let mut run = restart("run3.log");

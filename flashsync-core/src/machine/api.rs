@@ -448,6 +448,10 @@ pub struct ChunkRequest {
     pub after: Option<Key>,
     /// Stop at the first key boundary once this many rows are copied.
     pub rows: u64,
+    /// Rows the copy already holds (the chunks before this one, those of
+    /// an earlier process included when it continued from a checkpoint):
+    /// for progress reports.
+    pub copied: u64,
 }
 
 /// Source work for the driver.

@@ -189,7 +189,7 @@ impl Machine {
                         }
                         None => (
                             CopyKind::Bootstrap(hold, Chunks::new(rows)),
-                            (rows > 0).then_some(ChunkRequest { after: None, rows }),
+                            (rows > 0).then_some(ChunkRequest { after: None, rows, copied: 0 }),
                         ),
                     }
                 }
@@ -672,7 +672,7 @@ impl Machine {
             return;
         };
         chunks.step = ChunkStep::Copying;
-        let chunk = ChunkRequest { after: chunks.after.clone(), rows: chunks.rows };
+        let chunk = ChunkRequest { after: chunks.after.clone(), rows: chunks.rows, copied: chunks.copied };
         let shape = shape.clone();
         let (origin, relation) = (v.def.origin.clone(), v.def.upstream.clone());
         self.ops.insert(op, Op::Snapshot(id));

@@ -178,9 +178,13 @@ async fn metrics(engine: &Engine) -> Result<String, String> {
     let estimated = Family::<RelationLabel, Gauge>::default();
     let eta = Family::<RelationLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let chunks = Family::<RelationLabel, Gauge>::default();
+    let resumed = Family::<RelationLabel, Gauge>::default();
     for p in engine.snapshots() {
         let label = RelationLabel { relation: p.relation.to_string() };
         copying.get_or_create(&label).set(i64::try_from(p.rows).unwrap_or(i64::MAX));
+        if p.resumed_rows > 0 {
+            resumed.get_or_create(&label).set(i64::try_from(p.resumed_rows).unwrap_or(i64::MAX));
+        }
         chunks.get_or_create(&label).set(i64::from(p.chunks));
         if let Some(total) = p.estimated_rows {
             estimated.get_or_create(&label).set(i64::try_from(total).unwrap_or(i64::MAX));
@@ -197,6 +201,11 @@ async fn metrics(engine: &Engine) -> Result<String, String> {
     );
     registry.register("snapshot_eta_seconds", "Time left for snapshots in progress at their rate so far", eta);
     registry.register("snapshot_chunks", "Chunks copied so far by snapshots in progress made in chunks", chunks);
+    registry.register(
+        "snapshot_rows_resumed",
+        "Rows a copy in progress held from its checkpoint when this process continued it (not in snapshot_rows)",
+        resumed,
+    );
 
     let stats = engine.stats().await.map_err(|e| e.to_string())?;
     for (name, help, value) in [

@@ -126,6 +126,7 @@ pub fn copies_json(copies: &[flashsync::SnapshotProgress]) -> Json {
                     "relation_id": p.relation_id.0,
                     "upstream": p.relation.to_string(),
                     "rows": p.rows,
+                    "resumed_rows": p.resumed_rows,
                     "estimated_rows": p.estimated_rows,
                     "chunks": p.chunks,
                     "rows_per_second": p.rate().round(),
@@ -139,16 +140,27 @@ pub fn copies_json(copies: &[flashsync::SnapshotProgress]) -> Json {
 /// One copy's progress for people: rows so far, of about how many, rate,
 /// time left.
 pub fn copy_progress(p: &flashsync::SnapshotProgress) -> String {
-    copy_progress_line(p.rows, p.estimated_rows, p.chunks, p.rate(), p.eta().map(|d| d.as_secs()))
+    copy_progress_line(p.rows, p.resumed_rows, p.estimated_rows, p.chunks, p.rate(), p.eta().map(|d| d.as_secs()))
 }
 
-fn copy_progress_line(rows: u64, estimated: Option<u64>, chunks: u32, rate: f64, eta: Option<u64>) -> String {
+fn copy_progress_line(
+    rows: u64,
+    resumed: u64,
+    estimated: Option<u64>,
+    chunks: u32,
+    rate: f64,
+    eta: Option<u64>,
+) -> String {
+    let done = rows.saturating_add(resumed);
     let mut out = match estimated {
         Some(total) if total > 0 => {
-            format!("{rows} of ~{total} rows ({}%)", (rows.saturating_mul(100) / total).min(100))
+            format!("{done} of ~{total} rows ({}%)", (done.saturating_mul(100) / total).min(100))
         }
-        _ => format!("{rows} rows"),
+        _ => format!("{done} rows"),
     };
+    if resumed > 0 {
+        out.push_str(&format!(" (continued from a checkpoint at {resumed})"));
+    }
     if chunks > 0 {
         out.push_str(&format!(" in {chunks} chunk{}", if chunks == 1 { "" } else { "s" }));
     }
@@ -165,6 +177,7 @@ pub fn copies_lines(copies: &Json) -> String {
     for c in copies.as_array().into_iter().flatten() {
         let line = copy_progress_line(
             c["rows"].as_u64().unwrap_or(0),
+            c["resumed_rows"].as_u64().unwrap_or(0),
             c["estimated_rows"].as_u64(),
             c["chunks"].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
             c["rows_per_second"].as_f64().unwrap_or(0.0),
@@ -269,20 +282,25 @@ mod tests {
     #[test]
     fn copy_progress_gives_a_share_and_time_left_only_when_known() {
         assert_eq!(
-            copy_progress_line(250, Some(1000), 0, 50.0, Some(15)),
+            copy_progress_line(250, 0, Some(1000), 0, 50.0, Some(15)),
             "250 of ~1000 rows (25%)  50 rows/s  ETA 15 s"
         );
-        assert_eq!(copy_progress_line(250, None, 0, 50.0, None), "250 rows  50 rows/s");
+        assert_eq!(copy_progress_line(250, 0, None, 0, 50.0, None), "250 rows  50 rows/s");
         // A stale estimate the copy has passed reads 100%, never more.
         assert_eq!(
-            copy_progress_line(1500, Some(1000), 0, 50.0, Some(0)),
+            copy_progress_line(1500, 0, Some(1000), 0, 50.0, Some(0)),
             "1500 of ~1000 rows (100%)  50 rows/s  ETA 0 s"
         );
         // An empty table's estimate of 0 gives no share.
-        assert_eq!(copy_progress_line(3, Some(0), 0, 1.0, Some(0)), "3 rows  1 rows/s  ETA 0 s");
+        assert_eq!(copy_progress_line(3, 0, Some(0), 0, 1.0, Some(0)), "3 rows  1 rows/s  ETA 0 s");
         assert_eq!(
-            copy_progress_line(4000, Some(10000), 2, 100.0, Some(60)),
+            copy_progress_line(4000, 0, Some(10000), 2, 100.0, Some(60)),
             "4000 of ~10000 rows (40%) in 2 chunks  100 rows/s  ETA 60 s"
+        );
+        // A copy continued after a restart counts what its checkpoint held.
+        assert_eq!(
+            copy_progress_line(2000, 6000, Some(10000), 1, 100.0, Some(20)),
+            "8000 of ~10000 rows (80%) (continued from a checkpoint at 6000) in 1 chunk  100 rows/s  ETA 20 s"
         );
     }
 
