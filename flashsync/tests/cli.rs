@@ -1353,3 +1353,42 @@ chunk_rows = {CHUNK}
     signal(run.id(), "-TERM");
     assert!(run.wait().unwrap().success());
 }
+
+/// A command that finds a `run` starting (its marker names a live process)
+/// waits for that run's admin socket rather than opening the store in its
+/// way; a stale marker (a dead process) is ignored. Scripts polling
+/// `status` while `run` starts could otherwise hold the store lock each
+/// time `run` tries to take it.
+#[test]
+fn commands_wait_for_a_starting_run_instead_of_taking_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    std::fs::write(&config, "store = \"data\"\n").unwrap();
+    let (ok, _, err) = flashsync(&config, &["status"]);
+    assert!(ok, "{err}");
+    let admin = dir.path().join("data/admin");
+    std::fs::create_dir_all(&admin).unwrap();
+    let marker = admin.join("run.starting");
+    // A live process (this test) is starting a run: status waits until it
+    // gives up (the marker goes), then answers from the store.
+    std::fs::write(&marker, std::process::id().to_string()).unwrap();
+    let remover = {
+        let marker = marker.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            std::fs::remove_file(&marker).unwrap();
+        })
+    };
+    let asked = Instant::now();
+    let (ok, _, err) = flashsync(&config, &["status"]);
+    let waited = asked.elapsed();
+    remover.join().unwrap();
+    assert!(ok, "{err}");
+    assert!(waited >= Duration::from_millis(1400), "status did not wait for the starting run: {waited:?}");
+    // A marker whose process is gone is stale: no wait.
+    std::fs::write(&marker, "4194304").unwrap();
+    let asked = Instant::now();
+    let (ok, _, err) = flashsync(&config, &["status"]);
+    assert!(ok, "{err}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "status waited for a dead process: {:?}", asked.elapsed());
+}

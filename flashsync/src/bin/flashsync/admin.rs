@@ -172,8 +172,27 @@ pub async fn send(w: &mut (impl AsyncWriteExt + Unpin), v: &Json) -> std::io::Re
     w.write_all(line.as_bytes()).await
 }
 
-/// A connection to a running `flashsync run`, if one serves in `admin_dir`.
+/// A connection to a running `flashsync run`, if one serves in `admin_dir`
+/// — or is starting there: then its socket is waited for (up to
+/// [`STARTING_WAIT`]) rather than the store opened in its way (see
+/// [`crate::starting`]).
 pub async fn connect(admin_dir: &Path) -> Option<UnixStream> {
+    let deadline = tokio::time::Instant::now() + STARTING_WAIT;
+    loop {
+        if let Some(conn) = try_connect(admin_dir).await {
+            return Some(conn);
+        }
+        if !crate::starting::run_starting(admin_dir) || tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a command waits for a starting `run` to serve its socket.
+const STARTING_WAIT: Duration = Duration::from_secs(30);
+
+async fn try_connect(admin_dir: &Path) -> Option<UnixStream> {
     let path = socket_path(admin_dir);
     if !path.exists() {
         return None;

@@ -34,6 +34,7 @@ mod pg;
 mod query;
 mod run;
 mod service;
+mod starting;
 mod unanswered;
 mod watch;
 

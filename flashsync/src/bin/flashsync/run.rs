@@ -23,6 +23,9 @@ pub async fn run(path: &std::path::Path, resync_every: Duration) -> Result<(), C
         watch(SignalKind::hangup(), "SIGHUP")?,
     );
     let config = &loaded;
+    // Other commands wait for this run's socket from now on, rather than
+    // open the store in its way.
+    let starting = crate::starting::Starting::announce(&config.admin_dir())?;
     check_origins(config).await?;
     let metrics = match config.metrics_listen {
         Some(listen) => Some(crate::metrics::bind(listen).await?),
@@ -33,6 +36,7 @@ pub async fn run(path: &std::path::Path, resync_every: Duration) -> Result<(), C
     let engine = local::engine(config, store, true).await?;
     let admin_dir = config.admin_dir();
     let socket = admin::serve(engine.clone(), &admin_dir).await.map_err(CliError)?;
+    drop(starting);
     // For `status` when this process cannot answer (stopped, wedged).
     info.write(&admin_dir)?;
     if let Some(listener) = metrics {
