@@ -113,3 +113,11 @@ fn passes_always_finish() {
 fn a_refused_definition_does_not_change_what_the_checker_expects() {
     must_pass(&[20087191]);
 }
+
+/// A checkpointed copy continued after its view was redefined: the filter
+/// had changed (the schema had not), so the continued copy kept rows the
+/// new definition excludes. A redefinition now drops the checkpoint.
+#[test]
+fn a_redefined_view_does_not_continue_the_old_definitions_copy() {
+    must_pass(&[90047109]);
+}

@@ -45,6 +45,9 @@ impl Machine {
                     j.retry_count = 0;
                     j.last_error = None;
                     j.next_retry_at = None;
+                    // A checkpointed copy holds the old definition's rows
+                    // (its schema may well be the same, its filter not).
+                    j.copy = None;
                 });
                 if let Some(v) = self.views.get_mut(&id) {
                     v.def = def.clone();
