@@ -65,6 +65,19 @@ impl Store for Timed {
     fn amends_generations(&self) -> bool {
         self.inner.amends_generations()
     }
+    // Forwarded so the copy checkpoints after every chunk, as it does
+    // without this wrapper.
+    fn resumes_generations(&self) -> bool {
+        self.inner.resumes_generations()
+    }
+    async fn resume_generation(
+        &self,
+        id: RelationId,
+        schema: &RelationSchema,
+        after: &Key,
+    ) -> Result<Option<Box<dyn Generation>>, StoreError> {
+        self.inner.resume_generation(id, schema, after).await
+    }
     async fn begin_generation(
         &self,
         id: RelationId,
