@@ -73,7 +73,8 @@ pub enum Which {
         #[arg(long, default_value_t = flashsync::Config::default().snapshot_chunk_rows)]
         chunk_rows: u64,
     },
-    /// Peak memory while streaming one transaction of N rows.
+    /// One transaction of N rows: time from BEGIN until readable and peak
+    /// memory, vs `pg_recvlogical` receiving the same transaction
     Bigtxn {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
