@@ -16,7 +16,8 @@
 //!   outcome, but not the interesting one. To lose what a power cut loses, the
 //!   simulator remembers where the journal ended at the last fsync (after
 //!   `persist` and after every mutation the store syncs: `put_view`,
-//!   `put_job`, `forget`, `forget_origin`, `publish`), and after the drop cuts
+//!   `put_job`, `forget`, `forget_origin`, `begin_generation`, `publish`,
+//!   a checkpoint), and after the drop cuts
 //!   the journal back to that point before reopening. fjall journals hold
 //!   whole checksummed batches, each ending in a non-zero trailer, and are
 //!   pre-allocated with zeros, so the end of the data at an fsync is the last
@@ -342,9 +343,24 @@ impl SimStore {
         (r, d)
     }
 
-    /// [`Store::begin_generation`].
-    pub fn begin_generation(&self, id: RelationId, schema: &RelationSchema) -> Result<Box<dyn Generation>, StoreError> {
-        block_on(self.store()?.begin_generation(id, schema))
+    /// [`Store::begin_generation`]. A fjall store syncs the generation's
+    /// marker and number before it returns (its rows may be registered
+    /// before any later fsync the simulator sees), so the journal's end now
+    /// is durable: a crash that cut the journal back before it would lose
+    /// what no real crash can, and hand the number out again. The batches
+    /// applied before it are durable with it.
+    pub fn begin_generation(
+        &mut self,
+        id: RelationId,
+        schema: &RelationSchema,
+    ) -> (Result<Box<dyn Generation>, StoreError>, Durable) {
+        let before = self.before_sync();
+        let r = self.store().and_then(|s| block_on(s.begin_generation(id, schema)));
+        let d = match self.kind {
+            StoreKind::Fjall => self.durable_after(r.is_ok(), before, Durable::Nothing),
+            StoreKind::Memory | StoreKind::Sqlite => Durable::Nothing,
+        };
+        (r, d)
     }
 
     /// [`Generation::publish`].

@@ -71,7 +71,9 @@ impl World {
 
     pub(super) fn snapshot(&mut self, op: OpId, view: RelationId, relation: UpstreamRelation, shape: Arc<ViewShape>) {
         let inc = self.inc;
-        let mut generation = match self.store.begin_generation(view, shape.local()) {
+        let (generation, durable) = self.store.begin_generation(view, shape.local());
+        self.checker.on_durable(durable);
+        let mut generation = match generation {
             Ok(g) => g,
             Err(e) => {
                 let d = self.jitter(self.plan.timing.snapshot_ms);
@@ -123,7 +125,11 @@ impl World {
         let first = chunk.after.is_none();
         let generation = match self.snap_generations.remove(&op) {
             Some(g) if !first => Ok(g),
-            _ => self.store.begin_generation(view, shape.local()),
+            _ => {
+                let (generation, durable) = self.store.begin_generation(view, shape.local());
+                self.checker.on_durable(durable);
+                generation
+            }
         };
         let mut generation = match generation {
             Ok(g) => g,
