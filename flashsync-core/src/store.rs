@@ -149,6 +149,19 @@ pub trait Generation: RowSink {
     /// Drops the rows written so far; the view keeps its current copy.
     async fn discard(self: Box<Self>) -> Result<(), StoreError>;
 
+    /// Finishes the work the rows written so far left pending (a store
+    /// that writes them behind the caller's back, as the fjall store's
+    /// loader does), so that the [`amend`](Self::amend),
+    /// [`checkpoint`](Self::checkpoint) or [`publish`](Self::publish) that
+    /// follows is short. Drivers call it when a copy (or a chunk of one)
+    /// has written its last row, outside the store's step queue, where a
+    /// long step would hold back every other view's batches. Optional:
+    /// those calls do whatever it would have done themselves. A failure
+    /// fails the copy like a failed write. The default does nothing.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Applies row operations to the rows written so far, with the
     /// semantics of [`apply_ops`](crate::rowops::apply_ops) — the feed's
     /// changes to the part of a chunked copy already made. Rows written

@@ -18,7 +18,9 @@
 //! ingested row would shadow the amendment's change to it — and the
 //! changes then go in as one ordinary (unsynced) batch on the writer
 //! thread, reading the ingested rows back. The next write starts a new
-//! loader above them. A truncate switches the generation to a fresh
+//! loader above them. The driver usually finishes the loader before asking
+//! for the amendment ([`Generation::settle`], in the copy's own task), so
+//! the amendment's store step does not wait for it. A truncate switches the generation to a fresh
 //! prefix, as `apply` does for a published copy. The amendment itself runs
 //! in [`crate::amend`].
 //!
@@ -88,7 +90,7 @@ impl FjallGeneration {
     }
 
     /// Waits for the batch in flight, reporting its failure.
-    async fn settle(&mut self, op: &str) -> Result<(), StoreError> {
+    async fn wait_in_flight(&mut self, op: &str) -> Result<(), StoreError> {
         match self.in_flight.take() {
             Some(reply) => reply.await.map_err(|_| {
                 StoreError::new(StoreErrorKind::Closed, op, "the generation's loader thread has stopped")
@@ -135,19 +137,12 @@ impl FjallGeneration {
         if ops.relation_id != self.gen.view {
             return Err(invalid(&op, format!("operations of view {} given for this copy", ops.relation_id)));
         }
-        self.settle(&op).await?;
-        if let Some(loader) = self.loader.take() {
-            // For a checkpoint this also makes the ingested rows durable:
-            // fjall fsyncs an ingestion's tables and the tree version
-            // listing them before `finish` returns, so they are on disk
-            // before the checkpoint marker claims them.
-            if let Err(e) = loader.finish().await {
-                // The loader is gone with rows it may not have written: no
-                // later write may pretend the copy is whole.
-                self.failed = Some(e.clone());
-                return Err(e);
-            }
-        }
+        // For a checkpoint this also makes the ingested rows durable: fjall
+        // fsyncs an ingestion's tables and the tree version listing them
+        // before `finish` returns, so they are on disk before the checkpoint
+        // marker claims them. Usually the driver has done it already
+        // (`Generation::settle`), outside the store's step queue.
+        self.finish_loader(&op).await?;
         let shared = Arc::clone(&self.inner.shared);
         let gen = self.gen;
         let worker_op = op.clone();
@@ -156,10 +151,27 @@ impl FjallGeneration {
         Ok(report)
     }
 
+    /// Waits for the rows handed over so far and finishes the loader, so
+    /// its ingested tables are registered: readable by an amendment, and
+    /// below every later write in fjall's sequence order (see the module
+    /// docs).
+    async fn finish_loader(&mut self, op: &str) -> Result<(), StoreError> {
+        self.wait_in_flight(op).await?;
+        if let Some(loader) = self.loader.take() {
+            if let Err(e) = loader.finish().await {
+                // The loader is gone with rows it may not have written: no
+                // later write may pretend the copy is whole.
+                self.failed = Some(e.clone());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Hands encoded rows to the loader (starting it on the first batch)
     /// once the batch before has been written.
     async fn send(&mut self, rows: Batch, op: &str) -> Result<(), StoreError> {
-        self.settle(op).await?;
+        self.wait_in_flight(op).await?;
         let loader = match self.loader.take() {
             Some(loader) => loader,
             None => {
@@ -267,10 +279,7 @@ impl Generation for FjallGeneration {
         }
         // Every row must be in before the switch. On failure the generation
         // is still live, and dropping it abandons it.
-        self.settle(&op).await?;
-        if let Some(loader) = self.loader.take() {
-            loader.finish().await?;
-        }
+        self.finish_loader(&op).await?;
         // From here the writer thread owns the generation: it is either
         // published or abandoned.
         self.live = false;
@@ -289,6 +298,18 @@ impl Generation for FjallGeneration {
         self.in_flight = None;
         let job = self.abandon_job(false);
         self.worker().run(op, job).await
+    }
+
+    /// Finishes the loader (`finish_loader`): the amendment, checkpoint or
+    /// publish that follows has no ingestion left to wait for. fjall holds
+    /// its journal lock — every other write waits — while an ingestion
+    /// finishes; done here, in the copy's own task, at least the store's
+    /// step queue does not wait for the rest (the loader's last batch, the
+    /// early sync of its tables: see `presync`).
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let op = self.op("settle");
+        self.check_live(&op)?;
+        self.finish_loader(&op).await
     }
 
     /// One ordinary batch, unsynced unless it moves the generation to a

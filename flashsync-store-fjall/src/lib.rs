@@ -167,6 +167,7 @@ mod layout;
 mod loader;
 mod open;
 mod options;
+mod presync;
 mod read;
 mod shared;
 mod spill;

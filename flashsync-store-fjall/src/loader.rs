@@ -41,6 +41,7 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 use fjall::Slice;
 use flashsync_core::codec::restore_copies;
@@ -49,6 +50,7 @@ use futures::channel::oneshot;
 
 use crate::error::{engine, guard, invalid};
 use crate::generation::write_rows;
+use crate::presync;
 use crate::shared::Shared;
 
 /// Rows by their full rows-keyspace key, each encoded as one copy
@@ -145,6 +147,8 @@ impl Drop for Loader {
 /// The thread's loop: writes batches until told to finish or dropped.
 fn run(shared: &Shared, prefix: [u8; 16], identity: Identity, op: &str, rx: &mpsc::Receiver<Msg>) {
     let rows_ks = shared.ks.rows.clone();
+    // Tables written from here on are this ingestion's (see `presync`).
+    let started = SystemTime::now();
     // `None` once rows go through ordinary batches.
     let mut ingestion = rows_ks.start_ingestion().ok();
     // After a failure the generation is doomed: every later call reports it.
@@ -197,6 +201,7 @@ fn run(shared: &Shared, prefix: [u8; 16], identity: Identity, op: &str, rx: &mps
                             // what was ingested, and write the rest (newer)
                             // through ordinary batches from here on.
                             if let Some(ing) = ingestion.take() {
+                                presync::tables_since(rows_ks.path(), started);
                                 ing.finish().map_err(|e| engine(op, e))?;
                             }
                             return write_rows(shared, identity, std::mem::take(&mut pending), op);
@@ -226,6 +231,8 @@ fn run(shared: &Shared, prefix: [u8; 16], identity: Identity, op: &str, rx: &mps
                     None => guard(op, || match ingestion.take() {
                         Some(mut ing) => {
                             ingest(&mut |k, v| ing.write(k, v), identity, pending.drain(..), &mut last_key, op)?;
+                            presync::tables_since(rows_ks.path(), started);
+                            presync::memtable(&rows_ks);
                             ing.finish().map_err(|e| engine(op, e))
                         }
                         None => Ok(()),

@@ -653,6 +653,13 @@ impl Io {
             let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
             source.snapshot(relation, shape, &mut sink).await
         };
+        // The store's pending work for these rows is done here, in this
+        // task, rather than in the publish step, where it would hold back
+        // every other view's batches (`Generation::settle`).
+        let result = match result {
+            Ok(point) => generation.settle().await.map(|()| point).map_err(SourceError::from),
+            Err(e) => Err(e),
+        };
         if let Some(estimate) = estimate {
             estimate.abort();
         }
@@ -743,6 +750,12 @@ impl Io {
         let result = {
             let mut sink = Counting { inner: &mut *generation, progress: &self.progress, op };
             source.copy_chunk(relation, shape, chunk.after.as_ref(), chunk.rows, &mut sink).await
+        };
+        // As for a copy in one piece: the amendment or checkpoint step that
+        // follows the chunk finds nothing pending.
+        let result = match result {
+            Ok(c) => generation.settle().await.map(|()| c).map_err(SourceError::from),
+            Err(e) => Err(e),
         };
         match result {
             Ok(c) => {

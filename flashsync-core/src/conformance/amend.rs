@@ -37,7 +37,8 @@ async fn amend_clean(cx: &Ctx, generation: &mut Box<dyn Generation>, ops: ViewOp
 /// (with [`Cell::Unchanged`] values and key moves), deletes and evictions
 /// apply to the rows written so far — plain and pre-encoded, keyed and
 /// full-row (copy counts) — and nothing of it is visible until publish,
-/// which shows exactly the amended rows. A truncate in an amendment drops
+/// which shows exactly the amended rows, whether or not the rows were
+/// [settled](Generation::settle) first. A truncate in an amendment drops
 /// the rows written before it. Skipped by stores that do not amend.
 pub async fn generation_amends<S: Store>(store: &S) -> Result<(), Failure> {
     use crate::{key, row};
@@ -86,6 +87,10 @@ pub async fn generation_amends<S: Store>(store: &S) -> Result<(), Failure> {
     // The next chunk, above every key amended so far.
     cx.ok("generation write", generation.write(vec![row![7, "g", "n7"], row![8, "h", "n8"]]).await)?;
     cx.ok("write_encoded", generation.write_encoded(encoded(&keyed3(), &[row![9, "i", "n9"]])).await)?;
+    // Settled first, as a driver does at the end of a chunk (the first
+    // amendment went without): still invisible.
+    cx.ok("settle", generation.settle().await)?;
+    cx.eq("rows after settle", rows(&cx, store, id).await?, old.clone())?;
     let second = vec![
         RowOp::Update {
             old_key: None,

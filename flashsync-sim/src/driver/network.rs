@@ -85,6 +85,8 @@ impl World {
         let mut tee = Tee { inner: &mut *generation, rows: Vec::new() };
         let result = block_on(self.source.snapshot(&relation, &shape, &mut tee));
         let rows = std::mem::take(&mut tee.rows);
+        // As the tokio driver does at the end of a copy.
+        let result = result.and_then(|point| block_on(generation.settle()).map(|()| point).map_err(SourceError::from));
         let slow = self.rng.below(100) < u64::from(self.plan.rate(Fault::SlowSnapshot));
         let d = if slow {
             self.count_fault(Fault::SlowSnapshot);
@@ -143,6 +145,8 @@ impl World {
         let mut tee = Tee { inner: &mut *generation, rows: Vec::new() };
         let result = block_on(self.source.copy_chunk(&relation, &shape, chunk.after.as_ref(), chunk.rows, &mut tee));
         let rows = std::mem::take(&mut tee.rows);
+        // As the tokio driver does at the end of a chunk.
+        let result = result.and_then(|c| block_on(generation.settle()).map(|()| c).map_err(SourceError::from));
         let d = self.jitter(self.plan.timing.snapshot_ms);
         match result {
             Ok(copied) => {

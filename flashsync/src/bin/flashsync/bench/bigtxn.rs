@@ -87,8 +87,7 @@ async fn baseline(
     client.batch_execute(&insert(&table, rows)).await.map_err(pg_err)?;
     // The insert position, not the write position: the bench server
     // commits asynchronously, so the commit record may not be written yet.
-    let end: String =
-        client.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.map_err(pg_err)?.get(0);
+    let end: String = client.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.map_err(pg_err)?.get(0);
     let end: Lsn = end.parse().map_err(err)?;
     let deadline = Instant::now() + Duration::from_secs(900);
     while sent_lsn(client, &table).await?.is_none_or(|s| s < end) {
