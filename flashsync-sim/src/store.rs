@@ -356,10 +356,7 @@ impl SimStore {
     ) -> (Result<Box<dyn Generation>, StoreError>, Durable) {
         let before = self.before_sync();
         let r = self.store().and_then(|s| block_on(s.begin_generation(id, schema)));
-        let d = match self.kind {
-            StoreKind::Fjall => self.durable_after(r.is_ok(), before, Durable::Nothing),
-            StoreKind::Memory | StoreKind::Sqlite => Durable::Nothing,
-        };
+        let d = self.fjall_synced(r.is_ok(), before);
         (r, d)
     }
 
@@ -371,9 +368,41 @@ impl SimStore {
         (r, d)
     }
 
-    /// [`Generation::amend`].
-    pub fn amend(&self, generation: &mut Box<dyn Generation>, ops: ViewOps) -> Result<ApplyReport, StoreError> {
-        block_on(generation.amend(ops))
+    /// [`Generation::amend`]. A fjall store finishing the generation's
+    /// bulk ingestion here syncs its journal first (`loader::register`),
+    /// which the crash model must keep; counted as an fsync whatever the
+    /// amendment did (see [`SimStore::settle`] for what that costs).
+    pub fn amend(
+        &mut self,
+        generation: &mut Box<dyn Generation>,
+        ops: ViewOps,
+    ) -> (Result<ApplyReport, StoreError>, Durable) {
+        let before = self.before_sync();
+        let r = block_on(generation.amend(ops));
+        let d = self.fjall_synced(r.is_ok(), before);
+        (r, d)
+    }
+
+    /// [`Generation::settle`]. A fjall store has its memtable flushed by
+    /// fjall's own worker, which syncs the journal first; the crash model
+    /// must keep that too. Counted as an fsync whatever happened: when
+    /// nothing needed flushing (or, for `amend`, no ingestion was open)
+    /// the model keeps a little more than a real crash might, which no
+    /// check relies on — it only narrows what crashes exercise.
+    pub fn settle(&mut self, generation: &mut Box<dyn Generation>) -> (Result<(), StoreError>, Durable) {
+        let before = self.before_sync();
+        let r = block_on(generation.settle());
+        let d = self.fjall_synced(r.is_ok(), before);
+        (r, d)
+    }
+
+    /// What a generation call that may have synced fjall's journal made
+    /// durable: everything, for fjall; nothing known otherwise.
+    fn fjall_synced(&mut self, ok: bool, before: Option<WalEnd>) -> Durable {
+        match self.kind {
+            StoreKind::Fjall => self.durable_after(ok, before, Durable::Nothing),
+            StoreKind::Memory | StoreKind::Sqlite => Durable::Nothing,
+        }
     }
 
     /// [`Generation::checkpoint`].

@@ -18,9 +18,10 @@
 //! ingested row would shadow the amendment's change to it — and the
 //! changes then go in as one ordinary (unsynced) batch on the writer
 //! thread, reading the ingested rows back. The next write starts a new
-//! loader above them. The driver usually finishes the loader before asking
-//! for the amendment ([`Generation::settle`], in the copy's own task), so
-//! the amendment's store step does not wait for it. A truncate switches the generation to a fresh
+//! loader above them. The driver usually settles the rows before asking
+//! for the amendment ([`Generation::settle`], in the copy's own task: the
+//! loader's last batch written, its tables synced), so the finish in the
+//! amendment's store step is short. A truncate switches the generation to a fresh
 //! prefix, as `apply` does for a published copy. The amendment itself runs
 //! in [`crate::amend`].
 //!
@@ -140,8 +141,7 @@ impl FjallGeneration {
         // For a checkpoint this also makes the ingested rows durable: fjall
         // fsyncs an ingestion's tables and the tree version listing them
         // before `finish` returns, so they are on disk before the checkpoint
-        // marker claims them. Usually the driver has done it already
-        // (`Generation::settle`), outside the store's step queue.
+        // marker claims them. Short when the driver settled the rows first.
         self.finish_loader(&op).await?;
         let shared = Arc::clone(&self.inner.shared);
         let gen = self.gen;
@@ -300,16 +300,21 @@ impl Generation for FjallGeneration {
         self.worker().run(op, job).await
     }
 
-    /// Finishes the loader (`finish_loader`): the amendment, checkpoint or
-    /// publish that follows has no ingestion left to wait for. fjall holds
-    /// its journal lock — every other write waits — while an ingestion
-    /// finishes; done here, in the copy's own task, at least the store's
-    /// step queue does not wait for the rest (the loader's last batch, the
-    /// early sync of its tables: see `presync`).
+    /// Waits for the loader's last batch and has it sync the tables
+    /// written so far and flush the memtable in the background
+    /// ([`presync`](crate::presync)), in the copy's own task: the
+    /// amendment, checkpoint or publish step that follows then finishes
+    /// the ingestion quickly (it must be finished from a store step: see
+    /// `loader::register`). fjall holds its journal lock — every other
+    /// write waits — while an ingestion finishes.
     async fn settle(&mut self) -> Result<(), StoreError> {
         let op = self.op("settle");
         self.check_live(&op)?;
-        self.finish_loader(&op).await
+        self.wait_in_flight(&op).await?;
+        match &self.loader {
+            Some(loader) => loader.prepare().await,
+            None => Ok(()),
+        }
     }
 
     /// One ordinary batch, unsynced unless it moves the generation to a

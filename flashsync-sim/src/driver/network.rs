@@ -69,6 +69,14 @@ impl World {
         }
     }
 
+    /// Settles a copy's rows (`Generation::settle`), telling the checker
+    /// what that made durable.
+    fn settle(&mut self, generation: &mut Box<dyn flashsync_core::Generation>) -> Result<(), SourceError> {
+        let (r, durable) = self.store.settle(generation);
+        self.checker.on_durable(durable);
+        r.map_err(SourceError::from)
+    }
+
     pub(super) fn snapshot(&mut self, op: OpId, view: RelationId, relation: UpstreamRelation, shape: Arc<ViewShape>) {
         let inc = self.inc;
         let (generation, durable) = self.store.begin_generation(view, shape.local());
@@ -86,7 +94,7 @@ impl World {
         let result = block_on(self.source.snapshot(&relation, &shape, &mut tee));
         let rows = std::mem::take(&mut tee.rows);
         // As the tokio driver does at the end of a copy.
-        let result = result.and_then(|point| block_on(generation.settle()).map(|()| point).map_err(SourceError::from));
+        let result = result.and_then(|point| self.settle(&mut generation).map(|()| point));
         let slow = self.rng.below(100) < u64::from(self.plan.rate(Fault::SlowSnapshot));
         let d = if slow {
             self.count_fault(Fault::SlowSnapshot);
@@ -146,7 +154,7 @@ impl World {
         let result = block_on(self.source.copy_chunk(&relation, &shape, chunk.after.as_ref(), chunk.rows, &mut tee));
         let rows = std::mem::take(&mut tee.rows);
         // As the tokio driver does at the end of a chunk.
-        let result = result.and_then(|c| block_on(generation.settle()).map(|()| c).map_err(SourceError::from));
+        let result = result.and_then(|c| self.settle(&mut generation).map(|()| c));
         let d = self.jitter(self.plan.timing.snapshot_ms);
         match result {
             Ok(copied) => {

@@ -84,7 +84,11 @@ impl World {
                             }
                             r
                         }
-                        None => self.store.amend(&mut g, ops),
+                        None => {
+                            let (r, d) = self.store.amend(&mut g, ops);
+                            self.checker.on_durable(d);
+                            r
+                        }
                     };
                     StoreAnswer::Amended { result, generation: Some(g) }
                 }
