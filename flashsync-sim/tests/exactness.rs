@@ -121,3 +121,12 @@ fn a_refused_definition_does_not_change_what_the_checker_expects() {
 fn a_redefined_view_does_not_continue_the_old_definitions_copy() {
     must_pass(&[90047109]);
 }
+
+/// Liveness: a copy resumed from a checkpoint had all its chunks in and
+/// waited for the feed to deliver what it lacked, while its own hold-back
+/// kept the feed paused — for ever. A draining copy's hold-back no longer
+/// counts toward the pause.
+#[test]
+fn a_draining_resumed_copy_never_keeps_the_feed_paused() {
+    must_pass(&[93054805]);
+}

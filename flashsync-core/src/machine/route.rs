@@ -218,15 +218,26 @@ impl Machine {
         // back: a view that went live mid-transaction applies its share at
         // the commit, which a paused feed would never reach. Every view still
         // holding releases its bytes when its snapshot lands, so a pause
-        // always ends.
+        // always ends — except a resumed copy draining the feed, whose
+        // snapshot has landed and which waits for the feed itself (a pause
+        // would wait for it for ever): its bytes do not count.
         let txn_held: usize = self.origins.get(origin).and_then(|o| o.feed.txn()).map_or(0, |t| {
             t.hold_bytes
                 .iter()
-                .filter(|(id, _)| self.views.get(id).is_some_and(|v| v.phase.hold().is_some()))
+                .filter(|(id, _)| {
+                    self.views.get(id).is_some_and(|v| v.phase.hold().is_some() && !v.phase.drains_feed())
+                })
                 .map(|(_, b)| b)
                 .sum()
         });
-        let held = self.held_bytes.get(origin).copied().unwrap_or(0) + txn_held;
+        let draining: usize = self
+            .views
+            .values()
+            .filter(|v| &v.def.origin == origin && v.phase.drains_feed())
+            .filter_map(|v| v.phase.hold())
+            .map(|h| h.bytes)
+            .sum();
+        let held = self.held_bytes.get(origin).copied().unwrap_or(0).saturating_sub(draining) + txn_held;
         let limit = self.cfg.holdback_limit_bytes;
         let Some(o) = self.origins.get_mut(origin) else {
             return;

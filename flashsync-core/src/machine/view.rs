@@ -271,6 +271,17 @@ impl Phase {
         }
     }
 
+    /// Whether this is a copy resumed from a checkpoint whose chunks are all
+    /// in, waiting for the feed to deliver what it lacks
+    /// ([`ChunkStep::Draining`]): only the feed going on releases its
+    /// hold-back, so it must never pause the feed.
+    pub fn drains_feed(&self) -> bool {
+        matches!(
+            self,
+            Phase::Copying { copy: CopyKind::Bootstrap(_, Chunks { step: ChunkStep::Draining { .. }, .. }), .. }
+        )
+    }
+
     pub fn hold_mut(&mut self) -> Option<&mut HoldBack> {
         match self {
             Phase::Copying { copy: CopyKind::Bootstrap(hold, _), .. }

@@ -312,6 +312,11 @@ impl Machine {
         match self.views.get_mut(&id).map(|v| &mut v.phase) {
             Some(Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. }) if chunks.resumed.is_some() => {
                 chunks.step = ChunkStep::Draining { point };
+                // Only the feed can end this: a pause its hold-back caused
+                // must end too (`check_flow`).
+                if let Some(origin) = self.views.get(&id).map(|v| v.def.origin.clone()) {
+                    self.check_flow(&origin);
+                }
             }
             _ => self.copy_complete(op, id, point),
         }
