@@ -124,7 +124,9 @@
 //!   checksummed journal entry, replayed whole or not at all.
 //! - With the default [`Durability::Explicit`] an apply is not synced, not
 //!   even flushed to the OS; [`persist`](flashsync_core::Store::persist)
-//!   fsyncs the journal and returns the last applied batch. A crash loses a
+//!   fsyncs the journal and returns the last applied batch. The fsync runs
+//!   off the writer thread, which meanwhile applies the next batches (see
+//!   the `journal` module for why that is sound). A crash loses a
 //!   suffix of unpersisted batches, never a prefix or part of one.
 //!   [`Durability::Batch`] fsyncs every apply instead.
 //! - `put_view`, `put_job`, `forget`, `forget_origin`,
@@ -142,7 +144,9 @@
 //!
 //! Mutations run on one writer thread owned by the store, in call order; the
 //! async calls await its reply, so no executor thread ever blocks on an
-//! fsync, and no particular async runtime is needed. Reads run on the
+//! fsync, and no particular async runtime is needed. A second thread
+//! fsyncs the journal for `persist`, so periodic persists do not hold
+//! the writes up. Reads run on the
 //! caller's thread against a consistent snapshot.
 //!
 //! ## Errors
@@ -163,6 +167,7 @@ mod apply;
 mod checkpoint;
 mod error;
 mod generation;
+mod journal;
 mod layout;
 mod loader;
 mod open;

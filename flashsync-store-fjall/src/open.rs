@@ -66,6 +66,9 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
         state: RwLock::new(state),
         options,
         path: path.to_owned(),
+        // Absolute, so a later change of working directory cannot point
+        // the journal sync at another directory.
+        journal_dir: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
         store_id,
         table_drops: RwLock::new(()),
     })

@@ -107,6 +107,16 @@ impl State {
         self.garbage.extend(self.garbage_after_sync.drain(..));
     }
 
+    /// The batches that replaced `covered` are durable (a sync that began
+    /// when they were all that waited): those generations may go, the ones
+    /// replaced since wait for the next sync.
+    pub fn synced_only(&mut self, covered: &[GenKey]) {
+        let (now, later): (Vec<GenKey>, Vec<GenKey>) =
+            self.garbage_after_sync.drain(..).partition(|g| covered.contains(g));
+        self.garbage.extend(now);
+        self.garbage_after_sync = later;
+    }
+
     /// Hands out a generation number, recording the new high-water mark in
     /// `batch` so numbers are never reused, even after a crash.
     pub fn allocate_generation(&mut self, ks: &Keyspaces, batch: &mut OwnedWriteBatch) -> u64 {
@@ -124,6 +134,8 @@ pub(crate) struct Shared {
     pub state: RwLock<State>,
     pub options: Options,
     pub path: PathBuf,
+    /// Where fjall keeps its journal files (see `journal`).
+    pub journal_dir: PathBuf,
     /// Created with the store; `None` for stores created before ids were.
     pub store_id: Option<String>,
     /// Readers hold it shared from taking their snapshot until they finish

@@ -16,6 +16,7 @@ use flashsync_core::{
 use crate::checkpoint;
 use crate::error::{engine, guard};
 use crate::generation::{self, FjallGeneration};
+use crate::journal::{self, JournalSync};
 use crate::layout::{self, GenKey};
 use crate::options::Options;
 use crate::shared::{Shared, State, RECLAIM_STEP};
@@ -36,6 +37,8 @@ pub struct FjallStore {
 /// writes) before the last reference to the database goes.
 pub(crate) struct Inner {
     pub(crate) worker: Worker,
+    /// Syncs the journal while the writer thread goes on (see `journal`).
+    syncer: Worker,
     pub(crate) shared: Arc<Shared>,
     /// The highest batch whose `apply` has returned to its caller. `persist`
     /// reports no further than this as of its call, as the contract asks
@@ -85,7 +88,12 @@ impl FjallStore {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<FjallStore, StoreError> {
         let shared = open::open(path.as_ref(), options)?;
         Ok(FjallStore {
-            inner: Arc::new(Inner { worker: Worker::start()?, shared: Arc::new(shared), returned: Default::default() }),
+            inner: Arc::new(Inner {
+                worker: Worker::start()?,
+                syncer: Worker::named("flashsync-fjall-syncer")?,
+                shared: Arc::new(shared),
+                returned: Default::default(),
+            }),
         })
     }
 
@@ -389,20 +397,50 @@ impl Store for FjallStore {
 
     async fn persist(&self) -> Result<Option<BatchSeq>, StoreError> {
         let through = self.inner.returned();
+        // Every batch whose apply returned before this call went to the
+        // journal before the first step runs (one writer thread, in call
+        // order), so the sync covers it. The fsync itself runs off the
+        // writer thread, which meanwhile applies other batches (`journal`).
+        let shared = self.shared();
+        let covered = self
+            .inner
+            .worker
+            .run("persist".into(), move || {
+                let mut state = shared.write("persist")?;
+                if let Err(e) = shared.db.persist(PersistMode::Buffer) {
+                    let e = engine("persist", e);
+                    state.poison(&e);
+                    return Err(e);
+                }
+                // Generations replaced by the batches the sync covers; those
+                // replaced later wait for the next sync.
+                Ok(state.garbage_after_sync.clone())
+            })
+            .await?;
+        let shared = self.shared();
+        let synced =
+            self.inner.syncer.run("persist".into(), move || Ok(journal::sync_active(&shared.journal_dir))).await?;
         let shared = self.shared();
         self.inner
             .worker
             .run("persist".into(), move || {
                 let mut state = shared.write("persist")?;
-                // Every batch whose apply returned before this call went to
-                // the journal before this job ran (one writer thread, in
-                // call order), so the fsync covers it.
-                if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
-                    let e = engine("persist", e);
-                    state.poison(&e);
-                    return Err(e);
+                match synced {
+                    JournalSync::Synced => state.synced_only(&covered),
+                    JournalSync::Unavailable => {
+                        if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
+                            let e = engine("persist", e);
+                            state.poison(&e);
+                            return Err(e);
+                        }
+                        state.synced();
+                    }
+                    JournalSync::Failed(e) => {
+                        let e = StoreError::new(StoreErrorKind::Io, "persist", format!("cannot sync the journal: {e}"));
+                        state.poison(&e);
+                        return Err(e);
+                    }
                 }
-                state.synced();
                 // Space of replaced generations comes back a bounded step
                 // per persist, off the apply path.
                 shared.reclaim(&mut state, RECLAIM_STEP, "persist")?;

@@ -29,11 +29,17 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Starts the thread.
+    /// Starts the writer thread.
     pub(crate) fn start() -> Result<Self, StoreError> {
+        Self::named("flashsync-fjall-writer")
+    }
+
+    /// Starts a thread called `name` (the store also has one that syncs
+    /// the journal off the writer thread: see `journal`).
+    pub(crate) fn named(name: &str) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
-            .name("flashsync-fjall-writer".into())
+            .name(name.into())
             .spawn(move || {
                 // Ends when every sender is gone (the store was dropped).
                 while let Ok(job) = rx.recv() {
