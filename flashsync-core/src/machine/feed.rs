@@ -297,8 +297,7 @@ impl Machine {
                 for e in &table.entries {
                     // Looked up now: a resumed copy's floor rises with
                     // every transaction it receives.
-                    let floor =
-                        if e.floor.is_some() { self.views.get(&e.id).and_then(|v| v.phase.floor()) } else { None };
+                    let floor = if e.resumed { self.views.get(&e.id).and_then(|v| v.phase.floor()) } else { None };
                     match floor {
                         // A resumed copy holds what committed before its
                         // checkpoint already, whatever live views have.

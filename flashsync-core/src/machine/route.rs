@@ -10,9 +10,11 @@ pub(super) struct RouteEntry {
     pub shape: Arc<ViewShape>,
     pub route: Route,
     pub filter: Option<Handoff>,
-    /// A copy resumed from a checkpoint: transactions committing before
-    /// this are in it already (see [`Resumed`](super::view::Resumed)).
-    pub floor: Option<Lsn>,
+    /// A copy resumed from a checkpoint: transactions committing below its
+    /// floor are in it already (see [`Resumed`](super::view::Resumed)). The
+    /// floor itself rises with every transaction the copy takes, so it is
+    /// looked up in the view's phase, never copied here.
+    pub resumed: bool,
 }
 
 /// Per relation, the views its changes go to and how.
@@ -155,7 +157,7 @@ impl Machine {
                         shape: shape.clone(),
                         route: Route::Apply,
                         filter: filter.clone(),
-                        floor: None,
+                        resumed: false,
                     });
                 }
                 Phase::Copying { shape, copy: CopyKind::Bootstrap(_, chunks), .. }
@@ -165,7 +167,7 @@ impl Machine {
                         shape: shape.clone(),
                         route: Route::Hold,
                         filter: None,
-                        floor: chunks.resumed.map(|r| r.from),
+                        resumed: chunks.resumed.is_some(),
                     });
                 }
                 Phase::Idle if self.bugs().apply_while_disabled && !enabled => {
@@ -175,7 +177,7 @@ impl Machine {
                             shape: Arc::new(ViewShape::whole((**schema).clone())),
                             route: Route::Apply,
                             filter: None,
-                            floor: None,
+                            resumed: false,
                         });
                     }
                 }
@@ -189,7 +191,7 @@ impl Machine {
             by_rel.entry(e.shape.upstream().source_id).or_default().push((e.id, e.route));
         }
         let filtered = entries.iter().any(|e| e.filter.is_some());
-        let floors = entries.iter().any(|e| e.floor.is_some());
+        let floors = entries.iter().any(|e| e.resumed);
         let t = Arc::new(RouteTable { entries, by_rel: Arc::new(by_rel), filtered, floors });
         self.routes.insert(origin.clone(), Some(t.clone()));
         t
@@ -230,15 +232,25 @@ impl Machine {
                 .map(|(_, b)| b)
                 .sum()
         });
-        let draining: usize = self
-            .views
-            .values()
-            .filter(|v| &v.def.origin == origin && v.phase.drains_feed())
-            .filter_map(|v| v.phase.hold())
-            .map(|h| h.bytes)
-            .sum();
-        let held = self.held_bytes.get(origin).copied().unwrap_or(0).saturating_sub(draining) + txn_held;
         let limit = self.cfg.holdback_limit_bytes;
+        let Some(Feed::Up { paused, .. }) = self.origins.get(origin).map(|o| &o.feed) else { return };
+        let base = self.held_bytes.get(origin).copied().unwrap_or(0);
+        let at_most = base + txn_held;
+        // Called for every routed change: the walk over the views below is
+        // needed only when the bound alone cannot decide (it can whenever
+        // little is held back, the usual case).
+        let held = if (*paused && at_most <= limit / 2) || (!*paused && at_most <= limit) {
+            at_most
+        } else {
+            let draining: usize = self
+                .views
+                .values()
+                .filter(|v| &v.def.origin == origin && v.phase.drains_feed())
+                .filter_map(|v| v.phase.hold())
+                .map(|h| h.bytes)
+                .sum();
+            base.saturating_sub(draining) + txn_held
+        };
         let Some(o) = self.origins.get_mut(origin) else {
             return;
         };
