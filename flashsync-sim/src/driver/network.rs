@@ -77,11 +77,21 @@ impl World {
         r.map_err(SourceError::from)
     }
 
-    pub(super) fn snapshot(&mut self, op: OpId, view: RelationId, relation: UpstreamRelation, shape: Arc<ViewShape>) {
-        let inc = self.inc;
+    /// Begins a copy's generation (`Store::begin_generation`), telling the
+    /// checker what that made durable.
+    fn begin_generation(
+        &mut self,
+        view: RelationId,
+        shape: &ViewShape,
+    ) -> Result<Box<dyn flashsync_core::Generation>, flashsync_core::StoreError> {
         let (generation, durable) = self.store.begin_generation(view, shape.local());
         self.checker.on_durable(durable);
-        let mut generation = match generation {
+        generation
+    }
+
+    pub(super) fn snapshot(&mut self, op: OpId, view: RelationId, relation: UpstreamRelation, shape: Arc<ViewShape>) {
+        let inc = self.inc;
+        let mut generation = match self.begin_generation(view, &shape) {
             Ok(g) => g,
             Err(e) => {
                 let d = self.jitter(self.plan.timing.snapshot_ms);
@@ -135,11 +145,7 @@ impl World {
         let first = chunk.after.is_none();
         let generation = match self.snap_generations.remove(&op) {
             Some(g) if !first => Ok(g),
-            _ => {
-                let (generation, durable) = self.store.begin_generation(view, shape.local());
-                self.checker.on_durable(durable);
-                generation
-            }
+            _ => self.begin_generation(view, &shape),
         };
         let mut generation = match generation {
             Ok(g) => g,
