@@ -188,7 +188,14 @@ impl World {
         if self.down {
             return;
         }
+        // A machine that has shut down (and is draining) refuses every
+        // call: the model must not follow a refused stop, resume or forget
+        // (a refused forget left the view in place, and its state changes
+        // still to come are legal). Refused definitions are handled below.
         let ids = |w: &World, sel: &Selector| -> Vec<RelationId> {
+            if w.machine().is_shut_down() {
+                return Vec::new();
+            }
             w.machine().definitions(sel).into_iter().map(|v| v.relation_id).collect()
         };
         let define = match &call {
