@@ -96,6 +96,20 @@ mod tests {
     }
 
     #[test]
+    fn persist_falls_back_to_fjall_when_no_journal_file_is_found() {
+        use flashsync_core::Store;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::FjallStore::open(dir.path(), crate::Options::default()).expect("open");
+        crate::tests::block_on(crate::tests::publish(&store, 1, Vec::new())).expect("publish");
+        // fjall keeps writing through its open descriptor; only the name is
+        // gone, so `sync_active` finds nothing and fjall's own sync must do.
+        let journal = active(&store.inner.shared.journal_dir).expect("a journal");
+        std::fs::remove_file(&journal).expect("unlink the journal");
+        assert!(matches!(sync_active(&store.inner.shared.journal_dir), JournalSync::Unavailable));
+        crate::tests::block_on(store.persist()).expect("persist through fjall's SyncAll");
+    }
+
+    #[test]
     fn a_store_keeps_its_journal_where_this_module_looks() {
         // Pins the layout guess to the fjall version in use: if fjall moved
         // its journals, persist would silently fall back to the slow path.
