@@ -4,8 +4,9 @@
 //! it holds the journal lock, and every write to the database takes that
 //! lock — so each periodic persist stalled the writer thread, and with it
 //! every other view's batches, for the length of an fsync (5–35 ms on the
-//! benchmark machine, more while a copy keeps the disk busy): the largest
-//! source of commit-latency outliers in `flashsync bench latency`.
+//! benchmark machine, more while a copy keeps the disk busy): outside
+//! copies, the largest source of commit-latency outliers in `flashsync
+//! bench latency`.
 //!
 //! So [`persist`](crate::FjallStore) syncs in two steps. On the writer
 //! thread, `persist(Buffer)` hands the journal's buffered bytes to the OS
@@ -23,9 +24,11 @@
 //! rotation.
 //!
 //! This leans on fjall's layout (`<store>/<n>.jnl`, version pinned in the
-//! workspace), not its API. If no journal file can be found or opened,
-//! [`sync_active`] says so and the caller falls back to fjall's own
-//! `persist(SyncAll)`: durability never depends on the layout guess. An
+//! workspace), not its API; the rule "the highest number is the active
+//! journal" is the one fjall's own recovery uses. If no journal file can
+//! be found or opened, [`sync_active`] says so and the caller falls back
+//! to fjall's own `persist(SyncAll)`, and a test fails if the layout moves
+//! (so a fjall upgrade cannot silently turn every persist slow). An
 //! fsync that *fails* is a failure, never retried through another path
 //! (after a failed fsync the kernel may have dropped the dirty pages, and a
 //! second fsync would report success for data that is gone).
