@@ -270,6 +270,17 @@ impl Shared {
         Ok(!state.garbage.is_empty())
     }
 
+    /// fjall's `persist` of the journal in `mode`; a failure poisons the
+    /// store (what the journal held may be lost, so no later write may
+    /// pretend otherwise).
+    pub fn persist_journal(&self, state: &mut State, mode: fjall::PersistMode, op: &str) -> Result<(), StoreError> {
+        self.db.persist(mode).map_err(|e| {
+            let e = engine(op, e);
+            state.poison(&e);
+            e
+        })
+    }
+
     /// Dropped tables stay on disk while an older version of the tree still
     /// lists them, and fjall retires old versions only when a memtable is
     /// sealed. So seal one: the garbage keyspace's, which just received the
@@ -277,11 +288,7 @@ impl Shared {
     /// first, so the sealed marker removal can never reach disk before the
     /// row deletions it stands for (that order would strand rows).
     fn release_dropped_tables(&self, state: &mut State, op: &str) -> Result<(), StoreError> {
-        if let Err(e) = self.db.persist(fjall::PersistMode::SyncData) {
-            let e = engine(op, e);
-            state.poison(&e);
-            return Err(e);
-        }
+        self.persist_journal(state, fjall::PersistMode::SyncData, op)?;
         self.ks.garbage.rotate_memtable().map_err(|e| engine(op, e))?;
         Ok(())
     }

@@ -14,7 +14,7 @@ use flashsync_core::{
 };
 
 use crate::checkpoint;
-use crate::error::{engine, guard};
+use crate::error::guard;
 use crate::generation::{self, FjallGeneration};
 use crate::journal::{self, JournalSync};
 use crate::layout::{self, GenKey};
@@ -145,11 +145,7 @@ impl FjallStore {
             .worker
             .run("reclaim".into(), move || {
                 let mut state = shared.write("reclaim")?;
-                if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
-                    let e = engine("reclaim", e);
-                    state.poison(&e);
-                    return Err(e);
-                }
+                shared.persist_journal(&mut state, PersistMode::SyncAll, "reclaim")?;
                 state.synced();
                 while shared.reclaim(&mut state, usize::MAX, "reclaim")? {}
                 Ok(())
@@ -407,11 +403,7 @@ impl Store for FjallStore {
             .worker
             .run("persist".into(), move || {
                 let mut state = shared.write("persist")?;
-                if let Err(e) = shared.db.persist(PersistMode::Buffer) {
-                    let e = engine("persist", e);
-                    state.poison(&e);
-                    return Err(e);
-                }
+                shared.persist_journal(&mut state, PersistMode::Buffer, "persist")?;
                 // Generations replaced by the batches the sync covers; those
                 // replaced later wait for the next sync.
                 Ok(state.garbage_after_sync.clone())
@@ -428,11 +420,7 @@ impl Store for FjallStore {
                 match synced {
                     JournalSync::Synced => state.synced_only(&covered),
                     JournalSync::Unavailable => {
-                        if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
-                            let e = engine("persist", e);
-                            state.poison(&e);
-                            return Err(e);
-                        }
+                        shared.persist_journal(&mut state, PersistMode::SyncAll, "persist")?;
                         state.synced();
                     }
                     JournalSync::Failed(e) => {
