@@ -304,9 +304,8 @@ impl Generation for FjallGeneration {
     /// written so far and flush the memtable in the background
     /// ([`presync`](crate::presync)), in the copy's own task: the
     /// amendment, checkpoint or publish step that follows then finishes
-    /// the ingestion quickly (it must be finished from a store step: see
-    /// `loader::register`). fjall holds its journal lock — every other
-    /// write waits — while an ingestion finishes.
+    /// the ingestion quickly. fjall holds its journal lock — every other
+    /// write waits — while an ingestion finishes (see `loader::register`).
     async fn settle(&mut self) -> Result<(), StoreError> {
         let op = self.op("settle");
         self.check_live(&op)?;

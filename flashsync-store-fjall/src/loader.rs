@@ -124,8 +124,6 @@ impl Loader {
     }
 
     /// Registers everything written; the thread ends after replying.
-    /// Call it only while no other view's batch is being applied (from a
-    /// store step): see `register`.
     pub(crate) async fn finish(mut self) -> Result<(), StoreError> {
         let (reply, result) = oneshot::channel();
         self.send(Msg::Finish(reply))?;
@@ -286,14 +284,25 @@ fn run(shared: &Shared, prefix: [u8; 16], identity: Identity, op: &str, rx: &mps
 /// their origin position (another keyspace) gone, so the restart applies
 /// them twice (found by the simulator: a full-row view counting a row
 /// twice after a crash). With the journal synced, the table holds only
-/// what is durable anyway — provided nothing is applied between the sync
-/// and the finish, which holds when the finish is asked for from a store
-/// step (the step queue runs one step at a time). The finish a row out of
-/// key order forces mid-copy does not have that guarantee: rare, and left.
+/// what is durable anyway — provided no batch commits between the sync
+/// and the finish, which the commit gate ([`Shared::commit_gate`]) makes
+/// sure of, whichever thread asks: a chunk's end (from a store step) or
+/// rows out of key order mid-copy (from this thread, while the writer
+/// thread applies other views' batches).
 fn register(shared: &Shared, finish: impl FnOnce() -> Result<(), fjall::Error>, op: &str) -> Result<(), StoreError> {
+    let _gate = shared.gate(op)?;
     shared.db.persist(fjall::PersistMode::SyncAll).map_err(|e| engine(op, e))?;
+    #[cfg(test)]
+    if let Some(observe) = *REGISTERING.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        observe(shared);
+    }
     finish().map_err(|e| engine(op, e))
 }
+
+/// Test-only: what `register` calls between its journal sync and its
+/// finish, if set.
+#[cfg(test)]
+pub(crate) static REGISTERING: std::sync::Mutex<Option<fn(&Shared)>> = std::sync::Mutex::new(None);
 
 /// The highest key the generation under `prefix` holds, if any.
 fn last_key_under(shared: &Shared, prefix: [u8; 16], op: &str) -> Result<Option<Slice>, StoreError> {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use flashsync_core::{OriginId, RelationId, StoreError, StoreErrorKind};
@@ -71,6 +71,7 @@ pub(crate) fn open(path: &Path, options: Options) -> Result<Shared, StoreError> 
         journal_dir: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
         store_id,
         table_drops: RwLock::new(()),
+        commit_gate: Mutex::new(()),
     })
 }
 

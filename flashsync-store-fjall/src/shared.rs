@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fjall::{Database, Keyspace, OwnedWriteBatch};
 use flashsync_core::{BatchSeq, OriginId, RelationId, RelationSchema, StoreError};
@@ -147,6 +147,19 @@ pub(crate) struct Shared {
     /// gate (tombstones newer than the snapshot are invisible to it).
     /// Lock order: the state lock first, then this one.
     pub table_drops: RwLock<()>,
+    /// Held by [`commit`](Shared::commit) while it commits a batch, and by
+    /// an ingestion's register (`loader`) from its journal sync to its
+    /// finish. Why: the finish flushes the rows keyspace's memtable into a
+    /// table, durable at once, while the journal entries of the batches in
+    /// it may not be — a batch committed between the sync and the flush
+    /// would have its row changes kept by a power cut and its origin
+    /// position (another keyspace) lost, and the restart would apply it
+    /// twice. Loader threads register on their own (a copy's rows out of
+    /// key order end its ingestion mid-copy) while the writer thread
+    /// applies other views' batches, so the exclusion cannot be left to
+    /// the callers. Readers never take it. Lock order: the state lock
+    /// first, then this one.
+    pub commit_gate: Mutex<()>,
 }
 
 /// Keys deleted per reclamation step: bounds the work (and the journal lock
@@ -182,11 +195,17 @@ impl Shared {
     /// written it to the journal before failing (e.g. the fsync failed), so
     /// what is on disk is unknown.
     pub fn commit(&self, state: &mut State, batch: OwnedWriteBatch, op: &str) -> Result<(), StoreError> {
+        let _gate = self.gate(op)?;
         batch.commit().map_err(|e| {
             let e = engine(op, e);
             state.poison(&e);
             e
         })
+    }
+
+    /// Takes [`Shared::commit_gate`].
+    pub fn gate(&self, op: &str) -> Result<MutexGuard<'_, ()>, StoreError> {
+        self.commit_gate.lock().map_err(|_| poisoned(op, "a thread panicked while committing"))
     }
 
     /// Moves a generation that will never be published to the garbage, in

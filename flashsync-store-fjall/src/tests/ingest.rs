@@ -114,6 +114,70 @@ fn copies_dropped_while_loading_leave_nothing() {
     assert_eq!(store.shared().ks.rows.iter().count(), 0, "rows of dropped copies remain");
 }
 
+/// A copy's rows out of key order end its ingestion on the loader thread
+/// while the writer thread may be applying other views' batches; no batch
+/// may commit between the journal sync and the finish that flushes the
+/// memtable (see `loader::register`). So the commit gate is held there.
+#[test]
+fn registers_hold_the_commit_gate_from_sync_to_finish() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static HELD: AtomicUsize = AtomicUsize::new(0);
+    static FREE: AtomicUsize = AtomicUsize::new(0);
+    fn observe(shared: &crate::shared::Shared) {
+        // Other tests' registers may call this too: they hold it as well.
+        match shared.commit_gate.try_lock() {
+            Err(std::sync::TryLockError::WouldBlock) => HELD.fetch_add(1, Ordering::SeqCst),
+            _ => FREE.fetch_add(1, Ordering::SeqCst),
+        };
+    }
+    *crate::loader::REGISTERING.lock().unwrap() = Some(observe);
+    let dir = tempfile::tempdir().unwrap();
+    let store = FjallStore::open(dir.path(), Options::default().reorder_window(0)).unwrap();
+    let key = |i: i64| row![format!("{i:05}"), "x"];
+    let v = view(1);
+    block_on(async {
+        store.put_view(&v).await.unwrap();
+        let mut generation = store.begin_generation(v.relation_id, &schema()).await.unwrap();
+        generation.write((100..200).map(key).collect()).await.unwrap();
+        // Behind the last key: registered by the loader thread, mid-copy.
+        generation.write((0..50).map(key).collect()).await.unwrap();
+        generation.write((200..300).map(key).collect()).await.unwrap();
+        let job = JobRecord::new(v.relation_id, &v.def.name, v.def.persistence, Timestamp(1));
+        generation.publish(&job).await.unwrap();
+    });
+    *crate::loader::REGISTERING.lock().unwrap() = None;
+    assert_eq!(FREE.load(Ordering::SeqCst), 0, "a register let batches commit between its sync and its finish");
+    assert!(HELD.load(Ordering::SeqCst) >= 1, "no register was observed");
+    let rows = block_on(store.scan(v.relation_id, &KeyRange::default(), usize::MAX)).unwrap();
+    assert_eq!(rows.len(), 250);
+}
+
+/// The other half of the exclusion: a batch waits for the gate to commit.
+#[test]
+fn batches_wait_for_the_commit_gate() {
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FjallStore::open(dir.path(), Options::default()).unwrap());
+    block_on(super::publish(&store, 1, Vec::new())).unwrap();
+    let shared = store.shared();
+    let gate = shared.gate("test").unwrap();
+    let (done, applied) = std::sync::mpsc::channel();
+    let applier = std::sync::Arc::clone(&store);
+    let thread = std::thread::spawn(move || {
+        let commit = flashsync_core::Progress::Commit { end_lsn: flashsync_core::Lsn(10) };
+        let _ = done.send(block_on(applier.apply(super::staging::batch(1, commit, 0..3))));
+    });
+    // It cannot commit while the gate is held, however long it is given.
+    assert_eq!(applied.recv_timeout(Duration::from_millis(200)).err(), Some(RecvTimeoutError::Timeout));
+    drop(gate);
+    let result = applied.recv_timeout(Duration::from_secs(30)).expect("the batch commits once the gate is free");
+    result.unwrap();
+    thread.join().unwrap();
+    let rows = block_on(store.scan(flashsync_core::RelationId(1), &KeyRange::default(), usize::MAX)).unwrap();
+    assert_eq!(rows.len(), 3);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

@@ -9,7 +9,7 @@ use flashsync_core::{
 use super::{assert_kind, block_on, open, publish};
 use crate::spill::STAGING_FILE;
 
-fn batch(seq: u64, progress: Progress, keys: std::ops::Range<i64>) -> ApplyBatch {
+pub(super) fn batch(seq: u64, progress: Progress, keys: std::ops::Range<i64>) -> ApplyBatch {
     ApplyBatch {
         seq: BatchSeq(seq),
         origin: OriginId::new("postgres:main").expect("origin"),
