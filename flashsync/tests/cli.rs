@@ -896,6 +896,15 @@ fn dump_csv_round_trips_and_streams_through_run() {
         client
             .batch_execute(&format!(
                 "CREATE TABLE odd (id int PRIMARY KEY, t text, n numeric);
+                 CREATE TABLE kinds (id int PRIMARY KEY, b bool, d float8, r real, n numeric, ts timestamptz,
+                                     raw bytea, s smallint);
+                 INSERT INTO kinds VALUES
+                   (1, true, 1e15, 1e6, 1.50, '2026-01-01 12:00:00.5+02', '\\x00ff', -3),
+                   (2, false, 100, 1.1, -0.001, 'infinity', '', 0),
+                   (3, NULL, 1e-05, 1234567, NULL, NULL, NULL, NULL),
+                   (4, true, 'NaN', '-Infinity', 'NaN', '1999-12-31 23:59:59+00', '\\x41', 32767),
+                   (5, false, -0.0, 3.4e38, 12345678901234567890.123, '2026-06-01', '\\x0a09', -32768),
+                   (6, true, 123456789012345.6, 0.0001, 0, '2026-01-01', '\\x5c', 1);
                  CREATE TABLE big (id bigint PRIMARY KEY, body text);
                  INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g;"
             ))
@@ -919,6 +928,11 @@ persistence = "materialized"
 origin = "postgres:main"
 upstream = "public.odd"
 [[views]]
+name = "kinds"
+persistence = "materialized"
+origin = "postgres:main"
+upstream = "public.kinds"
+[[views]]
 name = "big"
 persistence = "materialized"
 origin = "postgres:main"
@@ -936,9 +950,36 @@ upstream = "public.big"
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait("both views synced", Duration::from_secs(120), || {
-        flashsync(&config, &["status"]).1.matches("synced").count() == 2
+    wait("every view synced", Duration::from_secs(120), || {
+        flashsync(&config, &["status"]).1.matches("synced").count() == 3
     });
+
+    // Booleans, floats, timestamps, bytes: byte for byte what Postgres's own
+    // COPY writes, in CSV and in text, under the session settings the
+    // source pins.
+    for (format, copy) in [("csv", "FORMAT csv, HEADER"), ("text", "FORMAT text, HEADER")] {
+        let (ok, out, err) = flashsync(&config, &["dump", "public.kinds", "--format", format]);
+        assert!(ok, "{err}");
+        let want = rt.block_on(async {
+            use futures::TryStreamExt as _;
+            let client = db.client().await;
+            client
+                .batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3")
+                .await
+                .unwrap();
+            let stream =
+                client.copy_out(&format!("COPY (SELECT * FROM kinds ORDER BY id) TO STDOUT ({copy})")).await.unwrap();
+            let text = stream
+                .try_fold(Vec::new(), |mut text, chunk| async move {
+                    text.extend_from_slice(&chunk);
+                    Ok(text)
+                })
+                .await
+                .unwrap();
+            String::from_utf8(text).unwrap()
+        });
+        assert_eq!(out, want, "dump --format {format} differs from Postgres's COPY");
+    }
 
     let (ok, out, err) = flashsync(&config, &["dump", "public.odd"]);
     assert!(ok, "{err}");

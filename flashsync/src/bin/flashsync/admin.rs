@@ -116,7 +116,7 @@ async fn handle(engine: Engine, conn: UnixStream) -> std::io::Result<()> {
                 Ok(x) => x,
                 Err(e) => return send(&mut write, &json!({"ok": false, "error": e})).await,
             };
-            send(&mut write, &json!({"ok": true, "columns": rows.columns})).await?;
+            send(&mut write, &json!({"ok": true, "columns": rows.columns, "types": rows.types})).await?;
             while let Some(row) = rows.next().await {
                 match row {
                     Ok(row) => send(&mut write, &row).await?,

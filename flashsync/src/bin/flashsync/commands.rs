@@ -150,9 +150,11 @@ pub async fn dump(config: &Config, view: &str, limit: Option<usize>, format: For
             let request = Request::Dump { view: view.into(), limit };
             let streamed = admin::stream(conn, &request, |line| {
                 if line.get("ok").is_some() {
-                    let columns = line["columns"].as_array().into_iter().flatten();
-                    let columns = columns.map(|c| c.as_str().unwrap_or("").to_owned()).collect();
-                    printer = Some(Printer::new(format, columns)?);
+                    let names = |field: &str| -> Vec<String> {
+                        let list = line[field].as_array().into_iter().flatten();
+                        list.map(|c| c.as_str().unwrap_or("").to_owned()).collect()
+                    };
+                    printer = Some(Printer::new(format, names("columns"), names("types"))?);
                     return Ok(());
                 }
                 match printer.as_mut() {
@@ -190,7 +192,7 @@ async fn dump_local(
     format: Format,
 ) -> Result<std::io::Result<()>, CliError> {
     let mut rows = Source::open(engine, view, limit).await.map_err(CliError)?;
-    let mut printer = match Printer::new(format, rows.columns.clone()) {
+    let mut printer = match Printer::new(format, rows.columns.clone(), rows.types.clone()) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
     };
@@ -200,46 +202,4 @@ async fn dump_local(
         }
     }
     Ok(printer.finish())
-}
-
-/// One value of a text dump, escaped as Postgres' `COPY … TO STDOUT` text
-/// format does: a tab or line break inside a value cannot split the row, and
-/// SQL NULL (`\N`) differs from the string `NULL`.
-/// One row of a text dump: COPY-escaped values, `\N` for NULL, tab-separated.
-pub fn text_row<'a>(values: impl IntoIterator<Item = &'a Json>) -> String {
-    let cells: Vec<String> = values
-        .into_iter()
-        .map(|v| match v {
-            Json::Null => "\\N".into(),
-            Json::String(s) => text_cell(s),
-            other => text_cell(&other.to_string()),
-        })
-        .collect();
-    cells.join("\t")
-}
-
-pub fn text_cell(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_dumps_escape_what_would_split_a_row_and_keep_null_apart() {
-        assert_eq!(text_cell("a\tb\nc\\d\re"), "a\\tb\\nc\\\\d\\re");
-        assert_eq!(text_cell("NULL"), "NULL");
-        assert_eq!(text_cell("plain"), "plain");
-    }
 }

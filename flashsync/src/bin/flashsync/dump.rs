@@ -16,7 +16,6 @@ use std::io::Write;
 use flashsync::{Engine, KeyRange};
 use serde_json::Value as Json;
 
-use crate::commands::{text_cell, text_row};
 use crate::output::row_json;
 
 /// How `dump` prints rows.
@@ -33,7 +32,8 @@ pub enum Format {
 /// A view opened for dumping: its columns and a cursor over its rows.
 pub struct Source {
     pub columns: Vec<String>,
-    types: Vec<String>,
+    /// The columns' upstream types.
+    pub types: Vec<String>,
     cursor: flashsync::Rows,
     left: usize,
 }
@@ -60,12 +60,15 @@ impl Source {
 pub struct Printer {
     format: Format,
     columns: Vec<String>,
+    /// The columns' upstream types (how a value prints: see `pgtext`);
+    /// empty from a running process older than this field.
+    types: Vec<String>,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
 }
 
 impl Printer {
-    pub fn new(format: Format, columns: Vec<String>) -> std::io::Result<Printer> {
-        let mut p = Printer { format, columns, out: std::io::BufWriter::new(std::io::stdout().lock()) };
+    pub fn new(format: Format, columns: Vec<String>, types: Vec<String>) -> std::io::Result<Printer> {
+        let mut p = Printer { format, columns, types, out: std::io::BufWriter::new(std::io::stdout().lock()) };
         match format {
             Format::Csv => {
                 let header: Vec<String> = p.columns.iter().map(|c| csv_text(c)).collect();
@@ -84,10 +87,14 @@ impl Printer {
         let values = row.as_array().map(Vec::as_slice).unwrap_or_default();
         match self.format {
             Format::Csv => {
-                let cells: Vec<String> = values.iter().map(csv_cell).collect();
+                let cells: Vec<String> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| csv_cell(v, self.types.get(i).map_or("", String::as_str)))
+                    .collect();
                 writeln!(self.out, "{}", cells.join(","))
             }
-            Format::Text => writeln!(self.out, "{}", text_row(values)),
+            Format::Text => writeln!(self.out, "{}", text_row(values, &self.types)),
             Format::Json => {
                 let obj: serde_json::Map<String, Json> =
                     self.columns.iter().cloned().zip(values.iter().cloned()).collect();
@@ -101,13 +108,13 @@ impl Printer {
     }
 }
 
-/// One CSV field: NULL is nothing at all; everything else is its text,
-/// quoted when needed.
-fn csv_cell(v: &Json) -> String {
-    match v {
-        Json::Null => String::new(),
-        Json::String(s) => csv_text(s),
-        other => csv_text(&other.to_string()),
+/// One CSV field: NULL is nothing at all; everything else is its text as
+/// Postgres prints it (`type_name` is the column's upstream type), quoted
+/// when needed.
+fn csv_cell(v: &Json, type_name: &str) -> String {
+    match crate::pgtext::value(v, type_name) {
+        None => String::new(),
+        Some(text) => csv_text(&text),
     }
 }
 
@@ -122,20 +129,64 @@ fn csv_text(s: &str) -> String {
     }
 }
 
+/// One row of a text dump: values as Postgres prints them ([`crate::pgtext`],
+/// `types` are the columns' upstream types), COPY-escaped, `\N` for NULL,
+/// tab-separated.
+pub fn text_row<'a>(values: impl IntoIterator<Item = &'a Json>, types: &[String]) -> String {
+    let cells: Vec<String> = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match crate::pgtext::value(v, types.get(i).map_or("", String::as_str)) {
+            None => "\\N".into(),
+            Some(text) => text_cell(&text),
+        })
+        .collect();
+    cells.join("\t")
+}
+
+/// One value of a text dump, escaped as Postgres' `COPY … TO STDOUT` text
+/// format does: a tab or line break inside a value cannot split the row, and
+/// SQL NULL (`\N`) differs from the string `NULL`.
+pub fn text_cell(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     #[test]
+    fn text_dumps_escape_what_would_split_a_row_and_keep_null_apart() {
+        assert_eq!(text_cell("a\tb\nc\\d\re"), "a\\tb\\nc\\\\d\\re");
+        assert_eq!(text_cell("NULL"), "NULL");
+        assert_eq!(text_cell("plain"), "plain");
+        assert_eq!(
+            text_row(&[json!(true), Json::Null, json!(1e15)], &["bool".into(), "text".into(), "float8".into()]),
+            "t\t\\N\t1e+15"
+        );
+    }
+
+    #[test]
     fn csv_fields_follow_postgres() {
-        assert_eq!(csv_cell(&Json::Null), "");
-        assert_eq!(csv_cell(&json!("")), r#""""#);
-        assert_eq!(csv_cell(&json!("a,b")), r#""a,b""#);
-        assert_eq!(csv_cell(&json!("say \"hi\"\nbye")), "\"say \"\"hi\"\"\nbye\"");
-        assert_eq!(csv_cell(&json!("NULL")), "NULL");
-        assert_eq!(csv_cell(&json!(1.5)), "1.5");
-        assert_eq!(csv_cell(&json!("tab\there")), "tab\there");
-        assert_eq!(csv_cell(&json!("\\.")), "\"\\.\"");
+        assert_eq!(csv_cell(&Json::Null, "text"), "");
+        assert_eq!(csv_cell(&json!(""), "text"), r#""""#);
+        assert_eq!(csv_cell(&json!("a,b"), "text"), r#""a,b""#);
+        assert_eq!(csv_cell(&json!("say \"hi\"\nbye"), "text"), "\"say \"\"hi\"\"\nbye\"");
+        assert_eq!(csv_cell(&json!("NULL"), "text"), "NULL");
+        assert_eq!(csv_cell(&json!(1.5), "float8"), "1.5");
+        assert_eq!(csv_cell(&json!(false), "bool"), "f");
+        assert_eq!(csv_cell(&json!("tab\there"), "text"), "tab\there");
+        assert_eq!(csv_cell(&json!("\\."), "text"), "\"\\.\"");
     }
 }

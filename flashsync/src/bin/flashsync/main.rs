@@ -31,6 +31,7 @@ mod local;
 mod metrics;
 mod output;
 mod pg;
+mod pgtext;
 mod query;
 mod run;
 mod service;

@@ -10,8 +10,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value as Json};
 
-use crate::commands::{text_cell, text_row};
 use crate::config::{Config, StoreKind};
+use crate::dump::{text_cell, text_row};
 use crate::output::hex;
 use crate::CliError;
 
@@ -57,7 +57,7 @@ pub fn query(config: &Config, sql: &str, json: bool) -> Result<(), CliError> {
                 let obj: serde_json::Map<String, Json> = columns.iter().cloned().zip(values).collect();
                 writeln!(out, "{}", Json::Object(obj)).map_err(io)?;
             } else {
-                writeln!(out, "{}", text_row(&values)).map_err(io)?;
+                writeln!(out, "{}", text_row(&values, &[])).map_err(io)?;
             }
         }
         out.flush().map_err(io)
