@@ -384,8 +384,9 @@ impl SimStore {
     }
 
     /// [`Generation::settle`]. A fjall store has its memtable flushed by
-    /// fjall's own worker, which syncs the journal first; the crash model
-    /// must keep that too. Counted as an fsync whatever happened: when
+    /// fjall's own worker, which syncs the journal first, and then
+    /// finishes the bulk ingestion, syncing it again; the crash model must
+    /// keep that too. Counted as an fsync whatever happened: when
     /// nothing needed flushing (or, for `amend`, no ingestion was open)
     /// the model keeps a little more than a real crash might, which no
     /// check relies on — it only narrows what crashes exercise.

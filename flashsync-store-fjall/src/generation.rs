@@ -20,10 +20,11 @@
 //! thread, reading the ingested rows back. The next write starts a new
 //! loader above them. The driver usually settles the rows before asking
 //! for the amendment ([`Generation::settle`], in the copy's own task: the
-//! loader's last batch written, its tables synced), so the finish in the
-//! amendment's store step is short. A truncate switches the generation to a fresh
-//! prefix, as `apply` does for a published copy. The amendment itself runs
-//! in [`crate::amend`].
+//! loader's last batch written, its tables synced, its ingestion
+//! finished), so the amendment's store step finds the loader finished
+//! already. A truncate switches the generation to a fresh prefix, as
+//! `apply` does for a published copy. The amendment itself runs in
+//! [`crate::amend`].
 //!
 //! A [checkpoint](Generation::checkpoint) is an amendment written together
 //! with the job record and the generation's checkpoint marker, synced
@@ -300,20 +301,25 @@ impl Generation for FjallGeneration {
         self.worker().run(op, job).await
     }
 
-    /// Waits for the loader's last batch and has it sync the tables
-    /// written so far and flush the memtable in the background
-    /// ([`presync`](crate::presync)), in the copy's own task: the
-    /// amendment, checkpoint or publish step that follows then finishes
-    /// the ingestion quickly. fjall holds its journal lock — every other
-    /// write waits — while an ingestion finishes (see `loader::register`).
+    /// Waits for the loader's last batch, has it sync the tables written
+    /// so far and flush the memtable in the background
+    /// ([`presync`](crate::presync)), then finishes the ingestion — all
+    /// in the copy's own task, outside the store's step queue. fjall holds
+    /// its journal lock while an ingestion finishes, so other views'
+    /// batches wait for that part anyway; but inside the amendment's step
+    /// they waited for all of it, the table syncs included, and for
+    /// everything queued behind the step. The commit gate keeps a finish
+    /// here safe while those batches are applied (`loader::register`).
+    /// The amendment, checkpoint or publish that follows finds the loader
+    /// finished.
     async fn settle(&mut self) -> Result<(), StoreError> {
         let op = self.op("settle");
         self.check_live(&op)?;
         self.wait_in_flight(&op).await?;
-        match &self.loader {
-            Some(loader) => loader.prepare().await,
-            None => Ok(()),
+        if let Some(loader) = &self.loader {
+            loader.prepare().await?;
         }
+        self.finish_loader(&op).await
     }
 
     /// One ordinary batch, unsynced unless it moves the generation to a

@@ -286,9 +286,9 @@ fn run(shared: &Shared, prefix: [u8; 16], identity: Identity, op: &str, rx: &mps
 /// twice after a crash). With the journal synced, the table holds only
 /// what is durable anyway — provided no batch commits between the sync
 /// and the finish, which the commit gate ([`Shared::commit_gate`]) makes
-/// sure of, whichever thread asks: a chunk's end (from a store step) or
-/// rows out of key order mid-copy (from this thread, while the writer
-/// thread applies other views' batches).
+/// sure of, whoever asks while the writer thread applies other views'
+/// batches: a copy settling its rows (from its own task) or rows out of
+/// key order mid-copy (from this thread).
 fn register(shared: &Shared, finish: impl FnOnce() -> Result<(), fjall::Error>, op: &str) -> Result<(), StoreError> {
     let _gate = shared.gate(op)?;
     shared.db.persist(fjall::PersistMode::SyncAll).map_err(|e| engine(op, e))?;
