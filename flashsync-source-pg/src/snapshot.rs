@@ -59,6 +59,8 @@ impl From<crate::copy_text::CopyTextError> for RowError {
 const TEXT_OID: u32 = 25;
 /// `varchar`'s type OID.
 const VARCHAR_OID: u32 = 1043;
+/// `uuid`'s type OID.
+const UUID_OID: u32 = 2950;
 
 /// How a key column's values compare, for the key types a copy can be split
 /// by: those whose Postgres order is provably the order of their
@@ -78,10 +80,17 @@ enum KeyKind {
     /// escaped as `00 FF`, then `00 01`, which keeps `memcmp` order, a
     /// prefix first: what `bytea` comparison is.
     Bytes,
+    /// `uuid`: read as `Value::Text` in its output form — 32 lowercase hex
+    /// digits, dashes after the 8th, 12th, 16th and 20th — and encoded as
+    /// text. Every value has the same length and its dashes in the same
+    /// places, and the hex digits' ASCII order (`0`–`9` before `a`–`f`)
+    /// is their value's order, so the encoded order is the order of the 16
+    /// bytes: what `uuid` comparison (`memcmp`) is, in any collation.
+    Uuid,
 }
 
 /// Which key types split, by type OID. Everything else is copied whole:
-/// `numeric`, dates and times, `uuid`, `bool`, enums... are `Value::Text`
+/// `numeric`, dates and times, `bool`, enums... are `Value::Text`
 /// in their output form, whose byte order is not their order (`'10' <
 /// '9'` and `'-1' < '-2'` as text; an enum orders by declaration), or not
 /// provably so; `float`s would need NaN and -0 to agree; `bpchar` compares
@@ -93,6 +102,7 @@ fn key_kind(type_oid: u32) -> Option<KeyKind> {
         oid::INT2 | oid::INT4 | oid::INT8 => Some(KeyKind::Int),
         TEXT_OID | VARCHAR_OID => Some(KeyKind::Text),
         oid::BYTEA => Some(KeyKind::Bytes),
+        UUID_OID => Some(KeyKind::Uuid),
         _ => None,
     }
 }
@@ -110,7 +120,7 @@ impl KeyColumn {
     /// can stand in), whatever the column's own collation.
     fn ordered(&self) -> String {
         match self.kind {
-            KeyKind::Int | KeyKind::Bytes => quote_ident(&self.name),
+            KeyKind::Int | KeyKind::Bytes | KeyKind::Uuid => quote_ident(&self.name),
             KeyKind::Text => format!("{} COLLATE pg_catalog.\"C\"", quote_ident(&self.name)),
         }
     }
@@ -126,6 +136,7 @@ impl KeyColumn {
             KeyKind::Int => format!("{read}::pg_catalog.int8"),
             KeyKind::Text => format!("{read} COLLATE pg_catalog.\"C\""),
             KeyKind::Bytes => format!("pg_catalog.decode({read}, 'hex')"),
+            KeyKind::Uuid => format!("{read}::pg_catalog.uuid"),
         }
     }
 }
@@ -188,6 +199,11 @@ fn bound_values(key: &[KeyColumn], after: &Key) -> Result<Vec<String>, String> {
             }
             (KeyKind::Text, Value::Text(s)) => Ok(s.clone()),
             (KeyKind::Bytes, Value::Bytes(b)) => Ok(b.iter().map(|byte| format!("{byte:02x}")).collect()),
+            // Only the output form orders as the key does (see `KeyKind`).
+            (KeyKind::Uuid, Value::Text(s)) if !is_uuid_output(s) => {
+                Err(format!("its value for {:?} is not a uuid as Postgres prints one", column.name))
+            }
+            (KeyKind::Uuid, Value::Text(s)) => Ok(s.clone()),
             (kind, other) => Err(format!(
                 "its value for {:?} is {}, but the column is {}",
                 column.name,
@@ -203,10 +219,21 @@ fn bound_values(key: &[KeyColumn], after: &Key) -> Result<Vec<String>, String> {
                     KeyKind::Int => "an integer",
                     KeyKind::Text => "text",
                     KeyKind::Bytes => "bytes",
+                    KeyKind::Uuid => "a uuid",
                 }
             )),
         })
         .collect()
+}
+
+/// Whether `s` is a `uuid` as Postgres prints one (`uuid_out`): lowercase
+/// hex digits in groups of 8, 4, 4, 4 and 12, joined by dashes.
+fn is_uuid_output(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
 }
 
 /// How one chunk is cut.
@@ -526,7 +553,8 @@ async fn copy(
                             SourceErrorKind::Unsupported,
                             format!(
                                 "{rel} is copied whole: its key cannot be split in the order of encoded keys \
-                                 (only int2, int4, int8, bytea, and text or varchar in a UTF-8 database, can), \
+                                 (only int2, int4, int8, bytea, uuid, and text or varchar in a UTF-8 database, \
+                                 can), \
                                  so a copy cannot resume after a key"
                             ),
                         ))
@@ -715,20 +743,25 @@ mod tests {
     }
 
     #[test]
-    fn only_integer_text_and_bytea_keys_split() {
+    fn only_integer_text_bytea_and_uuid_keys_split() {
         use flashsync_core::{Column, SourceRelId};
         let cols = |types: &[&str]| -> Vec<Column> {
             types.iter().enumerate().map(|(i, t)| Column { name: format!("c{i}"), type_name: (*t).into() }).collect()
         };
-        let keyed = RelationSchema::keyed(SourceRelId(1), cols(&["text", "int4", "uuid"]), vec![1, 0]);
+        let keyed = RelationSchema::keyed(SourceRelId(1), cols(&["text", "int4", "numeric"]), vec![1, 0]);
         assert_eq!(
-            split_key(&keyed, &[TEXT_OID, oid::INT4, 2950]),
+            split_key(&keyed, &[TEXT_OID, oid::INT4, 1700]),
             Some(vec![column("c1", KeyKind::Int), column("c0", KeyKind::Text)])
         );
         let bytes = RelationSchema::keyed(SourceRelId(1), cols(&["bytea"]), vec![0]);
         assert_eq!(split_key(&bytes, &[oid::BYTEA]), Some(vec![column("c0", KeyKind::Bytes)]));
-        // uuid, numeric, bpchar, float8, oid, timestamptz, a domain (its own OID).
-        for other in [2950, 1700, 1042, oid::FLOAT8, oid::OID, 1184, 16_384] {
+        let uuid = RelationSchema::keyed(SourceRelId(1), cols(&["int4", "uuid"]), vec![0, 1]);
+        assert_eq!(
+            split_key(&uuid, &[oid::INT4, UUID_OID]),
+            Some(vec![column("c0", KeyKind::Int), column("c1", KeyKind::Uuid)])
+        );
+        // numeric, bpchar, float8, oid, timestamptz, a domain (its own OID).
+        for other in [1700, 1042, oid::FLOAT8, oid::OID, 1184, 16_384] {
             let schema = RelationSchema::keyed(SourceRelId(1), cols(&["x"]), vec![0]);
             assert_eq!(split_key(&schema, &[other]), None, "type {other}");
         }
@@ -754,6 +787,20 @@ mod tests {
         );
         let nul = after(vec![Value::Int(1), Value::Text("a\0b".into())]).unwrap_err();
         assert!(nul.contains("NUL") && !nul.contains("a\0b"), "{nul}");
+        let uuid = [column("u", KeyKind::Uuid)];
+        let canonical = "0123abcd-ef01-2345-6789-abcdef012345";
+        assert_eq!(bound_values(&uuid, &Key(vec![Value::Text(canonical.into())])), Ok(vec![canonical.to_owned()]));
+        // Forms the cast would take but that do not order as the key does.
+        for other in [
+            "0123ABCD-EF01-2345-6789-ABCDEF012345",
+            "0123abcdef0123456789abcdef012345",
+            "{0123abcd-ef01-2345-6789-abcdef012345}",
+            "0123abcd-ef01-2345-6789-abcdef01234",
+        ] {
+            let e = bound_values(&uuid, &Key(vec![Value::Text(other.into())])).unwrap_err();
+            assert!(e.contains("not a uuid") && !e.contains(other), "{e}");
+        }
+        assert!(bound_values(&uuid, &Key(vec![Value::Bytes(vec![1; 16])])).is_err());
     }
 
     #[test]
@@ -802,6 +849,26 @@ mod tests {
             };
             let postgres = a.0.cmp(&b.0).then_with(|| a.1.as_bytes().cmp(b.1.as_bytes()));
             proptest::prop_assert_eq!(postgres, encoded(&a).cmp(&encoded(&b)));
+        }
+
+        /// `uuid` order (`memcmp` of the 16 bytes) is the order of their
+        /// output forms as encoded keys; `b` is `a` with one byte changed,
+        /// so they share a prefix of any length.
+        #[test]
+        fn postgres_orders_uuids_like_encoded_keys(
+            a in proptest::prelude::any::<[u8; 16]>(),
+            at in 0usize..16,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let mut b = a;
+            b[at] = byte;
+            let output = |u: &[u8; 16]| {
+                let hex: String = u.iter().map(|byte| format!("{byte:02x}")).collect();
+                format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+            };
+            proptest::prop_assert!(is_uuid_output(&output(&a)));
+            let encoded = |u: &[u8; 16]| flashsync_core::codec::encode_key(&Key(vec![Value::Text(output(u))]));
+            proptest::prop_assert_eq!(a.cmp(&b), encoded(&a).cmp(&encoded(&b)));
         }
 
         /// `bytea` order (`memcmp`, a prefix first), NULs included, and

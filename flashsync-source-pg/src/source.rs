@@ -268,8 +268,8 @@ impl Source for PgSource {
     }
 
     /// Splits by the key when its Postgres order is provably the order of
-    /// encoded keys: keys of `int2`, `int4`, `int8`, `bytea`, `text` and
-    /// `varchar` columns (text compared `COLLATE "C"`, in a UTF-8
+    /// encoded keys: keys of `int2`, `int4`, `int8`, `bytea`, `uuid`, `text`
+    /// and `varchar` columns (text compared `COLLATE "C"`, in a UTF-8
     /// database), one or several. Each chunk is a `COPY` of the rows above
     /// `after`, ordered by the key and limited, in a transaction of its own
     /// taken exactly as [`snapshot`](Source::snapshot) takes it. Any other
