@@ -38,8 +38,35 @@ fn pg_url(db: &testkit::TestDb) -> String {
     )
 }
 
+/// A `flashsync` process a test started, killed and reaped when dropped
+/// unless it has ended: a failing assertion must not leave `flashsync run`
+/// behind, holding its store, its replication slot and its port.
+struct Running(std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `flashsync run` with the database URL in `env`, its log in `log`.
-fn start_run(config: &std::path::Path, env: (&str, &str), log: &std::path::Path) -> std::process::Child {
+fn start_run(config: &std::path::Path, env: (&str, &str), log: &std::path::Path) -> Running {
     let log = std::fs::File::create(log).unwrap();
     Command::new(BIN)
         .arg("--config")
@@ -49,6 +76,7 @@ fn start_run(config: &std::path::Path, env: (&str, &str), log: &std::path::Path)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Running)
         .unwrap()
 }
 
@@ -106,6 +134,7 @@ upstream = "public.users"
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Running)
         .unwrap();
     let socket = dir.path().join("data/admin/flashsync.sock");
     wait("the admin socket", Duration::from_secs(30), || socket.exists());
@@ -226,6 +255,7 @@ upstream = "public.users"
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .unwrap();
     let socket = dir.path().join("data/admin/flashsync.sock");
     wait("the admin socket again", Duration::from_secs(30), || socket.exists());
@@ -467,6 +497,7 @@ upstream = "public.users"
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .unwrap();
     let socket = dir.path().join("mirror.db-admin/flashsync.sock");
     wait("the admin socket beside the database", Duration::from_secs(30), || socket.exists());
@@ -485,6 +516,7 @@ upstream = "public.users"
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Running)
         .unwrap();
     let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     let (stdout, stderr) = (watcher.stdout.take().unwrap(), watcher.stderr.take().unwrap());
@@ -615,6 +647,7 @@ fn sqlite_mirror_reads_whole_transactions_and_answers_like_postgres() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("run.log")).unwrap())
         .spawn()
+        .map(Running)
         .unwrap();
     let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -773,6 +806,7 @@ listen = "127.0.0.1:{port}"
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .unwrap();
     wait("the metrics endpoint", Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     assert_eq!(http_get(port, "/healthz").0, 200);
@@ -949,6 +983,7 @@ upstream = "public.big"
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .unwrap();
     wait("every view synced", Duration::from_secs(120), || {
         flashsync(&config, &["status"]).1.matches("synced").count() == 3
@@ -1061,6 +1096,7 @@ upstream = "public.big"
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .map(Running)
             .unwrap()
     };
     let copying = || {
