@@ -48,6 +48,8 @@
 //! # }).unwrap();
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod changes;
 mod driver;
 mod engine;

@@ -13,15 +13,8 @@
 //! flashsync bench snapshot|stream|latency|fanout
 //! ```
 
-/// The process allocator. Measured with `flashsync bench`: snapshots about
-/// 8% faster and large transactions mirrored about 15% faster than with
-/// glibc's, for about 40 MiB more peak RSS while a million-row transaction
-/// streams (mimalloc keeps freed pages a little longer; set
-/// `MIMALLOC_PURGE_DELAY=0` to trade that speed back for memory).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod admin;
+mod allocator;
 mod bench;
 mod commands;
 mod config;
@@ -180,6 +173,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
