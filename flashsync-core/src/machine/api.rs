@@ -109,12 +109,20 @@ pub struct Config {
     /// flowing, and its hold-back only ever holds one chunk's worth of
     /// changes. 0 copies in one piece. Needs a store whose generations take
     /// changes ([`Store::amends_generations`](crate::Store::amends_generations));
-    /// drivers set 0 otherwise. Default 250,000, by measurement (`flashsync
-    /// bench snapshot --realtime --chunk-rows N`, 1M rows into fjall: ratio
-    /// to the `COPY` drain 0.73–0.74 at 250,000, 0.65–0.70 at 100,000, 0.60
-    /// at 25,000 — each chunk costs a snapshot and an index range scan —
-    /// and 0.63–0.66 in one piece); a chunk of that size copies in about a
-    /// fifth of a second, so what is held back meanwhile stays small.
+    /// drivers set 0 otherwise. Default 1,000,000, by measurement:
+    /// - each chunk costs a snapshot, an index range scan and, in the fjall
+    ///   store, registering its tables under the journal lock, which other
+    ///   views' batches wait for. A 2M-row copy under writers (`flashsync
+    ///   bench latency --rate 500 --during-copy 2000000 --chunk-rows N`,
+    ///   2026-12-06) took 1.44–1.59 s in chunks of 1,000,000 against
+    ///   2.35–2.79 s in chunks of 250,000, and the small view's p99 latency
+    ///   meanwhile was 27–66 ms (median 40) against 45–99 ms (median 61);
+    /// - without writers it is no slower (`bench snapshot --rows 3000000
+    ///   --realtime`: 2.05–2.12 s against 2.11–2.21 s; 0.73–0.74 at 250,000
+    ///   and 0.60 at 25,000 for 1M rows, 2026-12-05);
+    /// - a chunk of that size copies in about a second, so what is held back
+    ///   meanwhile stays small, and a copy interrupted after its first chunk
+    ///   redoes at most a million rows.
     pub snapshot_chunk_rows: u64,
     /// Checkpoint a copy in chunks after each chunk, so that a restart
     /// continues it (DESIGN §10). Needs a store that keeps generations
@@ -212,7 +220,7 @@ impl Default for Config {
             max_batch_ops: 10_000,
             recent_commits: 4096,
             max_snapshot_races: 8,
-            snapshot_chunk_rows: 250_000,
+            snapshot_chunk_rows: 1_000_000,
             checkpoint_copies: true,
             audit: false,
             max_ops_in_flight: 50_000,

@@ -33,7 +33,7 @@
 //! listen = "127.0.0.1:9187"           # Prometheus /metrics, /healthz, /readyz (off without this)
 //!
 //! [copy]
-//! chunk_rows = 250000                 # rows per chunk of a realtime copy (0: in one piece)
+//! chunk_rows = 1000000                # rows per chunk of a realtime copy (0: in one piece)
 //! ```
 
 use std::collections::BTreeMap;
