@@ -75,6 +75,7 @@ impl SimOptions {
             (self.bugs.skip_chunk_filter, "skip_chunk_filter"),
             (self.bugs.drop_chunk_changes, "drop_chunk_changes"),
             (self.bugs.resume_past_gap, "resume_past_gap"),
+            (self.bugs.unbounded_chunk_growth, "unbounded_chunk_growth"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
             (self.exec_bugs.drop_captured_removals, "drop_captured_removals"),

@@ -188,6 +188,15 @@ fn resume_past_gap_is_caught() {
     assert!(seed.is_some(), "resume_past_gap went unnoticed in 1000 seeds");
 }
 
+/// Chunks that grow past the configured size while little is held back:
+/// the next chunk after a quiet one asks for more rows than the setting.
+#[test]
+fn unbounded_chunk_growth_is_caught() {
+    let bugs = InjectedBugs { unbounded_chunk_growth: true, ..Default::default() };
+    let seed = find(bugs, "chunk sizes within the setting", 1000);
+    assert!(seed.is_some(), "unbounded_chunk_growth went unnoticed in 1000 seeds");
+}
+
 #[test]
 fn apply_while_disabled_is_caught() {
     let bugs = InjectedBugs { apply_while_disabled: true, ..Default::default() };

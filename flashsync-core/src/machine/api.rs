@@ -72,6 +72,9 @@ pub struct InjectedBugs {
     /// the feed delivers every transaction since the checkpoint: the copy
     /// misses those the feed passed before it continued.
     pub resume_past_gap: bool,
+    /// Let chunks grow past [`Config::snapshot_chunk_rows`] while little is
+    /// held back.
+    pub unbounded_chunk_growth: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.
@@ -124,13 +127,14 @@ pub struct Config {
     ///   meanwhile stays small, and a copy interrupted after its first chunk
     ///   redoes at most a million rows.
     ///
-    /// What a chunk holds back is what its table receives while the chunk
-    /// copies, so it grows with the rows' width as well as the write rate:
-    /// a million rows of 1 KiB copy in about 7 s here, and a table taking
-    /// 16 MB/s of changes meanwhile would reach
+    /// It is the most a chunk asks for. What a chunk holds back is what its
+    /// table receives while it copies, so it grows with the rows' width as
+    /// well as the write rate (a million rows of 1 KiB copy in about 7 s
+    /// here; 16 MB/s of changes meanwhile would reach
     /// [`holdback_limit_bytes`](Self::holdback_limit_bytes), which pauses the
-    /// origin's feed until the chunk lands. Lower this for wide tables under
-    /// heavy writes.
+    /// origin's feed). So a chunk that held back more than a quarter of that
+    /// limit halves the next one (down to a sixty-fourth of this), and one
+    /// that held back less than a sixteenth doubles it again, up to this.
     pub snapshot_chunk_rows: u64,
     /// Checkpoint a copy in chunks after each chunk, so that a restart
     /// continues it (DESIGN §10). Needs a store that keeps generations

@@ -109,6 +109,26 @@ impl Chunks {
         }
     }
 
+    /// Sizes the next chunk by what the chunk that just landed held back
+    /// (`held` bytes), so that a chunk's hold-back stays well under the
+    /// origin's `limit` whatever the rows' width and the table's write
+    /// rate: past a quarter of the limit the next chunk asks for half the
+    /// rows (down to `max / 64`, at least one), under a sixteenth it asks
+    /// for twice as many (up to `max`). A copy starts at `max`. `grow_past`
+    /// is the planted bug `unbounded_chunk_growth`.
+    pub fn resize(&mut self, held: usize, limit: usize, max: u64, grow_past: bool) {
+        if self.rows == 0 {
+            return;
+        }
+        let floor = (max / 64).max(1);
+        if held > limit / 4 {
+            self.rows = (self.rows / 2).max(floor);
+        } else if held < limit / 16 {
+            let grown = self.rows.saturating_mul(2);
+            self.rows = if grow_past { grown } else { grown.min(max) };
+        }
+    }
+
     /// A copy continued from `checkpoint`, `rows` rows a chunk, on a feed
     /// whose live views have everything before `applied`.
     pub fn resumed(rows: u64, checkpoint: &crate::job::CopyCheckpoint, applied: Option<Lsn>) -> Self {
@@ -337,4 +357,37 @@ pub(super) struct View {
     /// the view may re-attach to the feed without a new snapshot, as long as
     /// its origin's feed has not started in this process yet.
     pub attachable: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunks;
+
+    /// A chunk that held back over a quarter of the limit halves the next,
+    /// down to a sixty-fourth of the setting; one under a sixteenth doubles
+    /// it, up to the setting; in between, and for a copy in one piece,
+    /// nothing changes.
+    #[test]
+    fn chunks_shrink_under_hold_back_and_grow_back_to_the_setting() {
+        let (limit, max) = (64 << 20, 1_000_000);
+        let mut c = Chunks::new(max);
+        c.resize(limit / 2, limit, max, false);
+        assert_eq!(c.rows, 500_000);
+        for _ in 0..20 {
+            c.resize(limit, limit, max, false);
+        }
+        assert_eq!(c.rows, max / 64);
+        c.resize(limit / 8, limit, max, false);
+        assert_eq!(c.rows, max / 64, "between a sixteenth and a quarter: kept");
+        for _ in 0..20 {
+            c.resize(0, limit, max, false);
+        }
+        assert_eq!(c.rows, max);
+        let mut whole = Chunks::new(0);
+        whole.resize(limit, limit, max, false);
+        assert_eq!(whole.rows, 0);
+        let mut tiny = Chunks::new(3);
+        tiny.resize(limit, limit, 3, false);
+        assert_eq!(tiny.rows, 1, "never below one row");
+    }
 }

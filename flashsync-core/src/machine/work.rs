@@ -504,6 +504,8 @@ impl Machine {
         let origin = v.def.origin.clone();
         let since = self.origins.get(&origin).map_or(0, |o| o.commits_seen);
         let (skip_filter, drop_changes) = (self.bugs().skip_chunk_filter, self.bugs().drop_chunk_changes);
+        let grow_past = self.bugs().unbounded_chunk_growth;
+        let (limit, max_rows) = (self.cfg.holdback_limit_bytes, self.cfg.snapshot_chunk_rows);
         let audit = self.cfg.audit;
         let Some(v) = self.views.get_mut(&id) else { return };
         let identity = v.schema_identity();
@@ -520,6 +522,7 @@ impl Machine {
         let held = std::mem::take(&mut hold.txns);
         let released = std::mem::replace(&mut hold.bytes, 0);
         hold.since = since;
+        chunks.resize(released, limit, max_rows, grow_past);
         // Points are kept until the copy is live: the job record stores them
         // for a restart, and only a durable position may retire them.
         let mut handoff = Handoff::so_far(chunks.done.clone());

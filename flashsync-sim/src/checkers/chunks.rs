@@ -1,8 +1,10 @@
 //! The checks on copies made in chunks: each chunk's rows are what its own
 //! snapshot saw in its key range; a transaction goes into a chunk already
 //! copied only if that chunk's snapshot did not see it (planted bug
-//! `skip_chunk_filter`); and the published copy is the chunks plus exactly
-//! those changes — after which the mirror follows it range by range.
+//! `skip_chunk_filter`); the published copy is the chunks plus exactly
+//! those changes — after which the mirror follows it range by range; and a
+//! chunk, sized by what the one before it held back, never asks for more
+//! rows than the setting (planted bug `unbounded_chunk_growth`).
 
 use std::collections::BTreeSet;
 
@@ -142,6 +144,18 @@ pub(super) fn apply_in_segments(m: &mut Mirror, delta: &Delta, idx: usize, keys:
 }
 
 impl Checker {
+    /// A chunk asks for at least one row and at most `max`, the configured
+    /// chunk size: the machine shrinks chunks that held back much and grows
+    /// them again, never past the setting.
+    pub fn check_chunk_request(&mut self, view: RelationId, rows: u64, max: u64) {
+        if rows == 0 || rows > max {
+            self.fail(
+                "chunk sizes within the setting",
+                format!("view {view} asked for a chunk of {rows} rows; the setting is {max}"),
+            );
+        }
+    }
+
     /// A chunk's rows must be what its snapshot saw in its key range (a
     /// whole copy is the chunk with neither bound).
     pub fn check_chunk_rows(

@@ -27,7 +27,8 @@ impl World {
                 return self.snapshot(op, view, relation, shape)
             }
             SourceCall::Snapshot { op, view, relation, shape, chunk: Some(chunk) } => {
-                return self.copy_chunk(op, view, relation, shape, chunk)
+                self.checker.check_chunk_request(view, chunk.rows, self.plan.config.snapshot_chunk_rows);
+                return self.copy_chunk(op, view, relation, shape, chunk);
             }
             SourceCall::Subscribe { epoch, resume } => return self.subscribe(epoch, resume),
             SourceCall::Release { op, relation } => {
