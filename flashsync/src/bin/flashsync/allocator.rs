@@ -14,7 +14,9 @@
 //!   default, 102–133 MiB without (the `no_thp` build feature).
 //! - It keeps freed pages for a second before returning them
 //!   (`purge_delay` 1000 ms), while a big transaction frees a staged part's
-//!   memory every few milliseconds: with both changed, 98–106 MiB.
+//!   memory every few milliseconds: with both changed, 98–106 MiB in
+//!   those runs, and 94–123 MiB over eight runs of the final build (3M
+//!   rows: 110–112 MiB, against 139–143 by default).
 //!
 //! Neither changed the speed of `bench snapshot --rows 3000000 --realtime`
 //! (2.10–2.15 s against 2.15–2.16 s) or of the big transaction. An

@@ -33,7 +33,7 @@
 //! listen = "127.0.0.1:9187"           # Prometheus /metrics, /healthz, /readyz (off without this)
 //!
 //! [copy]
-//! chunk_rows = 1000000                # rows per chunk of a realtime copy (0: in one piece)
+//! chunk_rows = 1000000                # most rows per chunk of a realtime copy (0: in one piece)
 //! ```
 
 use std::collections::BTreeMap;
@@ -161,7 +161,7 @@ pub struct Config {
     pub views: Vec<ViewDef>,
     /// Where `run` serves `/metrics`, `/healthz` and `/readyz`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Rows per chunk of a realtime view's copy (`[copy] chunk_rows`), if
+    /// The most rows a chunk of a realtime view's copy asks for (`[copy] chunk_rows`), if
     /// not the engine's default.
     pub chunk_rows: Option<u64>,
 }
