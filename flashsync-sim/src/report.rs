@@ -66,6 +66,9 @@ pub struct Report {
     pub copy_checkpoints: u64,
     /// Copies in chunks continued from a checkpoint after a restart.
     pub copies_resumed: u64,
+    /// Forced re-copies of live views whose new copy went to be published
+    /// while the old one stayed current (and was checked to).
+    pub live_recopies: u64,
     /// Views defined at the end.
     pub views: usize,
     /// Number of violations (0 or 1: a run stops at the first).

@@ -76,6 +76,7 @@ impl SimOptions {
             (self.bugs.drop_chunk_changes, "drop_chunk_changes"),
             (self.bugs.resume_past_gap, "resume_past_gap"),
             (self.bugs.unbounded_chunk_growth, "unbounded_chunk_growth"),
+            (self.bugs.freeze_recopied_copy, "freeze_recopied_copy"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
             (self.exec_bugs.drop_captured_removals, "drop_captured_removals"),
@@ -235,7 +236,7 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     let wall = started.elapsed();
     let wall_ms = wall.as_millis() as u64;
     let secs = wall.as_secs_f64().max(1e-6);
-    let (passes, commits_applied) = w.total_stats();
+    let (passes, commits_applied, live_recopies) = w.total_stats();
     let upstream_commits = w.up.history().len() as u64;
     let faults_injected = w.counters.faults.values().sum();
     Ok(Report {
@@ -250,6 +251,7 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
         view_commits_checked: w.checker.applied_claims,
         copy_checkpoints: w.checker.checkpointed,
         copies_resumed: w.checker.resumed,
+        live_recopies,
         upstream_commits,
         faults_injected,
         faults: w.counters.faults.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),

@@ -197,6 +197,15 @@ fn unbounded_chunk_growth_is_caught() {
     assert!(seed.is_some(), "unbounded_chunk_growth went unnoticed in 1000 seeds");
 }
 
+/// A forced re-copy of a live view that stops feeding the old copy while
+/// the new one is made: readers see it fall behind, its job still running.
+#[test]
+fn freeze_recopied_copy_is_caught() {
+    let bugs = InjectedBugs { freeze_recopied_copy: true, ..Default::default() };
+    let seed = find(bugs, "mirror never ahead of upstream", 1000);
+    assert!(seed.is_some(), "freeze_recopied_copy went unnoticed in 1000 seeds");
+}
+
 #[test]
 fn apply_while_disabled_is_caught() {
     let bugs = InjectedBugs { apply_while_disabled: true, ..Default::default() };

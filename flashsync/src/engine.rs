@@ -235,8 +235,17 @@ impl Engine {
         self.sync_with(selector, false).await
     }
 
-    /// Like [`sync`](Self::sync), but re-materializes materialized views and
+    /// Like [`sync`](Self::sync), but copies the selected views again and
     /// retries failed views now instead of waiting for their back-off.
+    ///
+    /// A materialized view is re-materialized. A running realtime view is
+    /// copied again into a new generation (in chunks, when it can be) while
+    /// its current copy keeps mirroring the feed — readers never see it
+    /// fall behind, and status keeps saying `running` — then the new copy
+    /// replaces it atomically; the call returns once the new copy is live.
+    /// If that copy fails, the view goes on on its old copy and the summary
+    /// lists it as failed. A restart in the middle simply keeps the old copy
+    /// (the re-copy is not resumed: nothing was lost).
     pub async fn sync_forced(&self, selector: impl IntoSelector) -> Result<SyncSummary, EngineError> {
         self.sync_with(selector, true).await
     }

@@ -197,17 +197,18 @@ impl Machine {
             let mut handed_off = Vec::new();
             for id in self.origin_views(&origin) {
                 let Some(v) = self.views.get_mut(&id) else { continue };
-                let Phase::Live { filter, replay, .. } = &mut v.phase else { continue };
                 // The hand-off batch is durable: the job may be stored as
                 // running again (a record written meanwhile was masked).
-                if replay.is_some_and(|seq| seq <= through) {
-                    *replay = None;
-                    handed_off.push(id);
+                if let Phase::Live { replay, .. } = &mut v.phase {
+                    if replay.is_some_and(|seq| seq <= through) {
+                        *replay = None;
+                        handed_off.push(id);
+                    }
                 }
                 // A durable position past a copy's snapshot point: no crash
                 // can take the store back before it, so the stored hand-off
                 // filter is no longer needed.
-                if filter.is_none() {
+                if v.phase.mirror_filter().is_some_and(|f| f.is_none()) {
                     if let (Some(j), Some(durable)) = (v.job.as_mut(), durable) {
                         if j.handoff.as_ref().is_some_and(|f| f.lsn() <= durable) {
                             j.handoff = None;

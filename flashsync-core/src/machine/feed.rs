@@ -143,8 +143,12 @@ impl Machine {
             );
         }
         for id in self.origin_views(origin) {
-            if self.views.get(&id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })) {
-                self.view_feed_up(id);
+            match self.views.get(&id).map(|v| &v.phase) {
+                Some(Phase::Live { .. }) => self.view_feed_up(id),
+                // Its old copy is current again; the pass waits for the
+                // new one.
+                Some(p) if p.recopies_live() => self.mark_running(id),
+                _ => {}
             }
         }
         self.send_ack(origin);
@@ -166,23 +170,27 @@ impl Machine {
             let Some(v) = self.views.get(&id) else {
                 continue;
             };
+            // The copy readers see falls behind while the feed is down.
+            if v.phase.mirrors() {
+                let msg = message.clone();
+                self.update_job(id, EventPhase::Stream, |j| {
+                    j.state = JobState::Failed;
+                    j.retry_count = attempt;
+                    j.last_error = Some(msg);
+                    j.next_retry_at = Some(retry_at);
+                });
+                self.persist_job(id);
+            }
+            let Some(v) = self.views.get(&id) else { continue };
             match v.phase {
-                Phase::Live { .. } => {
-                    let msg = message.clone();
-                    self.update_job(id, EventPhase::Stream, |j| {
-                        j.state = JobState::Failed;
-                        j.retry_count = attempt;
-                        j.last_error = Some(msg);
-                        j.next_retry_at = Some(retry_at);
-                    });
-                    self.persist_job(id);
-                    self.complete_item(id, Outcome::Failed(message.clone()));
-                }
+                Phase::Live { .. } => self.complete_item(id, Outcome::Failed(message.clone())),
                 // Waiting for the feed to start a snapshot: fail now rather
-                // than keep a pass waiting through the back-off.
+                // than keep a pass waiting through the back-off (a re-copy
+                // on request is given up, its view live on the old copy).
                 Phase::Queued { .. } if v.def.persistence == Persistence::Realtime => {
                     self.fail_view(id, EventPhase::Stream, message.clone(), retry);
                 }
+                // A copy under way goes on.
                 _ => {}
             }
         }
@@ -230,7 +238,10 @@ impl Machine {
                 continue;
             }
             match &v.phase {
-                Phase::Live { .. } | Phase::Copying { .. } | Phase::Publishing { .. } => {
+                Phase::Live { .. }
+                | Phase::Queued { old: OldCopy::Current { .. }, .. }
+                | Phase::Copying { .. }
+                | Phase::Publishing { .. } => {
                     let in_pass = self.passes.current.as_ref().is_some_and(|p| p.remaining.contains(&id));
                     self.mark_diverged(id, reason.clone(), message.clone());
                     if in_pass {
@@ -389,7 +400,7 @@ impl Machine {
                         shape: &ViewShape,
                         write: &mut dyn FnMut(&mut Vec<RowOp>) -> Result<(), String>| {
             let ops = match route {
-                Route::Apply => txn.apply.entry(id).or_default(),
+                Route::Apply | Route::ApplyAndHold => txn.apply.entry(id).or_default(),
                 Route::Hold => txn.hold.entry(id).or_default(),
             };
             let before = ops.len();
@@ -409,7 +420,7 @@ impl Machine {
             }
             let added = ops.get(before..).unwrap_or_default();
             match route {
-                Route::Apply => txn.apply_ops += added.len(),
+                Route::Apply | Route::ApplyAndHold => txn.apply_ops += added.len(),
                 Route::Hold => *txn.hold_bytes.entry(id).or_default() += added.iter().map(op_size).sum::<usize>(),
             }
         };
@@ -453,6 +464,10 @@ impl Machine {
         let mut apply = std::mem::take(&mut txn.apply);
         txn.apply_ops = 0;
         let (xid, final_lsn) = (txn.xid, txn.final_lsn);
+        self.hold_recopied_share(origin, &apply);
+        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
+            return;
+        };
         let mut partly = std::mem::take(&mut txn.partly);
         let mixed = self.sift(xid, final_lsn, &mut apply, &mut partly);
         let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
@@ -469,6 +484,92 @@ impl Machine {
         self.diverge_mixed(mixed);
     }
 
+    /// Views being copied again while their old copy stays current take
+    /// the open transaction's changes into the old copy (`apply`) and hold
+    /// them for the new one: copies the operations of those still holding
+    /// into the transaction's held share, before the old copy's hand-off
+    /// filter sifts them (the new copy's chunks judge them by their own
+    /// snapshots). A view whose new copy went to be published meanwhile
+    /// keeps only the held share ([`view_ops`](Self::view_ops) drops the
+    /// other), so the new copy gets the transaction exactly once.
+    fn hold_recopied_share(&mut self, origin: &OriginId, apply: &BTreeMap<RelationId, Vec<RowOp>>) {
+        let holding: Vec<RelationId> =
+            apply.keys().copied().filter(|id| self.views.get(id).is_some_and(|v| v.phase.hold().is_some())).collect();
+        if holding.is_empty() {
+            return;
+        }
+        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
+            return;
+        };
+        for id in holding {
+            let Some(ops) = apply.get(&id) else { continue };
+            let bytes: usize = ops.iter().map(op_size).sum();
+            txn.hold.entry(id).or_default().extend(ops.iter().cloned());
+            *txn.hold_bytes.entry(id).or_default() += bytes;
+        }
+    }
+
+    /// A re-copy that kept its old copy current changed course in the
+    /// middle of a transaction it takes both ways: from now on the open
+    /// transaction reaches it only `to` [`Route::Hold`] (its new copy went
+    /// to be published: what the old copy was to get goes to the new one,
+    /// whose snapshots judge it, and the parts staged for the old copy are
+    /// left to the store to drop — their operations are held already), or
+    /// only `to` [`Route::Apply`] (the re-copy was given up: the old copy
+    /// takes the whole transaction, and nothing is held).
+    pub(super) fn reroute_open_txn(&mut self, id: RelationId, to: Route) {
+        let Some(origin) = self.views.get(&id).map(|v| v.def.origin.clone()) else { return };
+        let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) else { return };
+        if !txn.routes.values().flatten().any(|&(v, r)| v == id && r == Route::ApplyAndHold) {
+            return;
+        }
+        for targets in Arc::make_mut(&mut txn.routes).values_mut() {
+            for (v, r) in targets.iter_mut() {
+                if *v == id && *r == Route::ApplyAndHold {
+                    *r = to;
+                }
+            }
+        }
+        match to {
+            Route::Hold => {
+                let ops = txn.apply.remove(&id).unwrap_or_default();
+                txn.apply_ops = txn.apply_ops.saturating_sub(ops.len());
+                *txn.hold_bytes.entry(id).or_default() += ops.iter().map(op_size).sum::<usize>();
+                txn.hold.entry(id).or_default().extend(ops);
+                txn.partial.remove(&id);
+            }
+            Route::Apply | Route::ApplyAndHold => {
+                txn.hold.remove(&id);
+                txn.hold_bytes.remove(&id);
+            }
+        }
+        self.check_flow(&origin);
+    }
+
+    /// At the commit: re-copied views still holding take their share of
+    /// what was not staged. Every view routed to apply and hold that
+    /// reflects the commit holds it, operations or none, as a view routed
+    /// to hold does.
+    fn hold_recopied_rest(&mut self, origin: &OriginId) {
+        let Some(txn) = self.origins.get(origin).and_then(|o| o.feed.txn()) else { return };
+        let mut both: BTreeMap<RelationId, Vec<RowOp>> = txn
+            .changed
+            .iter()
+            .flat_map(|rel| txn.routes.get(rel).into_iter().flatten())
+            .filter(|(_, r)| *r == Route::ApplyAndHold)
+            .map(|(id, _)| (*id, Vec::new()))
+            .collect();
+        if both.is_empty() {
+            return;
+        }
+        for (id, ops) in both.iter_mut() {
+            if let Some(applied) = txn.apply.get(id) {
+                ops.clone_from(applied);
+            }
+        }
+        self.hold_recopied_share(origin, &both);
+    }
+
     /// A view live on a copy made in chunks takes a transaction only at the
     /// keys whose chunk's snapshot lacks it, until the feed is past every
     /// chunk's snapshot: sifts `ops` so. Returns the views an operation of
@@ -482,7 +583,7 @@ impl Machine {
     ) -> Vec<RelationId> {
         let mut mixed = Vec::new();
         for (id, list) in ops.iter_mut() {
-            let Some(Phase::Live { filter: Some(h), .. }) = self.views.get(id).map(|v| &v.phase) else { continue };
+            let Some(Some(h)) = self.views.get(id).and_then(|v| v.phase.mirror_filter()) else { continue };
             if h.contains_nowhere(xid, final_lsn) {
                 continue;
             }
@@ -529,7 +630,7 @@ impl Machine {
         ops.into_iter()
             .filter_map(|(id, ops)| {
                 let v = self.views.get(&id)?;
-                let live = matches!(v.phase, Phase::Live { .. });
+                let live = v.phase.mirrors();
                 let disabled_bug = self.bugs().apply_while_disabled && v.job.as_ref().is_some_and(|j| !j.enabled);
                 if !(live || disabled_bug) || ops.is_empty() {
                     return None;
@@ -541,6 +642,7 @@ impl Machine {
     }
 
     fn on_commit(&mut self, origin: &OriginId, end_lsn: Lsn) {
+        self.hold_recopied_rest(origin);
         let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.take_txn()) else {
             self.protocol_error(origin, "feed committed a transaction it never began");
             return;
@@ -567,9 +669,12 @@ impl Machine {
         // with it, unless its snapshot already holds the transaction.
         let mut hold = BTreeMap::new();
         for (id, ops) in txn.hold {
-            match self.views.get(&id).map(|v| &v.phase) {
-                Some(Phase::Live { filter, .. }) => {
-                    let in_snapshot = filter.as_ref().is_some_and(|f| f.contains_everywhere(txn.xid, txn.final_lsn));
+            // Live — or already copied again on request, its old copy
+            // current (the transaction began before it went live).
+            let live = self.views.get(&id).filter(|v| v.phase.hold().is_none()).and_then(|v| v.phase.mirror_filter());
+            match live {
+                Some(filter) => {
+                    let in_snapshot = filter.is_some_and(|f| f.contains_everywhere(txn.xid, txn.final_lsn));
                     if in_snapshot && !self.bugs().skip_xid_filter {
                         self.stats.filtered += 1;
                     } else {
@@ -589,7 +694,7 @@ impl Machine {
             // only in part says at which keys — possibly none (decided
             // before this commit's position expires the hand-off below).
             for id in self.origin_views(origin) {
-                if let Some(Phase::Live { filter: Some(h), .. }) = self.views.get(&id).map(|v| &v.phase) {
+                if let Some(Some(h)) = self.views.get(&id).and_then(|v| v.phase.mirror_filter()) {
                     if !h.contains_nowhere(txn.xid, txn.final_lsn) {
                         partly.entry(id).or_default();
                     }
@@ -607,7 +712,7 @@ impl Machine {
         // it keeps: it still reflects the commit.
         let changed = || txn.changed.iter().flat_map(|rel| txn.routes.get(rel).into_iter().flatten());
         let mut routed = Vec::with_capacity(changed().count() + apply.len() + txn.partial.len());
-        routed.extend(changed().filter(|(_, route)| *route == Route::Apply).map(|(id, _)| *id));
+        routed.extend(changed().filter(|(_, route)| *route != Route::Hold).map(|(id, _)| *id));
         routed.extend(apply.keys().copied());
         routed.extend(txn.partial.iter().copied());
         routed.sort_unstable();
@@ -617,7 +722,7 @@ impl Machine {
         // operations of their own if need be. Only live ones: a view that
         // left the feed since was taken out of `partial`.
         let claims = txn.partial.iter().filter_map(|&id| {
-            let v = self.views.get(&id).filter(|v| matches!(v.phase, Phase::Live { .. }))?;
+            let v = self.views.get(&id).filter(|v| v.phase.mirrors())?;
             let identity = v.schema.as_ref()?.identity;
             Some(ViewOps { relation_id: id, identity, ops: Vec::new() })
         });
@@ -649,7 +754,7 @@ impl Machine {
         // that left mid-transaction lost its staged part, and its copy never
         // saw any of the transaction).
         let mut touched = routed;
-        touched.retain(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })));
+        touched.retain(|id| self.views.get(id).is_some_and(|v| v.phase.mirrors()));
         // Only checkers read the audit: no copy of the list otherwise.
         let audited = if self.cfg.audit { touched.clone() } else { Vec::new() };
         // The commit drops whatever else the origin had staged.
@@ -730,9 +835,9 @@ impl Machine {
                 .route_table(origin)
                 .entries
                 .iter()
-                .filter(|e| e.route == Route::Apply)
+                .filter(|e| e.route != Route::Hold)
                 .map(|e| e.id)
-                .filter(|id| self.views.get(id).is_some_and(|v| matches!(v.phase, Phase::Live { .. })))
+                .filter(|id| self.views.get(id).is_some_and(|v| v.phase.mirrors()))
                 .collect();
             self.emit_batch(origin, Flight::Commit { end_lsn: wal_end, time: None, views: live }, Vec::new(), jobs);
             if let Some(o) = self.origins.get_mut(origin) {
@@ -762,7 +867,7 @@ impl Machine {
         }
         for id in self.origin_views(origin) {
             let Some(v) = self.views.get_mut(&id) else { continue };
-            if let Phase::Live { filter, .. } = &mut v.phase {
+            if let Some(filter) = v.phase.mirror_filter_mut() {
                 if filter.as_mut().is_some_and(|f| f.expire(position)) {
                     *filter = None;
                     dropped.push(id);

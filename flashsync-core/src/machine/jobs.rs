@@ -111,7 +111,16 @@ impl Machine {
     /// Marks a view failed: job `failed` with the reason and a retry time;
     /// any work in flight is dropped; a pass waiting on it gets the failure.
     pub(super) fn fail_view(&mut self, id: RelationId, phase: EventPhase, message: String, retry: Retry) {
-        if !self.views.contains_key(&id) {
+        let Some(v) = self.views.get(&id) else {
+            return;
+        };
+        // A re-copy asked for on a live view failed, its old copy still
+        // trusted and current: the view goes on live on it, its job as it
+        // was; the caller who forced it hears of the failure.
+        if !v.dirty && self.abandon_recopy(id) {
+            let msg = format!("could not copy the view again ({message}); it stays live on its copy");
+            self.error(phase, Some(id), None, msg.clone());
+            self.complete_item(id, Outcome::Failed(msg));
             return;
         }
         self.cancel_work(id);

@@ -150,7 +150,7 @@ use batch::{Flight, InFlight};
 use origin::{Feed, Origin, Route, Txn};
 use pass::{Outcome, Pass, Passes, Queued, Stage, Waiter, WaiterKind};
 use route::{RelRoutes, RouteTable};
-use view::{op_keys, ChunkStep, Chunks, CopyKind, Goal, HeldTxn, HoldBack, Phase, View};
+use view::{op_keys, ChunkStep, Chunks, CopyKind, Goal, HeldTxn, HoldBack, OldCopy, Phase, View};
 
 /// Counters, for tests, the simulator and benchmarks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -159,6 +159,9 @@ pub struct Stats {
     pub passes: u64,
     /// Snapshots started (materializations and bootstraps).
     pub snapshots: u64,
+    /// Forced re-copies of live views whose new copy went to be published
+    /// while the old one stayed current.
+    pub live_recopies: u64,
     /// Feed subscriptions started.
     pub subscribes: u64,
     /// Store batches emitted.

@@ -117,6 +117,11 @@ pub(super) enum Route {
     Apply,
     /// Held back until the view's snapshot lands.
     Hold,
+    /// Applied with the transaction to the copy readers see, and held back
+    /// for the new copy being made ([`OldCopy::Current`](super::view::OldCopy)):
+    /// gathered with the applied share, and copied into the held share when
+    /// a part is staged and at the commit, for a view still holding then.
+    ApplyAndHold,
 }
 
 /// The transaction being received.

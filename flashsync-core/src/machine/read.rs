@@ -67,6 +67,13 @@ impl Machine {
         self.views.get(&id).map(|v| v.phase.public())
     }
 
+    /// Whether the copy readers see of view `id` mirrors its origin's feed:
+    /// the view is live, or is being copied again on request while its
+    /// old copy stays current.
+    pub fn mirrors_feed(&self, id: RelationId) -> bool {
+        self.views.get(&id).is_some_and(|v| v.phase.mirrors())
+    }
+
     /// Takes the audit records gathered since the last call (empty unless
     /// [`Config::audit`] is set).
     pub fn drain_audit(&mut self) -> Vec<AuditRecord> {

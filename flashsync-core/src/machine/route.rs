@@ -83,14 +83,35 @@ impl Machine {
 
     /// Drops whatever a view had in flight; the view ends `Idle`.
     pub(super) fn cancel_work(&mut self, id: RelationId) {
-        let Some(v) = self.views.get(&id) else { return };
         // A view with part of a large transaction staged that now leaves the
         // feed gives the part up: the commit will not claim it, so the store
         // drops it, and the copy never saw any of the transaction.
-        let origin = v.def.origin.clone();
-        if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) {
-            txn.partial.remove(&id);
+        if let Some(origin) = self.views.get(&id).map(|v| v.def.origin.clone()) {
+            if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) {
+                txn.partial.remove(&id);
+            }
         }
+        self.end_work(id, Phase::Idle);
+    }
+
+    /// Gives up a re-copy whose old copy stayed current: the view goes on
+    /// live on that copy (which keeps its staged parts: it is still in the
+    /// feed). Returns whether the view was such a re-copy.
+    pub(super) fn abandon_recopy(&mut self, id: RelationId) -> bool {
+        let live = match self.views.get(&id).map(|v| &v.phase) {
+            Some(
+                Phase::Queued { shape, old: OldCopy::Current { filter }, .. }
+                | Phase::Copying { shape, old: OldCopy::Current { filter }, .. },
+            ) => Phase::Live { shape: shape.clone(), filter: filter.clone(), replay: None },
+            _ => return false,
+        };
+        self.end_work(id, live);
+        self.reroute_open_txn(id, Route::Apply);
+        true
+    }
+
+    /// Drops whatever a view had in flight; the view ends in `end`.
+    fn end_work(&mut self, id: RelationId, end: Phase) {
         let Some(v) = self.views.get(&id) else { return };
         // Re-tag an op only while it is still outstanding: when its own
         // result is what failed the view, it was already taken out, and
@@ -128,7 +149,7 @@ impl Machine {
             }
             Phase::Idle | Phase::Queued { .. } | Phase::Live { .. } => {}
         }
-        self.set_phase(id, Phase::Idle);
+        self.set_phase(id, end);
         if freed {
             // No answer will come to start the next queued copy in its
             // slot: start it now.
@@ -148,6 +169,7 @@ impl Machine {
             return t.clone();
         }
         let mut entries = Vec::new();
+        let freeze = self.bugs().freeze_recopied_copy;
         for v in self.views.values().filter(|v| &v.def.origin == origin && v.def.persistence == Persistence::Realtime) {
             let enabled = v.job.as_ref().is_some_and(|j| j.enabled);
             match &v.phase {
@@ -156,6 +178,23 @@ impl Machine {
                         id: v.id,
                         shape: shape.clone(),
                         route: Route::Apply,
+                        filter: filter.clone(),
+                        resumed: false,
+                    });
+                }
+                // A re-copy on request: the old copy takes the feed as a
+                // live one would — and, once the new copy is under way,
+                // holds it for that one too — until the new one goes to be
+                // published.
+                Phase::Queued { shape, old: OldCopy::Current { filter }, .. }
+                | Phase::Copying { shape, copy: CopyKind::Bootstrap(..), old: OldCopy::Current { filter }, .. }
+                    if !freeze =>
+                {
+                    let route = if v.phase.hold().is_some() { Route::ApplyAndHold } else { Route::Apply };
+                    entries.push(RouteEntry {
+                        id: v.id,
+                        shape: shape.clone(),
+                        route,
                         filter: filter.clone(),
                         resumed: false,
                     });

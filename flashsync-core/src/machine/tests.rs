@@ -923,3 +923,91 @@ fn doubled_changes_after_a_cut(keep_abandoned_parts: bool) -> usize {
     assert!(rows.contains(&1), "the commit applied its change");
     doubled
 }
+
+/// A forced `sync()` of a live view copies it again while its old copy
+/// stays current (DESIGN §10): a transaction committing meanwhile is
+/// applied to the old copy at once and held for the new one; the new
+/// copy's snapshot then decides whether its hand-off replays it. The
+/// re-copy keeps no checkpoint, the job stays running throughout, and the
+/// caller is answered once the new copy is live.
+#[test]
+fn a_forced_recopy_keeps_the_old_copy_current() {
+    let mut h = H::load_with(StoredState::default(), Config { snapshot_chunk_rows: 2, ..Config::default() });
+    h.live();
+    h.input(Input::Sync { request: RequestId(10), selector: Selector::All, force: true });
+    h.settle_store();
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, chunk: Some(_), .. }) => Some(*op),
+        _ => None,
+    });
+    assert_eq!(h.m.phase(RelationId(1)), Some(ViewPhase::Copying));
+    assert!(h.m.mirrors_feed(RelationId(1)));
+    // xid 70 commits while the first chunk is copied (its snapshot lacks
+    // it), xid 71 before that chunk's snapshot (it holds it).
+    h.commit(71, 200, ins(1, "seen by the new copy"));
+    h.commit(70, 400, ins(2, "after the new copy's snapshot"));
+    let batches = h.applied_batches();
+    let applied: Vec<RowOp> = batches.iter().flat_map(|b| b.views.iter().flat_map(|v| v.ops.clone())).collect();
+    assert_eq!(
+        applied,
+        vec![
+            RowOp::Insert { key: key![1], row: row![1, "seen by the new copy"] },
+            RowOp::Insert { key: key![2], row: row![2, "after the new copy's snapshot"] },
+        ],
+        "the old copy takes every commit while the new one is made"
+    );
+    assert_eq!(h.status().state, JobState::Running);
+    for b in &batches {
+        h.input(Input::Applied { seq: b.seq, result: Ok(ApplyReport::default()) });
+    }
+    let p = SnapshotPoint { xmin: 70, xmax: 72, xip: vec![70], lsn: Lsn(350), rows: 2 };
+    let end = crate::source::ChunkEnd::Done;
+    h.input(Input::ChunkCopied { op, result: Ok(crate::source::CopiedChunk { point: p, end }) });
+    assert!(
+        !h.out.iter().any(|o| matches!(o, Output::Store(StoreAction::Amend { checkpoint: Some(_), .. }))),
+        "a re-copy with a current old copy keeps no checkpoint"
+    );
+    h.settle_store();
+    let batches = h.applied_batches();
+    let replay = batches.iter().find(|b| b.progress == Progress::Replay).expect("a hand-off batch");
+    assert_eq!(
+        replay.views[0].ops,
+        vec![RowOp::Insert { key: key![2], row: row![2, "after the new copy's snapshot"] }]
+    );
+    assert_eq!(h.m.phase(RelationId(1)), Some(ViewPhase::Live));
+    for b in &batches {
+        h.input(Input::Applied { seq: b.seq, result: Ok(ApplyReport::default()) });
+    }
+    let answered = h.out.iter().any(
+        |o| matches!(o, Output::Reply { request: RequestId(10), reply: Reply::Synced(s) } if s.realtime.len() == 1),
+    );
+    assert!(answered, "the forced caller hears of the new copy: {:#?}", h.out);
+}
+
+/// A forced re-copy whose snapshot fails leaves the view live on its old
+/// copy, which still takes the feed; the caller hears of the failure.
+#[test]
+fn a_failed_forced_recopy_stays_live_on_the_old_copy() {
+    let mut h = H::new();
+    h.live();
+    h.input(Input::Sync { request: RequestId(10), selector: Selector::All, force: true });
+    h.settle_store();
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, .. }) => Some(*op),
+        _ => None,
+    });
+    let err = SourceError::new(crate::error::SourceErrorKind::Connection, "copy connection lost");
+    h.input(Input::Snapshotted { op, result: Err(err) });
+    h.settle_store();
+    assert_eq!(h.m.phase(RelationId(1)), Some(ViewPhase::Live));
+    assert_eq!(h.status().state, JobState::Running);
+    let failed = h
+        .out
+        .iter()
+        .any(|o| matches!(o, Output::Reply { request: RequestId(10), reply: Reply::Synced(s) } if s.failed.len() == 1));
+    assert!(failed, "the forced caller hears of the failure: {:#?}", h.out);
+    h.commit(80, 500, ins(5, "after the failure"));
+    let applied: Vec<RowOp> =
+        h.applied_batches().iter().flat_map(|b| b.views.iter().flat_map(|v| v.ops.clone())).collect();
+    assert_eq!(applied, vec![RowOp::Insert { key: key![5], row: row![5, "after the failure"] }]);
+}

@@ -189,6 +189,22 @@ pub(super) enum CopyKind {
     Bootstrap(HoldBack, Chunks),
 }
 
+/// What becomes of a realtime view's published copy while a new one is made.
+#[derive(Clone, Debug)]
+pub(super) enum OldCopy {
+    /// Left as it is until the new copy replaces it: there is none yet, or
+    /// it cannot be trusted (it diverged, the relation changed, the feed
+    /// lost history). Readers still see it; it falls behind.
+    Frozen,
+    /// A forced re-copy of a live view of an unchanged relation: the
+    /// published copy keeps mirroring the feed (through the new copy's own
+    /// shape, which is the live one) with its hand-off `filter`, until the
+    /// new copy is handed to the store to publish. Readers never see it
+    /// fall behind. Such a copy keeps no checkpoints: after a restart the
+    /// old copy, current through the stored position, simply goes on.
+    Current { filter: Option<Handoff> },
+}
+
 /// Where a view is. Each variant holds exactly what that step needs.
 // One per view, moved rarely: variant size does not matter here.
 #[allow(clippy::large_enum_variant)]
@@ -200,12 +216,14 @@ pub(super) enum Phase {
     Preparing { op: OpId, goal: Goal },
     /// Described; waiting for a snapshot slot (and, for realtime views, for
     /// the feed to be up and between transactions).
-    Queued { shape: Arc<ViewShape>, races: u32 },
+    Queued { shape: Arc<ViewShape>, races: u32, old: OldCopy },
     /// Copying rows into a new generation. Realtime views hold back their
     /// share of the feed meanwhile.
-    Copying { op: OpId, shape: Arc<ViewShape>, copy: CopyKind, races: u32 },
+    Copying { op: OpId, shape: Arc<ViewShape>, copy: CopyKind, races: u32, old: OldCopy },
     /// Switching to the new generation. `handoff` says which feed
-    /// transactions each key range of the copy holds.
+    /// transactions each key range of the copy holds. The old copy is no
+    /// longer fed from here on: the store publishes the new one before any
+    /// batch emitted after it, which must therefore go to the hold-back.
     Publishing { op: OpId, shape: Arc<ViewShape>, handoff: Handoff, copy: CopyKind, job: JobRecord },
     /// Realtime: mirroring the feed. Until the feed passes `filter.lsn`,
     /// transactions the snapshot already holds are skipped. Until the
@@ -280,6 +298,42 @@ impl Phase {
             Phase::Publishing { .. } => ViewPhase::Publishing,
             Phase::Live { .. } => ViewPhase::Live,
         }
+    }
+
+    /// Whether the copy readers see mirrors the feed: a live view's, or
+    /// the old copy of a view being copied again on request
+    /// ([`OldCopy::Current`]).
+    pub fn mirrors(&self) -> bool {
+        self.mirror_filter().is_some()
+    }
+
+    /// The hand-off filter of the copy readers see, if it mirrors the feed
+    /// (`Some(None)`: it takes every transaction whole).
+    pub fn mirror_filter(&self) -> Option<Option<&Handoff>> {
+        match self {
+            Phase::Live { filter, .. }
+            | Phase::Queued { old: OldCopy::Current { filter }, .. }
+            | Phase::Copying { old: OldCopy::Current { filter }, .. } => Some(filter.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// See [`mirror_filter`](Self::mirror_filter).
+    pub fn mirror_filter_mut(&mut self) -> Option<&mut Option<Handoff>> {
+        match self {
+            Phase::Live { filter, .. }
+            | Phase::Queued { old: OldCopy::Current { filter }, .. }
+            | Phase::Copying { old: OldCopy::Current { filter }, .. } => Some(filter),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a re-copy whose old copy stays current.
+    pub fn recopies_live(&self) -> bool {
+        matches!(
+            self,
+            Phase::Queued { old: OldCopy::Current { .. }, .. } | Phase::Copying { old: OldCopy::Current { .. }, .. }
+        )
     }
 
     /// The held-back transactions, if this phase holds any.

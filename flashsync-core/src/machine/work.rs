@@ -19,9 +19,20 @@ impl Machine {
         match &v.phase {
             // Work from an earlier request is still in flight; it will report.
             Phase::Preparing { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. } => None,
-            Phase::Live { .. } => {
+            Phase::Live { shape, filter, replay } => {
                 let feed = self.origins.get(&origin).map(|o| &o.feed);
                 match feed {
+                    // Forced: copy it again, the old copy staying current
+                    // meanwhile. Not while its hand-off batch is still to be
+                    // durable (the copy was just made), nor on a copy that
+                    // cannot be trusted (that one re-copies by itself).
+                    Some(Feed::Up { .. }) if force && replay.is_none() && !v.dirty => {
+                        let old = OldCopy::Current { filter: filter.clone() };
+                        let queued = Phase::Queued { shape: shape.clone(), races: 0, old };
+                        self.set_phase(id, queued);
+                        self.try_start_snapshots();
+                        None
+                    }
                     Some(Feed::Up { .. }) => Some(Outcome::Realtime),
                     Some(Feed::Subscribing { .. }) => None,
                     Some(Feed::Down { .. }) | None => {
@@ -107,7 +118,7 @@ impl Machine {
         };
         match goal {
             Goal::Materialize => {
-                self.set_phase(id, Phase::Queued { shape, races: 0 });
+                self.set_phase(id, Phase::Queued { shape, races: 0, old: OldCopy::Frozen });
                 self.try_start_snapshots();
             }
             Goal::Attach if v.schema.as_deref() == Some(shape.local()) && v.attachable => {
@@ -134,7 +145,7 @@ impl Machine {
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;
                 }
-                self.set_phase(id, Phase::Queued { shape, races: 0 });
+                self.set_phase(id, Phase::Queued { shape, races: 0, old: OldCopy::Frozen });
                 self.maybe_subscribe(&origin);
                 self.try_start_snapshots();
             }
@@ -156,10 +167,10 @@ impl Machine {
             let Some(v) = self.views.get(&id) else {
                 continue;
             };
-            let Phase::Queued { shape, races } = &v.phase else {
+            let Phase::Queued { shape, races, old } = &v.phase else {
                 continue;
             };
-            let (shape, races) = (shape.clone(), *races);
+            let (shape, races, old) = (shape.clone(), *races, old.clone());
             let mut resume = None;
             let (copy, chunk) = match v.def.persistence {
                 Persistence::Materialized => (CopyKind::Materialize, None),
@@ -180,7 +191,7 @@ impl Machine {
                     // A copy a checkpoint kept before a restart continues
                     // where it was, if this feed delivers every transaction
                     // since the checkpoint; otherwise it starts over.
-                    let kept = v.job.as_ref().and_then(|j| j.copy.as_ref());
+                    let kept = v.job.as_ref().and_then(|j| j.copy.as_ref()).filter(|_| matches!(old, OldCopy::Frozen));
                     let gap = |c: &CopyCheckpoint| !o.feed.delivers_from(c.through) && !self.bugs().resume_past_gap;
                     match kept.filter(|c| rows > 0 && self.cfg.checkpoint_copies && !gap(c)) {
                         Some(c) => {
@@ -198,7 +209,7 @@ impl Machine {
             if let Some(after) = resume {
                 let op = self.op(Op::Resume(id));
                 let schema = shape.local().clone();
-                self.set_phase(id, Phase::Copying { op, shape, copy, races });
+                self.set_phase(id, Phase::Copying { op, shape, copy, races, old });
                 self.store(StoreAction::Resume { op, id, schema, after });
                 continue;
             }
@@ -209,7 +220,7 @@ impl Machine {
             }
             let op = self.op(Op::Snapshot(id));
             self.stats.snapshots += 1;
-            self.set_phase(id, Phase::Copying { op, shape: shape.clone(), copy, races });
+            self.set_phase(id, Phase::Copying { op, shape: shape.clone(), copy, races, old });
             self.source(SourceAction::Snapshot { op, origin, relation_id: id, relation, shape, chunk });
         }
     }
@@ -227,7 +238,7 @@ impl Machine {
             _ => return,
         };
         let Some(v) = self.views.get_mut(&id) else { return };
-        let Phase::Copying { shape, races, copy: CopyKind::Bootstrap(..), .. } = &v.phase else {
+        let Phase::Copying { shape, races, copy: CopyKind::Bootstrap(..), old, .. } = &v.phase else {
             return;
         };
         match result {
@@ -240,7 +251,7 @@ impl Machine {
             Ok(false) | Err(_) => {
                 // Nothing to continue (the store dropped it, or cannot
                 // read it): the copy starts over, from a new generation.
-                let (shape, races) = (shape.clone(), *races);
+                let (shape, races, old) = (shape.clone(), *races, old.clone());
                 if let Some(j) = v.job.as_mut() {
                     j.copy = None;
                 }
@@ -248,7 +259,7 @@ impl Machine {
                     let msg = format!("could not continue the copy where it was ({e}); copying it again");
                     self.error(EventPhase::Snapshot, Some(id), None, msg);
                 }
-                self.set_phase(id, Phase::Queued { shape, races });
+                self.set_phase(id, Phase::Queued { shape, races, old });
                 self.try_start_snapshots();
             }
         }
@@ -478,10 +489,10 @@ impl Machine {
     fn restart_copy(&mut self, op: OpId, id: RelationId, why: &str) {
         self.stats.snapshot_races += 1;
         self.store(StoreAction::Discard { op });
-        let Some(Phase::Copying { shape, races, .. }) = self.views.get(&id).map(|v| &v.phase) else {
+        let Some(Phase::Copying { shape, races, old, .. }) = self.views.get(&id).map(|v| &v.phase) else {
             return;
         };
-        let (shape, races) = (shape.clone(), *races);
+        let (shape, races, old) = (shape.clone(), *races, old.clone());
         // The generation (and the checkpoint the store kept of it) is gone.
         if let Some(j) = self.views.get_mut(&id).and_then(|v| v.job.as_mut()) {
             j.copy = None;
@@ -489,7 +500,7 @@ impl Machine {
         if races + 1 > self.cfg.max_snapshot_races {
             self.fail_view(id, EventPhase::Snapshot, format!("{why} {} times", races + 1), Retry::Transient);
         } else {
-            self.set_phase(id, Phase::Queued { shape, races: races + 1 });
+            self.set_phase(id, Phase::Queued { shape, races: races + 1, old });
         }
         self.try_start_snapshots();
     }
@@ -587,6 +598,11 @@ impl Machine {
             return None;
         }
         let v = self.views.get(&id)?;
+        // The old copy is current and stays so across a restart: nothing
+        // to continue, and no reason to keep the slot's WAL for it.
+        if v.phase.recopies_live() {
+            return None;
+        }
         let chunks = v.phase.chunks()?;
         // A resumed copy that the feed has not caught up yet has only what
         // the feed delivered since; any other, all the origin received.
@@ -695,6 +711,9 @@ impl Machine {
             return;
         };
         let (shape, copy) = (shape.clone(), copy.clone());
+        if v.phase.recopies_live() {
+            self.stats.live_recopies += 1;
+        }
         let now = self.now;
         let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(id, &v.def.name, v.def.persistence, now));
         job.last_seen_commit = Some(point.lsn);
@@ -728,6 +747,9 @@ impl Machine {
         };
         self.ops.insert(op, Op::Publish(id));
         self.set_phase(id, Phase::Publishing { op, shape, handoff, copy, job: job.clone() });
+        // An old copy kept current is fed no more: the store publishes the
+        // new one before any later batch.
+        self.reroute_open_txn(id, Route::Hold);
         self.store(StoreAction::Publish { op, job });
         self.try_start_snapshots();
     }
@@ -880,6 +902,12 @@ impl Machine {
 
     /// A live view's feed is (back) up: it is running.
     pub(super) fn view_feed_up(&mut self, id: RelationId) {
+        self.mark_running(id);
+        self.complete_item(id, Outcome::Realtime);
+    }
+
+    /// The copy readers see mirrors an open feed: its job is running.
+    pub(super) fn mark_running(&mut self, id: RelationId) {
         let Some(v) = self.views.get(&id) else { return };
         let origin = v.def.origin.clone();
         let slot = self.origins.get(&origin).and_then(|o| o.slot_id.clone());
@@ -896,6 +924,5 @@ impl Machine {
             });
             self.persist_job(id);
         }
-        self.complete_item(id, Outcome::Realtime);
     }
 }

@@ -340,8 +340,10 @@ impl Checker {
         self.check_copy(id, store_rows, when);
     }
 
-    /// For a live realtime view whose feed passed its snapshot: the copy
-    /// holds exactly the table's commits up to the machine's position `at`.
+    /// For a realtime view whose copy mirrors the feed (live, or kept current
+    /// while a forced re-copy makes the next) and whose feed passed its
+    /// snapshot: the copy holds exactly the table's commits up to the
+    /// machine's position `at`.
     pub fn check_prefix(&mut self, id: RelationId, at: Lsn, up: &Upstream) {
         let Some(m) = self.mirrors.get_mut(&id) else { return };
         if m.partial || m.mode != Persistence::Realtime || at < m.lsn {
@@ -359,7 +361,7 @@ impl Checker {
             };
             if !(seen || m.applied.contains(&i)) {
                 let detail = format!(
-                    "live view {id} on {} is at {at} but lacks commit of xid {} (end {}): a gap",
+                    "view {id} mirroring the feed of {} is at {at} but lacks commit of xid {} (end {}): a gap",
                     m.table, c.xid, c.end_lsn
                 );
                 self.fail("mirror never ahead of upstream", detail);

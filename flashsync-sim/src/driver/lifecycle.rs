@@ -56,12 +56,17 @@ impl World {
         let s = self.exec.machine().stats();
         self.dead_stats.passes += s.passes;
         self.dead_stats.commits_applied += s.commits_applied;
+        self.dead_stats.live_recopies += s.live_recopies;
     }
 
     /// Passes and commits over every incarnation.
-    pub fn total_stats(&self) -> (u64, u64) {
+    pub fn total_stats(&self) -> (u64, u64, u64) {
         let s = self.machine().stats();
-        (self.dead_stats.passes + s.passes, self.dead_stats.commits_applied + s.commits_applied)
+        (
+            self.dead_stats.passes + s.passes,
+            self.dead_stats.commits_applied + s.commits_applied,
+            self.dead_stats.live_recopies + s.live_recopies,
+        )
     }
 
     /// A clean shutdown: the executor drains the store and persists; once it

@@ -10,6 +10,7 @@ use flashsync_source_pg::testkit;
 on_every_store!(
     a_copy_in_chunks_under_writers_is_exact_and_never_stalls_the_origin,
     a_column_added_under_writes_keeps_the_view_readable_throughout,
+    a_forced_recopy_keeps_the_old_copy_current_until_the_swap,
 );
 
 /// `acct` (30,000 rows) is copied in chunks of 2,000 while writers upsert,
@@ -142,5 +143,66 @@ async fn a_column_added_under_writes_keeps_the_view_readable_throughout(kind: St
     assert!(chunks >= 6, "the new copy took {chunks} chunks, expected at least 6 of 100,000 rows");
     assert!(during >= 1, "no read happened while the view was copied again (the check could not fail)");
     eprintln!("column added under writes: {during} reads during the new copy, none failed or partial; {chunks} chunks");
+    engine.shutdown().await.unwrap();
+}
+
+/// `sync --force` on a live view of `acct` (30,000 rows) under writers: the
+/// view is copied again in chunks of 2,000 into a new generation, and
+/// while that copy is held at its fourth chunk the old copy still takes the
+/// feed — a row inserted upstream then is readable at once, the job stays
+/// running. Released, the forced call returns once the new copy is live;
+/// when the writers stop, the view equals upstream.
+async fn a_forced_recopy_keeps_the_old_copy_current_until_the_swap(kind: StoreKind) {
+    let Some(db) = testkit::test_db("chunks_recopy").await else { return };
+    let c = db.client().await;
+    create_load_tables(&c, 30_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let config = flashsync::Config { snapshot_chunk_rows: 2_000, ..fast_config() };
+    let engine = open_engine_with(kind, dir.path(), probe.source(), config).await;
+    engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
+    let writers = Writers::default();
+    start_load(&writers, &db, 13);
+    writers.wait_commits(100).await;
+
+    // Three chunks of the new copy pass, the fourth waits.
+    let before = probe.snapshot_count();
+    let gate = probe.close_gate();
+    gate.add_permits(3);
+    let e = engine.clone();
+    let forced = tokio::spawn(async move { e.sync_forced("public.acct_live").await });
+    let p = probe.clone();
+    wait_for("three chunks of the new copy", WAIT, move || {
+        let p = p.clone();
+        async move { (p.snapshot_count() >= before + 3).then_some(()) }
+    })
+    .await;
+    c.batch_execute("INSERT INTO acct VALUES (900001, 7, 'during the re-copy')").await.unwrap();
+    let e = engine.clone();
+    wait_for("the old copy to take a commit made during the re-copy", WAIT, || {
+        let e = e.clone();
+        async move {
+            let key = flashsync::Key(vec![flashsync::Value::Int(900_001)]);
+            e.get("public.acct_live", &key).await.ok().flatten().map(|_| ())
+        }
+    })
+    .await;
+    assert!(!forced.is_finished(), "the forced sync returned before its copy was made");
+    assert_eq!(probe.snapshot_count(), before + 3, "the gate held the fourth chunk");
+    let st = status(&engine, "public.acct_live").await;
+    assert_eq!(st.state, JobState::Running, "the view stopped running while copied again: {st:?}");
+
+    gate.add_permits(1_000);
+    let summary = forced.await.unwrap().unwrap();
+    assert_eq!(summary.realtime.len(), 1, "{summary:?}");
+    let chunks = probe.snapshot_count() - before;
+    assert!(chunks >= 15, "the new copy took {chunks} chunks, expected at least 15 of 2,000 rows");
+    writers.wait_commits(200).await;
+    writers.stop().await;
+    assert_converges(&engine, "public.acct_live", &c, "public", "acct", WAIT).await;
+    let st = status(&engine, "public.acct_live").await;
+    assert_eq!((st.state, st.last_error), (JobState::Running, None));
+    eprintln!("forced re-copy under writes: {chunks} chunks, the old copy current throughout");
     engine.shutdown().await.unwrap();
 }

@@ -109,7 +109,8 @@ enum Command {
     Sync {
         #[arg(default_value = "*")]
         selector: String,
-        /// Re-materialize, and retry failed views now.
+        /// Copy the views again (a running realtime view stays current on its
+        /// old copy until the new one replaces it), and retry failed views now.
         #[arg(long)]
         force: bool,
         #[arg(long)]
