@@ -127,13 +127,20 @@ pub enum StreamEvent {
         /// The server asked for an immediate status reply.
         reply_requested: bool,
     },
-    /// A relation's shape changed upstream (e.g. a column was added). Views of
-    /// it must re-bootstrap; changes for it are not routed until they have.
+    /// A relation's shape changed upstream (e.g. a column was added), before
+    /// any change of it in the new shape. Its views are copied again; a
+    /// live view whose columns all survived keeps its copy current
+    /// meanwhile, reading them from where `columns` says they are now.
     SchemaChanged {
         /// The relation.
         rel: SourceRelId,
         /// What changed, for `last_error`.
         detail: String,
+        /// The relation's columns now, matched to those it had before, when
+        /// the source can tell (same name, type and modifier, the same
+        /// replica identity); `None` when it cannot, or the relation is
+        /// gone or renamed.
+        columns: Option<Vec<crate::schema::ColumnMatch>>,
     },
 }
 

@@ -80,7 +80,7 @@ pub use machine::{AuditRecord, Config, Input, Machine, OpId, Output, Reply, Requ
 pub use predicate::{BoundPredicate, Predicate, PredicateError};
 pub use rowchange::{Capture, RowChange, ViewChanges};
 pub use rowops::{ApplyReport, Conflict};
-pub use schema::{Column, Identity, RelationSchema, SourceRelId};
+pub use schema::{Column, ColumnMatch, Identity, RelationSchema, SourceRelId};
 pub use selector::{Pattern, Selector};
 pub use shape::{ViewShape, ViewShapeError};
 pub use snapshot::SnapshotPoint;

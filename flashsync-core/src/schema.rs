@@ -33,6 +33,18 @@ pub enum Identity {
     FullRow,
 }
 
+/// A column of a relation after its shape changed upstream, matched to the
+/// columns the relation had before.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnMatch {
+    /// Its name now.
+    pub name: String,
+    /// The index of the same column before the change — the same name, type
+    /// and type modifier, the same part in the replica identity — if the
+    /// relation had it.
+    pub before: Option<usize>,
+}
+
 /// What a source reports about an upstream relation: enough to route its
 /// changes, key its rows and notice when it changes shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +98,29 @@ impl RelationSchema {
             Identity::Key => !self.key.is_empty(),
             Identity::FullRow => self.key.len() == n,
         }
+    }
+
+    /// This relation after a shape change that left it with the columns
+    /// `after`, as far as the columns that survived tell: those keep their
+    /// description, new ones are named only (their type is not known here,
+    /// and nothing that reads this reads them). `None` when a key column did
+    /// not survive, or for a keyless relation, whose identity takes in every
+    /// column, new ones too.
+    pub fn after_change(&self, after: &[ColumnMatch]) -> Option<RelationSchema> {
+        if self.identity != Identity::Key {
+            return None;
+        }
+        let columns = after
+            .iter()
+            .map(|m| match m.before {
+                Some(i) => self.columns.get(i).cloned(),
+                None => Some(Column { name: m.name.clone(), type_name: "?".into() }),
+            })
+            .collect::<Option<Vec<Column>>>()?;
+        let key =
+            self.key.iter().map(|&k| after.iter().position(|m| m.before == Some(k))).collect::<Option<Vec<usize>>>()?;
+        let schema = RelationSchema::keyed(self.source_id, columns, key);
+        schema.is_well_formed().then_some(schema)
     }
 
     /// Same columns and keying, ignoring the source handle.

@@ -115,6 +115,10 @@ struct Mirror {
     /// encoded) with what its snapshot could see; `vis` is then the last
     /// range's. A transaction applies only where its range lacks it.
     segments: Option<Vec<(Option<Vec<u8>>, Visibility)>>,
+    /// The copy follows a column added to its table since it was made: its
+    /// shape reads the columns it has from the widened rows, a projection
+    /// no definition asked for.
+    followed: bool,
 }
 
 /// One applied-transaction claim waiting for its batch to reach the store.

@@ -434,7 +434,9 @@ impl Upstream {
         let kind = model.kind;
         let name = format!("extra{}", model.extra);
         let published = self.db.is_published(SCHEMA, table);
-        self.db.add_column(SCHEMA, table, &name, "int8", Value::Int(0));
+        // The transaction that logs it, when the table is published (else
+        // nothing reads its id).
+        let xid = self.db.add_column(SCHEMA, table, &name, "int8", Value::Int(0)).unwrap_or(0);
         let after = state_of(kind, self.db.rows(SCHEMA, table));
         let before = self.truth.get(table).cloned().unwrap_or_default();
         let widened: TableState = before
@@ -453,7 +455,7 @@ impl Upstream {
         self.truth.insert(table, after.clone());
         let in_feed = if published { BTreeSet::from([table]) } else { BTreeSet::new() };
         let end_lsn = self.db.current_lsn();
-        self.record(0, end_lsn, BTreeMap::from([(table, Delta::Replace(after))]), in_feed, true);
+        self.record(xid, end_lsn, BTreeMap::from([(table, Delta::Replace(after))]), in_feed, true);
         Ok(true)
     }
 }

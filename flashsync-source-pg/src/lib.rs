@@ -59,7 +59,9 @@
 //! - The feed (`subscribe`) reports the slot truthfully (`Created`,
 //!   `Existing`, `Recreated` after invalidation), decodes with our own
 //!   [`pgoutput`] decoder, emits `SchemaChanged` when a relation's shape
-//!   differs from what `prepare` described — and also when a described
+//!   differs from what `prepare` described or the feed last announced (with
+//!   each column matched to the one it was, so live copies can follow a
+//!   column added) — and also when a described
 //!   table was dropped or left the publication, which the stream never says
 //!   (checked every `relation_check_interval`) — and acknowledges exactly
 //!   what [`Feedback::ack`](flashsync_core::Feedback::ack) is given. It survives a

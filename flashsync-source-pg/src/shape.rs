@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use flashsync_core::ColumnMatch;
+
 use crate::pgoutput::Relation;
 
 /// One column as the feed describes it.
@@ -64,6 +66,22 @@ impl Shape {
         ns(&self.namespace) == ns(&other.namespace) && self.name == other.name
     }
 
+    /// The columns of `new` matched to this shape's: for each, the index of
+    /// the same column here (same name, type, modifier and part in the
+    /// replica identity). `None` when the relation was renamed or its
+    /// replica identity changed: nothing of the old description holds then.
+    pub(crate) fn matches(&self, new: &Shape) -> Option<Vec<ColumnMatch>> {
+        if !self.same_name(new) || self.replident != new.replident {
+            return None;
+        }
+        let matched = new
+            .columns
+            .iter()
+            .map(|c| ColumnMatch { name: c.name.clone(), before: self.columns.iter().position(|o| o == c) })
+            .collect();
+        Some(matched)
+    }
+
     /// `None` when equal; otherwise what changed, for `last_error`.
     pub(crate) fn difference(&self, new: &Shape) -> Option<String> {
         if self.same_name(new) && self.replident == new.replident && self.columns == new.columns {
@@ -111,16 +129,21 @@ impl Shapes {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `prepare` described the relation like this.
+    /// `prepare` described the relation like this. A shape already
+    /// expected stays: views live on it read the feed by it, and only the
+    /// feed's own announcement of the new shape may tell them it changed
+    /// (taking the description instead would let the announcement pass in
+    /// silence, and those views read rows of the new shape by the old).
     pub(crate) fn described(&self, oid: u32, shape: Shape) {
-        self.lock().insert(oid, shape);
+        self.lock().entry(oid).or_insert(shape);
     }
 
-    /// The feed announced this shape: returns what changed, if anything, and
+    /// The feed announced this shape: returns what changed, if anything —
+    /// for `last_error`, and the columns matched to the old ones — and
     /// remembers the new shape so the change is reported once.
-    pub(crate) fn announced(&self, oid: u32, shape: &Shape) -> Option<String> {
+    pub(crate) fn announced(&self, oid: u32, shape: &Shape) -> Option<(String, Option<Vec<ColumnMatch>>)> {
         let mut map = self.lock();
-        let diff = map.get(&oid).and_then(|old| old.difference(shape));
+        let diff = map.get(&oid).and_then(|old| Some((old.difference(shape)?, old.matches(shape))));
         map.insert(oid, shape.clone());
         diff
     }
@@ -143,5 +166,62 @@ impl Shapes {
     /// Forgets everything (the feed was dropped).
     pub(crate) fn clear(&self) {
         self.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(columns: &[(&str, u32, bool)]) -> Shape {
+        Shape {
+            namespace: "public".into(),
+            name: "t".into(),
+            replident: b'd',
+            columns: columns
+                .iter()
+                .map(|&(name, type_oid, identity)| ShapeColumn {
+                    name: name.into(),
+                    type_oid,
+                    type_modifier: -1,
+                    identity,
+                })
+                .collect(),
+        }
+    }
+
+    /// A column added and another retyped: the announcement says where
+    /// each surviving column now is, and which are new or changed.
+    #[test]
+    fn an_announced_shape_is_matched_to_the_expected_one() {
+        let shapes = Shapes::default();
+        shapes.described(7, shape(&[("id", 20, true), ("v", 25, false), ("n", 23, false)]));
+        let (detail, columns) = shapes
+            .announced(7, &shape(&[("id", 20, true), ("v", 25, false), ("n", 20, false), ("w", 16, false)]))
+            .expect("a change of shape");
+        assert!(detail.contains("columns changed"), "{detail}");
+        let before: Vec<Option<usize>> = columns.expect("same name and identity").iter().map(|m| m.before).collect();
+        assert_eq!(before, vec![Some(0), Some(1), None, None]);
+        // Reported once.
+        assert!(shapes
+            .announced(7, &shape(&[("id", 20, true), ("v", 25, false), ("n", 20, false), ("w", 16, false)]))
+            .is_none());
+        // A changed replica identity leaves nothing to match by.
+        let mut full = shape(&[("id", 20, true)]);
+        full.replident = b'f';
+        assert_eq!(shapes.announced(7, &full).map(|(_, c)| c), Some(None));
+    }
+
+    /// A `prepare` that describes a relation the feed has not announced in
+    /// its new shape yet does not stand in for the announcement: views live
+    /// on the old shape must still be told.
+    #[test]
+    fn a_description_does_not_hide_an_announcement() {
+        let shapes = Shapes::default();
+        let old = shape(&[("id", 20, true)]);
+        let new = shape(&[("id", 20, true), ("w", 16, false)]);
+        shapes.described(7, old);
+        shapes.described(7, new.clone());
+        assert!(shapes.announced(7, &new).is_some(), "the feed's new shape went unreported");
     }
 }

@@ -63,8 +63,8 @@ pub use driver::SnapshotProgress;
 pub use engine::{Engine, EngineBuilder, Forgotten};
 pub use error::EngineError;
 pub use flashsync_core::{
-    Config, Event, EventKind, JobRecord, JobState, Key, KeyRange, Lsn, Persistence, RelationId, Row, RowChange,
-    Selector, SyncSummary, Value, ViewDef, ViewName,
+    Config, Event, EventKind, JobRecord, JobState, Key, KeyRange, Lsn, Persistence, Recopy, RecopyReason, RelationId,
+    Row, RowChange, Selector, SyncSummary, Value, ViewDef, ViewName,
 };
 pub use lag::OriginLag;
 pub use rows::Rows;

@@ -269,7 +269,9 @@ impl Machine {
             StreamEvent::Change(change) => self.on_change(origin, change),
             StreamEvent::Commit { end_lsn } => self.on_commit(origin, end_lsn),
             StreamEvent::Keepalive { wal_end, .. } => self.on_keepalive(origin, wal_end),
-            StreamEvent::SchemaChanged { rel, detail } => self.on_schema_changed(origin, rel, detail),
+            StreamEvent::SchemaChanged { rel, detail, columns } => {
+                self.on_schema_changed(origin, rel, detail, columns.as_deref())
+            }
         }
     }
 
@@ -375,7 +377,7 @@ impl Machine {
             for &(id, route) in txn.routes.get(rel).into_iter().flatten() {
                 // The table may have been rebuilt since `Begin`: a view that
                 // left it takes no more changes.
-                let Some(entry) = table.get(id) else { continue };
+                let Some(entry) = table.get(id, route) else { continue };
                 let shape = &entry.shape;
                 let skip = shape.skips(&images) || (skip_move_ins && shape.held_before(&images) == Some(false));
                 if skip {
@@ -400,7 +402,7 @@ impl Machine {
                         shape: &ViewShape,
                         write: &mut dyn FnMut(&mut Vec<RowOp>) -> Result<(), String>| {
             let ops = match route {
-                Route::Apply | Route::ApplyAndHold => txn.apply.entry(id).or_default(),
+                Route::Apply => txn.apply.entry(id).or_default(),
                 Route::Hold => txn.hold.entry(id).or_default(),
             };
             let before = ops.len();
@@ -420,7 +422,7 @@ impl Machine {
             }
             let added = ops.get(before..).unwrap_or_default();
             match route {
-                Route::Apply | Route::ApplyAndHold => txn.apply_ops += added.len(),
+                Route::Apply => txn.apply_ops += added.len(),
                 Route::Hold => *txn.hold_bytes.entry(id).or_default() += added.iter().map(op_size).sum::<usize>(),
             }
         };
@@ -464,10 +466,6 @@ impl Machine {
         let mut apply = std::mem::take(&mut txn.apply);
         txn.apply_ops = 0;
         let (xid, final_lsn) = (txn.xid, txn.final_lsn);
-        self.hold_recopied_share(origin, &apply);
-        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
-            return;
-        };
         let mut partly = std::mem::take(&mut txn.partly);
         let mixed = self.sift(xid, final_lsn, &mut apply, &mut partly);
         let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
@@ -484,90 +482,26 @@ impl Machine {
         self.diverge_mixed(mixed);
     }
 
-    /// Views being copied again while their old copy stays current take
-    /// the open transaction's changes into the old copy (`apply`) and hold
-    /// them for the new one: copies the operations of those still holding
-    /// into the transaction's held share, before the old copy's hand-off
-    /// filter sifts them (the new copy's chunks judge them by their own
-    /// snapshots). A view whose new copy went to be published meanwhile
-    /// keeps only the held share ([`view_ops`](Self::view_ops) drops the
-    /// other), so the new copy gets the transaction exactly once.
-    fn hold_recopied_share(&mut self, origin: &OriginId, apply: &BTreeMap<RelationId, Vec<RowOp>>) {
-        let holding: Vec<RelationId> =
-            apply.keys().copied().filter(|id| self.views.get(id).is_some_and(|v| v.phase.hold().is_some())).collect();
-        if holding.is_empty() {
-            return;
+    /// A re-copy that kept its old copy current handed the new copy to the
+    /// store to publish: the old copy is fed no more (the store publishes
+    /// before any later batch). What the open transaction gathered for it
+    /// goes, and so do the parts staged for it (unclaimed, the store drops
+    /// them at the commit); the new copy holds the whole transaction by its
+    /// own route, and its snapshots judge it.
+    pub(super) fn stop_feeding_old_copy(&mut self, id: RelationId) {
+        let Some(txn) = self.origin_txn_of(id) else { return };
+        txn.leave(id, Route::Apply);
+        if let Some(ops) = txn.apply.remove(&id) {
+            txn.apply_ops = txn.apply_ops.saturating_sub(ops.len());
         }
-        let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) else {
-            return;
-        };
-        for id in holding {
-            let Some(ops) = apply.get(&id) else { continue };
-            let bytes: usize = ops.iter().map(op_size).sum();
-            txn.hold.entry(id).or_default().extend(ops.iter().cloned());
-            *txn.hold_bytes.entry(id).or_default() += bytes;
-        }
+        txn.partial.remove(&id);
+        txn.partly.remove(&id);
     }
 
-    /// A re-copy that kept its old copy current changed course in the
-    /// middle of a transaction it takes both ways: from now on the open
-    /// transaction reaches it only `to` [`Route::Hold`] (its new copy went
-    /// to be published: what the old copy was to get goes to the new one,
-    /// whose snapshots judge it, and the parts staged for the old copy are
-    /// left to the store to drop — their operations are held already), or
-    /// only `to` [`Route::Apply`] (the re-copy was given up: the old copy
-    /// takes the whole transaction, and nothing is held).
-    pub(super) fn reroute_open_txn(&mut self, id: RelationId, to: Route) {
-        let Some(origin) = self.views.get(&id).map(|v| v.def.origin.clone()) else { return };
-        let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) else { return };
-        if !txn.routes.values().flatten().any(|&(v, r)| v == id && r == Route::ApplyAndHold) {
-            return;
-        }
-        for targets in Arc::make_mut(&mut txn.routes).values_mut() {
-            for (v, r) in targets.iter_mut() {
-                if *v == id && *r == Route::ApplyAndHold {
-                    *r = to;
-                }
-            }
-        }
-        match to {
-            Route::Hold => {
-                let ops = txn.apply.remove(&id).unwrap_or_default();
-                txn.apply_ops = txn.apply_ops.saturating_sub(ops.len());
-                *txn.hold_bytes.entry(id).or_default() += ops.iter().map(op_size).sum::<usize>();
-                txn.hold.entry(id).or_default().extend(ops);
-                txn.partial.remove(&id);
-            }
-            Route::Apply | Route::ApplyAndHold => {
-                txn.hold.remove(&id);
-                txn.hold_bytes.remove(&id);
-            }
-        }
-        self.check_flow(&origin);
-    }
-
-    /// At the commit: re-copied views still holding take their share of
-    /// what was not staged. Every view routed to apply and hold that
-    /// reflects the commit holds it, operations or none, as a view routed
-    /// to hold does.
-    fn hold_recopied_rest(&mut self, origin: &OriginId) {
-        let Some(txn) = self.origins.get(origin).and_then(|o| o.feed.txn()) else { return };
-        let mut both: BTreeMap<RelationId, Vec<RowOp>> = txn
-            .changed
-            .iter()
-            .flat_map(|rel| txn.routes.get(rel).into_iter().flatten())
-            .filter(|(_, r)| *r == Route::ApplyAndHold)
-            .map(|(id, _)| (*id, Vec::new()))
-            .collect();
-        if both.is_empty() {
-            return;
-        }
-        for (id, ops) in both.iter_mut() {
-            if let Some(applied) = txn.apply.get(id) {
-                ops.clone_from(applied);
-            }
-        }
-        self.hold_recopied_share(origin, &both);
+    /// The transaction being received from view `id`'s origin.
+    pub(super) fn origin_txn_of(&mut self, id: RelationId) -> Option<&mut Txn> {
+        let origin = self.views.get(&id)?.def.origin.clone();
+        self.origins.get_mut(&origin)?.feed.txn_mut()
     }
 
     /// A view live on a copy made in chunks takes a transaction only at the
@@ -642,7 +576,6 @@ impl Machine {
     }
 
     fn on_commit(&mut self, origin: &OriginId, end_lsn: Lsn) {
-        self.hold_recopied_rest(origin);
         let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.take_txn()) else {
             self.protocol_error(origin, "feed committed a transaction it never began");
             return;
@@ -712,7 +645,7 @@ impl Machine {
         // it keeps: it still reflects the commit.
         let changed = || txn.changed.iter().flat_map(|rel| txn.routes.get(rel).into_iter().flatten());
         let mut routed = Vec::with_capacity(changed().count() + apply.len() + txn.partial.len());
-        routed.extend(changed().filter(|(_, route)| *route != Route::Hold).map(|(id, _)| *id));
+        routed.extend(changed().filter(|(_, route)| *route == Route::Apply).map(|(id, _)| *id));
         routed.extend(apply.keys().copied());
         routed.extend(txn.partial.iter().copied());
         routed.sort_unstable();
@@ -835,7 +768,7 @@ impl Machine {
                 .route_table(origin)
                 .entries
                 .iter()
-                .filter(|e| e.route != Route::Hold)
+                .filter(|e| e.route == Route::Apply)
                 .map(|e| e.id)
                 .filter(|id| self.views.get(id).is_some_and(|v| v.phase.mirrors()))
                 .collect();
@@ -880,17 +813,53 @@ impl Machine {
         dropped
     }
 
-    fn on_schema_changed(&mut self, origin: &OriginId, rel: SourceRelId, detail: String) {
-        let affected: Vec<RelationId> = self
+    fn on_schema_changed(
+        &mut self,
+        origin: &OriginId,
+        rel: SourceRelId,
+        detail: String,
+        columns: Option<&[crate::schema::ColumnMatch]>,
+    ) {
+        let mut affected: Vec<RelationId> = self
             .route_table(origin)
             .entries
             .iter()
             .filter(|e| e.shape.upstream().source_id == rel)
             .map(|e| e.id)
             .collect();
+        affected.dedup();
+        // The change of shape is part of the open transaction, if any: the
+        // views that follow it reflect that transaction's commit.
+        if let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) {
+            if txn.routes.contains_key(&rel) {
+                txn.changed.insert(rel);
+            }
+        }
         for id in affected {
-            let message = format!("upstream relation changed shape ({detail}); copying it again");
-            self.mark_diverged(id, RecopyReason::SchemaChanged { detail: detail.clone() }, message);
+            let reason = RecopyReason::SchemaChanged { detail: detail.clone() };
+            // A live copy (or one kept current while copied again) whose
+            // columns all survived follows the feed in the new shape until
+            // its new copy replaces it.
+            let follow = self.views.get(&id).filter(|v| !v.dirty).and_then(|v| {
+                let (shape, filter) = match &v.phase {
+                    Phase::Live { shape, filter, replay: None } => (shape, filter),
+                    p => p.current_old().map(|(shape, filter, _)| (shape, filter))?,
+                };
+                let followed = shape.follow(&v.def, columns?)?;
+                Some(OldCopy::Current { shape: Arc::new(followed), filter: filter.clone(), why: Recopying::Reshaped })
+            });
+            match follow {
+                Some(old) => {
+                    let message = format!("upstream relation changed shape ({detail}); copying it again, its copy staying current meanwhile");
+                    self.note_recopy(id, reason);
+                    self.error(EventPhase::Stream, Some(id), None, message);
+                    self.recopy_keeping(id, old);
+                }
+                None => {
+                    let message = format!("upstream relation changed shape ({detail}); copying it again");
+                    self.mark_diverged(id, reason, message);
+                }
+            }
         }
     }
 }

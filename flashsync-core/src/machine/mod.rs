@@ -150,7 +150,7 @@ use batch::{Flight, InFlight};
 use origin::{Feed, Origin, Route, Txn};
 use pass::{Outcome, Pass, Passes, Queued, Stage, Waiter, WaiterKind};
 use route::{RelRoutes, RouteTable};
-use view::{op_keys, ChunkStep, Chunks, CopyKind, Goal, HeldTxn, HoldBack, OldCopy, Phase, View};
+use view::{op_keys, ChunkStep, Chunks, CopyKind, Goal, HeldTxn, HoldBack, OldCopy, Phase, Recopying, View};
 
 /// Counters, for tests, the simulator and benchmarks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -111,17 +111,12 @@ impl Feed {
 }
 
 /// Where one view's changes of the open transaction go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Route {
     /// Applied with the transaction.
     Apply,
     /// Held back until the view's snapshot lands.
     Hold,
-    /// Applied with the transaction to the copy readers see, and held back
-    /// for the new copy being made ([`OldCopy::Current`](super::view::OldCopy)):
-    /// gathered with the applied share, and copied into the held share when
-    /// a part is staged and at the commit, for a view still holding then.
-    ApplyAndHold,
 }
 
 /// The transaction being received.
@@ -157,6 +152,18 @@ pub(super) struct Txn {
     /// transaction only at some keys (where their chunk lacked it), and
     /// those keys.
     pub partly: BTreeMap<RelationId, Vec<Vec<u8>>>,
+}
+
+impl Txn {
+    /// View `id` takes the rest of this transaction no more by `route`
+    /// (its copy changed course in the middle of it).
+    pub fn leave(&mut self, id: RelationId, route: Route) {
+        if self.routes.values().flatten().any(|&(v, r)| v == id && r == route) {
+            for targets in std::sync::Arc::make_mut(&mut self.routes).values_mut() {
+                targets.retain(|&(v, r)| v != id || r != route);
+            }
+        }
+    }
 }
 
 /// An origin and its feed.

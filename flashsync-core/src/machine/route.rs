@@ -23,7 +23,10 @@ pub(super) type RelRoutes = BTreeMap<SourceRelId, Vec<(RelationId, Route)>>;
 /// Which views take part in an origin's feed, rebuilt when phases change.
 #[derive(Debug)]
 pub(super) struct RouteTable {
-    /// Sorted by view id: a view's entry is found by binary search.
+    /// Sorted by view id, then route: an entry is found by binary search.
+    /// A view has one entry, or two while it is copied again with its old
+    /// copy current: `Apply` for the old copy (its shape and hand-off
+    /// filter), `Hold` for the new one (the new shape).
     pub entries: Vec<RouteEntry>,
     /// The routes of a transaction no hand-off filter excludes a view from:
     /// shared by every such transaction rather than rebuilt for each.
@@ -37,9 +40,16 @@ pub(super) struct RouteTable {
 }
 
 impl RouteTable {
-    /// The entry of view `id`, if it takes part.
-    pub fn get(&self, id: RelationId) -> Option<&RouteEntry> {
-        let i = self.entries.binary_search_by_key(&id, |e| e.id).ok()?;
+    /// The entry of view `id` for `route` — or, for a view whose copy
+    /// went live since the transaction began (routed to hold, now applied),
+    /// its only entry: the transaction's route still says where its
+    /// changes go, the entry only how to read them.
+    pub fn get(&self, id: RelationId, route: Route) -> Option<&RouteEntry> {
+        let at = |route| self.entries.binary_search_by_key(&(id, route), |e| (e.id, e.route)).ok();
+        let i = at(route).or_else(|| match route {
+            Route::Hold => at(Route::Apply),
+            Route::Apply => at(Route::Hold),
+        })?;
         self.entries.get(i)
     }
 }
@@ -69,7 +79,10 @@ impl Machine {
         if drops_share {
             // Nothing will apply it, and its bytes would count against the
             // hold-back limit until the commit.
+            // Nor is the rest of it held (a copy of it kept current would
+            // otherwise take the rest twice).
             if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) {
+                txn.leave(id, Route::Hold);
                 txn.hold.remove(&id);
                 txn.hold_bytes.remove(&id);
             }
@@ -98,20 +111,24 @@ impl Machine {
     /// live on that copy (which keeps its staged parts: it is still in the
     /// feed). Returns whether the view was such a re-copy.
     pub(super) fn abandon_recopy(&mut self, id: RelationId) -> bool {
-        let live = match self.views.get(&id).map(|v| &v.phase) {
-            Some(
-                Phase::Queued { shape, old: OldCopy::Current { filter }, .. }
-                | Phase::Copying { shape, old: OldCopy::Current { filter }, .. },
-            ) => Phase::Live { shape: shape.clone(), filter: filter.clone(), replay: None },
+        let live = match self.views.get(&id).and_then(|v| v.phase.current_old()) {
+            Some((shape, filter, Recopying::Forced)) => {
+                Phase::Live { shape: shape.clone(), filter: filter.clone(), replay: None }
+            }
             _ => return false,
         };
         self.end_work(id, live);
-        self.reroute_open_txn(id, Route::Apply);
+        // What the open transaction held for the new copy goes with it.
+        if let Some(txn) = self.origin_txn_of(id) {
+            txn.leave(id, Route::Hold);
+            txn.hold.remove(&id);
+            txn.hold_bytes.remove(&id);
+        }
         true
     }
 
     /// Drops whatever a view had in flight; the view ends in `end`.
-    fn end_work(&mut self, id: RelationId, end: Phase) {
+    pub(super) fn end_work(&mut self, id: RelationId, end: Phase) {
         let Some(v) = self.views.get(&id) else { return };
         // Re-tag an op only while it is still outstanding: when its own
         // result is what failed the view, it was already taken out, and
@@ -182,23 +199,26 @@ impl Machine {
                         resumed: false,
                     });
                 }
-                // A re-copy on request: the old copy takes the feed as a
-                // live one would — and, once the new copy is under way,
-                // holds it for that one too — until the new one goes to be
-                // published.
-                Phase::Queued { shape, old: OldCopy::Current { filter }, .. }
-                | Phase::Copying { shape, copy: CopyKind::Bootstrap(..), old: OldCopy::Current { filter }, .. }
+                // A live view copied again: its old copy takes the feed as
+                // a live one would (through its own shape), until the new
+                // one goes to be published; the new one holds it as any
+                // copy does, once under way (below).
+                Phase::Preparing { old: OldCopy::Current { shape, filter, .. }, .. }
+                | Phase::Queued { old: OldCopy::Current { shape, filter, .. }, .. }
+                | Phase::Copying { old: OldCopy::Current { shape, filter, .. }, .. }
                     if !freeze =>
                 {
-                    let route = if v.phase.hold().is_some() { Route::ApplyAndHold } else { Route::Apply };
                     entries.push(RouteEntry {
                         id: v.id,
                         shape: shape.clone(),
-                        route,
+                        route: Route::Apply,
                         filter: filter.clone(),
                         resumed: false,
                     });
                 }
+                _ => {}
+            }
+            match &v.phase {
                 Phase::Copying { shape, copy: CopyKind::Bootstrap(_, chunks), .. }
                 | Phase::Publishing { shape, copy: CopyKind::Bootstrap(_, chunks), .. } => {
                     entries.push(RouteEntry {
@@ -223,8 +243,8 @@ impl Machine {
                 _ => {}
             }
         }
-        // In id order (the views' order): see `RouteTable::get`.
-        debug_assert!(entries.windows(2).all(|w| w[0].id < w[1].id));
+        // In id order (the views' order), then route: see `RouteTable::get`.
+        debug_assert!(entries.windows(2).all(|w| (w[0].id, w[0].route) < (w[1].id, w[1].route)));
         let mut by_rel = RelRoutes::new();
         for e in &entries {
             by_rel.entry(e.shape.upstream().source_id).or_default().push((e.id, e.route));

@@ -695,7 +695,9 @@ fn a_lost_slot_stays_the_last_recopy_reason_through_the_new_copy_and_a_restart()
 fn a_schema_change_upstream_is_recorded_as_the_recopy_reason() {
     let mut h = H::new();
     h.live();
-    h.feed(StreamEvent::SchemaChanged { rel: SourceRelId(7), detail: "column w was added".into() });
+    // The source cannot tell how the columns moved: the copy is left as it
+    // is, and made again.
+    h.feed(StreamEvent::SchemaChanged { rel: SourceRelId(7), detail: "column w was added".into(), columns: None });
     let st = h.status();
     assert_eq!(st.state, JobState::Failed);
     assert!(st.last_error.as_deref().is_some_and(|e| e.contains("changed shape")), "{st:?}");
@@ -1010,4 +1012,59 @@ fn a_failed_forced_recopy_stays_live_on_the_old_copy() {
     let applied: Vec<RowOp> =
         h.applied_batches().iter().flat_map(|b| b.views.iter().flat_map(|v| v.ops.clone())).collect();
     assert_eq!(applied, vec![RowOp::Insert { key: key![5], row: row![5, "after the failure"] }]);
+}
+
+/// A column added to the table of a live view: the view is copied again
+/// with it, while its old copy goes on taking the feed — rows of the new
+/// shape read by where its own columns now are — and the job stays
+/// running; the new copy, with the new column, then replaces it.
+#[test]
+fn a_live_copy_follows_a_column_added_until_its_new_copy_replaces_it() {
+    use crate::schema::ColumnMatch;
+    let mut h = H::new();
+    h.live();
+    let columns = vec![
+        ColumnMatch { name: "id".into(), before: Some(0) },
+        ColumnMatch { name: "v".into(), before: Some(1) },
+        ColumnMatch { name: "w".into(), before: None },
+    ];
+    h.feed(StreamEvent::Begin { xid: 80, final_lsn: Lsn(500), commit_time: Timestamp(0) });
+    h.feed(StreamEvent::SchemaChanged {
+        rel: SourceRelId(7),
+        detail: "column w was added".into(),
+        columns: Some(columns),
+    });
+    h.feed(StreamEvent::Change(Change::Insert { rel: SourceRelId(7), new: row![5, "five", "wide"] }));
+    h.feed(StreamEvent::Commit { end_lsn: Lsn(508) });
+    let applied: Vec<RowOp> =
+        h.applied_batches().iter().flat_map(|b| b.views.iter().flat_map(|v| v.ops.clone())).collect();
+    assert_eq!(applied, vec![RowOp::Insert { key: key![5], row: row![5, "five"] }], "the old copy takes its columns");
+    let st = h.status();
+    assert_eq!(st.state, JobState::Running, "{st:?}");
+    assert!(matches!(st.last_recopy.map(|r| r.reason), Some(RecopyReason::SchemaChanged { .. })));
+    assert!(h.m.mirrors_feed(RelationId(1)));
+    // The new copy is made from the relation as it is now.
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+        _ => None,
+    });
+    let mut wider = schema();
+    wider.columns.push(crate::schema::Column { name: "w".into(), type_name: "text".into() });
+    h.input(Input::Prepared { op, result: Ok(wider.clone()) });
+    let snap = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, .. }) => Some(*op),
+        _ => None,
+    });
+    h.commit(81, 600, Change::Insert { rel: SourceRelId(7), new: row![6, "six", "wide"] });
+    let applied: Vec<RowOp> =
+        h.applied_batches().iter().flat_map(|b| b.views.iter().flat_map(|v| v.ops.clone())).collect();
+    assert_eq!(applied, vec![RowOp::Insert { key: key![6], row: row![6, "six"] }], "still current while copied");
+    let point = SnapshotPoint { xmin: 81, xmax: 81, xip: vec![], lsn: Lsn(550), rows: 1 };
+    h.input(Input::Snapshotted { op: snap, result: Ok(point) });
+    h.settle_store();
+    let batches = h.applied_batches();
+    let replay = batches.iter().find(|b| b.progress == Progress::Replay).expect("a hand-off batch");
+    assert_eq!(replay.views[0].ops, vec![RowOp::Insert { key: key![6], row: row![6, "six", "wide"] }]);
+    assert_eq!(h.m.phase(RelationId(1)), Some(ViewPhase::Live));
+    assert_eq!(h.status().state, JobState::Running);
 }

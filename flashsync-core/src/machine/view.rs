@@ -196,13 +196,28 @@ pub(super) enum OldCopy {
     /// it cannot be trusted (it diverged, the relation changed, the feed
     /// lost history). Readers still see it; it falls behind.
     Frozen,
-    /// A forced re-copy of a live view of an unchanged relation: the
-    /// published copy keeps mirroring the feed (through the new copy's own
-    /// shape, which is the live one) with its hand-off `filter`, until the
-    /// new copy is handed to the store to publish. Readers never see it
-    /// fall behind. Such a copy keeps no checkpoints: after a restart the
-    /// old copy, current through the stored position, simply goes on.
-    Current { filter: Option<Handoff> },
+    /// A live view copied again — on request, or because its relation
+    /// changed shape in a way its copy can still follow (a column added,
+    /// say): the published copy keeps mirroring the feed through `shape`
+    /// (the live one, or the old columns read from the new relation) with
+    /// its hand-off `filter`, until the new copy is handed to the store to
+    /// publish. Readers never see it fall behind. Such a copy keeps no
+    /// checkpoints: after a restart the old copy, current through the
+    /// stored position, simply goes on (and is copied again if its relation
+    /// changed).
+    Current { shape: Arc<ViewShape>, filter: Option<Handoff>, why: Recopying },
+}
+
+/// Why a live view is being copied again while its old copy stays current.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Recopying {
+    /// A forced `sync()`: if the new copy fails, the view goes on live on
+    /// the old one, and the caller hears of the failure.
+    Forced,
+    /// Its relation changed shape: the old copy can follow the feed, but
+    /// only the new one holds what changed, so a failure is a failure (the
+    /// view is retried after its back-off, its old copy left as it is).
+    Reshaped,
 }
 
 /// Where a view is. Each variant holds exactly what that step needs.
@@ -213,7 +228,7 @@ pub(super) enum Phase {
     /// Nothing in flight.
     Idle,
     /// Describing the upstream relation.
-    Preparing { op: OpId, goal: Goal },
+    Preparing { op: OpId, goal: Goal, old: OldCopy },
     /// Described; waiting for a snapshot slot (and, for realtime views, for
     /// the feed to be up and between transactions).
     Queued { shape: Arc<ViewShape>, races: u32, old: OldCopy },
@@ -312,8 +327,9 @@ impl Phase {
     pub fn mirror_filter(&self) -> Option<Option<&Handoff>> {
         match self {
             Phase::Live { filter, .. }
-            | Phase::Queued { old: OldCopy::Current { filter }, .. }
-            | Phase::Copying { old: OldCopy::Current { filter }, .. } => Some(filter.as_ref()),
+            | Phase::Preparing { old: OldCopy::Current { filter, .. }, .. }
+            | Phase::Queued { old: OldCopy::Current { filter, .. }, .. }
+            | Phase::Copying { old: OldCopy::Current { filter, .. }, .. } => Some(filter.as_ref()),
             _ => None,
         }
     }
@@ -322,18 +338,26 @@ impl Phase {
     pub fn mirror_filter_mut(&mut self) -> Option<&mut Option<Handoff>> {
         match self {
             Phase::Live { filter, .. }
-            | Phase::Queued { old: OldCopy::Current { filter }, .. }
-            | Phase::Copying { old: OldCopy::Current { filter }, .. } => Some(filter),
+            | Phase::Preparing { old: OldCopy::Current { filter, .. }, .. }
+            | Phase::Queued { old: OldCopy::Current { filter, .. }, .. }
+            | Phase::Copying { old: OldCopy::Current { filter, .. }, .. } => Some(filter),
+            _ => None,
+        }
+    }
+
+    /// The old copy a re-copy keeps current, if it does.
+    pub fn current_old(&self) -> Option<(&Arc<ViewShape>, &Option<Handoff>, Recopying)> {
+        match self {
+            Phase::Preparing { old: OldCopy::Current { shape, filter, why }, .. }
+            | Phase::Queued { old: OldCopy::Current { shape, filter, why }, .. }
+            | Phase::Copying { old: OldCopy::Current { shape, filter, why }, .. } => Some((shape, filter, *why)),
             _ => None,
         }
     }
 
     /// Whether this is a re-copy whose old copy stays current.
     pub fn recopies_live(&self) -> bool {
-        matches!(
-            self,
-            Phase::Queued { old: OldCopy::Current { .. }, .. } | Phase::Copying { old: OldCopy::Current { .. }, .. }
-        )
+        self.current_old().is_some()
     }
 
     /// The held-back transactions, if this phase holds any.

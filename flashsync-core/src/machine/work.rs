@@ -27,7 +27,8 @@ impl Machine {
                     // durable (the copy was just made), nor on a copy that
                     // cannot be trusted (that one re-copies by itself).
                     Some(Feed::Up { .. }) if force && replay.is_none() && !v.dirty => {
-                        let old = OldCopy::Current { filter: filter.clone() };
+                        let old =
+                            OldCopy::Current { shape: shape.clone(), filter: filter.clone(), why: Recopying::Forced };
                         let queued = Phase::Queued { shape: shape.clone(), races: 0, old };
                         self.set_phase(id, queued);
                         self.try_start_snapshots();
@@ -71,7 +72,7 @@ impl Machine {
                 };
                 let relation = v.def.upstream.clone();
                 let op = self.op(Op::Prepare(id));
-                self.set_phase(id, Phase::Preparing { op, goal });
+                self.set_phase(id, Phase::Preparing { op, goal, old: OldCopy::Frozen });
                 self.source(SourceAction::Prepare { op, origin, relation, feed: persistence == Persistence::Realtime });
 
                 None
@@ -84,9 +85,10 @@ impl Machine {
             return;
         };
         let Some(v) = self.views.get(&id) else { return };
-        let Phase::Preparing { op: current, goal } = v.phase else {
+        let Phase::Preparing { op: current, goal, old } = &v.phase else {
             return;
         };
+        let (current, goal, old) = (*current, *goal, old.clone());
         if current != op {
             return;
         }
@@ -145,7 +147,9 @@ impl Machine {
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;
                 }
-                self.set_phase(id, Phase::Queued { shape, races: 0, old: OldCopy::Frozen });
+                // A live view copied again because its relation changed
+                // keeps its old copy current meanwhile.
+                self.set_phase(id, Phase::Queued { shape, races: 0, old });
                 self.maybe_subscribe(&origin);
                 self.try_start_snapshots();
             }
@@ -749,7 +753,7 @@ impl Machine {
         self.set_phase(id, Phase::Publishing { op, shape, handoff, copy, job: job.clone() });
         // An old copy kept current is fed no more: the store publishes the
         // new one before any later batch.
-        self.reroute_open_txn(id, Route::Hold);
+        self.stop_feeding_old_copy(id);
         self.store(StoreAction::Publish { op, job });
         self.try_start_snapshots();
     }
@@ -898,6 +902,17 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// Copies view `id` again — or starts its copy over — while `old` keeps
+    /// the copy readers see current: describes the relation afresh (it
+    /// changed shape), then queues the new copy.
+    pub(super) fn recopy_keeping(&mut self, id: RelationId, old: OldCopy) {
+        let Some(v) = self.views.get(&id) else { return };
+        let (origin, relation) = (v.def.origin.clone(), v.def.upstream.clone());
+        let op = self.op(Op::Prepare(id));
+        self.end_work(id, Phase::Preparing { op, goal: Goal::Bootstrap, old });
+        self.source(SourceAction::Prepare { op, origin, relation, feed: true });
     }
 
     /// A live view's feed is (back) up: it is running.

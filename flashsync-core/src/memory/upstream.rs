@@ -272,22 +272,33 @@ impl MemoryUpstream {
                 final_lsn: Lsn(end.0 - 4),
                 end_lsn: end,
                 commit_time: u.clock,
-                events: vec![StreamEvent::SchemaChanged { rel: t.id, detail: format!("{schema}.{table} was dropped") }],
+                events: vec![StreamEvent::SchemaChanged {
+                    rel: t.id,
+                    detail: format!("{schema}.{table} was dropped"),
+                    columns: None,
+                }],
             };
             u.push_entry(entry);
         }
     }
 
     /// Adds a column (existing rows get `default`). The feed reports the new
-    /// shape before the table's next change.
-    pub fn add_column(&self, schema: &str, table: &str, name: &str, type_name: &str, default: Value) {
+    /// shape before the table's next change. Returns the id of the
+    /// transaction that carries it in the log (when the table is published).
+    pub fn add_column(&self, schema: &str, table: &str, name: &str, type_name: &str, default: Value) -> Option<u64> {
         let mut u = self.lock();
         let k = (schema.to_owned(), table.to_owned());
         let published = u.publication.contains(&k);
-        let Some(t) = u.tables.get_mut(&k) else {
-            return;
-        };
+        let t = u.tables.get_mut(&k)?;
         t.columns.push(Column { name: name.into(), type_name: type_name.into() });
+        // Every column it had is where it was; the new one comes last.
+        let last = t.columns.len() - 1;
+        let columns = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| crate::schema::ColumnMatch { name: c.name.clone(), before: (i < last).then_some(i) })
+            .collect();
         let full = !matches!(t.identity, TableIdentity::PrimaryKey(_));
         let old = std::mem::take(&mut t.rows);
         for (key, (mut row, n)) in old {
@@ -310,10 +321,13 @@ impl MemoryUpstream {
                 events: vec![StreamEvent::SchemaChanged {
                     rel,
                     detail: format!("column {name} ({type_name}) added to {schema}.{table}"),
+                    columns: Some(columns),
                 }],
             };
             u.push_entry(entry);
+            return Some(u.next_xid - 1);
         }
+        None
     }
 
     /// The table's schema as `prepare` would describe it now.

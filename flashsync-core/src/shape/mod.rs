@@ -30,6 +30,7 @@
 //! view is copied again: never a guess, never a NULL.
 
 mod decide;
+mod follow;
 mod images;
 #[cfg(test)]
 mod tests;

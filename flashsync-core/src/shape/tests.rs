@@ -16,6 +16,10 @@ fn upstream() -> RelationSchema {
 }
 
 fn shape(filter: Option<&str>, columns: Option<&[&str]>) -> ViewShape {
+    ViewShape::new(&def(filter, columns), upstream()).unwrap()
+}
+
+fn def(filter: Option<&str>, columns: Option<&[&str]>) -> ViewDef {
     let mut def = ViewDef::new("app", "v", Persistence::Realtime, "postgres:main", "public", "t").unwrap();
     if let Some(f) = filter {
         def = def.with_filter(f).unwrap();
@@ -23,7 +27,7 @@ fn shape(filter: Option<&str>, columns: Option<&[&str]>) -> ViewShape {
     if let Some(c) = columns {
         def = def.with_columns(c.iter().copied()).unwrap();
     }
-    ViewShape::new(&def, upstream()).unwrap()
+    def
 }
 
 fn ops(shape: &ViewShape, change: Change) -> Vec<RowOp> {
@@ -225,4 +229,46 @@ fn held_before_reads_whole_old_rows_and_keys() {
     assert_eq!(held(&update(None, set(row![1, 42, "a"]))), None, "a key image says nothing of the tenant");
     let s = shape(Some("id < 10"), None);
     assert_eq!(s.held_before(&ChangeImages::new(&update(None, set(row![50, 1, "x"])))), Some(false));
+}
+
+/// The columns after a change, as a source matches them: `(name, index before)`.
+fn after(cols: &[(&str, Option<usize>)]) -> Vec<crate::schema::ColumnMatch> {
+    cols.iter().map(|(n, b)| crate::schema::ColumnMatch { name: (*n).into(), before: *b }).collect()
+}
+
+/// A copy follows its relation's change of shape when every column it
+/// keeps, filters on or is keyed by survived: it then reads the same rows
+/// from where those columns are now. A column added at the end, or one it
+/// does not keep dropped in the middle (the later ones move up), can be
+/// followed; a kept column dropped or changed, or a keyless relation,
+/// cannot.
+#[test]
+fn a_copy_follows_a_change_of_shape_that_keeps_its_columns() {
+    let added = after(&[("id", Some(0)), ("tenant", Some(1)), ("body", Some(2)), ("w", None)]);
+    let whole = shape(None, None);
+    let followed = whole.follow(&def(None, None), &added).expect("a column added at the end");
+    assert_eq!(followed.local(), whole.local());
+    let insert = Change::Insert { rel: SourceRelId(9), new: row![1, 7, "b", "wide"] };
+    assert_eq!(ops(&followed, insert), vec![RowOp::Insert { key: key![1], row: row![1, 7, "b"] }]);
+
+    // `tenant` dropped: `body` moves up. A view of (id, body) where
+    // tenant < 5... cannot (it filters on tenant); one of (id, body) can.
+    let dropped = after(&[("id", Some(0)), ("body", Some(2))]);
+    let filtered = shape(Some("tenant < 5"), Some(&["id", "body"]));
+    assert!(filtered.follow(&def(Some("tenant < 5"), Some(&["id", "body"])), &dropped).is_none());
+    let projected = shape(None, Some(&["body", "id"]));
+    let followed = projected.follow(&def(None, Some(&["body", "id"])), &dropped).expect("tenant is not kept");
+    let insert = Change::Insert { rel: SourceRelId(9), new: row![2, "moved up"] };
+    assert_eq!(ops(&followed, insert), vec![RowOp::Insert { key: key![2], row: row!["moved up", 2] }]);
+
+    // `body` retyped: the source matches it to nothing before.
+    let retyped = after(&[("id", Some(0)), ("tenant", Some(1)), ("body", None)]);
+    assert!(whole.follow(&def(None, None), &retyped).is_none());
+    assert!(shape(None, Some(&["id", "tenant"])).follow(&def(None, Some(&["id", "tenant"])), &retyped).is_some());
+    // The key column gone.
+    assert!(projected.follow(&def(None, Some(&["body", "id"])), &after(&[("body", Some(2))])).is_none());
+    // A keyless relation's identity takes in the new column too.
+    let bag = RelationSchema::full_row(SourceRelId(9), vec![col("k", "int8"), col("v", "int8")]);
+    let bag = ViewShape::new(&def(None, None), bag).unwrap();
+    assert!(bag.follow(&def(None, None), &after(&[("k", Some(0)), ("v", Some(1)), ("w", None)])).is_none());
 }

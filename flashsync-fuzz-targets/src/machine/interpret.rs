@@ -2,8 +2,8 @@
 //! machine's values (schemas, rows, changes, errors, names, selectors).
 
 use flashsync_core::{
-    Cell, Change, Column, Identity, OldRow, OriginId, RelationSchema, Row, Selector, SourceError, SourceErrorKind,
-    SourceRelId, StoreError, StoreErrorKind, UpstreamRelation, Value, ViewName,
+    Cell, Change, Column, ColumnMatch, Identity, OldRow, OriginId, RelationSchema, Row, Selector, SourceError,
+    SourceErrorKind, SourceRelId, StoreError, StoreErrorKind, UpstreamRelation, Value, ViewName,
 };
 
 use super::inputs::{FuzzCell, FuzzChange, FuzzRow, FuzzValue, PatPick, RelPick, Sel, ShapePick, Width};
@@ -67,6 +67,15 @@ pub(super) fn rel_id(pick: RelPick) -> SourceRelId {
         RelPick::Table(i) => table_schema(usize::from(i)).source_id,
         RelPick::Raw(r) => SourceRelId(u64::from(r)),
     }
+}
+
+/// A universe table's columns after one was added at the end (what a
+/// source says with `SchemaChanged`); nothing for a raw relation id.
+pub(super) fn column_added(pick: RelPick) -> Option<Vec<ColumnMatch>> {
+    let RelPick::Table(i) = pick else { return None };
+    let schema = table_schema(usize::from(i));
+    let kept = schema.columns.iter().enumerate().map(|(i, c)| ColumnMatch { name: c.name.clone(), before: Some(i) });
+    Some(kept.chain(std::iter::once(ColumnMatch { name: "added".into(), before: None })).collect())
 }
 
 fn width_of(rel: SourceRelId, w: Width) -> usize {

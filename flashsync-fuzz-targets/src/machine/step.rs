@@ -9,7 +9,7 @@ use flashsync_core::{
 
 use super::harness::{Harness, Kind, Pending};
 use super::inputs::{FuzzEvent, LsnPick, Step};
-use super::interpret::{change, origin_id, rel_id, selector, view_name};
+use super::interpret::{change, column_added, origin_id, rel_id, selector, view_name};
 use super::TABLES;
 
 impl Harness {
@@ -153,9 +153,11 @@ impl Harness {
                     FuzzEvent::Keepalive { lsn, reply } => {
                         StreamEvent::Keepalive { wal_end: self.lsn(lsn), reply_requested: reply }
                     }
-                    FuzzEvent::SchemaChanged { rel } => {
-                        StreamEvent::SchemaChanged { rel: rel_id(rel), detail: "column added".into() }
-                    }
+                    FuzzEvent::SchemaChanged { rel } => StreamEvent::SchemaChanged {
+                        rel: rel_id(rel),
+                        detail: "column added".into(),
+                        columns: column_added(rel),
+                    },
                 };
                 self.feed(&origin, epoch, event);
             }

@@ -350,6 +350,7 @@ impl Mirror {
             broken: false,
             verified: 0,
             segments,
+            followed: false,
         }
     }
 }

@@ -84,6 +84,7 @@ impl Checker {
                     ),
                 );
             }
+            let def = self.defs.get(&c.view).cloned();
             let Some(m) = self.mirrors.get_mut(&c.view) else {
                 self.fail(
                     "mirror never ahead of upstream",
@@ -100,6 +101,9 @@ impl Checker {
                 m.applied.insert(commit.idx);
                 if !matches!(batch.progress, Progress::Stage { .. }) && !m.broken {
                     m.partial = false;
+                }
+                if commit.ddl {
+                    follow_column_added(m, def.as_ref());
                 }
                 continue;
             }
@@ -127,6 +131,9 @@ impl Checker {
             }
             if !matches!(batch.progress, Progress::Stage { .. }) && !m.broken {
                 m.partial = false;
+            }
+            if commit.ddl {
+                follow_column_added(m, def.as_ref());
             }
         }
         for (invariant, detail) in problems {
@@ -311,7 +318,7 @@ impl Checker {
             let columns: Vec<&str> = m.shape.local().columns.iter().map(|c| c.name.as_str()).collect();
             d.filter.as_ref() != m.shape.filter()
                 || d.columns.as_ref().is_some_and(|want| !want.iter().map(String::as_str).eq(columns.iter().copied()))
-                || (d.columns.is_none() && m.shape.projection().is_some())
+                || (d.columns.is_none() && m.shape.projection().is_some() && !m.followed)
         });
         if redefined {
             let detail = format!(
@@ -389,6 +396,29 @@ impl Checker {
         let extra = got.keys().filter(|r| got.get(*r) != want.get(*r)).cloned().collect();
         let missing = want.keys().filter(|r| got.get(*r) != want.get(*r)).cloned().collect();
         (extra, missing)
+    }
+}
+
+/// A copy that took a column's addition (the simulated upstream adds one at
+/// the end, and only that) holds the columns it had, now read from the
+/// widened rows: its mirror reads them so too. A copy that could not
+/// follow would have been made again instead — if the machine kept it
+/// anyway, its rows no longer match the mirror's and the comparison says so.
+fn follow_column_added(m: &mut Mirror, def: Option<&ViewDef>) {
+    let Some(def) = def else { return };
+    let before = m.shape.upstream().columns.len();
+    let mut after: Vec<flashsync_core::ColumnMatch> = m
+        .shape
+        .upstream()
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| flashsync_core::ColumnMatch { name: c.name.clone(), before: Some(i) })
+        .collect();
+    after.push(flashsync_core::ColumnMatch { name: format!("added after column {before}"), before: None });
+    if let Some(followed) = m.shape.follow(def, &after) {
+        m.shape = std::sync::Arc::new(followed);
+        m.followed = true;
     }
 }
 

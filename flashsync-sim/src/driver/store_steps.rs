@@ -123,7 +123,8 @@ impl World {
         &mut self,
         batches: Vec<flashsync_core::ApplyBatch>,
     ) -> Vec<Result<ApplyReport, StoreError>> {
-        let mut answers: Vec<Result<ApplyReport, StoreError>> = if std::mem::take(&mut self.fail_next_apply) {
+        let injected = std::mem::take(&mut self.fail_next_apply);
+        let mut answers: Vec<Result<ApplyReport, StoreError>> = if injected {
             batches
                 .iter()
                 .enumerate()
@@ -157,7 +158,15 @@ impl World {
                     touched.extend(self.checker.on_applied(&batch, &self.up));
                     self.checker.on_conflicts(report);
                 }
-                Err(_) => self.checker.on_apply_failed(&batch),
+                Err(e) => {
+                    // Only injected failures fail a batch here: a store that
+                    // refuses one of itself was handed a batch that does not
+                    // fit the copy (rows of another width, say).
+                    if !injected {
+                        self.checker.report("the store takes every batch", format!("batch {}: {e}", seq.0));
+                    }
+                    self.checker.on_apply_failed(&batch)
+                }
             }
             results.push(result);
         }

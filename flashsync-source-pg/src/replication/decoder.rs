@@ -57,10 +57,11 @@ impl FeedDecoder {
             }
             Message::Relation(r) => {
                 let shape = Shape::from_relation(&r);
-                let event = self
-                    .shapes
-                    .announced(r.oid, &shape)
-                    .map(|detail| StreamEvent::SchemaChanged { rel: SourceRelId(u64::from(r.oid)), detail });
+                let event = self.shapes.announced(r.oid, &shape).map(|(detail, columns)| StreamEvent::SchemaChanged {
+                    rel: SourceRelId(u64::from(r.oid)),
+                    detail,
+                    columns,
+                });
                 self.relations.insert(r.oid, r);
                 Ok(event)
             }

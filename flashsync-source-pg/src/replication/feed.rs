@@ -261,7 +261,8 @@ impl FeedTask {
             // Forgotten meanwhile (the feed was dropped): nothing to say.
             if self.shapes.get(oid).is_some() {
                 self.shapes.forget(oid);
-                self.pending.push_back(Ok(StreamEvent::SchemaChanged { rel: SourceRelId(u64::from(oid)), detail }));
+                let lost = StreamEvent::SchemaChanged { rel: SourceRelId(u64::from(oid)), detail, columns: None };
+                self.pending.push_back(Ok(lost));
             }
         }
     }

@@ -260,10 +260,14 @@ async fn schema_change_is_reported_before_the_changes_that_carry_it() {
     c.batch_execute("ALTER TABLE s ADD COLUMN w int4 DEFAULT 7; INSERT INTO s VALUES (2, 'b', 8);").await.expect("ddl");
     let t = next_txn(&mut sub).await;
     match t.events.as_slice() {
-        [StreamEvent::SchemaChanged { rel, detail }, StreamEvent::Change(Change::Insert { new, .. })] => {
+        [StreamEvent::SchemaChanged { rel, detail, columns }, StreamEvent::Change(Change::Insert { new, .. })] => {
             assert_eq!(*rel, schema.source_id);
             assert!(detail.contains('w'), "{detail}");
             assert_eq!(new, &row![2, "b", 8]);
+            // Where the columns it had are now, and which one is new.
+            let matched: Vec<(&str, Option<usize>)> =
+                columns.iter().flatten().map(|m| (m.name.as_str(), m.before)).collect();
+            assert_eq!(matched, vec![("id", Some(0)), ("v", Some(1)), ("w", None)]);
         }
         other => panic!("expected SchemaChanged then the insert, got {other:?}"),
     }
@@ -272,13 +276,20 @@ async fn schema_change_is_reported_before_the_changes_that_carry_it() {
     let t = next_txn(&mut sub).await;
     assert!(matches!(t.events.as_slice(), [StreamEvent::Change(Change::Insert { .. })]), "{:?}", t.events);
 
-    // Describing again resets the expectation; a type change is reported.
+    // Describing again changes nothing; a type change is reported, the
+    // retyped column matched to nothing before.
     src.prepare(&rel("s"), true).await.expect("re-prepare");
     c.batch_execute("ALTER TABLE s ALTER COLUMN w TYPE int8; INSERT INTO s VALUES (4, 'd', 10);")
         .await
         .expect("retype");
     let t = next_txn(&mut sub).await;
-    assert!(matches!(t.events.first(), Some(StreamEvent::SchemaChanged { .. })), "{:?}", t.events);
+    match t.events.first() {
+        Some(StreamEvent::SchemaChanged { columns: Some(columns), .. }) => {
+            let before: Vec<Option<usize>> = columns.iter().map(|m| m.before).collect();
+            assert_eq!(before, vec![Some(0), Some(1), None]);
+        }
+        other => panic!("expected the type change reported, got {other:?}"),
+    }
 }
 
 /// The consumer stops reading for longer than `wal_sender_timeout` while a
@@ -415,8 +426,9 @@ async fn dropped_and_unpublished_relations_are_reported() {
             StreamEvent::Begin { .. } => in_txn = true,
             StreamEvent::Commit { .. } => in_txn = false,
             StreamEvent::Change(_) => inserts += 1,
-            StreamEvent::SchemaChanged { rel, detail } => {
+            StreamEvent::SchemaChanged { rel, detail, columns } => {
                 assert!(!in_txn, "reported inside a transaction: {detail}");
+                assert_eq!(columns, None, "a relation gone has no columns to match: {detail}");
                 reports.push((rel, detail));
             }
             StreamEvent::Keepalive { .. } => {}

@@ -11,6 +11,7 @@ on_every_store!(
     a_copy_in_chunks_under_writers_is_exact_and_never_stalls_the_origin,
     a_column_added_under_writes_keeps_the_view_readable_throughout,
     a_forced_recopy_keeps_the_old_copy_current_until_the_swap,
+    a_column_added_keeps_the_old_copy_current_until_the_swap,
 );
 
 /// `acct` (30,000 rows) is copied in chunks of 2,000 while writers upsert,
@@ -204,5 +205,75 @@ async fn a_forced_recopy_keeps_the_old_copy_current_until_the_swap(kind: StoreKi
     let st = status(&engine, "public.acct_live").await;
     assert_eq!((st.state, st.last_error), (JobState::Running, None));
     eprintln!("forced re-copy under writes: {chunks} chunks, the old copy current throughout");
+    engine.shutdown().await.unwrap();
+}
+
+/// `ALTER TABLE acct ADD COLUMN` under writers, on a live view of `acct`
+/// (30,000 rows, chunks of 2,000): while the new copy — with the new
+/// column — is held at its fourth chunk, the old copy still takes the feed,
+/// reading its own columns from the widened rows: a row inserted upstream
+/// then is readable at once, and the job stays running. Released, the view
+/// holds the new column and equals upstream.
+async fn a_column_added_keeps_the_old_copy_current_until_the_swap(kind: StoreKind) {
+    let Some(db) = testkit::test_db("chunks_ddl_current").await else { return };
+    let c = db.client().await;
+    create_load_tables(&c, 30_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let config = flashsync::Config { snapshot_chunk_rows: 2_000, ..fast_config() };
+    let engine = open_engine_with(kind, dir.path(), probe.source(), config).await;
+    engine.define(view("public", "acct_live", Persistence::Realtime, "public", "acct")).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
+    let writers = Writers::default();
+    start_load(&writers, &db, 17);
+    writers.wait_commits(100).await;
+
+    let before = probe.snapshot_count();
+    let gate = probe.close_gate();
+    gate.add_permits(3);
+    c.batch_execute("ALTER TABLE acct ADD COLUMN extra text DEFAULT 'new'").await.unwrap();
+    let p = probe.clone();
+    wait_for("three chunks of the new copy", WAIT, move || {
+        let p = p.clone();
+        async move { (p.snapshot_count() >= before + 3).then_some(()) }
+    })
+    .await;
+    c.batch_execute("INSERT INTO acct VALUES (900001, 7, 'during the re-copy', 'wide')").await.unwrap();
+    let e = engine.clone();
+    let row = wait_for("the old copy to take a commit made during the re-copy", WAIT, || {
+        let e = e.clone();
+        async move {
+            let key = flashsync::Key(vec![flashsync::Value::Int(900_001)]);
+            e.get("public.acct_live", &key).await.ok().flatten()
+        }
+    })
+    .await;
+    assert_eq!(row.0.len(), 3, "the old copy keeps its own columns: {row:?}");
+    assert_eq!(probe.snapshot_count(), before + 3, "the gate held the fourth chunk");
+    let st = status(&engine, "public.acct_live").await;
+    assert_eq!(st.state, JobState::Running, "the view stopped running while copied again: {st:?}");
+    assert!(
+        matches!(st.last_recopy.as_ref().map(|r| &r.reason), Some(flashsync::RecopyReason::SchemaChanged { .. })),
+        "{st:?}"
+    );
+
+    gate.add_permits(1_000);
+    let e = engine.clone();
+    wait_for("acct_live to hold the new column", WAIT, move || {
+        let e = e.clone();
+        async move {
+            let cols = e.schema("public.acct_live").await.ok()?.columns;
+            cols.iter().any(|col| col.name == "extra").then_some(())
+        }
+    })
+    .await;
+    writers.wait_commits(200).await;
+    writers.stop().await;
+    assert_converges(&engine, "public.acct_live", &c, "public", "acct", WAIT).await;
+    wait_state(&engine, "public.acct_live", JobState::Running).await;
+    eprintln!(
+        "column added under writes: the old copy current until the new one, {} chunks",
+        probe.snapshot_count() - before
+    );
     engine.shutdown().await.unwrap();
 }
