@@ -130,3 +130,17 @@ fn a_redefined_view_does_not_continue_the_old_definitions_copy() {
 fn a_draining_resumed_copy_never_keeps_the_feed_paused() {
     must_pass(&[93054805]);
 }
+
+/// Copies kept current while a new one is made (forced, or following a
+/// column added), each on the code before its fix: a held share applied
+/// twice after a publish in the middle of a transaction (168); a held share
+/// dropped when the force came in the middle of one (768); a store failure
+/// that left a view describing its relation afresh running on a copy with
+/// a hole (120005590 and its like); the transaction of a column's addition
+/// never credited to a view that went live during it (120009504); parts
+/// staged for the old copy applied to the new one, published before the
+/// transaction's commit (120009149, a keyless view).
+#[test]
+fn a_copy_kept_current_gets_every_commit_once() {
+    must_pass(&[168, 768, 120003703, 120005590, 120008777, 120009149, 120009504, 120016237, 120020473]);
+}

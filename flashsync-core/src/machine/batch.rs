@@ -154,10 +154,8 @@ impl Machine {
         for id in self.origin_views(origin) {
             let relevant = self.views.get(&id).is_some_and(|v| {
                 v.def.persistence == Persistence::Realtime
-                    && matches!(
-                        v.phase,
-                        Phase::Live { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. }
-                    )
+                    && (v.phase.mirrors()
+                        || matches!(v.phase, Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. }))
             });
             if relevant {
                 self.mark_diverged(id, RecopyReason::StoreFailed { detail: message.clone() }, message.clone());

@@ -209,6 +209,8 @@ impl Machine {
         o.feed.take_txn();
         self.source(SourceAction::Unsubscribe { origin: origin.clone(), epoch });
         self.feed_failed(origin, format!("lost the feed of {origin}: {}", error.message), Retry::of(error.kind));
+        // No transaction is being received any more.
+        self.publish_awaiting(origin);
     }
 
     /// A view's copy can no longer be trusted: copy it again. `reason` is
@@ -238,10 +240,7 @@ impl Machine {
                 continue;
             }
             match &v.phase {
-                Phase::Live { .. }
-                | Phase::Queued { old: OldCopy::Current { .. }, .. }
-                | Phase::Copying { .. }
-                | Phase::Publishing { .. } => {
+                p if p.mirrors() || matches!(p, Phase::Copying { .. } | Phase::Publishing { .. }) => {
                     let in_pass = self.passes.current.as_ref().is_some_and(|p| p.remaining.contains(&id));
                     self.mark_diverged(id, reason.clone(), message.clone());
                     if in_pass {
@@ -576,6 +575,11 @@ impl Machine {
     }
 
     fn on_commit(&mut self, origin: &OriginId, end_lsn: Lsn) {
+        self.commit_txn(origin, end_lsn);
+        self.publish_awaiting(origin);
+    }
+
+    fn commit_txn(&mut self, origin: &OriginId, end_lsn: Lsn) {
         let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.take_txn()) else {
             self.protocol_error(origin, "feed committed a transaction it never began");
             return;
@@ -829,10 +833,17 @@ impl Machine {
             .collect();
         affected.dedup();
         // The change of shape is part of the open transaction, if any: the
-        // views that follow it reflect that transaction's commit.
+        // views it is routed to reflect that transaction's commit — those
+        // routed to hold too (as for a change they skip), which may be
+        // live by then.
         if let Some(txn) = self.origins.get_mut(origin).and_then(|o| o.feed.txn_mut()) {
-            if txn.routes.contains_key(&rel) {
+            if let Some(targets) = txn.routes.get(&rel) {
+                let held: Vec<RelationId> =
+                    targets.iter().filter(|(_, r)| *r == Route::Hold).map(|(id, _)| *id).collect();
                 txn.changed.insert(rel);
+                for id in held {
+                    txn.hold.entry(id).or_default();
+                }
             }
         }
         for id in affected {

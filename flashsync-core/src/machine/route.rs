@@ -149,7 +149,10 @@ impl Machine {
                 // nothing will answer for the copy: give it up now.
                 let waiting = matches!(
                     copy,
-                    CopyKind::Bootstrap(_, c) if matches!(c.step, ChunkStep::Retrying { .. } | ChunkStep::Draining { .. })
+                    CopyKind::Bootstrap(_, c) if matches!(
+                        c.step,
+                        ChunkStep::Retrying { .. } | ChunkStep::Draining { .. } | ChunkStep::AwaitingCommit { .. }
+                    )
                 );
                 if let Some(kind) = self.ops.get_mut(&op) {
                     *kind = Op::AbandonedSnapshot;
@@ -267,10 +270,8 @@ impl Machine {
             &v.def.origin == origin
                 && v.def.persistence == Persistence::Realtime
                 && v.job.as_ref().is_some_and(|j| j.enabled)
-                && matches!(
-                    v.phase,
-                    Phase::Live { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. }
-                )
+                && (v.phase.mirrors()
+                    || matches!(v.phase, Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. }))
         })
     }
 

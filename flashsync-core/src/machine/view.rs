@@ -66,6 +66,12 @@ pub(super) enum ChunkStep {
     /// has not yet delivered everything live views already have
     /// ([`Resumed::to`]): it is published once it has.
     Draining { point: SnapshotPoint },
+    /// A re-copy whose old copy stays current is whole (its last chunk
+    /// ended at `point`), but the transaction being received staged parts
+    /// for the old copy: the store applies a view's staged parts with the
+    /// commit that names it, whichever copy is published by then, so the
+    /// new copy is published only once that transaction is over.
+    AwaitingCommit { point: SnapshotPoint },
 }
 
 /// How a realtime bootstrap is copied: in one piece (`rows == 0`), or a key

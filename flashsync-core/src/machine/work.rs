@@ -341,6 +341,27 @@ impl Machine {
     /// copies resumed from a checkpoint have (or hold) it all; those it
     /// catches up become like any other copy, and are published if their
     /// last chunk is in.
+    /// The transaction being received is over (committed, or dropped with
+    /// the feed): re-copies that waited for it are published.
+    pub(super) fn publish_awaiting(&mut self, origin: &OriginId) {
+        let waiting: Vec<(RelationId, OpId, SnapshotPoint)> = self
+            .views
+            .values()
+            .filter(|v| &v.def.origin == origin)
+            .filter_map(|v| match &v.phase {
+                Phase::Copying {
+                    op,
+                    copy: CopyKind::Bootstrap(_, Chunks { step: ChunkStep::AwaitingCommit { point }, .. }),
+                    ..
+                } => Some((v.id, *op, point.clone())),
+                _ => None,
+            })
+            .collect();
+        for (id, op, point) in waiting {
+            self.copy_complete(op, id, point);
+        }
+    }
+
     pub(super) fn resumed_copies_reach(&mut self, origin: &OriginId, position: Lsn) {
         let mut caught_up = Vec::new();
         for v in self.views.values_mut().filter(|v| &v.def.origin == origin) {
@@ -710,6 +731,16 @@ impl Machine {
 
     /// The copy (its last chunk, for a copy in chunks) landed: publish it.
     fn copy_complete(&mut self, op: OpId, id: RelationId, point: SnapshotPoint) {
+        let staged = self.views.get(&id).is_some_and(|v| v.phase.recopies_live())
+            && self.origin_txn_of(id).is_some_and(|t| t.partial.contains(&id));
+        if staged {
+            if let Some(Phase::Copying { copy: CopyKind::Bootstrap(_, chunks), .. }) =
+                self.views.get_mut(&id).map(|v| &mut v.phase)
+            {
+                chunks.step = ChunkStep::AwaitingCommit { point };
+            }
+            return;
+        }
         let Some(v) = self.views.get(&id) else { return };
         let Phase::Copying { shape, copy, .. } = &v.phase else {
             return;
