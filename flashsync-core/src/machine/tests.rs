@@ -1068,3 +1068,39 @@ fn a_live_copy_follows_a_column_added_until_its_new_copy_replaces_it() {
     assert_eq!(h.m.phase(RelationId(1)), Some(ViewPhase::Live));
     assert_eq!(h.status().state, JobState::Running);
 }
+
+/// A store applies a view's staged parts with the commit that names it,
+/// whichever copy is published by then: a re-copy that is whole while a
+/// large transaction has parts staged for the old copy is published only
+/// after that transaction's commit, which gives the parts to the old copy.
+#[test]
+fn a_recopy_waits_for_a_transaction_with_parts_staged_for_the_old_copy() {
+    let mut h = H::load_with(StoredState::default(), Config { max_batch_ops: 2, ..Config::default() });
+    h.live();
+    h.input(Input::Sync { request: RequestId(10), selector: Selector::All, force: true });
+    h.settle_store();
+    let snap = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, .. }) => Some(*op),
+        _ => None,
+    });
+    h.feed(StreamEvent::Begin { xid: 90, final_lsn: Lsn(700), commit_time: Timestamp(0) });
+    for k in 1..=3 {
+        h.feed(StreamEvent::Change(ins(k, "big")));
+    }
+    let staged = h.applied_batches();
+    assert!(staged.iter().any(|b| matches!(b.progress, Progress::Stage { .. })), "a part staged: {staged:?}");
+    let point = SnapshotPoint { xmin: 90, xmax: 91, xip: vec![90], lsn: Lsn(650), rows: 0 };
+    h.input(Input::Snapshotted { op: snap, result: Ok(point) });
+    h.settle_store();
+    assert!(
+        !h.out.iter().any(|o| matches!(o, Output::Store(StoreAction::Publish { .. }))),
+        "published while parts for the old copy were staged"
+    );
+    assert_eq!(h.m.phase(RelationId(1)), Some(ViewPhase::Copying));
+    h.feed(StreamEvent::Commit { end_lsn: Lsn(708) });
+    let i = h.out.iter().position(
+        |o| matches!(o, Output::Store(StoreAction::Apply(b)) if matches!(b.progress, Progress::Commit { .. })),
+    );
+    let j = h.out.iter().position(|o| matches!(o, Output::Store(StoreAction::Publish { .. })));
+    assert!(matches!((i, j), (Some(i), Some(j)) if i < j), "the commit goes to the old copy first: {:#?}", h.out);
+}
