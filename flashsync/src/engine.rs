@@ -245,7 +245,10 @@ impl Engine {
     /// replaces it atomically; the call returns once the new copy is live.
     /// If that copy fails, the view goes on on its old copy and the summary
     /// lists it as failed. A restart in the middle simply keeps the old copy
-    /// (the re-copy is not resumed: nothing was lost).
+    /// (the re-copy is not resumed: nothing was lost). A running view whose
+    /// feed is down is reconnected instead, and one whose copy was made a
+    /// moment ago (its hand-off not yet durable) is left as it is: call
+    /// again to copy it.
     pub async fn sync_forced(&self, selector: impl IntoSelector) -> Result<SyncSummary, EngineError> {
         self.sync_with(selector, true).await
     }

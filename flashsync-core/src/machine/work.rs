@@ -344,6 +344,10 @@ impl Machine {
     /// The transaction being received is over (committed, or dropped with
     /// the feed): re-copies that waited for it are published.
     pub(super) fn publish_awaiting(&mut self, origin: &OriginId) {
+        // Every commit asks: only a copy under way can be waiting.
+        if self.copying == 0 {
+            return;
+        }
         let waiting: Vec<(RelationId, OpId, SnapshotPoint)> = self
             .views
             .values()
