@@ -15,8 +15,10 @@
 //!   *mirror* the checker keeps — the snapshot's content, plus the effect of
 //!   exactly the commits the audit says were applied — so it only ever holds
 //!   committed upstream changes; and a view whose copy mirrors the feed (a
-//!   live one, or one whose old copy stays current while a forced re-copy
-//!   makes the next) and whose feed has passed its
+//!   live one, or one whose old copy stays current while a re-copy —
+//!   forced, or after a column was added — makes the next; through a
+//!   column's addition the mirror reads its columns from the widened rows)
+//!   and whose feed has passed its
 //!   snapshot holds exactly the commits up to the machine's position, with no
 //!   gap (upstream as of a commit prefix); and every view the machine reports
 //!   `running` holds exactly its mirror — a published copy of the view's

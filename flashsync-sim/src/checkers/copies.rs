@@ -348,7 +348,7 @@ impl Checker {
     }
 
     /// For a realtime view whose copy mirrors the feed (live, or kept current
-    /// while a forced re-copy makes the next) and whose feed passed its
+    /// while a re-copy makes the next) and whose feed passed its
     /// snapshot: the copy holds exactly the table's commits up to the
     /// machine's position `at`.
     pub fn check_prefix(&mut self, id: RelationId, at: Lsn, up: &Upstream) {

@@ -220,7 +220,7 @@ impl World {
     /// it emitted is in the store: each copy is exactly its mirror (see
     /// [`Checker::check_running`]), and a live one whose feed has passed its
     /// snapshot has no gap up to the machine's position (nor one whose old
-    /// copy stays current while a forced re-copy makes the next).
+    /// copy stays current while a re-copy makes the next).
     pub(super) fn check_running_views(&mut self) {
         if self.down || self.shutting_down.is_some() || !self.store_idle() {
             return;
