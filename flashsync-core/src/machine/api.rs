@@ -75,8 +75,9 @@ pub struct InjectedBugs {
     /// Let chunks grow past [`Config::snapshot_chunk_rows`] while little is
     /// held back.
     pub unbounded_chunk_growth: bool,
-    /// Stop feeding a live view's copy while a forced re-copy makes the
-    /// next one: readers see it fall behind while its job says running.
+    /// Stop feeding a live view's copy while a re-copy (forced, or after a
+    /// column was added) makes the next one: readers see it fall behind
+    /// while its job says running.
     pub freeze_recopied_copy: bool,
 }
 
