@@ -1104,3 +1104,42 @@ fn a_recopy_waits_for_a_transaction_with_parts_staged_for_the_old_copy() {
     let j = h.out.iter().position(|o| matches!(o, Output::Store(StoreAction::Publish { .. })));
     assert!(matches!((i, j), (Some(i), Some(j)) if i < j), "the commit goes to the old copy first: {:#?}", h.out);
 }
+
+/// A re-copy waiting for the end of a large transaction (parts of it
+/// staged for the old copy) holds what that transaction brings for the new
+/// copy: past the hold-back limit that must not pause the feed, or the
+/// commit it waits for would never come.
+#[test]
+fn a_recopy_waiting_for_a_commit_never_pauses_the_feed() {
+    let cfg = Config { max_batch_ops: 2, holdback_limit_bytes: 2_000, ..Config::default() };
+    let mut h = H::load_with(StoredState::default(), cfg);
+    h.live();
+    h.input(Input::Sync { request: RequestId(10), selector: Selector::All, force: true });
+    h.settle_store();
+    let snap = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, .. }) => Some(*op),
+        _ => None,
+    });
+    h.feed(StreamEvent::Begin { xid: 90, final_lsn: Lsn(700), commit_time: Timestamp(0) });
+    h.feed(StreamEvent::Change(ins(1, "big")));
+    h.feed(StreamEvent::Change(ins(2, "big")));
+    let point = SnapshotPoint { xmin: 90, xmax: 91, xip: vec![90], lsn: Lsn(650), rows: 0 };
+    h.input(Input::Snapshotted { op: snap, result: Ok(point) });
+    h.settle_store();
+    let paused = |h: &H| {
+        h.out.iter().rev().find_map(|o| match o {
+            Output::Source(SourceAction::Flow { paused, .. }) => Some(*paused),
+            _ => None,
+        })
+    };
+    let big = "x".repeat(200);
+    for k in 3..40 {
+        h.feed(StreamEvent::Change(ins(k, &big)));
+    }
+    assert_ne!(paused(&h), Some(true), "the feed paused while the copy waits for this transaction's commit");
+    h.feed(StreamEvent::Commit { end_lsn: Lsn(708) });
+    assert!(
+        h.out.iter().any(|o| matches!(o, Output::Store(StoreAction::Publish { .. }))),
+        "published after the commit"
+    );
+}

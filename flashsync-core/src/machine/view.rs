@@ -375,14 +375,21 @@ impl Phase {
         }
     }
 
-    /// Whether this is a copy resumed from a checkpoint whose chunks are all
-    /// in, waiting for the feed to deliver what it lacks
-    /// ([`ChunkStep::Draining`]): only the feed going on releases its
-    /// hold-back, so it must never pause the feed.
+    /// Whether this is a copy whose chunks are all in, waiting for the feed
+    /// — a resumed copy for what it lacks ([`ChunkStep::Draining`]), a
+    /// re-copy for the end of a transaction ([`ChunkStep::AwaitingCommit`]):
+    /// only the feed going on releases its hold-back, so it must never
+    /// pause the feed.
     pub fn drains_feed(&self) -> bool {
         matches!(
             self,
-            Phase::Copying { copy: CopyKind::Bootstrap(_, Chunks { step: ChunkStep::Draining { .. }, .. }), .. }
+            Phase::Copying {
+                copy: CopyKind::Bootstrap(
+                    _,
+                    Chunks { step: ChunkStep::Draining { .. } | ChunkStep::AwaitingCommit { .. }, .. }
+                ),
+                ..
+            }
         )
     }
 

@@ -743,6 +743,11 @@ impl Machine {
             {
                 chunks.step = ChunkStep::AwaitingCommit { point };
             }
+            // Only the transaction's end releases it now: its hold-back
+            // must not keep the feed paused (see `Phase::drains_feed`).
+            if let Some(origin) = self.views.get(&id).map(|v| v.def.origin.clone()) {
+                self.check_flow(&origin);
+            }
             return;
         }
         let Some(v) = self.views.get(&id) else { return };
