@@ -164,6 +164,14 @@ impl Txn {
             }
         }
     }
+
+    /// View `id` holds nothing of this transaction any more: what it held
+    /// goes, and the rest of the transaction is not held for it.
+    pub fn stop_holding(&mut self, id: RelationId) {
+        self.leave(id, Route::Hold);
+        self.hold.remove(&id);
+        self.hold_bytes.remove(&id);
+    }
 }
 
 /// An origin and its feed.

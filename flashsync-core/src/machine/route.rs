@@ -82,9 +82,7 @@ impl Machine {
             // Nor is the rest of it held (a copy of it kept current would
             // otherwise take the rest twice).
             if let Some(txn) = self.origins.get_mut(&origin).and_then(|o| o.feed.txn_mut()) {
-                txn.leave(id, Route::Hold);
-                txn.hold.remove(&id);
-                txn.hold_bytes.remove(&id);
+                txn.stop_holding(id);
             }
         }
         if released > 0 || stops_holding {
@@ -120,9 +118,7 @@ impl Machine {
         self.end_work(id, live);
         // What the open transaction held for the new copy goes with it.
         if let Some(txn) = self.origin_txn_of(id) {
-            txn.leave(id, Route::Hold);
-            txn.hold.remove(&id);
-            txn.hold_bytes.remove(&id);
+            txn.stop_holding(id);
         }
         true
     }
