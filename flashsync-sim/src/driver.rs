@@ -156,6 +156,13 @@ pub(crate) enum Ev {
     LivenessSync,
     /// The local process starts again after a crash.
     Restart,
+    /// The local process dies, at a moment a fault aimed for (for the
+    /// incarnation it was aimed at).
+    Crash {
+        inc: u64,
+        /// Whether what was not durable is lost.
+        lose: bool,
+    },
 }
 
 /// A control request waiting for its reply.
@@ -242,6 +249,14 @@ pub(crate) struct World {
     pub defs_used: Vec<ViewDef>,
     /// The liveness phase: the workload stops acting.
     pub liveness: bool,
+    /// Crashes aimed at a live view's re-copy once it has a checkpoint.
+    recopy_crashes: u32,
+    /// A crash aimed that way, armed by this incarnation for this view: it
+    /// fires once a batch changes the view's old copy, and loses nothing
+    /// (as after a journal rotation), so the old copy holds a transaction
+    /// the checkpoint lacks, which the feed replays for the new copy after
+    /// the restart.
+    recopy_crash: Option<(u64, RelationId)>,
     pub next_burst: u64,
     /// The scenario being run.
     pub scenario: crate::scenario::Scenario,
@@ -341,6 +356,8 @@ impl World {
             burst_sizes: BTreeMap::new(),
             defs_used: Vec::new(),
             liveness: false,
+            recopy_crashes: 0,
+            recopy_crash: None,
             next_burst: 1,
             scenario: crate::scenario::Scenario::All,
             feed_txn_open: false,
@@ -476,6 +493,10 @@ impl World {
                 self.offline_until = None;
             }
             Ev::Restart => self.restart(),
+            Ev::Crash { inc, lose } if inc == self.inc && !self.down && !self.liveness => {
+                let downtime = 10 + self.jitter(300);
+                self.crash(lose, downtime);
+            }
             Ev::LivenessSync => {
                 if self.down || self.shutting_down.is_some() {
                     self.schedule(5, Ev::LivenessSync);

@@ -69,6 +69,9 @@ pub struct Report {
     /// Forced re-copies of live views whose new copy went to be published
     /// while the old one stayed current (and was checked to).
     pub live_recopies: u64,
+    /// Re-copies of live views continued from a checkpoint after a
+    /// restart, their old copy re-attached meanwhile.
+    pub recopies_resumed: u64,
     /// Views defined at the end.
     pub views: usize,
     /// Number of violations (0 or 1: a run stops at the first).

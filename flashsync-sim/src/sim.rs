@@ -77,6 +77,7 @@ impl SimOptions {
             (self.bugs.resume_past_gap, "resume_past_gap"),
             (self.bugs.unbounded_chunk_growth, "unbounded_chunk_growth"),
             (self.bugs.freeze_recopied_copy, "freeze_recopied_copy"),
+            (self.bugs.reapply_resumed_span, "reapply_resumed_span"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
             (self.exec_bugs.drop_captured_removals, "drop_captured_removals"),
@@ -236,7 +237,8 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
     let wall = started.elapsed();
     let wall_ms = wall.as_millis() as u64;
     let secs = wall.as_secs_f64().max(1e-6);
-    let (passes, commits_applied, live_recopies) = w.total_stats();
+    let totals = w.total_stats();
+    let (passes, commits_applied, live_recopies) = (totals.passes, totals.commits_applied, totals.live_recopies);
     let upstream_commits = w.up.history().len() as u64;
     let faults_injected = w.counters.faults.values().sum();
     Ok(Report {
@@ -252,6 +254,7 @@ pub fn run(opts: &SimOptions) -> Result<Report, SimError> {
         copy_checkpoints: w.checker.checkpointed,
         copies_resumed: w.checker.resumed,
         live_recopies,
+        recopies_resumed: totals.recopies_resumed,
         upstream_commits,
         faults_injected,
         faults: w.counters.faults.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),

@@ -218,6 +218,17 @@ fn write(w: &mut World) {
     }
 }
 
+/// A few transactions committed at once, on random tables: writes for the
+/// feed to deliver in a window a fault aims at.
+pub(crate) fn write_burst(w: &mut World, txns: usize) {
+    for _ in 0..txns {
+        let t = w.up.begin();
+        let n = 1 + w.rng.below(4) as usize;
+        w.up.add_ops(t, n, &mut w.rng, true);
+        commit(w, t, false);
+    }
+}
+
 fn commit(w: &mut World, t: TxnId, window: bool) {
     let before = w.up.history().len();
     let result = w.up.commit(t, !window);

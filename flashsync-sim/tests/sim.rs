@@ -206,6 +206,16 @@ fn freeze_recopied_copy_is_caught() {
     assert!(seed.is_some(), "freeze_recopied_copy went unnoticed in 1000 seeds");
 }
 
+/// After a restart, the origin taken back to the checkpoint of a live
+/// view's re-copy it continues: the old copy takes the replayed
+/// transactions again.
+#[test]
+fn reapply_resumed_span_is_caught() {
+    let bugs = InjectedBugs { reapply_resumed_span: true, ..Default::default() };
+    let seed = find(bugs, "no commit applied twice", 1000);
+    assert!(seed.is_some(), "reapply_resumed_span went unnoticed in 1000 seeds");
+}
+
 #[test]
 fn apply_while_disabled_is_caught() {
     let bugs = InjectedBugs { apply_while_disabled: true, ..Default::default() };

@@ -244,8 +244,12 @@ impl Engine {
     /// fall behind, and status keeps saying `running` — then the new copy
     /// replaces it atomically; the call returns once the new copy is live.
     /// If that copy fails, the view goes on on its old copy and the summary
-    /// lists it as failed. A restart in the middle simply keeps the old copy
-    /// (the re-copy is not resumed: nothing was lost). A running view whose
+    /// lists it as failed. A restart in the middle re-attaches the old copy
+    /// (the view runs at once) and continues the new one from its last
+    /// checkpoint, with stores that keep copies across restarts (fjall and
+    /// SQLite do); like any copy in chunks, it holds the slot's
+    /// acknowledgements back to that checkpoint while it runs. A running
+    /// view whose
     /// feed is down is reconnected instead, and one whose copy was made a
     /// moment ago (its hand-off not yet durable) is left as it is: call
     /// again to copy it.

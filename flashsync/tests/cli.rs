@@ -1255,6 +1255,68 @@ listen = "127.0.0.1:{port}"
     assert!(run.wait().unwrap().success());
 }
 
+/// Writers updating random rows of `big (id, v)` (ids 1..=rows), each in a
+/// transaction of its own, `pause` apart, until stopped.
+struct RandomUpdates {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RandomUpdates {
+    fn start(rt: &tokio::runtime::Runtime, db: &testkit::TestDb, rows: i64, pause: Duration) -> RandomUpdates {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, w) = (stop.clone(), writes.clone());
+        let client = rt.block_on(db.client());
+        let task = rt.spawn(async move {
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            while !s.load(Ordering::SeqCst) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let id = (x % rows as u64) as i64 + 1;
+                let n = w.fetch_add(1, Ordering::SeqCst) as i64;
+                client.execute("UPDATE big SET v = $2 WHERE id = $1", &[&id, &format!("w{n}")]).await.unwrap();
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        });
+        RandomUpdates { stop, writes, task }
+    }
+
+    /// Stops them; returns how many updates they made.
+    fn stop(self, rt: &tokio::runtime::Runtime) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        rt.block_on(self.task).unwrap();
+        self.writes.load(Ordering::SeqCst)
+    }
+}
+
+/// The view `public.big_live` (through `run`'s admin socket) equals the
+/// table `big`, row for row, within a minute.
+fn assert_big_mirrored_exactly(rt: &tokio::runtime::Runtime, db: &testkit::TestDb, config: &std::path::Path) {
+    let upstream: Vec<String> = rt.block_on(async {
+        let rows = db.client().await.query("SELECT id, v FROM big ORDER BY id", &[]).await.unwrap();
+        rows.iter().map(|r| format!("{},{}", r.get::<_, i64>(0), r.get::<_, String>(1))).collect()
+    });
+    let mut last = Vec::new();
+    let exact = (0..120).any(|_| {
+        let (ok, out, _) = flashsync(config, &["dump", "public.big_live"]);
+        last = out.lines().skip_while(|l| l.starts_with("id")).map(str::to_owned).collect();
+        if ok && last == upstream {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        false
+    });
+    let differ = last.iter().zip(&upstream).find(|(a, b)| a != b);
+    assert!(exact, "mirror differs: {} rows vs {}; first difference {differ:?}", last.len(), upstream.len());
+}
+
 /// The issue's resumable copy, with writers updating random rows of a
 /// 1M-row table throughout its copy in chunks: Ctrl-C (SIGTERM) at about
 /// 40%, then `kill -9` once three quarters are in; each restart continues
@@ -1262,9 +1324,6 @@ listen = "127.0.0.1:{port}"
 /// copied) and the mirror ends exact.
 #[test]
 fn a_copy_stopped_then_killed_continues_from_its_checkpoint() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
-
     const ROWS: i64 = 1_000_000;
     const CHUNK: i64 = 25_000;
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -1311,23 +1370,7 @@ chunk_rows = {CHUNK}
         parse_prometheus(&body).into_iter().find(|(s, _)| s.starts_with("flashsync_snapshot_rows{")).map(|(_, v)| v)
     };
 
-    // Writers update random rows (each a transaction) until told to stop.
-    let (stop, writes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-    let writer = {
-        let (stop, writes) = (stop.clone(), writes.clone());
-        let client = rt.block_on(db.client());
-        rt.spawn(async move {
-            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-            while !stop.load(Ordering::SeqCst) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let id = (x % ROWS as u64) as i64 + 1;
-                let n = writes.fetch_add(1, Ordering::SeqCst) as i64;
-                client.execute("UPDATE big SET v = $2 WHERE id = $1", &[&id, &format!("w{n}")]).await.unwrap();
-            }
-        })
-    };
+    let writer = RandomUpdates::start(&rt, &db, ROWS, Duration::ZERO);
 
     let socket = dir.path().join("data/admin/flashsync.sock");
     // Rows the copy has written in this run (the progress a restart starts
@@ -1385,27 +1428,8 @@ chunk_rows = {CHUNK}
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::SeqCst);
-    rt.block_on(writer).unwrap();
-    assert!(writes.load(Ordering::SeqCst) > 100, "the writers wrote throughout");
-
-    // Exact: the mirror equals the table, row for row.
-    let upstream: Vec<String> = rt.block_on(async {
-        let rows = db.client().await.query("SELECT id, v FROM big ORDER BY id", &[]).await.unwrap();
-        rows.iter().map(|r| format!("{},{}", r.get::<_, i64>(0), r.get::<_, String>(1))).collect()
-    });
-    let mut last = Vec::new();
-    let exact = (0..120).any(|_| {
-        let (ok, out, _) = flashsync(&config, &["dump", "public.big_live"]);
-        last = out.lines().skip_while(|l| l.starts_with("id")).map(str::to_owned).collect();
-        if ok && last == upstream {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        false
-    });
-    let differ = last.iter().zip(&upstream).find(|(a, b)| a != b);
-    assert!(exact, "mirror differs: {} rows vs {}; first difference {differ:?}", last.len(), upstream.len());
+    assert!(writer.stop(&rt) > 100, "the writers wrote throughout");
+    assert_big_mirrored_exactly(&rt, &db, &config);
 
     // Continued, not started over: each restart copied only what the last
     // checkpoint lacked.
@@ -1427,6 +1451,143 @@ chunk_rows = {CHUNK}
         total / ROWS as f64
     );
     assert!(total <= 1.25 * ROWS as f64, "copied {total} rows in all for a {ROWS}-row table");
+    signal(run.id(), "-TERM");
+    assert!(run.wait().unwrap().success());
+}
+
+/// `sync --force` copies a running view again while its old copy stays
+/// current; a `kill -9` at about 40% of that copy, writers updating random
+/// rows throughout: the restarted `run` re-attaches the old copy (the view
+/// runs at once) and continues the new copy from its last checkpoint (in
+/// all, at most 1.25x the table is copied again), and the mirror ends
+/// exact.
+#[test]
+fn a_forced_recopy_killed_midway_continues_beside_its_old_copy() {
+    const ROWS: i64 = 400_000;
+    const CHUNK: i64 = 10_000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(testkit::test_db("cli_resume_recopy")) else { return };
+    rt.block_on(async {
+        db.client()
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE big (id bigint PRIMARY KEY, v text);
+                 INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g;
+                 ANALYZE big;"
+            ))
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flashsync.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        &config,
+        format!(
+            r#"store = "data"
+[origins."postgres:main"]
+url_env = "CLI_RECOPY_PG_URL"
+[[views]]
+name = "big_live"
+persistence = "realtime"
+origin = "postgres:main"
+upstream = "public.big"
+[metrics]
+listen = "127.0.0.1:{port}"
+[copy]
+chunk_rows = {CHUNK}
+"#
+        ),
+    )
+    .unwrap();
+    let url = pg_url(&db);
+    let log = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let socket = dir.path().join("data/admin/flashsync.sock");
+    let status = || flashsync(&config, &["status"]).1;
+    let mut run = start_run(&config, ("CLI_RECOPY_PG_URL", &url), &dir.path().join("run1.log"));
+    wait("the first copy", Duration::from_secs(120), || socket.exists() && status().contains("running"));
+    // Paced: every one of them is applied to the old copy (a debug build
+    // could not keep up with writers at full speed).
+    let writer = RandomUpdates::start(&rt, &db, ROWS, Duration::from_millis(2));
+
+    let copied = || -> Option<f64> {
+        let (code, body) = try_http_get(port, "/metrics").ok()?;
+        (code == 200).then_some(())?;
+        parse_prometheus(&body).into_iter().find(|(s, _)| s.starts_with("flashsync_snapshot_rows{")).map(|(_, v)| v)
+    };
+    // The forced sync waits for the new copy; the kill cuts it short. It
+    // leaves a view whose hand-off is not yet durable as it is (answering
+    // at once): asked again until a copy is under way.
+    let force = || {
+        let out = std::fs::File::create(dir.path().join("forced.log")).unwrap();
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(["sync", "public.big_live", "--force"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .map(Running)
+            .unwrap()
+    };
+    let mut forced = force();
+    wait("a re-copy under way", Duration::from_secs(60), || {
+        if copied().is_some_and(|n| n > 0.0) {
+            return true;
+        }
+        if forced.try_wait().unwrap().is_some() {
+            forced = force();
+        }
+        false
+    });
+    let mut before_kill = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while before_kill < 0.4 * ROWS as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "40% of the re-copy never came ({before_kill} rows); forced sync: {}\nlog:\n{}",
+            log("forced.log"),
+            log("run1.log")
+        );
+        before_kill = copied().unwrap_or(0.0);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(status().contains("running"), "the old copy runs while the new one is made: {}", status());
+    signal(run.id(), "-KILL");
+    run.wait().unwrap();
+    drop(forced);
+
+    let _ = std::fs::remove_file(&socket);
+    let mut run = start_run(&config, ("CLI_RECOPY_PG_URL", &url), &dir.path().join("run2.log"));
+    wait("the restarted run's admin socket", Duration::from_secs(60), || socket.exists());
+    wait("the re-copy to continue", Duration::from_secs(60), || {
+        log("run2.log").contains("continuing the copy of public.big")
+    });
+    assert!(status().contains("running"), "the old copy re-attached at once: {}", status());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !log("run2.log").contains("copied public.big in") {
+        assert!(
+            Instant::now() < deadline,
+            "the re-copy never finished; status: {}\nlog:\n{}",
+            status(),
+            log("run2.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(writer.stop(&rt) > 100, "the writers wrote throughout");
+    assert_big_mirrored_exactly(&rt, &db, &config);
+
+    let text = log("run2.log");
+    let line = text.lines().find(|l| l.contains("copied public.big in")).unwrap_or_else(|| panic!("no copy:\n{text}"));
+    let after: f64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rows="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row count in {line:?}"));
+    let total = before_kill + after;
+    eprintln!("re-copied {before_kill} rows before kill -9, {after} after: {:.3}x the table", total / ROWS as f64);
+    assert!(total <= 1.25 * ROWS as f64, "copied {total} rows in all for a {ROWS}-row table");
+    assert!(!text.contains("copying it again"), "the restart copied the view afresh:\n{text}");
     signal(run.id(), "-TERM");
     assert!(run.wait().unwrap().success());
 }

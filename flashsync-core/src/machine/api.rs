@@ -79,6 +79,11 @@ pub struct InjectedBugs {
     /// column was added) makes the next one: readers see it fall behind
     /// while its job says running.
     pub freeze_recopied_copy: bool,
+    /// After a restart, take the origin's position back to the checkpoint
+    /// of a live view's re-copy that continues from it (as if the feed's
+    /// replay were new to every view): the old copy takes again the
+    /// transactions the feed replays for the new one.
+    pub reapply_resumed_span: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.

@@ -145,6 +145,9 @@ impl Machine {
         for id in self.origin_views(origin) {
             match self.views.get(&id).map(|v| &v.phase) {
                 Some(Phase::Live { .. }) => self.view_feed_up(id),
+                // A re-copy continued after a restart: the pass that
+                // re-attached the view waits for its old copy only.
+                Some(p) if matches!(p.current_old(), Some((_, _, Recopying::Resumed))) => self.view_feed_up(id),
                 // Its old copy is current again; the pass waits for the
                 // new one.
                 Some(p) if p.recopies_live() => self.mark_running(id),

@@ -162,6 +162,9 @@ pub struct Stats {
     /// Forced re-copies of live views whose new copy went to be published
     /// while the old one stayed current.
     pub live_recopies: u64,
+    /// Re-copies of live views continued from a checkpoint after a restart,
+    /// their old copy re-attached meanwhile.
+    pub recopies_resumed: u64,
     /// Feed subscriptions started.
     pub subscribes: u64,
     /// Store batches emitted.

@@ -110,12 +110,19 @@ impl Machine {
     /// feed). Returns whether the view was such a re-copy.
     pub(super) fn abandon_recopy(&mut self, id: RelationId) -> bool {
         let live = match self.views.get(&id).and_then(|v| v.phase.current_old()) {
-            Some((shape, filter, Recopying::Forced)) => {
+            Some((shape, filter, Recopying::Forced | Recopying::Resumed)) => {
                 Phase::Live { shape: shape.clone(), filter: filter.clone(), replay: None }
             }
             _ => return false,
         };
         self.end_work(id, live);
+        // Its checkpoint goes with it: a restart must not continue a copy
+        // given up (the store drops the generation with the abandoned op).
+        let checkpointed =
+            self.views.get_mut(&id).and_then(|v| v.job.as_mut()).is_some_and(|j| j.copy.take().is_some());
+        if checkpointed {
+            self.persist_job(id);
+        }
         // What the open transaction held for the new copy goes with it.
         if let Some(txn) = self.origin_txn_of(id) {
             txn.stop_holding(id);

@@ -929,9 +929,9 @@ fn doubled_changes_after_a_cut(keep_abandoned_parts: bool) -> usize {
 /// A forced `sync()` of a live view copies it again while its old copy
 /// stays current (DESIGN §10): a transaction committing meanwhile is
 /// applied to the old copy at once and held for the new one; the new
-/// copy's snapshot then decides whether its hand-off replays it. The
-/// re-copy keeps no checkpoint, the job stays running throughout, and the
-/// caller is answered once the new copy is live.
+/// copy's snapshot then decides whether its hand-off replays it. The job
+/// stays running throughout, and the caller is answered once the new copy
+/// is live.
 #[test]
 fn a_forced_recopy_keeps_the_old_copy_current() {
     let mut h = H::load_with(StoredState::default(), Config { snapshot_chunk_rows: 2, ..Config::default() });
@@ -965,10 +965,6 @@ fn a_forced_recopy_keeps_the_old_copy_current() {
     let p = SnapshotPoint { xmin: 70, xmax: 72, xip: vec![70], lsn: Lsn(350), rows: 2 };
     let end = crate::source::ChunkEnd::Done;
     h.input(Input::ChunkCopied { op, result: Ok(crate::source::CopiedChunk { point: p, end }) });
-    assert!(
-        !h.out.iter().any(|o| matches!(o, Output::Store(StoreAction::Amend { checkpoint: Some(_), .. }))),
-        "a re-copy with a current old copy keeps no checkpoint"
-    );
     h.settle_store();
     let batches = h.applied_batches();
     let replay = batches.iter().find(|b| b.progress == Progress::Replay).expect("a hand-off batch");
@@ -1012,6 +1008,106 @@ fn a_failed_forced_recopy_stays_live_on_the_old_copy() {
     let applied: Vec<RowOp> =
         h.applied_batches().iter().flat_map(|b| b.views.iter().flat_map(|v| v.ops.clone())).collect();
     assert_eq!(applied, vec![RowOp::Insert { key: key![5], row: row![5, "after the failure"] }]);
+}
+
+/// A forced re-copy cut by a restart after its first chunk: the old copy
+/// re-attaches and runs (the restart's sync is answered at once), the new
+/// copy continues from its checkpoint, and of the transactions the feed
+/// replays from there the old copy takes none again, the new one each it
+/// lacks.
+#[test]
+fn a_forced_recopy_continues_after_a_restart_beside_its_old_copy() {
+    let cfg = Config { snapshot_chunk_rows: 2, ..Config::default() };
+    let mut h = H::load_with(StoredState::default(), cfg.clone());
+    h.live();
+    h.input(Input::Sync { request: RequestId(10), selector: Selector::All, force: true });
+    h.settle_store();
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, chunk: Some(_), .. }) => Some(*op),
+        _ => None,
+    });
+    h.commit(70, 400, ins(2, "while the first chunk is copied"));
+    h.durable_batches();
+    let p1 = SnapshotPoint { xmin: 60, xmax: 60, xip: vec![], lsn: Lsn(350), rows: 2 };
+    let end = crate::source::ChunkEnd::After(key![2]);
+    h.input(Input::ChunkCopied { op, result: Ok(crate::source::CopiedChunk { point: p1, end }) });
+    let job = h.take(|o| match o {
+        Output::Store(StoreAction::Amend { op: o2, checkpoint: Some(job), .. }) if *o2 == op => Some(job.clone()),
+        _ => None,
+    });
+    assert_eq!(job.state, JobState::Running, "the old copy stays current: its job is stored running");
+    assert_eq!(job.copy.as_ref().map(|c| c.through), Some(Lsn(408)));
+    h.input(Input::Amended { op, result: Ok(ApplyReport::default()) });
+    // The old copy takes a commit after the checkpoint, durably.
+    h.commit(80, 500, ins(1, "after the checkpoint"));
+    h.durable_batches();
+
+    // The process dies; the store kept the checkpoint and the position 508.
+    let id = job.relation_id;
+    let state = StoredState {
+        views: vec![ViewRecord { relation_id: id, def: realtime_t() }],
+        jobs: vec![job],
+        origins: vec![crate::store::OriginProgress { origin: origin(), applied: Lsn(508) }],
+        schemas: vec![(id, schema())],
+        ..StoredState::default()
+    };
+    let mut h = H::load_with(state, cfg);
+    h.input(Input::Sync { request: RequestId(1), selector: Selector::All, force: false });
+    h.settle_store();
+    h.prepared();
+    let (epoch, resume) = h.take(|o| match o {
+        Output::Source(SourceAction::Subscribe { epoch, resume, .. }) => Some((*epoch, *resume)),
+        _ => None,
+    });
+    assert_eq!(resume, Some(Lsn(408)), "the feed replays from the checkpoint");
+    let report = SlotReport { slot_id: "s".into(), start: FeedStart::Existing { confirmed_flush: Lsn(408) } };
+    h.input(Input::Subscribed { origin: origin(), epoch, result: Ok(report) });
+    let answered = h.out.iter().any(
+        |o| matches!(o, Output::Reply { request: RequestId(1), reply: Reply::Synced(s) } if s.realtime.len() == 1),
+    );
+    assert!(answered, "the restart's sync is answered once the old copy runs: {:#?}", h.out);
+    assert_eq!(h.status().state, JobState::Running);
+    assert!(h.m.mirrors_feed(id));
+    let (op, after) = h.take(|o| match o {
+        Output::Store(StoreAction::Resume { op, after, .. }) => Some((*op, after.clone())),
+        _ => None,
+    });
+    assert_eq!(after, key![2], "the new copy continues where its checkpoint left it");
+    h.input(Input::Resumed { op, result: Ok(true) });
+    let next = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op: o2, chunk: Some(c), .. }) if *o2 == op => Some(c.clone()),
+        _ => None,
+    });
+    assert_eq!(next.after, Some(key![2]));
+    // The replay of xid 80: the old copy has it already.
+    h.commit(80, 500, ins(1, "after the checkpoint"));
+    h.commit(90, 600, ins(3, "after the restart"));
+    let applied: Vec<RowOp> =
+        h.applied_batches().iter().flat_map(|b| b.views.iter().flat_map(|v| v.ops.clone())).collect();
+    assert_eq!(
+        applied,
+        vec![RowOp::Insert { key: key![3], row: row![3, "after the restart"] }],
+        "the old copy takes only what it lacks"
+    );
+    // The last chunk's snapshot holds neither: the new copy takes both.
+    let p2 = SnapshotPoint { xmin: 75, xmax: 75, xip: vec![], lsn: Lsn(450), rows: 1 };
+    let end = crate::source::ChunkEnd::Done;
+    h.input(Input::ChunkCopied { op, result: Ok(crate::source::CopiedChunk { point: p2, end }) });
+    let published = h.take(|o| match o {
+        Output::Store(StoreAction::Publish { job, .. }) => Some(job.clone()),
+        _ => None,
+    });
+    assert!(published.copy.is_none(), "a published copy has nothing left to continue");
+    h.input(Input::StoreDone { op, result: Ok(()) });
+    let replay = h.applied_batches().into_iter().find(|b| b.progress == Progress::Replay).expect("a replay batch");
+    assert_eq!(
+        replay.views[0].ops,
+        vec![
+            RowOp::Insert { key: key![1], row: row![1, "after the checkpoint"] },
+            RowOp::Insert { key: key![3], row: row![3, "after the restart"] },
+        ]
+    );
+    assert_eq!(h.m.phase(id), Some(ViewPhase::Live));
 }
 
 /// A column added to the table of a live view: the view is copied again

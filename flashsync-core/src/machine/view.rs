@@ -207,10 +207,12 @@ pub(super) enum OldCopy {
     /// say): the published copy keeps mirroring the feed through `shape`
     /// (the live one, or the old columns read from the new relation) with
     /// its hand-off `filter`, until the new copy is handed to the store to
-    /// publish. Readers never see it fall behind. Such a copy keeps no
-    /// checkpoints: after a restart the old copy, current through the
-    /// stored position, simply goes on (and is copied again if its relation
-    /// changed).
+    /// publish. Readers never see it fall behind. The new copy is
+    /// checkpointed beside a job stored as running: after a restart the old
+    /// copy, current through the stored position, re-attaches and the new
+    /// one continues ([`Recopying::Resumed`]); if the relation changed
+    /// meanwhile, the old copy is frozen and the new one continues if it
+    /// still fits.
     Current { shape: Arc<ViewShape>, filter: Option<Handoff>, why: Recopying },
 }
 
@@ -224,6 +226,12 @@ pub(super) enum Recopying {
     /// only the new one holds what changed, so a failure is a failure (the
     /// view is retried after its back-off, its old copy left as it is).
     Reshaped,
+    /// A re-copy a checkpoint kept across a restart, continued once the old
+    /// copy re-attached: the old copy is as good as before the restart, so
+    /// nobody waits for the new one (the pass that attached the view is
+    /// answered when the old copy runs) and, as for a forced one, a failure
+    /// leaves the view live on the old copy.
+    Resumed,
 }
 
 /// Where a view is. Each variant holds exactly what that step needs.

@@ -17,6 +17,14 @@ impl Machine {
         let last_error = job.last_error.clone().unwrap_or_else(|| "failed".into());
         let (persistence, origin) = (v.def.persistence, v.def.origin.clone());
         match &v.phase {
+            // A re-copy continued after a restart: the old copy is what an
+            // unforced sync asks for, and it runs.
+            p if !force
+                && matches!(p.current_old(), Some((_, _, Recopying::Resumed)))
+                && self.origins.get(&origin).is_some_and(|o| o.feed.up().is_some()) =>
+            {
+                Some(Outcome::Realtime)
+            }
             // Work from an earlier request is still in flight; it will report.
             Phase::Preparing { .. } | Phase::Queued { .. } | Phase::Copying { .. } | Phase::Publishing { .. } => None,
             Phase::Live { shape, filter, replay } => {
@@ -128,13 +136,34 @@ impl Machine {
                 // position and the relation is unchanged: replay the feed.
                 // The filter of an unfinished hand-off survives the restart.
                 let filter = v.job.as_ref().and_then(|j| j.handoff.clone());
-                self.set_phase(id, Phase::Live { shape, filter, replay: None });
+                // A job stored as running with a checkpoint was being copied
+                // again with its old copy current (only such a copy is
+                // checkpointed beside a running job): the new copy continues
+                // from its checkpoint while the old one runs.
+                let recopy = self.cfg.checkpoint_copies && v.job.as_ref().is_some_and(|j| j.copy.is_some());
+                let phase = if recopy {
+                    self.stats.recopies_resumed += 1;
+                    if self.bugs().reapply_resumed_span {
+                        let through = v.job.as_ref().and_then(|j| j.copy.as_ref()).map(|c| c.through);
+                        if let Some(o) = self.origins.get_mut(&origin) {
+                            o.applied = o.applied.min(through);
+                        }
+                    }
+                    let old = OldCopy::Current { shape: shape.clone(), filter, why: Recopying::Resumed };
+                    Phase::Queued { shape, races: 0, old }
+                } else {
+                    Phase::Live { shape, filter, replay: None }
+                };
+                self.set_phase(id, phase);
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;
                 }
                 match self.origins.get(&origin).and_then(|o| o.feed.up()) {
                     Some(_) => self.view_feed_up(id),
                     _ => self.maybe_subscribe(&origin),
+                }
+                if recopy {
+                    self.try_start_snapshots();
                 }
             }
             Goal::Attach | Goal::Bootstrap => {
@@ -195,7 +224,10 @@ impl Machine {
                     // A copy a checkpoint kept before a restart continues
                     // where it was, if this feed delivers every transaction
                     // since the checkpoint; otherwise it starts over.
-                    let kept = v.job.as_ref().and_then(|j| j.copy.as_ref()).filter(|_| matches!(old, OldCopy::Frozen));
+                    // Not for a re-copy that began in this process: its job
+                    // carries no checkpoint of an earlier copy to continue.
+                    let continues = matches!(old, OldCopy::Frozen | OldCopy::Current { why: Recopying::Resumed, .. });
+                    let kept = v.job.as_ref().and_then(|j| j.copy.as_ref()).filter(|_| continues);
                     let gap = |c: &CopyCheckpoint| !o.feed.delivers_from(c.through) && !self.bugs().resume_past_gap;
                     match kept.filter(|c| rows > 0 && self.cfg.checkpoint_copies && !gap(c)) {
                         Some(c) => {
@@ -627,11 +659,6 @@ impl Machine {
             return None;
         }
         let v = self.views.get(&id)?;
-        // The old copy is current and stays so across a restart: nothing
-        // to continue, and no reason to keep the slot's WAL for it.
-        if v.phase.recopies_live() {
-            return None;
-        }
         let chunks = v.phase.chunks()?;
         // A resumed copy that the feed has not caught up yet has only what
         // the feed delivered since; any other, all the origin received.
@@ -647,9 +674,11 @@ impl Machine {
         };
         let now = self.now;
         let mut job = v.job.clone().unwrap_or_else(|| JobRecord::new(id, &v.def.name, v.def.persistence, now));
-        // The old copy (if any) is no longer current, whatever the job
-        // said: never stored as running beside an unfinished copy.
-        if job.state == JobState::Running {
+        // An old copy that is not kept current is no longer trusted,
+        // whatever the job said: never stored as running beside an
+        // unfinished copy. One kept current stays running: a restart
+        // re-attaches it, then continues the new copy (`on_prepared`).
+        if job.state == JobState::Running && !v.phase.recopies_live() {
             job.state = JobState::Idle;
         }
         job.copy = Some(Box::new(checkpoint.clone()));

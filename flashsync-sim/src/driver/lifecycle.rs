@@ -57,16 +57,20 @@ impl World {
         self.dead_stats.passes += s.passes;
         self.dead_stats.commits_applied += s.commits_applied;
         self.dead_stats.live_recopies += s.live_recopies;
+        self.dead_stats.recopies_resumed += s.recopies_resumed;
     }
 
-    /// Passes and commits over every incarnation.
-    pub fn total_stats(&self) -> (u64, u64, u64) {
+    /// The machine's counters the report shows, over every incarnation
+    /// (the others stay zero).
+    pub fn total_stats(&self) -> flashsync_core::machine::Stats {
         let s = self.machine().stats();
-        (
-            self.dead_stats.passes + s.passes,
-            self.dead_stats.commits_applied + s.commits_applied,
-            self.dead_stats.live_recopies + s.live_recopies,
-        )
+        flashsync_core::machine::Stats {
+            passes: self.dead_stats.passes + s.passes,
+            commits_applied: self.dead_stats.commits_applied + s.commits_applied,
+            live_recopies: self.dead_stats.live_recopies + s.live_recopies,
+            recopies_resumed: self.dead_stats.recopies_resumed + s.recopies_resumed,
+            ..Default::default()
+        }
     }
 
     /// A clean shutdown: the executor drains the store and persists; once it

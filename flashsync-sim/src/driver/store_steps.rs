@@ -8,6 +8,7 @@ use flashsync_core::machine::ViewPhase;
 use flashsync_core::{ApplyReport, JobState, Persistence, RelationId, Row, Selector, StoreError, StoreErrorKind};
 
 use super::{summary, Ev, World};
+use crate::faults::Fault;
 
 impl World {
     pub(super) fn store_step(&mut self) {
@@ -81,6 +82,7 @@ impl World {
                             self.checker.on_durable(d);
                             if r.as_ref().is_ok_and(|report| report.conflicts.is_empty()) {
                                 self.checker.on_checkpoint(op, &self.up);
+                                self.maybe_crash_recopy(&job);
                             }
                             r
                         }
@@ -169,6 +171,16 @@ impl World {
                 }
             }
             results.push(result);
+        }
+        if let Some((inc, view)) = self.recopy_crash {
+            let recopying = self.machine().phase(view) == Some(ViewPhase::Copying) && self.machine().mirrors_feed(view);
+            if inc != self.inc || !recopying {
+                // Missed: the copy is done (or the process died).
+                self.recopy_crash = None;
+            } else if touched.contains(&view) {
+                self.recopy_crash = None;
+                self.schedule(0, Ev::Crash { inc, lose: false });
+            }
         }
         for id in touched {
             let rows = self.store.rows(id);
@@ -267,5 +279,28 @@ impl World {
         // The answer takes its time to reach the executor.
         let (d, inc) = (self.jitter(self.plan.timing.store_ms), self.inc);
         self.schedule(d, Ev::Persisted { inc, result });
+    }
+}
+
+impl World {
+    /// A checkpoint stored beside a running job belongs to a re-copy whose
+    /// old copy stays current: a crash now leaves both for the restart to
+    /// take up again (the old copy re-attached, the new one continued).
+    /// Random crashes rarely land in that window, so some are aimed at it
+    /// (see `World::recopy_crash`), where the plan has crashes at all.
+    fn maybe_crash_recopy(&mut self, job: &flashsync_core::JobRecord) {
+        // Not once the workload has stopped: the liveness phase converges
+        // on what it wrote.
+        if self.liveness || job.state != JobState::Running || job.copy.is_none() || self.plan.rate(Fault::Crash) == 0 {
+            return;
+        }
+        let armed = self.recopy_crash.is_some_and(|(inc, _)| inc == self.inc);
+        if !armed && self.recopy_crashes < 4 && self.rng.chance(0.9) {
+            self.recopy_crashes += 1;
+            self.recopy_crash = Some((self.inc, job.relation_id));
+            // Copies run between the workload's writes as often as not:
+            // some for the old copy to take (and the crash to follow).
+            crate::workload::write_burst(self, 6);
+        }
     }
 }
