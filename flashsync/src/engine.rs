@@ -249,10 +249,9 @@ impl Engine {
     /// checkpoint, with stores that keep copies across restarts (fjall and
     /// SQLite do); like any copy in chunks, it holds the slot's
     /// acknowledgements back to that checkpoint while it runs. A running
-    /// view whose
-    /// feed is down is reconnected instead, and one whose copy was made a
-    /// moment ago (its hand-off not yet durable) is left as it is: call
-    /// again to copy it.
+    /// view whose feed is down is reconnected instead. One whose copy was
+    /// made a moment ago is copied again once that copy's hand-off is
+    /// durable (a crash before then would copy it again anyway).
     pub async fn sync_forced(&self, selector: impl IntoSelector) -> Result<SyncSummary, EngineError> {
         self.sync_with(selector, true).await
     }

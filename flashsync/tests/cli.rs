@@ -1515,31 +1515,17 @@ chunk_rows = {CHUNK}
         (code == 200).then_some(())?;
         parse_prometheus(&body).into_iter().find(|(s, _)| s.starts_with("flashsync_snapshot_rows{")).map(|(_, v)| v)
     };
-    // The forced sync waits for the new copy; the kill cuts it short. It
-    // leaves a view whose hand-off is not yet durable as it is (answering
-    // at once): asked again until a copy is under way.
-    let force = || {
-        let out = std::fs::File::create(dir.path().join("forced.log")).unwrap();
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(["sync", "public.big_live", "--force"])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .map(Running)
-            .unwrap()
-    };
-    let mut forced = force();
-    wait("a re-copy under way", Duration::from_secs(60), || {
-        if copied().is_some_and(|n| n > 0.0) {
-            return true;
-        }
-        if forced.try_wait().unwrap().is_some() {
-            forced = force();
-        }
-        false
-    });
+    // The forced sync waits for the new copy; the kill cuts it short.
+    let out = std::fs::File::create(dir.path().join("forced.log")).unwrap();
+    let forced = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["sync", "public.big_live", "--force"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .map(Running)
+        .unwrap();
     let mut before_kill = 0.0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while before_kill < 0.4 * ROWS as f64 {

@@ -216,6 +216,22 @@ impl Machine {
             }
             for id in handed_off {
                 self.persist_job(id);
+                self.forced_after_hand_off(id);
+            }
+        }
+    }
+
+    /// A forced sync found view `id` just copied, its hand-off batch not yet
+    /// durable, and waits: now that it is, the view is copied again as the
+    /// caller asked (a crash before then would have copied it again anyway,
+    /// so nothing forced was done before).
+    fn forced_after_hand_off(&mut self, id: RelationId) {
+        let Some(name) = self.views.get(&id).map(|v| v.def.name.clone()) else { return };
+        let waiting =
+            self.passes.current.as_ref().is_some_and(|p| p.remaining.contains(&id) && Pass::forced(&p.waiters, &name));
+        if waiting {
+            if let Some(outcome) = self.begin_work(id, true) {
+                self.complete_item(id, outcome);
             }
         }
     }

@@ -1010,6 +1010,33 @@ fn a_failed_forced_recopy_stays_live_on_the_old_copy() {
     assert_eq!(applied, vec![RowOp::Insert { key: key![5], row: row![5, "after the failure"] }]);
 }
 
+/// A forced sync that finds the view just copied, its hand-off batch not
+/// yet durable, waits for it, then copies the view again: the caller is
+/// never told `realtime` for a copy it asked to have made again.
+#[test]
+fn a_forced_sync_right_after_a_copy_waits_for_its_hand_off_then_copies_again() {
+    let mut h = H::new();
+    let snap = h.bootstrap();
+    let point = SnapshotPoint { xmin: 10, xmax: 10, xip: vec![], lsn: Lsn(150), rows: 0 };
+    h.input(Input::Snapshotted { op: snap, result: Ok(point) });
+    h.settle_store();
+    let batches = h.applied_batches();
+    for b in &batches {
+        h.input(Input::Applied { seq: b.seq, result: Ok(ApplyReport::default()) });
+    }
+    h.input(Input::Sync { request: RequestId(10), selector: Selector::All, force: true });
+    h.settle_store();
+    let snapshot = |h: &H| h.out.iter().any(|o| matches!(o, Output::Source(SourceAction::Snapshot { .. })));
+    let answered = |h: &H| h.out.iter().any(|o| matches!(o, Output::Reply { request: RequestId(10), .. }));
+    assert!(!answered(&h) && !snapshot(&h), "the forced sync waits for the hand-off: {:#?}", h.out);
+    let last = batches.last().expect("a hand-off batch").seq;
+    h.input(Input::Durable { through: last });
+    h.settle_store();
+    assert!(snapshot(&h), "the view is copied again once its hand-off is durable: {:#?}", h.out);
+    assert!(!answered(&h), "the caller waits for the new copy");
+    assert!(h.m.mirrors_feed(RelationId(1)), "the old copy stays current meanwhile");
+}
+
 /// A forced re-copy cut by a restart after its first chunk: the old copy
 /// re-attaches and runs (the restart's sync is answered at once), the new
 /// copy continues from its checkpoint, and of the transactions the feed

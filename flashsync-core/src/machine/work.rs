@@ -31,9 +31,8 @@ impl Machine {
                 let feed = self.origins.get(&origin).map(|o| &o.feed);
                 match feed {
                     // Forced: copy it again, the old copy staying current
-                    // meanwhile. Not while its hand-off batch is still to be
-                    // durable (the copy was just made), nor on a copy that
-                    // cannot be trusted (that one re-copies by itself).
+                    // meanwhile. Not on a copy that cannot be trusted (that
+                    // one re-copies by itself).
                     Some(Feed::Up { .. }) if force && replay.is_none() && !v.dirty => {
                         let old =
                             OldCopy::Current { shape: shape.clone(), filter: filter.clone(), why: Recopying::Forced };
@@ -42,6 +41,10 @@ impl Machine {
                         self.try_start_snapshots();
                         None
                     }
+                    // Its hand-off batch is still to be durable (the copy was
+                    // just made): the pass waits for it, then copies the
+                    // view again (`forced_after_hand_off`).
+                    Some(Feed::Up { .. }) if force && !v.dirty => None,
                     Some(Feed::Up { .. }) => Some(Outcome::Realtime),
                     Some(Feed::Subscribing { .. }) => None,
                     Some(Feed::Down { .. }) | None => {
