@@ -53,6 +53,8 @@ pub(super) struct Harness {
     pub(super) emitted: BTreeMap<OpId, Kind>,
     /// Every `Apply` batch emitted.
     pub(super) batches: Vec<BatchSeq>,
+    /// The highest batch reported durable so far.
+    pub(super) durable: Option<BatchSeq>,
     /// The shared ack rule: commit batches, what is durable, acks per feed.
     pub(super) acks: Acks,
     /// Epochs of every `Subscribe` emitted, per origin, in order.
@@ -161,6 +163,7 @@ impl Harness {
             pending: Vec::new(),
             emitted: BTreeMap::new(),
             batches: Vec::new(),
+            durable: None,
             acks,
             epochs: BTreeMap::new(),
             answered_epochs: BTreeSet::new(),

@@ -12,7 +12,8 @@ use super::{trace, SETTLE_ROUNDS};
 
 impl Harness {
     /// One round of a well-behaved driver: answer everything in flight
-    /// successfully (in order), report durability, close open transactions;
+    /// successfully (in order), report every batch durable, close open
+    /// transactions;
     /// with nothing in flight, fire the next timer. Returns whether anything
     /// happened.
     pub(super) fn settle_round(&mut self) -> bool {
@@ -31,8 +32,20 @@ impl Harness {
             self.answer(p, &Outcome::Ok);
             acted = true;
         }
-        if let Some(&last) = self.batches.last() {
-            if self.acks.has_pending() {
+        // Like the executor, which persists after every apply: batches
+        // without an ack to wait on (a hand-off's replay, say) are made
+        // durable too, and the machine may wait for that — but never one
+        // not applied yet.
+        let unapplied = self.pending.iter().filter_map(|p| match p {
+            Pending::Apply(seq, _) => Some(*seq),
+            _ => None,
+        });
+        let applied = match unapplied.min() {
+            Some(first) => self.batches.iter().copied().filter(|s| *s < first).max(),
+            None => self.batches.last().copied(),
+        };
+        if let Some(last) = applied {
+            if self.acks.has_pending() || self.durable < Some(last) {
                 self.durable_through(last);
                 acted = true;
             }

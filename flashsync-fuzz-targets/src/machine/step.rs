@@ -187,6 +187,7 @@ impl Harness {
     }
 
     pub(super) fn durable_through(&mut self, through: BatchSeq) {
+        self.durable = self.durable.max(Some(through));
         self.acks.durable_through(through);
         self.input(Input::Durable { through });
     }
