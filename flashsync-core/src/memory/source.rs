@@ -1,17 +1,19 @@
 //! The `Source` over a [`MemoryUpstream`], and the replication feed it
 //! delivers the log on.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use futures::channel::mpsc;
 use futures::StreamExt;
 
 use super::faults::FailPoint;
-use super::upstream::{LogEntry, MemoryUpstream, Slot, TableIdentity};
+use super::upstream::{shaped_rel, LogEntry, MemoryUpstream, Slot, TableIdentity};
 use crate::change::StreamEvent;
 use crate::codec::encode_key;
 use crate::error::{SourceError, SourceErrorKind};
 use crate::lsn::Lsn;
-use crate::schema::RelationSchema;
+use crate::schema::{Column, ColumnMatch, RelationSchema, SourceRelId};
 use crate::shape::ViewShape;
 use crate::snapshot::SnapshotPoint;
 use crate::source::{ChunkEnd, CopiedChunk, FeedStart, Feedback, SlotReport, Source, Subscription};
@@ -38,16 +40,67 @@ impl MemoryUpstream {
     }
 }
 
-pub(super) fn send_entry(tx: &mpsc::UnboundedSender<Result<StreamEvent, SourceError>>, entry: &LogEntry) {
-    let _ = tx.unbounded_send(Ok(StreamEvent::Begin {
-        xid: entry.xid,
-        final_lsn: entry.final_lsn,
-        commit_time: entry.commit_time,
-    }));
+/// Sends one logged transaction on a feed. Like the Postgres source, which
+/// compares every `Relation` message with the shape it last described or
+/// announced, it announces a relation's shape before a change whose rows
+/// have other columns than `known` says (a replay of changes made before a
+/// column was dropped, after `prepare` described the table as it is now),
+/// and a logged change of shape with its columns matched to `known` by name
+/// and type.
+pub(super) fn send_entry(
+    known: &mut BTreeMap<SourceRelId, Vec<Column>>,
+    tx: &mpsc::UnboundedSender<Result<StreamEvent, SourceError>>,
+    entry: &LogEntry,
+) {
+    let send = |e: StreamEvent| {
+        let _ = tx.unbounded_send(Ok(e));
+    };
+    send(StreamEvent::Begin { xid: entry.xid, final_lsn: entry.final_lsn, commit_time: entry.commit_time });
     for e in &entry.events {
-        let _ = tx.unbounded_send(Ok(e.clone()));
+        let now = shaped_rel(e).and_then(|rel| Some((rel, entry.shapes.get(&rel)?)));
+        match (e, now) {
+            // Sent even when `known` has the new shape already (a table
+            // described again after the change, its replay reaching it): a
+            // simulated change of shape is a transaction of its own, which
+            // its views must take (Postgres would say nothing until the
+            // relation's next change, whose shape would then match).
+            (StreamEvent::SchemaChanged { rel, detail, .. }, Some((_, now))) => match known.get(rel) {
+                Some(was) => {
+                    send(StreamEvent::SchemaChanged {
+                        rel: *rel,
+                        detail: detail.clone(),
+                        columns: Some(matched(was, now)),
+                    });
+                    known.insert(*rel, now.clone());
+                }
+                None => {
+                    send(e.clone());
+                    known.insert(*rel, now.clone());
+                }
+            },
+            (StreamEvent::Change(_), Some((rel, now))) => {
+                match known.get(&rel) {
+                    Some(was) if was != now => {
+                        let detail = format!("relation {} arrives with other columns than described", rel.0);
+                        send(StreamEvent::SchemaChanged { rel, detail, columns: Some(matched(was, now)) });
+                        known.insert(rel, now.clone());
+                    }
+                    Some(_) => {}
+                    None => {
+                        known.insert(rel, now.clone());
+                    }
+                }
+                send(e.clone());
+            }
+            _ => send(e.clone()),
+        }
     }
-    let _ = tx.unbounded_send(Ok(StreamEvent::Commit { end_lsn: entry.end_lsn }));
+    send(StreamEvent::Commit { end_lsn: entry.end_lsn });
+}
+
+/// `now`'s columns matched to `was`'s by name and type.
+fn matched(was: &[Column], now: &[Column]) -> Vec<ColumnMatch> {
+    now.iter().map(|c| ColumnMatch { name: c.name.clone(), before: was.iter().position(|w| w == c) }).collect()
 }
 
 /// The `Source` over a [`MemoryUpstream`].
@@ -176,6 +229,8 @@ impl Source for MemorySource {
             ));
         }
         let schema = t.schema();
+        // What the feed compares the rows it sends with.
+        u.known.insert(schema.source_id, schema.columns.clone());
         if feed {
             u.publication.insert(k);
         }
@@ -249,8 +304,9 @@ impl Source for MemorySource {
         let from = if u.replay_from_confirmed { confirmed } else { resume.unwrap_or(Lsn::ZERO).max(confirmed) };
         let (tx, rx) = mpsc::unbounded();
         let mut next = from;
-        for entry in u.log.iter().filter(|e| e.final_lsn >= from) {
-            send_entry(&tx, entry);
+        let up = &mut *u;
+        for entry in up.log.iter().filter(|e| e.final_lsn >= from) {
+            send_entry(&mut up.known, &tx, entry);
             next = entry.end_lsn;
         }
         let id = u.next_feed;
@@ -298,5 +354,61 @@ impl MemorySource {
     /// The upstream this source reads.
     pub fn upstream(&self) -> &MemoryUpstream {
         &self.up
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::value::Value;
+
+    /// A replay of changes made before a column was dropped, after
+    /// `prepare` described the table as it is now: the feed announces the
+    /// old shape before the first of them (as the Postgres source does,
+    /// comparing each `Relation` message with what it described), then the
+    /// drop again when the replay reaches it.
+    #[test]
+    fn a_replay_announces_the_shape_its_rows_have() {
+        let up = MemoryUpstream::new();
+        let columns = [("id", "int8"), ("gone", "int8"), ("kept", "int8")];
+        up.create_table("public", "t", &columns, TableIdentity::PrimaryKey(vec![0]));
+        let relation = UpstreamRelation { schema: "public".into(), table: "t".into() };
+        let source = up.source();
+        block_on(source.prepare(&relation, true)).expect("prepare");
+        drop(block_on(source.subscribe(None)).expect("subscribe"));
+        up.insert("public", "t", Row(vec![Value::Int(1), Value::Int(10), Value::Int(100)]));
+        assert!(up.drop_column("public", "t", "gone").is_some_and(|xid| xid.is_some()));
+        // The restart: described as it is now, then the feed replays.
+        let now = block_on(source.prepare(&relation, true)).expect("prepare");
+        assert_eq!(now.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["id", "kept"]);
+        let mut sub = block_on(source.subscribe(None)).expect("subscribe");
+        let mut events = Vec::new();
+        while events.iter().filter(|e| matches!(e, StreamEvent::Commit { .. })).count() < 2 {
+            events.push(block_on(sub.events.next()).expect("an event").expect("no error"));
+        }
+        let shapes: Vec<Vec<(String, Option<usize>)>> = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::SchemaChanged { columns: Some(c), .. } => {
+                    Some(c.iter().map(|m| (m.name.clone(), m.before)).collect())
+                }
+                _ => None,
+            })
+            .collect();
+        let pairs = |v: &[(&str, Option<usize>)]| v.iter().map(|(n, b)| ((*n).to_owned(), *b)).collect::<Vec<_>>();
+        assert_eq!(
+            shapes,
+            vec![
+                pairs(&[("id", Some(0)), ("gone", None), ("kept", Some(1))]),
+                pairs(&[("id", Some(0)), ("kept", Some(2))]),
+            ],
+            "{events:#?}"
+        );
+        let first_change = events.iter().position(|e| matches!(e, StreamEvent::Change(_)));
+        let first_shape = events.iter().position(|e| matches!(e, StreamEvent::SchemaChanged { .. }));
+        assert!(first_shape < first_change, "the old shape is announced before its row: {events:#?}");
     }
 }

@@ -279,7 +279,14 @@ impl TxnHandle {
         let end_lsn = u.lsn;
         u.invisible.insert(txn.xid64, undo);
         if !events.is_empty() {
-            let entry = LogEntry { xid: txn.xid64 as u32, final_lsn, end_lsn, commit_time: u.clock, events };
+            let entry = LogEntry {
+                xid: txn.xid64 as u32,
+                final_lsn,
+                end_lsn,
+                commit_time: u.clock,
+                events,
+                shapes: BTreeMap::new(),
+            };
             u.push_entry(entry);
         }
         (end_lsn, txn.xid64)

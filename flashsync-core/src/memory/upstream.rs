@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::faults::FailPoint;
 use super::source::{send_entry, ActiveFeed, MemorySource};
 use super::txn::{OpenTxn, Undo};
-use crate::change::{OldRow, StreamEvent};
+use crate::change::{Change, OldRow, StreamEvent};
 use crate::lsn::Lsn;
 use crate::schema::{Column, RelationSchema, SourceRelId};
 use crate::time::Timestamp;
@@ -109,6 +109,11 @@ pub(super) struct LogEntry {
     /// Changes the feed carries (already filtered by publication membership
     /// at commit time, as pgoutput decides with the catalog of that moment).
     pub(super) events: Vec<StreamEvent>,
+    /// The columns, as of this commit, of each relation its events concern:
+    /// the shape its rows have, which the feed compares with the shape last
+    /// described ([`Upstream::known`]), as the Postgres source compares each
+    /// `Relation` message.
+    pub(super) shapes: BTreeMap<SourceRelId, Vec<Column>>,
 }
 
 #[derive(Clone, Debug)]
@@ -165,6 +170,12 @@ pub(super) struct Upstream {
     pub(super) replay_from_confirmed: bool,
     /// Rows per snapshot batch.
     pub(super) snapshot_batch: usize,
+    /// The shape of each relation as last described by `prepare` or
+    /// announced on a feed: the feed announces a difference
+    /// (`SchemaChanged`) before any change in another shape — a replay of
+    /// changes made before a column was dropped included — as the Postgres
+    /// source does.
+    pub(super) known: BTreeMap<SourceRelId, Vec<Column>>,
 }
 
 /// An in-memory upstream database with one replication slot. Cheap to clone;
@@ -215,6 +226,7 @@ impl MemoryUpstream {
                 clock: Timestamp(0),
                 replay_from_confirmed: false,
                 snapshot_batch: 256,
+                known: BTreeMap::new(),
             })),
         }
     }
@@ -263,22 +275,7 @@ impl MemoryUpstream {
         let k = (schema.to_owned(), table.to_owned());
         let Some(t) = u.tables.remove(&k) else { return };
         if u.publication.remove(&k) {
-            u.lsn.0 += 8;
-            let end = u.lsn;
-            u.next_xid += 1;
-            let xid = (u.next_xid - 1) as u32;
-            let entry = LogEntry {
-                xid,
-                final_lsn: Lsn(end.0 - 4),
-                end_lsn: end,
-                commit_time: u.clock,
-                events: vec![StreamEvent::SchemaChanged {
-                    rel: t.id,
-                    detail: format!("{schema}.{table} was dropped"),
-                    columns: None,
-                }],
-            };
-            u.push_entry(entry);
+            u.log_shape_change(t.id, format!("{schema}.{table} was dropped"), None);
         }
     }
 
@@ -293,7 +290,7 @@ impl MemoryUpstream {
         t.columns.push(Column { name: name.into(), type_name: type_name.into() });
         // Every column it had is where it was; the new one comes last.
         let last = t.columns.len() - 1;
-        let columns = t
+        let columns: Vec<crate::schema::ColumnMatch> = t
             .columns
             .iter()
             .enumerate()
@@ -308,26 +305,62 @@ impl MemoryUpstream {
         }
         let rel = t.id;
         if published {
-            u.lsn.0 += 8;
-            let end = u.lsn;
-            // A DDL "transaction" carrying only the shape change.
-            u.next_xid += 1;
-            let xid = (u.next_xid - 1) as u32;
-            let entry = LogEntry {
-                xid,
-                final_lsn: Lsn(end.0 - 4),
-                end_lsn: end,
-                commit_time: u.clock,
-                events: vec![StreamEvent::SchemaChanged {
-                    rel,
-                    detail: format!("column {name} ({type_name}) added to {schema}.{table}"),
-                    columns: Some(columns),
-                }],
-            };
-            u.push_entry(entry);
-            return Some(u.next_xid - 1);
+            return Some(u.log_shape_change(
+                rel,
+                format!("column {name} ({type_name}) added to {schema}.{table}"),
+                Some(columns),
+            ));
         }
         None
+    }
+
+    /// Drops a column that is not part of the table's key (rows lose its
+    /// value; rows of a table without a key that become equal merge, as
+    /// Postgres' would become duplicates). The feed reports the new shape
+    /// before the table's next change, each remaining column matched to
+    /// where it was. Returns `None` when the table or a droppable column
+    /// of that name does not exist, else the id of the transaction that
+    /// carries the change in the log when the table is published.
+    pub fn drop_column(&self, schema: &str, table: &str, name: &str) -> Option<Option<u64>> {
+        let mut u = self.lock();
+        let k = (schema.to_owned(), table.to_owned());
+        let published = u.publication.contains(&k);
+        let t = u.tables.get_mut(&k)?;
+        let gone = t.columns.iter().position(|c| c.name == name)?;
+        if let TableIdentity::PrimaryKey(key) = &mut t.identity {
+            if key.contains(&gone) {
+                return None;
+            }
+            for i in key.iter_mut() {
+                if *i > gone {
+                    *i -= 1;
+                }
+            }
+        }
+        let dropped = t.columns.remove(gone);
+        let columns = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| crate::schema::ColumnMatch {
+                name: c.name.clone(),
+                before: Some(if i < gone { i } else { i + 1 }),
+            })
+            .collect();
+        let old = std::mem::take(&mut t.rows);
+        for (_, (mut row, n)) in old {
+            if gone < row.0.len() {
+                row.0.remove(gone);
+            }
+            let key = t.key_of(&row);
+            t.rows.entry(key).and_modify(|(_, m)| *m += n).or_insert((row, n));
+        }
+        let rel = t.id;
+        if published {
+            let detail = format!("column {} ({}) dropped from {schema}.{table}", dropped.name, dropped.type_name);
+            return Some(Some(u.log_shape_change(rel, detail, Some(columns))));
+        }
+        Some(None)
     }
 
     /// The table's schema as `prepare` would describe it now.
@@ -388,10 +421,40 @@ impl MemoryUpstream {
 }
 
 impl Upstream {
-    pub(super) fn push_entry(&mut self, entry: LogEntry) {
+    /// Logs a DDL "transaction" carrying only a change of `rel`'s shape
+    /// (`columns`: `None` when the relation is gone), and returns its id.
+    fn log_shape_change(
+        &mut self,
+        rel: SourceRelId,
+        detail: String,
+        columns: Option<Vec<crate::schema::ColumnMatch>>,
+    ) -> u64 {
+        self.lsn.0 += 8;
+        let end = self.lsn;
+        self.next_xid += 1;
+        let xid = (self.next_xid - 1) as u32;
+        let entry = LogEntry {
+            xid,
+            final_lsn: Lsn(end.0 - 4),
+            end_lsn: end,
+            commit_time: self.clock,
+            events: vec![StreamEvent::SchemaChanged { rel, detail, columns }],
+            shapes: BTreeMap::new(),
+        };
+        self.push_entry(entry);
+        self.next_xid - 1
+    }
+
+    pub(super) fn push_entry(&mut self, mut entry: LogEntry) {
+        for e in &entry.events {
+            let Some(rel) = shaped_rel(e) else { continue };
+            if let Some(t) = self.tables.values().find(|t| t.id == rel) {
+                entry.shapes.entry(rel).or_insert_with(|| t.columns.clone());
+            }
+        }
         if let Some(feed) = &mut self.feed {
             if entry.final_lsn >= feed.from {
-                send_entry(&feed.tx, &entry);
+                send_entry(&mut self.known, &feed.tx, &entry);
                 feed.from = entry.end_lsn;
             }
         }
@@ -401,5 +464,15 @@ impl Upstream {
         while self.log.front().is_some_and(|e| e.end_lsn <= keep_from) {
             self.log.pop_front();
         }
+    }
+}
+
+/// The relation whose shape an event depends on: that of the rows a change
+/// carries (a truncate carries none), or the one whose shape changed.
+pub(super) fn shaped_rel(e: &StreamEvent) -> Option<SourceRelId> {
+    match e {
+        StreamEvent::Change(Change::Insert { rel, .. } | Change::Update { rel, .. } | Change::Delete { rel, .. })
+        | StreamEvent::SchemaChanged { rel, .. } => Some(*rel),
+        _ => None,
     }
 }
