@@ -103,6 +103,11 @@ impl H {
     /// the snapshot op that is now in flight.
     fn bootstrap(&mut self) -> OpId {
         let def = ViewDef::new("public", "t", Persistence::Realtime, "postgres:main", "public", "t").unwrap();
+        self.bootstrap_as(def, schema())
+    }
+
+    /// [`H::bootstrap`] of `def` over a relation described as `described`.
+    fn bootstrap_as(&mut self, def: ViewDef, described: RelationSchema) -> OpId {
         self.input(Input::Define { request: RequestId(1), def });
         self.input(Input::Sync { request: RequestId(2), selector: Selector::All, force: false });
         self.settle_store();
@@ -110,7 +115,7 @@ impl H {
             Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
             _ => None,
         });
-        self.input(Input::Prepared { op, result: Ok(schema()) });
+        self.input(Input::Prepared { op, result: Ok(described) });
         let epoch = self.take(|o| match o {
             Output::Source(SourceAction::Subscribe { epoch, .. }) => Some(*epoch),
             _ => None,
@@ -1188,6 +1193,66 @@ fn a_live_copy_follows_a_column_added_until_its_new_copy_replaces_it() {
     let batches = h.applied_batches();
     let replay = batches.iter().find(|b| b.progress == Progress::Replay).expect("a hand-off batch");
     assert_eq!(replay.views[0].ops, vec![RowOp::Insert { key: key![6], row: row![6, "six", "wide"] }]);
+    assert_eq!(h.m.phase(RelationId(1)), Some(ViewPhase::Live));
+    assert_eq!(h.status().state, JobState::Running);
+}
+
+/// A column the view does not keep is dropped from the table of a live,
+/// projected view, and the column after it moves up: the old copy goes on
+/// taking the feed, reading its columns by name where they now are (by
+/// place it would read past the end of the row), while the view is copied
+/// again in the new shape; the job stays running throughout.
+#[test]
+fn a_live_copy_follows_a_dropped_column_by_name_until_its_new_copy_replaces_it() {
+    use crate::schema::ColumnMatch;
+    let column = |name: &str| Column { name: name.into(), type_name: "text".into() };
+    let three = RelationSchema::keyed(SourceRelId(7), vec![column("id"), column("v"), column("w")], vec![0]);
+    let two = RelationSchema::keyed(SourceRelId(7), vec![column("id"), column("w")], vec![0]);
+    let mut h = H::new();
+    let mut def = ViewDef::new("public", "t", Persistence::Realtime, "postgres:main", "public", "t").unwrap();
+    def.columns = Some(vec!["id".into(), "w".into()]);
+    let snap = h.bootstrap_as(def, three);
+    let point = SnapshotPoint { xmin: 10, xmax: 10, xip: vec![], lsn: Lsn(150), rows: 0 };
+    h.input(Input::Snapshotted { op: snap, result: Ok(point) });
+    h.settle_store();
+    h.durable_batches();
+    assert_eq!(h.status().state, JobState::Running);
+
+    let columns =
+        vec![ColumnMatch { name: "id".into(), before: Some(0) }, ColumnMatch { name: "w".into(), before: Some(2) }];
+    h.feed(StreamEvent::Begin { xid: 80, final_lsn: Lsn(500), commit_time: Timestamp(0) });
+    h.feed(StreamEvent::SchemaChanged {
+        rel: SourceRelId(7),
+        detail: "column v was dropped".into(),
+        columns: Some(columns),
+    });
+    h.feed(StreamEvent::Change(Change::Insert { rel: SourceRelId(7), new: row![5, "wide"] }));
+    h.feed(StreamEvent::Commit { end_lsn: Lsn(508) });
+    let applied: Vec<RowOp> =
+        h.applied_batches().iter().flat_map(|b| b.views.iter().flat_map(|v| v.ops.clone())).collect();
+    assert_eq!(applied, vec![RowOp::Insert { key: key![5], row: row![5, "wide"] }], "w read where it now is");
+    let st = h.status();
+    assert_eq!(st.state, JobState::Running, "{st:?}");
+    assert!(matches!(st.last_recopy.map(|r| r.reason), Some(RecopyReason::SchemaChanged { .. })));
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+        _ => None,
+    });
+    h.input(Input::Prepared { op, result: Ok(two) });
+    let snap = h.take(|o| match o {
+        Output::Source(SourceAction::Snapshot { op, .. }) => Some(*op),
+        _ => None,
+    });
+    h.commit(81, 600, Change::Insert { rel: SourceRelId(7), new: row![6, "six"] });
+    let applied: Vec<RowOp> =
+        h.applied_batches().iter().flat_map(|b| b.views.iter().flat_map(|v| v.ops.clone())).collect();
+    assert_eq!(applied, vec![RowOp::Insert { key: key![6], row: row![6, "six"] }], "still current while copied");
+    let point = SnapshotPoint { xmin: 81, xmax: 81, xip: vec![], lsn: Lsn(550), rows: 1 };
+    h.input(Input::Snapshotted { op: snap, result: Ok(point) });
+    h.settle_store();
+    let batches = h.applied_batches();
+    let replay = batches.iter().find(|b| b.progress == Progress::Replay).expect("a hand-off batch");
+    assert_eq!(replay.views[0].ops, vec![RowOp::Insert { key: key![6], row: row![6, "six"] }]);
     assert_eq!(h.m.phase(RelationId(1)), Some(ViewPhase::Live));
     assert_eq!(h.status().state, JobState::Running);
 }

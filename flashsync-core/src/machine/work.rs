@@ -172,7 +172,17 @@ impl Machine {
             Goal::Attach | Goal::Bootstrap => {
                 if goal == Goal::Attach {
                     let detail = format!("upstream relation {} changed since the local copy was made", v.def.upstream);
-                    self.error(EventPhase::Prepare, Some(id), None, format!("{detail}; copying it again"));
+                    // A copy under way when the process stopped (checkpointed
+                    // beside a running job) is not thrown away here: it
+                    // continues if its checkpoint still fits the relation.
+                    let checkpointed = self.cfg.checkpoint_copies && v.job.as_ref().is_some_and(|j| j.copy.is_some());
+                    let next = if checkpointed {
+                        "its copy stays readable but no longer follows it; the copy that was under way continues from its checkpoint \
+                         if that still fits the relation, or starts again"
+                    } else {
+                        "copying it again"
+                    };
+                    self.error(EventPhase::Prepare, Some(id), None, format!("{detail}; {next}"));
                     // Stored with the new copy's job record at its publish.
                     self.note_recopy(id, RecopyReason::SchemaChanged { detail });
                 }
