@@ -415,7 +415,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_is_never_durable_whatever_covers_its_number() {
-        let up = Upstream::new(1000, 4);
+        let up = Upstream::new(1000, 4, 0);
         let mut c = Checker::default();
         c.on_applied(&commit(1, 100), &up);
         c.on_apply_failed(&commit(2, 200));
@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn a_batch_changing_a_stopped_view_is_caught_without_an_audit() {
-        let up = Upstream::new(1000, 4);
+        let up = Upstream::new(1000, 4, 0);
         let mut c = Checker::default();
         let id = RelationId(7);
         c.on_stop(&[id]);

@@ -256,7 +256,9 @@ pub(crate) struct World {
     /// (as after a journal rotation), so the old copy holds a transaction
     /// the checkpoint lacks, which the feed replays for the new copy after
     /// the restart.
-    recopy_crash: Option<(u64, RelationId)>,
+    pub(crate) recopy_crash: Option<(u64, RelationId)>,
+    /// An `ALTER TABLE` waiting for the transactions that touched its table.
+    pub(crate) pending_alter: Option<(&'static str, crate::workload::Alter)>,
     pub next_burst: u64,
     /// The scenario being run.
     pub scenario: crate::scenario::Scenario,
@@ -358,6 +360,7 @@ impl World {
             liveness: false,
             recopy_crashes: 0,
             recopy_crash: None,
+            pending_alter: None,
             next_burst: 1,
             scenario: crate::scenario::Scenario::All,
             feed_txn_open: false,

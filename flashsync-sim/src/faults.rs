@@ -43,8 +43,8 @@ pub enum Fault {
     Churn,
     /// A store batch fails to apply.
     StoreError,
-    /// A column is added upstream.
-    AddColumn,
+    /// A column is added upstream, or one added before is dropped.
+    AlterTable,
 }
 
 impl Fault {
@@ -64,7 +64,7 @@ impl Fault {
         Fault::Restart,
         Fault::Churn,
         Fault::StoreError,
-        Fault::AddColumn,
+        Fault::AlterTable,
     ];
 
     /// A short name.
@@ -84,7 +84,7 @@ impl Fault {
             Fault::Restart => "restart",
             Fault::Churn => "churn",
             Fault::StoreError => "store_error",
-            Fault::AddColumn => "add_column",
+            Fault::AlterTable => "alter_table",
         }
     }
 

@@ -27,10 +27,12 @@
 //!    lost or delayed keepalives and acks, slow snapshots, dropped or
 //!    invalidated slots, an unreachable origin, failing source calls, local
 //!    crashes (losing exactly what was not durable) and clean restarts, store
-//!    errors, upstream column additions. The [`checkers`] run after every step.
+//!    errors, upstream `ALTER TABLE`s (columns added, and dropped so that
+//!    the columns after them move). The [`checkers`] run after every step.
 //! 2. **Liveness**: every fault heals, every upstream transaction finishes,
 //!    callers `sync()` (forced for materialized views), and within a bounded
-//!    number of steps every enabled view must equal its upstream table.
+//!    number of steps every enabled view must equal its upstream table (or,
+//!    when it keeps a column that was dropped, have failed saying so).
 //!
 //! Modules: [`driver`] (the virtual-time driver), [`upstream`] (the upstream
 //! workload and its truth), [`faults`] (the fault plan), [`checkers`]

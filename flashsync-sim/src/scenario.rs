@@ -42,7 +42,7 @@ impl Scenario {
                 Crash,
                 Restart,
                 StoreError,
-                AddColumn,
+                AlterTable,
             ],
             Scenario::Churn => vec![CutFeed, SlowSnapshot, FeedStall, FailCalls, Crash, Churn, LostAck],
             Scenario::All => Fault::ALL.to_vec(),

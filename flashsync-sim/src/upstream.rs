@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flashsync_core::memory::{MemoryUpstream, TableIdentity};
 use flashsync_core::rng::Rng;
-use flashsync_core::{Key, Lsn, Value};
+use flashsync_core::{ColumnMatch, Key, Lsn, Row, Value};
 
 mod model;
 
@@ -62,7 +62,11 @@ pub struct Upstream {
 
 impl Upstream {
     /// Creates the tables in a fresh model whose xids start at `first_xid`.
-    pub fn new(first_xid: u64, key_space: i64) -> Self {
+    /// Each table but the one without a replica identity gets `added` int8
+    /// columns as if added before the run (after its own columns, where
+    /// additions go): views may keep them and the workload may drop them,
+    /// so that dropping the first moves the others.
+    pub fn new(first_xid: u64, key_space: i64, added: usize) -> Self {
         let db = MemoryUpstream::with_first_xid(first_xid);
         let mut tables = BTreeMap::new();
         let mut truth = BTreeMap::new();
@@ -80,11 +84,18 @@ impl Upstream {
                 TableKind::FullRow => (&[("kind", "text"), ("n", "int8")], TableIdentity::Full),
                 TableKind::NoIdentity => (&[("msg", "text"), ("at", "int8")], TableIdentity::Nothing),
             };
-            db.create_table(SCHEMA, name, cols, identity);
+            let extras: Vec<String> = match kind {
+                TableKind::NoIdentity => Vec::new(),
+                _ => (1..=added).map(|i| format!("extra{i}")).collect(),
+            };
+            let mut cols: Vec<(&str, &str)> = cols.to_vec();
+            cols.extend(extras.iter().map(|e| (e.as_str(), "int8")));
+            db.create_table(SCHEMA, name, &cols, identity);
             if kind == TableKind::Toasted {
                 db.set_toast_threshold(SCHEMA, name, TOAST_THRESHOLD);
             }
-            tables.insert(name, TableModel { kind, extra: 0 });
+            let added = extras.len();
+            tables.insert(name, TableModel { kind, extras, added });
             truth.insert(name, TableState::new());
         }
         Upstream {
@@ -116,6 +127,12 @@ impl Upstream {
                 self.db.set_replica_identity_full(SCHEMA, name);
             }
         }
+    }
+
+    /// The columns [`Upstream::add_column`] added to a table and not dropped
+    /// since, in table order.
+    pub fn extras(&self, table: &str) -> Vec<String> {
+        self.tables.get(table).map(|t| t.extras.clone()).unwrap_or_default()
     }
 
     /// The kind of a table.
@@ -235,7 +252,7 @@ impl Upstream {
             return false;
         }
         let Some(model) = self.tables.get(table) else { return false };
-        let (kind, extra) = (model.kind, model.extra);
+        let (kind, extra) = (model.kind, model.extras.len());
         let key_space = self.key_space;
         let state = self.view_of(txn, table, kind);
         let keyed = matches!(kind, TableKind::Keyed | TableKind::Composite | TableKind::Toasted);
@@ -346,7 +363,7 @@ impl Upstream {
             deltas.insert(*table, delta);
             self.truth.insert(table, after);
         }
-        let idx = self.record(xid, end_lsn, deltas, in_feed, false);
+        let idx = self.record(xid, end_lsn, deltas, in_feed, None);
         if deferred {
             self.invisible.insert(xid, (idx, id));
             self.held.insert(id, locks);
@@ -363,7 +380,7 @@ impl Upstream {
         end_lsn: Lsn,
         deltas: BTreeMap<&'static str, Delta>,
         in_feed: BTreeSet<&'static str>,
-        ddl: bool,
+        ddl: Option<Vec<ColumnMatch>>,
     ) -> usize {
         let idx = self.history.len();
         for t in deltas.keys() {
@@ -416,48 +433,131 @@ impl Upstream {
         }
     }
 
-    /// Adds an int8 column (default 0) to a table, if no transaction holds a
-    /// lock on it. Returns whether it did.
-    pub fn add_column(&mut self, table: &'static str) -> Result<bool, ModelError> {
-        // ALTER TABLE waits for every transaction that touched the table.
-        let in_use = self.open.values().any(|t| t.ops.iter().any(|(n, _)| *n == table))
+    /// Whether `ALTER TABLE` on `table` would wait: it waits for every
+    /// transaction that touched the table (open, or committed and not yet
+    /// visible, which still hold their row locks here).
+    fn in_use(&self, table: &str) -> bool {
+        self.open.values().any(|t| t.ops.iter().any(|(n, _)| *n == table))
             || self.row_locks.keys().any(|(n, _)| *n == table)
-            || self.table_locks.contains_key(table);
-        if in_use {
-            return Ok(false);
+            || self.table_locks.contains_key(table)
+    }
+
+    /// Adds an int8 column (default 0) to a table, if no transaction holds a
+    /// lock on it.
+    pub fn add_column(&mut self, table: &'static str) -> Result<Altered, ModelError> {
+        if self.in_use(table) {
+            return Ok(Altered::Busy);
         }
-        let Some(model) = self.tables.get_mut(table) else { return Ok(false) };
-        if model.extra >= 2 {
-            return Ok(false);
+        let Some(model) = self.tables.get_mut(table) else { return Ok(Altered::Refused) };
+        if model.extras.len() >= 3 || model.added >= 5 {
+            return Ok(Altered::Refused);
         }
-        model.extra += 1;
+        model.added += 1;
+        let name = format!("extra{}", model.added);
+        model.extras.push(name.clone());
         let kind = model.kind;
-        let name = format!("extra{}", model.extra);
+        // Every column is where it was; the new one comes last.
+        let Some(was) = self.db.describe(SCHEMA, table).map(|s| s.columns) else { return Ok(Altered::Refused) };
+        let mut columns: Vec<ColumnMatch> =
+            was.iter().enumerate().map(|(i, c)| ColumnMatch { name: c.name.clone(), before: Some(i) }).collect();
+        columns.push(ColumnMatch { name: name.clone(), before: None });
         let published = self.db.is_published(SCHEMA, table);
         // The transaction that logs it, when the table is published (else
         // nothing reads its id).
         let xid = self.db.add_column(SCHEMA, table, &name, "int8", Value::Int(0)).unwrap_or(0);
-        let after = state_of(kind, self.db.rows(SCHEMA, table));
-        let before = self.truth.get(table).cloned().unwrap_or_default();
-        let widened: TableState = before
-            .into_values()
-            .map(|(mut row, n)| {
-                row.0.push(Value::Int(0));
-                (key_of(kind, &row), (row, n))
-            })
+        let widened = reshaped(kind, self.truth.get(table), |row| row.0.push(Value::Int(0)));
+        self.record_reshape(table, kind, xid, published, widened, columns, &format!("adding {name}"))?;
+        Ok(Altered::Done)
+    }
+
+    /// Drops one of the columns [`Upstream::add_column`] added (picked by
+    /// `rng`), if no transaction holds a lock on the table: the remaining
+    /// columns move up, so a view that keeps only the table's own columns
+    /// can still follow it.
+    pub fn drop_column(&mut self, table: &'static str, rng: &mut Rng) -> Result<Altered, ModelError> {
+        if self.in_use(table) {
+            return Ok(Altered::Busy);
+        }
+        let Some(model) = self.tables.get_mut(table) else { return Ok(Altered::Refused) };
+        if model.extras.is_empty() {
+            return Ok(Altered::Refused);
+        }
+        let kind = model.kind;
+        // Mostly the first added: the ones after it move.
+        let at = if rng.chance(0.75) { 0 } else { rng.below(model.extras.len() as u64) as usize };
+        let name = model.extras.remove(at);
+        let Some(was) = self.db.describe(SCHEMA, table).map(|s| s.columns) else { return Ok(Altered::Refused) };
+        let Some(gone) = was.iter().position(|c| c.name == name) else { return Ok(Altered::Refused) };
+        let columns: Vec<ColumnMatch> = was
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != gone)
+            .map(|(i, c)| ColumnMatch { name: c.name.clone(), before: Some(i) })
             .collect();
-        if after != widened {
+        let published = self.db.is_published(SCHEMA, table);
+        let Some(xid) = self.db.drop_column(SCHEMA, table, &name) else {
+            return Err(ModelError { table: table.to_owned(), detail: format!("could not drop its column {name}") });
+        };
+        let narrowed = reshaped(kind, self.truth.get(table), |row| {
+            if gone < row.0.len() {
+                row.0.remove(gone);
+            }
+        });
+        self.record_reshape(table, kind, xid.unwrap_or(0), published, narrowed, columns, &format!("dropping {name}"))?;
+        Ok(Altered::Done)
+    }
+
+    /// Checks the table's rows after a change of its shape against what the
+    /// workload expected, and records the change as a commit that replaces
+    /// the table's content.
+    #[allow(clippy::too_many_arguments)]
+    fn record_reshape(
+        &mut self,
+        table: &'static str,
+        kind: TableKind,
+        xid: u64,
+        published: bool,
+        expected: TableState,
+        columns: Vec<ColumnMatch>,
+        what: &str,
+    ) -> Result<(), ModelError> {
+        let after = state_of(kind, self.db.rows(SCHEMA, table));
+        if after != expected {
             return Err(ModelError {
                 table: table.to_owned(),
-                detail: format!("after adding {name}: model has {after:?}, workload expected {widened:?}"),
+                detail: format!("after {what}: model has {after:?}, workload expected {expected:?}"),
             });
         }
         self.truth.insert(table, after.clone());
         let in_feed = if published { BTreeSet::from([table]) } else { BTreeSet::new() };
         let end_lsn = self.db.current_lsn();
-        self.record(xid, end_lsn, BTreeMap::from([(table, Delta::Replace(after))]), in_feed, true);
-        Ok(true)
+        self.record(xid, end_lsn, BTreeMap::from([(table, Delta::Replace(after))]), in_feed, Some(columns));
+        Ok(())
     }
+}
+
+/// What became of an `ALTER TABLE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Altered {
+    /// The table has its new shape.
+    Done,
+    /// A transaction that touched the table is open or not yet visible: as
+    /// Postgres' `ALTER TABLE` would, it has to wait.
+    Busy,
+    /// Nothing to do (no column to drop, or enough added already).
+    Refused,
+}
+
+/// A table's content with every row changed by `f`, rows that became equal
+/// merged (a table without a key keeps copies).
+fn reshaped(kind: TableKind, before: Option<&TableState>, f: impl Fn(&mut Row)) -> TableState {
+    let mut out = TableState::new();
+    for (row, n) in before.into_iter().flat_map(|s| s.values()) {
+        let mut row = row.clone();
+        f(&mut row);
+        out.entry(key_of(kind, &row)).and_modify(|(_, m)| *m += n).or_insert((row, *n));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -466,15 +566,18 @@ mod tests {
 
     #[test]
     fn commits_match_the_model_and_deltas_replay_to_the_truth() {
-        let mut up = Upstream::new((1 << 32) - 20, 8);
+        let mut up = Upstream::new((1 << 32) - 20, 8, 2);
         let mut rng = Rng::new(9);
         let mut replayed: BTreeMap<&str, TableState> = BTreeMap::new();
         for i in 0..300 {
             let t = up.begin();
             up.add_ops(t, 1 + (i % 4), &mut rng, true);
             up.commit(t, true).expect("model agrees");
-            if i % 50 == 0 {
-                assert!(up.add_column("users").is_ok());
+            // Shapes change in between: deltas still replay to the truth.
+            if i % 100 == 0 {
+                assert_eq!(up.add_column("users").ok(), Some(Altered::Done));
+            } else if i % 100 == 50 {
+                assert_eq!(up.drop_column("users", &mut rng).ok(), Some(Altered::Done));
             }
         }
         for c in up.history() {
@@ -490,7 +593,7 @@ mod tests {
 
     #[test]
     fn locks_keep_concurrent_transactions_apart() {
-        let mut up = Upstream::new(1000, 4);
+        let mut up = Upstream::new(1000, 4, 0);
         let mut rng = Rng::new(1);
         let a = up.begin();
         up.add_ops(a, 6, &mut rng, true);

@@ -8,7 +8,7 @@ use flashsync_core::{Persistence, Selector, ViewDef, ViewName};
 use crate::driver::{Call, Ev, World};
 use crate::faults::Fault;
 use crate::scenario::Scenario;
-use crate::upstream::{TableKind, TxnId, SCHEMA, TABLES};
+use crate::upstream::{Altered, TableKind, TxnId, SCHEMA, TABLES};
 
 /// Defines the initial views and asks for the first sync.
 pub(crate) fn setup(w: &mut World, scenario: Scenario, views: Option<u64>) {
@@ -84,7 +84,17 @@ fn partial(w: &mut World, table: &str, mut def: ViewDef) -> ViewDef {
     }
     if !columns.is_empty() && (!with_filter || w.rng.chance(0.5)) {
         let c = columns[w.rng.below(columns.len() as u64) as usize];
-        def.columns = Some(c.iter().map(|s| (*s).to_owned()).collect());
+        let mut kept: Vec<String> = c.iter().map(|s| (*s).to_owned()).collect();
+        // Sometimes a column the workload added, when there is one: dropping
+        // another added before it moves it, and the copy must follow it by
+        // name, not by place.
+        let extras = w.up.extras(table);
+        if !extras.is_empty() && w.rng.chance(0.7) {
+            // Mostly the last added: the one that moves when another goes.
+            let at = if w.rng.chance(0.75) { extras.len() - 1 } else { w.rng.below(extras.len() as u64) as usize };
+            kept.push(extras[at].clone());
+        }
+        def.columns = Some(kept);
     }
     def
 }
@@ -119,6 +129,7 @@ pub(crate) fn tick(w: &mut World) {
     if w.liveness {
         return;
     }
+    alter_table(w);
     act(w);
     w.kick();
     let d = 1 + w.jitter(w.plan.timing.tick_ms);
@@ -137,7 +148,7 @@ fn act(w: &mut World) {
             Fault::CutFeed => Action::Fault(f),
             Fault::Storm => Action::Fault(f),
             Fault::DropSlot | Fault::InvalidateSlot | Fault::Offline | Fault::FailCalls => Action::Fault(f),
-            Fault::Crash | Fault::Restart | Fault::StoreError | Fault::AddColumn => Action::Fault(f),
+            Fault::Crash | Fault::Restart | Fault::StoreError | Fault::AlterTable => Action::Fault(f),
             Fault::Churn => Action::Fault(f),
             // Per-event probabilities, applied where the events happen.
             Fault::LostKeepalive | Fault::FeedStall | Fault::LostAck | Fault::SlowSnapshot => continue,
@@ -147,7 +158,7 @@ fn act(w: &mut World) {
             | Fault::Restart
             | Fault::DropSlot
             | Fault::InvalidateSlot
-            | Fault::AddColumn
+            | Fault::AlterTable
             | Fault::Offline
             | Fault::StoreError => rate,
             Fault::FailCalls => rate * 2,
@@ -281,7 +292,7 @@ pub(crate) fn keepalive(w: &mut World) {
 }
 
 fn fault(w: &mut World, f: Fault) {
-    if w.down && !matches!(f, Fault::AddColumn | Fault::CutFeed | Fault::DropSlot | Fault::InvalidateSlot) {
+    if w.down && !matches!(f, Fault::AlterTable | Fault::CutFeed | Fault::DropSlot | Fault::InvalidateSlot) {
         // Nothing local to hurt while the process is down.
         return;
     }
@@ -313,16 +324,46 @@ fn fault(w: &mut World, f: Fault) {
             w.clean_restart(d);
         }
         Fault::StoreError => w.fail_next_apply = true,
-        Fault::AddColumn => {
+        Fault::AlterTable => {
             let (table, kind) = TABLES[w.rng.below(TABLES.len() as u64) as usize];
             if kind != TableKind::NoIdentity {
-                if let Err(e) = w.up.add_column(table) {
-                    w.checker.report("upstream model: ddl", e.to_string());
-                }
+                let alter = if w.rng.chance(0.5) { Alter::DropColumn } else { Alter::AddColumn };
+                w.pending_alter = Some((table, alter));
+                alter_table(w);
             }
         }
         Fault::Churn => churn(w),
         Fault::LostKeepalive | Fault::FeedStall | Fault::LostAck | Fault::SlowSnapshot => {}
+    }
+}
+
+/// A change of a table's columns the workload asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alter {
+    AddColumn,
+    /// Drops one of the columns added before, never one of the table's
+    /// own: projected views keep following the table (their copy reading
+    /// moved columns by name), while whole-row views are copied again and
+    /// views keeping the dropped column fail.
+    DropColumn,
+}
+
+/// Carries out the pending [`Alter`], if any. Like Postgres' `ALTER TABLE`
+/// it waits for the transactions that touched the table: it stays pending,
+/// and is tried again on the next tick, until they are over.
+pub(crate) fn alter_table(w: &mut World) {
+    let Some((table, alter)) = w.pending_alter else { return };
+    let altered = match alter {
+        Alter::AddColumn => w.up.add_column(table),
+        Alter::DropColumn => w.up.drop_column(table, &mut w.rng),
+    };
+    match altered {
+        Ok(Altered::Busy) => {}
+        Ok(Altered::Done | Altered::Refused) => w.pending_alter = None,
+        Err(e) => {
+            w.pending_alter = None;
+            w.checker.report("upstream model: ddl", e.to_string());
+        }
     }
 }
 

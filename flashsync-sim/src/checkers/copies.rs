@@ -102,8 +102,8 @@ impl Checker {
                 if !matches!(batch.progress, Progress::Stage { .. }) && !m.broken {
                     m.partial = false;
                 }
-                if commit.ddl {
-                    follow_column_added(m, def.as_ref());
+                if let Some(columns) = &commit.ddl {
+                    follow_reshape(m, def.as_ref(), columns);
                 }
                 continue;
             }
@@ -132,8 +132,8 @@ impl Checker {
             if !matches!(batch.progress, Progress::Stage { .. }) && !m.broken {
                 m.partial = false;
             }
-            if commit.ddl {
-                follow_column_added(m, def.as_ref());
+            if let Some(columns) = &commit.ddl {
+                follow_reshape(m, def.as_ref(), columns);
             }
         }
         for (invariant, detail) in problems {
@@ -399,24 +399,23 @@ impl Checker {
     }
 }
 
-/// A copy that took a column's addition (the simulated upstream adds one at
-/// the end, and only that) holds the columns it had, now read from the
-/// widened rows: its mirror reads them so too. A copy that could not
-/// follow would have been made again instead — if the machine kept it
-/// anyway, its rows no longer match the mirror's and the comparison says so.
-fn follow_column_added(m: &mut Mirror, def: Option<&ViewDef>) {
+/// A copy that took a change of its table's shape (a column added at the
+/// end, or one the view does not keep dropped) holds the columns it had,
+/// now read from where they are in the reshaped rows: its mirror reads them
+/// so too. A copy that could not follow would have been made again
+/// instead — if the machine kept it anyway, its rows no longer match the
+/// mirror's and the comparison says so.
+fn follow_reshape(m: &mut Mirror, def: Option<&ViewDef>, columns: &[flashsync_core::ColumnMatch]) {
     let Some(def) = def else { return };
-    let before = m.shape.upstream().columns.len();
-    let mut after: Vec<flashsync_core::ColumnMatch> = m
-        .shape
-        .upstream()
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| flashsync_core::ColumnMatch { name: c.name.clone(), before: Some(i) })
-        .collect();
-    after.push(flashsync_core::ColumnMatch { name: format!("added after column {before}"), before: None });
-    if let Some(followed) = m.shape.follow(def, &after) {
+    // The positions are those of the shape just before this change: a copy
+    // of an older shape (one that did not follow an earlier change) is not
+    // read through them.
+    let was = &m.shape.upstream().columns;
+    let fits = columns.iter().all(|c| c.before.is_none_or(|i| was.get(i).is_some_and(|w| w.name == c.name)));
+    if !fits {
+        return;
+    }
+    if let Some(followed) = m.shape.follow(def, columns) {
         m.shape = std::sync::Arc::new(followed);
         m.followed = true;
     }

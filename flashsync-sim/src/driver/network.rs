@@ -162,7 +162,13 @@ impl World {
         let rows = std::mem::take(&mut tee.rows);
         // As the tokio driver does at the end of a chunk.
         let result = result.and_then(|c| self.settle(&mut generation).map(|()| c));
-        let d = self.jitter(self.plan.timing.snapshot_ms);
+        let mut d = self.jitter(self.plan.timing.snapshot_ms);
+        if self.recopy_crash == Some((inc, view)) {
+            // A crash is aimed at this re-copy (`World::recopy_crash`): a
+            // slow chunk gives the writes meant for the old copy time to
+            // land while the new one is still being made.
+            d += 300;
+        }
         match result {
             Ok(copied) => {
                 self.counters.snapshots += 1;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flashsync_core::memory::TxnHandle;
 use flashsync_core::rng::Rng;
-use flashsync_core::{Key, Lsn, Row, Value};
+use flashsync_core::{ColumnMatch, Key, Lsn, Row, Value};
 
 /// The upstream schema every simulated table lives in.
 pub const SCHEMA: &str = "public";
@@ -89,8 +89,9 @@ pub struct Commit {
     pub deltas: BTreeMap<&'static str, Delta>,
     /// Tables whose changes the feed carries (published at commit time).
     pub in_feed: BTreeSet<&'static str>,
-    /// A column addition rather than a data change.
-    pub ddl: bool,
+    /// A change of the table's shape rather than of its data: where each
+    /// column of the new shape was before (`None` for one added).
+    pub ddl: Option<Vec<ColumnMatch>>,
 }
 
 /// Which commits a snapshot taken at one instant sees: every commit logged
@@ -171,8 +172,11 @@ pub(super) struct Locks {
 
 pub(super) struct TableModel {
     pub(super) kind: TableKind,
-    /// Columns added by the workload (int8, default 0).
-    pub(super) extra: usize,
+    /// Columns added by the workload (int8, default 0) and not dropped
+    /// since, in table order (after the table's own columns).
+    pub(super) extras: Vec<String>,
+    /// Columns ever added, which names the next one.
+    pub(super) added: usize,
 }
 
 /// The key of a row of a table of `kind`.
