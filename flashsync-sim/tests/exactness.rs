@@ -144,3 +144,13 @@ fn a_draining_resumed_copy_never_keeps_the_feed_paused() {
 fn a_copy_kept_current_gets_every_commit_once() {
     must_pass(&[168, 768, 120003703, 120005590, 120008777, 120009149, 120009504, 120016237, 120020473]);
 }
+
+/// A copy read through the wrong columns after a restart: the table was
+/// described as it is now (a column dropped, the one after it moved up)
+/// while the feed replayed rows of the old shape, read by the new
+/// positions. The memory source now announces the shape a replayed row
+/// has, as the Postgres source does with every `Relation` message.
+#[test]
+fn a_replay_after_a_dropped_column_is_read_by_its_own_shape() {
+    must_pass(&[220007110]);
+}
