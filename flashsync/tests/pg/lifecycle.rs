@@ -66,6 +66,60 @@ async fn upstream_ddl_under_load() {
     engine.shutdown().await.unwrap();
 }
 
+/// A column a projected view does not keep is dropped, and the kept column
+/// after it moves up. While the view is copied again (its snapshot held at
+/// a gate), its old copy stays current: updates made after the drop reach
+/// it, read by column name where the column now is, and the job stays
+/// running. Then the new copy replaces it, exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projected_view_follows_a_dropped_column_by_name() {
+    let Some(db) = testkit::test_db("life_drop_moved").await else { return };
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE moved (id int PRIMARY KEY, mid text, keep int); \
+         INSERT INTO moved SELECT g, 'm' || g, g FROM generate_series(1, 100) g;",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let engine = open_engine_with(StoreKind::Fjall, dir.path(), probe.source(), fast_config()).await;
+    let mut def = view("public", "moved_live", Persistence::Realtime, "public", "moved");
+    def.columns = Some(vec!["id".into(), "keep".into()]);
+    engine.define(def).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
+
+    // The next copy waits at the gate; the old copy must carry on alone.
+    let gate = probe.close_gate();
+    let before = probe.snapshot_count();
+    c.batch_execute("ALTER TABLE moved DROP COLUMN mid").await.unwrap();
+    c.batch_execute("UPDATE moved SET keep = keep + 1000 WHERE id <= 10").await.unwrap();
+    let e = engine.clone();
+    wait_for("the old copy to take the update after the drop", WAIT, move || {
+        let e = e.clone();
+        async move {
+            let row = e.get("public.moved_live", &flashsync::Key(vec![flashsync::Value::Int(7)])).await.ok()??;
+            (row.0 == vec![flashsync::Value::Int(7), flashsync::Value::Int(1007)]).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(probe.snapshot_count(), before, "the gate held the new copy");
+    let st = status(&engine, "public.moved_live").await;
+    assert_eq!(st.state, JobState::Running, "{st:?}");
+    assert_eq!(engine.count("public.moved_live").await.unwrap(), 100);
+
+    gate.add_permits(1_000);
+    c.batch_execute("UPDATE moved SET keep = keep + 1 WHERE id > 90").await.unwrap();
+    assert_converges(&engine, "public.moved_live", &c, "public", "moved", WAIT).await;
+    let st = wait_state(&engine, "public.moved_live", JobState::Running).await;
+    assert!(probe.snapshot_count() > before, "the view was not copied again");
+    assert!(st.last_recopy.is_some(), "{st:?}");
+    let columns: Vec<String> =
+        engine.schema("public.moved_live").await.unwrap().columns.into_iter().map(|c| c.name).collect();
+    assert_eq!(columns, ["id", "keep"]);
+    engine.shutdown().await.unwrap();
+}
+
 /// stop() halts one view while the other keeps mirroring; resume() brings it
 /// back to an exact copy. Stopping every view and resuming works too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
