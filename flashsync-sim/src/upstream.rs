@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flashsync_core::memory::{MemoryUpstream, TableIdentity};
 use flashsync_core::rng::Rng;
-use flashsync_core::{ColumnMatch, Key, Lsn, Row, Value};
+use flashsync_core::{Key, Lsn, Row, Value};
 
 mod model;
 
@@ -363,7 +363,7 @@ impl Upstream {
             deltas.insert(*table, delta);
             self.truth.insert(table, after);
         }
-        let idx = self.record(xid, end_lsn, deltas, in_feed, None);
+        let idx = self.record(xid, end_lsn, deltas, in_feed, false);
         if deferred {
             self.invisible.insert(xid, (idx, id));
             self.held.insert(id, locks);
@@ -380,16 +380,17 @@ impl Upstream {
         end_lsn: Lsn,
         deltas: BTreeMap<&'static str, Delta>,
         in_feed: BTreeSet<&'static str>,
-        ddl: Option<Vec<ColumnMatch>>,
+        ddl: bool,
     ) -> usize {
         let idx = self.history.len();
+        let shapes = deltas.keys().filter_map(|t| Some((*t, self.db.describe(SCHEMA, t)?.columns))).collect();
         for t in deltas.keys() {
             self.per_table.entry(t).or_default().push(idx);
         }
         if !in_feed.is_empty() {
             self.by_lsn.insert(end_lsn, idx);
         }
-        self.history.push(Commit { idx, xid, end_lsn, deltas, in_feed, ddl });
+        self.history.push(Commit { idx, xid, end_lsn, deltas, in_feed, ddl, shapes });
         idx
     }
 
@@ -456,17 +457,12 @@ impl Upstream {
         let name = format!("extra{}", model.added);
         model.extras.push(name.clone());
         let kind = model.kind;
-        // Every column is where it was; the new one comes last.
-        let Some(was) = self.db.describe(SCHEMA, table).map(|s| s.columns) else { return Ok(Altered::Refused) };
-        let mut columns: Vec<ColumnMatch> =
-            was.iter().enumerate().map(|(i, c)| ColumnMatch { name: c.name.clone(), before: Some(i) }).collect();
-        columns.push(ColumnMatch { name: name.clone(), before: None });
         let published = self.db.is_published(SCHEMA, table);
         // The transaction that logs it, when the table is published (else
         // nothing reads its id).
         let xid = self.db.add_column(SCHEMA, table, &name, "int8", Value::Int(0)).unwrap_or(0);
         let widened = reshaped(kind, self.truth.get(table), |row| row.0.push(Value::Int(0)));
-        self.record_reshape(table, kind, xid, published, widened, columns, &format!("adding {name}"))?;
+        self.record_reshape(table, kind, xid, published, widened, &format!("adding {name}"))?;
         Ok(Altered::Done)
     }
 
@@ -488,12 +484,6 @@ impl Upstream {
         let name = model.extras.remove(at);
         let Some(was) = self.db.describe(SCHEMA, table).map(|s| s.columns) else { return Ok(Altered::Refused) };
         let Some(gone) = was.iter().position(|c| c.name == name) else { return Ok(Altered::Refused) };
-        let columns: Vec<ColumnMatch> = was
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != gone)
-            .map(|(i, c)| ColumnMatch { name: c.name.clone(), before: Some(i) })
-            .collect();
         let published = self.db.is_published(SCHEMA, table);
         let Some(xid) = self.db.drop_column(SCHEMA, table, &name) else {
             return Err(ModelError { table: table.to_owned(), detail: format!("could not drop its column {name}") });
@@ -503,14 +493,13 @@ impl Upstream {
                 row.0.remove(gone);
             }
         });
-        self.record_reshape(table, kind, xid.unwrap_or(0), published, narrowed, columns, &format!("dropping {name}"))?;
+        self.record_reshape(table, kind, xid.unwrap_or(0), published, narrowed, &format!("dropping {name}"))?;
         Ok(Altered::Done)
     }
 
     /// Checks the table's rows after a change of its shape against what the
     /// workload expected, and records the change as a commit that replaces
     /// the table's content.
-    #[allow(clippy::too_many_arguments)]
     fn record_reshape(
         &mut self,
         table: &'static str,
@@ -518,7 +507,6 @@ impl Upstream {
         xid: u64,
         published: bool,
         expected: TableState,
-        columns: Vec<ColumnMatch>,
         what: &str,
     ) -> Result<(), ModelError> {
         let after = state_of(kind, self.db.rows(SCHEMA, table));
@@ -531,7 +519,7 @@ impl Upstream {
         self.truth.insert(table, after.clone());
         let in_feed = if published { BTreeSet::from([table]) } else { BTreeSet::new() };
         let end_lsn = self.db.current_lsn();
-        self.record(xid, end_lsn, BTreeMap::from([(table, Delta::Replace(after))]), in_feed, Some(columns));
+        self.record(xid, end_lsn, BTreeMap::from([(table, Delta::Replace(after))]), in_feed, true);
         Ok(())
     }
 }
@@ -550,7 +538,7 @@ pub enum Altered {
 
 /// A table's content with every row changed by `f`, rows that became equal
 /// merged (a table without a key keeps copies).
-fn reshaped(kind: TableKind, before: Option<&TableState>, f: impl Fn(&mut Row)) -> TableState {
+pub(crate) fn reshaped(kind: TableKind, before: Option<&TableState>, f: impl Fn(&mut Row)) -> TableState {
     let mut out = TableState::new();
     for (row, n) in before.into_iter().flat_map(|s| s.values()) {
         let mut row = row.clone();

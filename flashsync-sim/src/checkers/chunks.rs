@@ -270,7 +270,7 @@ impl Checker {
                              snapshot already holds it"
                         ));
                     } else if !seen {
-                        if !truncated && commit.ddl.is_none() {
+                        if !truncated && !commit.ddl {
                             problems.push(format!(
                                 "transaction {xid} (end {end_lsn}) truncated {table}, but its truncate never reached \
                                  view {view}'s copy"

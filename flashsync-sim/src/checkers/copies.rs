@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flashsync_core::{ApplyBatch, BatchSeq, Lsn, Persistence, Progress, RelationId, Row, ViewDef, ViewShape};
+use flashsync_core::{
+    ApplyBatch, BatchSeq, Column, ColumnMatch, Lsn, Persistence, Progress, RelationId, Row, Value, ViewDef, ViewShape,
+};
 
 use super::{Checker, Mirror, SnapRecord};
 use crate::store::Durable;
@@ -92,6 +94,9 @@ impl Checker {
                 );
                 continue;
             };
+            if let Some(now) = commit.shapes.get(m.table) {
+                follow_shape(m, def.as_ref(), now);
+            }
             if m.segments.is_some() {
                 if let Some(d) = commit.deltas.get(m.table) {
                     if let Some(problem) = super::chunks::apply_in_segments(m, d, commit.idx, c.keys.as_deref()) {
@@ -101,9 +106,6 @@ impl Checker {
                 m.applied.insert(commit.idx);
                 if !matches!(batch.progress, Progress::Stage { .. }) && !m.broken {
                     m.partial = false;
-                }
-                if let Some(columns) = &commit.ddl {
-                    follow_reshape(m, def.as_ref(), columns);
                 }
                 continue;
             }
@@ -131,9 +133,6 @@ impl Checker {
             }
             if !matches!(batch.progress, Progress::Stage { .. }) && !m.broken {
                 m.partial = false;
-            }
-            if let Some(columns) = &commit.ddl {
-                follow_reshape(m, def.as_ref(), columns);
             }
         }
         for (invariant, detail) in problems {
@@ -399,26 +398,33 @@ impl Checker {
     }
 }
 
-/// A copy that took a change of its table's shape (a column added at the
-/// end, or one the view does not keep dropped) holds the columns it had,
-/// now read from where they are in the reshaped rows: its mirror reads them
-/// so too. A copy that could not follow would have been made again
-/// instead — if the machine kept it anyway, its rows no longer match the
-/// mirror's and the comparison says so.
-fn follow_reshape(m: &mut Mirror, def: Option<&ViewDef>, columns: &[flashsync_core::ColumnMatch]) {
-    let Some(def) = def else { return };
-    // The positions are those of the shape just before this change: a copy
-    // of an older shape (one that did not follow an earlier change) is not
-    // read through them.
-    let was = &m.shape.upstream().columns;
-    let fits = columns.iter().all(|c| c.before.is_none_or(|i| was.get(i).is_some_and(|w| w.name == c.name)));
-    if !fits {
+/// A mirror taking a commit whose rows have another shape than its copy
+/// reads (a column added or dropped since, which the feed announces before
+/// the first such row, in that commit or before): like the machine's copy,
+/// it follows — the columns it keeps read by name where they now are, a
+/// projection no definition asked for when the definition keeps every
+/// column — and its rows take the table's new layout. A copy that cannot
+/// follow (a column it keeps is gone, a table without a key) is left as
+/// it was: the machine must make it again, and if it kept it anyway, the
+/// comparison says so.
+fn follow_shape(m: &mut Mirror, def: Option<&ViewDef>, now: &[Column]) {
+    let was = m.shape.upstream().columns.clone();
+    if was == now {
         return;
     }
-    if let Some(followed) = m.shape.follow(def, columns) {
-        m.shape = std::sync::Arc::new(followed);
-        m.followed = true;
-    }
+    let Some(def) = def else { return };
+    let matches: Vec<ColumnMatch> =
+        now.iter().map(|c| ColumnMatch { name: c.name.clone(), before: was.iter().position(|w| w == c) }).collect();
+    let Some(followed) = m.shape.follow(def, &matches) else { return };
+    m.shape = std::sync::Arc::new(followed);
+    m.followed = true;
+    // Added columns hold the workload's default.
+    m.rows = crate::upstream::reshaped(m.kind, Some(&m.rows), |row| {
+        *row = Row(matches
+            .iter()
+            .map(|c| c.before.and_then(|i| row.0.get(i).cloned()).unwrap_or(Value::Int(0)))
+            .collect());
+    });
 }
 
 /// Rows with their number of copies.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flashsync_core::memory::TxnHandle;
 use flashsync_core::rng::Rng;
-use flashsync_core::{ColumnMatch, Key, Lsn, Row, Value};
+use flashsync_core::{Column, Key, Lsn, Row, Value};
 
 /// The upstream schema every simulated table lives in.
 pub const SCHEMA: &str = "public";
@@ -89,9 +89,11 @@ pub struct Commit {
     pub deltas: BTreeMap<&'static str, Delta>,
     /// Tables whose changes the feed carries (published at commit time).
     pub in_feed: BTreeSet<&'static str>,
-    /// A change of the table's shape rather than of its data: where each
-    /// column of the new shape was before (`None` for one added).
-    pub ddl: Option<Vec<ColumnMatch>>,
+    /// A change of a table's shape rather than of its data.
+    pub ddl: bool,
+    /// The columns each table it touched had at its commit: the shape its
+    /// rows have.
+    pub shapes: BTreeMap<&'static str, Vec<Column>>,
 }
 
 /// Which commits a snapshot taken at one instant sees: every commit logged
