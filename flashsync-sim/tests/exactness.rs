@@ -154,3 +154,14 @@ fn a_copy_kept_current_gets_every_commit_once() {
 fn a_replay_after_a_dropped_column_is_read_by_its_own_shape() {
     must_pass(&[220007110]);
 }
+
+/// A gap after two restarts: the first found the relation changed (a
+/// column added), so the view could not re-attach, but its job stayed
+/// stored as running while the feed moved on; the second found the
+/// relation as the copy knew it again (the column dropped) and attached
+/// the stale copy over the commits it had missed. The job is now stored
+/// as not running before the feed starts.
+#[test]
+fn a_copy_that_could_not_attach_never_attaches_later() {
+    must_pass(&[240016383]);
+}

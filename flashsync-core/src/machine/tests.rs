@@ -745,6 +745,40 @@ fn a_relation_changed_across_a_restart_is_recorded_as_the_recopy_reason() {
     assert_eq!(h.stored[&id].last_recopy.as_ref(), Some(&recopy), "stored with the new copy");
 }
 
+/// A restart that finds the relation changed stores the view's job as no
+/// longer running before the feed starts: the feed then moves past what
+/// the old copy holds, and a job still stored as running would let a later
+/// restart — one that finds the relation as the copy knew it again (a
+/// column added, then dropped) — attach that copy over every commit it
+/// missed (found by the simulator, seed 240016383).
+#[test]
+fn a_copy_that_cannot_attach_is_stored_as_not_running_before_the_feed_starts() {
+    let mut h = H::new();
+    h.live();
+    let mut h = H::load(h.restart_state(&realtime_t(), Lsn(150)));
+    h.input(Input::Sync { request: RequestId(1), selector: Selector::All, force: false });
+    h.settle_store();
+    let op = h.take(|o| match o {
+        Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+        _ => None,
+    });
+    h.out.clear();
+    let mut wider = schema();
+    wider.columns.push(crate::schema::Column { name: "w".into(), type_name: "text".into() });
+    h.input(Input::Prepared { op, result: Ok(wider) });
+    let demoted = h
+        .out
+        .iter()
+        .position(|o| matches!(o, Output::Store(StoreAction::PutJob { job, .. }) if job.state != JobState::Running));
+    let subscribed = h.out.iter().position(|o| matches!(o, Output::Source(SourceAction::Subscribe { .. })));
+    assert!(
+        matches!((demoted, subscribed), (Some(d), Some(s)) if d < s),
+        "the job is stored as not running before the feed starts: {:#?}",
+        h.out
+    );
+    assert_ne!(h.status().state, JobState::Running);
+}
+
 /// A redefinition drops the checkpoint of a copy under way: its rows were
 /// chosen by the old definition, so a restart must copy afresh rather than
 /// continue it (found by the simulator, seed 90047109: a filter added to a

@@ -185,6 +185,17 @@ impl Machine {
                     self.error(EventPhase::Prepare, Some(id), None, format!("{detail}; {next}"));
                     // Stored with the new copy's job record at its publish.
                     self.note_recopy(id, RecopyReason::SchemaChanged { detail });
+                    // The feed will move on past what the stored copy holds.
+                    // Stored as running, a later restart that found the
+                    // relation as the copy knew it again (a column added,
+                    // then dropped) would attach it over every commit it
+                    // missed meanwhile. Demoted, and stored before the feed
+                    // starts (store actions land in order), as the feed's
+                    // start demotes views that missed their chance.
+                    if self.job(id).is_some_and(|j| j.state == JobState::Running) {
+                        self.update_job(id, EventPhase::Prepare, |j| j.state = JobState::Idle);
+                        self.persist_job(id);
+                    }
                 }
                 if let Some(v) = self.views.get_mut(&id) {
                     v.attachable = false;
