@@ -359,7 +359,11 @@ pub(crate) fn alter_table(w: &mut World) {
     };
     match altered {
         Ok(Altered::Busy) => {}
-        Ok(Altered::Done | Altered::Refused) => w.pending_alter = None,
+        Ok(Altered::Done) => {
+            w.trace.add("altered", &(table, alter));
+            w.pending_alter = None;
+        }
+        Ok(Altered::Refused) => w.pending_alter = None,
         Err(e) => {
             w.pending_alter = None;
             w.checker.report("upstream model: ddl", e.to_string());
