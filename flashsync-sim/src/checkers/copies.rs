@@ -413,9 +413,14 @@ fn follow_shape(m: &mut Mirror, def: Option<&ViewDef>, now: &[Column]) {
         return;
     }
     let Some(def) = def else { return };
+    // The copy's own filter: the definition may have changed since the
+    // machine emitted the batch (the machine follows with the definition
+    // it had then, and a redefined view is copied afresh instead).
+    let mut def = def.clone();
+    def.filter = m.shape.filter().cloned();
     let matches: Vec<ColumnMatch> =
         now.iter().map(|c| ColumnMatch { name: c.name.clone(), before: was.iter().position(|w| w == c) }).collect();
-    let Some(followed) = m.shape.follow(def, &matches) else { return };
+    let Some(followed) = m.shape.follow(&def, &matches) else { return };
     m.shape = std::sync::Arc::new(followed);
     m.followed = true;
     // Added columns hold the workload's default.
