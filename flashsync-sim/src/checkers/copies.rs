@@ -9,7 +9,7 @@ use flashsync_core::{
 
 use super::{Checker, Mirror, SnapRecord};
 use crate::store::Durable;
-use crate::upstream::{state_of, TableState, Upstream};
+use crate::upstream::{state_of, TableState, Upstream, SCHEMA};
 
 impl Checker {
     /// A batch failed to apply: nothing of it is in the store. Its position
@@ -86,7 +86,6 @@ impl Checker {
                     ),
                 );
             }
-            let def = self.defs.get(&c.view).cloned();
             let Some(m) = self.mirrors.get_mut(&c.view) else {
                 self.fail(
                     "mirror never ahead of upstream",
@@ -95,7 +94,7 @@ impl Checker {
                 continue;
             };
             if let Some(now) = commit.shapes.get(m.table) {
-                follow_shape(m, def.as_ref(), now);
+                follow_shape(m, now);
             }
             if m.segments.is_some() {
                 if let Some(d) = commit.deltas.get(m.table) {
@@ -407,16 +406,16 @@ impl Checker {
 /// follow (a column it keeps is gone, a table without a key) is left as
 /// it was: the machine must make it again, and if it kept it anyway, the
 /// comparison says so.
-fn follow_shape(m: &mut Mirror, def: Option<&ViewDef>, now: &[Column]) {
+fn follow_shape(m: &mut Mirror, now: &[Column]) {
     let was = m.shape.upstream().columns.clone();
     if was == now {
         return;
     }
-    let Some(def) = def else { return };
-    // The copy's own filter: the definition may have changed since the
-    // machine emitted the batch (the machine follows with the definition
-    // it had then, and a redefined view is copied afresh instead).
-    let mut def = def.clone();
+    // The copy's own definition: the caller may have redefined or forgotten
+    // the view since the machine emitted the batch, and the machine followed
+    // with the definition it had then (its columns are the copy's; a
+    // redefined view is copied afresh).
+    let Ok(mut def) = ViewDef::new(SCHEMA, "mirror", m.mode, crate::ORIGIN, SCHEMA, m.table) else { return };
     def.filter = m.shape.filter().cloned();
     let matches: Vec<ColumnMatch> =
         now.iter().map(|c| ColumnMatch { name: c.name.clone(), before: was.iter().position(|w| w == c) }).collect();
