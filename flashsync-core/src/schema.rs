@@ -45,6 +45,29 @@ pub struct ColumnMatch {
     pub before: Option<usize>,
 }
 
+impl ColumnMatch {
+    /// Each of `now`'s columns matched to the column of `was` equal to it,
+    /// if any. What "equal" takes in is the caller's column type: name and
+    /// type for a [`Column`], which is all a memory upstream knows; the
+    /// Postgres source's own description adds the type modifier and the
+    /// part in the replica identity. Equal columns are not told apart by
+    /// position: a column dropped and one of the same name and type added
+    /// match, as Postgres' `Relation` messages cannot tell them apart.
+    ///
+    /// ```
+    /// use flashsync_core::{Column, ColumnMatch};
+    /// let col = |n: &str| Column { name: n.into(), type_name: "int8".into() };
+    /// let was = [col("id"), col("gone"), col("v")];
+    /// let now = [col("id"), col("v"), col("new")];
+    /// let matched = ColumnMatch::between(&was, &now, |c| c.name.as_str());
+    /// let before: Vec<Option<usize>> = matched.iter().map(|m| m.before).collect();
+    /// assert_eq!(before, [Some(0), Some(2), None]);
+    /// ```
+    pub fn between<C: PartialEq>(was: &[C], now: &[C], name: impl Fn(&C) -> &str) -> Vec<ColumnMatch> {
+        now.iter().map(|c| ColumnMatch { name: name(c).to_owned(), before: was.iter().position(|w| w == c) }).collect()
+    }
+}
+
 /// What a source reports about an upstream relation: enough to route its
 /// changes, key its rows and notice when it changes shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

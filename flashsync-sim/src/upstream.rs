@@ -458,9 +458,13 @@ impl Upstream {
         model.extras.push(name.clone());
         let kind = model.kind;
         let published = self.db.is_published(SCHEMA, table);
+        let altered = self.db.add_column(SCHEMA, table, &name, "int8", Value::Int(0));
+        if !altered.done() {
+            return Err(ModelError { table: table.to_owned(), detail: format!("could not add its column {name}") });
+        }
         // The transaction that logs it, when the table is published (else
         // nothing reads its id).
-        let xid = self.db.add_column(SCHEMA, table, &name, "int8", Value::Int(0)).unwrap_or(0);
+        let xid = altered.xid().unwrap_or(0);
         let widened = reshaped(kind, self.truth.get(table), |row| row.0.push(Value::Int(0)));
         self.record_reshape(table, kind, xid, published, widened, &format!("adding {name}"))?;
         Ok(Altered::Done)
@@ -485,15 +489,16 @@ impl Upstream {
         let Some(was) = self.db.describe(SCHEMA, table).map(|s| s.columns) else { return Ok(Altered::Refused) };
         let Some(gone) = was.iter().position(|c| c.name == name) else { return Ok(Altered::Refused) };
         let published = self.db.is_published(SCHEMA, table);
-        let Some(xid) = self.db.drop_column(SCHEMA, table, &name) else {
+        let altered = self.db.drop_column(SCHEMA, table, &name);
+        if !altered.done() {
             return Err(ModelError { table: table.to_owned(), detail: format!("could not drop its column {name}") });
-        };
+        }
         let narrowed = reshaped(kind, self.truth.get(table), |row| {
             if gone < row.0.len() {
                 row.0.remove(gone);
             }
         });
-        self.record_reshape(table, kind, xid.unwrap_or(0), published, narrowed, &format!("dropping {name}"))?;
+        self.record_reshape(table, kind, altered.xid().unwrap_or(0), published, narrowed, &format!("dropping {name}"))?;
         Ok(Altered::Done)
     }
 

@@ -74,12 +74,7 @@ impl Shape {
         if !self.same_name(new) || self.replident != new.replident {
             return None;
         }
-        let matched = new
-            .columns
-            .iter()
-            .map(|c| ColumnMatch { name: c.name.clone(), before: self.columns.iter().position(|o| o == c) })
-            .collect();
-        Some(matched)
+        Some(ColumnMatch::between(&self.columns, &new.columns, |c| c.name.as_str()))
     }
 
     /// `None` when equal; otherwise what changed, for `last_error`.

@@ -15,4 +15,4 @@ pub use faults::FailPoint;
 pub use source::MemorySource;
 pub use store::MemoryStore;
 pub use txn::TxnHandle;
-pub use upstream::{MemoryUpstream, SourceStats, TableIdentity};
+pub use upstream::{Alteration, MemoryUpstream, SourceStats, TableIdentity};

@@ -69,7 +69,7 @@ pub(super) fn send_entry(
                     send(StreamEvent::SchemaChanged {
                         rel: *rel,
                         detail: detail.clone(),
-                        columns: Some(matched(was, now)),
+                        columns: Some(ColumnMatch::between(was, now, |c| c.name.as_str())),
                     });
                     known.insert(*rel, now.clone());
                 }
@@ -82,7 +82,11 @@ pub(super) fn send_entry(
                 match known.get(&rel) {
                     Some(was) if was != now => {
                         let detail = format!("relation {} arrives with other columns than described", rel.0);
-                        send(StreamEvent::SchemaChanged { rel, detail, columns: Some(matched(was, now)) });
+                        send(StreamEvent::SchemaChanged {
+                            rel,
+                            detail,
+                            columns: Some(ColumnMatch::between(was, now, |c| c.name.as_str())),
+                        });
                         known.insert(rel, now.clone());
                     }
                     Some(_) => {}
@@ -96,11 +100,6 @@ pub(super) fn send_entry(
         }
     }
     send(StreamEvent::Commit { end_lsn: entry.end_lsn });
-}
-
-/// `now`'s columns matched to `was`'s by name and type.
-fn matched(was: &[Column], now: &[Column]) -> Vec<ColumnMatch> {
-    now.iter().map(|c| ColumnMatch { name: c.name.clone(), before: was.iter().position(|w| w == c) }).collect()
 }
 
 /// The `Source` over a [`MemoryUpstream`].
@@ -380,7 +379,7 @@ mod tests {
         block_on(source.prepare(&relation, true)).expect("prepare");
         drop(block_on(source.subscribe(None)).expect("subscribe"));
         up.insert("public", "t", Row(vec![Value::Int(1), Value::Int(10), Value::Int(100)]));
-        assert!(up.drop_column("public", "t", "gone").is_some_and(|xid| xid.is_some()));
+        assert!(up.drop_column("public", "t", "gone").xid().is_some());
         // The restart: described as it is now, then the feed replays.
         let now = block_on(source.prepare(&relation, true)).expect("prepare");
         assert_eq!(now.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["id", "kept"]);

@@ -37,6 +37,36 @@ pub enum TableIdentity {
     Nothing,
 }
 
+/// What an `ALTER TABLE` on a [`MemoryUpstream`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alteration {
+    /// Nothing: no such table, or no such column to drop (or one of the
+    /// table's key).
+    Refused,
+    /// Done; the table is not published, so no feed hears of it.
+    Unlogged,
+    /// Done, and logged for the feed as transaction `xid`.
+    Logged {
+        /// The transaction that carries the change in the log.
+        xid: u64,
+    },
+}
+
+impl Alteration {
+    /// Whether the table changed.
+    pub fn done(self) -> bool {
+        self != Alteration::Refused
+    }
+
+    /// The transaction that logged the change, if the feed hears of it.
+    pub fn xid(self) -> Option<u64> {
+        match self {
+            Alteration::Logged { xid } => Some(xid),
+            Alteration::Refused | Alteration::Unlogged => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Table {
     pub(super) id: SourceRelId,
@@ -280,13 +310,12 @@ impl MemoryUpstream {
     }
 
     /// Adds a column (existing rows get `default`). The feed reports the new
-    /// shape before the table's next change. Returns the id of the
-    /// transaction that carries it in the log (when the table is published).
-    pub fn add_column(&self, schema: &str, table: &str, name: &str, type_name: &str, default: Value) -> Option<u64> {
+    /// shape before the table's next change.
+    pub fn add_column(&self, schema: &str, table: &str, name: &str, type_name: &str, default: Value) -> Alteration {
         let mut u = self.lock();
         let k = (schema.to_owned(), table.to_owned());
         let published = u.publication.contains(&k);
-        let t = u.tables.get_mut(&k)?;
+        let Some(t) = u.tables.get_mut(&k) else { return Alteration::Refused };
         t.columns.push(Column { name: name.into(), type_name: type_name.into() });
         // Every column it had is where it was; the new one comes last.
         let last = t.columns.len() - 1;
@@ -305,31 +334,31 @@ impl MemoryUpstream {
         }
         let rel = t.id;
         if published {
-            return Some(u.log_shape_change(
+            let xid = u.log_shape_change(
                 rel,
                 format!("column {name} ({type_name}) added to {schema}.{table}"),
                 Some(columns),
-            ));
+            );
+            return Alteration::Logged { xid };
         }
-        None
+        Alteration::Unlogged
     }
 
     /// Drops a column that is not part of the table's key (rows lose its
     /// value; rows of a table without a key that become equal merge, as
     /// Postgres' would become duplicates). The feed reports the new shape
     /// before the table's next change, each remaining column matched to
-    /// where it was. Returns `None` when the table or a droppable column
-    /// of that name does not exist, else the id of the transaction that
-    /// carries the change in the log when the table is published.
-    pub fn drop_column(&self, schema: &str, table: &str, name: &str) -> Option<Option<u64>> {
+    /// where it was. Refused when the table or a column of that name
+    /// outside the key does not exist.
+    pub fn drop_column(&self, schema: &str, table: &str, name: &str) -> Alteration {
         let mut u = self.lock();
         let k = (schema.to_owned(), table.to_owned());
         let published = u.publication.contains(&k);
-        let t = u.tables.get_mut(&k)?;
-        let gone = t.columns.iter().position(|c| c.name == name)?;
+        let Some(t) = u.tables.get_mut(&k) else { return Alteration::Refused };
+        let Some(gone) = t.columns.iter().position(|c| c.name == name) else { return Alteration::Refused };
         if let TableIdentity::PrimaryKey(key) = &mut t.identity {
             if key.contains(&gone) {
-                return None;
+                return Alteration::Refused;
             }
             for i in key.iter_mut() {
                 if *i > gone {
@@ -358,9 +387,9 @@ impl MemoryUpstream {
         let rel = t.id;
         if published {
             let detail = format!("column {} ({}) dropped from {schema}.{table}", dropped.name, dropped.type_name);
-            return Some(Some(u.log_shape_change(rel, detail, Some(columns))));
+            return Alteration::Logged { xid: u.log_shape_change(rel, detail, Some(columns)) };
         }
-        Some(None)
+        Alteration::Unlogged
     }
 
     /// The table's schema as `prepare` would describe it now.

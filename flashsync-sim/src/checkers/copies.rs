@@ -417,8 +417,7 @@ fn follow_shape(m: &mut Mirror, now: &[Column]) {
     // redefined view is copied afresh).
     let Ok(mut def) = ViewDef::new(SCHEMA, "mirror", m.mode, crate::ORIGIN, SCHEMA, m.table) else { return };
     def.filter = m.shape.filter().cloned();
-    let matches: Vec<ColumnMatch> =
-        now.iter().map(|c| ColumnMatch { name: c.name.clone(), before: was.iter().position(|w| w == c) }).collect();
+    let matches = ColumnMatch::between(&was, now, |c| c.name.as_str());
     let Some(followed) = m.shape.follow(&def, &matches) else { return };
     m.shape = std::sync::Arc::new(followed);
     m.followed = true;
