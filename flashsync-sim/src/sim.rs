@@ -78,6 +78,7 @@ impl SimOptions {
             (self.bugs.unbounded_chunk_growth, "unbounded_chunk_growth"),
             (self.bugs.freeze_recopied_copy, "freeze_recopied_copy"),
             (self.bugs.reapply_resumed_span, "reapply_resumed_span"),
+            (self.bugs.keep_unattached_running, "keep_unattached_running"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
             (self.exec_bugs.drop_captured_removals, "drop_captured_removals"),

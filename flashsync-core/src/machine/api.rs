@@ -84,6 +84,11 @@ pub struct InjectedBugs {
     /// replay were new to every view): the old copy takes again the
     /// transactions the feed replays for the new one.
     pub reapply_resumed_span: bool,
+    /// After a restart that finds a view's relation changed since its copy
+    /// was made, leave its job stored as running while the feed moves on:
+    /// a later restart that finds the relation as the copy knew it again
+    /// attaches the stale copy over every commit it missed.
+    pub keep_unattached_running: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.

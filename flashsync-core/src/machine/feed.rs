@@ -122,10 +122,7 @@ impl Machine {
                     },
                 };
                 self.note_recopy(id, reason);
-                if self.job(id).is_some_and(|j| j.state == JobState::Running) {
-                    self.update_job(id, EventPhase::Stream, |j| j.state = JobState::Idle);
-                    self.persist_job(id);
-                }
+                self.demote_job(id, EventPhase::Stream);
             }
         }
         if let Some(detail) = gap {

@@ -53,6 +53,18 @@ impl Machine {
         self.views.get(&id).and_then(|v| v.job.as_ref())
     }
 
+    /// Stores a job that is running as not running (idle): its copy will
+    /// no longer reach where the feed goes next, so no restart may attach
+    /// it and resume the feed from a position the copy lacks. Stored at
+    /// once, so the demotion lands before any later position of the feed
+    /// (store actions land in order).
+    pub(super) fn demote_job(&mut self, id: RelationId, phase: EventPhase) {
+        if self.job(id).is_some_and(|j| j.state == JobState::Running) {
+            self.update_job(id, phase, |j| j.state = JobState::Idle);
+            self.persist_job(id);
+        }
+    }
+
     pub(super) fn persist_job(&mut self, id: RelationId) {
         if let Some(job) = self.stored_job(id) {
             let op = self.op(Op::Job);

@@ -192,9 +192,8 @@ impl Machine {
                     // missed meanwhile. Demoted, and stored before the feed
                     // starts (store actions land in order), as the feed's
                     // start demotes views that missed their chance.
-                    if self.job(id).is_some_and(|j| j.state == JobState::Running) {
-                        self.update_job(id, EventPhase::Prepare, |j| j.state = JobState::Idle);
-                        self.persist_job(id);
+                    if !self.bugs().keep_unattached_running {
+                        self.demote_job(id, EventPhase::Prepare);
                     }
                 }
                 if let Some(v) = self.views.get_mut(&id) {
