@@ -11,6 +11,9 @@
 //! since it started, before it asks fjall to finish: the data reaches the
 //! disk while nothing waits for it, and the fsync under the lock finds only
 //! what `finish` itself writes (the last block, the index and the filter).
+//! Building that filter was the other half of the stall; the rows keyspace
+//! partitions its filters so `finish` builds one partition of it (see
+//! `open::create_options`).
 //!
 //! This is only a head start. The folder is fjall's layout
 //! (`<keyspace>/tables`, one file per table), not its API: if it moves or a

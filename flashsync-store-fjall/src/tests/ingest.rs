@@ -198,3 +198,26 @@ proptest! {
         check(batches, full_row, window, encoded);
     }
 }
+
+/// A new store's keyspaces are created with the store's own options (and
+/// fjall keeps them): the rows keyspace partitions its filters from level
+/// 1, where ingested tables go, so finishing an ingestion under fjall's
+/// journal lock does not build a whole table's filter there. Format checks
+/// used to create every keyspace with fjall's defaults first.
+#[test]
+fn a_new_store_partitions_the_filters_of_ingested_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FjallStore::open(dir.path(), Options::default()).unwrap();
+    let ks = &store.inner.shared.ks;
+    let partitioned = |k: &fjall::Keyspace, level: usize| {
+        let policy = &k.config.filter_block_partitioning_policy;
+        policy.get(level).or(policy.last()).copied().unwrap_or(false)
+    };
+    assert!(!partitioned(&ks.rows, 0), "memtable flushes keep whole filters");
+    assert!(partitioned(&ks.rows, 1), "ingested tables (level 1) partition their filters");
+    assert!(partitioned(&ks.rows, 6));
+    assert!(!partitioned(&ks.jobs, 1), "other keyspaces keep fjall's defaults");
+    drop(store);
+    let reopened = FjallStore::open(dir.path(), Options::default()).unwrap();
+    assert!(partitioned(&reopened.inner.shared.ks.rows, 1), "kept across a reopen");
+}
