@@ -41,7 +41,10 @@ pub struct ColumnMatch {
     pub name: String,
     /// The index of the same column before the change — the same name, type
     /// and type modifier, the same part in the replica identity — if the
-    /// relation had it.
+    /// relation had it. "Before" is the relation as the source last
+    /// described or announced it, which a view's copy may not share; the
+    /// machine follows only where the column at that index of its own shape
+    /// has this name ([`RelationSchema::after_change`]).
     pub before: Option<usize>,
 }
 
@@ -129,6 +132,15 @@ impl RelationSchema {
     /// and nothing that reads this reads them). `None` when a key column did
     /// not survive, or for a keyless relation, whose identity takes in every
     /// column, new ones too.
+    ///
+    /// `after` counts its `before` positions in the relation as the source
+    /// last described or announced it, which need not be this schema: a
+    /// copy made before a later `prepare` described the relation anew (the
+    /// feed still sending rows of the older shape), or after one the feed
+    /// has not reached yet. A source matches a column only to one of the
+    /// same name, so a position whose column here has another name proves
+    /// the two disagree, and the positions mean nothing here: `None` then,
+    /// rather than reading one column's values as another's.
     pub fn after_change(&self, after: &[ColumnMatch]) -> Option<RelationSchema> {
         if self.identity != Identity::Key {
             return None;
@@ -136,7 +148,7 @@ impl RelationSchema {
         let columns = after
             .iter()
             .map(|m| match m.before {
-                Some(i) => self.columns.get(i).cloned(),
+                Some(i) => self.columns.get(i).filter(|c| c.name == m.name).cloned(),
                 None => Some(Column { name: m.name.clone(), type_name: "?".into() }),
             })
             .collect::<Option<Vec<Column>>>()?;

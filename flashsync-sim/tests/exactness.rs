@@ -165,3 +165,15 @@ fn a_replay_after_a_dropped_column_is_read_by_its_own_shape() {
 fn a_copy_that_could_not_attach_never_attaches_later() {
     must_pass(&[240016383]);
 }
+
+/// A mirror with another column's values: a copy of (id, likes, extra2)
+/// made on a relation with extra1 before extra2; extra1 dropped; a
+/// `prepare` for another view described the relation anew, and the feed's
+/// replay of older rows was matched to that description, `extra2` at the
+/// position of the copy's `extra1`. Followed by position, the copy read
+/// `extra3` as `extra2`. Positions whose names disagree with the copy's
+/// shape are no longer followed (`RelationSchema::after_change`).
+#[test]
+fn a_copy_follows_no_positions_counted_in_another_shape() {
+    must_pass(&[280038364]);
+}

@@ -272,3 +272,42 @@ fn a_copy_follows_a_change_of_shape_that_keeps_its_columns() {
     let bag = ViewShape::new(&def(None, None), bag).unwrap();
     assert!(bag.follow(&def(None, None), &after(&[("k", Some(0)), ("v", Some(1)), ("w", None)])).is_none());
 }
+
+/// A source counts `before` in the relation as it last described it, which
+/// may not be the shape a copy was made on. Simulator seed 280038364: a
+/// copy of (id, likes, extra2) made on (id, body, likes, extra1, extra2,
+/// extra3); `extra1` dropped; a `prepare` for another view described the
+/// relation without it; then the feed replayed rows of the older shape, and
+/// the source matched them to its description — `extra2` at 3, where the
+/// copy has `extra1`. Followed by position, the copy took `extra3`'s
+/// values for `extra2`. Positions whose names disagree are not followed.
+#[test]
+fn a_copy_does_not_follow_positions_counted_in_another_shape() {
+    let wide: Vec<Column> =
+        ["id", "body", "likes", "extra1", "extra2", "extra3"].iter().map(|n| col(n, "int8")).collect();
+    let upstream = RelationSchema::keyed(SourceRelId(9), wide, vec![0]);
+    let keep = ["id", "likes", "extra2"];
+    let view = def(None, Some(&keep));
+    let copy = ViewShape::new(&view, upstream).unwrap();
+    let replayed = after(&[
+        ("id", Some(0)),
+        ("body", Some(1)),
+        ("likes", Some(2)),
+        ("extra1", None),
+        ("extra2", Some(3)),
+        ("extra3", Some(4)),
+    ]);
+    assert!(copy.follow(&view, &replayed).is_none(), "followed positions counted in another shape");
+    // Counted in the copy's own shape, the same rows are followed by name.
+    let own = after(&[
+        ("id", Some(0)),
+        ("body", Some(1)),
+        ("likes", Some(2)),
+        ("extra1", Some(3)),
+        ("extra2", Some(4)),
+        ("extra3", Some(5)),
+    ]);
+    let followed = copy.follow(&view, &own).expect("the same shape");
+    let insert = Change::Insert { rel: SourceRelId(9), new: row![1, "body", 41, 1, 0, 2] };
+    assert_eq!(ops(&followed, insert), vec![RowOp::Insert { key: key![1], row: row![1, 41, 0] }]);
+}
