@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use flashsync_core::codec::encode_key;
-use flashsync_core::{Lsn, OpId, Persistence, RelationId, Row};
+use flashsync_core::{Column, ColumnMatch, Lsn, OpId, Persistence, RelationId, Row, Value};
 
 use super::copies::{admitted, multiset};
 use super::{Checker, Mirror, SnapRecord};
@@ -26,9 +26,34 @@ pub(crate) struct Chunking {
     /// What the generation must hold: upstream rows (the view's shape
     /// admits them when compared).
     rows: TableState,
+    /// The upstream columns `rows` have. A copy can continue across a
+    /// change of its table's shape that its columns survive (a restart
+    /// that describes the table anew continues the checkpointed copy): the
+    /// rows copied before follow the new shape by name, as the view reads
+    /// them.
+    columns: Vec<Column>,
     /// Changes the machine said it put into the generation, not yet
     /// checked: (xid, end LSN, keys, whether a truncate was among them).
     amends: Vec<(u32, Lsn, Vec<Vec<u8>>, bool)>,
+}
+
+impl Chunking {
+    /// Lays `rows` over the upstream columns `now`, by name: a column
+    /// gone loses its values, a new one holds the workload's default (as
+    /// upstream's rows do when it is added).
+    fn follow(&mut self, kind: TableKind, now: &[Column]) {
+        if self.columns == now {
+            return;
+        }
+        let matches = ColumnMatch::between(&self.columns, now, |c| c.name.as_str());
+        self.rows = crate::upstream::reshaped(kind, Some(&self.rows), |row| {
+            *row = Row(matches
+                .iter()
+                .map(|c| c.before.and_then(|i| row.0.get(i).cloned()).unwrap_or(Value::Int(0)))
+                .collect());
+        });
+        self.columns = now.to_vec();
+    }
 }
 
 /// Whether `key` lies in the range ending at `through` and above `after`.
@@ -190,6 +215,7 @@ impl Checker {
                 table: snap.table,
                 segments: Vec::new(),
                 rows: TableState::new(),
+                columns: snap.shape.upstream().columns.clone(),
                 amends: Vec::new(),
             };
             self.chunking.insert(op, fresh);
@@ -203,6 +229,7 @@ impl Checker {
         }
         self.settle_amends(op, snap.view, snap.table, up);
         let Some(c) = self.chunking.get_mut(&op) else { return };
+        c.follow(up.kind(snap.table).unwrap_or(TableKind::Keyed), &snap.shape.upstream().columns);
         let after = c.segments.last().and_then(|(t, _)| t.clone());
         let mut rows = seen(up, snap.table, &snap.vis);
         rows.retain(|k, _| in_range(&encode_key(k), after.as_deref(), through.as_deref()));
@@ -249,6 +276,9 @@ impl Checker {
                 }
             }
             let Some(d) = commit.deltas.get(table) else { continue };
+            if let Some(now) = commit.shapes.get(table) {
+                c.follow(up.kind(table).unwrap_or(TableKind::Keyed), now);
+            }
             let upto = c.segments.last().map(|(t, _)| t.as_deref());
             match d {
                 // The truth, not the machine's account: the transaction
@@ -318,10 +348,11 @@ impl Checker {
     pub(super) fn publish_chunked(&mut self, op: OpId, snap: &SnapRecord, mode: Persistence, up: &Upstream) {
         self.settle_amends(op, snap.view, snap.table, up);
         self.checkpoints.remove(&snap.view);
-        let Some(c) = self.chunking.remove(&op) else { return };
+        let Some(mut c) = self.chunking.remove(&op) else { return };
         if self.chunking_now.get(&snap.view) == Some(&op) {
             self.chunking_now.remove(&snap.view);
         }
+        c.follow(up.kind(snap.table).unwrap_or(TableKind::Keyed), &snap.shape.upstream().columns);
         self.mirrors.insert(snap.view, Mirror::published(snap, mode, up, c.rows, Some(c.segments)));
     }
 }
