@@ -9,9 +9,9 @@
 use std::collections::BTreeSet;
 
 use flashsync_core::codec::encode_key;
-use flashsync_core::{Column, ColumnMatch, Lsn, OpId, Persistence, RelationId, Row, Value};
+use flashsync_core::{Column, Lsn, OpId, Persistence, RelationId, Row, Value};
 
-use super::copies::{admitted, multiset};
+use super::copies::{admitted, by_name, multiset};
 use super::{Checker, Mirror, SnapRecord};
 use crate::upstream::{Delta, TableKind, TableState, Upstream, Visibility};
 
@@ -45,15 +45,45 @@ impl Chunking {
         if self.columns == now {
             return;
         }
-        let matches = ColumnMatch::between(&self.columns, now, |c| c.name.as_str());
-        self.rows = crate::upstream::reshaped(kind, Some(&self.rows), |row| {
-            *row = Row(matches
-                .iter()
-                .map(|c| c.before.and_then(|i| row.0.get(i).cloned()).unwrap_or(Value::Int(0)))
-                .collect());
-        });
+        let matches = by_name(&self.columns, now);
+        self.rows = crate::upstream::reshaped(kind, Some(&self.rows), |row| *row = laid_over(&matches, row));
         self.columns = now.to_vec();
     }
+
+    /// A commit's change to the table, its rows laid over the columns the
+    /// copy's rows have (a replayed transaction may predate a change of
+    /// shape the chunks copied since). Only forward: laying the chunks
+    /// back over an older shape would lose the columns added since.
+    fn delta_in_shape(&self, kind: TableKind, delta: &Delta, columns: Option<&Vec<Column>>) -> Delta {
+        let Some(was) = columns.filter(|was| **was != self.columns) else { return delta.clone() };
+        let matches = by_name(was, &self.columns);
+        let lay = |row: &Row| laid_over(&matches, row);
+        match delta {
+            Delta::Set(set) => Delta::Set(
+                set.iter()
+                    .map(|(k, v)| match v {
+                        Some((row, n)) => {
+                            let row = lay(row);
+                            let key = if matches!(kind, TableKind::FullRow | TableKind::NoIdentity) {
+                                crate::upstream::key_of(kind, &row)
+                            } else {
+                                k.clone()
+                            };
+                            (key, Some((row, *n)))
+                        }
+                        None => (k.clone(), None),
+                    })
+                    .collect(),
+            ),
+            Delta::Replace(all) => Delta::Replace(crate::upstream::reshaped(kind, Some(all), |row| *row = lay(row))),
+        }
+    }
+}
+
+/// `row` laid over the columns `matches` describes: a column it lacks
+/// holds the workload's default (as upstream's rows do when one is added).
+fn laid_over(matches: &[flashsync_core::ColumnMatch], row: &Row) -> Row {
+    Row(matches.iter().map(|c| c.before.and_then(|i| row.0.get(i).cloned()).unwrap_or(Value::Int(0))).collect())
 }
 
 /// Whether `key` lies in the range ending at `through` and above `after`.
@@ -276,9 +306,7 @@ impl Checker {
                 }
             }
             let Some(d) = commit.deltas.get(table) else { continue };
-            if let Some(now) = commit.shapes.get(table) {
-                c.follow(up.kind(table).unwrap_or(TableKind::Keyed), now);
-            }
+            let d = &c.delta_in_shape(up.kind(table).unwrap_or(TableKind::Keyed), d, commit.shapes.get(table));
             let upto = c.segments.last().map(|(t, _)| t.as_deref());
             match d {
                 // The truth, not the machine's account: the transaction

@@ -417,7 +417,7 @@ fn follow_shape(m: &mut Mirror, now: &[Column]) {
     // redefined view is copied afresh).
     let Ok(mut def) = ViewDef::new(SCHEMA, "mirror", m.mode, crate::ORIGIN, SCHEMA, m.table) else { return };
     def.filter = m.shape.filter().cloned();
-    let matches = ColumnMatch::between(&was, now, |c| c.name.as_str());
+    let matches = by_name(&was, now);
     let Some(followed) = m.shape.follow(&def, &matches) else { return };
     m.shape = std::sync::Arc::new(followed);
     m.followed = true;
@@ -428,6 +428,15 @@ fn follow_shape(m: &mut Mirror, now: &[Column]) {
             .map(|c| c.before.and_then(|i| row.0.get(i).cloned()).unwrap_or(Value::Int(0)))
             .collect());
     });
+}
+
+/// `now`'s columns matched to `was`'s by name alone. The workload never
+/// changes a column's type, and a shape the machine followed names the
+/// columns it added with an unknown type (`RelationSchema::after_change`),
+/// so a type would only tell the same column apart from itself.
+pub(super) fn by_name(was: &[Column], now: &[Column]) -> Vec<ColumnMatch> {
+    let names = |cols: &[Column]| cols.iter().map(|c| c.name.clone()).collect::<Vec<String>>();
+    ColumnMatch::between(&names(was), &names(now), String::as_str)
 }
 
 /// Rows with their number of copies.
