@@ -9,9 +9,9 @@
 use std::collections::BTreeSet;
 
 use flashsync_core::codec::encode_key;
-use flashsync_core::{Column, Lsn, OpId, Persistence, RelationId, Row, Value};
+use flashsync_core::{Column, Lsn, OpId, Persistence, RelationId, Row};
 
-use super::copies::{admitted, by_name, multiset};
+use super::copies::{admitted, by_name, laid_over, multiset};
 use super::{Checker, Mirror, SnapRecord};
 use crate::upstream::{Delta, TableKind, TableState, Upstream, Visibility};
 
@@ -78,12 +78,6 @@ impl Chunking {
             Delta::Replace(all) => Delta::Replace(crate::upstream::reshaped(kind, Some(all), |row| *row = lay(row))),
         }
     }
-}
-
-/// `row` laid over the columns `matches` describes: a column it lacks
-/// holds the workload's default (as upstream's rows do when one is added).
-fn laid_over(matches: &[flashsync_core::ColumnMatch], row: &Row) -> Row {
-    Row(matches.iter().map(|c| c.before.and_then(|i| row.0.get(i).cloned()).unwrap_or(Value::Int(0))).collect())
 }
 
 /// Whether `key` lies in the range ending at `through` and above `after`.

@@ -421,13 +421,7 @@ fn follow_shape(m: &mut Mirror, now: &[Column]) {
     let Some(followed) = m.shape.follow(&def, &matches) else { return };
     m.shape = std::sync::Arc::new(followed);
     m.followed = true;
-    // Added columns hold the workload's default.
-    m.rows = crate::upstream::reshaped(m.kind, Some(&m.rows), |row| {
-        *row = Row(matches
-            .iter()
-            .map(|c| c.before.and_then(|i| row.0.get(i).cloned()).unwrap_or(Value::Int(0)))
-            .collect());
-    });
+    m.rows = crate::upstream::reshaped(m.kind, Some(&m.rows), |row| *row = laid_over(&matches, row));
 }
 
 /// `now`'s columns matched to `was`'s by name alone. The workload never
@@ -437,6 +431,12 @@ fn follow_shape(m: &mut Mirror, now: &[Column]) {
 pub(super) fn by_name(was: &[Column], now: &[Column]) -> Vec<ColumnMatch> {
     let names = |cols: &[Column]| cols.iter().map(|c| c.name.clone()).collect::<Vec<String>>();
     ColumnMatch::between(&names(was), &names(now), String::as_str)
+}
+
+/// `row` laid over the columns `matches` describes: a column it lacks
+/// holds the workload's default (as upstream's rows do when one is added).
+pub(super) fn laid_over(matches: &[ColumnMatch], row: &Row) -> Row {
+    Row(matches.iter().map(|c| c.before.and_then(|i| row.0.get(i).cloned()).unwrap_or(Value::Int(0))).collect())
 }
 
 /// Rows with their number of copies.
