@@ -55,7 +55,9 @@ impl ColumnMatch {
     /// Postgres source's own description adds the type modifier and the
     /// part in the replica identity. Equal columns are not told apart by
     /// position: a column dropped and one of the same name and type added
-    /// match, as Postgres' `Relation` messages cannot tell them apart.
+    /// match here. A source that can tell them apart unmatches them after
+    /// (the Postgres source checks attribute numbers in the catalog, which
+    /// its `Relation` messages do not carry).
     ///
     /// ```
     /// use flashsync_core::{Column, ColumnMatch};

@@ -5,7 +5,7 @@ use flashsync_core::{Column, RelationSchema, SourceError, SourceErrorKind, Sourc
 use tokio_postgres::GenericClient;
 
 use crate::error;
-use crate::shape::{Shape, ShapeColumn};
+use crate::shape::{CatalogColumns, Shape, ShapeColumn};
 
 /// A relation as described for the source's own use.
 #[derive(Clone, Debug)]
@@ -74,6 +74,13 @@ pub(crate) async fn attributes(client: &impl GenericClient, oid: u32) -> Result<
             generated: r.get(5),
         })
         .collect())
+}
+
+/// The columns of relation `oid` a feed carries (live, not generated), by
+/// name and attribute number: what a `Relation` message is checked against.
+pub(crate) async fn numbered_columns(client: &impl GenericClient, oid: u32) -> Result<CatalogColumns, SourceError> {
+    let attrs = attributes(client, oid).await?;
+    Ok(CatalogColumns(attrs.into_iter().filter(|a| !a.generated).map(|a| (a.name, a.attnum)).collect()))
 }
 
 /// Attribute numbers of the primary key and of the replica identity index.
@@ -197,6 +204,7 @@ pub(crate) async fn describe(
                 type_oid: a.type_oid,
                 type_modifier: a.type_modifier,
                 identity: identity_cols.contains(&i),
+                attnum: Some(a.attnum),
             })
             .collect(),
     };

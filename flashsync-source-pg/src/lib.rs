@@ -61,7 +61,10 @@
 //!   [`pgoutput`] decoder, emits `SchemaChanged` when a relation's shape
 //!   differs from what `prepare` described or the feed last announced (with
 //!   each column matched to the one it was, so live copies can follow a
-//!   column added) — and also when a described
+//!   column added; a column only matches where the catalog still has it
+//!   under its attribute number, on a connection of the feed's own, so a
+//!   column dropped and added again under its name is a change) — and
+//!   also when a described
 //!   table was dropped or left the publication, which the stream never says
 //!   (checked every `relation_check_interval`) — and acknowledges exactly
 //!   what [`Feedback::ack`](flashsync_core::Feedback::ack) is given. It survives a

@@ -6,6 +6,18 @@
 //! difference (columns, types, type modifiers, replica identity, name) means
 //! the local copy no longer matches what changes will carry: the feed emits
 //! `SchemaChanged` before any change of that relation.
+//!
+//! A `Relation` message names columns but does not number them, so a column
+//! dropped and another of the same name and type added (`DROP COLUMN x,
+//! ADD COLUMN x int`) reads exactly as before — while every row's value of
+//! the new column is new, and no change says so. Postgres never reuses an
+//! attribute number, so the shape keeps each column's number where it is
+//! known, and an announcement is checked against the catalog as it is when
+//! the feed reads it ([`CatalogColumns`]): a column that still has its
+//! number under its name is the same column, however far the catalog is
+//! ahead of the stream; any other is treated as new. Where that is wrong
+//! (the column was dropped only after the message was sent) a view is
+//! copied again that need not be — never kept with another column's values.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,18 +26,42 @@ use flashsync_core::ColumnMatch;
 
 use crate::pgoutput::Relation;
 
-/// One column as the feed describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One column as the feed describes it, and its attribute number.
+#[derive(Clone, Debug)]
 pub(crate) struct ShapeColumn {
     pub(crate) name: String,
     pub(crate) type_oid: u32,
     pub(crate) type_modifier: i32,
     /// Part of the replica identity (what `pgoutput` flags as key).
     pub(crate) identity: bool,
+    /// `pg_attribute.attnum`, where known: a description reads it, a
+    /// `Relation` message does not carry it (an announced column gets the
+    /// number it keeps, or one from the catalog, [`Shape::number_from`]).
+    /// Not part of what the feed says, so not compared with it.
+    pub(crate) attnum: Option<i16>,
+}
+
+impl ShapeColumn {
+    /// What a `Relation` message says of the column.
+    fn as_announced(&self) -> (&str, u32, i32, bool) {
+        (self.name.as_str(), self.type_oid, self.type_modifier, self.identity)
+    }
+}
+
+/// A relation's columns as the catalog has them when the feed reads a
+/// `Relation` message: names and attribute numbers of the live columns the
+/// feed carries (not dropped, not generated), in number order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CatalogColumns(pub(crate) Vec<(String, i16)>);
+
+impl CatalogColumns {
+    fn number_of(&self, name: &str) -> Option<i16> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, num)| *num)
+    }
 }
 
 /// A relation's shape in feed terms.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Shape {
     pub(crate) namespace: String,
     pub(crate) name: String,
@@ -54,8 +90,28 @@ impl Shape {
                     type_oid: c.type_oid,
                     type_modifier: c.type_modifier,
                     identity: c.key,
+                    attnum: None,
                 })
                 .collect(),
+        }
+    }
+
+    fn announced_columns(&self) -> impl Iterator<Item = (&str, u32, i32, bool)> {
+        self.columns.iter().map(ShapeColumn::as_announced)
+    }
+
+    /// Numbers the columns not numbered yet from `now`, when `now` lists
+    /// exactly these columns: then the catalog is at this shape (or has
+    /// moved on through changes that leave it reading the same — a column
+    /// dropped and added again since — which a later announcement cannot
+    /// mistake for this one: every view of the relation is copied again
+    /// after any announcement that changes it, at a snapshot after `now`).
+    pub(crate) fn number_from(&mut self, now: &CatalogColumns) {
+        let same = self.columns.len() == now.0.len() && self.columns.iter().zip(&now.0).all(|(c, (n, _))| c.name == *n);
+        if same {
+            for (c, (_, num)) in self.columns.iter_mut().zip(&now.0) {
+                c.attnum.get_or_insert(*num);
+            }
         }
     }
 
@@ -74,12 +130,15 @@ impl Shape {
         if !self.same_name(new) || self.replident != new.replident {
             return None;
         }
-        Some(ColumnMatch::between(&self.columns, &new.columns, |c| c.name.as_str()))
+        let was: Vec<_> = self.announced_columns().collect();
+        let now: Vec<_> = new.announced_columns().collect();
+        Some(ColumnMatch::between(&was, &now, |c| c.0))
     }
 
     /// `None` when equal; otherwise what changed, for `last_error`.
     pub(crate) fn difference(&self, new: &Shape) -> Option<String> {
-        if self.same_name(new) && self.replident == new.replident && self.columns == new.columns {
+        let same_columns = self.announced_columns().eq(new.announced_columns());
+        if self.same_name(new) && self.replident == new.replident && same_columns {
             return None;
         }
         let cols = |s: &Shape| {
@@ -108,7 +167,7 @@ impl Shape {
                 char::from(new.replident)
             ));
         }
-        if self.columns != new.columns {
+        if !same_columns {
             parts.push(format!("columns changed from [{}] to [{}]", cols(self), cols(new)));
         }
         Some(format!("upstream relation {}.{} changed shape: {}", new.namespace, new.name, parts.join("; ")))
@@ -128,19 +187,69 @@ impl Shapes {
     /// expected stays: views live on it read the feed by it, and only the
     /// feed's own announcement of the new shape may tell them it changed
     /// (taking the description instead would let the announcement pass in
-    /// silence, and those views read rows of the new shape by the old).
+    /// silence, and those views read rows of the new shape by the old). It
+    /// only numbers the expected shape's columns not numbered yet
+    /// ([`Shape::number_from`]).
     pub(crate) fn described(&self, oid: u32, shape: Shape) {
-        self.lock().entry(oid).or_insert(shape);
+        let mut map = self.lock();
+        match map.get_mut(&oid) {
+            Some(expected) => {
+                let numbered = shape.columns.iter().map(|c| c.attnum.map(|n| (c.name.clone(), n)));
+                if let Some(now) = numbered.collect::<Option<Vec<_>>>() {
+                    expected.number_from(&CatalogColumns(now));
+                }
+            }
+            None => {
+                map.insert(oid, shape);
+            }
+        }
     }
 
-    /// The feed announced this shape: returns what changed, if anything —
-    /// for `last_error`, and the columns matched to the old ones — and
-    /// remembers the new shape so the change is reported once.
-    pub(crate) fn announced(&self, oid: u32, shape: &Shape) -> Option<(String, Option<Vec<ColumnMatch>>)> {
+    /// The feed announced this shape, the catalog listing `now`: returns
+    /// what changed, if anything — for `last_error`, and the columns
+    /// matched to the old ones — and remembers the new shape so the change
+    /// is reported once. A column matched by name keeps its match only if
+    /// its attribute number is known and `now` has it under that name; a
+    /// shape that reads the same but loses a match this way has changed.
+    pub(crate) fn announced(
+        &self,
+        oid: u32,
+        shape: &Shape,
+        now: &CatalogColumns,
+    ) -> Option<(String, Option<Vec<ColumnMatch>>)> {
         let mut map = self.lock();
-        let diff = map.get(&oid).and_then(|old| Some((old.difference(shape)?, old.matches(shape))));
-        map.insert(oid, shape.clone());
-        diff
+        let mut new = shape.clone();
+        let Some(old) = map.get(&oid) else {
+            new.number_from(now);
+            map.insert(oid, new);
+            return None;
+        };
+        let mut matches = old.matches(&new);
+        let mut renewed = Vec::new();
+        for (m, col) in matches.iter_mut().flatten().zip(&mut new.columns) {
+            let Some(was) = m.before.and_then(|b| old.columns.get(b)) else { continue };
+            match was.attnum {
+                Some(num) if now.number_of(&was.name) == Some(num) => col.attnum = Some(num),
+                _ => {
+                    m.before = None;
+                    renewed.push(was.name.clone());
+                }
+            }
+        }
+        let mut detail = old.difference(&new);
+        if !renewed.is_empty() {
+            let what = format!(
+                "column(s) {} may have been dropped and added again (not under the attribute number copied)",
+                renewed.join(", ")
+            );
+            detail = Some(match detail {
+                Some(d) => format!("{d}; {what}"),
+                None => format!("upstream relation {}.{} changed: {what}", new.namespace, new.name),
+            });
+        }
+        new.number_from(now);
+        map.insert(oid, new);
+        detail.map(|d| (d, matches))
     }
 
     /// The OIDs of every relation with an expected shape.
@@ -168,6 +277,7 @@ impl Shapes {
 mod tests {
     use super::*;
 
+    /// A shape as `pgoutput` announces it: no attribute numbers.
     fn shape(columns: &[(&str, u32, bool)]) -> Shape {
         Shape {
             namespace: "public".into(),
@@ -180,9 +290,27 @@ mod tests {
                     type_oid,
                     type_modifier: -1,
                     identity,
+                    attnum: None,
                 })
                 .collect(),
         }
+    }
+
+    /// A shape as `prepare` describes it: numbered 1, 2, … in order.
+    fn described(columns: &[(&str, u32, bool)]) -> Shape {
+        let mut s = shape(columns);
+        for (n, c) in (1..).zip(&mut s.columns) {
+            c.attnum = Some(n);
+        }
+        s
+    }
+
+    fn catalog(columns: &[(&str, i16)]) -> CatalogColumns {
+        CatalogColumns(columns.iter().map(|&(n, num)| (n.to_owned(), num)).collect())
+    }
+
+    fn before(columns: Option<Vec<ColumnMatch>>) -> Vec<Option<usize>> {
+        columns.expect("same name and identity").iter().map(|m| m.before).collect()
     }
 
     /// A column added and another retyped: the announcement says where
@@ -190,21 +318,18 @@ mod tests {
     #[test]
     fn an_announced_shape_is_matched_to_the_expected_one() {
         let shapes = Shapes::default();
-        shapes.described(7, shape(&[("id", 20, true), ("v", 25, false), ("n", 23, false)]));
-        let (detail, columns) = shapes
-            .announced(7, &shape(&[("id", 20, true), ("v", 25, false), ("n", 20, false), ("w", 16, false)]))
-            .expect("a change of shape");
+        shapes.described(7, described(&[("id", 20, true), ("v", 25, false), ("n", 23, false)]));
+        let now = catalog(&[("id", 1), ("v", 2), ("n", 3), ("w", 4)]);
+        let new = shape(&[("id", 20, true), ("v", 25, false), ("n", 20, false), ("w", 16, false)]);
+        let (detail, columns) = shapes.announced(7, &new, &now).expect("a change of shape");
         assert!(detail.contains("columns changed"), "{detail}");
-        let before: Vec<Option<usize>> = columns.expect("same name and identity").iter().map(|m| m.before).collect();
-        assert_eq!(before, vec![Some(0), Some(1), None, None]);
+        assert_eq!(before(columns), vec![Some(0), Some(1), None, None]);
         // Reported once.
-        assert!(shapes
-            .announced(7, &shape(&[("id", 20, true), ("v", 25, false), ("n", 20, false), ("w", 16, false)]))
-            .is_none());
+        assert!(shapes.announced(7, &new, &now).is_none());
         // A changed replica identity leaves nothing to match by.
         let mut full = shape(&[("id", 20, true)]);
         full.replident = b'f';
-        assert_eq!(shapes.announced(7, &full).map(|(_, c)| c), Some(None));
+        assert_eq!(shapes.announced(7, &full, &catalog(&[("id", 1)])).map(|(_, c)| c), Some(None));
     }
 
     /// A `prepare` that describes a relation the feed has not announced in
@@ -213,10 +338,52 @@ mod tests {
     #[test]
     fn a_description_does_not_hide_an_announcement() {
         let shapes = Shapes::default();
-        let old = shape(&[("id", 20, true)]);
+        shapes.described(7, described(&[("id", 20, true)]));
+        shapes.described(7, described(&[("id", 20, true), ("w", 16, false)]));
         let new = shape(&[("id", 20, true), ("w", 16, false)]);
-        shapes.described(7, old);
-        shapes.described(7, new.clone());
-        assert!(shapes.announced(7, &new).is_some(), "the feed's new shape went unreported");
+        let now = catalog(&[("id", 1), ("w", 2)]);
+        assert!(shapes.announced(7, &new, &now).is_some(), "the feed's new shape went unreported");
+    }
+
+    /// `DROP COLUMN x, ADD COLUMN x int` as the last column: the feed
+    /// announces the relation exactly as before, but `x` is another column
+    /// — under another attribute number — and must not be matched to the
+    /// old one. Once numbered, the same announcement is no change.
+    #[test]
+    fn a_column_dropped_and_added_again_is_not_matched() {
+        let shapes = Shapes::default();
+        let cols = [("id", 20, true), ("note", 25, false), ("x", 23, false)];
+        shapes.described(7, described(&cols));
+        let now = catalog(&[("id", 1), ("note", 2), ("x", 4)]);
+        let (detail, columns) = shapes.announced(7, &shape(&cols), &now).expect("x is another column");
+        assert!(detail.contains("x may have been dropped and added again"), "{detail}");
+        assert_eq!(before(columns), vec![Some(0), Some(1), None]);
+        assert!(shapes.announced(7, &shape(&cols), &now).is_none(), "x now has its number");
+        // The catalog ahead of the stream by a drop: no longer vouched for.
+        let (_, columns) = shapes.announced(7, &shape(&cols), &catalog(&[("id", 1), ("note", 2)])).unwrap();
+        assert_eq!(before(columns), vec![Some(0), Some(1), None]);
+    }
+
+    /// A column the feed announced while the catalog was already further
+    /// on (listing another column besides) gets no number, so a later
+    /// announcement cannot vouch for it; a description listing exactly the
+    /// expected columns numbers it.
+    #[test]
+    fn an_unnumbered_column_is_not_vouched_for() {
+        let shapes = Shapes::default();
+        shapes.described(7, described(&[("id", 20, true)]));
+        let ahead = catalog(&[("id", 1), ("w", 2), ("z", 3)]);
+        assert!(shapes.announced(7, &shape(&[("id", 20, true), ("w", 16, false)]), &ahead).is_some());
+        let wz = shape(&[("id", 20, true), ("w", 16, false), ("z", 16, false)]);
+        let (_, columns) = shapes.announced(7, &wz, &ahead).expect("z added");
+        assert_eq!(before(columns), vec![Some(0), None, None], "w had no number to check");
+        assert!(shapes.announced(7, &wz, &ahead).is_none(), "numbered from the catalog since");
+
+        let shapes = Shapes::default();
+        shapes.described(7, described(&[("id", 20, true)]));
+        let w = shape(&[("id", 20, true), ("w", 16, false)]);
+        assert!(shapes.announced(7, &w, &ahead).is_some());
+        shapes.described(7, described(&[("id", 20, true), ("w", 16, false)]));
+        assert!(shapes.announced(7, &w, &ahead).is_none(), "numbered by the description");
     }
 }

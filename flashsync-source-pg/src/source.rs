@@ -330,6 +330,7 @@ impl Source for PgSource {
                     shapes: self.shapes.clone(),
                     interval: self.config.relation_check_interval,
                 }),
+                catalog: SharedControl::new(self.config.conn.clone(), self.config.application_name.clone()),
             },
         );
         Ok(Subscription { report: SlotReport { slot_id: self.config.slot_name.clone(), start }, events, feedback })

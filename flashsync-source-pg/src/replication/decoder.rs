@@ -10,7 +10,7 @@ use flashsync_core::{
 use crate::error::protocol;
 use crate::pgoutput::{Message, OldTuple, Relation, TupleData, TupleValue};
 use crate::replication::frame::pg_micros_to_unix_millis;
-use crate::shape::{Shape, Shapes};
+use crate::shape::{CatalogColumns, Shape, Shapes};
 use crate::values::text_to_value;
 
 /// Turns one session's `pgoutput` messages into feed events.
@@ -34,7 +34,22 @@ impl FeedDecoder {
         self.in_txn
     }
 
-    /// The event for one message, if it makes one.
+    /// A `Relation` message, with the relation's columns as the catalog
+    /// lists them now (see [`crate::shape`] for why): the `SchemaChanged`
+    /// event it makes, if it changes the expected shape.
+    pub(crate) fn on_relation(&mut self, r: Relation, now: &CatalogColumns) -> Option<StreamEvent> {
+        let shape = Shape::from_relation(&r);
+        let event = self.shapes.announced(r.oid, &shape, now).map(|(detail, columns)| StreamEvent::SchemaChanged {
+            rel: SourceRelId(u64::from(r.oid)),
+            detail,
+            columns,
+        });
+        self.relations.insert(r.oid, r);
+        event
+    }
+
+    /// The event for one message, if it makes one; `Relation` messages go
+    /// to [`on_relation`](Self::on_relation).
     pub(crate) fn on_message(&mut self, msg: Message) -> Result<Option<StreamEvent>, SourceError> {
         match msg {
             Message::Begin(b) => {
@@ -55,16 +70,8 @@ impl FeedDecoder {
                 self.in_txn = false;
                 Ok(Some(StreamEvent::Commit { end_lsn: c.end_lsn }))
             }
-            Message::Relation(r) => {
-                let shape = Shape::from_relation(&r);
-                let event = self.shapes.announced(r.oid, &shape).map(|(detail, columns)| StreamEvent::SchemaChanged {
-                    rel: SourceRelId(u64::from(r.oid)),
-                    detail,
-                    columns,
-                });
-                self.relations.insert(r.oid, r);
-                Ok(event)
-            }
+            // Announcements need the catalog (`on_relation`).
+            Message::Relation(r) => Err(proto(format!("relation {} announced without its catalog lookup", r.oid))),
             // Values are mapped by type OID; names are not needed. Origins
             // and logical messages carry nothing to mirror.
             Message::Type(_) | Message::Origin(_) | Message::Message(_) => Ok(None),

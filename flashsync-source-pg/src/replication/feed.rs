@@ -34,8 +34,10 @@ use super::decoder::FeedDecoder;
 use super::frame::{encode_status_update, parse_copy_data, pg_now_micros, ReplicationFrame};
 use super::transport::{server_error, Frame, WireConn};
 use super::watch::RelationWatch;
+use crate::catalog;
+use crate::control::SharedControl;
 use crate::error::protocol;
-use crate::pgoutput::decode;
+use crate::pgoutput::{decode, Message};
 use crate::shape::Shapes;
 
 /// How a feed runs.
@@ -49,6 +51,10 @@ pub(crate) struct FeedParams {
     pub(crate) shapes: Shapes,
     /// Checks for relations the stream stopped carrying without saying so.
     pub(crate) watch: Option<RelationWatch>,
+    /// Where the feed reads a relation's columns when the stream announces
+    /// it (`crate::shape`): a connection of the feed's own, so a `prepare`
+    /// waiting for a lock on the shared one never holds up the stream.
+    pub(crate) catalog: SharedControl,
 }
 
 /// Acknowledged position, shared by [`PgFeedback`] and the task.
@@ -100,6 +106,7 @@ pub(crate) fn spawn_feed(conn: WireConn, params: FeedParams) -> (BoxStream<'stat
         lost,
         lost_pending: BTreeMap::new(),
         shapes: params.shapes,
+        catalog: params.catalog,
     };
     tokio::spawn(task.run());
     let mut chunk: std::vec::IntoIter<Item> = Vec::new().into_iter();
@@ -164,6 +171,7 @@ struct FeedTask {
     /// Lost relations to report at the next transaction boundary.
     lost_pending: BTreeMap<u32, String>,
     shapes: Shapes,
+    catalog: SharedControl,
 }
 
 impl FeedTask {
@@ -180,7 +188,7 @@ impl FeedTask {
                 // Work through what is already buffered before waiting.
                 match self.conn.try_frame() {
                     Ok(Some(frame)) => {
-                        match self.on_frame(frame) {
+                        match self.on_frame(frame).await {
                             Ok(true) => {
                                 if let Err(e) = self.send_status(false).await {
                                     self.fail(e, &mut broken);
@@ -276,12 +284,24 @@ impl FeedTask {
 
     /// Handles one backend message; `Ok(true)` when the server wants a
     /// status update now.
-    fn on_frame(&mut self, frame: Frame) -> Result<bool, SourceError> {
+    async fn on_frame(&mut self, frame: Frame) -> Result<bool, SourceError> {
         match frame.tag {
             b'd' => match parse_copy_data(&frame.body) {
                 Ok(ReplicationFrame::XLogData { data, .. }) => {
-                    let msg = decode(data).map_err(|e| protocol("replication stream", e))?;
-                    if let Some(event) = self.decoder.on_message(msg)? {
+                    let event = match decode(data).map_err(|e| protocol("replication stream", e))? {
+                        // Rare (once per relation per session, and after
+                        // DDL or other invalidations): worth a round trip.
+                        Message::Relation(r) => {
+                            let oid = r.oid;
+                            let now = self
+                                .catalog
+                                .with(move |c| Box::pin(async move { catalog::numbered_columns(c, oid).await }))
+                                .await?;
+                            self.decoder.on_relation(r, &now)
+                        }
+                        msg => self.decoder.on_message(msg)?,
+                    };
+                    if let Some(event) = event {
                         self.pending.push_back(Ok(event));
                     }
                     Ok(false)

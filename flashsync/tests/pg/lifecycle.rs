@@ -120,6 +120,37 @@ async fn a_projected_view_follows_a_dropped_column_by_name() {
     engine.shutdown().await.unwrap();
 }
 
+/// A column dropped and another of the same name and type added in its
+/// place (the last column, so the relation reads the same): `pgoutput`
+/// describes the relation exactly as before, yet every row's value of the
+/// new column is new (NULL here). The view must not go on holding the old
+/// column's values: it is copied again and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_dropped_and_added_again_under_its_name_is_copied_again() {
+    let Some(db) = testkit::test_db("life_readded").await else { return };
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE readded (id int PRIMARY KEY, note text, x int); \
+         INSERT INTO readded SELECT g, 'n' || g, g FROM generate_series(1, 100) g;",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let engine = open_engine_with(StoreKind::Fjall, dir.path(), probe.source(), fast_config()).await;
+    engine.define(view("public", "readded_live", Persistence::Realtime, "public", "readded")).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
+    let before = probe.snapshot_count();
+
+    c.batch_execute("ALTER TABLE readded DROP COLUMN x; ALTER TABLE readded ADD COLUMN x int").await.unwrap();
+    // A change after the DDL makes the walsender describe the relation again.
+    c.batch_execute("UPDATE readded SET note = 'changed' WHERE id = 1").await.unwrap();
+    assert_converges(&engine, "public.readded_live", &c, "public", "readded", WAIT).await;
+    wait_state(&engine, "public.readded_live", JobState::Running).await;
+    assert!(probe.snapshot_count() > before, "the view was not copied again");
+    engine.shutdown().await.unwrap();
+}
+
 /// stop() halts one view while the other keeps mirroring; resume() brings it
 /// back to an exact copy. Stopping every view and resuming works too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
