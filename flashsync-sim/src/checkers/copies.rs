@@ -98,7 +98,9 @@ impl Checker {
             }
             if m.segments.is_some() {
                 if let Some(d) = commit.deltas.get(m.table) {
-                    if let Some(problem) = super::chunks::apply_in_segments(m, d, commit.idx, c.keys.as_deref()) {
+                    if let Some(problem) =
+                        super::chunks::apply_in_segments(m, d, commit.idx, commit.ddl, c.keys.as_deref())
+                    {
                         problems.push(("no commit applied twice", format!("{problem} (batch {})", batch.seq.0)));
                     }
                 }
