@@ -44,6 +44,13 @@ pub(crate) fn apply(shared: &Shared, batch: ApplyBatch) -> Result<ApplyReport, S
     // memtable). The state lock is held throughout, so no reader sees a
     // part alone; each part marks its views as partly updated until the
     // commit clears the mark, so a crash in between copies them again.
+    //
+    // Readers wait meanwhile (2.4–2.8 s for a million rows, `bench
+    // bigtxn`'s slowest point read). Letting point reads use a snapshot
+    // taken before the first part answered them in 7–13 ms, but fjall
+    // keeps every version of the tree newer than the oldest open snapshot,
+    // and with them every memtable the parts filled and sealed: peak RSS
+    // 333–342 MiB instead of 121–128 (2026-12-06). Flat memory wins.
     let mut report = ApplyReport::default();
     let mut parts_written = false;
     let mut whole = || -> Result<(), StoreError> {

@@ -1,7 +1,9 @@
 //! One very large transaction: a realtime view is running, then one
 //! transaction inserts N rows upstream. Reports how long from its `BEGIN`
-//! until every row is readable, and the process's peak resident memory,
-//! which stays bounded: the machine hands such a transaction to the store in
+//! until every row is readable, the slowest of the point reads a reader
+//! makes every 10 ms meanwhile (the store holds readers while it applies
+//! the transaction's staged parts), and the process's peak resident
+//! memory, which stays bounded: the machine hands such a transaction to the store in
 //! staged parts (which the fjall store spills to a file), and the feed
 //! pauses while the store catches up.
 //!
@@ -135,6 +137,23 @@ pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json,
         return Err(CliError(format!("bootstrap failed: {s:?}")));
     }
     let rss_before = crate::output::peak_rss_bytes().unwrap_or(0);
+    // A reader asking for one row every 10 ms throughout: how long the
+    // slowest answer took says whether readers wait for the transaction.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (engine, done) = (engine.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            let key = flashsync::Key(vec![flashsync::Value::Int(1)]);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                engine.get("public.big_live", &key).await.map_err(err)?;
+                slowest = slowest.max(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok::<_, CliError>(slowest)
+        })
+    };
     eprintln!("one transaction inserting {rows} rows (~100-byte payloads)...");
     let t = Instant::now();
     client.batch_execute(&insert("bench_big", rows)).await.map_err(pg_err)?;
@@ -147,13 +166,16 @@ pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json,
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let total = t.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let slowest_read = reader.await.map_err(|e| CliError(format!("the reader task failed: {e}")))??;
     common::finish(engine, kind, dir.path()).await?;
     let peak = crate::output::peak_rss_bytes().unwrap_or(0);
     let mib = |b: u64| (b as f64 / 1048576.0 * 10.0).round() / 10.0;
     let ratio = base.as_secs_f64() / total.as_secs_f64();
     eprintln!(
         "a {rows}-row transaction (committed in {committed:.2?}) mirrored into {} {total:.2?} after it began \
-         ({:.0} rows/s); pg_recvlogical received it in {base:.2?}: ratio {ratio:.2}; peak RSS {} MiB (target < 256 MiB)",
+         ({:.0} rows/s); pg_recvlogical received it in {base:.2?}: ratio {ratio:.2}; peak RSS {} MiB (target < 256 MiB); \
+         slowest point read meanwhile {slowest_read:.2?}",
         kind.name(),
         rows as f64 / total.as_secs_f64(),
         mib(peak)
@@ -173,5 +195,6 @@ pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json,
         "peak_rss_mib": mib(peak),
         "peak_rss_bytes": peak,
         "target_rss_mib": 256,
+        "slowest_read_ms": common::round3(slowest_read.as_secs_f64() * 1000.0),
     }))
 }
