@@ -87,6 +87,15 @@ pub struct RelationSchema {
     /// Indices into `columns` of the key, in key order. For
     /// [`Identity::FullRow`] this is every column.
     pub key: Vec<usize>,
+    /// The source's own number for each column (Postgres: its attribute
+    /// number), one per column in order, or none when the source has no
+    /// such numbers or they are not known. A source never gives a number
+    /// to two columns, so a column dropped and another of the same name
+    /// and type added get different ones: a copy made of the first is not
+    /// a copy of the second, though names and types say they are the same
+    /// ([`fits`](Self::fits)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub column_ids: Vec<u32>,
 }
 
 /// A row's shape does not fit its relation's schema.
@@ -102,13 +111,35 @@ pub struct ShapeError {
 impl RelationSchema {
     /// A schema keyed by the columns at `key` (must be non-empty, in range).
     pub fn keyed(source_id: SourceRelId, columns: Vec<Column>, key: Vec<usize>) -> Self {
-        RelationSchema { source_id, columns, identity: Identity::Key, key }
+        RelationSchema { source_id, columns, identity: Identity::Key, key, column_ids: Vec::new() }
     }
 
     /// A schema identified by full rows.
     pub fn full_row(source_id: SourceRelId, columns: Vec<Column>) -> Self {
         let key = (0..columns.len()).collect();
-        RelationSchema { source_id, columns, identity: Identity::FullRow, key }
+        RelationSchema { source_id, columns, identity: Identity::FullRow, key, column_ids: Vec::new() }
+    }
+
+    /// The same schema with the source's numbers for its columns (see
+    /// [`column_ids`](Self::column_ids)); ignored unless there is one per
+    /// column.
+    pub fn with_column_ids(mut self, ids: Vec<u32>) -> Self {
+        if ids.len() == self.columns.len() {
+            self.column_ids = ids;
+        }
+        self
+    }
+
+    /// Whether a copy stored with the schema `stored` is a copy of the
+    /// relation as this schema describes it: the same columns, keyed the
+    /// same way, from the same relation — and the same columns by the
+    /// source's numbers where both schemas have them (a copy stored before
+    /// they were recorded has none, and is taken at its names).
+    pub fn fits(&self, stored: &RelationSchema) -> bool {
+        let numbered = !self.column_ids.is_empty() && !stored.column_ids.is_empty();
+        self.source_id == stored.source_id
+            && self.same_shape(stored)
+            && (!numbered || self.column_ids == stored.column_ids)
     }
 
     /// Whether the schema is internally consistent: a non-empty key of
@@ -131,7 +162,8 @@ impl RelationSchema {
     /// This relation after a shape change that left it with the columns
     /// `after`, as far as the columns that survived tell: those keep their
     /// description, new ones are named only (their type is not known here,
-    /// and nothing that reads this reads them). `None` when a key column did
+    /// and nothing that reads this reads them), and no column has a
+    /// source number (the new ones' are not known). `None` when a key column did
     /// not survive, or for a keyless relation, whose identity takes in every
     /// column, new ones too.
     ///

@@ -184,6 +184,9 @@ pub(crate) async fn describe(
             _ => RelationSchema::full_row(id, columns),
         }
     };
+    // Attribute numbers (all positive: the query skips system columns) tell
+    // a column from another of the same name added after it was dropped.
+    let schema = schema.with_column_ids(attrs.iter().map(|a| u32::from(a.attnum.unsigned_abs())).collect());
     // What pgoutput flags as identity: the key for DEFAULT/INDEX, every
     // column for FULL.
     let identity_cols: Vec<usize> = match replident {

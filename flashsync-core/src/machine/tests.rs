@@ -779,6 +779,34 @@ fn a_copy_that_cannot_attach_is_stored_as_not_running_before_the_feed_starts() {
     assert_ne!(h.status().state, JobState::Running);
 }
 
+/// A restart finds the relation reading the same, but a column under
+/// another of the source's numbers: dropped and added again under its name
+/// while the engine was down (a migration). The stored copy holds the old
+/// column's values, so it does not attach; it is copied again. A copy
+/// stored without numbers (before they were recorded) is taken at its
+/// names.
+#[test]
+fn a_copy_attaches_only_to_the_columns_it_was_made_of() {
+    let attaches = |stored: Vec<u32>, now: Vec<u32>| {
+        let mut h = H::new();
+        h.live();
+        let mut state = h.restart_state(&realtime_t(), Lsn(150));
+        state.schemas[0].1 = schema().with_column_ids(stored);
+        let mut h = H::load(state);
+        h.input(Input::Sync { request: RequestId(1), selector: Selector::All, force: false });
+        h.settle_store();
+        let op = h.take(|o| match o {
+            Output::Source(SourceAction::Prepare { op, .. }) => Some(*op),
+            _ => None,
+        });
+        h.input(Input::Prepared { op, result: Ok(schema().with_column_ids(now)) });
+        h.status().state == JobState::Running
+    };
+    assert!(attaches(vec![1, 2], vec![1, 2]), "the same columns");
+    assert!(!attaches(vec![1, 2], vec![1, 3]), "column 2 is another column now");
+    assert!(attaches(Vec::new(), vec![1, 3]), "a copy stored without numbers");
+}
+
 /// A redefinition drops the checkpoint of a copy under way: its rows were
 /// chosen by the old definition, so a restart must copy afresh rather than
 /// continue it (found by the simulator, seed 90047109: a filter added to a

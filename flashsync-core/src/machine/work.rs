@@ -134,7 +134,7 @@ impl Machine {
                 self.set_phase(id, Phase::Queued { shape, races: 0, old: OldCopy::Frozen });
                 self.try_start_snapshots();
             }
-            Goal::Attach if v.schema.as_deref() == Some(shape.local()) && v.attachable => {
+            Goal::Attach if v.schema.as_deref().is_some_and(|s| shape.local().fits(s)) && v.attachable => {
                 // The stored copy is current through the origin's stored
                 // position and the relation is unchanged: replay the feed.
                 // The filter of an unfinished hand-off survives the restart.

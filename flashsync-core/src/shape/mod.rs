@@ -159,6 +159,7 @@ impl ViewShape {
                 identity: upstream.identity,
                 // Present by the check above.
                 key: upstream.key.iter().filter_map(|k| p.iter().position(|i| i == k)).collect(),
+                column_ids: p.iter().filter_map(|&i| upstream.column_ids.get(i).copied()).collect(),
             },
         };
         let filter = match &def.filter {
