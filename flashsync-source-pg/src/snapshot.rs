@@ -481,10 +481,16 @@ async fn copy(
         // Schemas leave generated columns out (pgoutput does not send them;
         // see `catalog::describe`); a schema stored by an earlier version
         // may list them for a materialized view. Anything else means the
-        // relation changed since it was described.
+        // relation changed since it was described — a column dropped and
+        // added again under its name too (another attribute number): the
+        // copy would hold its new values under the old column's number.
         let matches = |list: &[&catalog::AttrInfo]| {
+            let numbered = |ids: &[u32]| {
+                ids.is_empty() || list.iter().zip(ids).all(|(a, id)| u32::from(a.attnum.unsigned_abs()) == *id)
+            };
             list.len() == schema.columns.len()
                 && list.iter().zip(&schema.columns).all(|(a, c)| a.name == c.name && a.type_name == c.type_name)
+                && numbered(&schema.column_ids)
         };
         let all: Vec<&catalog::AttrInfo> = attrs.iter().collect();
         let stored: Vec<&catalog::AttrInfo> = attrs.iter().filter(|a| !a.generated).collect();

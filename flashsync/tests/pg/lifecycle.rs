@@ -182,6 +182,50 @@ async fn a_column_dropped_and_added_again_while_stopped_is_copied_again(kind: St
     engine.shutdown().await.unwrap();
 }
 
+/// The same between the description of a view and its copy: the copy
+/// must not be stored as made of the column described (which a restart
+/// would then find gone, or the feed report as changed): the snapshot
+/// refuses, the view is described again, and the copy is recorded with
+/// the attribute numbers its rows come from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_dropped_and_added_again_before_the_copy_is_described_again() {
+    let Some(db) = testkit::test_db("life_readded_copy").await else { return };
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE readded (id int PRIMARY KEY, note text, x int); \
+         INSERT INTO readded SELECT g, 'n' || g, g FROM generate_series(1, 100) g;",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::new(source_config(&db));
+    let ddl = db.client().await;
+    probe.after_prepare(Box::new(move || {
+        Box::pin(async move {
+            ddl.batch_execute("ALTER TABLE readded DROP COLUMN x; ALTER TABLE readded ADD COLUMN x int").await.unwrap();
+        })
+    }));
+    let engine = open_engine_with(StoreKind::Fjall, dir.path(), probe.source(), fast_config()).await;
+    engine.define(view("public", "readded_live", Persistence::Realtime, "public", "readded")).await.unwrap();
+    let _ = engine.sync("*").await.unwrap();
+    wait_state(&engine, "public.readded_live", JobState::Running).await;
+    assert_converges(&engine, "public.readded_live", &c, "public", "readded", WAIT).await;
+    let attnums: Vec<u32> = c
+        .query(
+            "SELECT attnum::int4 FROM pg_attribute WHERE attrelid = 'readded'::regclass AND attnum > 0 \
+             AND NOT attisdropped ORDER BY attnum",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as u32)
+        .collect();
+    assert_eq!(attnums, [1, 2, 4]);
+    assert_eq!(engine.schema("public.readded_live").await.unwrap().column_ids, attnums);
+    engine.shutdown().await.unwrap();
+}
+
 /// stop() halts one view while the other keeps mirroring; resume() brings it
 /// back to an exact copy. Stopping every view and resuming works too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
