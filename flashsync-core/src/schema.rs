@@ -124,6 +124,7 @@ impl RelationSchema {
     /// [`column_ids`](Self::column_ids)); ignored unless there is one per
     /// column.
     pub fn with_column_ids(mut self, ids: Vec<u32>) -> Self {
+        debug_assert_eq!(ids.len(), self.columns.len(), "one number per column");
         if ids.len() == self.columns.len() {
             self.column_ids = ids;
         }
@@ -192,7 +193,8 @@ impl RelationSchema {
         schema.is_well_formed().then_some(schema)
     }
 
-    /// Same columns and keying, ignoring the source handle.
+    /// Same columns and keying, ignoring the source handle and the
+    /// source's column numbers.
     pub fn same_shape(&self, other: &RelationSchema) -> bool {
         self.columns == other.columns && self.identity == other.identity && self.key == other.key
     }

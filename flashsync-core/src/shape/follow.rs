@@ -21,7 +21,16 @@ impl ViewShape {
         let upstream = self.upstream.after_change(after)?;
         let mut def = def.clone();
         def.columns = Some(self.local.columns.iter().map(|c| c.name.clone()).collect());
-        let shape = ViewShape::new(&def, upstream).ok()?;
-        (shape.local == self.local).then_some(shape)
+        let mut shape = ViewShape::new(&def, upstream).ok()?;
+        // The relation after the change has no source numbers for its
+        // columns (the new ones' are not known), so compare without them.
+        // The local columns are the ones the copy was made of — the source
+        // matched each to itself — and keep their numbers.
+        let same = shape.local.source_id == self.local.source_id && shape.local.same_shape(&self.local);
+        if !same {
+            return None;
+        }
+        shape.local.column_ids.clone_from(&self.local.column_ids);
+        Some(shape)
     }
 }

@@ -273,6 +273,32 @@ fn a_copy_follows_a_change_of_shape_that_keeps_its_columns() {
     assert!(bag.follow(&def(None, None), &after(&[("k", Some(0)), ("v", Some(1)), ("w", None)])).is_none());
 }
 
+/// A source that numbers its columns (Postgres' attribute numbers) gives a
+/// copy's shape numbers the relation after a change does not have (the
+/// new columns' are not known): the copy follows all the same, and keeps
+/// the numbers of the columns it was made of.
+#[test]
+fn a_copy_of_numbered_columns_follows_a_change_of_shape() {
+    let numbered = |columns: Option<&[&str]>| {
+        let upstream = RelationSchema::keyed(
+            SourceRelId(9),
+            vec![col("id", "int8"), col("tenant", "int8"), col("body", "text")],
+            vec![0],
+        )
+        .with_column_ids(vec![1, 2, 3]);
+        ViewShape::new(&def(None, columns), upstream).unwrap()
+    };
+    let added = after(&[("id", Some(0)), ("tenant", Some(1)), ("body", Some(2)), ("w", None)]);
+    let whole = numbered(None);
+    let followed = whole.follow(&def(None, None), &added).expect("a column added at the end");
+    assert_eq!(followed.local(), whole.local());
+    assert_eq!(followed.local().column_ids, [1, 2, 3]);
+    let dropped = after(&[("id", Some(0)), ("body", Some(2))]);
+    let projected = numbered(Some(&["body", "id"]));
+    let followed = projected.follow(&def(None, Some(&["body", "id"])), &dropped).expect("tenant is not kept");
+    assert_eq!(followed.local().column_ids, [3, 1]);
+}
+
 /// A source counts `before` in the relation as it last described it, which
 /// may not be the shape a copy was made on. Simulator seed 280038364: a
 /// copy of (id, likes, extra2) made on (id, body, likes, extra1, extra2,
