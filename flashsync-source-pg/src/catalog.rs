@@ -77,10 +77,44 @@ pub(crate) async fn attributes(client: &impl GenericClient, oid: u32) -> Result<
 }
 
 /// The columns of relation `oid` a feed carries (live, not generated), by
-/// name and attribute number: what a `Relation` message is checked against.
-pub(crate) async fn numbered_columns(client: &impl GenericClient, oid: u32) -> Result<CatalogColumns, SourceError> {
-    let attrs = attributes(client, oid).await?;
-    Ok(CatalogColumns(attrs.into_iter().filter(|a| !a.generated).map(|a| (a.name, a.attnum)).collect()))
+/// name and attribute number: what a `Relation` message is checked
+/// against. With `xid` (the transaction the message came in), `None` while
+/// that transaction is not visible yet: logical decoding may send a
+/// transaction once its commit is flushed, before other sessions see it
+/// (for as long as a synchronous standby takes to confirm it), and a
+/// catalog behind the stream could vouch for a column the transaction
+/// dropped and added again. Read in one statement, so the check and the
+/// columns share a snapshot.
+pub(crate) async fn numbered_columns(
+    client: &impl GenericClient,
+    oid: u32,
+    xid: Option<u32>,
+) -> Result<Option<CatalogColumns>, SourceError> {
+    // The 32-bit xid is widened with the epoch of the snapshot's xmax (the
+    // one before, if that would put it past xmax: it wrapped since).
+    let rows = client
+        .query(
+            "WITH snap AS (SELECT pg_catalog.pg_current_snapshot() AS s), \
+                  bound AS (SELECT s, pg_catalog.pg_snapshot_xmax(s)::text::int8 AS xmax FROM snap), \
+                  cand AS (SELECT s, xmax, ((xmax >> 32) << 32) | $2::int8 AS x FROM bound), \
+                  vis AS (SELECT $2::int8 IS NULL OR pg_catalog.pg_visible_in_snapshot( \
+                              (CASE WHEN x > xmax AND x >= 4294967296 THEN x - 4294967296 ELSE x END) \
+                                  ::text::xid8, s) AS visible FROM cand) \
+             SELECT vis.visible, a.attname::text, a.attnum \
+             FROM vis LEFT JOIN pg_catalog.pg_attribute a \
+               ON a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             ORDER BY a.attnum",
+            &[&oid, &xid.map(i64::from)],
+        )
+        .await
+        .map_err(|e| error::pg(format!("reading the columns of relation {oid}"), &e))?;
+    let visible = rows.first().is_some_and(|r| r.get::<_, bool>(0));
+    if !visible {
+        return Ok(None);
+    }
+    let columns =
+        rows.iter().filter_map(|r| Some((r.get::<_, Option<String>>(1)?, r.get::<_, Option<i16>>(2)?))).collect();
+    Ok(Some(CatalogColumns(columns)))
 }
 
 /// Attribute numbers of the primary key and of the replica identity index.
@@ -212,4 +246,32 @@ pub(crate) async fn describe(
             .collect(),
     };
     Ok(Described { schema, shape, oid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The catalog vouches for a relation's columns only once it shows the
+    /// transaction that announced them: before that, a column dropped and
+    /// added again inside it still reads under its old number.
+    #[tokio::test]
+    async fn columns_are_read_once_the_announcing_transaction_is_visible() {
+        let Some(db) = crate::testkit::test_db("catalog_visible").await else { return };
+        let c = db.client().await;
+        c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, x int)").await.expect("create");
+        let oid: u32 = c.query_one("SELECT 't'::regclass::oid", &[]).await.expect("oid").get(0);
+        let ddl = db.client().await;
+        ddl.batch_execute("BEGIN; ALTER TABLE t DROP COLUMN x; ALTER TABLE t ADD COLUMN x int").await.expect("ddl");
+        let full: i64 = ddl.query_one("SELECT pg_current_xact_id()::text::int8", &[]).await.expect("xid").get(0);
+        let xid = u32::try_from(full & 0xffff_ffff).expect("32 bits");
+        let numbers = |now: Option<CatalogColumns>| now.map(|n| n.0);
+        let before = numbered_columns(&c, oid, Some(xid)).await.expect("lookup");
+        assert_eq!(numbers(before), None, "vouched for columns of a transaction it does not show");
+        let unchecked = numbered_columns(&c, oid, None).await.expect("lookup");
+        assert_eq!(numbers(unchecked), Some(vec![("id".to_owned(), 1), ("x".to_owned(), 2)]));
+        ddl.batch_execute("COMMIT").await.expect("commit");
+        let after = numbered_columns(&c, oid, Some(xid)).await.expect("lookup");
+        assert_eq!(numbers(after), Some(vec![("id".to_owned(), 1), ("x".to_owned(), 3)]));
+    }
 }

@@ -13,11 +13,22 @@
 //! the new column is new, and no change says so. Postgres never reuses an
 //! attribute number, so the shape keeps each column's number where it is
 //! known, and an announcement is checked against the catalog as it is when
-//! the feed reads it ([`CatalogColumns`]): a column that still has its
-//! number under its name is the same column, however far the catalog is
-//! ahead of the stream; any other is treated as new. Where that is wrong
-//! (the column was dropped only after the message was sent) a view is
-//! copied again that need not be — never kept with another column's values.
+//! the feed reads it ([`CatalogColumns`]), once the transaction that
+//! carried the message is visible there (so the catalog is never behind
+//! the stream): a column that still has its number under its name is the
+//! same column, however far the catalog is ahead; any other is treated as
+//! new. Where that is wrong (the column was dropped only after the message
+//! was sent) a view is copied again that need not be — never kept with
+//! another column's values.
+//!
+//! Numbers come from descriptions (`prepare`, which also records them in
+//! the schema a copy is stored with) and, for columns an announcement adds
+//! or could not vouch for, from the catalog by name — only when that
+//! announcement reports a change, after which every view of the relation is
+//! copied again at a snapshot later than the catalog read, so a number
+//! ahead of the stream is the one the copies hold. A later description
+//! never numbers the expected shape: a copy already live may have been
+//! made of a column the description no longer sees.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -57,6 +68,48 @@ pub(crate) struct CatalogColumns(pub(crate) Vec<(String, i16)>);
 impl CatalogColumns {
     fn number_of(&self, name: &str) -> Option<i16> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, num)| *num)
+    }
+}
+
+/// Why a column of the same name and type could not be vouched for as the
+/// one copied.
+enum Unvouched {
+    /// Another attribute number now: dropped and added again.
+    Renumbered { name: String, was: i16, now: i16 },
+    /// Its number was not known (it was announced while the catalog lacked it).
+    Unnumbered { name: String },
+    /// No longer in the catalog (dropped since; or the relation is gone).
+    Gone { name: String },
+    /// The catalog has not caught up with the transaction that announced it.
+    CatalogBehind { name: String },
+}
+
+impl Unvouched {
+    fn new(name: &str, was: Option<i16>, found: Option<Option<i16>>) -> Unvouched {
+        let name = name.to_owned();
+        match (was, found) {
+            (_, None) => Unvouched::CatalogBehind { name },
+            (_, Some(None)) => Unvouched::Gone { name },
+            (None, Some(Some(_))) => Unvouched::Unnumbered { name },
+            (Some(was), Some(Some(now))) => Unvouched::Renumbered { name, was, now },
+        }
+    }
+}
+
+impl std::fmt::Display for Unvouched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unvouched::Renumbered { name, was, now } => {
+                write!(f, "column {name} was dropped and added again (attribute number {was}, now {now})")
+            }
+            Unvouched::Unnumbered { name } => {
+                write!(f, "column {name} cannot be told from one dropped and added again (its number is not known)")
+            }
+            Unvouched::Gone { name } => write!(f, "column {name} is no longer in the catalog"),
+            Unvouched::CatalogBehind { name } => {
+                write!(f, "column {name} cannot be checked: the catalog does not show the announcing transaction yet")
+            }
+        }
     }
 }
 
@@ -100,18 +153,12 @@ impl Shape {
         self.columns.iter().map(ShapeColumn::as_announced)
     }
 
-    /// Numbers the columns not numbered yet from `now`, when `now` lists
-    /// exactly these columns: then the catalog is at this shape (or has
-    /// moved on through changes that leave it reading the same — a column
-    /// dropped and added again since — which a later announcement cannot
-    /// mistake for this one: every view of the relation is copied again
-    /// after any announcement that changes it, at a snapshot after `now`).
-    pub(crate) fn number_from(&mut self, now: &CatalogColumns) {
-        let same = self.columns.len() == now.0.len() && self.columns.iter().zip(&now.0).all(|(c, (n, _))| c.name == *n);
-        if same {
-            for (c, (_, num)) in self.columns.iter_mut().zip(&now.0) {
-                c.attnum.get_or_insert(*num);
-            }
+    /// Numbers the columns not numbered yet by their names in `now` (see
+    /// the module doc for when that is sound). A column `now` lacks stays
+    /// unnumbered: the next announcement cannot vouch for it.
+    fn number_from(&mut self, now: &CatalogColumns) {
+        for c in self.columns.iter_mut().filter(|c| c.attnum.is_none()) {
+            c.attnum = now.number_of(&c.name);
         }
     }
 
@@ -187,67 +234,59 @@ impl Shapes {
     /// expected stays: views live on it read the feed by it, and only the
     /// feed's own announcement of the new shape may tell them it changed
     /// (taking the description instead would let the announcement pass in
-    /// silence, and those views read rows of the new shape by the old). It
-    /// only numbers the expected shape's columns not numbered yet
-    /// ([`Shape::number_from`]).
+    /// silence, and those views read rows of the new shape by the old).
     pub(crate) fn described(&self, oid: u32, shape: Shape) {
-        let mut map = self.lock();
-        match map.get_mut(&oid) {
-            Some(expected) => {
-                let numbered = shape.columns.iter().map(|c| c.attnum.map(|n| (c.name.clone(), n)));
-                if let Some(now) = numbered.collect::<Option<Vec<_>>>() {
-                    expected.number_from(&CatalogColumns(now));
-                }
-            }
-            None => {
-                map.insert(oid, shape);
-            }
-        }
+        self.lock().entry(oid).or_insert(shape);
     }
 
-    /// The feed announced this shape, the catalog listing `now`: returns
-    /// what changed, if anything — for `last_error`, and the columns
-    /// matched to the old ones — and remembers the new shape so the change
-    /// is reported once. A column matched by name keeps its match only if
-    /// its attribute number is known and `now` has it under that name; a
-    /// shape that reads the same but loses a match this way has changed.
+    /// The feed announced this shape, the catalog listing `now` (`None`:
+    /// not caught up with the stream, so it vouches for nothing): returns
+    /// what changed, if anything — for `last_error`, and the columns matched
+    /// to the old ones — and remembers the new shape so the change is
+    /// reported once. A column matched by name keeps its match only if its
+    /// attribute number is known and `now` has it under that name; a shape
+    /// that reads the same but loses a match this way has changed.
     pub(crate) fn announced(
         &self,
         oid: u32,
         shape: &Shape,
-        now: &CatalogColumns,
+        now: Option<&CatalogColumns>,
     ) -> Option<(String, Option<Vec<ColumnMatch>>)> {
         let mut map = self.lock();
         let mut new = shape.clone();
         let Some(old) = map.get(&oid) else {
-            new.number_from(now);
+            // Nothing was copied by an expected shape: no number to keep.
+            if let Some(now) = now {
+                new.number_from(now);
+            }
             map.insert(oid, new);
             return None;
         };
         let mut matches = old.matches(&new);
-        let mut renewed = Vec::new();
+        let mut unvouched = Vec::new();
         for (m, col) in matches.iter_mut().flatten().zip(&mut new.columns) {
             let Some(was) = m.before.and_then(|b| old.columns.get(b)) else { continue };
-            match was.attnum {
-                Some(num) if now.number_of(&was.name) == Some(num) => col.attnum = Some(num),
-                _ => {
+            let found = now.map(|now| now.number_of(&was.name));
+            match (was.attnum, found) {
+                (Some(num), Some(Some(found))) if num == found => col.attnum = Some(num),
+                (num, found) => {
                     m.before = None;
-                    renewed.push(was.name.clone());
+                    unvouched.push(Unvouched::new(&was.name, num, found));
                 }
             }
         }
         let mut detail = old.difference(&new);
-        if !renewed.is_empty() {
-            let what = format!(
-                "column(s) {} may have been dropped and added again (not under the attribute number copied)",
-                renewed.join(", ")
-            );
+        if !unvouched.is_empty() {
+            let what = unvouched.iter().map(Unvouched::to_string).collect::<Vec<_>>().join("; ");
             detail = Some(match detail {
                 Some(d) => format!("{d}; {what}"),
                 None => format!("upstream relation {}.{} changed: {what}", new.namespace, new.name),
             });
         }
-        new.number_from(now);
+        // Only with a change reported: see the module doc.
+        if let (Some(now), true) = (now, detail.is_some()) {
+            new.number_from(now);
+        }
         map.insert(oid, new);
         detail.map(|d| (d, matches))
     }
@@ -321,15 +360,15 @@ mod tests {
         shapes.described(7, described(&[("id", 20, true), ("v", 25, false), ("n", 23, false)]));
         let now = catalog(&[("id", 1), ("v", 2), ("n", 3), ("w", 4)]);
         let new = shape(&[("id", 20, true), ("v", 25, false), ("n", 20, false), ("w", 16, false)]);
-        let (detail, columns) = shapes.announced(7, &new, &now).expect("a change of shape");
+        let (detail, columns) = shapes.announced(7, &new, Some(&now)).expect("a change of shape");
         assert!(detail.contains("columns changed"), "{detail}");
         assert_eq!(before(columns), vec![Some(0), Some(1), None, None]);
         // Reported once.
-        assert!(shapes.announced(7, &new, &now).is_none());
+        assert!(shapes.announced(7, &new, Some(&now)).is_none());
         // A changed replica identity leaves nothing to match by.
         let mut full = shape(&[("id", 20, true)]);
         full.replident = b'f';
-        assert_eq!(shapes.announced(7, &full, &catalog(&[("id", 1)])).map(|(_, c)| c), Some(None));
+        assert_eq!(shapes.announced(7, &full, Some(&catalog(&[("id", 1)]))).map(|(_, c)| c), Some(None));
     }
 
     /// A `prepare` that describes a relation the feed has not announced in
@@ -342,7 +381,7 @@ mod tests {
         shapes.described(7, described(&[("id", 20, true), ("w", 16, false)]));
         let new = shape(&[("id", 20, true), ("w", 16, false)]);
         let now = catalog(&[("id", 1), ("w", 2)]);
-        assert!(shapes.announced(7, &new, &now).is_some(), "the feed's new shape went unreported");
+        assert!(shapes.announced(7, &new, Some(&now)).is_some(), "the feed's new shape went unreported");
     }
 
     /// `DROP COLUMN x, ADD COLUMN x int` as the last column: the feed
@@ -355,35 +394,45 @@ mod tests {
         let cols = [("id", 20, true), ("note", 25, false), ("x", 23, false)];
         shapes.described(7, described(&cols));
         let now = catalog(&[("id", 1), ("note", 2), ("x", 4)]);
-        let (detail, columns) = shapes.announced(7, &shape(&cols), &now).expect("x is another column");
-        assert!(detail.contains("x may have been dropped and added again"), "{detail}");
+        let (detail, columns) = shapes.announced(7, &shape(&cols), Some(&now)).expect("x is another column");
+        assert!(detail.contains("column x was dropped and added again (attribute number 3, now 4)"), "{detail}");
         assert_eq!(before(columns), vec![Some(0), Some(1), None]);
-        assert!(shapes.announced(7, &shape(&cols), &now).is_none(), "x now has its number");
+        assert!(shapes.announced(7, &shape(&cols), Some(&now)).is_none(), "x now has its number");
         // The catalog ahead of the stream by a drop: no longer vouched for.
-        let (_, columns) = shapes.announced(7, &shape(&cols), &catalog(&[("id", 1), ("note", 2)])).unwrap();
+        let (_, columns) = shapes.announced(7, &shape(&cols), Some(&catalog(&[("id", 1), ("note", 2)]))).unwrap();
         assert_eq!(before(columns), vec![Some(0), Some(1), None]);
     }
 
-    /// A column the feed announced while the catalog was already further
-    /// on (listing another column besides) gets no number, so a later
-    /// announcement cannot vouch for it; a description listing exactly the
-    /// expected columns numbers it.
+    /// A column announced while the catalog lacked it (dropped again since)
+    /// gets no number, so a later announcement cannot vouch for it; one
+    /// the catalog has is numbered by name, whatever else the catalog
+    /// lists. A description never numbers the expected shape, and a
+    /// catalog that has not caught up with the stream vouches for nothing.
     #[test]
     fn an_unnumbered_column_is_not_vouched_for() {
         let shapes = Shapes::default();
         shapes.described(7, described(&[("id", 20, true)]));
-        let ahead = catalog(&[("id", 1), ("w", 2), ("z", 3)]);
-        assert!(shapes.announced(7, &shape(&[("id", 20, true), ("w", 16, false)]), &ahead).is_some());
-        let wz = shape(&[("id", 20, true), ("w", 16, false), ("z", 16, false)]);
-        let (_, columns) = shapes.announced(7, &wz, &ahead).expect("z added");
-        assert_eq!(before(columns), vec![Some(0), None, None], "w had no number to check");
-        assert!(shapes.announced(7, &wz, &ahead).is_none(), "numbered from the catalog since");
+        let w = shape(&[("id", 20, true), ("w", 16, false)]);
+        let ahead = catalog(&[("id", 1), ("z", 3)]);
+        assert!(shapes.announced(7, &w, Some(&ahead)).is_some(), "w added");
+        let (detail, columns) = shapes.announced(7, &w, Some(&ahead)).expect("w has no number");
+        assert!(detail.contains("column w is no longer in the catalog"), "{detail}");
+        assert_eq!(before(columns), vec![Some(0), None]);
 
         let shapes = Shapes::default();
         shapes.described(7, described(&[("id", 20, true)]));
-        let w = shape(&[("id", 20, true), ("w", 16, false)]);
-        assert!(shapes.announced(7, &w, &ahead).is_some());
+        let more = catalog(&[("id", 1), ("w", 2), ("z", 3)]);
+        assert!(shapes.announced(7, &w, Some(&more)).is_some(), "w added");
+        assert!(shapes.announced(7, &w, Some(&more)).is_none(), "w numbered by name");
+        let (detail, columns) = shapes.announced(7, &w, None).expect("nothing vouched for");
+        assert!(detail.contains("the catalog does not show the announcing transaction yet"), "{detail}");
+        assert_eq!(before(columns), vec![None, None]);
+
+        let shapes = Shapes::default();
+        let unnumbered = shape(&[("id", 20, true), ("w", 16, false)]);
+        assert!(shapes.announced(7, &unnumbered, None).is_none(), "the first announcement expects nothing");
         shapes.described(7, described(&[("id", 20, true), ("w", 16, false)]));
-        assert!(shapes.announced(7, &w, &ahead).is_none(), "numbered by the description");
+        let (detail, _) = shapes.announced(7, &w, Some(&more)).expect("not numbered by the description");
+        assert!(detail.contains("column w cannot be told from one dropped and added again"), "{detail}");
     }
 }

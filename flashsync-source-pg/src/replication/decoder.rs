@@ -17,7 +17,8 @@ use crate::values::text_to_value;
 pub(crate) struct FeedDecoder {
     relations: HashMap<u32, Relation>,
     shapes: Shapes,
-    in_txn: bool,
+    /// The open transaction's xid, between `Begin` and `Commit`.
+    txn: Option<u32>,
 }
 
 fn proto(what: impl std::fmt::Display) -> SourceError {
@@ -26,18 +27,24 @@ fn proto(what: impl std::fmt::Display) -> SourceError {
 
 impl FeedDecoder {
     pub(crate) fn new(shapes: Shapes) -> Self {
-        FeedDecoder { relations: HashMap::new(), shapes, in_txn: false }
+        FeedDecoder { relations: HashMap::new(), shapes, txn: None }
     }
 
     /// Inside a transaction (between `Begin` and `Commit`).
     pub(crate) fn in_transaction(&self) -> bool {
-        self.in_txn
+        self.txn.is_some()
+    }
+
+    /// The xid of the open transaction, if any.
+    pub(crate) fn xid(&self) -> Option<u32> {
+        self.txn
     }
 
     /// A `Relation` message, with the relation's columns as the catalog
-    /// lists them now (see [`crate::shape`] for why): the `SchemaChanged`
+    /// lists them now (`None`: the catalog does not show the transaction
+    /// yet; see [`crate::shape`] for why): the `SchemaChanged`
     /// event it makes, if it changes the expected shape.
-    pub(crate) fn on_relation(&mut self, r: Relation, now: &CatalogColumns) -> Option<StreamEvent> {
+    pub(crate) fn on_relation(&mut self, r: Relation, now: Option<&CatalogColumns>) -> Option<StreamEvent> {
         let shape = Shape::from_relation(&r);
         let event = self.shapes.announced(r.oid, &shape, now).map(|(detail, columns)| StreamEvent::SchemaChanged {
             rel: SourceRelId(u64::from(r.oid)),
@@ -53,10 +60,10 @@ impl FeedDecoder {
     pub(crate) fn on_message(&mut self, msg: Message) -> Result<Option<StreamEvent>, SourceError> {
         match msg {
             Message::Begin(b) => {
-                if self.in_txn {
+                if self.txn.is_some() {
                     return Err(proto("Begin inside an open transaction"));
                 }
-                self.in_txn = true;
+                self.txn = Some(b.xid);
                 Ok(Some(StreamEvent::Begin {
                     xid: b.xid,
                     final_lsn: b.final_lsn,
@@ -64,10 +71,9 @@ impl FeedDecoder {
                 }))
             }
             Message::Commit(c) => {
-                if !self.in_txn {
+                if self.txn.take().is_none() {
                     return Err(proto("Commit outside a transaction"));
                 }
-                self.in_txn = false;
                 Ok(Some(StreamEvent::Commit { end_lsn: c.end_lsn }))
             }
             // Announcements need the catalog (`on_relation`).
@@ -110,7 +116,7 @@ impl FeedDecoder {
     }
 
     fn change(&self, change: Change) -> Result<Option<StreamEvent>, SourceError> {
-        if !self.in_txn {
+        if self.txn.is_none() {
             return Err(proto("row change outside a transaction"));
         }
         Ok(Some(StreamEvent::Change(change)))

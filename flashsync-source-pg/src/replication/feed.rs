@@ -38,7 +38,7 @@ use crate::catalog;
 use crate::control::SharedControl;
 use crate::error::protocol;
 use crate::pgoutput::{decode, Message};
-use crate::shape::Shapes;
+use crate::shape::{CatalogColumns, Shapes};
 
 /// How a feed runs.
 #[derive(Clone, Debug)]
@@ -81,6 +81,15 @@ impl Feedback for PgFeedback {
 }
 
 type Item = Result<StreamEvent, SourceError>;
+
+/// How long the feed waits, in all, for the catalog to show a transaction
+/// that announced a relation (a synchronous standby confirming its commit)
+/// before the catalog vouches for none of its columns.
+const CATALOG_CATCH_UP: Duration = Duration::from_secs(2);
+
+/// Longest one catalog lookup may take before the feed counts its
+/// connection lost (well inside `wal_sender_timeout`'s default 60 s).
+const CATALOG_LOOKUP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Most events handed to the consumer at once.
 const CHUNK: usize = 512;
@@ -289,15 +298,12 @@ impl FeedTask {
             b'd' => match parse_copy_data(&frame.body) {
                 Ok(ReplicationFrame::XLogData { data, .. }) => {
                     let event = match decode(data).map_err(|e| protocol("replication stream", e))? {
-                        // Rare (once per relation per session, and after
-                        // DDL or other invalidations): worth a round trip.
+                        // Once per relation per session, and after DDL or
+                        // other invalidations of its cache entry (VACUUM,
+                        // ANALYZE): worth a round trip.
                         Message::Relation(r) => {
-                            let oid = r.oid;
-                            let now = self
-                                .catalog
-                                .with(move |c| Box::pin(async move { catalog::numbered_columns(c, oid).await }))
-                                .await?;
-                            self.decoder.on_relation(r, &now)
+                            let now = self.catalog_now(r.oid).await?;
+                            self.decoder.on_relation(r, now.as_ref())
                         }
                         msg => self.decoder.on_message(msg)?,
                     };
@@ -327,6 +333,31 @@ impl FeedTask {
             // Notices and parameter changes.
             b'N' | b'S' => Ok(false),
             other => Err(protocol("replication stream", format!("unexpected message {:?}", char::from(other)))),
+        }
+    }
+
+    /// The columns of relation `oid` as the catalog lists them, once it
+    /// shows the transaction being decoded (`None` if it does not within
+    /// [`CATALOG_CATCH_UP`]: then it vouches for nothing). Bounded in time:
+    /// the walsender expects status updates meanwhile, and a half-open
+    /// connection would otherwise hold the stream until TCP gives up.
+    async fn catalog_now(&mut self, oid: u32) -> Result<Option<CatalogColumns>, SourceError> {
+        let xid = self.decoder.xid();
+        let give_up = tokio::time::Instant::now() + CATALOG_CATCH_UP;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let lookup =
+                self.catalog.with(move |c| Box::pin(async move { catalog::numbered_columns(c, oid, xid).await }));
+            let found = tokio::time::timeout(CATALOG_LOOKUP_LIMIT, lookup).await.map_err(|_| {
+                SourceError::connection(format!(
+                    "reading the columns of relation {oid} took over {CATALOG_LOOKUP_LIMIT:?}"
+                ))
+            })??;
+            if found.is_some() || tokio::time::Instant::now() >= give_up {
+                return Ok(found);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 
