@@ -124,7 +124,7 @@ impl RelationSchema {
     /// [`column_ids`](Self::column_ids)); ignored unless there is one per
     /// column.
     pub fn with_column_ids(mut self, ids: Vec<u32>) -> Self {
-        debug_assert_eq!(ids.len(), self.columns.len(), "one number per column");
+        debug_assert!(ids.is_empty() || ids.len() == self.columns.len(), "one number per column, or none");
         if ids.len() == self.columns.len() {
             self.column_ids = ids;
         }

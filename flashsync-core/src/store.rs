@@ -237,9 +237,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The unfinished copy of view `id` its last checkpoint left, to go on
     /// filling: rows keyed above `after` (written after the checkpoint) are
-    /// dropped first. `None` when there is none, or when it was made with
-    /// another schema than `schema` (it is then dropped). The default has
-    /// none.
+    /// dropped first. `None` when there is none, or when `schema` does not
+    /// fit the one it was made with ([`RelationSchema::fits`]: a checkpoint
+    /// stored without the source's column numbers is taken at its names;
+    /// it is then dropped). The default has none.
     async fn resume_generation(
         &self,
         id: RelationId,

@@ -82,6 +82,12 @@
 //!
 //! Postgres 13 or later with `wal_level = logical`; a role with `REPLICATION`
 //! (or superuser) that may create publications on the mirrored tables.
+//!
+//! Connections per source: one control connection (catalog, publication,
+//! slot), the feed's replication connection and its own catalog connection
+//! (opened at the first `Relation` message), and one per copy while a
+//! snapshot runs (plus a short-lived one while `prepare` waits for
+//! writers).
 
 #![forbid(unsafe_code)]
 

@@ -159,7 +159,7 @@ pub(crate) fn resume(
             ),
         ));
     }
-    if kept.schema != *schema {
+    if !schema.fits(&kept.schema) {
         let mut batch = shared.db.batch().durability(Some(PersistMode::SyncAll));
         let ended = end(&shared.ks, &state, view, None, &mut batch);
         shared.commit(&mut state, batch, op)?;

@@ -152,7 +152,7 @@ pub(crate) fn resume(
             format!("its copy {:?} is still open: publish, discard or drop that generation first", plan.table),
         ));
     }
-    if plan.schema != *schema {
+    if !schema.fits(&plan.schema) {
         // Its rows cannot continue a copy with another shape: the copy
         // starts over, and this one's space is reclaimed now. Durable, so
         // it never comes back after a crash.

@@ -311,6 +311,28 @@ pub async fn checkpoints_survive_a_crash<S: Store>(store: S, crash: &mut impl Fn
     let gone = cx.ok("resume_generation", store.resume_generation(id, &keyed3(), &key![7]).await)?;
     cx.ensure(gone.is_none(), || "a copy refused for its schema was resumed later".into())?;
 
+    // The same names under other column numbers of the source (a column
+    // dropped and added again) are another schema too; a copy stored
+    // without numbers is taken at its names.
+    let numbered = |ids: Vec<u32>| keyed3().with_column_ids(ids);
+    let mut generation = cx.ok("begin_generation", store.begin_generation(id, &numbered(vec![1, 2, 3])).await)?;
+    cx.ok("generation write", generation.write(vec![row![7, "g", "n7"]]).await)?;
+    cx.ok("checkpoint", generation.checkpoint(ops(&v, Identity::Key, Vec::new()), &checkpointed).await)?;
+    drop(generation);
+    let store = crash(store);
+    let renumbered =
+        cx.ok("resume_generation", store.resume_generation(id, &numbered(vec![1, 2, 4]), &key![7]).await)?;
+    cx.ensure(renumbered.is_none(), || "a copy was resumed with other columns of the same names".into())?;
+    let mut generation = cx.ok("begin_generation", store.begin_generation(id, &keyed3()).await)?;
+    cx.ok("generation write", generation.write(vec![row![7, "g", "n7"]]).await)?;
+    cx.ok("checkpoint", generation.checkpoint(ops(&v, Identity::Key, Vec::new()), &checkpointed).await)?;
+    drop(generation);
+    let store = crash(store);
+    match cx.ok("resume_generation", store.resume_generation(id, &numbered(vec![1, 2, 3]), &key![7]).await)? {
+        Some(g) => cx.ok("discard", g.discard().await)?,
+        None => return Err(cx.fail("a copy stored without column numbers was not resumed by its names")),
+    }
+
     // A new copy of the view replaces a checkpointed one; so does a discard.
     let mut generation = cx.ok("begin_generation", store.begin_generation(id, &keyed3()).await)?;
     cx.ok("checkpoint", generation.checkpoint(ops(&v, Identity::Key, Vec::new()), &checkpointed).await)?;

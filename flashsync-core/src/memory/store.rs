@@ -361,7 +361,7 @@ impl Store for MemoryStore {
         let Some((number, kept, rows)) = inner.live.checkpoints.get(&id).cloned() else {
             return Ok(None);
         };
-        if kept != *schema {
+        if !schema.fits(&kept) {
             let inner = &mut *inner;
             for state in [&mut inner.live, &mut inner.durable] {
                 state.checkpoints.remove(&id);

@@ -159,14 +159,20 @@ pub async fn run(rows: u64, kind: BenchStore, url: Option<&str>) -> Result<Json,
     client.batch_execute(&insert("bench_big", rows)).await.map_err(pg_err)?;
     let committed = t.elapsed();
     let deadline = Instant::now() + Duration::from_secs(900);
-    while engine.count("public.big_live").await.map_err(err)? != rows {
-        if Instant::now() > deadline {
-            return Err(CliError("the transaction never arrived in full".into()));
+    let arrived = async {
+        while engine.count("public.big_live").await.map_err(err)? != rows {
+            if Instant::now() > deadline {
+                return Err(CliError("the transaction never arrived in full".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
     }
+    .await;
     let total = t.elapsed();
+    // Stop the reader however the wait ended.
     done.store(true, std::sync::atomic::Ordering::Relaxed);
+    arrived?;
     let slowest_read = reader.await.map_err(|e| CliError(format!("the reader task failed: {e}")))??;
     common::finish(engine, kind, dir.path()).await?;
     let peak = crate::output::peak_rss_bytes().unwrap_or(0);
