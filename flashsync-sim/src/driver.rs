@@ -259,6 +259,10 @@ pub(crate) struct World {
     pub(crate) recopy_crash: Option<(u64, RelationId)>,
     /// An `ALTER TABLE` waiting for the transactions that touched its table.
     pub(crate) pending_alter: Option<(&'static str, crate::workload::Alter)>,
+    /// The draws about columns dropped and added again (a stream of their
+    /// own: adding them moved no other draw of a seed), on the seeds that
+    /// add dropped columns again at all.
+    pub(crate) readds: Option<Rng>,
     pub next_burst: u64,
     /// The scenario being run.
     pub scenario: crate::scenario::Scenario,
@@ -361,6 +365,7 @@ impl World {
             recopy_crashes: 0,
             recopy_crash: None,
             pending_alter: None,
+            readds: None,
             next_burst: 1,
             scenario: crate::scenario::Scenario::All,
             feed_txn_open: false,

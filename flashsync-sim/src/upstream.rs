@@ -95,7 +95,7 @@ impl Upstream {
                 db.set_toast_threshold(SCHEMA, name, TOAST_THRESHOLD);
             }
             let added = extras.len();
-            tables.insert(name, TableModel { kind, extras, added });
+            tables.insert(name, TableModel { kind, extras, added, dropped: Vec::new() });
             truth.insert(name, TableState::new());
         }
         Upstream {
@@ -383,7 +383,7 @@ impl Upstream {
         ddl: bool,
     ) -> usize {
         let idx = self.history.len();
-        let shapes = deltas.keys().filter_map(|t| Some((*t, self.db.describe(SCHEMA, t)?.columns))).collect();
+        let shapes = deltas.keys().filter_map(|t| Some((*t, self.db.describe(SCHEMA, t)?))).collect();
         for t in deltas.keys() {
             self.per_table.entry(t).or_default().push(idx);
         }
@@ -444,17 +444,49 @@ impl Upstream {
     }
 
     /// Adds an int8 column (default 0) to a table, if no transaction holds a
-    /// lock on it.
-    pub fn add_column(&mut self, table: &'static str) -> Result<Altered, ModelError> {
+    /// lock on it: a new name, or (now and then, picked by `readds` when
+    /// given) one dropped before.
+    pub fn add_column(&mut self, table: &'static str, readds: Option<&mut Rng>) -> Result<Altered, ModelError> {
         if self.in_use(table) {
             return Ok(Altered::Busy);
         }
         let Some(model) = self.tables.get_mut(table) else { return Ok(Altered::Refused) };
-        if model.extras.len() >= 3 || model.added >= 5 {
+        if model.extras.len() >= 3 {
             return Ok(Altered::Refused);
         }
-        model.added += 1;
-        let name = format!("extra{}", model.added);
+        let reused = readds.filter(|_| !model.dropped.is_empty()).and_then(|rng| {
+            rng.chance(0.5).then(|| model.dropped.remove(rng.below(model.dropped.len() as u64) as usize))
+        });
+        let name = if let Some(name) = reused {
+            name
+        } else if model.added < 5 {
+            model.added += 1;
+            format!("extra{}", model.added)
+        } else {
+            return Ok(Altered::Refused);
+        };
+        self.add_named(table, name)
+    }
+
+    /// Drops one of the added columns (picked by `rng`) and at once adds a
+    /// column of the same name and type, as a migration that recreates a
+    /// column does: the table reads as before, but no row keeps a value of
+    /// the old column.
+    pub fn readd_column(&mut self, table: &'static str, rng: &mut Rng) -> Result<Altered, ModelError> {
+        match self.drop_column(table, rng)? {
+            Altered::Done => {}
+            other => return Ok(other),
+        }
+        let Some(name) = self.tables.get_mut(table).and_then(|m| m.dropped.pop()) else {
+            return Ok(Altered::Refused);
+        };
+        self.add_named(table, name)
+    }
+
+    /// Adds column `name` (int8, default 0) after the others (the callers
+    /// checked there is room for it).
+    fn add_named(&mut self, table: &'static str, name: String) -> Result<Altered, ModelError> {
+        let Some(model) = self.tables.get_mut(table) else { return Ok(Altered::Refused) };
         model.extras.push(name.clone());
         let kind = model.kind;
         let published = self.db.is_published(SCHEMA, table);
@@ -486,6 +518,7 @@ impl Upstream {
         // Mostly the first added: the ones after it move.
         let at = if rng.chance(0.75) { 0 } else { rng.below(model.extras.len() as u64) as usize };
         let name = model.extras.remove(at);
+        model.dropped.push(name.clone());
         let Some(was) = self.db.describe(SCHEMA, table).map(|s| s.columns) else { return Ok(Altered::Refused) };
         let Some(gone) = was.iter().position(|c| c.name == name) else { return Ok(Altered::Refused) };
         let published = self.db.is_published(SCHEMA, table);
@@ -568,7 +601,7 @@ mod tests {
             up.commit(t, true).expect("model agrees");
             // Shapes change in between: deltas still replay to the truth.
             if i % 100 == 0 {
-                assert_eq!(up.add_column("users").ok(), Some(Altered::Done));
+                assert_eq!(up.add_column("users", Some(&mut rng)).ok(), Some(Altered::Done));
             } else if i % 100 == 50 {
                 assert_eq!(up.drop_column("users", &mut rng).ok(), Some(Altered::Done));
             }

@@ -328,6 +328,10 @@ fn fault(w: &mut World, f: Fault) {
             let (table, kind) = TABLES[w.rng.below(TABLES.len() as u64) as usize];
             if kind != TableKind::NoIdentity {
                 let alter = if w.rng.chance(0.5) { Alter::DropColumn } else { Alter::AddColumn };
+                // From a stream of its own, so the other draws of a seed
+                // stay where they were.
+                let readd = w.readds.as_mut().is_some_and(|r| r.chance(0.5));
+                let alter = if alter == Alter::DropColumn && readd { Alter::Readd } else { alter };
                 w.pending_alter = Some((table, alter));
                 alter_table(w);
             }
@@ -346,6 +350,9 @@ pub(crate) enum Alter {
     /// moved columns by name), while whole-row views are copied again and
     /// views keeping the dropped column fail.
     DropColumn,
+    /// Drops one of the columns added before and adds it again under its
+    /// name at once: the table reads the same, its values are new.
+    Readd,
 }
 
 /// Carries out the pending [`Alter`], if any. Like Postgres' `ALTER TABLE`
@@ -354,8 +361,9 @@ pub(crate) enum Alter {
 pub(crate) fn alter_table(w: &mut World) {
     let Some((table, alter)) = w.pending_alter else { return };
     let altered = match alter {
-        Alter::AddColumn => w.up.add_column(table),
+        Alter::AddColumn => w.up.add_column(table, w.readds.as_mut()),
         Alter::DropColumn => w.up.drop_column(table, &mut w.rng),
+        Alter::Readd => w.up.readd_column(table, &mut w.rng),
     };
     match altered {
         Ok(Altered::Busy) => {}

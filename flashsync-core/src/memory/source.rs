@@ -144,7 +144,9 @@ impl MemorySource {
             u.take_fail(FailPoint::Snapshot)?;
             let k = (relation.schema.clone(), relation.table.clone());
             let t = u.tables.get(&k).ok_or_else(|| SourceError::relation_missing(relation))?;
-            if t.id != schema.source_id || !t.schema().same_shape(schema) {
+            // The same columns by number too, as the Postgres source checks:
+            // a column dropped and added again is another column.
+            if !t.schema().fits(schema) {
                 return Err(SourceError::new(
                     // Describing it again fixes this (as with Postgres).
                     SourceErrorKind::Other,

@@ -71,6 +71,12 @@ impl Alteration {
 pub(super) struct Table {
     pub(super) id: SourceRelId,
     pub(super) columns: Vec<Column>,
+    /// Each column's number, as Postgres' attribute numbers: never given
+    /// twice, so a column dropped and added again under its name has
+    /// another ([`RelationSchema::column_ids`]).
+    pub(super) column_ids: Vec<u32>,
+    /// The last number given.
+    pub(super) last_column_id: u32,
     pub(super) identity: TableIdentity,
     /// Visible rows: key -> (row, copies). For full/nothing identity the key
     /// is the whole row.
@@ -110,6 +116,7 @@ impl Table {
             TableIdentity::PrimaryKey(k) => RelationSchema::keyed(self.id, self.columns.clone(), k.clone()),
             _ => RelationSchema::full_row(self.id, self.columns.clone()),
         }
+        .with_column_ids(self.column_ids.clone())
     }
 
     /// The old-row image a change carries: key columns set, others NULL (or
@@ -275,11 +282,20 @@ impl MemoryUpstream {
         let mut u = self.lock();
         u.next_rel += 1;
         let id = SourceRelId(u.next_rel);
-        let columns = columns.iter().map(|(n, t)| Column { name: (*n).into(), type_name: (*t).into() }).collect();
-        u.tables.insert(
-            (schema.into(), table.into()),
-            Table { id, columns, identity, rows: BTreeMap::new(), toast_threshold: None, old_rows: OldRows::Key },
-        );
+        let columns: Vec<Column> =
+            columns.iter().map(|(n, t)| Column { name: (*n).into(), type_name: (*t).into() }).collect();
+        let last_column_id = u32::try_from(columns.len()).unwrap_or(u32::MAX);
+        let created = Table {
+            id,
+            column_ids: (1..=last_column_id).collect(),
+            last_column_id,
+            columns,
+            identity,
+            rows: BTreeMap::new(),
+            toast_threshold: None,
+            old_rows: OldRows::Key,
+        };
+        u.tables.insert((schema.into(), table.into()), created);
     }
 
     /// Makes text values longer than `bytes` behave like TOASTed values.
@@ -317,6 +333,8 @@ impl MemoryUpstream {
         let published = u.publication.contains(&k);
         let Some(t) = u.tables.get_mut(&k) else { return Alteration::Refused };
         t.columns.push(Column { name: name.into(), type_name: type_name.into() });
+        t.last_column_id += 1;
+        t.column_ids.push(t.last_column_id);
         // Every column it had is where it was; the new one comes last.
         let last = t.columns.len() - 1;
         let columns: Vec<crate::schema::ColumnMatch> = t
@@ -367,6 +385,7 @@ impl MemoryUpstream {
             }
         }
         let dropped = t.columns.remove(gone);
+        t.column_ids.remove(gone);
         let columns = t
             .columns
             .iter()

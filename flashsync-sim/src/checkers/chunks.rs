@@ -9,9 +9,9 @@
 use std::collections::BTreeSet;
 
 use flashsync_core::codec::encode_key;
-use flashsync_core::{Column, Lsn, OpId, Persistence, RelationId, Row};
+use flashsync_core::{Lsn, OpId, Persistence, RelationId, RelationSchema, Row};
 
-use super::copies::{admitted, by_name, laid_over, multiset};
+use super::copies::{admitted, laid_over, matched, multiset};
 use super::{Checker, Mirror, SnapRecord};
 use crate::upstream::{Delta, TableKind, TableState, Upstream, Visibility};
 
@@ -26,12 +26,12 @@ pub(crate) struct Chunking {
     /// What the generation must hold: upstream rows (the view's shape
     /// admits them when compared).
     rows: TableState,
-    /// The upstream columns `rows` have. A copy can continue across a
-    /// change of its table's shape that its columns survive (a restart
-    /// that describes the table anew continues the checkpointed copy): the
-    /// rows copied before follow the new shape by name, as the view reads
+    /// The upstream shape `rows` have. A copy can continue across a change
+    /// of its table's shape that its columns survive (a restart that
+    /// describes the table anew continues the checkpointed copy): the rows
+    /// copied before follow the new shape ([`matched`]), as the view reads
     /// them.
-    columns: Vec<Column>,
+    upstream: RelationSchema,
     /// Changes the machine said it put into the generation, not yet
     /// checked: (xid, end LSN, keys, whether a truncate was among them).
     amends: Vec<(u32, Lsn, Vec<Vec<u8>>, bool)>,
@@ -41,22 +41,22 @@ impl Chunking {
     /// Lays `rows` over the upstream columns `now`, by name: a column
     /// gone loses its values, a new one holds the workload's default (as
     /// upstream's rows do when it is added).
-    fn follow(&mut self, kind: TableKind, now: &[Column]) {
-        if self.columns == now {
+    fn follow(&mut self, kind: TableKind, now: &RelationSchema) {
+        if same_columns(&self.upstream, now) {
             return;
         }
-        let matches = by_name(&self.columns, now);
+        let matches = matched(&self.upstream, now);
         self.rows = crate::upstream::reshaped(kind, Some(&self.rows), |row| *row = laid_over(&matches, row));
-        self.columns = now.to_vec();
+        self.upstream = now.clone();
     }
 
     /// A commit's change to the table, its rows laid over the columns the
     /// copy's rows have (a replayed transaction may predate a change of
     /// shape the chunks copied since). Only forward: laying the chunks
     /// back over an older shape would lose the columns added since.
-    fn delta_in_shape(&self, kind: TableKind, delta: &Delta, columns: Option<&Vec<Column>>) -> Delta {
-        let Some(was) = columns.filter(|was| **was != self.columns) else { return delta.clone() };
-        let matches = by_name(was, &self.columns);
+    fn delta_in_shape(&self, kind: TableKind, delta: &Delta, shape: Option<&RelationSchema>) -> Delta {
+        let Some(was) = shape.filter(|was| !same_columns(was, &self.upstream)) else { return delta.clone() };
+        let matches = matched(was, &self.upstream);
         let lay = |row: &Row| laid_over(&matches, row);
         match delta {
             Delta::Set(set) => Delta::Set(
@@ -78,6 +78,12 @@ impl Chunking {
             Delta::Replace(all) => Delta::Replace(crate::upstream::reshaped(kind, Some(all), |row| *row = lay(row))),
         }
     }
+}
+
+/// Whether two shapes have the same columns (by their numbers too, where
+/// both have them).
+fn same_columns(a: &RelationSchema, b: &RelationSchema) -> bool {
+    a.columns == b.columns && (a.column_ids.is_empty() || b.column_ids.is_empty() || a.column_ids == b.column_ids)
 }
 
 /// Whether `key` lies in the range ending at `through` and above `after`.
@@ -249,7 +255,7 @@ impl Checker {
                 table: snap.table,
                 segments: Vec::new(),
                 rows: TableState::new(),
-                columns: snap.shape.upstream().columns.clone(),
+                upstream: snap.shape.upstream().clone(),
                 amends: Vec::new(),
             };
             self.chunking.insert(op, fresh);
@@ -263,7 +269,7 @@ impl Checker {
         }
         self.settle_amends(op, snap.view, snap.table, up);
         let Some(c) = self.chunking.get_mut(&op) else { return };
-        c.follow(up.kind(snap.table).unwrap_or(TableKind::Keyed), &snap.shape.upstream().columns);
+        c.follow(up.kind(snap.table).unwrap_or(TableKind::Keyed), snap.shape.upstream());
         let after = c.segments.last().and_then(|(t, _)| t.clone());
         let mut rows = seen(up, snap.table, &snap.vis);
         rows.retain(|k, _| in_range(&encode_key(k), after.as_deref(), through.as_deref()));
@@ -384,7 +390,7 @@ impl Checker {
         if self.chunking_now.get(&snap.view) == Some(&op) {
             self.chunking_now.remove(&snap.view);
         }
-        c.follow(up.kind(snap.table).unwrap_or(TableKind::Keyed), &snap.shape.upstream().columns);
+        c.follow(up.kind(snap.table).unwrap_or(TableKind::Keyed), snap.shape.upstream());
         self.mirrors.insert(snap.view, Mirror::published(snap, mode, up, c.rows, Some(c.segments)));
     }
 }

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flashsync_core::{
-    ApplyBatch, BatchSeq, Column, ColumnMatch, Lsn, Persistence, Progress, RelationId, Row, Value, ViewDef, ViewShape,
+    ApplyBatch, BatchSeq, Column, ColumnMatch, Lsn, Persistence, Progress, RelationId, RelationSchema, Row, Value,
+    ViewDef, ViewShape,
 };
 
 use super::{Checker, Mirror, SnapRecord};
@@ -408,9 +409,10 @@ impl Checker {
 /// follow (a column it keeps is gone, a table without a key) is left as
 /// it was: the machine must make it again, and if it kept it anyway, the
 /// comparison says so.
-fn follow_shape(m: &mut Mirror, now: &[Column]) {
-    let was = m.shape.upstream().columns.clone();
-    if was == now {
+fn follow_shape(m: &mut Mirror, now: &RelationSchema) {
+    let was = m.shape.upstream().clone();
+    let matches = matched(&was, now);
+    if was.columns == now.columns && matches.iter().enumerate().all(|(i, c)| c.before == Some(i)) {
         return;
     }
     // The copy's own definition: the caller may have redefined or forgotten
@@ -419,11 +421,26 @@ fn follow_shape(m: &mut Mirror, now: &[Column]) {
     // redefined view is copied afresh).
     let Ok(mut def) = ViewDef::new(SCHEMA, "mirror", m.mode, crate::ORIGIN, SCHEMA, m.table) else { return };
     def.filter = m.shape.filter().cloned();
-    let matches = by_name(&was, now);
     let Some(followed) = m.shape.follow(&def, &matches) else { return };
     m.shape = std::sync::Arc::new(followed);
     m.followed = true;
     m.rows = crate::upstream::reshaped(m.kind, Some(&m.rows), |row| *row = laid_over(&matches, row));
+}
+
+/// `now`'s columns matched to `was`'s: by the source's column numbers
+/// where both shapes have them — a column dropped and added again under
+/// its name is another column, holding the default — and by name
+/// otherwise (a shape the machine followed has no numbers; see
+/// [`by_name`]).
+pub(super) fn matched(was: &RelationSchema, now: &RelationSchema) -> Vec<ColumnMatch> {
+    if was.column_ids.is_empty() || now.column_ids.is_empty() {
+        return by_name(&was.columns, &now.columns);
+    }
+    now.columns
+        .iter()
+        .zip(&now.column_ids)
+        .map(|(c, id)| ColumnMatch { name: c.name.clone(), before: was.column_ids.iter().position(|w| w == id) })
+        .collect()
 }
 
 /// `now`'s columns matched to `was`'s by name alone. The workload never

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flashsync_core::memory::TxnHandle;
 use flashsync_core::rng::Rng;
-use flashsync_core::{Column, Key, Lsn, Row, Value};
+use flashsync_core::{Key, Lsn, RelationSchema, Row, Value};
 
 /// The upstream schema every simulated table lives in.
 pub const SCHEMA: &str = "public";
@@ -91,9 +91,9 @@ pub struct Commit {
     pub in_feed: BTreeSet<&'static str>,
     /// A change of a table's shape rather than of its data.
     pub ddl: bool,
-    /// The columns each table it touched had at its commit: the shape its
-    /// rows have.
-    pub shapes: BTreeMap<&'static str, Vec<Column>>,
+    /// The shape each table it touched had at its commit (columns, and
+    /// their numbers): the shape its rows have.
+    pub shapes: BTreeMap<&'static str, RelationSchema>,
 }
 
 /// Which commits a snapshot taken at one instant sees: every commit logged
@@ -179,6 +179,10 @@ pub(super) struct TableModel {
     pub(super) extras: Vec<String>,
     /// Columns ever added, which names the next one.
     pub(super) added: usize,
+    /// Names of added columns dropped since: the workload adds one again
+    /// now and then, as a migration that drops and re-adds a column does —
+    /// a new column under an old name.
+    pub(super) dropped: Vec<String>,
 }
 
 /// The key of a row of a table of `kind`.
