@@ -75,14 +75,17 @@ async fn reopened_engine_catches_up_by_replay_without_a_snapshot(kind: StoreKind
             probe.starts()
         );
         writers.wait_commits(300).await;
-        let applied = e.stats().await.unwrap().commits_applied;
-        assert!(applied > 0, "round {round}: nothing replayed");
         let e2 = e.clone();
         wait_for(&format!("round {round}: acct_live to apply commits past {stored:?}"), WAIT, move || {
             let e = e2.clone();
             async move { (e.status("public.acct_live").await.unwrap()[0].last_seen_commit > stored).then_some(()) }
         })
         .await;
+        // Asked only now: the writers' commits are awaited above, not
+        // assumed applied the moment they are made (a loaded machine
+        // failed that, 2026-12-06).
+        let applied = e.stats().await.unwrap().commits_applied;
+        assert!(applied > 0, "round {round}: nothing replayed");
         engine = Some(e);
     }
     writers.stop().await;
