@@ -96,6 +96,15 @@ pub struct RelationSchema {
     /// ([`fits`](Self::fits)).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub column_ids: Vec<u32>,
+    /// For a view's copy (its local schema): the source's numbers of the
+    /// upstream columns its filter reads that it does not keep, in upstream
+    /// order. Empty for a relation as the source describes it, for a view
+    /// whose filter reads only what it keeps, and where numbers are not
+    /// known. A copy filtered by a column that was dropped and added again
+    /// under its name is not a copy of the view as it now reads, though it
+    /// keeps every column it did ([`fits`](Self::fits)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_column_ids: Vec<u32>,
 }
 
 /// A row's shape does not fit its relation's schema.
@@ -111,13 +120,27 @@ pub struct ShapeError {
 impl RelationSchema {
     /// A schema keyed by the columns at `key` (must be non-empty, in range).
     pub fn keyed(source_id: SourceRelId, columns: Vec<Column>, key: Vec<usize>) -> Self {
-        RelationSchema { source_id, columns, identity: Identity::Key, key, column_ids: Vec::new() }
+        RelationSchema {
+            source_id,
+            columns,
+            identity: Identity::Key,
+            key,
+            column_ids: Vec::new(),
+            filter_column_ids: Vec::new(),
+        }
     }
 
     /// A schema identified by full rows.
     pub fn full_row(source_id: SourceRelId, columns: Vec<Column>) -> Self {
         let key = (0..columns.len()).collect();
-        RelationSchema { source_id, columns, identity: Identity::FullRow, key, column_ids: Vec::new() }
+        RelationSchema {
+            source_id,
+            columns,
+            identity: Identity::FullRow,
+            key,
+            column_ids: Vec::new(),
+            filter_column_ids: Vec::new(),
+        }
     }
 
     /// The same schema with the source's numbers for its columns (see
@@ -135,12 +158,14 @@ impl RelationSchema {
     /// relation as this schema describes it: the same columns, keyed the
     /// same way, from the same relation — and the same columns by the
     /// source's numbers where both schemas have them (a copy stored before
-    /// they were recorded has none, and is taken at its names).
+    /// they were recorded has none, and is taken at its names), its filter
+    /// reading the same columns by their numbers too.
     pub fn fits(&self, stored: &RelationSchema) -> bool {
-        let numbered = !self.column_ids.is_empty() && !stored.column_ids.is_empty();
+        let same = |a: &[u32], b: &[u32]| a.is_empty() || b.is_empty() || a == b;
         self.source_id == stored.source_id
             && self.same_shape(stored)
-            && (!numbered || self.column_ids == stored.column_ids)
+            && same(&self.column_ids, &stored.column_ids)
+            && same(&self.filter_column_ids, &stored.filter_column_ids)
     }
 
     /// Whether the schema is internally consistent: a non-empty key of

@@ -98,7 +98,7 @@ pub enum CliError {
     #[error(
         "unknown bug {0:?} (ack_before_durable, skip_xid_filter, apply_while_disabled, skip_move_outs, skip_move_ins, \
          keep_idle_feeds, drop_staged_parts, keep_abandoned_parts, skip_chunk_filter, drop_chunk_changes, \
-         resume_past_gap, unbounded_chunk_growth, freeze_recopied_copy, reapply_resumed_span, keep_unattached_running, reorder_store, drop_captured_removals, durable_before_persist)"
+         resume_past_gap, unbounded_chunk_growth, freeze_recopied_copy, reapply_resumed_span, keep_unattached_running, attach_by_names, attach_ignoring_filter_columns, reorder_store, drop_captured_removals, durable_before_persist)"
     )]
     Bug(String),
     /// A run could not start.
@@ -146,6 +146,8 @@ fn parse_bugs(names: &[String]) -> Result<(InjectedBugs, PlantedBugs), CliError>
             "freeze_recopied_copy" => bugs.freeze_recopied_copy = true,
             "reapply_resumed_span" => bugs.reapply_resumed_span = true,
             "keep_unattached_running" => bugs.keep_unattached_running = true,
+            "attach_by_names" => bugs.attach_by_names = true,
+            "attach_ignoring_filter_columns" => bugs.attach_ignoring_filter_columns = true,
             other => return Err(CliError::Bug(other.chars().take(64).collect())),
         }
     }

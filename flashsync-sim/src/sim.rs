@@ -79,6 +79,8 @@ impl SimOptions {
             (self.bugs.freeze_recopied_copy, "freeze_recopied_copy"),
             (self.bugs.reapply_resumed_span, "reapply_resumed_span"),
             (self.bugs.keep_unattached_running, "keep_unattached_running"),
+            (self.bugs.attach_by_names, "attach_by_names"),
+            (self.bugs.attach_ignoring_filter_columns, "attach_ignoring_filter_columns"),
             (self.exec_bugs.reorder_store, "reorder_store"),
             (self.exec_bugs.durable_before_persist, "durable_before_persist"),
             (self.exec_bugs.drop_captured_removals, "drop_captured_removals"),
@@ -347,13 +349,16 @@ pub(crate) fn unconverged(w: &World) -> Option<String> {
             }
             continue;
         }
-        // A view keeping a column the workload dropped no longer fits its
-        // table: it must fail, saying which column, and stay failed.
+        // A view keeping, or filtered by, a column the workload dropped no
+        // longer fits its table: it must fail, saying which column, and stay
+        // failed.
         let columns = w.up.db.describe(crate::upstream::SCHEMA, table).map(|s| s.columns).unwrap_or_default();
-        if let Some(gone) = def.def.columns.iter().flatten().find(|c| !columns.iter().any(|have| have.name == **c)) {
+        let kept = def.def.columns.iter().flatten().map(String::as_str);
+        let read = def.def.filter.iter().flat_map(|f| f.columns());
+        if let Some(gone) = kept.chain(read).find(|c| !columns.iter().any(|have| have.name == *c)) {
             let clear = job.last_error.as_deref().is_some_and(|e| e.contains(&format!("\"{gone}\"")));
             if job.state != JobState::Failed || !clear {
-                return Some(format!("{name} (keeping the dropped column {gone}) should fail clearly, is {job:?}"));
+                return Some(format!("{name} (reading the dropped column {gone}) should fail clearly, is {job:?}"));
             }
             continue;
         }

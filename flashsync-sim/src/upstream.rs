@@ -468,12 +468,18 @@ impl Upstream {
         self.add_named(table, name)
     }
 
-    /// Drops one of the added columns (picked by `rng`) and at once adds a
-    /// column of the same name and type, as a migration that recreates a
-    /// column does: the table reads as before, but no row keeps a value of
-    /// the old column.
+    /// Drops one of the added columns (picked by `rng`, mostly the last)
+    /// and at once adds a column of the same name and type, as a migration
+    /// that recreates a column does: the table reads as before (the last
+    /// column recreated, every column reads where it did), but no row keeps
+    /// a value of the old column.
     pub fn readd_column(&mut self, table: &'static str, rng: &mut Rng) -> Result<Altered, ModelError> {
-        match self.drop_column(table, rng)? {
+        let added = match self.droppable(table) {
+            Ok(added) => added,
+            Err(refused) => return Ok(refused),
+        };
+        let at = if rng.chance(0.75) { added - 1 } else { rng.below(added as u64) as usize };
+        match self.drop_column_at(table, at)? {
             Altered::Done => {}
             other => return Ok(other),
         }
@@ -507,16 +513,34 @@ impl Upstream {
     /// columns move up, so a view that keeps only the table's own columns
     /// can still follow it.
     pub fn drop_column(&mut self, table: &'static str, rng: &mut Rng) -> Result<Altered, ModelError> {
+        let added = match self.droppable(table) {
+            Ok(added) => added,
+            Err(refused) => return Ok(refused),
+        };
+        // Mostly the first added: the ones after it move.
+        let at = if rng.chance(0.75) { 0 } else { rng.below(added as u64) as usize };
+        self.drop_column_at(table, at)
+    }
+
+    /// How many added columns `table` has, if one may be dropped now (else
+    /// why not). Asked before any draw, so a seed draws as it always did.
+    fn droppable(&self, table: &'static str) -> Result<usize, Altered> {
         if self.in_use(table) {
-            return Ok(Altered::Busy);
+            return Err(Altered::Busy);
         }
+        match self.tables.get(table).map(|m| m.extras.len()) {
+            Some(added) if added > 0 => Ok(added),
+            _ => Err(Altered::Refused),
+        }
+    }
+
+    /// Drops the added column at `at` (among the added ones).
+    fn drop_column_at(&mut self, table: &'static str, at: usize) -> Result<Altered, ModelError> {
         let Some(model) = self.tables.get_mut(table) else { return Ok(Altered::Refused) };
-        if model.extras.is_empty() {
+        if at >= model.extras.len() {
             return Ok(Altered::Refused);
         }
         let kind = model.kind;
-        // Mostly the first added: the ones after it move.
-        let at = if rng.chance(0.75) { 0 } else { rng.below(model.extras.len() as u64) as usize };
         let name = model.extras.remove(at);
         model.dropped.push(name.clone());
         let Some(was) = self.db.describe(SCHEMA, table).map(|s| s.columns) else { return Ok(Altered::Refused) };

@@ -30,7 +30,7 @@
 //! never numbers the expected shape: a copy already live may have been
 //! made of a column the description no longer sees.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use flashsync_core::ColumnMatch;
@@ -182,6 +182,13 @@ impl Shape {
         Some(ColumnMatch::between(&was, &now, |c| c.0))
     }
 
+    /// Whether the columns both shapes number have the same numbers (a
+    /// column numbered in only one of them is not compared).
+    fn same_numbers(&self, other: &Shape) -> bool {
+        let numbers = |s: &Shape| s.columns.iter().map(|c| c.attnum).collect::<Vec<_>>();
+        numbers(self).iter().zip(numbers(other)).all(|(a, b)| a.is_none() || b.is_none() || *a == b)
+    }
+
     /// `None` when equal; otherwise what changed, for `last_error`.
     pub(crate) fn difference(&self, new: &Shape) -> Option<String> {
         let same_columns = self.announced_columns().eq(new.announced_columns());
@@ -223,10 +230,18 @@ impl Shape {
 
 /// Expected shapes by relation OID, shared by the source and its feeds.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Shapes(Arc<Mutex<HashMap<u32, Shape>>>);
+pub(crate) struct Shapes(Arc<Mutex<Expected>>);
+
+#[derive(Debug, Default)]
+struct Expected {
+    shapes: HashMap<u32, Shape>,
+    /// Relations described otherwise than expected since the feed last
+    /// announced them ([`Shapes::described`]).
+    unsettled: HashSet<u32>,
+}
 
 impl Shapes {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Shape>> {
+    fn lock(&self) -> MutexGuard<'_, Expected> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -235,8 +250,22 @@ impl Shapes {
     /// feed's own announcement of the new shape may tell them it changed
     /// (taking the description instead would let the announcement pass in
     /// silence, and those views read rows of the new shape by the old).
+    /// One that differs leaves the relation unsettled: a copy is now made
+    /// by another shape than the feed expects, so the next announcement is
+    /// reported as a change even if it reads as expected — else a column
+    /// added while no feed announced it (the slot lost, say), in the copies
+    /// made since, and dropped again, would pass in silence.
     pub(crate) fn described(&self, oid: u32, shape: Shape) {
-        self.lock().entry(oid).or_insert(shape);
+        let mut expected = self.lock();
+        match expected.shapes.get(&oid) {
+            Some(was) if was.difference(&shape).is_some() || !was.same_numbers(&shape) => {
+                expected.unsettled.insert(oid);
+            }
+            Some(_) => {}
+            None => {
+                expected.shapes.insert(oid, shape);
+            }
+        }
     }
 
     /// The feed announced this shape, the catalog listing `now` (`None`:
@@ -252,7 +281,9 @@ impl Shapes {
         shape: &Shape,
         now: Option<&CatalogColumns>,
     ) -> Option<(String, Option<Vec<ColumnMatch>>)> {
-        let mut map = self.lock();
+        let mut expected = self.lock();
+        let unsettled = expected.unsettled.remove(&oid);
+        let map = &mut expected.shapes;
         let mut new = shape.clone();
         let Some(old) = map.get(&oid) else {
             // Nothing was copied by an expected shape: no number to keep.
@@ -276,6 +307,10 @@ impl Shapes {
             }
         }
         let mut detail = old.difference(&new);
+        if detail.is_none() && unsettled {
+            let described = "described otherwise since the feed announced it";
+            detail = Some(format!("upstream relation {}.{} {described}", new.namespace, new.name));
+        }
         if !unvouched.is_empty() {
             let what = unvouched.iter().map(Unvouched::to_string).collect::<Vec<_>>().join("; ");
             detail = Some(match detail {
@@ -293,22 +328,24 @@ impl Shapes {
 
     /// The OIDs of every relation with an expected shape.
     pub(crate) fn oids(&self) -> Vec<u32> {
-        self.lock().keys().copied().collect()
+        self.lock().shapes.keys().copied().collect()
     }
 
     /// The expected shape of `oid`, if any.
     pub(crate) fn get(&self, oid: u32) -> Option<Shape> {
-        self.lock().get(&oid).cloned()
+        self.lock().shapes.get(&oid).cloned()
     }
 
     /// Stops expecting anything of `oid` (it was reported gone).
     pub(crate) fn forget(&self, oid: u32) {
-        self.lock().remove(&oid);
+        let mut expected = self.lock();
+        expected.shapes.remove(&oid);
+        expected.unsettled.remove(&oid);
     }
 
     /// Forgets everything (the feed was dropped).
     pub(crate) fn clear(&self) {
-        self.lock().clear();
+        *self.lock() = Expected::default();
     }
 }
 
@@ -382,6 +419,26 @@ mod tests {
         let new = shape(&[("id", 20, true), ("w", 16, false)]);
         let now = catalog(&[("id", 1), ("w", 2)]);
         assert!(shapes.announced(7, &new, Some(&now)).is_some(), "the feed's new shape went unreported");
+    }
+
+    /// A description that differs from the expected shape (a column added
+    /// while no feed announced it, the slot lost, say) leaves the relation
+    /// unsettled: copies are now made by another shape than the feed
+    /// expects, so its next announcement is a change even when it reads
+    /// as expected — the column dropped again. Once.
+    #[test]
+    fn a_description_of_another_shape_makes_the_next_announcement_a_change() {
+        let shapes = Shapes::default();
+        shapes.described(7, described(&[("id", 20, true)]));
+        shapes.described(7, described(&[("id", 20, true)]));
+        let same = shape(&[("id", 20, true)]);
+        let now = catalog(&[("id", 1)]);
+        assert!(shapes.announced(7, &same, Some(&now)).is_none(), "the same description settles nothing");
+        shapes.described(7, described(&[("id", 20, true), ("w", 16, false)]));
+        let (detail, columns) = shapes.announced(7, &same, Some(&now)).expect("the dropped column went unreported");
+        assert!(detail.contains("described otherwise"), "{detail}");
+        assert_eq!(before(columns), vec![Some(0)]);
+        assert!(shapes.announced(7, &same, Some(&now)).is_none(), "reported once");
     }
 
     /// `DROP COLUMN x, ADD COLUMN x int` as the last column: the feed

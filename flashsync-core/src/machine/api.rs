@@ -89,6 +89,16 @@ pub struct InjectedBugs {
     /// a later restart that finds the relation as the copy knew it again
     /// attaches the stale copy over every commit it missed.
     pub keep_unattached_running: bool,
+    /// After a restart, attach a stored copy whose columns have the names
+    /// and types of the relation's, although the source numbers them
+    /// otherwise (a column dropped and added again under its name while
+    /// the engine was down): the copy keeps the old column's values.
+    pub attach_by_names: bool,
+    /// After a restart, attach a stored copy of some columns whatever its
+    /// filter read: a column the filter reads but the view does not keep,
+    /// dropped and added again under its name while the engine was down,
+    /// leaves the copy with rows chosen by the old column's values.
+    pub attach_ignoring_filter_columns: bool,
 }
 
 /// Tunables. The defaults suit a server process; the simulator varies them.

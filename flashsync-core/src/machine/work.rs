@@ -134,7 +134,7 @@ impl Machine {
                 self.set_phase(id, Phase::Queued { shape, races: 0, old: OldCopy::Frozen });
                 self.try_start_snapshots();
             }
-            Goal::Attach if v.schema.as_deref().is_some_and(|s| shape.local().fits(s)) && v.attachable => {
+            Goal::Attach if v.schema.as_deref().is_some_and(|s| self.copy_fits(shape.local(), s)) && v.attachable => {
                 // The stored copy is current through the origin's stored
                 // position and the relation is unchanged: replay the feed.
                 // The filter of an unfinished hand-off survives the restart.
@@ -206,6 +206,19 @@ impl Machine {
                 self.try_start_snapshots();
             }
         }
+    }
+
+    /// Whether a copy stored with schema `stored` is one of the relation as
+    /// `local` now describes it, so that the view may attach to it.
+    fn copy_fits(&self, local: &RelationSchema, stored: &RelationSchema) -> bool {
+        if self.bugs().attach_by_names {
+            return local.source_id == stored.source_id && local.same_shape(stored);
+        }
+        if self.bugs().attach_ignoring_filter_columns {
+            let unfiltered = |s: &RelationSchema| RelationSchema { filter_column_ids: Vec::new(), ..s.clone() };
+            return unfiltered(local).fits(&unfiltered(stored));
+        }
+        local.fits(stored)
     }
 
     /// Starts queued snapshots while slots are free. Realtime views start only

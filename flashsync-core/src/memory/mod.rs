@@ -6,6 +6,7 @@
 //! disk or a database (tests, demos). They do no I/O and read no clock.
 
 mod faults;
+mod shapes;
 mod source;
 mod store;
 mod txn;

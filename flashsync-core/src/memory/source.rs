@@ -1,19 +1,18 @@
 //! The `Source` over a [`MemoryUpstream`], and the replication feed it
 //! delivers the log on.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use futures::channel::mpsc;
 use futures::StreamExt;
 
 use super::faults::FailPoint;
-use super::upstream::{shaped_rel, LogEntry, MemoryUpstream, Slot, TableIdentity};
+use super::shapes::{send_entry, unseen_shapes};
+use super::upstream::{MemoryUpstream, Slot, TableIdentity};
 use crate::change::StreamEvent;
 use crate::codec::encode_key;
 use crate::error::{SourceError, SourceErrorKind};
 use crate::lsn::Lsn;
-use crate::schema::{Column, ColumnMatch, RelationSchema, SourceRelId};
+use crate::schema::RelationSchema;
 use crate::shape::ViewShape;
 use crate::snapshot::SnapshotPoint;
 use crate::source::{ChunkEnd, CopiedChunk, FeedStart, Feedback, SlotReport, Source, Subscription};
@@ -40,72 +39,13 @@ impl MemoryUpstream {
     }
 }
 
-/// Sends one logged transaction on a feed. Like the Postgres source, which
-/// compares every `Relation` message with the shape it last described or
-/// announced, it announces a relation's shape before a change whose rows
-/// have other columns than `known` says (a replay of changes made before a
-/// column was dropped, after `prepare` described the table as it is now),
-/// and a logged change of shape with its columns matched to `known` by name
-/// and type.
-pub(super) fn send_entry(
-    known: &mut BTreeMap<SourceRelId, Vec<Column>>,
-    tx: &mpsc::UnboundedSender<Result<StreamEvent, SourceError>>,
-    entry: &LogEntry,
-) {
-    let send = |e: StreamEvent| {
-        let _ = tx.unbounded_send(Ok(e));
-    };
-    send(StreamEvent::Begin { xid: entry.xid, final_lsn: entry.final_lsn, commit_time: entry.commit_time });
-    for e in &entry.events {
-        let now = shaped_rel(e).and_then(|rel| Some((rel, entry.shapes.get(&rel)?)));
-        match (e, now) {
-            // Sent even when `known` has the new shape already (a table
-            // described again after the change, its replay reaching it): a
-            // simulated change of shape is a transaction of its own, which
-            // its views must take (Postgres would say nothing until the
-            // relation's next change, whose shape would then match).
-            (StreamEvent::SchemaChanged { rel, detail, .. }, Some((_, now))) => match known.get(rel) {
-                Some(was) => {
-                    send(StreamEvent::SchemaChanged {
-                        rel: *rel,
-                        detail: detail.clone(),
-                        columns: Some(ColumnMatch::between(was, now, |c| c.name.as_str())),
-                    });
-                    known.insert(*rel, now.clone());
-                }
-                None => {
-                    send(e.clone());
-                    known.insert(*rel, now.clone());
-                }
-            },
-            (StreamEvent::Change(_), Some((rel, now))) => {
-                match known.get(&rel) {
-                    Some(was) if was != now => {
-                        let detail = format!("relation {} arrives with other columns than described", rel.0);
-                        send(StreamEvent::SchemaChanged {
-                            rel,
-                            detail,
-                            columns: Some(ColumnMatch::between(was, now, |c| c.name.as_str())),
-                        });
-                        known.insert(rel, now.clone());
-                    }
-                    Some(_) => {}
-                    None => {
-                        known.insert(rel, now.clone());
-                    }
-                }
-                send(e.clone());
-            }
-            _ => send(e.clone()),
-        }
-    }
-    send(StreamEvent::Commit { end_lsn: entry.end_lsn });
-}
-
 /// The `Source` over a [`MemoryUpstream`].
 #[derive(Clone, Debug)]
 pub struct MemorySource {
     pub(super) up: MemoryUpstream,
+    /// Which source this is (an engine process, say): the feed's expected
+    /// shapes are its own, as the Postgres source's are.
+    pub(super) instance: u64,
 }
 
 struct MemoryFeedback {
@@ -231,7 +171,8 @@ impl Source for MemorySource {
         }
         let schema = t.schema();
         // What the feed compares the rows it sends with.
-        u.known.insert(schema.source_id, schema.columns.clone());
+        u.shapes.owned_by(self.instance);
+        u.shapes.described(&schema);
         if feed {
             u.publication.insert(k);
         }
@@ -306,8 +247,12 @@ impl Source for MemorySource {
         let (tx, rx) = mpsc::unbounded();
         let mut next = from;
         let up = &mut *u;
-        for entry in up.log.iter().filter(|e| e.final_lsn >= from) {
-            send_entry(&mut up.known, &tx, entry);
+        up.shapes.owned_by(self.instance);
+        up.shapes.feed_began();
+        let replay = || up.log.iter().filter(|e| e.final_lsn >= from);
+        let unseen = unseen_shapes(replay());
+        for (entry, unseen) in replay().zip(&unseen) {
+            send_entry(&mut up.shapes, &up.tables, &tx, entry, unseen);
             next = entry.end_lsn;
         }
         let id = u.next_feed;
@@ -337,6 +282,7 @@ impl Source for MemorySource {
         u.stats.active_feeds = 0;
         u.slot = None;
         u.publication.clear();
+        u.shapes.clear();
         Ok(())
     }
 
@@ -382,7 +328,9 @@ mod tests {
         drop(block_on(source.subscribe(None)).expect("subscribe"));
         up.insert("public", "t", Row(vec![Value::Int(1), Value::Int(10), Value::Int(100)]));
         assert!(up.drop_column("public", "t", "gone").xid().is_some());
-        // The restart: described as it is now, then the feed replays.
+        // The restart (another source, as another process): described as
+        // it is now, then the feed replays.
+        let source = up.source();
         let now = block_on(source.prepare(&relation, true)).expect("prepare");
         assert_eq!(now.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["id", "kept"]);
         let mut sub = block_on(source.subscribe(None)).expect("subscribe");

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::faults::FailPoint;
-use super::source::{send_entry, ActiveFeed, MemorySource};
+use super::shapes::{send_entry, Shapes};
+use super::source::{ActiveFeed, MemorySource};
 use super::txn::{OpenTxn, Undo};
 use crate::change::{Change, OldRow, StreamEvent};
 use crate::lsn::Lsn;
@@ -100,6 +101,12 @@ pub(super) enum OldRows {
 }
 
 impl Table {
+    /// The number of the column named `name`, if the table has one.
+    pub(super) fn column_id(&self, name: &str) -> Option<u32> {
+        let at = self.columns.iter().position(|c| c.name == name)?;
+        self.column_ids.get(at).copied()
+    }
+
     fn key_cols(&self) -> Vec<usize> {
         match &self.identity {
             TableIdentity::PrimaryKey(k) => k.clone(),
@@ -148,7 +155,7 @@ pub(super) struct LogEntry {
     pub(super) events: Vec<StreamEvent>,
     /// The columns, as of this commit, of each relation its events concern:
     /// the shape its rows have, which the feed compares with the shape last
-    /// described ([`Upstream::known`]), as the Postgres source compares each
+    /// expected (`shapes.rs`), as the Postgres source compares each
     /// `Relation` message.
     pub(super) shapes: BTreeMap<SourceRelId, Vec<Column>>,
 }
@@ -207,12 +214,11 @@ pub(super) struct Upstream {
     pub(super) replay_from_confirmed: bool,
     /// Rows per snapshot batch.
     pub(super) snapshot_batch: usize,
-    /// The shape of each relation as last described by `prepare` or
-    /// announced on a feed: the feed announces a difference
-    /// (`SchemaChanged`) before any change in another shape — a replay of
-    /// changes made before a column was dropped included — as the Postgres
-    /// source does.
-    pub(super) known: BTreeMap<SourceRelId, Vec<Column>>,
+    /// The shape of each relation the feed expects, and when it says
+    /// what changed (`shapes.rs`).
+    pub(super) shapes: Shapes,
+    /// The last source instance made ([`MemoryUpstream::source`]).
+    pub(super) sources: u64,
 }
 
 /// An in-memory upstream database with one replication slot. Cheap to clone;
@@ -263,7 +269,8 @@ impl MemoryUpstream {
                 clock: Timestamp(0),
                 replay_from_confirmed: false,
                 snapshot_batch: 256,
-                known: BTreeMap::new(),
+                shapes: Shapes::default(),
+                sources: 0,
             })),
         }
     }
@@ -272,9 +279,16 @@ impl MemoryUpstream {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A `Source` for this database.
+    /// A `Source` for this database. Each call makes another source, as a
+    /// new process of an engine would: its feeds judge the relations'
+    /// shapes by what it describes, not by what an earlier one knew.
     pub fn source(&self) -> MemorySource {
-        MemorySource { up: self.clone() }
+        let instance = {
+            let mut u = self.lock();
+            u.sources += 1;
+            u.sources
+        };
+        MemorySource { up: self.clone(), instance }
     }
 
     /// Creates a table. `columns` are `(name, type)` pairs.
@@ -502,7 +516,7 @@ impl Upstream {
         }
         if let Some(feed) = &mut self.feed {
             if entry.final_lsn >= feed.from {
-                send_entry(&mut self.known, &feed.tx, &entry);
+                send_entry(&mut self.shapes, &self.tables, &feed.tx, &entry, &BTreeSet::new());
                 feed.from = entry.end_lsn;
             }
         }

@@ -31,6 +31,7 @@ impl ViewShape {
             return None;
         }
         shape.local.column_ids.clone_from(&self.local.column_ids);
+        shape.local.filter_column_ids.clone_from(&self.local.filter_column_ids);
         Some(shape)
     }
 }

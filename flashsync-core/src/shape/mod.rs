@@ -151,7 +151,7 @@ impl ViewShape {
                     .then_some(indices)
             }
         };
-        let local = match &projection {
+        let mut local = match &projection {
             None => upstream.clone(),
             Some(p) => RelationSchema {
                 source_id: upstream.source_id,
@@ -160,6 +160,7 @@ impl ViewShape {
                 // Present by the check above.
                 key: upstream.key.iter().filter_map(|k| p.iter().position(|i| i == k)).collect(),
                 column_ids: p.iter().filter_map(|&i| upstream.column_ids.get(i).copied()).collect(),
+                filter_column_ids: Vec::new(),
             },
         };
         let filter = match &def.filter {
@@ -173,6 +174,16 @@ impl ViewShape {
                 let on_upstream = bind(&upstream.columns)?;
                 let kept = on_upstream.columns().iter().all(|c| projection.as_ref().is_none_or(|p| p.contains(c)));
                 let on_local = if kept { Some(Arc::new(bind(&local.columns)?)) } else { None };
+                if let (Some(p), false) = (&projection, kept) {
+                    // What the copy's rows were chosen by is part of what
+                    // it is a copy of (`RelationSchema::fits`).
+                    let mut read: Vec<usize> =
+                        on_upstream.columns().iter().copied().filter(|c| !p.contains(c)).collect();
+                    read.sort_unstable();
+                    read.dedup();
+                    let ids: Option<Vec<u32>> = read.iter().map(|&i| upstream.column_ids.get(i).copied()).collect();
+                    local.filter_column_ids = ids.unwrap_or_default();
+                }
                 let on_key = upstream.identity == Identity::Key
                     && on_upstream.columns().iter().all(|c| upstream.key.contains(c));
                 Some(Filter { predicate: predicate.clone(), upstream: on_upstream, local: on_local, on_key })

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::change::{Change, OldRow, RowOp};
-use crate::schema::{Column, SourceRelId};
+use crate::schema::{Column, ColumnMatch, SourceRelId};
 use crate::view::Persistence;
 use crate::{key, row};
 
@@ -336,4 +336,35 @@ fn a_copy_does_not_follow_positions_counted_in_another_shape() {
     let followed = copy.follow(&view, &own).expect("the same shape");
     let insert = Change::Insert { rel: SourceRelId(9), new: row![1, "body", 41, 1, 0, 2] };
     assert_eq!(ops(&followed, insert), vec![RowOp::Insert { key: key![1], row: row![1, 41, 0] }]);
+}
+
+/// A view of some columns filtered by another records that column's number
+/// with what it keeps: a copy whose rows were chosen by a column since
+/// dropped and added again under its name (a migration run while the
+/// engine was down) no longer fits, though it keeps every column it did.
+#[test]
+fn a_copy_filtered_by_a_column_it_does_not_keep_fits_only_that_column() {
+    let numbered = |ids: Vec<u32>| upstream().with_column_ids(ids);
+    let view = def(Some("tenant = 42 AND body <> ''"), Some(&["id"]));
+    let copied = ViewShape::new(&view, numbered(vec![1, 2, 3])).unwrap();
+    assert_eq!(copied.local().column_ids, [1]);
+    assert_eq!(copied.local().filter_column_ids, [2, 3], "the filter's columns, in upstream order");
+    let now = |ids| ViewShape::new(&view, numbered(ids)).unwrap();
+    assert!(now(vec![1, 2, 3]).local().fits(copied.local()));
+    assert!(!now(vec![1, 4, 3]).local().fits(copied.local()), "tenant is another column now");
+    let unnumbered = ViewShape::new(&view, upstream()).unwrap();
+    assert!(unnumbered.local().filter_column_ids.is_empty());
+    assert!(now(vec![1, 4, 3]).local().fits(unnumbered.local()), "a copy stored without numbers");
+    // A filter on kept columns is held by their own numbers.
+    let kept = ViewShape::new(&def(Some("tenant = 42"), Some(&["id", "tenant"])), numbered(vec![1, 2, 3])).unwrap();
+    assert!(kept.local().filter_column_ids.is_empty());
+    // And a copy that follows a change of shape keeps the numbers.
+    let after = [
+        ColumnMatch { name: "id".into(), before: Some(0) },
+        ColumnMatch { name: "tenant".into(), before: Some(1) },
+        ColumnMatch { name: "body".into(), before: Some(2) },
+        ColumnMatch { name: "extra".into(), before: None },
+    ];
+    let followed = copied.follow(&view, &after).unwrap();
+    assert_eq!(followed.local().filter_column_ids, [2, 3]);
 }

@@ -353,6 +353,8 @@ impl Checker {
     /// snapshot: the copy holds exactly the table's commits up to the
     /// machine's position `at`.
     pub fn check_prefix(&mut self, id: RelationId, at: Lsn, up: &Upstream) {
+        // A view of every column takes every change of them.
+        let every_column = self.defs.get(&id).is_none_or(|d| d.columns.is_none());
         let Some(m) = self.mirrors.get_mut(&id) else { return };
         if m.partial || m.mode != Persistence::Realtime || at < m.lsn {
             return;
@@ -367,7 +369,7 @@ impl Checker {
                 Some(segments) => segments.iter().any(|(_, vis)| vis.sees(i)),
                 None => m.vis.sees(i),
             };
-            if !(seen || m.applied.contains(&i)) {
+            if !(seen || m.applied.contains(&i) || (c.ddl && unseen_change_of_shape(m, every_column, c, commits, up))) {
                 let detail = format!(
                     "view {id} mirroring the feed of {} is at {at} but lacks commit of xid {} (end {}): a gap",
                     m.table, c.xid, c.end_lsn
@@ -425,6 +427,45 @@ fn follow_shape(m: &mut Mirror, now: &RelationSchema) {
     m.shape = std::sync::Arc::new(followed);
     m.followed = true;
     m.rows = crate::upstream::reshaped(m.kind, Some(&m.rows), |row| *row = laid_over(&matches, row));
+}
+
+/// Whether the feed may pass the change of shape `c` without a word to the
+/// copy: another change of shape follows it before any change of rows the
+/// feed carries (so no `Relation` message ever shows its shape; the later
+/// one is judged instead), or it changes nothing the copy keeps.
+fn unseen_change_of_shape(
+    m: &Mirror,
+    every_column: bool,
+    c: &crate::upstream::Commit,
+    commits: &[usize],
+    up: &Upstream,
+) -> bool {
+    let mut later = commits.iter().filter(|&&j| j > c.idx).filter_map(|&j| up.history().get(j));
+    let next = later.find(|n| n.in_feed.contains(m.table));
+    next.is_some_and(|n| n.ddl) || changes_nothing_kept(m, every_column, c.shapes.get(m.table))
+}
+
+/// Whether a change of the table's shape to `now` leaves what the copy
+/// keeps as it was. A copy of every column: the table has the columns it
+/// was copied with again, by their numbers (a column added and dropped
+/// again while the engine was down). A copy of some: its columns, key and
+/// filter all read the same upstream columns (by their numbers) after it.
+/// The feed says nothing of such a change when a restart's description
+/// already shows it (Postgres streams no DDL, and its next rows read as the
+/// copy expects), so the copy need not take its commit.
+fn changes_nothing_kept(m: &Mirror, every_column: bool, now: Option<&RelationSchema>) -> bool {
+    let Some(now) = now else { return false };
+    if every_column {
+        let was = m.shape.upstream();
+        return !was.column_ids.is_empty() && was.columns == now.columns && was.column_ids == now.column_ids;
+    }
+    let Ok(mut def) = ViewDef::new(SCHEMA, "mirror", m.mode, crate::ORIGIN, SCHEMA, m.table) else { return false };
+    def.filter = m.shape.filter().cloned();
+    let (was, matches) = (m.shape.local(), matched(m.shape.upstream(), now));
+    m.shape.follow(&def, &matches).is_some_and(|f| {
+        let kept = f.local();
+        kept.columns == was.columns && kept.column_ids == was.column_ids && kept.key == was.key
+    })
 }
 
 /// `now`'s columns matched to `was`'s: by the source's column numbers

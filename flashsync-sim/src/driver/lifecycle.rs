@@ -103,6 +103,9 @@ impl World {
         }
         let seed = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.inc);
         self.exec = executor(&self.plan, seed, state, self.now);
+        // The new process has a source of its own: its feed expects the
+        // relations as it describes them, not as the last one knew them.
+        self.source = self.up.db.source();
         self.checker.on_start(self.exec.machine());
         self.pass_base = 0;
         self.down = false;

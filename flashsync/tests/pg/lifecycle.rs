@@ -154,7 +154,9 @@ async fn a_column_dropped_and_added_again_under_its_name_is_copied_again() {
 /// The same while the engine is down — migrations often run then: the
 /// stored copy was made of the old column, the relation reads the same,
 /// and after the restart nothing may change at all. The copy must not
-/// attach as if it were current: it is copied again.
+/// attach as if it were current: it is copied again. So is a copy that
+/// leaves the column out but was filtered by it: its rows were chosen by
+/// the old column's values.
 async fn a_column_dropped_and_added_again_while_stopped_is_copied_again(kind: StoreKind) {
     let Some(db) = testkit::test_db("life_readded_stopped").await else { return };
     let c = db.client().await;
@@ -168,17 +170,27 @@ async fn a_column_dropped_and_added_again_while_stopped_is_copied_again(kind: St
     let probe = Probe::new(source_config(&db));
     let engine = open_engine_with(kind, dir.path(), probe.source(), fast_config()).await;
     engine.define(view("public", "readded_live", Persistence::Realtime, "public", "readded")).await.unwrap();
-    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
+    let filtered = view("public", "readded_some", Persistence::Realtime, "public", "readded")
+        .with_filter("x > 50")
+        .and_then(|v| v.with_columns(["id", "note"]))
+        .unwrap();
+    engine.define(filtered).await.unwrap();
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 2);
     assert_converges(&engine, "public.readded_live", &c, "public", "readded", WAIT).await;
+    let some = assert_converges_where(&engine, "public.readded_some", &c, "public", "readded", Some("x > 50"), WAIT);
+    assert_eq!(some.await.len(), 50);
     engine.shutdown().await.unwrap();
     drop(engine);
 
     c.batch_execute("ALTER TABLE readded DROP COLUMN x; ALTER TABLE readded ADD COLUMN x int").await.unwrap();
     let probe = Probe::new(source_config(&db));
     let engine = open_engine_with(kind, dir.path(), probe.source(), fast_config()).await;
-    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 1);
+    assert_eq!(engine.sync("*").await.unwrap().realtime.len(), 2);
     assert_converges(&engine, "public.readded_live", &c, "public", "readded", WAIT).await;
-    assert!(probe.snapshot_count() > 0, "the view was not copied again");
+    // Every `x` is NULL now: no row passes the filter.
+    let some = assert_converges_where(&engine, "public.readded_some", &c, "public", "readded", Some("x > 50"), WAIT);
+    assert_eq!(some.await.len(), 0);
+    assert!(probe.snapshot_count() >= 2, "the views were not copied again");
     engine.shutdown().await.unwrap();
 }
 
