@@ -515,7 +515,10 @@ impl Upstream {
             }
         }
         if let Some(feed) = &mut self.feed {
-            if entry.final_lsn >= feed.from {
+            // Only a feed someone reads: the shapes a feed expects move
+            // with what it takes, and a dead process's feed takes nothing
+            // (its next one must still be told; seed 430003540).
+            if entry.final_lsn >= feed.from && !feed.tx.is_closed() {
                 send_entry(&mut self.shapes, &self.tables, &feed.tx, &entry, &BTreeSet::new());
                 feed.from = entry.end_lsn;
             }
