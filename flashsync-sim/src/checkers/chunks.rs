@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use flashsync_core::codec::encode_key;
 use flashsync_core::{Lsn, OpId, Persistence, RelationId, RelationSchema, Row};
 
-use super::copies::{admitted, laid_over, matched, multiset};
+use super::copies::{admitted, laid_over, matched, multiset, same_columns, Numbers};
 use super::{Checker, Mirror, SnapRecord};
 use crate::upstream::{Delta, TableKind, TableState, Upstream, Visibility};
 
@@ -42,7 +42,7 @@ impl Chunking {
     /// gone loses its values, a new one holds the workload's default (as
     /// upstream's rows do when it is added).
     fn follow(&mut self, kind: TableKind, now: &RelationSchema) {
-        if same_columns(&self.upstream, now) {
+        if same_columns(&self.upstream, now, Numbers::WhereKnown) {
             return;
         }
         let matches = matched(&self.upstream, now);
@@ -55,7 +55,9 @@ impl Chunking {
     /// shape the chunks copied since). Only forward: laying the chunks
     /// back over an older shape would lose the columns added since.
     fn delta_in_shape(&self, kind: TableKind, delta: &Delta, shape: Option<&RelationSchema>) -> Delta {
-        let Some(was) = shape.filter(|was| !same_columns(was, &self.upstream)) else { return delta.clone() };
+        let Some(was) = shape.filter(|was| !same_columns(was, &self.upstream, Numbers::WhereKnown)) else {
+            return delta.clone();
+        };
         let matches = matched(was, &self.upstream);
         let lay = |row: &Row| laid_over(&matches, row);
         match delta {
@@ -78,12 +80,6 @@ impl Chunking {
             Delta::Replace(all) => Delta::Replace(crate::upstream::reshaped(kind, Some(all), |row| *row = lay(row))),
         }
     }
-}
-
-/// Whether two shapes have the same columns (by their numbers too, where
-/// both have them).
-fn same_columns(a: &RelationSchema, b: &RelationSchema) -> bool {
-    a.columns == b.columns && (a.column_ids.is_empty() || b.column_ids.is_empty() || a.column_ids == b.column_ids)
 }
 
 /// Whether `key` lies in the range ending at `through` and above `after`.

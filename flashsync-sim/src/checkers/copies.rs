@@ -413,10 +413,10 @@ impl Checker {
 /// comparison says so.
 fn follow_shape(m: &mut Mirror, now: &RelationSchema) {
     let was = m.shape.upstream().clone();
-    let matches = matched(&was, now);
-    if was.columns == now.columns && matches.iter().enumerate().all(|(i, c)| c.before == Some(i)) {
+    if same_columns(&was, now, Numbers::WhereKnown) {
         return;
     }
+    let matches = matched(&was, now);
     // The copy's own definition: the caller may have redefined or forgotten
     // the view since the machine emitted the batch, and the machine followed
     // with the definition it had then (its columns are the copy's; a
@@ -456,8 +456,7 @@ fn unseen_change_of_shape(
 fn changes_nothing_kept(m: &Mirror, every_column: bool, now: Option<&RelationSchema>) -> bool {
     let Some(now) = now else { return false };
     if every_column {
-        let was = m.shape.upstream();
-        return !was.column_ids.is_empty() && was.columns == now.columns && was.column_ids == now.column_ids;
+        return same_columns(m.shape.upstream(), now, Numbers::Known);
     }
     let Ok(mut def) = ViewDef::new(SCHEMA, "mirror", m.mode, crate::ORIGIN, SCHEMA, m.table) else { return false };
     def.filter = m.shape.filter().cloned();
@@ -466,6 +465,28 @@ fn changes_nothing_kept(m: &Mirror, every_column: bool, now: Option<&RelationSch
         let kept = f.local();
         kept.columns == was.columns && kept.column_ids == was.column_ids && kept.key == was.key
     })
+}
+
+/// What [`same_columns`] asks of the source's column numbers.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Numbers {
+    /// Equal where both shapes have them: a shape the machine followed has
+    /// none, and its columns are matched by name (see [`matched`]).
+    WhereKnown,
+    /// Known in both shapes, and equal: without numbers, a column dropped
+    /// and added again under its name cannot be told from the one before.
+    Known,
+}
+
+/// Whether two shapes have the same columns: the same names and types, and
+/// numbers as `numbers` asks.
+pub(super) fn same_columns(a: &RelationSchema, b: &RelationSchema, numbers: Numbers) -> bool {
+    let known = !a.column_ids.is_empty() && !b.column_ids.is_empty();
+    a.columns == b.columns
+        && match numbers {
+            Numbers::WhereKnown => !known || a.column_ids == b.column_ids,
+            Numbers::Known => known && a.column_ids == b.column_ids,
+        }
 }
 
 /// `now`'s columns matched to `was`'s: by the source's column numbers
