@@ -450,12 +450,17 @@ fn unseen_change_of_shape(
 /// was copied with again, by their numbers (a column added and dropped
 /// again while the engine was down). A copy of some: its columns, key and
 /// filter all read the same upstream columns (by their numbers) after it.
-/// The feed says nothing of such a change when a restart's description
-/// already shows it (Postgres streams no DDL, and its next rows read as the
-/// copy expects), so the copy need not take its commit.
+/// So is a copy of a view of every column that followed a change of shape
+/// into keeping the columns it had (a column was added; the view is being
+/// copied again, the old copy staying current meanwhile): what it keeps is
+/// its columns, and the copy under way brings the rest.
+/// The feed says nothing of such a change when a restart's description, or
+/// a replay judged against the catalog as it is now, already shows it
+/// (Postgres streams no DDL, and its next rows read as the copy expects),
+/// so the copy need not take its commit.
 fn changes_nothing_kept(m: &Mirror, every_column: bool, now: Option<&RelationSchema>) -> bool {
     let Some(now) = now else { return false };
-    if every_column {
+    if every_column && m.shape.projection().is_none() {
         return same_columns(m.shape.upstream(), now, Numbers::Known);
     }
     let Ok(mut def) = ViewDef::new(SCHEMA, "mirror", m.mode, crate::ORIGIN, SCHEMA, m.table) else { return false };
