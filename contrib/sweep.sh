@@ -2,10 +2,10 @@
 # The simulator sweeps to run before landing a change to the machine, the
 # sources or the checkers — far beyond the seeds CI sweeps:
 #
-#   1. 100,000 seeds of `all` on the memory store (about 15 min on 2 cores),
-#   2. 10,000 seeds of `storm`, `commits` and `churn` (30,000 runs, ~12 min:
+#   1. 100,000 seeds of `all` on the memory store (about 14 min on 2 cores),
+#   2. 10,000 seeds of `storm`, `commits` and `churn` (30,000 runs, ~7 min:
 #      `all` alone has missed bugs these found),
-#   3. 300 seeds of `all` on fjall and on SQLite (600 runs, ~3 min),
+#   3. 300 seeds of `all` on fjall and on SQLite (600 runs, ~1 min),
 #
 # each from a window of seeds no earlier sweep used (BASE, random by
 # default and printed), so every sweep covers new ground. A failing seed is
