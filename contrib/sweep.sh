@@ -32,9 +32,10 @@ mkdir -p "$dir"
 jobs=$(nproc 2>/dev/null || echo 2)
 
 cargo build --release -q -p flashsync-sim
-# A copy: rebuilding while the sweep runs must not change what it runs.
+# Its own link to the binary (a copy across file systems): a rebuild while
+# the sweep runs writes a new file and must not change what it runs.
 sim="$dir/flashsync-sim"
-cp target/release/flashsync-sim "$sim"
+ln -f target/release/flashsync-sim "$sim" 2>/dev/null || cp target/release/flashsync-sim "$sim"
 
 echo "sweeping from seed $base at $percent% on $jobs thread(s); reports in $dir"
 failed=0
