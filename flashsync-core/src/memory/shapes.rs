@@ -22,7 +22,9 @@
 //! is replayed: Postgres sends no DDL, and no row ever had that shape. So a
 //! column dropped and added again under its name while the engine was down
 //! says nothing at all on the replay, as on Postgres — and only the numbers
-//! a copy was stored with tell it from the column it was made of.
+//! a copy was stored with tell it from the column it was made of. Nor does
+//! the transaction: one left with nothing to show is not sent at all (no
+//! `Begin`, no `Commit`), as Postgres 15 skips empty transactions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -174,11 +176,10 @@ pub(super) fn send_entry(
     entry: &LogEntry,
     unseen: &BTreeSet<SourceRelId>,
 ) {
-    let send = |e: StreamEvent| {
-        let _ = tx.unbounded_send(Ok(e));
-    };
     let table = |rel: SourceRelId| tables.values().find(|t| t.id == rel);
-    send(StreamEvent::Begin { xid: entry.xid, final_lsn: entry.final_lsn, commit_time: entry.commit_time });
+    // What the transaction shows, held until its end: one that shows
+    // nothing is not sent at all.
+    let mut shown: Vec<StreamEvent> = Vec::new();
     for e in &entry.events {
         let now = shaped_rel(e).and_then(|rel| Some((rel, entry.shapes.get(&rel)?)));
         match (e, now) {
@@ -192,14 +193,14 @@ pub(super) fn send_entry(
                     Some(was) => {
                         let (columns, changed) = judge(was, now, table(*rel));
                         if shapes.unsettled.remove(rel) || changed {
-                            send(StreamEvent::SchemaChanged {
+                            shown.push(StreamEvent::SchemaChanged {
                                 rel: *rel,
                                 detail: detail.clone(),
                                 columns: Some(columns),
                             });
                         }
                     }
-                    None => send(e.clone()),
+                    None => shown.push(e.clone()),
                 }
                 shapes.expect(*rel, now, table(*rel));
             }
@@ -213,7 +214,7 @@ pub(super) fn send_entry(
                             } else {
                                 format!("relation {} arrives with other columns than described", rel.0)
                             };
-                            send(StreamEvent::SchemaChanged { rel, detail, columns: Some(columns) });
+                            shown.push(StreamEvent::SchemaChanged { rel, detail, columns: Some(columns) });
                             shapes.expect(rel, now, table(rel));
                         } else {
                             shapes.judged.insert(rel);
@@ -222,10 +223,23 @@ pub(super) fn send_entry(
                     Some(_) => {}
                     None => shapes.expect(rel, now, table(rel)),
                 }
-                send(e.clone());
+                shown.push(e.clone());
             }
-            _ => send(e.clone()),
+            _ => shown.push(e.clone()),
         }
     }
+    // Postgres (15 on) sends nothing for a transaction with nothing to show
+    // — a change of shape kept silent is one, as it streams no DDL — and
+    // the feed's position moves on with its next keepalive instead. (A
+    // change of shape announced here stands for the `Relation` message of
+    // the relation's next change, and is sent in its transaction.)
+    if shown.is_empty() {
+        return;
+    }
+    let send = |e: StreamEvent| {
+        let _ = tx.unbounded_send(Ok(e));
+    };
+    send(StreamEvent::Begin { xid: entry.xid, final_lsn: entry.final_lsn, commit_time: entry.commit_time });
+    shown.into_iter().for_each(send);
     send(StreamEvent::Commit { end_lsn: entry.end_lsn });
 }
