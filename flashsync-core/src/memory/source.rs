@@ -360,4 +360,35 @@ mod tests {
         let first_shape = events.iter().position(|e| matches!(e, StreamEvent::SchemaChanged { .. }));
         assert!(first_shape < first_change, "the old shape is announced before its row: {events:#?}");
     }
+
+    /// A column dropped and added again under its name while no feed was
+    /// read, then a row inserted: the replay sends nothing for the two DDL
+    /// transactions — no `Begin`, no `Commit` — as Postgres 15 sends nothing
+    /// for a transaction without a change to show; the insert's transaction
+    /// comes first.
+    #[test]
+    fn a_transaction_with_nothing_to_show_is_not_sent() {
+        let up = MemoryUpstream::new();
+        up.create_table("public", "t", &[("id", "int8"), ("note", "int8")], TableIdentity::PrimaryKey(vec![0]));
+        let relation = UpstreamRelation { schema: "public".into(), table: "t".into() };
+        let source = up.source();
+        block_on(source.prepare(&relation, true)).expect("prepare");
+        drop(block_on(source.subscribe(None)).expect("subscribe"));
+        let dropped = up.drop_column("public", "t", "note").xid().expect("dropped");
+        let added = up.add_column("public", "t", "note", "int8", Value::Null).xid().expect("added");
+        let inserted = up.insert("public", "t", Row(vec![Value::Int(1), Value::Int(2)]));
+        // Another process: described as it is now, then the replay.
+        let source = up.source();
+        block_on(source.prepare(&relation, true)).expect("prepare");
+        let mut sub = block_on(source.subscribe(None)).expect("subscribe");
+        let mut events = Vec::new();
+        while !events.iter().any(|e| matches!(e, StreamEvent::Commit { .. })) {
+            events.push(block_on(sub.events.next()).expect("an event").expect("no error"));
+        }
+        // The first transaction sent is the insert, and it is sent whole.
+        let begun = events.iter().filter(|e| matches!(e, StreamEvent::Begin { .. })).count();
+        assert_eq!(begun, 1, "DDL transactions {dropped} and {added} were sent: {events:#?}");
+        assert!(matches!(events.last(), Some(StreamEvent::Commit { end_lsn }) if *end_lsn == inserted), "{events:#?}");
+        assert!(events.iter().any(|e| matches!(e, StreamEvent::Change(_))), "{events:#?}");
+    }
 }
