@@ -147,7 +147,12 @@ async fn reopen_and_rebootstrap(
     };
     for (v, _) in LIVE {
         let e = engine.clone();
-        let st = wait_for(&format!("{v} to report {expect:?}"), WAIT, move || {
+        // Three times the usual wait: creating a logical slot waits for
+        // every transaction open in the cluster to end (its consistent
+        // point), and the tests share one cluster, where another test's
+        // long transaction (a hand-off's holder across thousands of writer
+        // commits) once held this past 60 s under CI's load (2026-12-07).
+        let st = wait_for(&format!("{v} to report {expect:?}"), WAIT * 3, move || {
             let e = e.clone();
             async move {
                 let st = status(&e, v).await;
